@@ -1,0 +1,82 @@
+"""A built-in model that needs no key and no network, so the whole dashboard works offline.
+
+Its reply is deterministic and describes what it received: how many messages and prompt tokens
+were in its context and the oldest message it can still see. That makes trimming visible in the
+chat itself. It reports usage exactly as the API would: prompt tokens counted the API's way,
+completion tokens of the reply it sent, cut at the reply cap with finish_reason "length".
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Iterator
+
+from core.backends import ChatRequest, ReplyStream, Usage
+from core.tokens import count_prompt_tokens, tokenizer_for
+
+PREVIEW_CHARS = 60
+_WORDS = re.compile(r"\S+\s*|\s+")
+
+
+def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
+    """One line of at most `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def offline_reply(messages: list[dict[str, str]], prompt_tokens: int) -> str:
+    """The full text the offline model answers to `messages`, whose prompt is `prompt_tokens` long."""
+    conversation = messages[1:] if messages and messages[0]["role"] == "system" else messages
+    newest = conversation[-1]["content"] if conversation else ""
+    oldest = conversation[0] if conversation else None
+    exchanges = (len(conversation) - 1) // 2
+    lines = [
+        f"[Offline model] I received {len(messages)} messages ({prompt_tokens} prompt tokens): "
+        f"the system prompt, {exchanges} earlier exchange{'s' if exchanges != 1 else ''} and your message.",
+    ]
+    if oldest is not None and len(conversation) > 1:
+        lines.append(
+            f"The oldest message I can still see is from the {oldest['role']}: “{preview(oldest['content'])}”"
+        )
+    lines.append(f"You said: “{preview(newest)}”")
+    lines.append("Set an API key in the sidebar to talk to a real model.")
+    return "\n\n".join(lines)
+
+
+class OfflineReplyStream(ReplyStream):
+    def __init__(self, request: ChatRequest, chunk_delay_s: float) -> None:
+        super().__init__()
+        self._request = request
+        self._chunk_delay_s = chunk_delay_s
+
+    def _chunks(self) -> Iterator[str]:
+        request = self._request
+        tokenizer = tokenizer_for(request.model)
+        prompt_tokens = count_prompt_tokens(request.messages, request.model)
+        reply = offline_reply(request.messages, prompt_tokens)
+        reply_tokens = tokenizer.encoding.encode(reply, disallowed_special=())
+        finish_reason = "stop"
+        if request.max_reply_tokens is not None and len(reply_tokens) > request.max_reply_tokens:
+            reply_tokens = reply_tokens[: request.max_reply_tokens]
+            reply = tokenizer.encoding.decode(reply_tokens)
+            finish_reason = "length"
+        for word in _WORDS.findall(reply):
+            if self._chunk_delay_s:
+                time.sleep(self._chunk_delay_s)
+            yield word
+        self.finish_reason = finish_reason
+        self.usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=len(reply_tokens))
+
+
+class OfflineBackend:
+    """The default backend when no API key is configured."""
+
+    label = "Offline model (built in, no network)"
+    reports_server_usage = False
+
+    def __init__(self, *, chunk_delay_s: float = 0.0) -> None:
+        self.chunk_delay_s = chunk_delay_s
+
+    def stream(self, request: ChatRequest) -> OfflineReplyStream:
+        return OfflineReplyStream(request, self.chunk_delay_s)

@@ -1,0 +1,59 @@
+"""The built-in offline model: deterministic, shows what it sees, reports usage as the API would."""
+
+from core.backends import ChatRequest
+from core.conversation import Conversation
+from core.offline import OfflineBackend
+from core.tokens import count_prompt_tokens, tokenizer_for
+
+
+def run(request: ChatRequest):
+    stream = OfflineBackend().stream(request)
+    chunks = list(stream)
+    return stream, chunks
+
+
+def test_reply_streams_in_chunks_and_reports_exact_usage():
+    messages = [
+        {"role": "system", "content": "您是一名美食家。"},
+        {"role": "user", "content": "北京烤鸭怎么吃？"},
+    ]
+    stream, chunks = run(ChatRequest(messages=messages, model="gpt-4o-mini"))
+    assert len(chunks) > 5
+    assert "".join(chunks) == stream.text
+    assert stream.finish_reason == "stop"
+    assert stream.usage.prompt_tokens == count_prompt_tokens(messages, "gpt-4o-mini")
+    assert stream.usage.completion_tokens == tokenizer_for("gpt-4o-mini").count_text(stream.text)
+    assert "2 messages" in stream.text and f"{stream.usage.prompt_tokens} prompt tokens" in stream.text
+    assert "北京烤鸭怎么吃？" in stream.text
+
+
+def test_reply_is_deterministic():
+    request = ChatRequest(messages=[{"role": "user", "content": "hello"}], model="gpt-4o")
+    assert run(request)[0].text == run(request)[0].text
+
+
+def test_reply_names_the_oldest_message_still_in_context():
+    conversation = Conversation("sys", "gpt-4o", context_budget=150)
+    backend = OfflineBackend()
+    for i in range(6):
+        conversation.add_user(f"question number {i}")
+        stream = backend.stream(ChatRequest(messages=conversation.prepare(), model="gpt-4o"))
+        list(stream)
+        conversation.add_assistant(stream.text, stream.usage, usage_source="local")
+    assert conversation.trim_events
+    oldest_in_context = conversation.context_messages()[1]
+    assert f"from the {oldest_in_context.role}" in stream.text
+    assert all(t.reported_prompt_tokens == t.counted_prompt_tokens for t in conversation.turns)
+
+
+def test_reply_cap_cuts_the_reply_like_the_api():
+    request = ChatRequest(messages=[{"role": "user", "content": "hello"}], model="gpt-4o", max_reply_tokens=7)
+    stream, _ = run(request)
+    assert stream.finish_reason == "length"
+    assert stream.usage.completion_tokens == 7
+    assert tokenizer_for("gpt-4o").count_text(stream.text) <= 8
+
+
+def test_unknown_model_still_answers():
+    stream, _ = run(ChatRequest(messages=[{"role": "user", "content": "hi"}], model="llama3.2"))
+    assert stream.usage.prompt_tokens > 0 and stream.text
