@@ -114,7 +114,11 @@ class Conversation:
         self.messages: list[Message] = []
         self.turns: list[Turn] = []
         self.trim_events: list[TrimEvent] = []
-        self._context_tokens = 0  # framing of every in-context message, without reply priming
+        # The in-context messages, kept incrementally so a turn never walks the history:
+        # their indexes into .messages (ascending), their API form, and their token sum.
+        self._context_indexes: list[int] = []
+        self._context_api: list[dict[str, str]] = []
+        self._context_tokens = 0  # without reply priming
         self._append("system", system_prompt)
 
     # --- reading -----------------------------------------------------------------------------
@@ -133,7 +137,7 @@ class Conversation:
         self._tokenizer = tokenizer
         for message in self.messages:
             message.tokens = self._tokenizer.count_message(message.as_api_message())
-        self._context_tokens = sum(m.tokens for m in self.messages if m.state == "context")
+        self._context_tokens = sum(self.messages[i].tokens for i in self._context_indexes)
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -155,7 +159,7 @@ class Conversation:
         return last if last.role == "user" else None
 
     def context_messages(self) -> list[Message]:
-        return [m for m in self.messages if m.state == "context"]
+        return [self.messages[i] for i in self._context_indexes]
 
     # --- changing ----------------------------------------------------------------------------
 
@@ -165,7 +169,7 @@ class Conversation:
             raise ConversationStateError("An empty message cannot be sent.")
         pending = self.pending_user_message
         if pending is not None:
-            self._set_state(pending, "unanswered")
+            self._leave_context(len(self._context_indexes) - 1, 1, "unanswered")
         return self._append("user", text)
 
     def prepare(self) -> list[dict[str, str]]:
@@ -177,22 +181,18 @@ class Conversation:
         newest = self.pending_user_message
         if newest is None:
             raise ConversationStateError("There is no user message awaiting an answer.")
-        tokens_before = self.prompt_tokens
-        total = tokens_before
-        in_context = [i for i, m in enumerate(self.messages) if m.state == "context"]
-        # in_context reads [system, user, assistant, ..., user]: pairs sit at odd positions.
-        exchanges = [(in_context[k], in_context[k + 1]) for k in range(1, len(in_context) - 1, 2)]
-        dropped: list[int] = []
-        for user_index, reply_index in exchanges:
-            if total <= self.context_budget:
-                break
-            total -= self.messages[user_index].tokens + self.messages[reply_index].tokens
-            dropped += [user_index, reply_index]
+        tokens_before = total = self.prompt_tokens
+        # In context: [system, user, assistant, ..., user]; exchanges start at odd positions.
+        position = 1
+        while total > self.context_budget and position < len(self._context_indexes) - 1:
+            user, reply = (self.messages[i] for i in self._context_indexes[position : position + 2])
+            total -= user.tokens + reply.tokens
+            position += 2
         if total > self.context_budget:
             raise PromptTooLong(text=newest.content, prompt_tokens=total, budget=self.context_budget)
-        for index in dropped:
-            self._set_state(self.messages[index], "trimmed")
-        if dropped:
+        if position > 1:
+            dropped = self._context_indexes[1:position]
+            self._leave_context(1, position - 1, "trimmed")
             self.trim_events.append(
                 TrimEvent(
                     turn=len(self.turns) + 1,
@@ -202,7 +202,8 @@ class Conversation:
                     budget=self.context_budget,
                 )
             )
-        return [m.as_api_message() for m in self.context_messages()]
+        # The caller may read but must not mutate these dicts: they are the conversation's own.
+        return list(self._context_api)
 
     def add_assistant(
         self,
@@ -218,14 +219,14 @@ class Conversation:
             raise ConversationStateError("There is no user message for this reply to answer.")
         if not text:
             raise ConversationStateError("An empty reply is not recorded; the user message stays pending.")
-        sent = self.context_messages()
+        messages_sent = len(self._context_indexes)
         counted_prompt = self.prompt_tokens
         self._append("assistant", text, interrupted=interrupted)
         turn = Turn(
             number=len(self.turns) + 1,
             model=self.model,
             context_budget=self.context_budget,
-            messages_sent=len(sent),
+            messages_sent=messages_sent,
             counted_prompt_tokens=counted_prompt,
             count_exact=self._tokenizer.exact,
             reported_prompt_tokens=usage.prompt_tokens if usage else None,
@@ -243,7 +244,7 @@ class Conversation:
         last = self._last_in_context()
         if last.role != "assistant":
             raise ConversationStateError("There is no answer to regenerate.")
-        self._set_state(last, "replaced")
+        self._leave_context(len(self._context_indexes) - 1, 1, "replaced")
 
     # --- export and import -------------------------------------------------------------------
 
@@ -272,6 +273,7 @@ class Conversation:
             record.messages[0].content, record.model, record.context_budget, persona_id=record.persona_id
         )
         conversation.messages = []
+        conversation._context_indexes, conversation._context_api = [], []
         conversation._context_tokens = 0
         for message in record.messages:
             conversation._append(message.role, message.content, message.state, message.interrupted)
@@ -306,18 +308,23 @@ class Conversation:
     ) -> Message:
         message = Message(role=role, content=content, state=state, interrupted=interrupted)
         message.tokens = self._tokenizer.count_message(message.as_api_message())
-        self.messages.append(message)
         if state == "context":
+            self._context_indexes.append(len(self.messages))
+            self._context_api.append(message.as_api_message())
             self._context_tokens += message.tokens
+        self.messages.append(message)
         return message
 
-    def _set_state(self, message: Message, state: MessageState) -> None:
-        if message.state == "context":
-            self._context_tokens -= message.tokens
-        message.state = state
+    def _leave_context(self, position: int, count: int, state: MessageState) -> None:
+        """Take `count` in-context messages, from `position` in the context, out of it."""
+        for index in self._context_indexes[position : position + count]:
+            self.messages[index].state = state
+            self._context_tokens -= self.messages[index].tokens
+        del self._context_indexes[position : position + count]
+        del self._context_api[position : position + count]
 
     def _last_in_context(self) -> Message:
-        return next(m for m in reversed(self.messages) if m.state == "context")
+        return self.messages[self._context_indexes[-1]]
 
 
 def _describe_validation_error(exc: ValidationError) -> str:
