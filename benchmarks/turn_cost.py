@@ -75,8 +75,8 @@ def main() -> None:
     budget = load_model_table().lookup(MODEL).context_window
     print(f"model {MODEL}, context budget {budget:,} tokens, {TURNS} turns per size, median time per turn\n")
     header = (
-        f"{'history':>8} | {'prompt tok':>10} | {'ours µs/turn':>12} | {'seed µs/turn':>12} | {'speed-up':>8} "
-        f"| {'ours chars/turn':>15} | {'seed chars/turn':>15}"
+        f"{'history':>8} | {'prompt tok':>10} | {'ours µs/turn':>12} | {'seed µs/turn':>12} "
+        f"| {'speed-up':>8} | {'ours chars/turn':>15} | {'seed chars/turn':>15}"
     )
     print(header)
     print("-" * len(header))

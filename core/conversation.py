@@ -161,6 +161,23 @@ class Conversation:
     def context_messages(self) -> list[Message]:
         return [self.messages[i] for i in self._context_indexes]
 
+    def trim_plan(self, extra_tokens: int = 0) -> tuple[list[int], int]:
+        """Which messages (indexes) a call must drop to fit the budget, and the prompt tokens left.
+
+        `extra_tokens` asks the question for a message not added yet. The plan may still be over
+        budget when dropping every earlier exchange is not enough.
+        """
+        total = self.prompt_tokens + extra_tokens
+        # In context: [system, user, assistant, ..., pending user?]; exchanges start at odd
+        # positions and end before the pending user message, which is never dropped.
+        exchanges_end = len(self._context_indexes) - (1 if self.pending_user_message else 0)
+        position = 1
+        while total > self.context_budget and position + 1 < exchanges_end:
+            user, reply = (self.messages[i] for i in self._context_indexes[position : position + 2])
+            total -= user.tokens + reply.tokens
+            position += 2
+        return self._context_indexes[1:position], total
+
     # --- changing ----------------------------------------------------------------------------
 
     def add_user(self, text: str) -> Message:
@@ -181,18 +198,12 @@ class Conversation:
         newest = self.pending_user_message
         if newest is None:
             raise ConversationStateError("There is no user message awaiting an answer.")
-        tokens_before = total = self.prompt_tokens
-        # In context: [system, user, assistant, ..., user]; exchanges start at odd positions.
-        position = 1
-        while total > self.context_budget and position < len(self._context_indexes) - 1:
-            user, reply = (self.messages[i] for i in self._context_indexes[position : position + 2])
-            total -= user.tokens + reply.tokens
-            position += 2
+        tokens_before = self.prompt_tokens
+        dropped, total = self.trim_plan()
         if total > self.context_budget:
             raise PromptTooLong(text=newest.content, prompt_tokens=total, budget=self.context_budget)
-        if position > 1:
-            dropped = self._context_indexes[1:position]
-            self._leave_context(1, position - 1, "trimmed")
+        if dropped:
+            self._leave_context(1, len(dropped), "trimmed")
             self.trim_events.append(
                 TrimEvent(
                     turn=len(self.turns) + 1,
@@ -260,6 +271,23 @@ class Conversation:
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=2)
+
+    def to_markdown(self, title: str = "Conversation") -> str:
+        """A readable transcript; messages out of context are labelled as such."""
+        labels = {"trimmed": "trimmed from context", "unanswered": "not answered", "replaced": "regenerated"}
+        lines = [
+            f"# {title}",
+            "",
+            f"Model `{self.model}`, context budget {self.context_budget:,} tokens.",
+            "",
+        ]
+        for message in self.messages:
+            notes = [labels[message.state]] if message.state in labels else []
+            if message.interrupted:
+                notes.append("interrupted")
+            suffix = f" _({', '.join(notes)})_" if notes else ""
+            lines += [f"## {message.role}{suffix}", "", message.content, ""]
+        return "\n".join(lines)
 
     @classmethod
     def from_dict(cls, data: Any) -> Conversation:

@@ -77,7 +77,10 @@ class BadRequest(BackendError):
 
 
 class RateLimited(BackendError):
-    """429: too many requests or no quota left. `retry_after` is in seconds when the server said."""
+    """429: too many requests or no quota left.
+
+    `retry_after` is in seconds when the server said (`Retry-After`, seconds or an HTTP date), else None.
+    """
 
     retryable = True
 
@@ -93,24 +96,47 @@ class ServerError(BackendError):
 
 
 class RequestTimedOut(BackendError):
-    """The server did not answer in time."""
+    """The server did not answer in time, or stalled mid-reply for longer than the timeout."""
 
     retryable = True
 
 
 class ConnectionFailed(BackendError):
-    """The server could not be reached (refused, DNS, TLS)."""
+    """The server could not be reached (refused, DNS, TLS); nothing was sent or received."""
 
     retryable = True
 
 
 class StreamInterrupted(BackendError):
-    """The reply stream ended before the server said it was finished; `partial_text` is kept."""
+    """The reply stream ended (or its connection broke) before the server said it was finished.
+
+    `partial_text` keeps what had arrived.
+    """
 
     retryable = True
 
 
 class BadResponse(BackendError):
-    """The server answered with something that is not an OpenAI-compatible response."""
+    """The server answered with something that is not an OpenAI-compatible response.
+
+    E.g. an HTML page where an event stream was expected (often a wrong base URL), or a chunk
+    that is not JSON.
+    """
 
     retryable = True
+
+
+# --- Personas ------------------------------------------------------------------------------
+
+
+class PersonaFileError(DashboardError):
+    """One persona file (or the persona folder itself) could not be loaded; the other files still load.
+
+    `file_name` is relative to the persona folder (e.g. "foodie.yaml"); `problems` says what is wrong,
+    each with its line number when known. str() is "file: problem; problem", so it reads on its own.
+    """
+
+    def __init__(self, file_name: str, problems: str | list[str] | tuple[str, ...]) -> None:
+        self.file_name = file_name
+        self.problems = (problems,) if isinstance(problems, str) else tuple(problems)
+        super().__init__(f"{file_name}: " + "; ".join(self.problems))

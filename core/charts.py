@@ -1,0 +1,99 @@
+"""Altair charts of a conversation's record (Altair ships with Streamlit)."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+
+from core.stats import ContextGauge
+
+SERIES_COLORS = {
+    "prompt tokens (counted)": "#1f77b4",
+    "prompt tokens (reported by API)": "#ff7f0e",
+    "reply tokens": "#2ca02c",
+    "context budget": "#d62728",
+}
+GAUGE_COLORS = {
+    "system prompt": "#6c5ce7",
+    "history": "#74b9ff",
+    "newest": "#00b894",
+    "reply priming": "#b2bec3",
+    "free": "#eeeeee",
+}
+
+
+def usage_chart(turns: pd.DataFrame, trims: pd.DataFrame) -> alt.LayerChart:
+    """Per-turn prompt tokens (counted vs reported), reply tokens and the budget, with trims marked."""
+    long = turns.melt(
+        id_vars=["turn"],
+        value_vars=["counted_prompt_tokens", "reported_prompt_tokens", "reply_tokens", "context_budget"],
+        var_name="series",
+        value_name="tokens",
+    ).dropna(subset=["tokens"])
+    long["series"] = long["series"].map(
+        {
+            "counted_prompt_tokens": "prompt tokens (counted)",
+            "reported_prompt_tokens": "prompt tokens (reported by API)",
+            "reply_tokens": "reply tokens",
+            "context_budget": "context budget",
+        }
+    )
+    long["tokens"] = long["tokens"].astype(int)
+    color = alt.Color(
+        "series:N",
+        scale=alt.Scale(domain=list(SERIES_COLORS), range=list(SERIES_COLORS.values())),
+        legend=alt.Legend(orient="bottom", title=None, columns=2),
+    )
+    x = alt.X("turn:Q", title="turn", axis=alt.Axis(tickMinStep=1, format="d"))
+    base = alt.Chart(long).encode(
+        x=x,
+        y=alt.Y("tokens:Q", title="tokens"),
+        color=color,
+        tooltip=[alt.Tooltip("turn:Q"), alt.Tooltip("series:N"), alt.Tooltip("tokens:Q", format=",")],
+    )
+    bars = base.transform_filter(alt.datum.series == "reply tokens").mark_bar(opacity=0.5, width=8)
+    budget = base.transform_filter(alt.datum.series == "context budget").mark_line(
+        strokeDash=[6, 4], interpolate="step-after"
+    )
+    prompt_lines = base.transform_filter(
+        (alt.datum.series == "prompt tokens (counted)")
+        | (alt.datum.series == "prompt tokens (reported by API)")
+    ).mark_line(point=True)
+    trim_marks = (
+        alt.Chart(trims)
+        .mark_point(shape="triangle-down", size=160, filled=True, color="#d62728")
+        .encode(
+            x=x,
+            y=alt.Y("tokens_before:Q"),
+            tooltip=[
+                alt.Tooltip("turn:Q", title="trimmed before turn"),
+                alt.Tooltip("messages_dropped:Q", title="messages dropped"),
+                alt.Tooltip("tokens_freed:Q", title="tokens freed", format=","),
+                alt.Tooltip("tokens_before:Q", title="tokens before", format=","),
+                alt.Tooltip("tokens_after:Q", title="tokens after", format=","),
+                alt.Tooltip("preview:N", title="dropped"),
+            ],
+        )
+    )
+    return alt.layer(bars, budget, prompt_lines, trim_marks).properties(height=280)
+
+
+def gauge_chart(gauge: ContextGauge) -> alt.Chart:
+    """One stacked bar: what fills the context budget now."""
+    frame = gauge.frame()
+    frame["order"] = range(len(frame))
+    return (
+        alt.Chart(frame)
+        .mark_bar(height=28)
+        .encode(
+            x=alt.X("sum(tokens):Q", title=f"tokens of the {gauge.budget:,}-token budget", stack="zero"),
+            color=alt.Color(
+                "part:N",
+                scale=alt.Scale(domain=list(GAUGE_COLORS), range=list(GAUGE_COLORS.values())),
+                legend=alt.Legend(orient="bottom", title=None, columns=5),
+            ),
+            order=alt.Order("order:Q"),
+            tooltip=[alt.Tooltip("part:N"), alt.Tooltip("tokens:Q", format=",")],
+        )
+        .properties(height=60)
+    )

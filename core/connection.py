@@ -1,0 +1,68 @@
+"""Which backend a session talks to, from what the user typed and what the deployer configured."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import urlsplit
+
+from core.backends import ChatBackend, OpenAIBackend
+from core.offline import OfflineBackend
+
+KeySource = Literal["typed", "secrets", "environment"]
+
+# Local OpenAI-compatible servers (Ollama, vLLM, LM Studio, llama.cpp) accept any key; the SDK
+# insists on one.
+KEYLESS_PLACEHOLDER = "not-needed"
+
+
+@dataclass(frozen=True)
+class Connection:
+    """Where requests go. The key is excluded from repr so it never lands in a log or traceback."""
+
+    api_key: str | None = field(default=None, repr=False)
+    base_url: str | None = None
+    key_source: KeySource | None = None
+
+    @property
+    def offline(self) -> bool:
+        return self.api_key is None and self.base_url is None
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).netloc if self.base_url else "api.openai.com"
+
+    def backend(self, *, offline_chunk_delay_s: float = 0.0) -> ChatBackend:
+        if self.offline:
+            return OfflineBackend(chunk_delay_s=offline_chunk_delay_s)
+        return OpenAIBackend(api_key=self.api_key or KEYLESS_PLACEHOLDER, base_url=self.base_url)
+
+
+def resolve_connection(
+    *,
+    typed_key: str = "",
+    typed_base_url: str = "",
+    secrets: Mapping[str, object],
+    environ: Mapping[str, str],
+) -> Connection:
+    """The key and base URL in order of precedence: typed in this session, deployer's secrets,
+    then the environment (OPENAI_API_KEY / OPENAI_BASE_URL, as the SDK reads them)."""
+    api_key, source = None, None
+    for candidate, candidate_source in (
+        (typed_key, "typed"),
+        (secrets.get("OPENAI_API_KEY"), "secrets"),
+        (environ.get("OPENAI_API_KEY"), "environment"),
+    ):
+        if isinstance(candidate, str) and candidate.strip():
+            api_key, source = candidate.strip(), candidate_source
+            break
+    base_url = next(
+        (
+            url.strip()
+            for url in (typed_base_url, secrets.get("OPENAI_BASE_URL"), environ.get("OPENAI_BASE_URL"))
+            if isinstance(url, str) and url.strip()
+        ),
+        None,
+    )
+    return Connection(api_key=api_key, base_url=base_url, key_source=source)

@@ -1,0 +1,164 @@
+"""The numbers the dashboard shows, computed from a Conversation's record: plain, testable data."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+
+from core.conversation import Conversation
+from core.model_info import ModelTable
+from core.offline import preview
+from core.tokens import REPLY_PRIMING
+
+TURN_COLUMNS = [
+    "turn",
+    "counted_prompt_tokens",
+    "reported_prompt_tokens",
+    "difference",
+    "reply_tokens",
+    "context_budget",
+    "messages_sent",
+    "latency_s",
+    "interrupted",
+]
+TRIM_COLUMNS = [
+    "turn",
+    "messages_dropped",
+    "tokens_before",
+    "tokens_after",
+    "tokens_freed",
+    "budget",
+    "preview",
+]
+
+
+def turns_frame(conversation: Conversation) -> pd.DataFrame:
+    """One row per completed turn. `difference` is reported minus counted (None without a report)."""
+    rows = [
+        {
+            "turn": t.number,
+            "counted_prompt_tokens": t.counted_prompt_tokens,
+            "reported_prompt_tokens": t.reported_prompt_tokens,
+            "difference": (
+                t.reported_prompt_tokens - t.counted_prompt_tokens
+                if t.reported_prompt_tokens is not None
+                else None
+            ),
+            "reply_tokens": t.reported_completion_tokens
+            if t.reported_completion_tokens is not None
+            else t.counted_completion_tokens,
+            "context_budget": t.context_budget,
+            "messages_sent": t.messages_sent,
+            "latency_s": t.latency_s,
+            "interrupted": t.interrupted,
+        }
+        for t in conversation.turns
+    ]
+    return pd.DataFrame(rows, columns=TURN_COLUMNS).astype(
+        {"reported_prompt_tokens": "Int64", "difference": "Int64"}
+    )
+
+
+def trims_frame(conversation: Conversation) -> pd.DataFrame:
+    """One row per trimming event, with a preview of the oldest message it dropped."""
+    rows = [
+        {
+            "turn": event.turn,
+            "messages_dropped": len(event.dropped),
+            "tokens_before": event.tokens_before,
+            "tokens_after": event.tokens_after,
+            "tokens_freed": event.tokens_freed,
+            "budget": event.budget,
+            "preview": " | ".join(
+                f"{conversation.messages[i].role}: {preview(conversation.messages[i].content, 40)}"
+                for i in event.dropped[:2]
+            )
+            + (f" | … {len(event.dropped) - 2} more" if len(event.dropped) > 2 else ""),
+        }
+        for event in conversation.trim_events
+    ]
+    return pd.DataFrame(rows, columns=TRIM_COLUMNS)
+
+
+@dataclass(frozen=True)
+class ContextGauge:
+    """How full the budget is now, split by what fills it."""
+
+    budget: int
+    system: int  # the system prompt, with its framing
+    history: int  # earlier exchanges still in context
+    newest: int  # the pending user message, or the last exchange when none is pending
+    priming: int = REPLY_PRIMING
+
+    @property
+    def used(self) -> int:
+        return self.system + self.history + self.newest + self.priming
+
+    @property
+    def free(self) -> int:
+        return max(self.budget - self.used, 0)
+
+    @property
+    def fraction(self) -> float:
+        return self.used / self.budget if self.budget else 1.0
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            {
+                "part": ["system prompt", "history", "newest", "reply priming", "free"],
+                "tokens": [self.system, self.history, self.newest, self.priming, self.free],
+            }
+        )
+
+
+def context_gauge(conversation: Conversation) -> ContextGauge:
+    context = conversation.context_messages()
+    system = context[0].tokens
+    rest = context[1:]
+    newest_count = 1 if conversation.pending_user_message else 2
+    newest = sum(m.tokens for m in rest[-newest_count:])
+    history = sum(m.tokens for m in rest[:-newest_count]) if len(rest) > newest_count else 0
+    return ContextGauge(budget=conversation.context_budget, system=system, history=history, newest=newest)
+
+
+def typical_user_message_tokens(conversation: Conversation) -> int:
+    """The mean size of the user's messages so far (a small default before the first)."""
+    sizes = [m.tokens for m in conversation.messages if m.role == "user"]
+    return round(sum(sizes) / len(sizes)) if sizes else 20
+
+
+def next_turn_drops(conversation: Conversation) -> list[int]:
+    """Messages (indexes) the next call would drop for a user message of typical size."""
+    if conversation.pending_user_message:
+        return conversation.trim_plan()[0]
+    return conversation.trim_plan(extra_tokens=typical_user_message_tokens(conversation))[0]
+
+
+@dataclass(frozen=True)
+class Totals:
+    prompt_tokens: int
+    completion_tokens: int
+    #: US dollars; None when the model is not in the price table.
+    cost: float | None
+    #: True when any prompt figure is the local count because the server reported none.
+    includes_counted: bool
+
+
+def totals(conversation: Conversation, table: ModelTable) -> Totals:
+    """Tokens in and out over the whole conversation, each turn priced at its own model."""
+    prompt = completion = 0
+    cost: float | None = 0.0
+    includes_counted = False
+    for turn in conversation.turns:
+        turn_prompt = turn.reported_prompt_tokens
+        if turn_prompt is None:
+            turn_prompt, includes_counted = turn.counted_prompt_tokens, True
+        turn_completion = turn.reported_completion_tokens
+        if turn_completion is None:
+            turn_completion = turn.counted_completion_tokens
+        prompt += turn_prompt
+        completion += turn_completion
+        info = table.lookup(turn.model)
+        cost = None if info is None or cost is None else cost + info.cost(turn_prompt, turn_completion)
+    return Totals(prompt, completion, cost, includes_counted)

@@ -1,0 +1,518 @@
+"""A real, local OpenAI-compatible HTTP server for tests, scriptable with faults.
+
+It speaks the Chat Completions wire format (streaming SSE chunks, the final usage chunk, `[DONE]`,
+non-streaming JSON) and `GET /v1/models`, on 127.0.0.1 in a background thread. Its default reply
+echoes the last user message; usage is counted with `core.tokens` like the real API bills it.
+
+In a test::
+
+    from tests.openai_server import openai_server  # noqa: F401  (the pytest fixture)
+
+    def test_x(openai_server):
+        openai_server.fail(429, "Slow down", headers={"Retry-After": "7"})
+        backend = OpenAIBackend("sk-test", openai_server.base_url, max_retries=0)
+        ...
+        assert openai_server.requests[-1].body["model"] == "gpt-4o-mini"
+
+Standalone (for browser tests): ``python -m tests.openai_server --port 8765``, then point the app
+at it with ``OPENAI_BASE_URL=http://127.0.0.1:8765/v1``. Faults are scripted over HTTP with
+``POST /_control/faults`` (a JSON object with `Fault`'s fields), ``GET /_control/requests`` and
+``POST /_control/reset``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import re
+import socket
+import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Literal
+
+import pytest
+
+from core.tokens import count_prompt_tokens, tokenizer_for
+
+DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "o3-mini", "gpt-5-mini", "llama3.2")
+CONTROL_PREFIX = "/_control/"
+
+
+@dataclass
+class Fault:
+    """How the server answers the next chat completion request (one queued fault per request).
+
+    The defaults are a normal answer; each field changes one thing.
+    """
+
+    #: HTTP status; anything but 200 sends `error` (or `body`) instead of a completion.
+    status: int = 200
+    #: OpenAI-style error object, sent as {"error": error} with a non-200 status.
+    error: dict[str, Any] | None = None
+    #: Raw body sent as is (with `content_type`), e.g. an HTML page where JSON was expected.
+    body: str | None = None
+    content_type: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+    #: Seconds to wait before answering at all (longer than the client timeout → a timeout).
+    delay: float = 0.0
+    #: Stream only: wait `delay` after this many content chunks instead (a stall mid-reply).
+    delay_after_chunks: int | None = None
+    #: Reply text to send instead of the echo.
+    reply: str | None = None
+    finish_reason: str = "stop"
+    #: Stream only: drop the connection after this many content chunks (no finish_reason, no [DONE]).
+    cut_after: int | None = None
+    #: Stream only: "chunked" (HTTP/1.1, a cut is an incomplete body) or "close" (the body ends
+    #: where the connection closes, so a cut looks like a clean end of stream).
+    framing: Literal["chunked", "close"] = "chunked"
+    #: Stream only: send `data: <this>` (e.g. not JSON) after `bad_chunk_after` content chunks.
+    bad_chunk: str | None = None
+    bad_chunk_after: int = 0
+    #: Stream only: leave out the usage chunk even when stream_options.include_usage asks for it.
+    omit_usage: bool = False
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the server received it; header names are lower-cased."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+    @property
+    def messages(self) -> list[dict[str, Any]]:
+        return list(self.body.get("messages", [])) if isinstance(self.body, dict) else []
+
+
+def echo_reply(messages: list[dict[str, Any]]) -> str:
+    """The server's default, deterministic reply: it echoes the last user message."""
+    last_user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
+    return f"You said: {last_user}"
+
+
+def split_chunks(text: str) -> list[str]:
+    """The content deltas the server streams for `text`."""
+    # Word-sized deltas, whitespace kept, so the chunks join back to exactly the reply.
+    return re.findall(r"\s*\S+\s*|\s+", text) or [text]
+
+
+class OpenAIServer:
+    """The server, its recorded requests and its fault queue. Use `start()`/`stop()` or `with`."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, quiet: bool = True) -> None:
+        self.requests: list[RecordedRequest] = []
+        self.models: list[str] = list(DEFAULT_MODELS)
+        #: When set, a request whose bearer token differs gets OpenAI's 401 (with a masked key).
+        self.api_key: str | None = None
+        #: When True, requests carrying `stream_options` get a 400, like some compatible servers.
+        self.rejects_stream_options = False
+        #: Seconds between streamed chunks, so a browser can watch a reply arrive.
+        self.chunk_delay = 0.0
+        self.quiet = quiet
+        self._faults: deque[Fault] = deque()
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._ids = itertools.count(1)
+        self._httpd = _HTTPServer((host, port), _make_handler(self))
+        self._thread: threading.Thread | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        return int(self._httpd.server_address[1])
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self) -> OpenAIServer:
+        # A short poll interval keeps shutdown (once per test) fast.
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, args=(0.02,), name="openai-server", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()  # wakes handlers sleeping in a `delay` fault
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> OpenAIServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # --- scripting ---------------------------------------------------------------------------
+
+    def enqueue(self, fault: Fault) -> None:
+        """Answer the next chat completion request as `fault` says; faults are used in order."""
+        with self._lock:
+            self._faults.append(fault)
+
+    def fail(
+        self,
+        status: int,
+        message: str = "Scripted failure.",
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Answer the next request with `status` and an OpenAI-style error body."""
+        error = {"message": message, "type": type, "param": param, "code": code}
+        self.enqueue(Fault(status=status, error=error, headers=dict(headers or {})))
+
+    def delay(self, seconds: float) -> None:
+        """Wait `seconds` before answering the next request (make it exceed the client timeout)."""
+        self.enqueue(Fault(delay=seconds))
+
+    def stall(self, seconds: float, *, after_chunks: int) -> None:
+        """Stop sending the next stream for `seconds` after `after_chunks` content chunks."""
+        self.enqueue(Fault(delay=seconds, delay_after_chunks=after_chunks))
+
+    def cut_stream(self, after_chunks: int, *, framing: Literal["chunked", "close"] = "chunked") -> None:
+        """Drop the next stream's connection after `after_chunks` content chunks."""
+        self.enqueue(Fault(cut_after=after_chunks, framing=framing))
+
+    def send_raw(self, body: str, *, status: int = 200, content_type: str = "text/html") -> None:
+        """Answer the next request with `body` as is, e.g. a proxy's HTML page."""
+        self.enqueue(Fault(status=status, body=body, content_type=content_type))
+
+    def send_bad_chunk(self, data: str = "this is not json", *, after_chunks: int = 1) -> None:
+        """Put `data: <data>` into the next stream after `after_chunks` chunks.
+
+        The default is not JSON; an OpenAI error object (`{"error": {...}}`) is an error event.
+        """
+        self.enqueue(Fault(bad_chunk=data, bad_chunk_after=after_chunks))
+
+    def omit_usage(self) -> None:
+        """Send the next stream without a usage chunk, like servers that ignore include_usage."""
+        self.enqueue(Fault(omit_usage=True))
+
+    def reply(self, text: str, *, finish_reason: str = "stop") -> None:
+        """Answer the next request with `text` instead of the echo."""
+        self.enqueue(Fault(reply=text, finish_reason=finish_reason))
+
+    def reset(self) -> None:
+        """Forget recorded requests and queued faults."""
+        with self._lock:
+            self._faults.clear()
+            self.requests.clear()
+
+    @property
+    def chat_requests(self) -> list[RecordedRequest]:
+        return [r for r in self.requests if r.path.endswith("/chat/completions")]
+
+    # --- what a request gets -----------------------------------------------------------------
+
+    def _next_fault(self) -> Fault:
+        with self._lock:
+            return self._faults.popleft() if self._faults else Fault()
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self.requests.append(request)
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep unless the server stops first; True when it is stopping."""
+        return self._stopping.wait(seconds) if seconds > 0 else self._stopping.is_set()
+
+    def _completion_id(self) -> str:
+        return f"chatcmpl-test{next(self._ids):06d}"
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True  # a handler still sleeping in a `delay` fault must not block shutdown
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Clients hanging up (timeouts, closed keep-alive connections) are expected, not errors.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+def _usage(body: dict[str, Any], reply: str) -> dict[str, Any]:
+    model = str(body.get("model", ""))
+    prompt = count_prompt_tokens(body.get("messages", []), model)
+    completion = tokenizer_for(model).count_text(reply)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
+
+
+def _capped(body: dict[str, Any], text: str, finish_reason: str) -> tuple[str, str]:
+    """The reply cut to the request's token cap, and finish_reason "length" when it was cut."""
+    cap = body.get("max_completion_tokens") or body.get("max_tokens")
+    if not isinstance(cap, int):
+        return text, finish_reason
+    encoding = tokenizer_for(str(body.get("model", ""))).encoding
+    tokens = encoding.encode(text, disallowed_special=())
+    if len(tokens) <= cap:
+        return text, finish_reason
+    return encoding.decode(tokens[:cap]), "length"
+
+
+def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive and chunked streams, like the real API
+
+        def log_message(self, format: str, *args: Any) -> None:
+            if not server.quiet:
+                super().log_message(format, *args)
+
+        # --- plumbing ---------------------------------------------------------------------
+
+        def _read_body(self) -> Any:
+            length = int(self.headers.get("Content-Length") or 0)
+            raw = self.rfile.read(length) if length else b""
+            try:
+                return json.loads(raw) if raw else None
+            except ValueError:
+                return raw.decode("utf-8", "replace")
+
+        def _send(
+            self, status: int, payload: Any, *, content_type: str = "application/json", headers: Any = None
+        ) -> None:
+            data = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _error(
+            self, status: int, message: str, *, code: str | None = None, param: str | None = None
+        ) -> None:
+            error = {"message": message, "type": "invalid_request_error", "param": param, "code": code}
+            self._send(status, {"error": error})
+
+        # --- routes -----------------------------------------------------------------------
+
+        def do_GET(self) -> None:
+            if self.path == CONTROL_PREFIX + "requests":
+                self._send(200, [asdict(r) for r in server.requests])
+                return
+            server._record(RecordedRequest("GET", self.path, _lower(self.headers), None))
+            if self.path.rstrip("/") == "/v1/models":
+                data = [{"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in server.models]
+                self._send(200, {"object": "list", "data": data})
+            else:
+                self._error(404, f"Unknown path {self.path}.")
+
+        def do_POST(self) -> None:
+            body = self._read_body()
+            if self.path.startswith(CONTROL_PREFIX):
+                self._control(self.path[len(CONTROL_PREFIX) :], body)
+                return
+            server._record(RecordedRequest("POST", self.path, _lower(self.headers), body))
+            if self.path.rstrip("/") != "/v1/chat/completions":
+                self._error(404, f"Unknown path {self.path}.")
+                return
+            # The client may have given up already (e.g. it timed out during a `delay` fault).
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                self._chat(body)
+
+        def _control(self, action: str, body: Any) -> None:
+            if action == "faults" and isinstance(body, dict):
+                server.enqueue(Fault(**body))
+            elif action == "reset":
+                server.reset()
+            else:
+                self._error(400, f"Unknown control action {action!r}.")
+                return
+            self._send(200, {"ok": True})
+
+        def _chat(self, body: Any) -> None:
+            fault = server._next_fault()
+            if fault.delay_after_chunks is None and server._sleep(fault.delay):
+                return
+            if fault.status != 200 or fault.body is not None:
+                content_type = fault.content_type or "application/json"
+                payload = fault.body if fault.body is not None else {"error": fault.error or {}}
+                self._send(fault.status, payload, content_type=content_type, headers=fault.headers)
+                return
+            if server.api_key is not None:
+                sent = self.headers.get("Authorization", "").removeprefix("Bearer ")
+                if sent != server.api_key:
+                    # OpenAI's own wording, which echoes a masked form of the key.
+                    masked = f"{sent[:3]}{'*' * max(len(sent) - 7, 0)}{sent[-4:]}"
+                    self._error(
+                        401,
+                        f"Incorrect API key provided: {masked}. You can find your API key at "
+                        "https://platform.openai.com/account/api-keys.",
+                        code="invalid_api_key",
+                    )
+                    return
+            if (
+                not isinstance(body, dict)
+                or not isinstance(body.get("messages"), list)
+                or "model" not in body
+            ):
+                self._error(400, "Request body must be JSON with 'model' and 'messages'.")
+                return
+            if server.rejects_stream_options and "stream_options" in body:
+                self._error(
+                    400, "Unrecognized request argument supplied: stream_options", param="stream_options"
+                )
+                return
+            text = fault.reply if fault.reply is not None else echo_reply(body["messages"])
+            text, finish_reason = _capped(body, text, fault.finish_reason)
+            if body.get("stream"):
+                self._stream(body, text, finish_reason, fault)
+            else:
+                self._complete(body, text, finish_reason, fault)
+
+        def _complete(self, body: dict[str, Any], text: str, finish_reason: str, fault: Fault) -> None:
+            message = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+            self._send(
+                200,
+                {
+                    "id": server._completion_id(),
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": body["model"],
+                    "choices": [
+                        {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+                    ],
+                    "usage": _usage(body, text),
+                    "service_tier": "default",
+                    "system_fingerprint": "fp_test",
+                },
+                headers=fault.headers,
+            )
+
+        def _stream(self, body: dict[str, Any], text: str, finish_reason: str, fault: Fault) -> None:
+            include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+            chunked = fault.framing == "chunked"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Cache-Control", "no-cache")
+            for name, value in fault.headers.items():
+                self.send_header(name, value)
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+
+            def write(data: str) -> None:
+                raw = data.encode()
+                self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n" if chunked else raw)
+                self.wfile.flush()
+
+            base = {
+                "id": server._completion_id(),
+                "object": "chat.completion.chunk",
+                "created": int(time.time()),
+                "model": body["model"],
+                "service_tier": "default",
+                "system_fingerprint": "fp_test",
+            }
+
+            def event(choices: list[dict[str, Any]], **extra: Any) -> None:
+                chunk = {**base, "choices": choices, **extra}
+                if include_usage and "usage" not in extra:
+                    chunk["usage"] = None  # as OpenAI does on every chunk but the last
+                write(f"data: {json.dumps(chunk)}\n\n")
+
+            def choice(delta: dict[str, Any], finish: str | None = None) -> list[dict[str, Any]]:
+                return [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+
+            event(choice({"role": "assistant", "content": "", "refusal": None}))
+            for sent, piece in enumerate(split_chunks(text)):
+                if fault.cut_after is not None and sent >= fault.cut_after:
+                    self.close_connection = True  # no finish_reason, no [DONE], no final 0-chunk
+                    return
+                if fault.bad_chunk is not None and sent == fault.bad_chunk_after:
+                    write(f"data: {fault.bad_chunk}\n\n")
+                if sent == fault.delay_after_chunks and server._sleep(fault.delay):
+                    return
+                if server._sleep(server.chunk_delay):
+                    return
+                event(choice({"content": piece}))
+            if fault.cut_after is not None:
+                self.close_connection = True
+                return
+            event(choice({}, finish_reason))
+            if include_usage and not fault.omit_usage:
+                event([], usage=_usage(body, text))
+            write("data: [DONE]\n\n")
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+
+    return Handler
+
+
+def _lower(headers: Any) -> dict[str, str]:
+    return {name.lower(): value for name, value in headers.items()}
+
+
+def unused_port() -> int:
+    """A port nothing listens on (bound, then released), for connection-refused tests."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_server(**kwargs: Any) -> Iterator[OpenAIServer]:
+    """A started `OpenAIServer`, stopped on exit (for fixtures of any scope)."""
+    with OpenAIServer(**kwargs) as server:
+        yield server
+
+
+@pytest.fixture
+def openai_server() -> Iterator[OpenAIServer]:
+    """A fresh server per test: no faults queued, no requests recorded."""
+    with running_server() as server:
+        yield server
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="Run the test OpenAI-compatible server.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--api-key", default=None, help="reject requests that do not carry this key")
+    parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
+    parser.add_argument("--verbose", action="store_true", help="log every request")
+    args = parser.parse_args(argv)
+    server = OpenAIServer(args.host, args.port, quiet=not args.verbose)
+    server.api_key = args.api_key
+    server.chunk_delay = args.chunk_delay
+    print(f"OpenAI-compatible test server on http://{args.host}:{server.port}/v1", flush=True)
+    try:
+        server._httpd.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server._httpd.server_close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,204 @@
+"""The page, driven through Streamlit's AppTest on the offline model."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.conversation import Conversation
+
+APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
+PERSONAS = Path(__file__).resolve().parent.parent / "personas"
+
+
+@pytest.fixture
+def app(monkeypatch) -> AppTest:
+    monkeypatch.setenv("OFFLINE_CHUNK_DELAY_S", "0")
+    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PERSONAS_DIR"):
+        monkeypatch.delenv(name, raising=False)
+    return AppTest.from_file(APP, default_timeout=60).run()
+
+
+def send(at: AppTest, text: str) -> AppTest:
+    at.chat_input(key="chat_input").set_value(text).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def select_persona(at: AppTest, persona_id: str) -> AppTest:
+    at.selectbox(key="persona_id").select(persona_id).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def conversation(at: AppTest, persona_id: str = "foodie") -> Conversation:
+    return at.session_state.conversations[persona_id]
+
+
+def test_foodie_is_first_and_personas_are_selectable(app):
+    selector = app.selectbox(key="persona_id")
+    assert selector.options[0] == "🍜 美食家"
+    assert selector.value == "foodie"
+    assert len(selector.options) >= 6
+    assert app.title[0].value == "🍜 美食家"
+    # Greeting and starter prompts on an empty conversation.
+    assert app.chat_message[0].name == "assistant"
+    assert any(b.key and b.key.startswith("starter::foodie::") for b in app.button)
+    select_persona(app, "translator")
+    assert "🍜" not in app.title[0].value
+
+
+def test_a_full_turn_on_the_offline_model(app):
+    send(app, "北京烤鸭怎么吃？")
+    chat = conversation(app)
+    assert [m.role for m in chat.messages] == ["system", "user", "assistant"]
+    turn = chat.turns[0]
+    assert turn.usage_source == "local"
+    assert turn.reported_prompt_tokens == turn.counted_prompt_tokens
+    assert "[Offline model]" in chat.messages[-1].content
+    texts = [m.value for m in app.markdown]
+    assert "北京烤鸭怎么吃？" in texts
+    assert any("[Offline model]" in text for text in texts)
+    assert any("Offline model: its usage is computed locally" in c.value for c in app.caption)
+    assert app.metric[0].value == f"{chat.prompt_tokens:,} / 1,024"
+    assert not app.error
+
+
+def test_starter_prompt_sends_its_text(app):
+    starter = next(b for b in app.button if b.key and b.key.startswith("starter::foodie::"))
+    starter.click().run()
+    assert conversation(app).messages[1].content == starter.label
+
+
+def test_trimming_shows_in_record_chat_and_chart_data(app):
+    for i in range(14):
+        send(app, f"第{i}个问题：四川火锅、重庆小面和成都担担面，哪一个最适合第一次去四川的人？")
+    chat = conversation(app)
+    assert chat.trim_events, "14 turns cannot fit the foodie's 1,024-token budget"
+    assert all(t.counted_prompt_tokens <= 1024 for t in chat.turns)
+    trimmed = [m for m in chat.messages if m.state == "trimmed"]
+    assert len(trimmed) == sum(len(e.dropped) for e in chat.trim_events)
+    # The chat marks them, the log lists them, the chart is drawn.
+    assert any(c.value == trimmed[0].content for c in app.caption)
+    assert len(app.dataframe) >= 2
+    log = app.dataframe[0].value
+    assert list(log["turn"]) == [e.turn for e in chat.trim_events]
+    assert len(app.get("vega_lite_chart")) == 2  # the context gauge and the per-turn chart
+
+
+def test_switching_personas_keeps_separate_conversations(app):
+    send(app, "foodie question")
+    select_persona(app, "translator")
+    send(app, "translate this please")
+    select_persona(app, "foodie")
+    foodie, translator = conversation(app, "foodie"), conversation(app, "translator")
+    assert [m.content for m in foodie.messages if m.role == "user"] == ["foodie question"]
+    assert [m.content for m in translator.messages if m.role == "user"] == ["translate this please"]
+    assert "translate this please" not in [m.value for m in app.markdown]
+    assert "foodie question" in [m.value for m in app.markdown]
+
+
+def test_new_conversation_starts_over_and_keeps_budget(app):
+    send(app, "hello")
+    app.number_input(key="budget::foodie").set_value(2048).run()
+    app.button[[b.label for b in app.button].index("New conversation")].click().run()
+    chat = conversation(app)
+    assert len(chat.messages) == 1 and chat.context_budget == 2048
+
+
+def test_budget_and_reply_cap_are_separate_and_applied(app):
+    app.number_input(key="budget::foodie").set_value(512).run()
+    app.number_input(key="reply_cap::foodie").set_value(12).run()
+    send(app, "hello")
+    chat = conversation(app)
+    assert chat.context_budget == 512
+    assert chat.turns[0].reported_completion_tokens == 12  # the offline model honours the cap
+
+
+def test_export_import_round_trip(app):
+    for text in ("one", "two", "three"):
+        send(app, text)
+    exported = conversation(app).to_json()
+    assert "api_key" not in exported
+    select_persona(app, "translator")
+    app.file_uploader(key="import_file").set_value(
+        ("foodie.json", exported.encode(), "application/json")
+    ).run()
+    assert not app.exception
+    # The file names the foodie, so it lands there and the selector follows.
+    assert app.selectbox(key="persona_id").value == "foodie"
+    assert conversation(app).to_dict() == json.loads(exported)
+    assert any("Imported 7 messages" in s.value for s in app.success)
+
+
+def test_bad_import_is_rejected_and_changes_nothing(app):
+    send(app, "keep me")
+    before = conversation(app).to_dict()
+    app.file_uploader(key="import_file").set_value(("bad.json", b'{"messages": 3}', "application/json")).run()
+    assert any("Import of bad.json failed" in e.value for e in app.error)
+    assert conversation(app).to_dict() == before
+
+
+def test_too_long_message_is_an_error_and_is_kept(app):
+    long_text = "火锅" * 2000
+    send(app, long_text)
+    chat = conversation(app)
+    assert chat.pending_user_message.content == long_text
+    assert chat.turns == []
+    assert any("more than the context budget of 1024" in e.value for e in app.error)
+    assert not any("[Offline model]" in m.value for m in app.markdown)
+    assert "Retry" in [b.label for b in app.button]
+    # Raise the budget and retry: the same message goes through.
+    app.number_input(key="budget::foodie").set_value(20_000).run()
+    app.button(key="retry").click().run()
+    assert chat.turns and chat.messages[-2].content == long_text
+    assert not app.error
+
+
+def test_regenerate_replaces_the_last_answer(app):
+    send(app, "hello")
+    app.button(key="regenerate").click().run()
+    chat = conversation(app)
+    assert [m.state for m in chat.messages] == ["context", "context", "replaced", "context"]
+    assert len(chat.turns) == 2
+
+
+def test_user_text_is_never_rendered_as_html(app):
+    send(app, "<script>alert(1)</script><b>bold</b>")
+    assert not app.get("html")
+    assert all(not getattr(m.proto, "allow_html", False) for m in app.markdown)
+
+
+def test_missing_secrets_runs_offline(app):
+    assert not app.exception
+    assert any("built-in offline model" in i.value for i in app.info)
+
+
+def test_typed_key_switches_to_the_openai_backend(app):
+    app.text_input(key="api_key").input("sk-typed-in-this-session").run()
+    assert any("api.openai.com" in s.value and "typed here" in s.value for s in app.success)
+    assert not any("built-in offline model" in i.value for i in app.info)
+    assert all("sk-typed-in-this-session" not in s.value for s in app.success)
+
+
+def test_broken_persona_file_is_reported_and_the_rest_load(monkeypatch, tmp_path):
+    shutil.copy(PERSONAS / "foodie.yaml", tmp_path / "foodie.yaml")
+    (tmp_path / "broken.yaml").write_text("name: [unclosed\n", encoding="utf-8")
+    monkeypatch.setenv("PERSONAS_DIR", str(tmp_path))
+    monkeypatch.setenv("OFFLINE_CHUNK_DELAY_S", "0")
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert at.selectbox(key="persona_id").options == ["🍜 美食家"]
+    errors = [e.value for e in at.sidebar.error]
+    assert len(errors) == 1 and "broken.yaml" in errors[0]
+    send(at, "still works")
+    assert conversation(at).turns
+
+
+def test_no_loadable_persona_stops_with_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("PERSONAS_DIR", str(tmp_path / "missing"))
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert "No persona could be loaded" in at.error[0].value

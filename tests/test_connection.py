@@ -1,0 +1,32 @@
+"""Where the key and base URL come from, and which backend that picks."""
+
+from core.connection import resolve_connection
+from core.offline import OfflineBackend
+
+
+def test_nothing_configured_means_offline():
+    connection = resolve_connection(secrets={}, environ={})
+    assert connection.offline
+    assert isinstance(connection.backend(), OfflineBackend)
+
+
+def test_precedence_typed_then_secrets_then_environment():
+    env = {"OPENAI_API_KEY": "sk-env", "OPENAI_BASE_URL": "http://env:1/v1"}
+    secrets = {"OPENAI_API_KEY": "sk-secret"}
+    assert resolve_connection(typed_key="sk-typed", secrets=secrets, environ=env).key_source == "typed"
+    assert resolve_connection(typed_key=" ", secrets=secrets, environ=env).api_key == "sk-secret"
+    from_env = resolve_connection(secrets={}, environ=env)
+    assert (from_env.api_key, from_env.key_source, from_env.host) == ("sk-env", "environment", "env:1")
+
+
+def test_a_base_url_alone_reaches_a_local_server_without_a_key():
+    connection = resolve_connection(typed_base_url="http://127.0.0.1:11434/v1", secrets={}, environ={})
+    assert not connection.offline
+    assert connection.host == "127.0.0.1:11434"
+    assert "Offline" not in connection.backend().label
+
+
+def test_the_key_never_shows_in_repr():
+    connection = resolve_connection(typed_key="sk-very-secret", secrets={}, environ={})
+    assert "sk-very-secret" not in repr(connection)
+    assert "sk-very-secret" not in repr(connection.backend())
