@@ -16,7 +16,7 @@ from core.backends import ChatRequest
 from core.charts import gauge_chart, usage_chart
 from core.connection import Connection, resolve_connection
 from core.conversation import MAX_IMPORT_BYTES, Conversation
-from core.errors import BackendError, ConversationImportError, PromptTooLong, RateLimited
+from core.errors import BackendError, ConversationImportError, PromptTooLong
 from core.model_info import ModelTable, load_model_table
 from core.offline import preview
 from core.personas import Persona, PersonaCatalog, load_personas
@@ -268,14 +268,18 @@ def render_message(message, persona: Persona) -> None:
 
 
 def run_turn(persona: Persona, conversation: Conversation, connection: Connection) -> None:
-    """Send the pending user message and stream the reply into the chat."""
+    """Send the pending user message and stream the reply into the chat.
+
+    Every outcome ends in a rerun, which redraws the history (with this turn's trims, badges and
+    any error) and the dashboard from the conversation's record.
+    """
     errors = st.session_state.chat_errors
     errors.pop(persona.id, None)
     try:
         messages = conversation.prepare()
     except PromptTooLong as error:
         errors[persona.id] = str(error)
-        return
+        st.rerun()
     request = ChatRequest(
         messages=messages,
         model=conversation.model,
@@ -291,30 +295,38 @@ def run_turn(persona: Persona, conversation: Conversation, connection: Connectio
             stream = backend.stream(request)
             st.write_stream(stream)  # drops the usage chunk; the stream object keeps it
         except BackendError as error:
+            # Refused before any text (raised by stream()) or broken off mid-reply (partial kept).
             partial = stream.text if stream is not None else error.partial_text
             if partial:
                 conversation.add_assistant(
                     partial, None, latency_s=time.perf_counter() - started, interrupted=True
                 )
-            hint = ""
-            if isinstance(error, RateLimited) and error.retry_after:
-                hint = f" Retry in about {error.retry_after:.0f} s."
-            errors[persona.id] = str(error) + hint
-            return
+            errors[persona.id] = str(error)
+            st.rerun()
         except BaseException:
-            # Stopped (the stop button) or interrupted by another interaction: keep what streamed.
-            if stream is not None and stream.text:
-                conversation.add_assistant(
-                    stream.text, None, latency_s=time.perf_counter() - started, interrupted=True
-                )
+            # Stopped (the chat input's stop button) or interrupted by another interaction:
+            # keep what streamed, and hang up on the server.
+            if stream is not None:
+                stream.close()
+                if stream.text:
+                    conversation.add_assistant(
+                        stream.text, None, latency_s=time.perf_counter() - started, interrupted=True
+                    )
             raise
+    if not stream.text:
+        # Not recorded as something the assistant said; the question stays pending for Retry.
+        message = f"The model sent an empty reply (finish reason: {stream.finish_reason})."
+        if stream.finish_reason == "length":
+            message += " Raise the reply cap: reasoning models can spend all of it on thinking."
+        errors[persona.id] = message
+        st.rerun()
     conversation.add_assistant(
-        stream.text or "(empty reply)",
+        stream.text,
         stream.usage,
         usage_source=usage_source,
         latency_s=time.perf_counter() - started,
     )
-    st.rerun()  # redraw the history with this turn's trims, and the dashboard
+    st.rerun()
 
 
 def chat(persona: Persona, conversation: Conversation, connection: Connection) -> None:

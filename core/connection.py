@@ -15,6 +15,8 @@ KeySource = Literal["typed", "secrets", "environment"]
 # Local OpenAI-compatible servers (Ollama, vLLM, LM Studio, llama.cpp) accept any key; the SDK
 # insists on one.
 KEYLESS_PLACEHOLDER = "not-needed"
+DEFAULT_TIMEOUT_S = 60.0
+DEFAULT_MAX_RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,8 @@ class Connection:
     api_key: str | None = field(default=None, repr=False)
     base_url: str | None = None
     key_source: KeySource | None = None
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    max_retries: int = DEFAULT_MAX_RETRIES
 
     @property
     def offline(self) -> bool:
@@ -36,7 +40,12 @@ class Connection:
     def backend(self, *, offline_chunk_delay_s: float = 0.0) -> ChatBackend:
         if self.offline:
             return OfflineBackend(chunk_delay_s=offline_chunk_delay_s)
-        return OpenAIBackend(api_key=self.api_key or KEYLESS_PLACEHOLDER, base_url=self.base_url)
+        return OpenAIBackend(
+            api_key=self.api_key or KEYLESS_PLACEHOLDER,
+            base_url=self.base_url,
+            timeout=self.timeout_s,
+            max_retries=self.max_retries,
+        )
 
 
 def resolve_connection(
@@ -47,7 +56,8 @@ def resolve_connection(
     environ: Mapping[str, str],
 ) -> Connection:
     """The key and base URL in order of precedence: typed in this session, deployer's secrets,
-    then the environment (OPENAI_API_KEY / OPENAI_BASE_URL, as the SDK reads them)."""
+    then the environment (OPENAI_API_KEY / OPENAI_BASE_URL, as the SDK reads them). The deployer
+    may also set OPENAI_TIMEOUT_S and OPENAI_MAX_RETRIES in the environment."""
     api_key, source = None, None
     for candidate, candidate_source in (
         (typed_key, "typed"),
@@ -65,4 +75,10 @@ def resolve_connection(
         ),
         None,
     )
-    return Connection(api_key=api_key, base_url=base_url, key_source=source)
+    return Connection(
+        api_key=api_key,
+        base_url=base_url,
+        key_source=source,
+        timeout_s=float(environ.get("OPENAI_TIMEOUT_S") or DEFAULT_TIMEOUT_S),
+        max_retries=int(environ.get("OPENAI_MAX_RETRIES") or DEFAULT_MAX_RETRIES),
+    )

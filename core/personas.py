@@ -1,0 +1,618 @@
+"""Personas: one YAML file per persona, validated by a pydantic model, loaded file by file.
+
+A persona folder holds `<id>.yaml` (or `.yml`) files; the file stem is the persona's id. Loading
+never raises for anything a file contains: each file either becomes a `Persona` or one
+`PersonaFileError` that names the file and says what is wrong (with the line where known), and a bad
+file never stops the others. Files are parsed with a safe loader that builds plain values only and
+caps aliases, expansion and nesting, so a hostile file cannot run code or exhaust memory.
+
+`python -m core.personas [DIR]` checks a folder; `--write-schema` regenerates persona.schema.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import difflib
+import json
+import os
+import stat
+import sys
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from core.backends import Sampling
+from core.errors import PersonaFileError
+
+__all__ = [
+    "BUNDLED_PERSONAS_DIR",
+    "DEFAULT_MODEL",
+    "MAX_FILE_BYTES",
+    "SCHEMA_FILE_NAME",
+    "SEED_PERSONA_ID",
+    "Persona",
+    "PersonaCatalog",
+    "PersonaFile",
+    "PersonaFileError",
+    "load_personas",
+    "persona_json_schema",
+    "write_persona_schema",
+]
+
+BUNDLED_PERSONAS_DIR = Path(__file__).resolve().parent.parent / "personas"
+SCHEMA_FILE_NAME = "persona.schema.json"
+SEED_PERSONA_ID = "foodie"  # listed first: it is the persona the app starts with
+DEFAULT_MODEL = "gpt-4o-mini"
+PERSONA_SUFFIXES = (".yaml", ".yml")
+
+# A real persona file is a few KiB; the limits only have to stop hostile or mistaken files early.
+MAX_FILE_BYTES = 256 * 1024
+MAX_ALIASES = 100
+MAX_NODES = 2_000  # keys and values, counted again with aliases expanded (as validation sees them)
+MAX_DEPTH = 32
+MAX_PROBLEMS_SHOWN = 10
+
+# --- The model -----------------------------------------------------------------------------
+
+
+def _one_line(value: str) -> str:
+    if "\n" in value or "\r" in value:
+        raise ValueError("must be a single line (no line breaks)")
+    return value
+
+
+def _emoji(value: str) -> str:
+    # Streamlit takes a string avatar that is not an emoji for an image path and fails. Its emoji
+    # list cannot be used here (no streamlit in core), so this refuses the realistic mistakes: a
+    # word in any script, or plain ASCII. No emoji contains a letter except ℹ (U+2139, "ℹ️").
+    if value.isascii() or any(
+        ch.isspace() or (unicodedata.category(ch)[0] == "L" and ch != "ℹ") for ch in value
+    ):
+        raise ValueError(f"must be an emoji such as 🍜, got {value!r}")
+    return value
+
+
+_ONE_LINE_SCHEMA = {"pattern": "^[^\\r\\n]*$"}
+OneLine = Annotated[str, AfterValidator(_one_line)]
+StarterPrompt = Annotated[str, Field(min_length=1, max_length=300)]
+# Ids end up in URLs and session keys, so the file stems that become them are kept simple.
+PersonaId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^\w[\w.-]*$")]
+_ID_ADAPTER: TypeAdapter[str] = TypeAdapter(PersonaId)
+Tag = Annotated[
+    str, Field(min_length=1, max_length=40, json_schema_extra=_ONE_LINE_SCHEMA), AfterValidator(_one_line)
+]
+
+
+class PersonaFile(BaseModel):
+    """A persona as written in its YAML file. The persona's id is the file name, so it is not a field."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, title="Persona file")
+
+    name: OneLine = Field(
+        min_length=1,
+        max_length=60,
+        json_schema_extra=_ONE_LINE_SCHEMA,
+        description="Display name, one line of 1-60 characters.",
+    )
+    avatar: Annotated[str, AfterValidator(_emoji)] = Field(
+        min_length=1,
+        max_length=8,
+        description="One emoji (up to 8 characters) shown as the persona's avatar, e.g. 🍜.",
+    )
+    description: OneLine = Field(
+        min_length=1,
+        max_length=200,
+        json_schema_extra=_ONE_LINE_SCHEMA,
+        description="One line (at most 200 characters) saying what the persona is for.",
+    )
+    system_prompt: str = Field(
+        min_length=1,
+        max_length=20_000,
+        description="Sent as the system message at the start of every request (1-20,000 characters).",
+    )
+    model: str = Field(
+        DEFAULT_MODEL,
+        min_length=1,
+        max_length=200,
+        description="Model name sent to the OpenAI-compatible server, e.g. gpt-4o-mini, gpt-4.1, gpt-5-mini.",
+    )
+    sampling: Sampling = Field(
+        default_factory=Sampling,
+        description="Sampling options; an option left out is not sent. gpt-5 and o-series models "
+        "reject temperature and top_p, so leave them out for those models.",
+    )
+    context_budget: int = Field(
+        ge=64,
+        le=2_000_000,
+        description="Most prompt tokens one request may use (system prompt + kept history + new "
+        "message); older turns are trimmed to fit. 64-2,000,000.",
+    )
+    max_reply_tokens: int = Field(
+        ge=1,
+        le=200_000,
+        description="Cap on the tokens of one reply (1-200,000); separate from the context budget.",
+    )
+    greeting: str = Field(
+        "",
+        max_length=2_000,
+        description="Opening message of a new conversation (at most 2,000 characters; may be empty).",
+    )
+    starter_prompts: list[StarterPrompt] = Field(
+        default_factory=list,
+        max_length=6,
+        description="Up to 6 example first messages a user can start a conversation with "
+        "(each 1-300 characters).",
+    )
+    tags: list[Tag] = Field(
+        default_factory=list,
+        description="Short labels for grouping and filtering personas (each 1-40 characters).",
+    )
+
+
+class Persona(PersonaFile):
+    """A loaded persona: the file's fields plus `id`, the file stem."""
+
+    id: PersonaId = Field(description="The file name without .yaml/.yml.")
+
+
+def persona_json_schema() -> dict[str, Any]:
+    """JSON Schema of a persona file (no `id`: that is the file name), for editors and docs."""
+    schema = PersonaFile.model_json_schema()
+    # Declared draft-07: yaml-language-server (the VS Code YAML extension) validates draft-07 and
+    # warns on 2020-12. Pydantic's output uses no newer keyword, and "#/$defs/..." refs are plain
+    # JSON pointers that draft-07 validators resolve too.
+    return {"$schema": "http://json-schema.org/draft-07/schema#", **schema}
+
+
+def write_persona_schema(path: str | Path | None = None) -> Path:
+    """Write `persona_json_schema()` to `path` (default: the bundled personas/persona.schema.json)."""
+    target = Path(path) if path is not None else BUNDLED_PERSONAS_DIR / SCHEMA_FILE_NAME
+    target.write_text(
+        json.dumps(persona_json_schema(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    return target
+
+
+# --- Loading -------------------------------------------------------------------------------
+
+
+@dataclass
+class PersonaCatalog:
+    """What one persona folder held: the personas that loaded, and one error per file that did not."""
+
+    directory: Path
+    personas: dict[str, Persona] = field(default_factory=dict)  # the seed persona first, then by file name
+    errors: list[PersonaFileError] = field(default_factory=list)
+
+
+class _FileProblem(Exception):
+    """Internal: this file cannot be loaded, for the reasons given."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__(*problems)
+        self.problems = problems
+
+
+class _LimitExceeded(yaml.MarkedYAMLError):
+    pass
+
+
+_ALLOWED_TAGS = {tag for tag in yaml.SafeLoader.yaml_constructors if tag} | {"tag:yaml.org,2002:merge"}
+# PyYAML turns "1:59:59:..." (YAML 1.1 base-60) into an int in quadratic time, and Python refuses
+# to print ints past 4300 digits; no persona number needs more than a few digits.
+_NUMBER_TAGS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
+MAX_NUMBER_CHARS = 40
+
+
+class _PersonaLoader(yaml.SafeLoader):
+    """SafeLoader (plain values only, no Python objects) that refuses alias bombs and deep nesting.
+
+    Composing keeps an alias as a shared node, so a bomb is harmless until something expands it
+    (validation walks every copy); `_check_nodes` counts the expansion before that happens. The
+    pure-Python parser is slow (~100 KB/s on dense input), so the counts here also stop early.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._aliases = 0
+        self._depth = 0
+        self._nodes = 0
+
+    def compose_node(self, parent: Node | None, index: object) -> Node:
+        mark = self.peek_event().start_mark
+        if self.check_event(yaml.AliasEvent):
+            self._aliases += 1
+            if self._aliases > MAX_ALIASES:
+                raise _LimitExceeded(problem=f"more than {MAX_ALIASES} aliases (*name)", problem_mark=mark)
+        self._nodes += 1
+        if self._nodes > MAX_NODES:
+            raise _LimitExceeded(
+                problem=f"more than {MAX_NODES} keys and values; a persona needs far fewer", problem_mark=mark
+            )
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise _LimitExceeded(problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def single_node(self) -> Node | None:
+        """The document's root node; None for an empty stream. More than one document is an error."""
+        self.get_event()  # StreamStart
+        if self.check_event(yaml.StreamEndEvent):
+            return None
+        node = self.compose_document()
+        if not self.check_event(yaml.StreamEndEvent):
+            line = self.peek_event().start_mark.line + 1
+            raise _FileProblem(
+                f"line {line}: a second YAML document starts here; a persona file holds exactly one "
+                "(remove the '---' separator)"
+            )
+        return node
+
+
+def _line(node: Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _short_tag(tag: str) -> str:
+    return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,2002:") else tag
+
+
+def _check_nodes(root: Node) -> None:
+    """Refuse what the safe loader would not catch cheaply: self-reference, expansion, odd tags, dup keys."""
+    done: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded node count, expanded depth)
+    in_progress: set[int] = set()
+
+    def visit(node: Node) -> tuple[int, int]:
+        key = id(node)
+        if key in done:
+            return done[key]
+        if key in in_progress:
+            raise _FileProblem(f"line {_line(node)}: an alias refers to the value that contains it")
+        if node.tag not in _ALLOWED_TAGS:
+            raise _FileProblem(
+                f"line {_line(node)}: YAML tag {_short_tag(node.tag)} is not allowed; "
+                "persona files hold plain text, numbers, lists and mappings only"
+            )
+        if isinstance(node, ScalarNode) and node.tag in _NUMBER_TAGS and len(node.value) > MAX_NUMBER_CHARS:
+            raise _FileProblem(
+                f"line {_line(node)}: a number of {len(node.value)} characters is too long "
+                "(quote it if it is meant as text)"
+            )
+        in_progress.add(key)
+        count, depth = 1, 1
+        children: list[Node] = []
+        if isinstance(node, SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, MappingNode):
+            seen: set[str] = set()
+            for key_node, value_node in node.value:
+                if isinstance(key_node, ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                    if key_node.value in seen:
+                        raise _FileProblem(f"line {_line(key_node)}: key '{key_node.value}' appears twice")
+                    seen.add(key_node.value)
+                children += [key_node, value_node]
+        for child in children:
+            child_count, child_depth = visit(child)
+            count += child_count
+            depth = max(depth, child_depth + 1)
+            if count > MAX_NODES:  # composing allowed at most MAX_NODES, so aliases did this
+                raise _FileProblem(
+                    f"line {_line(node)}: aliases expand to more than {MAX_NODES} keys and values "
+                    "(an alias bomb?); a persona needs far fewer"
+                )
+            if depth > MAX_DEPTH:
+                raise _FileProblem(
+                    f"line {_line(node)}: aliases nest values more than {MAX_DEPTH} levels deep"
+                )
+        in_progress.discard(key)
+        done[key] = (count, depth)
+        return count, depth
+
+    visit(root)
+
+
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+    if isinstance(exc, yaml.reader.ReaderError):
+        before = text[: exc.position]
+        line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
+        return f"line {line}, column {column}: character U+{exc.character:04X} is not allowed in YAML"
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        syntax = isinstance(exc, yaml.scanner.ScannerError | yaml.parser.ParserError)
+        kind = "YAML syntax error: " if syntax else ""
+        message = f"line {mark.line + 1}, column {mark.column + 1}: {kind}{exc.problem}"
+        if exc.context and exc.context_mark is not None:
+            start = exc.context_mark
+            message += f" ({exc.context} that starts at line {start.line + 1}, column {start.column + 1})"
+        return message
+    return f"YAML error: {exc}"
+
+
+def _parse(text: str) -> Any:
+    loader = _PersonaLoader(text)
+    try:
+        root = loader.single_node()
+        if root is None:
+            return None, None
+        _check_nodes(root)
+        try:
+            return loader.construct_document(root), root
+        except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as exc:
+            # PyYAML's constructors raise these for odd scalars such as "0x_" or "!!int -".
+            raise _FileProblem(f"a value could not be read as YAML: {type(exc).__name__}: {exc}") from None
+    finally:
+        loader.dispose()
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, dict):
+        return "a mapping"
+    if isinstance(value, list | tuple | set):
+        return "a list"
+    if isinstance(value, datetime.date):  # YAML reads an unquoted 2024-01-01 as a date
+        return f"the date {value.isoformat()} (quote it to make it text)"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _node_at(root: Node | None, loc: Sequence[str | int], *, want_key: bool) -> Node | None:
+    """The YAML node a pydantic error location points at, for its line number."""
+    node = root
+    for index, part in enumerate(loc):
+        if isinstance(node, MappingNode):
+            for key_node, value_node in node.value:
+                if isinstance(key_node, ScalarNode) and key_node.value == str(part):
+                    node = key_node if want_key and index == len(loc) - 1 else value_node
+                    break
+            else:
+                return None
+        elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+            node = node.value[part]
+        else:
+            return None
+    return node
+
+
+def _field_path(loc: Sequence[str | int]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _allowed_fields(parent: Sequence[str | int]) -> list[str]:
+    """Field names of the model at `parent` (() is the persona itself, ("sampling",) its Sampling)."""
+    model: type[BaseModel] = PersonaFile
+    for part in parent:
+        info = model.model_fields.get(str(part))
+        sub = info.annotation if info is not None else None
+        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
+            return []
+        model = sub
+    return list(model.model_fields)
+
+
+def _validation_problems(exc: ValidationError, root: Node | None, stem: str) -> list[str]:
+    errors = exc.errors(include_url=False)
+    problems = []
+    listed_allowed: set[tuple[str | int, ...]] = set()  # list the allowed fields once per mapping
+    # Only the shown errors are described: finding lines for thousands of them would be quadratic.
+    for error in errors[:MAX_PROBLEMS_SHOWN]:
+        loc = error["loc"]
+        kind = error["type"]
+        node = _node_at(root, loc, want_key=kind == "extra_forbidden")
+        where = f"line {_line(node)}: " if node is not None else ""
+        if kind == "extra_forbidden":
+            name = str(loc[-1])
+            inside = f" in {_field_path(loc[:-1])}" if len(loc) > 1 else ""
+            if loc == ("id",):
+                problem = f"unknown field 'id': the id is the file name ({stem!r}), so remove this line"
+            else:
+                allowed = _allowed_fields(loc[:-1])
+                close = difflib.get_close_matches(name, allowed, n=1)
+                problem = f"unknown field '{name}'{inside}"
+                if close:
+                    problem += f" (did you mean '{close[0]}'?)"
+                if allowed and loc[:-1] not in listed_allowed:
+                    listed_allowed.add(loc[:-1])
+                    problem += f"; allowed fields: {', '.join(allowed)}"
+        elif kind == "missing":
+            problem = f"missing required field '{_field_path(loc)}'"
+        elif kind == "invalid_key":
+            problem = f"key {_describe(loc[-1])} is not a field name (keys must be text)"
+        elif kind == "value_error":  # our own validators: the message already shows the value
+            problem = f"{_field_path(loc)}: {error['msg'].removeprefix('Value error, ')}"
+        else:
+            problem = f"{_field_path(loc)}: {error['msg']} (got {_describe(error['input'])})"
+        problems.append(where + problem)
+    if len(errors) > MAX_PROBLEMS_SHOWN:
+        problems.append(f"and {len(errors) - MAX_PROBLEMS_SHOWN} more problems")
+    return problems
+
+
+def _read_bytes(entry: Path, directory: Path) -> bytes:
+    """The file's bytes, after refusing symlinks out of the folder, non-regular files and big files."""
+    target = entry
+    if entry.is_symlink():
+        try:
+            target = entry.resolve(strict=True)
+        except (OSError, RuntimeError):
+            raise _FileProblem("is a broken symlink (its target does not exist)") from None
+        if not target.is_relative_to(directory):
+            raise _FileProblem(f"is a symlink to {target}, outside the persona folder; refused")
+    try:
+        info = os.stat(target)
+    except OSError as exc:
+        raise _FileProblem(f"cannot be read: {exc.strerror}") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a special file"
+        raise _FileProblem(f"is {kind}, not a regular file")
+    # Size is checked before reading so a huge file is never read into memory; fstat on the open
+    # descriptor repeats the checks in case the file was swapped in between.
+    if info.st_size > MAX_FILE_BYTES:
+        raise _FileProblem(_too_big(info.st_size))
+    flags = (
+        os.O_RDONLY
+        | getattr(os, "O_NONBLOCK", 0)
+        | getattr(os, "O_NOFOLLOW", 0)
+        | getattr(os, "O_CLOEXEC", 0)
+    )
+    try:
+        fd = os.open(target, flags)
+    except OSError as exc:
+        raise _FileProblem(f"cannot be read: {exc.strerror}") from None
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise _FileProblem("is not a regular file")
+        if info.st_size > MAX_FILE_BYTES:
+            raise _FileProblem(_too_big(info.st_size))
+        data = handle.read(MAX_FILE_BYTES + 1)
+    if len(data) > MAX_FILE_BYTES:
+        raise _FileProblem(_too_big(len(data)))
+    return data
+
+
+def _too_big(size: int) -> str:
+    shown = f"{size / 1024 / 1024:.1f} MiB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KiB"
+    return f"is {shown}; persona files are limited to {MAX_FILE_BYTES // 1024} KiB"
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        offset = exc.start
+        line = data[:offset].count(b"\n") + 1
+        column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
+        raise _FileProblem(
+            f"is not UTF-8 text: byte 0x{data[offset]:02x} at line {line}, column {column}; "
+            "save the file as UTF-8"
+        ) from None
+
+
+def _load_file(entry: Path, directory: Path) -> Persona:
+    stem = entry.stem
+    try:
+        _ID_ADAPTER.validate_python(stem)
+    except ValidationError:
+        raise _FileProblem(
+            f"the file name must make a valid persona id ({stem!r} is not): "
+            "use letters, digits, '_' and '-', e.g. travel-planner.yaml"
+        ) from None
+    text = _decode(_read_bytes(entry, directory))
+    try:
+        data, root = _parse(text)
+    except yaml.YAMLError as exc:
+        raise _FileProblem(_yaml_problem(exc, text)) from None
+    except RecursionError:
+        raise _FileProblem(f"YAML nested too deeply (more than {MAX_DEPTH} levels)") from None
+    if data is None:
+        raise _FileProblem("is empty; a persona needs at least name, avatar, description and system_prompt")
+    if not isinstance(data, dict):
+        raise _FileProblem(
+            "the top level must be a mapping of persona fields (name: ..., avatar: ...), "
+            f"not {_describe(data)}"
+        )
+    try:
+        fields = PersonaFile.model_validate(data, strict=True)
+    except ValidationError as exc:
+        raise _FileProblem(*_validation_problems(exc, root, stem)) from None
+    return Persona(id=stem, **dict(fields))
+
+
+def load_personas(directory: str | Path) -> PersonaCatalog:
+    """Load every `*.yaml` / `*.yml` persona in `directory`; never raises for what the files contain.
+
+    Files whose names start with "." (editor backups, lock files) are skipped. The first file (by
+    name) claims its id, so foodie.yml next to foodie.yaml is an error naming both.
+    """
+    folder = Path(directory)
+    catalog = PersonaCatalog(directory=folder)
+    try:
+        resolved = folder.resolve(strict=True)
+        if not resolved.is_dir():
+            raise NotADirectoryError
+        entries = sorted(
+            (entry for entry in resolved.iterdir() if _is_persona_name(entry.name)),
+            key=lambda entry: entry.name,
+        )
+    except FileNotFoundError:
+        catalog.errors.append(PersonaFileError(str(folder), "the persona folder does not exist"))
+        return catalog
+    except NotADirectoryError:
+        catalog.errors.append(
+            PersonaFileError(str(folder), "is not a folder; PERSONAS_DIR must name a folder")
+        )
+        return catalog
+    except (OSError, RuntimeError) as exc:
+        catalog.errors.append(PersonaFileError(str(folder), f"the persona folder cannot be read: {exc}"))
+        return catalog
+
+    claimed: dict[str, str] = {}  # id -> the file that claimed it
+    loaded: list[Persona] = []
+    for entry in entries:
+        stem = entry.stem
+        if stem in claimed:
+            catalog.errors.append(
+                PersonaFileError(
+                    entry.name,
+                    f"id '{stem}' is already taken by {claimed[stem]}; rename or remove one of the two files",
+                )
+            )
+            continue
+        claimed[stem] = entry.name
+        try:
+            loaded.append(_load_file(entry, resolved))
+        except _FileProblem as problem:
+            catalog.errors.append(PersonaFileError(entry.name, list(problem.problems)))
+        except Exception as exc:  # a loader bug must cost one file, never the whole catalog
+            catalog.errors.append(
+                PersonaFileError(entry.name, f"could not be loaded: {type(exc).__name__}: {exc}")
+            )
+    loaded.sort(key=lambda persona: persona.id != SEED_PERSONA_ID)  # stable: the rest stay in file order
+    catalog.personas = {persona.id: persona for persona in loaded}
+    return catalog
+
+
+def _is_persona_name(name: str) -> bool:
+    return not name.startswith(".") and name.lower().endswith(PERSONA_SUFFIXES)
+
+
+# --- Command line --------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m core.personas", description="Check a persona folder.")
+    parser.add_argument("directory", nargs="?", default=str(BUNDLED_PERSONAS_DIR), help="persona folder")
+    parser.add_argument(
+        "--write-schema", action="store_true", help=f"regenerate {SCHEMA_FILE_NAME} in the bundled folder"
+    )
+    args = parser.parse_args(argv)
+    if args.write_schema:
+        print(f"wrote {write_persona_schema()}")
+        return 0
+    catalog = load_personas(args.directory)
+    for persona in catalog.personas.values():
+        print(f"ok     {persona.id}: {persona.avatar} {persona.name} ({persona.model})")
+    for error in catalog.errors:
+        print(f"error  {error}")
+    return 1 if catalog.errors else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

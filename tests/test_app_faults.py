@@ -1,0 +1,162 @@
+"""Faults from the model server, seen through the page: the real SDK, over HTTP, against the
+local OpenAI-compatible server. Each fault must give a clear error in the chat (never the key,
+never a traceback), keep the user's message, keep the conversation well-formed, keep a partial
+reply marked as interrupted, and let the next message through once the fault is gone."""
+
+import itertools
+from pathlib import Path
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.openai_server import Fault, OpenAIServer, openai_server, unused_port  # noqa: F401
+
+APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
+KEY = "sk-SECRET-fault-test-0123456789abcdef"
+
+
+@pytest.fixture
+def connect(monkeypatch):
+    def start(base_url: str, *, retries: int = 0, timeout_s: float = 2.0) -> AppTest:
+        monkeypatch.setenv("OFFLINE_CHUNK_DELAY_S", "0")
+        monkeypatch.setenv("OPENAI_BASE_URL", base_url)
+        monkeypatch.setenv("OPENAI_API_KEY", KEY)
+        monkeypatch.setenv("OPENAI_MAX_RETRIES", str(retries))
+        monkeypatch.setenv("OPENAI_TIMEOUT_S", str(timeout_s))
+        monkeypatch.delenv("PERSONAS_DIR", raising=False)
+        at = AppTest.from_file(APP, default_timeout=60).run()
+        assert not at.exception
+        return at
+
+    return start
+
+
+def send(at: AppTest, text: str) -> AppTest:
+    at.chat_input(key="chat_input").set_value(text).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def page_text(at: AppTest) -> str:
+    parts = [
+        e.value
+        for kind in ("markdown", "caption", "error", "success", "info", "warning")
+        for e in getattr(at, kind)
+    ]
+    return "\n".join(str(p) for p in parts)
+
+
+def sent_roles(server: OpenAIServer) -> list[list[str]]:
+    return [[m["role"] for m in r.messages] for r in server.chat_requests]
+
+
+FAULTS = {
+    "401 bad key": (lambda s: s.fail(401, f"Incorrect API key provided: {KEY}."), "rejected the API key"),
+    "403": (lambda s: s.fail(403, "You are not allowed to sample from this model"), "HTTP 403"),
+    "404 unknown model": (lambda s: s.fail(404, "The model does not exist"), "does not know model"),
+    "429 with Retry-After": (
+        lambda s: s.fail(429, "Rate limit reached", headers={"Retry-After": "7"}),
+        "Try again in 7 seconds",
+    ),
+    "429 without Retry-After": (lambda s: s.fail(429, "Rate limit reached"), "Wait a little and try again"),
+    "500": (lambda s: s.fail(500, "Internal error"), "HTTP 500"),
+    "503": (lambda s: s.fail(503, "Overloaded"), "HTTP 503"),
+    "timeout": (lambda s: s.delay(4), "did not answer within 2 s"),
+    "body not JSON": (lambda s: s.send_raw("<html>bad gateway</html>"), "not an event stream"),
+    "bad chunk": (lambda s: s.send_bad_chunk(after_chunks=0), "not OpenAI-compatible"),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_fault_is_reported_and_the_next_message_works(connect, openai_server, fault):  # noqa: F811
+    script, expected = FAULTS[fault]
+    at = connect(openai_server.base_url)
+    send(at, "first question")
+    script(openai_server)
+    send(at, "second question")
+    chat = at.session_state.conversations["foodie"]
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and expected in errors[0], errors
+    assert KEY not in page_text(at)
+    assert not at.exception
+    # The user's message is kept, shown, and pending; no half-recorded turn.
+    assert chat.pending_user_message.content == "second question"
+    assert "second question" in [m.value for m in at.markdown]
+    assert len(chat.turns) == 1
+    assert "Retry" in [b.label for b in at.button]
+    # Once the fault is gone the next message goes through, and nothing sent ever had two
+    # user messages in a row.
+    send(at, "third question")
+    assert not at.error
+    assert chat.messages[-1].content == "You said: third question"
+    assert [m.state for m in chat.messages if m.content == "second question"] == ["unanswered"]
+    for roles in sent_roles(openai_server):
+        assert all(not (a == b == "user") for a, b in itertools.pairwise(roles)), roles
+
+
+def test_retry_sends_the_same_message_again(connect, openai_server):  # noqa: F811
+    at = connect(openai_server.base_url)
+    openai_server.fail(500, "Internal error")
+    send(at, "please answer")
+    assert at.error
+    at.button(key="retry").click().run()
+    chat = at.session_state.conversations["foodie"]
+    assert not at.error
+    assert [m.content for m in chat.messages[1:]] == ["please answer", "You said: please answer"]
+    assert len(chat.turns) == 1
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close"])
+def test_cut_stream_keeps_the_partial_reply_marked_interrupted(connect, openai_server, framing):  # noqa: F811
+    at = connect(openai_server.base_url)
+    openai_server.enqueue(
+        Fault(reply="one two three four five six seven eight nine ten", cut_after=3, framing=framing)
+    )
+    send(at, "tell me a story")
+    chat = at.session_state.conversations["foodie"]
+    partial = chat.messages[-1]
+    assert partial.role == "assistant" and partial.interrupted
+    assert partial.content and "ten" not in partial.content
+    assert chat.turns[-1].interrupted and chat.turns[-1].reported_prompt_tokens is None
+    assert ":orange-badge[interrupted · partial reply]" in [m.value for m in at.markdown]
+    assert any("characters received are kept" in e.value for e in at.error)
+    send(at, "next")
+    assert chat.messages[-1].content == "You said: next" and not at.error
+
+
+def test_stream_without_usage_records_no_reported_figures(connect, openai_server):  # noqa: F811
+    at = connect(openai_server.base_url)
+    openai_server.omit_usage()
+    send(at, "hello")
+    turn = at.session_state.conversations["foodie"].turns[0]
+    assert turn.reported_prompt_tokens is None and turn.usage_source is None
+    assert turn.counted_prompt_tokens > 0
+    assert not at.error
+
+
+def test_counted_equals_reported_over_the_real_sdk(connect, openai_server):  # noqa: F811
+    at = connect(openai_server.base_url)
+    for text in ("北京烤鸭怎么吃？", "<|endoftext|> and emoji 🍜", "שלום مرحبا"):
+        send(at, text)
+    turns = at.session_state.conversations["foodie"].turns
+    assert [t.reported_prompt_tokens for t in turns] == [t.counted_prompt_tokens for t in turns]
+    assert any("equal the reported ones" in c.value for c in at.caption)
+    request = openai_server.chat_requests[-1]
+    assert request.body["stream_options"] == {"include_usage": True}
+    assert request.headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_connection_refused(connect):
+    at = connect(f"http://127.0.0.1:{unused_port()}/v1")
+    send(at, "anyone there?")
+    assert any("Could not connect" in e.value for e in at.error)
+    assert at.session_state.conversations["foodie"].pending_user_message.content == "anyone there?"
+
+
+def test_sdk_retries_a_503_transparently(connect, openai_server):  # noqa: F811
+    at = connect(openai_server.base_url, retries=2)
+    openai_server.fail(503, "Overloaded")
+    send(at, "hello")
+    assert not at.error
+    assert len(openai_server.chat_requests) == 2
+    assert at.session_state.conversations["foodie"].messages[-1].content == "You said: hello"
