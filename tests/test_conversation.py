@@ -305,3 +305,80 @@ def test_trimming_invariants(budget, ops):
             conversation.add_assistant("reply " * max(b, 1))
     restored = Conversation.from_dict(conversation.to_dict())
     assert restored.to_dict() == conversation.to_dict()
+
+
+# --- fuzzing the import ---------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+def _valid_export() -> dict:
+    conversation = Conversation(SYSTEM, "gpt-4o", context_budget=80)
+    for i in range(4):
+        chat(conversation, f"question {i} " + "x " * 10, f"answer {i} " + "y " * 10)
+    conversation.add_user("pending")
+    return conversation.to_dict()
+
+
+def _paths(value, prefix=()):
+    yield prefix
+    if isinstance(value, dict):
+        for key, child in value.items():
+            yield from _paths(child, (*prefix, key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from _paths(child, (*prefix, index))
+
+
+VALID_EXPORT = _valid_export()
+EXPORT_PATHS = [p for p in _paths(VALID_EXPORT) if p]
+
+
+def _accepts_or_rejects_cleanly(data) -> None:
+    try:
+        conversation = Conversation.from_dict(data)
+    except ConversationImportError as error:
+        assert str(error)
+        return
+    # Whatever is accepted is well-formed enough to carry on.
+    if conversation.pending_user_message is None:
+        conversation.add_user("carry on")
+    try:
+        sent = conversation.prepare()
+    except PromptTooLong:
+        return
+    assert_well_formed(sent)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=json_values)
+def test_import_fuzz_random_json(data):
+    _accepts_or_rejects_cleanly(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(path=st.sampled_from(EXPORT_PATHS), replacement=json_values)
+def test_import_fuzz_one_field_of_a_valid_export_replaced(path, replacement):
+    data = json.loads(json.dumps(VALID_EXPORT))
+    target = data
+    for key in path[:-1]:
+        target = target[key]
+    target[path[-1]] = replacement
+    _accepts_or_rejects_cleanly(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(raw=st.binary(max_size=200))
+def test_import_fuzz_random_bytes(raw):
+    try:
+        result = Conversation.from_json(raw)
+    except ConversationImportError as error:
+        assert str(error)
+    else:
+        assert isinstance(result, Conversation)
