@@ -15,7 +15,7 @@ import streamlit as st
 from core.backends import ChatRequest
 from core.charts import gauge_chart, usage_chart
 from core.connection import Connection, resolve_connection
-from core.conversation import MAX_IMPORT_BYTES, Conversation
+from core.conversation import MAX_IMPORT_BYTES, Conversation, Message
 from core.errors import BackendError, ConversationImportError, PromptTooLong
 from core.model_info import ModelTable, load_model_table
 from core.offline import preview
@@ -252,7 +252,12 @@ def sidebar(catalog: PersonaCatalog) -> tuple[Persona, Conversation, Connection]
 # --- chat --------------------------------------------------------------------------------------
 
 
-def render_message(message, persona: Persona) -> None:
+def as_markdown(text: str) -> str:
+    """Chat text for st.markdown: a `$` is a price, not the start of a LaTeX formula."""
+    return text.replace("$", "\\$")
+
+
+def render_message(message: Message, persona: Persona) -> None:
     avatar = persona.avatar if message.role == "assistant" else "🧑"
     with st.chat_message(message.role, avatar=avatar):
         badge = STATE_BADGES.get(message.state)
@@ -262,9 +267,9 @@ def render_message(message, persona: Persona) -> None:
             st.badge("interrupted · partial reply", color="orange")
         # Markdown without HTML: user, persona and model text is never rendered as raw HTML.
         if message.state == "context":
-            st.markdown(message.content)
+            st.markdown(as_markdown(message.content))
         else:
-            st.caption(message.content)
+            st.caption(as_markdown(message.content))
 
 
 def run_turn(persona: Persona, conversation: Conversation, connection: Connection) -> None:
@@ -343,7 +348,7 @@ def chat(persona: Persona, conversation: Conversation, connection: Connection) -
         action = ("send", prompt)
     if action and action[0] == "send":
         with st.chat_message("user", avatar="🧑"):
-            st.markdown(action[1])
+            st.markdown(as_markdown(action[1]))
         conversation.add_user(action[1])
         run_turn(persona, conversation, connection)
     elif action == ("retry",) and conversation.pending_user_message:

@@ -39,7 +39,8 @@ from core.errors import (
 class Sampling(BaseModel):
     """Sampling options sent with each request; an option left unset is not sent at all."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Frozen: personas are shared by every session of the process.
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     temperature: float | None = Field(None, ge=0, le=2, description="Randomness; 0 is most deterministic.")
     top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling probability mass.")

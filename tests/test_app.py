@@ -171,6 +171,11 @@ def test_user_text_is_never_rendered_as_html(app):
     assert all(not getattr(m.proto, "allow_html", False) for m in app.markdown)
 
 
+def test_dollar_signs_are_prices_not_latex(app):
+    send(app, "Is it $5 or $10?")
+    assert "Is it \\$5 or \\$10?" in [m.value for m in app.markdown]
+
+
 def test_missing_secrets_runs_offline(app):
     assert not app.exception
     assert any("built-in offline model" in i.value for i in app.info)

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -112,7 +113,12 @@ def test_counting_works_with_no_network_and_an_empty_tiktoken_cache(tmp_path):
         "HTTP_PROXY": "http://127.0.0.1:9",
     }
     result = subprocess.run(
-        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=60, cwd="."
+        [sys.executable, "-c", script],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=Path(__file__).resolve().parent.parent,
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["8", "8"]
