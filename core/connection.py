@@ -48,6 +48,13 @@ class Connection:
         )
 
 
+def _first(*candidates: tuple[object, KeySource]) -> tuple[str | None, KeySource | None]:
+    for value, source in candidates:
+        if isinstance(value, str) and value.strip():
+            return value.strip(), source
+    return None, None
+
+
 def resolve_connection(
     *,
     typed_key: str = "",
@@ -55,26 +62,27 @@ def resolve_connection(
     secrets: Mapping[str, object],
     environ: Mapping[str, str],
 ) -> Connection:
-    """The key and base URL in order of precedence: typed in this session, deployer's secrets,
-    then the environment (OPENAI_API_KEY / OPENAI_BASE_URL, as the SDK reads them). The deployer
-    may also set OPENAI_TIMEOUT_S and OPENAI_MAX_RETRIES in the environment."""
-    api_key, source = None, None
-    for candidate, candidate_source in (
-        (typed_key, "typed"),
-        (secrets.get("OPENAI_API_KEY"), "secrets"),
-        (environ.get("OPENAI_API_KEY"), "environment"),
-    ):
-        if isinstance(candidate, str) and candidate.strip():
-            api_key, source = candidate.strip(), candidate_source
-            break
-    base_url = next(
-        (
-            url.strip()
-            for url in (typed_base_url, secrets.get("OPENAI_BASE_URL"), environ.get("OPENAI_BASE_URL"))
-            if isinstance(url, str) and url.strip()
-        ),
-        None,
-    )
+    """The key and base URL for one session.
+
+    The deployer configures OPENAI_API_KEY / OPENAI_BASE_URL in Streamlit secrets or the
+    environment (secrets win); a visitor may type their own in the sidebar, which win over both.
+    A base URL the visitor typed is only ever paired with a key the visitor typed: the deployer's
+    key goes to the deployer's endpoint and nowhere else. The deployer may also set
+    OPENAI_TIMEOUT_S and OPENAI_MAX_RETRIES in the environment.
+    """
+    typed_url = typed_base_url.strip()
+    if typed_url:
+        api_key, source = _first((typed_key, "typed"))
+        base_url: str | None = typed_url
+    else:
+        api_key, source = _first(
+            (typed_key, "typed"),
+            (secrets.get("OPENAI_API_KEY"), "secrets"),
+            (environ.get("OPENAI_API_KEY"), "environment"),
+        )
+        base_url, _ = _first(
+            (secrets.get("OPENAI_BASE_URL"), "secrets"), (environ.get("OPENAI_BASE_URL"), "environment")
+        )
     return Connection(
         api_key=api_key,
         base_url=base_url,

@@ -30,3 +30,25 @@ def test_the_key_never_shows_in_repr():
     connection = resolve_connection(typed_key="sk-very-secret", secrets={}, environ={})
     assert "sk-very-secret" not in repr(connection)
     assert "sk-very-secret" not in repr(connection.backend())
+
+
+def test_deployer_key_never_goes_to_a_base_url_the_visitor_typed():
+    deployer = {"OPENAI_API_KEY": "sk-deployer"}
+    for secrets, environ in ((deployer, {}), ({}, deployer)):
+        connection = resolve_connection(
+            typed_base_url="http://attacker.example/v1", secrets=secrets, environ=environ
+        )
+        assert connection.api_key is None
+        assert connection.key_source is None
+        assert connection.base_url == "http://attacker.example/v1"
+    # The visitor's own key goes with the visitor's own URL.
+    own = resolve_connection(typed_key="sk-mine", typed_base_url="http://x/v1", secrets=deployer, environ={})
+    assert (own.api_key, own.key_source) == ("sk-mine", "typed")
+
+
+def test_deployer_base_url_goes_with_the_deployer_key():
+    connection = resolve_connection(
+        secrets={"OPENAI_BASE_URL": "https://azure.example/openai/v1/"},
+        environ={"OPENAI_API_KEY": "sk-env", "OPENAI_BASE_URL": "http://ignored/v1"},
+    )
+    assert (connection.base_url, connection.api_key) == ("https://azure.example/openai/v1/", "sk-env")
