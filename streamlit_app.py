@@ -334,8 +334,7 @@ def run_turn(persona: Persona, conversation: Conversation, connection: Connectio
     st.rerun()
 
 
-def chat(persona: Persona, conversation: Conversation, connection: Connection) -> None:
-    prompt = st.chat_input(f"Message {persona.name}…", key="chat_input", submit_mode="stop")
+def chat(persona: Persona, conversation: Conversation, connection: Connection, prompt: str | None) -> None:
     if persona.greeting:
         with st.chat_message("assistant", avatar=persona.avatar):
             st.markdown(persona.greeting)
@@ -378,19 +377,32 @@ def dashboard(persona: Persona, conversation: Conversation, connection: Connecti
     gauge = context_gauge(conversation)
     total = totals(conversation, model_table())
     priced = model_table().lookup(conversation.model)
-    columns = st.columns(3)
-    columns[0].metric(
-        "Context now", f"{gauge.used:,} / {gauge.budget:,}", f"{gauge.fraction:.0%} full", delta_color="off"
+    top, bottom = st.columns(2), st.columns(2)
+    over = gauge.used > gauge.budget
+    top[0].metric(
+        "In context now",
+        f"{gauge.used:,}",
+        f"{gauge.fraction:.0%} of {gauge.budget:,}" + (": next turn trims" if over else ""),
+        delta_color="inverse" if over else "off",
+        delta_arrow="off",
+        help="Prompt tokens the next call would send before trimming, reply priming included.",
     )
-    columns[1].metric("Tokens in / out", f"{total.prompt_tokens:,} / {total.completion_tokens:,}")
     if total.cost is None or priced is None:
-        columns[2].metric("Cost", "unknown price", help=f"{conversation.model} is not in models.yaml")
+        top[1].metric("Cost", "unknown price", help=f"{conversation.model} is not in models.yaml.")
     elif connection.offline:
-        columns[2].metric(
-            "Cost", "$0 (offline)", f"${total.cost:.4f} on {conversation.model}", delta_color="off"
+        top[1].metric(
+            "Cost",
+            "$0 (offline)",
+            f"${total.cost:.4f} on {conversation.model}",
+            delta_color="off",
+            delta_arrow="off",
+            help="The offline model bills nothing; the figure is what these tokens would cost.",
         )
     else:
-        columns[2].metric("Cost", f"${total.cost:.4f}")
+        top[1].metric("Cost", f"${total.cost:.4f}", help="From the prices in models.yaml.")
+    counted = " (some counted locally)" if total.includes_counted else ""
+    bottom[0].metric("Tokens in", f"{total.prompt_tokens:,}", help=f"Prompt tokens of all turns{counted}.")
+    bottom[1].metric("Tokens out", f"{total.completion_tokens:,}", help="Reply tokens of all turns.")
 
     st.altair_chart(gauge_chart(gauge), width="stretch")
     in_context = len(conversation.context_messages())
@@ -436,7 +448,12 @@ def dashboard(persona: Persona, conversation: Conversation, connection: Connecti
         st.dataframe(
             trims[["turn", "messages_dropped", "tokens_before", "tokens_after", "preview"]],
             hide_index=True,
-            column_config={"tokens_before": "tokens before", "tokens_after": "tokens after →"},
+            column_config={
+                "messages_dropped": "dropped",
+                "tokens_before": "before",
+                "tokens_after": "after",
+                "preview": "oldest dropped",
+            },
         )
     with st.expander("Every turn"):
         st.dataframe(turns, hide_index=True)
@@ -466,11 +483,13 @@ def main() -> None:
         (st.error if notice[0] == "error" else st.success)(notice[1])
 
     st.title(f"{persona.avatar} {persona.name}")
-    chat_column, dashboard_column = st.columns([3, 2], gap="large")
+    # At the top level the chat input is pinned to the bottom of the page.
+    prompt = st.chat_input(f"Message {persona.name}…", key="chat_input", submit_mode="stop")
+    chat_column, dashboard_column = st.columns([5, 4], gap="large")
     with dashboard_column:
         dashboard_slot = st.container()
     with chat_column:
-        chat(persona, conversation, connection)
+        chat(persona, conversation, connection, prompt)
     with dashboard_slot:
         dashboard(persona, conversation, connection)
 

@@ -8,17 +8,17 @@ import pandas as pd
 from core.stats import ContextGauge
 
 SERIES_COLORS = {
-    "prompt tokens (counted)": "#1f77b4",
-    "prompt tokens (reported by API)": "#ff7f0e",
-    "reply tokens": "#2ca02c",
-    "context budget": "#d62728",
+    "prompt, counted": "#1f77b4",
+    "prompt, API": "#ff7f0e",
+    "reply": "#2ca02c",
+    "budget": "#d62728",
 }
 GAUGE_COLORS = {
-    "system prompt": "#6c5ce7",
+    "system": "#6c5ce7",
     "history": "#74b9ff",
     "newest": "#00b894",
-    "reply priming": "#b2bec3",
-    "free": "#eeeeee",
+    "priming": "#b2bec3",
+    "free": "#e9e9e9",
 }
 
 
@@ -32,17 +32,17 @@ def usage_chart(turns: pd.DataFrame, trims: pd.DataFrame) -> alt.LayerChart:
     ).dropna(subset=["tokens"])
     long["series"] = long["series"].map(
         {
-            "counted_prompt_tokens": "prompt tokens (counted)",
-            "reported_prompt_tokens": "prompt tokens (reported by API)",
-            "reply_tokens": "reply tokens",
-            "context_budget": "context budget",
+            "counted_prompt_tokens": "prompt, counted",
+            "reported_prompt_tokens": "prompt, API",
+            "reply_tokens": "reply",
+            "context_budget": "budget",
         }
     )
     long["tokens"] = long["tokens"].astype(int)
     color = alt.Color(
         "series:N",
         scale=alt.Scale(domain=list(SERIES_COLORS), range=list(SERIES_COLORS.values())),
-        legend=alt.Legend(orient="bottom", title=None, columns=2),
+        legend=alt.Legend(orient="bottom", title=None, columns=4, labelLimit=0),
     )
     x = alt.X("turn:Q", title="turn", axis=alt.Axis(tickMinStep=1, format="d"))
     base = alt.Chart(long).encode(
@@ -51,8 +51,8 @@ def usage_chart(turns: pd.DataFrame, trims: pd.DataFrame) -> alt.LayerChart:
         color=color,
         tooltip=[alt.Tooltip("turn:Q"), alt.Tooltip("series:N"), alt.Tooltip("tokens:Q", format=",")],
     )
-    bars = base.transform_filter(alt.datum.series == "reply tokens").mark_bar(opacity=0.5, width=8)
-    budget = base.transform_filter(alt.datum.series == "context budget").mark_line(
+    bars = base.transform_filter(alt.datum.series == "reply").mark_bar(opacity=0.5, width=8)
+    budget = base.transform_filter(alt.datum.series == "budget").mark_line(
         strokeDash=[6, 4], interpolate="step-after"
     )
     prompt_lines = base.transform_filter(
@@ -90,7 +90,7 @@ def gauge_chart(gauge: ContextGauge) -> alt.Chart:
             color=alt.Color(
                 "part:N",
                 scale=alt.Scale(domain=list(GAUGE_COLORS), range=list(GAUGE_COLORS.values())),
-                legend=alt.Legend(orient="bottom", title=None, columns=5),
+                legend=alt.Legend(orient="bottom", title=None, columns=5, labelLimit=0),
             ),
             order=alt.Order("order:Q"),
             tooltip=[alt.Tooltip("part:N"), alt.Tooltip("tokens:Q", format=",")],

@@ -106,7 +106,7 @@ class ContextGauge:
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(
             {
-                "part": ["system prompt", "history", "newest", "reply priming", "free"],
+                "part": ["system", "history", "newest", "priming", "free"],
                 "tokens": [self.system, self.history, self.newest, self.priming, self.free],
             }
         )

@@ -62,7 +62,11 @@ def test_a_full_turn_on_the_offline_model(app):
     assert "北京烤鸭怎么吃？" in texts
     assert any("[Offline model]" in text for text in texts)
     assert any("Offline model: its usage is computed locally" in c.value for c in app.caption)
-    assert app.metric[0].value == f"{chat.prompt_tokens:,} / 1,024"
+    in_context = app.metric[0]
+    assert (in_context.label, in_context.value) == ("In context now", f"{chat.prompt_tokens:,}")
+    assert in_context.delta == f"{chat.prompt_tokens / 1024:.0%} of 1,024"
+    assert [m.label for m in app.metric] == ["In context now", "Cost", "Tokens in", "Tokens out"]
+    assert app.metric[2].value == f"{chat.turns[0].reported_prompt_tokens:,}"
     assert not app.error
 
 
