@@ -26,6 +26,7 @@ from core.tokens import BUNDLED_ENCODINGS, get_encoding
 APP_DIR = Path(__file__).resolve().parent
 # Word-by-word pacing of the offline model's reply, so streaming is visible; tests set it to 0.
 OFFLINE_CHUNK_DELAY_S = float(os.environ.get("OFFLINE_CHUNK_DELAY_S", "0.02"))
+CHAT_HEIGHT_PX = 560
 STATE_BADGES = {
     "trimmed": ("trimmed · no longer in the model's context", "gray"),
     "unanswered": ("not answered · not in context", "orange"),
@@ -335,26 +336,28 @@ def run_turn(persona: Persona, conversation: Conversation, connection: Connectio
 
 
 def chat(persona: Persona, conversation: Conversation, connection: Connection, prompt: str | None) -> None:
-    if persona.greeting:
-        with st.chat_message("assistant", avatar=persona.avatar):
-            st.markdown(persona.greeting)
-    for message in conversation.messages[1:]:
-        render_message(message, persona)
+    # A scrolling box of its own, so the dashboard stays in view beside the newest messages.
+    with st.container(height=CHAT_HEIGHT_PX, border=False):
+        if persona.greeting:
+            with st.chat_message("assistant", avatar=persona.avatar):
+                st.markdown(persona.greeting)
+        for message in conversation.messages[1:]:
+            render_message(message, persona)
 
-    action = st.session_state.action
-    st.session_state.action = None
-    if prompt:
-        action = ("send", prompt)
-    if action and action[0] == "send":
-        with st.chat_message("user", avatar="🧑"):
-            st.markdown(as_markdown(action[1]))
-        conversation.add_user(action[1])
-        run_turn(persona, conversation, connection)
-    elif action == ("retry",) and conversation.pending_user_message:
-        run_turn(persona, conversation, connection)
-    elif action == ("regenerate",) and conversation.turns and not conversation.pending_user_message:
-        conversation.regenerate()
-        run_turn(persona, conversation, connection)
+        action = st.session_state.action
+        st.session_state.action = None
+        if prompt:
+            action = ("send", prompt)
+        if action and action[0] == "send":
+            with st.chat_message("user", avatar="🧑"):
+                st.markdown(as_markdown(action[1]))
+            conversation.add_user(action[1])
+            run_turn(persona, conversation, connection)
+        elif action == ("retry",) and conversation.pending_user_message:
+            run_turn(persona, conversation, connection)
+        elif action == ("regenerate",) and conversation.turns and not conversation.pending_user_message:
+            conversation.regenerate()
+            run_turn(persona, conversation, connection)
 
     error = st.session_state.chat_errors.get(persona.id)
     if error:
@@ -382,7 +385,7 @@ def dashboard(persona: Persona, conversation: Conversation, connection: Connecti
     top[0].metric(
         "In context now",
         f"{gauge.used:,}",
-        f"{gauge.fraction:.0%} of {gauge.budget:,}" + (": next turn trims" if over else ""),
+        f"{gauge.fraction:.0%} of {gauge.budget:,}",
         delta_color="inverse" if over else "off",
         delta_arrow="off",
         help="Prompt tokens the next call would send before trimming, reply priming included.",
@@ -404,7 +407,9 @@ def dashboard(persona: Persona, conversation: Conversation, connection: Connecti
     bottom[0].metric("Tokens in", f"{total.prompt_tokens:,}", help=f"Prompt tokens of all turns{counted}.")
     bottom[1].metric("Tokens out", f"{total.completion_tokens:,}", help="Reply tokens of all turns.")
 
-    st.altair_chart(gauge_chart(gauge), width="stretch")
+    st.altair_chart(gauge_chart(gauge), width="stretch", height=80)
+    parts = gauge.frame().itertuples()
+    st.caption("Left to right: " + " · ".join(f"{part.part} {part.tokens:,}" for part in parts))
     in_context = len(conversation.context_messages())
     drops = next_turn_drops(conversation)
     if drops:
@@ -428,7 +433,7 @@ def dashboard(persona: Persona, conversation: Conversation, connection: Connecti
     if turns.empty:
         st.caption("The chart fills in as you chat: one point per turn.")
     else:
-        st.altair_chart(usage_chart(turns, trims), width="stretch")
+        st.altair_chart(usage_chart(turns, trims), width="stretch", height=330)
     if connection.offline:
         st.caption("🔌 Offline model: its usage is computed locally, exactly as the API would report it.")
     mismatched = turns[turns["difference"].fillna(0) != 0]

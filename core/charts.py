@@ -7,11 +7,12 @@ import pandas as pd
 
 from core.stats import ContextGauge
 
-SERIES_COLORS = {
-    "prompt, counted": "#1f77b4",
-    "prompt, API": "#ff7f0e",
-    "reply": "#2ca02c",
-    "budget": "#d62728",
+# turns_frame column -> (legend name, colour); every layer below filters on these names.
+SERIES = {
+    "counted_prompt_tokens": ("prompt, counted", "#1f77b4"),
+    "reported_prompt_tokens": ("prompt, API", "#ff7f0e"),
+    "reply_tokens": ("reply", "#2ca02c"),
+    "context_budget": ("budget", "#d62728"),
 }
 GAUGE_COLORS = {
     "system": "#6c5ce7",
@@ -25,24 +26,14 @@ GAUGE_COLORS = {
 def usage_chart(turns: pd.DataFrame, trims: pd.DataFrame) -> alt.LayerChart:
     """Per-turn prompt tokens (counted vs reported), reply tokens and the budget, with trims marked."""
     long = turns.melt(
-        id_vars=["turn"],
-        value_vars=["counted_prompt_tokens", "reported_prompt_tokens", "reply_tokens", "context_budget"],
-        var_name="series",
-        value_name="tokens",
+        id_vars=["turn"], value_vars=list(SERIES), var_name="series", value_name="tokens"
     ).dropna(subset=["tokens"])
-    long["series"] = long["series"].map(
-        {
-            "counted_prompt_tokens": "prompt, counted",
-            "reported_prompt_tokens": "prompt, API",
-            "reply_tokens": "reply",
-            "context_budget": "budget",
-        }
-    )
+    long["series"] = long["series"].map({column: name for column, (name, _) in SERIES.items()})
     long["tokens"] = long["tokens"].astype(int)
     color = alt.Color(
         "series:N",
-        scale=alt.Scale(domain=list(SERIES_COLORS), range=list(SERIES_COLORS.values())),
-        legend=alt.Legend(orient="bottom", title=None, columns=4, labelLimit=0),
+        scale=alt.Scale(domain=[name for name, _ in SERIES.values()], range=[c for _, c in SERIES.values()]),
+        legend=alt.Legend(orient="bottom", title=None, columns=2, labelLimit=0),
     )
     x = alt.X("turn:Q", title="turn", axis=alt.Axis(tickMinStep=1, format="d"))
     base = alt.Chart(long).encode(
@@ -51,14 +42,17 @@ def usage_chart(turns: pd.DataFrame, trims: pd.DataFrame) -> alt.LayerChart:
         color=color,
         tooltip=[alt.Tooltip("turn:Q"), alt.Tooltip("series:N"), alt.Tooltip("tokens:Q", format=",")],
     )
-    bars = base.transform_filter(alt.datum.series == "reply").mark_bar(opacity=0.5, width=8)
-    budget = base.transform_filter(alt.datum.series == "budget").mark_line(
+
+    def only(*columns: str) -> alt.FieldOneOfPredicate:
+        return alt.FieldOneOfPredicate(field="series", oneOf=[SERIES[c][0] for c in columns])
+
+    bars = base.transform_filter(only("reply_tokens")).mark_bar(opacity=0.5, width=8)
+    budget = base.transform_filter(only("context_budget")).mark_line(
         strokeDash=[6, 4], interpolate="step-after"
     )
-    prompt_lines = base.transform_filter(
-        (alt.datum.series == "prompt tokens (counted)")
-        | (alt.datum.series == "prompt tokens (reported by API)")
-    ).mark_line(point=True)
+    # Counted as a line, reported as hollow circles: where they agree, the circles sit on the line.
+    counted = base.transform_filter(only("counted_prompt_tokens")).mark_line()
+    reported = base.transform_filter(only("reported_prompt_tokens")).mark_point(size=70, filled=False)
     trim_marks = (
         alt.Chart(trims)
         .mark_point(shape="triangle-down", size=160, filled=True, color="#d62728")
@@ -75,7 +69,7 @@ def usage_chart(turns: pd.DataFrame, trims: pd.DataFrame) -> alt.LayerChart:
             ],
         )
     )
-    return alt.layer(bars, budget, prompt_lines, trim_marks).properties(height=280)
+    return alt.layer(bars, budget, counted, reported, trim_marks).properties(height=240)
 
 
 def gauge_chart(gauge: ContextGauge) -> alt.Chart:
@@ -84,16 +78,16 @@ def gauge_chart(gauge: ContextGauge) -> alt.Chart:
     frame["order"] = range(len(frame))
     return (
         alt.Chart(frame)
-        .mark_bar(height=28)
+        .mark_bar(height=24)
         .encode(
             x=alt.X("sum(tokens):Q", title=f"tokens of the {gauge.budget:,}-token budget", stack="zero"),
             color=alt.Color(
                 "part:N",
                 scale=alt.Scale(domain=list(GAUGE_COLORS), range=list(GAUGE_COLORS.values())),
-                legend=alt.Legend(orient="bottom", title=None, columns=5, labelLimit=0),
+                legend=None,  # the page names the parts in a caption under the bar
             ),
             order=alt.Order("order:Q"),
             tooltip=[alt.Tooltip("part:N"), alt.Tooltip("tokens:Q", format=",")],
         )
-        .properties(height=60)
+        .properties(height=28)
     )

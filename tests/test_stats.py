@@ -86,5 +86,13 @@ def test_charts_build_valid_vega_lite():
     conversation = Conversation("sys", "gpt-4o", 150)
     chat(conversation, 6)
     spec = usage_chart(turns_frame(conversation), trims_frame(conversation)).to_dict()
-    assert len(spec["layer"]) == 4
+    assert len(spec["layer"]) == 5
+    # Every filtered layer draws something: its filter names series that are in the data.
+    series_rows = next(rows for rows in spec["datasets"].values() if rows and "series" in rows[0])
+    present = {row["series"] for row in series_rows}
+    filters = [layer["transform"][0]["filter"]["oneOf"] for layer in spec["layer"] if "transform" in layer]
+    assert len(filters) == 4
+    for names in filters:
+        assert set(names) <= present, (names, present)
+    assert [names for names in filters if "prompt" in names[0]] == [["prompt, counted"], ["prompt, API"]]
     assert gauge_chart(context_gauge(conversation)).to_dict()["mark"]["type"] == "bar"
