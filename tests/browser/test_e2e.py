@@ -298,3 +298,30 @@ def test_server_fault_shows_an_error_and_retry_recovers(
     assert app.page.locator(MAIN).get_by_role("button", name="Retry").count() == 0
     app.screenshot("e2e-08-retried")
     assert ARTIFACTS.exists()
+
+
+def test_stop_button_ends_a_long_reply_and_keeps_it(
+    connected_server: StreamlitServer, openai_server: OpenAIServer, open_app: OpenApp
+):
+    app = open_app(connected_server)
+    words = [f"word{i}" for i in range(60)]
+    long_reply = "A long story: " + " ".join(words) + "."
+    openai_server.chunk_delay = 0.15  # about 9 s in all
+    openai_server.reply(long_reply)
+    app.submit("Tell me a very long story.")
+    app.page.locator(f"{MAIN} {CHAT_MESSAGE}").filter(has_text="word5").wait_for()
+    # While a reply streams, the chat input's send button is a stop button (submit_mode="stop").
+    app.page.locator('[data-testid="stChatInputStopButton"]').click()
+    app.wait_idle()
+    app.assert_no_exception()
+
+    # The next message goes through and carries the partial reply, marked interrupted.
+    openai_server.chunk_delay = 0.0
+    assert "You said: and then?" in app.send("and then?", expect="You said: and then?")
+    sent = openai_server.chat_requests[-1].body["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", "user"]
+    partial = sent[2]["content"]
+    assert partial.startswith("A long story: word0") and "word59" not in partial
+    interrupted = app.page.locator(f"{MAIN} {CHAT_MESSAGE}").filter(has_text="interrupted · partial reply")
+    assert interrupted.count() == 1
+    assert partial.split()[-1] in interrupted.inner_text()
