@@ -27,6 +27,7 @@ APP_DIR = Path(__file__).resolve().parent
 # Word-by-word pacing of the offline model's reply, so streaming is visible; tests set it to 0.
 OFFLINE_CHUNK_DELAY_S = float(os.environ.get("OFFLINE_CHUNK_DELAY_S", "0.02"))
 CHAT_HEIGHT_PX = 560
+HISTORY_SHOWN = 200  # newest messages drawn on every rerun; older ones behind a toggle
 STATE_BADGES = {
     "trimmed": ("trimmed · no longer in the model's context", "gray"),
     "unanswered": ("not answered · not in context", "orange"),
@@ -338,10 +339,17 @@ def run_turn(persona: Persona, conversation: Conversation, connection: Connectio
 def chat(persona: Persona, conversation: Conversation, connection: Connection, prompt: str | None) -> None:
     # A scrolling box of its own, so the dashboard stays in view beside the newest messages.
     with st.container(height=CHAT_HEIGHT_PX, border=False):
-        if persona.greeting:
+        history = conversation.messages[1:]
+        hidden = max(len(history) - HISTORY_SHOWN, 0)
+        # Every rerun redraws the chat: past a few hundred messages, draw the oldest on request.
+        if hidden and not st.toggle(
+            f"Show {hidden:,} earlier messages", key=f"show_all::{persona.id}", help="All are in the export."
+        ):
+            history = history[hidden:]
+        elif persona.greeting:
             with st.chat_message("assistant", avatar=persona.avatar):
                 st.markdown(persona.greeting)
-        for message in conversation.messages[1:]:
+        for message in history:
             render_message(message, persona)
 
         action = st.session_state.action

@@ -211,3 +211,20 @@ def test_no_loadable_persona_stops_with_a_clear_error(monkeypatch, tmp_path):
     at = AppTest.from_file(APP, default_timeout=60).run()
     assert not at.exception
     assert "No persona could be loaded" in at.error[0].value
+
+
+def test_a_long_history_draws_the_newest_messages_and_the_rest_on_request(app):
+    chat = conversation(app)
+    for i in range(150):
+        chat.add_user(f"question {i}")
+        chat.prepare()
+        chat.add_assistant(f"answer {i}")
+    app.run()
+    shown = [m.value for m in app.markdown] + [c.value for c in app.caption]
+    assert "answer 149" in shown and "question 50" in shown
+    assert "answer 49" not in shown and "question 0" not in shown
+    toggle = app.toggle(key="show_all::foodie")
+    assert toggle.label == "Show 100 earlier messages"
+    toggle.set_value(True).run()
+    shown = [m.value for m in app.markdown] + [c.value for c in app.caption]
+    assert "question 0" in shown and "answer 149" in shown
