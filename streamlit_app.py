@@ -27,6 +27,7 @@ APP_DIR = Path(__file__).resolve().parent
 # Word-by-word pacing of the offline model's reply, so streaming is visible; tests set it to 0.
 OFFLINE_CHUNK_DELAY_S = float(os.environ.get("OFFLINE_CHUNK_DELAY_S", "0.02"))
 CHAT_HEIGHT_PX = 560
+DASHBOARD_HEIGHT_PX = 640
 HISTORY_SHOWN = 200  # newest messages drawn on every rerun; older ones behind a toggle
 STATE_BADGES = {
     "trimmed": ("trimmed · no longer in the model's context", "gray"),
@@ -254,6 +255,10 @@ def sidebar(catalog: PersonaCatalog) -> tuple[Persona, Conversation, Connection]
 # --- chat --------------------------------------------------------------------------------------
 
 
+def plural(count: int, noun: str) -> str:
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def as_markdown(text: str) -> str:
     """Chat text for st.markdown: a `$` is a price, not the start of a LaTeX formula."""
     return text.replace("$", "\\$")
@@ -291,7 +296,8 @@ def run_turn(persona: Persona, conversation: Conversation, connection: Connectio
         messages=messages,
         model=conversation.model,
         max_reply_tokens=st.session_state.reply_caps[persona.id],
-        sampling=persona.sampling,
+        # As a dict: a cached persona may hold a Sampling of a module version since reloaded.
+        sampling=persona.sampling.model_dump(),
     )
     backend = connection.backend(offline_chunk_delay_s=OFFLINE_CHUNK_DELAY_S)
     usage_source = "server" if backend.reports_server_usage else "local"
@@ -415,26 +421,6 @@ def dashboard(persona: Persona, conversation: Conversation, connection: Connecti
     bottom[0].metric("Tokens in", f"{total.prompt_tokens:,}", help=f"Prompt tokens of all turns{counted}.")
     bottom[1].metric("Tokens out", f"{total.completion_tokens:,}", help="Reply tokens of all turns.")
 
-    st.altair_chart(gauge_chart(gauge), width="stretch", height=80)
-    parts = gauge.frame().itertuples()
-    st.caption("Left to right: " + " · ".join(f"{part.part} {part.tokens:,}" for part in parts))
-    in_context = len(conversation.context_messages())
-    drops = next_turn_drops(conversation)
-    if drops:
-        oldest = conversation.messages[drops[0]]
-        st.caption(
-            f"{in_context} messages in context. The next turn would drop the oldest {len(drops)} "
-            f"(from “{preview(oldest.content, 40)}”)."
-        )
-    else:
-        st.caption(f"{in_context} messages in context. The next turn fits without trimming.")
-    if not conversation.tokenizer.exact:
-        st.warning(
-            f"tiktoken does not know `{conversation.model}`: counts use "
-            f"{conversation.tokenizer.encoding_name} and are estimates.",
-            icon="📏",
-        )
-
     turns = turns_frame(conversation)
     trims = trims_frame(conversation)
     st.markdown("**Tokens per turn**")
@@ -453,6 +439,27 @@ def dashboard(persona: Persona, conversation: Conversation, connection: Connecti
         )
     elif turns["reported_prompt_tokens"].notna().any():
         st.caption("✅ Counted prompt tokens equal the reported ones on every turn.")
+
+    st.markdown("**Context now**")
+    st.altair_chart(gauge_chart(gauge), width="stretch", height=80)
+    parts = gauge.frame().itertuples()
+    st.caption("Left to right: " + " · ".join(f"{part.part} {part.tokens:,}" for part in parts))
+    in_context = len(conversation.context_messages())
+    drops = next_turn_drops(conversation)
+    if drops:
+        oldest = conversation.messages[drops[0]]
+        st.caption(
+            f"{plural(in_context, 'message')} in context. The next turn would drop the oldest {len(drops)} "
+            f"(from “{preview(oldest.content, 40)}”)."
+        )
+    else:
+        st.caption(f"{plural(in_context, 'message')} in context. The next turn fits without trimming.")
+    if not conversation.tokenizer.exact:
+        st.warning(
+            f"tiktoken does not know `{conversation.model}`: counts use "
+            f"{conversation.tokenizer.encoding_name} and are estimates.",
+            icon="📏",
+        )
 
     st.markdown("**Trimming log**")
     if trims.empty:
@@ -500,7 +507,8 @@ def main() -> None:
     prompt = st.chat_input(f"Message {persona.name}…", key="chat_input", submit_mode="stop")
     chat_column, dashboard_column = st.columns([5, 4], gap="large")
     with dashboard_column:
-        dashboard_slot = st.container()
+        # Its own scrolling box too: the page fits the window and does not jump on each turn.
+        dashboard_slot = st.container(height=DASHBOARD_HEIGHT_PX, border=False)
     with chat_column:
         chat(persona, conversation, connection, prompt)
     with dashboard_slot:

@@ -35,7 +35,10 @@ def usage_chart(turns: pd.DataFrame, trims: pd.DataFrame) -> alt.LayerChart:
         scale=alt.Scale(domain=[name for name, _ in SERIES.values()], range=[c for _, c in SERIES.values()]),
         legend=alt.Legend(orient="bottom", title=None, columns=2, labelLimit=0),
     )
-    x = alt.X("turn:Q", title="turn", axis=alt.Axis(tickMinStep=1, format="d"))
+    # Half a turn of room either side, so the first and last bars are drawn whole.
+    last_turn = int(turns["turn"].max()) if len(turns) else 1
+    turn_scale = alt.Scale(domain=[0.5, last_turn + 0.5], nice=False)
+    x = alt.X("turn:Q", title="turn", scale=turn_scale, axis=alt.Axis(tickMinStep=1, format="d"))
     base = alt.Chart(long).encode(
         x=x,
         y=alt.Y("tokens:Q", title="tokens"),
@@ -47,8 +50,13 @@ def usage_chart(turns: pd.DataFrame, trims: pd.DataFrame) -> alt.LayerChart:
         return alt.FieldOneOfPredicate(field="series", oneOf=[SERIES[c][0] for c in columns])
 
     bars = base.transform_filter(only("reply_tokens")).mark_bar(opacity=0.5, width=8)
-    budget = base.transform_filter(only("context_budget")).mark_line(
-        strokeDash=[6, 4], interpolate="step-after"
+    # The budget as one dashed segment per turn: visible from the first turn, and steps where
+    # the user changed it.
+    budget = (
+        base.transform_filter(only("context_budget"))
+        .transform_calculate(start="datum.turn - 0.5", end="datum.turn + 0.5")
+        .mark_rule(strokeDash=[6, 4], strokeWidth=2)
+        .encode(x=alt.X("start:Q", title="turn", scale=turn_scale), x2="end:Q")
     )
     # Counted as a line, reported as hollow circles: where they agree, the circles sit on the line.
     counted = base.transform_filter(only("counted_prompt_tokens")).mark_line()
