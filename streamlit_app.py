@@ -16,7 +16,7 @@ from core.backends import ChatRequest
 from core.charts import gauge_chart, usage_chart
 from core.connection import Connection, resolve_connection
 from core.conversation import MAX_IMPORT_BYTES, Conversation, Message
-from core.errors import BackendError, ConversationImportError, PromptTooLong
+from core.errors import BackendError, ConversationImportError, DashboardError, PromptTooLong
 from core.model_info import ModelTable, load_model_table
 from core.offline import preview
 from core.personas import Persona, PersonaCatalog, load_personas
@@ -171,12 +171,16 @@ def sidebar(catalog: PersonaCatalog) -> tuple[Persona, Conversation, Connection]
             placeholder="https://api.openai.com/v1",
             help="Any OpenAI-compatible server: Azure, Ollama, vLLM, LM Studio, llama.cpp.",
         )
-        connection = resolve_connection(
-            typed_key=st.session_state.api_key,
-            typed_base_url=st.session_state.base_url,
-            secrets=deployer_secrets(),
-            environ=os.environ,
-        )
+        try:
+            connection = resolve_connection(
+                typed_key=st.session_state.api_key,
+                typed_base_url=st.session_state.base_url,
+                secrets=deployer_secrets(),
+                environ=os.environ,
+            )
+        except DashboardError as error:  # a deployer's setting is malformed
+            st.error(str(error))
+            st.stop()
         conversation.model = (
             st.text_input(
                 "Model",

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
 from core.backends import ChatBackend, OpenAIBackend
+from core.errors import DashboardError
 from core.offline import OfflineBackend
 
 KeySource = Literal["typed", "secrets", "environment"]
@@ -87,6 +88,20 @@ def resolve_connection(
         api_key=api_key,
         base_url=base_url,
         key_source=source,
-        timeout_s=float(environ.get("OPENAI_TIMEOUT_S") or DEFAULT_TIMEOUT_S),
-        max_retries=int(environ.get("OPENAI_MAX_RETRIES") or DEFAULT_MAX_RETRIES),
+        timeout_s=_number(environ, "OPENAI_TIMEOUT_S", float, DEFAULT_TIMEOUT_S),
+        max_retries=int(_number(environ, "OPENAI_MAX_RETRIES", int, DEFAULT_MAX_RETRIES)),
     )
+
+
+def _number(environ: Mapping[str, str], name: str, parse: Callable[[str], float], default: float) -> float:
+    """A deployer's numeric setting; a bad value is a clear error rather than a traceback."""
+    raw = environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = parse(raw)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise DashboardError(f"{name} must be a number of at least 0 ({parse.__name__}), not {raw!r}.")
+    return value

@@ -180,6 +180,22 @@ def test_dollar_signs_are_prices_not_latex(app):
     assert "Is it \\$5 or \\$10?" in [m.value for m in app.markdown]
 
 
+def test_unknown_model_is_counted_as_an_estimate_with_unknown_price(app):
+    app.text_input(key="model::foodie").input("llama3.2").run()
+    send(app, "hello")
+    chat = conversation(app)
+    assert chat.model == "llama3.2" and chat.turns[0].count_exact is False
+    assert any("tiktoken does not know `llama3.2`" in w.value for w in app.warning)
+    assert app.metric[1].value == "unknown price"
+
+
+def test_malformed_deployer_setting_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("OPENAI_TIMEOUT_S", "soon")
+    at = AppTest.from_file(APP, default_timeout=60).run()
+    assert not at.exception
+    assert any("OPENAI_TIMEOUT_S must be a number" in e.value for e in at.error)
+
+
 def test_missing_secrets_runs_offline(app):
     assert not app.exception
     assert any("built-in offline model" in i.value for i in app.info)

@@ -1,6 +1,9 @@
 """Where the key and base URL come from, and which backend that picks."""
 
+import pytest
+
 from core.connection import resolve_connection
+from core.errors import DashboardError
 from core.offline import OfflineBackend
 
 
@@ -52,3 +55,20 @@ def test_deployer_base_url_goes_with_the_deployer_key():
         environ={"OPENAI_API_KEY": "sk-env", "OPENAI_BASE_URL": "http://ignored/v1"},
     )
     assert (connection.base_url, connection.api_key) == ("https://azure.example/openai/v1/", "sk-env")
+
+
+def test_deployer_timeouts_and_retries():
+    connection = resolve_connection(
+        secrets={}, environ={"OPENAI_TIMEOUT_S": "7.5", "OPENAI_MAX_RETRIES": "0"}
+    )
+    assert (connection.timeout_s, connection.max_retries) == (7.5, 0)
+    assert resolve_connection(secrets={}, environ={}).max_retries == 2
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("OPENAI_TIMEOUT_S", "soon"), ("OPENAI_MAX_RETRIES", "2.5"), ("OPENAI_MAX_RETRIES", "-1")],
+)
+def test_bad_deployer_settings_are_named(name, value):
+    with pytest.raises(DashboardError, match=f"{name} must be a number"):
+        resolve_connection(secrets={}, environ={name: value})
