@@ -46,9 +46,10 @@ def personas_dir() -> Path:
 def directory_stamp(directory: Path) -> tuple:
     """Changes when a persona file is added, removed or edited, so the cached catalog reloads."""
     try:
-        return tuple(sorted((p.name, p.lstat().st_mtime_ns, p.lstat().st_size) for p in directory.iterdir()))
+        entries = [(path.name, path.lstat()) for path in directory.iterdir()]
     except OSError:
         return ()
+    return tuple(sorted((name, info.st_mtime_ns, info.st_size) for name, info in entries))
 
 
 @st.cache_resource(show_spinner=False)
@@ -131,7 +132,8 @@ def import_conversation(catalog: PersonaCatalog) -> None:
     st.session_state.persona_id = target
     st.session_state.notice = (
         "success",
-        f"Imported {len(conversation.messages)} messages from {uploaded.name}.",
+        f"Imported {len(conversation.messages)} messages from {uploaded.name} "
+        f"into {catalog.personas[target].name}.",
     )
 
 
@@ -303,12 +305,11 @@ def run_turn(persona: Persona, conversation: Conversation, connection: Connectio
         # As a dict: a cached persona may hold a Sampling of a module version since reloaded.
         sampling=persona.sampling.model_dump(),
     )
-    backend = connection.backend(offline_chunk_delay_s=OFFLINE_CHUNK_DELAY_S)
-    usage_source = "server" if backend.reports_server_usage else "local"
     started = time.perf_counter()
-    stream = None
+    backend = stream = None
     with st.chat_message("assistant", avatar=persona.avatar):
         try:
+            backend = connection.backend(offline_chunk_delay_s=OFFLINE_CHUNK_DELAY_S)
             stream = backend.stream(request)
             st.write_stream(stream)  # drops the usage chunk; the stream object keeps it
         except BackendError as error:
@@ -340,7 +341,7 @@ def run_turn(persona: Persona, conversation: Conversation, connection: Connectio
     conversation.add_assistant(
         stream.text,
         stream.usage,
-        usage_source=usage_source,
+        usage_source="server" if backend.reports_server_usage else "local",
         latency_s=time.perf_counter() - started,
     )
     st.rerun()
