@@ -20,7 +20,7 @@ from core.errors import BackendError, ConversationImportError, DashboardError, P
 from core.model_info import ModelTable, load_model_table
 from core.offline import preview
 from core.personas import Persona, PersonaCatalog, load_personas
-from core.stats import context_gauge, next_turn_drops, totals, trims_frame, turns_frame
+from core.stats import context_frame, context_gauge, next_turn_drops, totals, trims_frame, turns_frame
 from core.tokens import BUNDLED_ENCODINGS, get_encoding
 
 APP_DIR = Path(__file__).resolve().parent
@@ -465,6 +465,14 @@ def dashboard(persona: Persona, conversation: Conversation, connection: Connecti
             f"{conversation.tokenizer.encoding_name} and are estimates.",
             icon="📏",
         )
+
+    with st.expander("Exactly what the next call sends"):
+        st.dataframe(
+            context_frame(conversation),
+            hide_index=True,
+            column_config={"message": "#", "tokens": st.column_config.NumberColumn("tokens", format="%d")},
+        )
+        st.caption(f"Total: {gauge.used:,} prompt tokens, as the API will count them, before trimming.")
 
     st.markdown("**Trimming log**")
     if trims.empty:

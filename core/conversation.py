@@ -161,6 +161,10 @@ class Conversation:
     def context_messages(self) -> list[Message]:
         return [self.messages[i] for i in self._context_indexes]
 
+    def context_indexes(self) -> list[int]:
+        """Indexes into .messages of the in-context messages, oldest first."""
+        return list(self._context_indexes)
+
     def trim_plan(self, extra_tokens: int = 0) -> tuple[list[int], int]:
         """Which messages (indexes) a call must drop to fit the budget, and the prompt tokens left.
 

@@ -81,6 +81,16 @@ def trims_frame(conversation: Conversation) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TRIM_COLUMNS)
 
 
+def context_frame(conversation: Conversation) -> pd.DataFrame:
+    """The messages the next call sends, in order, with the prompt tokens each costs."""
+    rows = [
+        {"message": index, "role": m.role, "tokens": m.tokens, "text": preview(m.content, 80)}
+        for index, m in ((i, conversation.messages[i]) for i in conversation.context_indexes())
+    ]
+    rows.append({"message": None, "role": "(reply priming)", "tokens": REPLY_PRIMING, "text": ""})
+    return pd.DataFrame(rows, columns=["message", "role", "tokens", "text"]).astype({"message": "Int64"})
+
+
 @dataclass(frozen=True)
 class ContextGauge:
     """How full the budget is now, split by what fills it."""

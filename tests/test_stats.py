@@ -6,7 +6,8 @@ from core.backends import Usage
 from core.charts import gauge_chart, usage_chart
 from core.conversation import Conversation
 from core.model_info import load_model_table
-from core.stats import context_gauge, next_turn_drops, totals, trims_frame, turns_frame
+from core.stats import context_frame, context_gauge, next_turn_drops, totals, trims_frame, turns_frame
+from core.tokens import count_prompt_tokens
 
 
 def chat(conversation: Conversation, n: int, usage_offset: int = 0) -> None:
@@ -38,6 +39,19 @@ def test_trims_frame_lists_each_event_with_a_preview():
     assert first["messages_dropped"] == 2
     assert first["tokens_before"] - first["tokens_after"] == first["tokens_freed"] > 0
     assert first["preview"].startswith("user: question 0")
+
+
+def test_context_frame_lists_what_the_next_call_sends():
+    conversation = Conversation("sys", "gpt-4o", 150)
+    chat(conversation, 6)
+    conversation.add_user("pending question")
+    # Before the call: the in-context messages as they stand, summing to the prompt's tokens.
+    assert int(context_frame(conversation)["tokens"].sum()) == conversation.prompt_tokens
+    sent = conversation.prepare()
+    frame = context_frame(conversation)
+    assert list(frame["role"]) == [m["role"] for m in sent] + ["(reply priming)"]
+    assert list(frame["message"].dropna()) == conversation.context_indexes()
+    assert int(frame["tokens"].sum()) == count_prompt_tokens(sent, "gpt-4o")
 
 
 def test_gauge_breaks_the_context_down():
