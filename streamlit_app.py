@@ -307,6 +307,12 @@ def run_turn(persona: Persona, conversation: Conversation, connection: Connectio
     )
     started = time.perf_counter()
     backend = stream = None
+
+    def keep_partial(text: str) -> None:
+        """Record what streamed before the reply broke off, marked interrupted."""
+        if text:
+            conversation.add_assistant(text, None, latency_s=time.perf_counter() - started, interrupted=True)
+
     with st.chat_message("assistant", avatar=persona.avatar):
         try:
             backend = connection.backend(offline_chunk_delay_s=OFFLINE_CHUNK_DELAY_S)
@@ -314,11 +320,7 @@ def run_turn(persona: Persona, conversation: Conversation, connection: Connectio
             st.write_stream(stream)  # drops the usage chunk; the stream object keeps it
         except BackendError as error:
             # Refused before any text (raised by stream()) or broken off mid-reply (partial kept).
-            partial = stream.text if stream is not None else error.partial_text
-            if partial:
-                conversation.add_assistant(
-                    partial, None, latency_s=time.perf_counter() - started, interrupted=True
-                )
+            keep_partial(stream.text if stream is not None else error.partial_text)
             errors[persona.id] = str(error)
             st.rerun()
         except BaseException:
@@ -326,10 +328,7 @@ def run_turn(persona: Persona, conversation: Conversation, connection: Connectio
             # keep what streamed, and hang up on the server.
             if stream is not None:
                 stream.close()
-                if stream.text:
-                    conversation.add_assistant(
-                        stream.text, None, latency_s=time.perf_counter() - started, interrupted=True
-                    )
+                keep_partial(stream.text)
             raise
     if not stream.text:
         # Not recorded as something the assistant said; the question stays pending for Retry.

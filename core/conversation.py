@@ -66,6 +66,20 @@ class Turn(BaseModel):
     latency_s: float | None = None
     interrupted: bool = False
 
+    @property
+    def prompt_tokens(self) -> int:
+        """Prompt tokens as billed: the server's report, or the local count when it sent none."""
+        return (
+            self.counted_prompt_tokens if self.reported_prompt_tokens is None else self.reported_prompt_tokens
+        )
+
+    @property
+    def reply_tokens(self) -> int:
+        """Reply tokens as billed: the server's report, or the local count when it sent none."""
+        if self.reported_completion_tokens is None:
+            return self.counted_completion_tokens
+        return self.reported_completion_tokens
+
 
 class TrimEvent(BaseModel):
     """Messages dropped before one call so its prompt fit the budget."""

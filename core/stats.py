@@ -45,9 +45,7 @@ def turns_frame(conversation: Conversation) -> pd.DataFrame:
                 if t.reported_prompt_tokens is not None
                 else None
             ),
-            "reply_tokens": t.reported_completion_tokens
-            if t.reported_completion_tokens is not None
-            else t.counted_completion_tokens,
+            "reply_tokens": t.reply_tokens,
             "context_budget": t.context_budget,
             "messages_sent": t.messages_sent,
             "latency_s": t.latency_s,
@@ -159,16 +157,12 @@ def totals(conversation: Conversation, table: ModelTable) -> Totals:
     """Tokens in and out over the whole conversation, each turn priced at its own model."""
     prompt = completion = 0
     cost: float | None = 0.0
-    includes_counted = False
     for turn in conversation.turns:
-        turn_prompt = turn.reported_prompt_tokens
-        if turn_prompt is None:
-            turn_prompt, includes_counted = turn.counted_prompt_tokens, True
-        turn_completion = turn.reported_completion_tokens
-        if turn_completion is None:
-            turn_completion = turn.counted_completion_tokens
-        prompt += turn_prompt
-        completion += turn_completion
+        prompt += turn.prompt_tokens
+        completion += turn.reply_tokens
         info = table.lookup(turn.model)
-        cost = None if info is None or cost is None else cost + info.cost(turn_prompt, turn_completion)
+        cost = (
+            None if info is None or cost is None else cost + info.cost(turn.prompt_tokens, turn.reply_tokens)
+        )
+    includes_counted = any(turn.reported_prompt_tokens is None for turn in conversation.turns)
     return Totals(prompt, completion, cost, includes_counted)
