@@ -7,19 +7,19 @@ Everything a visitor owns (conversations, API key, settings) lives in `st.sessio
 from __future__ import annotations
 
 import os
-import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import streamlit as st
 
-from core.backends import ChatRequest
 from core.charts import gauge_chart, usage_chart
-from core.connection import Connection, resolve_connection
-from core.conversation import MAX_IMPORT_BYTES, Conversation, Message
-from core.errors import BackendError, ConversationImportError, DashboardError, PromptTooLong
+from core.connection import Backends, Connection, resolve_connection
+from core.conversation import MAX_IMPORT_BYTES, Conversation, Message, MessageState
+from core.errors import BackendError, ConversationImportError, DashboardError
 from core.model_info import ModelTable, load_model_table
-from core.offline import preview
 from core.personas import Persona, PersonaCatalog, load_personas
+from core.session import ChatSession
+from core.settings import MAX_CONTEXT_BUDGET, MAX_REPLY_CAP
 from core.stats import context_frame, context_gauge, next_turn_drops, totals, trims_frame, turns_frame
 from core.tokens import BUNDLED_ENCODINGS, get_encoding
 
@@ -29,11 +29,13 @@ OFFLINE_CHUNK_DELAY_S = float(os.environ.get("OFFLINE_CHUNK_DELAY_S", "0.02"))
 CHAT_HEIGHT_PX = 560
 DASHBOARD_HEIGHT_PX = 640
 HISTORY_SHOWN = 200  # newest messages drawn on every rerun; older ones behind a toggle
-STATE_BADGES = {
-    "trimmed": ("trimmed · no longer in the model's context", "gray"),
-    "unanswered": ("not answered · not in context", "orange"),
-    "replaced": ("regenerated · not in context", "gray"),
+BADGE_COLORS = {
+    MessageState.TRIMMED: "gray",
+    MessageState.UNANSWERED: "orange",
+    MessageState.REPLACED: "gray",
 }
+# Widgets that hold a conversation's settings, per persona.
+SETTING_WIDGETS = ("model", "budget", "reply_cap")
 
 
 # --- process-wide resources: loaded once per process, shared read-only by every session ---------
@@ -81,36 +83,36 @@ def deployer_secrets() -> dict[str, object]:
 
 def session_defaults() -> None:
     state = st.session_state
-    state.setdefault("conversations", {})  # persona id -> Conversation
-    state.setdefault("reply_caps", {})  # persona id -> max reply tokens
-    state.setdefault("chat_errors", {})  # persona id -> message of the last failed call
-    state.setdefault("action", None)  # ("send", text) | ("retry",) | ("regenerate",), set by callbacks
+    state.setdefault("sessions", {})  # persona id -> ChatSession
+    state.setdefault("backends", Backends(offline_chunk_delay_s=OFFLINE_CHUNK_DELAY_S))
+    state.setdefault("action", None)  # ("send", text) | ("retry",) | ("regenerate",) | ("continue",)
     state.setdefault("notice", None)
 
 
-def new_conversation(persona: Persona) -> Conversation:
-    return Conversation(persona.system_prompt, persona.model, persona.context_budget, persona_id=persona.id)
-
-
-def conversation_for(persona: Persona) -> Conversation:
-    conversations = st.session_state.conversations
-    if persona.id not in conversations:
-        conversations[persona.id] = new_conversation(persona)
-        st.session_state.reply_caps[persona.id] = persona.max_reply_tokens
-    return conversations[persona.id]
+def session_for(persona: Persona, connection: Connection) -> ChatSession:
+    """This visitor's session with `persona`, talking through `connection`'s backend."""
+    sessions: dict[str, ChatSession] = st.session_state.sessions
+    backend = st.session_state.backends.for_connection(connection)
+    if persona.id not in sessions:
+        sessions[persona.id] = ChatSession.start(persona, backend)
+    session = sessions[persona.id]
+    session.backend = backend
+    return session
 
 
 def queue(*action: str) -> None:
     st.session_state.action = action
 
 
-def start_over(persona: Persona) -> None:
-    old = st.session_state.conversations.get(persona.id)
-    fresh = new_conversation(persona)
-    if old is not None:  # keep this session's model and budget choices
-        fresh.model, fresh.context_budget = old.model, old.context_budget
-    st.session_state.conversations[persona.id] = fresh
-    st.session_state.chat_errors.pop(persona.id, None)
+def start_over(old: ChatSession, persona: Persona) -> None:
+    fresh = ChatSession.start(persona, old.backend)
+    settings = old.settings  # keep this session's model, budget and reply cap
+    fresh.update_settings(
+        model=settings.model,
+        context_budget=settings.context_budget,
+        max_reply_tokens=settings.max_reply_tokens,
+    )
+    st.session_state.sessions[persona.id] = fresh
 
 
 def import_conversation(catalog: PersonaCatalog) -> None:
@@ -126,9 +128,10 @@ def import_conversation(catalog: PersonaCatalog) -> None:
     target = conversation.persona_id if conversation.persona_id in catalog.personas else None
     target = target or st.session_state.persona_id
     conversation.persona_id = target
-    st.session_state.conversations[target] = conversation
-    st.session_state.reply_caps.setdefault(target, catalog.personas[target].max_reply_tokens)
-    st.session_state.chat_errors.pop(target, None)
+    current: ChatSession = st.session_state.sessions[st.session_state.persona_id]
+    st.session_state.sessions[target] = ChatSession(conversation, current.backend)
+    for widget in SETTING_WIDGETS:  # show the imported settings, not the previous ones
+        st.session_state.pop(f"{widget}::{target}", None)
     st.session_state.persona_id = target
     st.session_state.notice = (
         "success",
@@ -140,7 +143,7 @@ def import_conversation(catalog: PersonaCatalog) -> None:
 # --- sidebar -----------------------------------------------------------------------------------
 
 
-def sidebar(catalog: PersonaCatalog) -> tuple[Persona, Conversation, Connection]:
+def sidebar(catalog: PersonaCatalog) -> tuple[Persona, ChatSession, Connection]:
     with st.sidebar:
         st.header("Persona")
         persona_ids = list(catalog.personas)
@@ -152,9 +155,8 @@ def sidebar(catalog: PersonaCatalog) -> tuple[Persona, Conversation, Connection]
             label_visibility="collapsed",
         )
         persona = catalog.personas[persona_id]
-        conversation = conversation_for(persona)
         st.caption(persona.description)
-        st.button("New conversation", icon="🆕", on_click=start_over, args=(persona,), width="stretch")
+        new_conversation = st.container()
         if catalog.errors:
             with st.expander(f"⚠️ {len(catalog.errors)} persona file(s) could not be loaded", expanded=True):
                 for error in catalog.errors:
@@ -183,14 +185,16 @@ def sidebar(catalog: PersonaCatalog) -> tuple[Persona, Conversation, Connection]
         except DashboardError as error:  # a deployer's setting is malformed
             st.error(str(error))
             st.stop()
-        conversation.model = (
-            st.text_input(
-                "Model",
-                value=conversation.model,
-                key=f"model::{persona.id}",
-                help=f"Persona default: {persona.model}",
-            ).strip()
-            or persona.model
+        session = session_for(persona, connection)
+        new_conversation.button(
+            "New conversation", icon="🆕", on_click=start_over, args=(session, persona), width="stretch"
+        )
+        settings = session.settings
+        model = st.text_input(
+            "Model",
+            value=settings.model,
+            key=f"model::{persona.id}",
+            help=f"Persona default: {persona.model}",
         )
         if connection.offline:
             st.info(
@@ -204,30 +208,30 @@ def sidebar(catalog: PersonaCatalog) -> tuple[Persona, Conversation, Connection]
             st.success(f"Connected to **{connection.host}** (key {key_note}).", icon="🔗")
 
         st.header("Budget")
-        conversation.context_budget = int(
-            st.number_input(
-                "Context budget (prompt tokens)",
-                min_value=64,
-                max_value=2_000_000,
-                value=conversation.context_budget,
-                step=64,
-                key=f"budget::{persona.id}",
-                help="The most prompt tokens a call may send. Older exchanges are trimmed to fit.",
-            )
+        budget = st.number_input(
+            "Context budget (prompt tokens)",
+            min_value=64,
+            max_value=MAX_CONTEXT_BUDGET,
+            value=settings.context_budget,
+            step=64,
+            key=f"budget::{persona.id}",
+            help="The most prompt tokens a call may send. Older exchanges are trimmed to fit.",
         )
-        st.session_state.reply_caps[persona.id] = int(
-            st.number_input(
-                "Reply cap (max tokens per reply)",
-                min_value=1,
-                max_value=200_000,
-                value=st.session_state.reply_caps[persona.id],
-                step=50,
-                key=f"reply_cap::{persona.id}",
-                help="The most tokens one reply may have (max_tokens). Separate from the context budget.",
-            )
+        reply_cap = st.number_input(
+            "Reply cap (max tokens per reply)",
+            min_value=1,
+            max_value=MAX_REPLY_CAP,
+            value=settings.max_reply_tokens,
+            step=50,
+            key=f"reply_cap::{persona.id}",
+            help="The most tokens one reply may have (max_tokens). Separate from the context budget.",
+        )
+        session.update_settings(
+            model=model.strip() or persona.model, context_budget=int(budget), max_reply_tokens=int(reply_cap)
         )
 
         st.header("Export / import")
+        conversation = session.conversation
         columns = st.columns(2)
         columns[0].download_button(
             "JSON",
@@ -255,7 +259,7 @@ def sidebar(catalog: PersonaCatalog) -> tuple[Persona, Conversation, Connection]
             args=(catalog,),
             max_upload_size=max(1, MAX_IMPORT_BYTES // (1024 * 1024)),
         )
-    return persona, conversation, connection
+    return persona, session, connection
 
 
 # --- chat --------------------------------------------------------------------------------------
@@ -271,82 +275,56 @@ def as_markdown(text: str) -> str:
 
 
 def render_message(message: Message, persona: Persona) -> None:
+    if message.automatic:  # the dashboard's own request to continue a cut reply
+        st.caption(f"↪ Asked the model to continue: “{message.preview(80)}”")
+        return
     avatar = persona.avatar if message.role == "assistant" else "🧑"
     with st.chat_message(message.role, avatar=avatar):
-        badge = STATE_BADGES.get(message.state)
-        if badge:
-            st.badge(badge[0], color=badge[1])
+        if message.state in BADGE_COLORS:
+            st.badge(message.state.label, color=BADGE_COLORS[message.state])
         if message.interrupted:
             st.badge("interrupted · partial reply", color="orange")
+        if message.cut_off:
+            st.badge("cut by the reply cap", color="orange")
         # Markdown without HTML: user, persona and model text is never rendered as raw HTML.
-        if message.state == "context":
+        if message.state is MessageState.CONTEXT:
             st.markdown(as_markdown(message.content))
         else:
             st.caption(as_markdown(message.content))
 
 
-def run_turn(persona: Persona, conversation: Conversation, connection: Connection) -> None:
-    """Send the pending user message and stream the reply into the chat.
-
-    Every outcome ends in a rerun, which redraws the history (with this turn's trims, badges and
-    any error) and the dashboard from the conversation's record.
-    """
-    errors = st.session_state.chat_errors
-    errors.pop(persona.id, None)
-    try:
-        messages = conversation.prepare()
-    except PromptTooLong as error:
-        errors[persona.id] = str(error)
-        st.rerun()
-    request = ChatRequest(
-        messages=messages,
-        model=conversation.model,
-        max_reply_tokens=st.session_state.reply_caps[persona.id],
-        # As a dict: a cached persona may hold a Sampling of a module version since reloaded.
-        sampling=persona.sampling.model_dump(),
-    )
-    started = time.perf_counter()
-    backend = stream = None
-
-    def keep_partial(text: str) -> None:
-        """Record what streamed before the reply broke off, marked interrupted."""
-        if text:
-            conversation.add_assistant(text, None, latency_s=time.perf_counter() - started, interrupted=True)
-
+def stream_reply(session: ChatSession, persona: Persona, reply: Callable[[], Iterator[str]]) -> None:
+    """Stream a reply into the chat; every outcome ends in a rerun, which redraws the history
+    (with this turn's trims, badges and any error) and the dashboard from the session's record."""
     with st.chat_message("assistant", avatar=persona.avatar):
         try:
-            backend = connection.backend(offline_chunk_delay_s=OFFLINE_CHUNK_DELAY_S)
-            stream = backend.stream(request)
-            st.write_stream(stream)  # drops the usage chunk; the stream object keeps it
-        except BackendError as error:
-            # Refused before any text (raised by stream()) or broken off mid-reply (partial kept).
-            keep_partial(stream.text if stream is not None else error.partial_text)
-            errors[persona.id] = str(error)
-            st.rerun()
+            st.write_stream(reply())  # drops the usage chunk; the session's stream keeps it
+        except DashboardError:
+            pass  # the session holds the error; the rerun shows it
         except BaseException:
             # Stopped (the chat input's stop button) or interrupted by another interaction:
             # keep what streamed, and hang up on the server.
-            if stream is not None:
-                stream.close()
-                keep_partial(stream.text)
+            session.stop()
             raise
-    if not stream.text:
-        # Not recorded as something the assistant said; the question stays pending for Retry.
-        message = f"The model sent an empty reply (finish reason: {stream.finish_reason})."
-        if stream.finish_reason == "length":
-            message += " Raise the reply cap: reasoning models can spend all of it on thinking."
-        errors[persona.id] = message
-        st.rerun()
-    conversation.add_assistant(
-        stream.text,
-        stream.usage,
-        usage_source="server" if backend.reports_server_usage else "local",
-        latency_s=time.perf_counter() - started,
-    )
     st.rerun()
 
 
-def chat(persona: Persona, conversation: Conversation, connection: Connection, prompt: str | None) -> None:
+def error_details(error: DashboardError) -> str:
+    """The data an error carries, in one line: status, how long to wait, the server's request id."""
+    if not isinstance(error, BackendError):
+        return ""
+    parts = [f"HTTP {error.status_code}"] if error.status_code else []
+    if error.retry_after:
+        parts.append(f"wait {error.retry_after:.0f} s")
+    if error.request_id:
+        parts.append(f"request id `{error.request_id}`")
+    if not error.retryable:
+        parts.append("retrying will not help until this is fixed")
+    return " · ".join(parts)
+
+
+def chat(persona: Persona, session: ChatSession, prompt: str | None) -> None:
+    conversation = session.conversation
     # A scrolling box of its own, so the dashboard stays in view beside the newest messages.
     with st.container(height=CHAT_HEIGHT_PX, border=False):
         history = conversation.messages[1:]
@@ -369,31 +347,40 @@ def chat(persona: Persona, conversation: Conversation, connection: Connection, p
         if action and action[0] == "send":
             with st.chat_message("user", avatar="🧑"):
                 st.markdown(as_markdown(action[1]))
-            conversation.add_user(action[1])
-            run_turn(persona, conversation, connection)
-        elif action == ("retry",) and conversation.pending_user_message:
-            run_turn(persona, conversation, connection)
-        elif action == ("regenerate",) and conversation.turns and not conversation.pending_user_message:
-            conversation.regenerate()
-            run_turn(persona, conversation, connection)
+            stream_reply(session, persona, lambda: session.send(action[1]))
+        elif action == ("retry",) and session.can_retry:
+            stream_reply(session, persona, session.retry)
+        elif action == ("regenerate",) and session.can_regenerate:
+            stream_reply(session, persona, session.regenerate)
+        elif action == ("continue",) and session.can_continue:
+            stream_reply(session, persona, session.continue_reply)
 
-    error = st.session_state.chat_errors.get(persona.id)
-    if error:
-        st.error(error, icon="⚠️")
+    if session.error is not None:
+        st.error(str(session.error), icon="⚠️")
+        if details := error_details(session.error):
+            st.caption(details)
     if not conversation.turns and not conversation.pending_user_message and persona.starter_prompts:
         st.caption("Try one of these:")
         for index, starter in enumerate(persona.starter_prompts):
             st.button(starter, key=f"starter::{persona.id}::{index}", on_click=queue, args=("send", starter))
-    if conversation.pending_user_message:
+    if session.can_retry:
         st.button("Retry", icon="🔁", on_click=queue, args=("retry",), key="retry")
-    elif conversation.turns:
-        st.button("Regenerate last answer", icon="🔄", on_click=queue, args=("regenerate",), key="regenerate")
+    elif session.can_regenerate:
+        columns = st.columns(2) if session.can_continue else [st.container()]
+        columns[0].button(
+            "Regenerate last answer", icon="🔄", on_click=queue, args=("regenerate",), key="regenerate"
+        )
+        if session.can_continue:
+            columns[1].button(
+                "Continue the reply", icon="⏩", on_click=queue, args=("continue",), key="continue"
+            )
 
 
 # --- dashboard ---------------------------------------------------------------------------------
 
 
-def dashboard(persona: Persona, conversation: Conversation, connection: Connection) -> None:
+def dashboard(session: ChatSession, connection: Connection) -> None:
+    conversation, policy = session.conversation, session.policy
     st.subheader("What the model sees")
     gauge = context_gauge(conversation)
     total = totals(conversation, model_table())
@@ -449,12 +436,12 @@ def dashboard(persona: Persona, conversation: Conversation, connection: Connecti
     parts = gauge.frame().itertuples()
     st.caption("Left to right: " + " · ".join(f"{part.part} {part.tokens:,}" for part in parts))
     in_context = len(conversation.context_messages())
-    drops = next_turn_drops(conversation)
+    drops = next_turn_drops(conversation, policy)
     if drops:
-        oldest = conversation.messages[drops[0]]
+        oldest = conversation.message(drops[0])
         st.caption(
             f"{plural(in_context, 'message')} in context. The next turn would drop the oldest {len(drops)} "
-            f"(from “{preview(oldest.content, 40)}”)."
+            f"(from “{oldest.preview(40)}”)."
         )
     else:
         st.caption(f"{plural(in_context, 'message')} in context. The next turn fits without trimming.")
@@ -467,9 +454,12 @@ def dashboard(persona: Persona, conversation: Conversation, connection: Connecti
 
     with st.expander("Exactly what the next call sends"):
         st.dataframe(
-            context_frame(conversation),
+            context_frame(conversation, policy),
             hide_index=True,
-            column_config={"message": "#", "tokens": st.column_config.NumberColumn("tokens", format="%d")},
+            column_config={
+                "tokens": st.column_config.NumberColumn("tokens", format="%d"),
+                "text": st.column_config.TextColumn("text", width="large"),
+            },
         )
         st.caption(f"Total: {gauge.used:,} prompt tokens, as the API will count them, before trimming.")
 
@@ -508,7 +498,7 @@ def main() -> None:
     if st.session_state.get("persona_id") not in catalog.personas:
         st.session_state.persona_id = next(iter(catalog.personas))
 
-    persona, conversation, connection = sidebar(catalog)
+    persona, session, connection = sidebar(catalog)
     notice = st.session_state.notice
     if notice:
         st.session_state.notice = None
@@ -522,9 +512,9 @@ def main() -> None:
         # Its own scrolling box too: the page fits the window and does not jump on each turn.
         dashboard_slot = st.container(height=DASHBOARD_HEIGHT_PX, border=False)
     with chat_column:
-        chat(persona, conversation, connection, prompt)
+        chat(persona, session, prompt)
     with dashboard_slot:
-        dashboard(persona, conversation, connection)
+        dashboard(session, connection)
 
 
 main()

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import openai
 from openai import Stream
 from openai.types.chat import ChatCompletionChunk
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, Field
 
 from core.errors import (
     AuthenticationFailed,
@@ -34,21 +34,7 @@ from core.errors import (
     ServerError,
     StreamInterrupted,
 )
-
-
-class Sampling(BaseModel):
-    """Sampling options sent with each request; an option left unset is not sent at all."""
-
-    # Frozen: personas are shared by every session of the process.
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    temperature: float | None = Field(None, ge=0, le=2, description="Randomness; 0 is most deterministic.")
-    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling probability mass.")
-    presence_penalty: float | None = Field(None, ge=-2, le=2, description="Penalty for repeating any topic.")
-    frequency_penalty: float | None = Field(None, ge=-2, le=2, description="Penalty for repeating tokens.")
-    seed: int | None = Field(
-        None, description="Best-effort deterministic sampling where the server supports it."
-    )
+from core.settings import Sampling
 
 
 class Usage(BaseModel):
@@ -90,8 +76,6 @@ class ReplyStream:
 class ChatBackend(Protocol):
     """Anything that can stream a reply: the OpenAI-compatible backend and the offline model."""
 
-    #: Shown to the user, e.g. "OpenAI-compatible · api.openai.com" or "Offline model".
-    label: str
     #: True when usage comes from a real server's report, False when it is computed locally.
     reports_server_usage: bool
 
@@ -187,7 +171,6 @@ class OpenAIBackend:
             ) from None
         self.timeout = float(timeout)
         self.max_retries = max_retries
-        self.label = f"OpenAI-compatible · {self.host}"
         self._send_stream_options = True
 
     @property
@@ -297,9 +280,10 @@ class OpenAIBackend:
         return BackendError(f"Request to {host} for model {model!r} failed: {self._scrub(str(exc))}", **kept)
 
     def _status_error(
-        self, exc: openai.APIStatusError, model: str, said: str, kept: dict[str, str]
+        self, exc: openai.APIStatusError, model: str, said: str, kept: dict[str, Any]
     ) -> BackendError:
         host, status = self.host, exc.status_code
+        kept = {**kept, "status_code": status, "request_id": exc.request_id}
         if status == 401:
             return AuthenticationFailed(
                 f"{host} rejected the API key (HTTP 401) for model {model!r}.{said} "
@@ -337,6 +321,7 @@ class OpenAIBackend:
             return RateLimited(
                 f"{host} is rate-limiting requests for model {model!r} (HTTP 429).{said} {when}",
                 retry_after=retry_after,
+                retryable=exc.code != "insufficient_quota",
                 **kept,
             )
         if status >= 500:

@@ -16,6 +16,7 @@ SERIES = {
 }
 GAUGE_COLORS = {
     "system": "#6c5ce7",
+    "pinned": "#fdcb6e",
     "history": "#74b9ff",
     "newest": "#00b894",
     "priming": "#b2bec3",

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
 from core.backends import ChatBackend, OpenAIBackend
-from core.errors import DashboardError
+from core.errors import ConfigError
 from core.offline import OfflineBackend
 
 KeySource = Literal["typed", "secrets", "environment"]
@@ -47,6 +48,33 @@ class Connection:
             timeout=self.timeout_s,
             max_retries=self.max_retries,
         )
+
+
+class Backends:
+    """One backend per connection, kept across turns: what a backend learns about its server
+    (e.g. that it rejects `stream_options`) and its HTTP connection pool last.
+
+    Holds the few most recently used connections (one per session; a visitor rarely switches).
+    """
+
+    def __init__(self, *, offline_chunk_delay_s: float = 0.0, keep: int = 4) -> None:
+        self.offline_chunk_delay_s = offline_chunk_delay_s
+        self._keep = keep
+        self._backends: OrderedDict[Connection, ChatBackend] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._backends)
+
+    def for_connection(self, connection: Connection) -> ChatBackend:
+        backend = self._backends.get(connection)
+        if backend is None:
+            backend = self._backends[connection] = connection.backend(
+                offline_chunk_delay_s=self.offline_chunk_delay_s
+            )
+            while len(self._backends) > self._keep:
+                self._backends.popitem(last=False)
+        self._backends.move_to_end(connection)
+        return backend
 
 
 def _first(*candidates: tuple[object, KeySource]) -> tuple[str | None, KeySource | None]:
@@ -103,5 +131,6 @@ def _number(environ: Mapping[str, str], name: str, parse: Callable[[str], float]
     except ValueError:
         value = -1
     if value < 0:
-        raise DashboardError(f"{name} must be a number of at least 0 ({parse.__name__}), not {raw!r}.")
+        whole = " (a whole number)" if parse is int else ""
+        raise ConfigError(name, f"The setting {name} must be a number of at least 0{whole}, not {raw!r}.")
     return value

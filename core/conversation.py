@@ -1,49 +1,98 @@
-"""One chat's history, fitted to a context budget, with a record of every turn and every trim.
+"""One chat's history and settings, with a record of every turn and everything taken out of context.
 
 The in-context messages always read: system, then user/assistant pairs, then at most one
-pending user message. `prepare()` drops the oldest whole pairs until the prompt fits the budget;
-dropped messages stay in `.messages` (state "trimmed") but are never sent again.
+pending user message. A context policy (`core.context`) decides which pairs leave the context
+before a call; messages that leave stay in `.messages` with their new state, and are never sent
+again. Every message has a stable id; records name messages by id.
 
-Each message is tokenized once, when it is added; the prompt total is kept as a running sum,
-so a turn costs the new messages, not the history.
+Each message is tokenized once, when it is added (and again only when the model's tokenizer
+changes); the prompt total is kept as a running sum, so a turn costs the new messages, not the
+history.
 """
 
 from __future__ import annotations
 
 import json
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.backends import Usage
-from core.errors import ConversationImportError, ConversationStateError, PromptTooLong
+from core.errors import ConversationImportError, ConversationStateError
+from core.settings import DEFAULT_REPLY_CAP, ChatSettings
 from core.tokens import REPLY_PRIMING, Tokenizer, tokenizer_for
+from core.validation import describe_validation_error
 
 Role = Literal["system", "user", "assistant"]
-# context:    sent with the next call
-# trimmed:    dropped to fit the budget; never sent again
-# unanswered: a user message whose call failed and that the user moved on from
-# replaced:   an answer the user regenerated
-MessageState = Literal["context", "trimmed", "unanswered", "replaced"]
 
 EXPORT_FORMAT = "persona-dashboard/conversation"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
+PREVIEW_CHARS = 60
+
+
+class MessageState(StrEnum):
+    """Where a message stands; `label` says it to the user (chat badges, the Markdown export)."""
+
+    label: str
+
+    def __new__(cls, value: str, label: str) -> MessageState:
+        member = str.__new__(cls, value)
+        member._value_ = value
+        member.label = label
+        return member
+
+    #: Sent with the next call.
+    CONTEXT = "context", "in context"
+    #: Dropped to fit the budget; never sent again.
+    TRIMMED = "trimmed", "trimmed · no longer in the model's context"
+    #: A user message whose call failed and that the user moved on from.
+    UNANSWERED = "unanswered", "not answered · not in context"
+    #: An answer the user regenerated.
+    REPLACED = "replaced", "regenerated · not in context"
+
+
+def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
+    """One line of at most `limit` characters."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+    id: str = Field(default_factory=new_message_id, min_length=1, max_length=64)
+    created_at: datetime = Field(default_factory=_now)
     role: Role
     content: str
-    state: MessageState = "context"
+    state: MessageState = MessageState.CONTEXT
     #: Prompt tokens this message adds when sent (content plus per-message framing).
     tokens: int = Field(0, ge=0)
-    #: An assistant reply whose stream broke off; the partial text is kept.
+    #: Kept in context by every policy.
+    pinned: bool = False
+    #: An assistant reply whose stream broke off or was stopped; the partial text is kept.
     interrupted: bool = False
+    #: An assistant reply that ended at the reply cap (finish_reason "length"); it can be continued.
+    cut_off: bool = False
+    #: A user message the dashboard wrote, not the user (the request to continue a cut reply).
+    automatic: bool = False
 
     def as_api_message(self) -> dict[str, str]:
         return {"role": self.role, "content": self.content}
+
+    def preview(self, limit: int = PREVIEW_CHARS) -> str:
+        return preview(self.content, limit)
 
 
 class Turn(BaseModel):
@@ -65,6 +114,14 @@ class Turn(BaseModel):
     usage_source: Literal["server", "local"] | None = None
     latency_s: float | None = None
     interrupted: bool = False
+    #: Why the reply ended, as the server said ("stop", "length", ...); None when it never said.
+    finish_reason: str | None = None
+    #: The assistant message this turn added.
+    reply_id: str | None = None
+
+    @property
+    def cut_by_reply_cap(self) -> bool:
+        return self.finish_reason == "length"
 
     @property
     def prompt_tokens(self) -> int:
@@ -87,7 +144,7 @@ class TrimEvent(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     turn: int = Field(ge=1)
-    dropped: list[int] = Field(description="Indexes into Conversation.messages.")
+    dropped: list[str] = Field(description="Ids of the dropped messages, oldest first.")
     tokens_before: int
     tokens_after: int
     budget: int
@@ -103,55 +160,102 @@ class ConversationRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format: Literal["persona-dashboard/conversation"] = EXPORT_FORMAT
-    version: Literal[1] = EXPORT_VERSION
+    version: Literal[2] = EXPORT_VERSION
     persona_id: str | None = None
-    model: str = Field(min_length=1)
-    context_budget: int = Field(ge=1)
+    settings: ChatSettings
     messages: list[Message] = Field(min_length=1)
     turns: list[Turn] = []
     trim_events: list[TrimEvent] = []
 
 
+class _MessageV1(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role
+    content: str
+    state: MessageState = MessageState.CONTEXT
+    tokens: int = Field(0, ge=0)
+    interrupted: bool = False
+
+
+class _TrimEventV1(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    turn: int = Field(ge=1)
+    dropped: list[int]
+    tokens_before: int
+    tokens_after: int
+    budget: int
+
+
+class _ConversationRecordV1(BaseModel):
+    """Format version 1: settings were two top-level fields, and trims named messages by index."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format: Literal["persona-dashboard/conversation"] = EXPORT_FORMAT
+    version: Literal[1] = 1
+    persona_id: str | None = None
+    model: str = Field(min_length=1)
+    context_budget: int = Field(ge=1)
+    messages: list[_MessageV1] = Field(min_length=1)
+    turns: list[Turn] = []
+    trim_events: list[_TrimEventV1] = []
+
+    def upgraded(self) -> dict[str, Any]:
+        """This record as format version 2 (plain data, validated again by the caller)."""
+        messages = [Message(**message.model_dump()) for message in self.messages]
+        for event in self.trim_events:
+            if any(not 0 < index < len(messages) for index in event.dropped):
+                raise ConversationImportError(
+                    f"Trim event of turn {event.turn} names a message that does not exist."
+                )
+        trims = [
+            {**event.model_dump(), "dropped": [messages[i].id for i in event.dropped]}
+            for event in self.trim_events
+        ]
+        return {
+            "persona_id": self.persona_id,
+            "settings": {
+                "model": self.model,
+                "context_budget": self.context_budget,
+                "max_reply_tokens": DEFAULT_REPLY_CAP,
+            },
+            "messages": [message.model_dump() for message in messages],
+            "turns": [turn.model_dump() for turn in self.turns],
+            "trim_events": trims,
+        }
+
+
 class Conversation:
-    def __init__(
-        self,
-        system_prompt: str,
-        model: str,
-        context_budget: int,
-        *,
-        persona_id: str | None = None,
-    ) -> None:
+    def __init__(self, system_prompt: str, settings: ChatSettings, *, persona_id: str | None = None) -> None:
         self.persona_id = persona_id
-        self.context_budget = context_budget
-        self._model = model
-        self._tokenizer = tokenizer_for(model)
+        self._settings = settings
+        self._tokenizer = tokenizer_for(settings.model)
         self.messages: list[Message] = []
         self.turns: list[Turn] = []
         self.trim_events: list[TrimEvent] = []
+        self._positions: dict[str, int] = {}  # message id -> index into .messages
         # The in-context messages, kept incrementally so a turn never walks the history:
         # their indexes into .messages (ascending), their API form, and their token sum.
         self._context_indexes: list[int] = []
         self._context_api: list[dict[str, str]] = []
         self._context_tokens = 0  # without reply priming
-        self._append("system", system_prompt)
+        self._append(Message(role="system", content=system_prompt))
 
     # --- reading -----------------------------------------------------------------------------
 
     @property
-    def model(self) -> str:
-        return self._model
+    def settings(self) -> ChatSettings:
+        return self._settings
 
-    @model.setter
-    def model(self, model: str) -> None:
-        """Switch models; messages are re-counted only when the tokenizer changes."""
-        tokenizer = tokenizer_for(model)
-        self._model = model
-        if tokenizer == self._tokenizer:
-            return
-        self._tokenizer = tokenizer
-        for message in self.messages:
-            message.tokens = self._tokenizer.count_message(message.as_api_message())
-        self._context_tokens = sum(self.messages[i].tokens for i in self._context_indexes)
+    @property
+    def model(self) -> str:
+        return self._settings.model
+
+    @property
+    def context_budget(self) -> int:
+        return self._settings.context_budget
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -172,67 +276,50 @@ class Conversation:
         last = self._last_in_context()
         return last if last.role == "user" else None
 
+    @property
+    def last_reply(self) -> Message | None:
+        """The newest in-context message when it is an answer."""
+        last = self._last_in_context()
+        return last if last.role == "assistant" else None
+
+    def message(self, message_id: str) -> Message:
+        try:
+            return self.messages[self._positions[message_id]]
+        except KeyError:
+            raise ConversationStateError(
+                f"There is no message {message_id!r} in this conversation."
+            ) from None
+
     def context_messages(self) -> list[Message]:
+        """The messages the next call would send before any policy acts, oldest first."""
         return [self.messages[i] for i in self._context_indexes]
 
-    def context_indexes(self) -> list[int]:
-        """Indexes into .messages of the in-context messages, oldest first."""
-        return list(self._context_indexes)
-
-    def trim_plan(self, extra_tokens: int = 0) -> tuple[list[int], int]:
-        """Which messages (indexes) a call must drop to fit the budget, and the prompt tokens left.
-
-        `extra_tokens` asks the question for a message not added yet. The plan may still be over
-        budget when dropping every earlier exchange is not enough.
-        """
-        total = self.prompt_tokens + extra_tokens
-        # In context: [system, user, assistant, ..., pending user?]; exchanges start at odd
-        # positions and end before the pending user message, which is never dropped.
-        exchanges_end = len(self._context_indexes) - (1 if self.pending_user_message else 0)
-        position = 1
-        while total > self.context_budget and position + 1 < exchanges_end:
-            user, reply = (self.messages[i] for i in self._context_indexes[position : position + 2])
-            total -= user.tokens + reply.tokens
-            position += 2
-        return self._context_indexes[1:position], total
+    def api_messages(self) -> list[dict[str, str]]:
+        """The in-context messages in the API's form. Read them; do not change them."""
+        return list(self._context_api)
 
     # --- changing ----------------------------------------------------------------------------
 
-    def add_user(self, text: str) -> Message:
+    def update_settings(self, **changes: Any) -> ChatSettings:
+        """Change settings (validated); messages are re-counted only when the tokenizer changes."""
+        settings = ChatSettings.model_validate({**self._settings.model_dump(), **changes})
+        tokenizer = tokenizer_for(settings.model)
+        self._settings = settings
+        if tokenizer != self._tokenizer:
+            self._tokenizer = tokenizer
+            for message in self.messages:
+                message.tokens = tokenizer.count_message(message.as_api_message())
+            self._context_tokens = sum(self.messages[i].tokens for i in self._context_indexes)
+        return settings
+
+    def add_user(self, text: str, *, automatic: bool = False) -> Message:
         """Add the user's message. A previous message still awaiting an answer becomes unanswered."""
         if not text.strip():
             raise ConversationStateError("An empty message cannot be sent.")
         pending = self.pending_user_message
         if pending is not None:
-            self._leave_context(len(self._context_indexes) - 1, 1, "unanswered")
-        return self._append("user", text)
-
-    def prepare(self) -> list[dict[str, str]]:
-        """The messages to send now, fitted to the budget by dropping the oldest whole exchanges.
-
-        Raises PromptTooLong, changing nothing, when the system prompt and the newest user
-        message alone exceed the budget.
-        """
-        newest = self.pending_user_message
-        if newest is None:
-            raise ConversationStateError("There is no user message awaiting an answer.")
-        tokens_before = self.prompt_tokens
-        dropped, total = self.trim_plan()
-        if total > self.context_budget:
-            raise PromptTooLong(text=newest.content, prompt_tokens=total, budget=self.context_budget)
-        if dropped:
-            self._leave_context(1, len(dropped), "trimmed")
-            self.trim_events.append(
-                TrimEvent(
-                    turn=len(self.turns) + 1,
-                    dropped=dropped,
-                    tokens_before=tokens_before,
-                    tokens_after=total,
-                    budget=self.context_budget,
-                )
-            )
-        # The caller may read but must not mutate these dicts: they are the conversation's own.
-        return list(self._context_api)
+            self.leave_context([pending.id], MessageState.UNANSWERED)
+        return self._append(Message(role="user", content=text, automatic=automatic))
 
     def add_assistant(
         self,
@@ -242,6 +329,7 @@ class Conversation:
         usage_source: Literal["server", "local"] = "server",
         latency_s: float | None = None,
         interrupted: bool = False,
+        finish_reason: str | None = None,
     ) -> Turn:
         """Record the reply to the pending user message, and the turn it completes."""
         if self.pending_user_message is None:
@@ -250,7 +338,14 @@ class Conversation:
             raise ConversationStateError("An empty reply is not recorded; the user message stays pending.")
         messages_sent = len(self._context_indexes)
         counted_prompt = self.prompt_tokens
-        self._append("assistant", text, interrupted=interrupted)
+        reply = self._append(
+            Message(
+                role="assistant",
+                content=text,
+                interrupted=interrupted,
+                cut_off=finish_reason == "length" and not interrupted,
+            )
+        )
         turn = Turn(
             number=len(self.turns) + 1,
             model=self.model,
@@ -264,24 +359,63 @@ class Conversation:
             usage_source=usage_source if usage else None,
             latency_s=latency_s,
             interrupted=interrupted,
+            finish_reason=finish_reason,
+            reply_id=reply.id,
         )
         self.turns.append(turn)
         return turn
 
     def regenerate(self) -> None:
         """Set the last answer aside so the question it answered is pending again."""
-        last = self._last_in_context()
-        if last.role != "assistant":
+        reply = self.last_reply
+        if reply is None:
             raise ConversationStateError("There is no answer to regenerate.")
-        self._leave_context(len(self._context_indexes) - 1, 1, "replaced")
+        self.leave_context([reply.id], MessageState.REPLACED)
+
+    def pin(self, message_id: str, pinned: bool = True) -> Message:
+        """Pin (or unpin) a message: no context policy takes a pinned message out of the context."""
+        message = self.message(message_id)
+        if message.role == "system":
+            raise ConversationStateError("The system prompt is always sent; it needs no pin.")
+        message.pinned = pinned
+        return message
+
+    def leave_context(self, message_ids: list[str], state: MessageState) -> None:
+        """Take these in-context messages out of the context, into `state`.
+
+        Policies take out whole user/assistant pairs, so what stays still alternates.
+        """
+        if state is MessageState.CONTEXT:
+            raise ConversationStateError("Messages leave the context into another state.")
+        leaving = {self._positions[i] for i in message_ids if i in self._positions}
+        if not leaving <= set(self._context_indexes) or 0 in leaving:
+            raise ConversationStateError("Only in-context messages after the system prompt can leave it.")
+        for index in leaving:
+            self.messages[index].state = state
+            self._context_tokens -= self.messages[index].tokens
+        kept = [p for p, index in enumerate(self._context_indexes) if index not in leaving]
+        self._context_indexes = [self._context_indexes[p] for p in kept]
+        self._context_api = [self._context_api[p] for p in kept]
+
+    def record_trim(self, dropped: list[str], tokens_before: int) -> TrimEvent:
+        """Take `dropped` out of the context as trimmed, and log it against the coming turn."""
+        self.leave_context(dropped, MessageState.TRIMMED)
+        event = TrimEvent(
+            turn=len(self.turns) + 1,
+            dropped=dropped,
+            tokens_before=tokens_before,
+            tokens_after=self.prompt_tokens,
+            budget=self.context_budget,
+        )
+        self.trim_events.append(event)
+        return event
 
     # --- export and import -------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
         return ConversationRecord(
             persona_id=self.persona_id,
-            model=self.model,
-            context_budget=self.context_budget,
+            settings=self._settings,
             messages=self.messages,
             turns=self.turns,
             trim_events=self.trim_events,
@@ -292,7 +426,6 @@ class Conversation:
 
     def to_markdown(self, title: str = "Conversation") -> str:
         """A readable transcript; messages out of context are labelled as such."""
-        labels = {"trimmed": "trimmed from context", "unanswered": "not answered", "replaced": "regenerated"}
         lines = [
             f"# {title}",
             "",
@@ -300,29 +433,40 @@ class Conversation:
             "",
         ]
         for message in self.messages:
-            notes = [labels[message.state]] if message.state in labels else []
-            if message.interrupted:
-                notes.append("interrupted")
+            notes = [] if message.state is MessageState.CONTEXT else [message.state.label]
+            notes += [
+                note
+                for flag, note in (
+                    (message.pinned, "pinned"),
+                    (message.interrupted, "interrupted"),
+                    (message.cut_off, "cut by the reply cap"),
+                    (message.automatic, "sent by the dashboard"),
+                )
+                if flag
+            ]
             suffix = f" _({', '.join(notes)})_" if notes else ""
             lines += [f"## {message.role}{suffix}", "", message.content, ""]
         return "\n".join(lines)
 
     @classmethod
     def from_dict(cls, data: Any) -> Conversation:
-        """Rebuild a conversation from `to_dict()` output; token counts are recomputed, not trusted."""
+        """Rebuild a conversation from `to_dict()` output (format 2, or 1 upgraded); token counts
+        are recomputed, not trusted."""
         try:
+            if isinstance(data, dict) and data.get("version", 1) == 1:
+                data = _ConversationRecordV1.model_validate(data).upgraded()
             record = ConversationRecord.model_validate(data)
         except ValidationError as exc:
-            raise ConversationImportError(_describe_validation_error(exc)) from None
+            raise ConversationImportError(
+                "This is not a conversation export: " + describe_validation_error(exc) + "."
+            ) from None
         _check_well_formed(record)
-        conversation = cls(
-            record.messages[0].content, record.model, record.context_budget, persona_id=record.persona_id
-        )
-        conversation.messages = []
+        conversation = cls(record.messages[0].content, record.settings, persona_id=record.persona_id)
+        conversation.messages, conversation._positions = [], {}
         conversation._context_indexes, conversation._context_api = [], []
         conversation._context_tokens = 0
         for message in record.messages:
-            conversation._append(message.role, message.content, message.state, message.interrupted)
+            conversation._append(message)
         conversation.turns = list(record.turns)
         conversation.trim_events = list(record.trim_events)
         return conversation
@@ -349,49 +493,34 @@ class Conversation:
 
     # --- internals ---------------------------------------------------------------------------
 
-    def _append(
-        self, role: Role, content: str, state: MessageState = "context", interrupted: bool = False
-    ) -> Message:
-        message = Message(role=role, content=content, state=state, interrupted=interrupted)
+    def _append(self, message: Message) -> Message:
         message.tokens = self._tokenizer.count_message(message.as_api_message())
-        if state == "context":
-            self._context_indexes.append(len(self.messages))
+        index = len(self.messages)
+        if message.state is MessageState.CONTEXT:
+            self._context_indexes.append(index)
             self._context_api.append(message.as_api_message())
             self._context_tokens += message.tokens
+        self._positions[message.id] = index
         self.messages.append(message)
         return message
-
-    def _leave_context(self, position: int, count: int, state: MessageState) -> None:
-        """Take `count` in-context messages, from `position` in the context, out of it."""
-        for index in self._context_indexes[position : position + count]:
-            self.messages[index].state = state
-            self._context_tokens -= self.messages[index].tokens
-        del self._context_indexes[position : position + count]
-        del self._context_api[position : position + count]
 
     def _last_in_context(self) -> Message:
         return self.messages[self._context_indexes[-1]]
 
 
-def _describe_validation_error(exc: ValidationError) -> str:
-    problems = []
-    for error in exc.errors()[:5]:
-        where = ".".join(str(part) for part in error["loc"]) or "the top level"
-        problems.append(f"{where}: {error['msg']}")
-    more = f" (and {exc.error_count() - 5} more problems)" if exc.error_count() > 5 else ""
-    return "This is not a conversation export: " + "; ".join(problems) + more + "."
-
-
 def _check_well_formed(record: ConversationRecord) -> None:
-    """The invariants prepare() relies on: one system prompt first, then alternating pairs in context."""
+    """The invariants the policies rely on: one system prompt first, then alternating pairs in context."""
     first, rest = record.messages[0], record.messages[1:]
-    if first.role != "system" or first.state != "context":
+    if first.role != "system" or first.state is not MessageState.CONTEXT:
         raise ConversationImportError("The first message must be the system prompt, in context.")
     if any(m.role == "system" for m in rest):
         raise ConversationImportError("Only the first message may be a system prompt.")
+    ids = {message.id for message in record.messages}
+    if len(ids) != len(record.messages):
+        raise ConversationImportError("Two messages share one id; every message needs its own.")
     expected: Role = "user"
     for position, message in enumerate(rest, start=1):
-        if message.state != "context":
+        if message.state is not MessageState.CONTEXT:
             continue
         if message.role != expected:
             raise ConversationImportError(
@@ -400,7 +529,7 @@ def _check_well_formed(record: ConversationRecord) -> None:
             )
         expected = "assistant" if expected == "user" else "user"
     for event in record.trim_events:
-        if any(not 0 < index < len(record.messages) for index in event.dropped):
+        if any(message_id not in ids for message_id in event.dropped):
             raise ConversationImportError(
                 f"Trim event of turn {event.turn} names a message that does not exist."
             )

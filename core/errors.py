@@ -11,6 +11,17 @@ class DashboardError(Exception):
     """Base class of every error raised by `core`."""
 
 
+class ConfigError(DashboardError):
+    """A deployer's setting (environment variable, secret, file) is malformed.
+
+    `setting` names it as the deployer wrote it (e.g. "OPENAI_TIMEOUT_S"), so the message can be acted on.
+    """
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(message)
+        self.setting = setting
+
+
 # --- Tokenizer -----------------------------------------------------------------------------
 
 
@@ -22,20 +33,27 @@ class TokenizerDataError(DashboardError):
 
 
 class PromptTooLong(DashboardError, ValueError):
-    """The system prompt plus the newest user message alone exceed the context budget.
+    """What must be sent exceeds the context budget: the system prompt, the newest user message
+    and any pinned messages, which no policy takes out.
 
     The user's text stays in the conversation (pending, not sent) and is also kept here.
+    `pinned_tokens` is the share of `prompt_tokens` held by pinned messages.
     """
 
-    def __init__(self, *, text: str, prompt_tokens: int, budget: int) -> None:
+    def __init__(self, *, text: str, prompt_tokens: int, budget: int, pinned_tokens: int = 0) -> None:
         self.text = text
         self.prompt_tokens = prompt_tokens
         self.budget = budget
+        self.pinned_tokens = pinned_tokens
         self.overflow = prompt_tokens - budget
+        what = "The system prompt and your message"
+        advice = "Shorten the message or raise the context budget"
+        if pinned_tokens:
+            what = f"The system prompt, your message and the pinned messages ({pinned_tokens} tokens)"
+            advice = "Unpin a message, shorten yours or raise the context budget"
         super().__init__(
-            f"The system prompt and your message need {prompt_tokens} prompt tokens, "
-            f"{self.overflow} more than the context budget of {budget}. "
-            "Shorten the message or raise the context budget; your text was not sent and is kept."
+            f"{what} need {prompt_tokens} prompt tokens, {self.overflow} more than the context budget "
+            f"of {budget}. {advice}; your text was not sent and is kept."
         )
 
 
@@ -51,13 +69,35 @@ class ConversationImportError(DashboardError, ValueError):
 
 
 class BackendError(DashboardError):
-    """A model call failed. `partial_text` holds whatever reply text streamed before the failure."""
+    """A model call failed, with what is known about it (in the style of openai's `APIStatusError`).
 
-    retryable: bool = False
+    - `partial_text`: whatever reply text streamed before the failure (kept, marked interrupted);
+    - `status_code`: the HTTP status when the server answered with one, else None;
+    - `request_id`: the server's `x-request-id`, for a support ticket, when it sent one;
+    - `retry_after`: seconds the server asked to wait, when it said;
+    - `retryable`: whether sending the same request again can help (a bad key will not).
+    """
 
-    def __init__(self, message: str, *, partial_text: str = "") -> None:
+    #: The default of `retryable` for the class; an instance may know better (e.g. no quota left).
+    retryable_by_default: bool = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        partial_text: str = "",
+        status_code: int | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+        retryable: bool | None = None,
+    ) -> None:
         super().__init__(message)
+        self.message = message
         self.partial_text = partial_text
+        self.status_code = status_code
+        self.request_id = request_id
+        self.retry_after = retry_after
+        self.retryable = self.retryable_by_default if retryable is None else retryable
 
 
 class AuthenticationFailed(BackendError):
@@ -82,29 +122,25 @@ class RateLimited(BackendError):
     `retry_after` is in seconds when the server said (`Retry-After`, seconds or an HTTP date), else None.
     """
 
-    retryable = True
-
-    def __init__(self, message: str, *, retry_after: float | None = None, partial_text: str = "") -> None:
-        super().__init__(message, partial_text=partial_text)
-        self.retry_after = retry_after
+    retryable_by_default = True
 
 
 class ServerError(BackendError):
     """5xx: the server failed; trying again later may work."""
 
-    retryable = True
+    retryable_by_default = True
 
 
 class RequestTimedOut(BackendError):
     """The server did not answer in time, or stalled mid-reply for longer than the timeout."""
 
-    retryable = True
+    retryable_by_default = True
 
 
 class ConnectionFailed(BackendError):
     """The server could not be reached (refused, DNS, TLS); nothing was sent or received."""
 
-    retryable = True
+    retryable_by_default = True
 
 
 class StreamInterrupted(BackendError):
@@ -113,7 +149,20 @@ class StreamInterrupted(BackendError):
     `partial_text` keeps what had arrived.
     """
 
-    retryable = True
+    retryable_by_default = True
+
+
+class EmptyReply(BackendError):
+    """The server finished a reply without any text; nothing is recorded and the question stays pending.
+
+    `finish_reason` says why it ended ("length": a reasoning model spent the whole reply cap thinking).
+    """
+
+    retryable_by_default = True
+
+    def __init__(self, message: str, *, finish_reason: str | None = None) -> None:
+        super().__init__(message)
+        self.finish_reason = finish_reason
 
 
 class BadResponse(BackendError):
@@ -123,7 +172,7 @@ class BadResponse(BackendError):
     that is not JSON.
     """
 
-    retryable = True
+    retryable_by_default = True
 
 
 # --- Personas ------------------------------------------------------------------------------

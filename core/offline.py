@@ -13,16 +13,10 @@ import time
 from collections.abc import Iterator
 
 from core.backends import ChatRequest, ReplyStream, Usage
+from core.conversation import preview
 from core.tokens import count_prompt_tokens, tokenizer_for
 
-PREVIEW_CHARS = 60
 _WORDS = re.compile(r"\S+\s*|\s+")
-
-
-def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
-    """One line of at most `limit` characters."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
 def offline_reply(messages: list[dict[str, str]], prompt_tokens: int) -> str:
@@ -72,7 +66,6 @@ class OfflineReplyStream(ReplyStream):
 class OfflineBackend:
     """The default backend when no API key is configured."""
 
-    label = "Offline model (built in, no network)"
     reports_server_usage = False
 
     def __init__(self, *, chunk_delay_s: float = 0.0) -> None:

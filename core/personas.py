@@ -3,8 +3,9 @@
 A persona folder holds `<id>.yaml` (or `.yml`) files; the file stem is the persona's id. Loading
 never raises for anything a file contains: each file either becomes a `Persona` or one
 `PersonaFileError` that names the file and says what is wrong (with the line where known), and a bad
-file never stops the others. Files are parsed with a safe loader that builds plain values only and
-caps aliases, expansion and nesting, so a hostile file cannot run code or exhaust memory.
+file never stops the others. Files are parsed with a safe loader that builds plain values only,
+refuses anchors and aliases, and caps size, nesting and node count, so a hostile file can neither
+run code nor exhaust memory or time.
 
 `python -m core.personas [DIR]` checks a folder; `--write-schema` regenerates persona.schema.json.
 """
@@ -12,8 +13,6 @@ caps aliases, expansion and nesting, so a hostile file cannot run code or exhaus
 from __future__ import annotations
 
 import argparse
-import datetime
-import difflib
 import json
 import os
 import stat
@@ -26,10 +25,12 @@ from typing import Annotated, Any
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic.json_schema import JsonDict
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from core.backends import Sampling
 from core.errors import PersonaFileError
+from core.settings import Sampling
+from core.validation import LineOf, describe_problems, describe_value
 
 __all__ = [
     "BUNDLED_PERSONAS_DIR",
@@ -54,8 +55,7 @@ PERSONA_SUFFIXES = (".yaml", ".yml")
 
 # A real persona file is a few KiB; the limits only have to stop hostile or mistaken files early.
 MAX_FILE_BYTES = 256 * 1024
-MAX_ALIASES = 100
-MAX_NODES = 2_000  # keys and values, counted again with aliases expanded (as validation sees them)
+MAX_NODES = 2_000  # keys and values
 MAX_DEPTH = 32
 MAX_PROBLEMS_SHOWN = 10
 
@@ -79,7 +79,7 @@ def _emoji(value: str) -> str:
     return value
 
 
-_ONE_LINE_SCHEMA = {"pattern": "^[^\\r\\n]*$"}
+_ONE_LINE_SCHEMA: JsonDict = {"pattern": "^[^\\r\\n]*$"}
 OneLine = Annotated[str, AfterValidator(_one_line)]
 StarterPrompt = Annotated[str, Field(min_length=1, max_length=300)]
 # Ids end up in URLs and session keys, so the file stems that become them are kept simple.
@@ -200,125 +200,95 @@ class _FileProblem(Exception):
         self.problems = problems
 
 
-class _LimitExceeded(yaml.MarkedYAMLError):
-    pass
-
-
-_ALLOWED_TAGS = {tag for tag in yaml.SafeLoader.yaml_constructors if tag} | {"tag:yaml.org,2002:merge"}
+# The standard YAML types only; Python object tags (!!python/...) and custom tags are refused.
+_ALLOWED_TAGS = {tag for tag in yaml.SafeLoader.yaml_constructors if tag}
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 # PyYAML turns "1:59:59:..." (YAML 1.1 base-60) into an int in quadratic time, and Python refuses
 # to print ints past 4300 digits; no persona number needs more than a few digits.
 _NUMBER_TAGS = {"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"}
 MAX_NUMBER_CHARS = 40
 
 
-class _PersonaLoader(yaml.SafeLoader):
-    """SafeLoader (plain values only, no Python objects) that refuses alias bombs and deep nesting.
+class _PersonaLoader(yaml.SafeLoader):  # type: ignore[misc, unused-ignore]  # Any without yaml stubs
+    """SafeLoader (plain values only) that checks every node as it is composed, before any is built.
 
-    Composing keeps an alias as a shared node, so a bomb is harmless until something expands it
-    (validation walks every copy); `_check_nodes` counts the expansion before that happens. The
-    pure-Python parser is slow (~100 KB/s on dense input), so the counts here also stop early.
+    Anchors, aliases and merge keys are refused outright, so the document is a plain tree no bigger
+    than the text: no alias bomb, no self-reference. Depth is capped because composing recurses; the
+    node count because the pure-Python parser is slow (~100 KB/s on dense input), so a file packed
+    with values fails in milliseconds rather than seconds.
     """
 
     def __init__(self, stream: str) -> None:
         super().__init__(stream)
-        self._aliases = 0
         self._depth = 0
         self._nodes = 0
 
-    def compose_node(self, parent: Node | None, index: object) -> Node:
-        mark = self.peek_event().start_mark
-        if self.check_event(yaml.AliasEvent):
-            self._aliases += 1
-            if self._aliases > MAX_ALIASES:
-                raise _LimitExceeded(problem=f"more than {MAX_ALIASES} aliases (*name)", problem_mark=mark)
+    def compose_node(self, parent: Node | None, index: Any) -> Node | None:
+        event: Any = self.peek_event()  # type: ignore[no-untyped-call, unused-ignore]
+        line, column = event.start_mark.line + 1, event.start_mark.column + 1
+        if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+            name = _cut(event.anchor)
+            used = f"*{name}" if isinstance(event, yaml.AliasEvent) else f"&{name}, *{name}"
+            kind = "aliases" if isinstance(event, yaml.AliasEvent) else "anchors and aliases"
+            raise _FileProblem(
+                f"line {line}: YAML {kind} ({used}) are not allowed in persona files; write the value out"
+            )
         self._nodes += 1
         if self._nodes > MAX_NODES:
-            raise _LimitExceeded(
-                problem=f"more than {MAX_NODES} keys and values; a persona needs far fewer", problem_mark=mark
+            raise _FileProblem(
+                f"line {line}, column {column}: more than {MAX_NODES} keys and values; "
+                "a persona needs far fewer"
             )
+        if self._depth >= MAX_DEPTH:
+            raise _FileProblem(f"line {line}, column {column}: nested more than {MAX_DEPTH} levels deep")
         self._depth += 1
         try:
-            if self._depth > MAX_DEPTH:
-                raise _LimitExceeded(problem=f"nested more than {MAX_DEPTH} levels deep", problem_mark=mark)
-            return super().compose_node(parent, index)
+            node = super().compose_node(parent, index)
         finally:
             self._depth -= 1
-
-    def single_node(self) -> Node | None:
-        """The document's root node; None for an empty stream. More than one document is an error."""
-        self.get_event()  # StreamStart
-        if self.check_event(yaml.StreamEndEvent):
-            return None
-        node = self.compose_document()
-        if not self.check_event(yaml.StreamEndEvent):
-            line = self.peek_event().start_mark.line + 1
-            raise _FileProblem(
-                f"line {line}: a second YAML document starts here; a persona file holds exactly one "
-                "(remove the '---' separator)"
-            )
+        if node is not None:
+            _check_node(node)
         return node
 
 
+def _check_node(node: Node) -> None:
+    """Refuse what the safe loader would build without complaint: odd tags, long numbers, repeated keys."""
+    line = _line(node)
+    if node.tag == _MERGE_TAG:
+        raise _FileProblem(
+            f"line {line}: YAML merge keys (<<) are not allowed in persona files; write the keys out "
+            "(or quote '<<' if it is meant as text)"
+        )
+    if node.tag not in _ALLOWED_TAGS:
+        raise _FileProblem(
+            f"line {line}: YAML tag {_short_tag(node.tag)} is not allowed; "
+            "persona files hold plain text, numbers, lists and mappings only"
+        )
+    if isinstance(node, ScalarNode) and node.tag in _NUMBER_TAGS and len(node.value) > MAX_NUMBER_CHARS:
+        raise _FileProblem(
+            f"line {line}: a number of {len(node.value)} characters is too long "
+            "(quote it if it is meant as text)"
+        )
+    if isinstance(node, MappingNode):
+        seen: set[str] = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, ScalarNode):
+                if key_node.value in seen:
+                    raise _FileProblem(f"line {_line(key_node)}: key '{key_node.value}' appears twice")
+                seen.add(key_node.value)
+
+
 def _line(node: Node) -> int:
-    return node.start_mark.line + 1
+    line: int = node.start_mark.line
+    return line + 1
+
+
+def _cut(name: str) -> str:
+    return name if len(name) <= 20 else name[:19] + "…"
 
 
 def _short_tag(tag: str) -> str:
     return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,2002:") else tag
-
-
-def _check_nodes(root: Node) -> None:
-    """Refuse what the safe loader would not catch cheaply: self-reference, expansion, odd tags, dup keys."""
-    done: dict[int, tuple[int, int]] = {}  # id(node) -> (expanded node count, expanded depth)
-    in_progress: set[int] = set()
-
-    def visit(node: Node) -> tuple[int, int]:
-        key = id(node)
-        if key in done:
-            return done[key]
-        if key in in_progress:
-            raise _FileProblem(f"line {_line(node)}: an alias refers to the value that contains it")
-        if node.tag not in _ALLOWED_TAGS:
-            raise _FileProblem(
-                f"line {_line(node)}: YAML tag {_short_tag(node.tag)} is not allowed; "
-                "persona files hold plain text, numbers, lists and mappings only"
-            )
-        if isinstance(node, ScalarNode) and node.tag in _NUMBER_TAGS and len(node.value) > MAX_NUMBER_CHARS:
-            raise _FileProblem(
-                f"line {_line(node)}: a number of {len(node.value)} characters is too long "
-                "(quote it if it is meant as text)"
-            )
-        in_progress.add(key)
-        count, depth = 1, 1
-        children: list[Node] = []
-        if isinstance(node, SequenceNode):
-            children = list(node.value)
-        elif isinstance(node, MappingNode):
-            seen: set[str] = set()
-            for key_node, value_node in node.value:
-                if isinstance(key_node, ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
-                    if key_node.value in seen:
-                        raise _FileProblem(f"line {_line(key_node)}: key '{key_node.value}' appears twice")
-                    seen.add(key_node.value)
-                children += [key_node, value_node]
-        for child in children:
-            child_count, child_depth = visit(child)
-            count += child_count
-            depth = max(depth, child_depth + 1)
-            if count > MAX_NODES:  # composing allowed at most MAX_NODES, so aliases did this
-                raise _FileProblem(
-                    f"line {_line(node)}: aliases expand to more than {MAX_NODES} keys and values "
-                    "(an alias bomb?); a persona needs far fewer"
-                )
-            if depth > MAX_DEPTH:
-                raise _FileProblem(
-                    f"line {_line(node)}: aliases nest values more than {MAX_DEPTH} levels deep"
-                )
-        in_progress.discard(key)
-        done[key] = (count, depth)
-        return count, depth
-
-    visit(root)
 
 
 def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
@@ -338,13 +308,21 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
     return f"YAML error: {exc}"
 
 
-def _parse(text: str) -> Any:
+def _parse(text: str) -> tuple[Any, Node | None]:
+    """The document's value and its root node (for line numbers); (None, None) for an empty file."""
     loader = _PersonaLoader(text)
     try:
-        root = loader.single_node()
+        try:
+            root = loader.get_single_node()
+        except yaml.composer.ComposerError as exc:
+            if exc.problem != "but found another document" or exc.problem_mark is None:
+                raise
+            raise _FileProblem(
+                f"line {exc.problem_mark.line + 1}: a second YAML document starts here; a persona file "
+                "holds exactly one (remove the '---' separator)"
+            ) from None
         if root is None:
             return None, None
-        _check_nodes(root)
         try:
             return loader.construct_document(root), root
         except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as exc:
@@ -354,94 +332,26 @@ def _parse(text: str) -> Any:
         loader.dispose()
 
 
-def _describe(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if value is None:
-        return "nothing (null)"
-    if isinstance(value, dict):
-        return "a mapping"
-    if isinstance(value, list | tuple | set):
-        return "a list"
-    if isinstance(value, datetime.date):  # YAML reads an unquoted 2024-01-01 as a date
-        return f"the date {value.isoformat()} (quote it to make it text)"
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
+def _line_of(root: Node | None) -> LineOf:
+    """For `describe_problems`: the line of the YAML node a pydantic error location points at."""
 
-
-def _node_at(root: Node | None, loc: Sequence[str | int], *, want_key: bool) -> Node | None:
-    """The YAML node a pydantic error location points at, for its line number."""
-    node = root
-    for index, part in enumerate(loc):
-        if isinstance(node, MappingNode):
-            for key_node, value_node in node.value:
-                if isinstance(key_node, ScalarNode) and key_node.value == str(part):
-                    node = key_node if want_key and index == len(loc) - 1 else value_node
-                    break
+    def line_of(loc: tuple[str | int, ...], want_key: bool) -> int | None:
+        node = root
+        for index, part in enumerate(loc):
+            if isinstance(node, MappingNode):
+                for key_node, value_node in node.value:
+                    if isinstance(key_node, ScalarNode) and key_node.value == str(part):
+                        node = key_node if want_key and index == len(loc) - 1 else value_node
+                        break
+                else:
+                    return None
+            elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+                node = node.value[part]
             else:
                 return None
-        elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
-            node = node.value[part]
-        else:
-            return None
-    return node
+        return _line(node) if node is not None else None
 
-
-def _field_path(loc: Sequence[str | int]) -> str:
-    path = ""
-    for part in loc:
-        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
-    return path
-
-
-def _allowed_fields(parent: Sequence[str | int]) -> list[str]:
-    """Field names of the model at `parent` (() is the persona itself, ("sampling",) its Sampling)."""
-    model: type[BaseModel] = PersonaFile
-    for part in parent:
-        info = model.model_fields.get(str(part))
-        sub = info.annotation if info is not None else None
-        if not (isinstance(sub, type) and issubclass(sub, BaseModel)):
-            return []
-        model = sub
-    return list(model.model_fields)
-
-
-def _validation_problems(exc: ValidationError, root: Node | None, stem: str) -> list[str]:
-    errors = exc.errors(include_url=False)
-    problems = []
-    listed_allowed: set[tuple[str | int, ...]] = set()  # list the allowed fields once per mapping
-    # Only the shown errors are described: finding lines for thousands of them would be quadratic.
-    for error in errors[:MAX_PROBLEMS_SHOWN]:
-        loc = error["loc"]
-        kind = error["type"]
-        node = _node_at(root, loc, want_key=kind == "extra_forbidden")
-        where = f"line {_line(node)}: " if node is not None else ""
-        if kind == "extra_forbidden":
-            name = str(loc[-1])
-            inside = f" in {_field_path(loc[:-1])}" if len(loc) > 1 else ""
-            if loc == ("id",):
-                problem = f"unknown field 'id': the id is the file name ({stem!r}), so remove this line"
-            else:
-                allowed = _allowed_fields(loc[:-1])
-                close = difflib.get_close_matches(name, allowed, n=1)
-                problem = f"unknown field '{name}'{inside}"
-                if close:
-                    problem += f" (did you mean '{close[0]}'?)"
-                if allowed and loc[:-1] not in listed_allowed:
-                    listed_allowed.add(loc[:-1])
-                    problem += f"; allowed fields: {', '.join(allowed)}"
-        elif kind == "missing":
-            problem = f"missing required field '{_field_path(loc)}'"
-        elif kind == "invalid_key":
-            problem = f"key {_describe(loc[-1])} is not a field name (keys must be text)"
-        elif kind == "value_error":  # our own validators: the message already shows the value
-            problem = f"{_field_path(loc)}: {error['msg'].removeprefix('Value error, ')}"
-        else:
-            problem = f"{_field_path(loc)}: {error['msg']} (got {_describe(error['input'])})"
-        problems.append(where + problem)
-    if len(errors) > MAX_PROBLEMS_SHOWN:
-        problems.append(f"and {len(errors) - MAX_PROBLEMS_SHOWN} more problems")
-    return problems
+    return line_of
 
 
 def _read_bytes(entry: Path, directory: Path) -> bytes:
@@ -519,19 +429,24 @@ def _load_file(entry: Path, directory: Path) -> Persona:
         data, root = _parse(text)
     except yaml.YAMLError as exc:
         raise _FileProblem(_yaml_problem(exc, text)) from None
-    except RecursionError:
-        raise _FileProblem(f"YAML nested too deeply (more than {MAX_DEPTH} levels)") from None
     if data is None:
         raise _FileProblem("is empty; a persona needs at least name, avatar, description and system_prompt")
     if not isinstance(data, dict):
         raise _FileProblem(
             "the top level must be a mapping of persona fields (name: ..., avatar: ...), "
-            f"not {_describe(data)}"
+            f"not {describe_value(data)}"
         )
     try:
         fields = PersonaFile.model_validate(data, strict=True)
     except ValidationError as exc:
-        raise _FileProblem(*_validation_problems(exc, root, stem)) from None
+        problems = describe_problems(
+            exc,
+            model=PersonaFile,
+            line_of=_line_of(root),
+            unknown_hints={"id": f"the id is the file name ({stem!r}), so remove this line"},
+            max_shown=MAX_PROBLEMS_SHOWN,
+        )
+        raise _FileProblem(*problems) from None
     return Persona(id=stem, **dict(fields))
 
 

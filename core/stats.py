@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from core.context import ContextPolicy
 from core.conversation import Conversation
 from core.model_info import ModelTable
-from core.offline import preview
 from core.tokens import REPLY_PRIMING
 
 TURN_COLUMNS = [
@@ -69,8 +69,8 @@ def trims_frame(conversation: Conversation) -> pd.DataFrame:
             "tokens_freed": event.tokens_freed,
             "budget": event.budget,
             "preview": " | ".join(
-                f"{conversation.messages[i].role}: {preview(conversation.messages[i].content, 40)}"
-                for i in event.dropped[:2]
+                f"{message.role}: {message.preview(40)}"
+                for message in map(conversation.message, event.dropped[:2])
             )
             + (f" | … {len(event.dropped) - 2} more" if len(event.dropped) > 2 else ""),
         }
@@ -79,14 +79,21 @@ def trims_frame(conversation: Conversation) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=TRIM_COLUMNS)
 
 
-def context_frame(conversation: Conversation) -> pd.DataFrame:
-    """The messages the next call sends, in order, with the prompt tokens each costs."""
+def context_frame(conversation: Conversation, policy: ContextPolicy) -> pd.DataFrame:
+    """The in-context messages, in order, with the prompt tokens each costs, their full text, and
+    what the policy's next call does with each ("sent", or "dropped" when it will be trimmed)."""
+    leaving = set(policy.plan(conversation, extra_tokens=_next_message_tokens(conversation)).remove)
     rows = [
-        {"message": index, "role": m.role, "tokens": m.tokens, "text": preview(m.content, 80)}
-        for index, m in ((i, conversation.messages[i]) for i in conversation.context_indexes())
+        {
+            "role": m.role,
+            "tokens": m.tokens,
+            "next call": "dropped" if m.id in leaving else ("sent, pinned" if m.pinned else "sent"),
+            "text": m.content,
+        }
+        for m in conversation.context_messages()
     ]
-    rows.append({"message": None, "role": "(reply priming)", "tokens": REPLY_PRIMING, "text": ""})
-    return pd.DataFrame(rows, columns=["message", "role", "tokens", "text"]).astype({"message": "Int64"})
+    rows.append({"role": "(reply priming)", "tokens": REPLY_PRIMING, "next call": "sent", "text": ""})
+    return pd.DataFrame(rows, columns=["role", "tokens", "next call", "text"])
 
 
 @dataclass(frozen=True)
@@ -95,13 +102,14 @@ class ContextGauge:
 
     budget: int
     system: int  # the system prompt, with its framing
-    history: int  # earlier exchanges still in context
+    pinned: int  # earlier messages that are pinned
+    history: int  # the other earlier exchanges still in context
     newest: int  # the pending user message, or the last exchange when none is pending
     priming: int = REPLY_PRIMING
 
     @property
     def used(self) -> int:
-        return self.system + self.history + self.newest + self.priming
+        return self.system + self.pinned + self.history + self.newest + self.priming
 
     @property
     def free(self) -> int:
@@ -114,8 +122,8 @@ class ContextGauge:
     def frame(self) -> pd.DataFrame:
         return pd.DataFrame(
             {
-                "part": ["system", "history", "newest", "priming", "free"],
-                "tokens": [self.system, self.history, self.newest, self.priming, self.free],
+                "part": ["system", "pinned", "history", "newest", "priming", "free"],
+                "tokens": [self.system, self.pinned, self.history, self.newest, self.priming, self.free],
             }
         )
 
@@ -126,21 +134,25 @@ def context_gauge(conversation: Conversation) -> ContextGauge:
     rest = context[1:]
     newest_count = 1 if conversation.pending_user_message else 2
     newest = sum(m.tokens for m in rest[-newest_count:])
-    history = sum(m.tokens for m in rest[:-newest_count]) if len(rest) > newest_count else 0
-    return ContextGauge(budget=conversation.context_budget, system=system, history=history, newest=newest)
+    earlier = rest[:-newest_count] if len(rest) > newest_count else []
+    pinned = sum(m.tokens for m in earlier if m.pinned)
+    history = sum(m.tokens for m in earlier) - pinned
+    return ContextGauge(
+        budget=conversation.context_budget, system=system, pinned=pinned, history=history, newest=newest
+    )
 
 
-def typical_user_message_tokens(conversation: Conversation) -> int:
-    """The mean size of the user's messages so far (a small default before the first)."""
-    sizes = [m.tokens for m in conversation.messages if m.role == "user"]
+def _next_message_tokens(conversation: Conversation) -> int:
+    """Tokens of the message the next call adds: none when one is pending, else a typical question."""
+    if conversation.pending_user_message:
+        return 0
+    sizes = [m.tokens for m in conversation.messages if m.role == "user" and not m.automatic]
     return round(sum(sizes) / len(sizes)) if sizes else 20
 
 
-def next_turn_drops(conversation: Conversation) -> list[int]:
-    """Messages (indexes) the next call would drop for a user message of typical size."""
-    if conversation.pending_user_message:
-        return conversation.trim_plan()[0]
-    return conversation.trim_plan(extra_tokens=typical_user_message_tokens(conversation))[0]
+def next_turn_drops(conversation: Conversation, policy: ContextPolicy) -> list[str]:
+    """Ids of the messages the next call would take out, for a user message of typical size."""
+    return list(policy.plan(conversation, extra_tokens=_next_message_tokens(conversation)).remove)
 
 
 @dataclass(frozen=True)

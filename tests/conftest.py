@@ -1,15 +1,66 @@
-"""Fixtures shared by every test module; keep them generic."""
+"""Fixtures shared by every test module: the repository, a clean environment, the page under
+AppTest, and the local OpenAI-compatible server."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.openai_server import OpenAIServer, running_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+APP_PATH = REPO_ROOT / "streamlit_app.py"
+#: Deployer settings the app reads from the environment; cleared so the developer's own never leak in.
+DEPLOYER_SETTINGS = (
+    "OPENAI_API_KEY",
+    "OPENAI_BASE_URL",
+    "OPENAI_TIMEOUT_S",
+    "OPENAI_MAX_RETRIES",
+    "PERSONAS_DIR",
+)
+
+StartApp = Callable[..., AppTest]
 
 
 @pytest.fixture
 def repo_root() -> Path:
     """The repository checkout the tests run from."""
     return REPO_ROOT
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
+    """No deployer setting from the developer's environment; the offline model answers at once."""
+    for name in DEPLOYER_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("OFFLINE_CHUNK_DELAY_S", "0")
+    return monkeypatch
+
+
+@pytest.fixture
+def start_app(clean_env: pytest.MonkeyPatch) -> StartApp:
+    """`start_app(**env)`: the page under AppTest after its first run, with these settings set."""
+
+    def start(**env: str) -> AppTest:
+        for name, value in env.items():
+            clean_env.setenv(name, value)
+        at = AppTest.from_file(str(APP_PATH), default_timeout=60).run()
+        return at
+
+    return start
+
+
+@pytest.fixture
+def app(start_app: StartApp) -> AppTest:
+    """The page on the offline model, after its first run."""
+    return start_app()
+
+
+@pytest.fixture
+def openai_server() -> Iterator[OpenAIServer]:
+    """A fresh local OpenAI-compatible server per test: no faults queued, no requests recorded."""
+    with running_server() as server:
+        yield server

@@ -4,9 +4,7 @@ It speaks the Chat Completions wire format (streaming SSE chunks, the final usag
 non-streaming JSON) and `GET /v1/models`, on 127.0.0.1 in a background thread. Its default reply
 echoes the last user message; usage is counted with `core.tokens` like the real API bills it.
 
-In a test::
-
-    from tests.openai_server import openai_server  # noqa: F401  (the pytest fixture)
+In a test (the `openai_server` fixture lives in tests/conftest.py)::
 
     def test_x(openai_server):
         openai_server.fail(429, "Slow down", headers={"Retry-After": "7"})
@@ -36,8 +34,6 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
-
-import pytest
 
 from core.tokens import count_prompt_tokens, tokenizer_for
 
@@ -484,13 +480,6 @@ def unused_port() -> int:
 def running_server(**kwargs: Any) -> Iterator[OpenAIServer]:
     """A started `OpenAIServer`, stopped on exit (for fixtures of any scope)."""
     with OpenAIServer(**kwargs) as server:
-        yield server
-
-
-@pytest.fixture
-def openai_server() -> Iterator[OpenAIServer]:
-    """A fresh server per test: no faults queued, no requests recorded."""
-    with running_server() as server:
         yield server
 
 

@@ -2,39 +2,12 @@
 
 import json
 import shutil
-from pathlib import Path
 
-import pytest
-from streamlit.testing.v1 import AppTest
+from core.context import DropOldest
+from tests.apptest import click, conversation, select_persona, send
+from tests.conftest import REPO_ROOT
 
-from core.conversation import Conversation
-
-APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
-PERSONAS = Path(__file__).resolve().parent.parent / "personas"
-
-
-@pytest.fixture
-def app(monkeypatch) -> AppTest:
-    monkeypatch.setenv("OFFLINE_CHUNK_DELAY_S", "0")
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PERSONAS_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    return AppTest.from_file(APP, default_timeout=60).run()
-
-
-def send(at: AppTest, text: str) -> AppTest:
-    at.chat_input(key="chat_input").set_value(text).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def select_persona(at: AppTest, persona_id: str) -> AppTest:
-    at.selectbox(key="persona_id").select(persona_id).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def conversation(at: AppTest, persona_id: str = "foodie") -> Conversation:
-    return at.session_state.conversations[persona_id]
+PERSONAS = REPO_ROOT / "personas"
 
 
 def test_foodie_is_first_and_personas_are_selectable(app):
@@ -106,7 +79,7 @@ def test_switching_personas_keeps_separate_conversations(app):
 def test_new_conversation_starts_over_and_keeps_budget(app):
     send(app, "hello")
     app.number_input(key="budget::foodie").set_value(2048).run()
-    app.button[[b.label for b in app.button].index("New conversation")].click().run()
+    click(app, "New conversation")
     chat = conversation(app)
     assert len(chat.messages) == 1 and chat.context_budget == 2048
 
@@ -188,11 +161,10 @@ def test_unknown_model_is_counted_as_an_estimate_with_unknown_price(app):
     assert app.metric[1].value == "unknown price"
 
 
-def test_malformed_deployer_setting_is_a_clear_error(monkeypatch):
-    monkeypatch.setenv("OPENAI_TIMEOUT_S", "soon")
-    at = AppTest.from_file(APP, default_timeout=60).run()
+def test_malformed_deployer_setting_is_a_clear_error(start_app):
+    at = start_app(OPENAI_TIMEOUT_S="soon")
     assert not at.exception
-    assert any("OPENAI_TIMEOUT_S must be a number" in e.value for e in at.error)
+    assert any("setting OPENAI_TIMEOUT_S must be a number" in e.value for e in at.error)
 
 
 def test_missing_secrets_runs_offline(app):
@@ -207,12 +179,10 @@ def test_typed_key_switches_to_the_openai_backend(app):
     assert all("sk-typed-in-this-session" not in s.value for s in app.success)
 
 
-def test_broken_persona_file_is_reported_and_the_rest_load(monkeypatch, tmp_path):
+def test_broken_persona_file_is_reported_and_the_rest_load(start_app, tmp_path):
     shutil.copy(PERSONAS / "foodie.yaml", tmp_path / "foodie.yaml")
     (tmp_path / "broken.yaml").write_text("name: [unclosed\n", encoding="utf-8")
-    monkeypatch.setenv("PERSONAS_DIR", str(tmp_path))
-    monkeypatch.setenv("OFFLINE_CHUNK_DELAY_S", "0")
-    at = AppTest.from_file(APP, default_timeout=60).run()
+    at = start_app(PERSONAS_DIR=str(tmp_path))
     assert not at.exception
     assert at.selectbox(key="persona_id").options == ["🍜 美食家"]
     errors = [e.value for e in at.sidebar.error]
@@ -221,9 +191,8 @@ def test_broken_persona_file_is_reported_and_the_rest_load(monkeypatch, tmp_path
     assert conversation(at).turns
 
 
-def test_no_loadable_persona_stops_with_a_clear_error(monkeypatch, tmp_path):
-    monkeypatch.setenv("PERSONAS_DIR", str(tmp_path / "missing"))
-    at = AppTest.from_file(APP, default_timeout=60).run()
+def test_no_loadable_persona_stops_with_a_clear_error(start_app, tmp_path):
+    at = start_app(PERSONAS_DIR=str(tmp_path / "missing"))
     assert not at.exception
     assert "No persona could be loaded" in at.error[0].value
 
@@ -232,7 +201,7 @@ def test_a_long_history_draws_the_newest_messages_and_the_rest_on_request(app):
     chat = conversation(app)
     for i in range(150):
         chat.add_user(f"question {i}")
-        chat.prepare()
+        DropOldest().fit(chat)
         chat.add_assistant(f"answer {i}")
     app.run()
     shown = [m.value for m in app.markdown] + [c.value for c in app.caption]

@@ -4,46 +4,29 @@ never a traceback), keep the user's message, keep the conversation well-formed, 
 reply marked as interrupted, and let the next message through once the fault is gone."""
 
 import itertools
-from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.openai_server import Fault, OpenAIServer, openai_server, unused_port  # noqa: F401
+from tests.apptest import conversation, page_text, send
+from tests.openai_server import Fault, OpenAIServer, unused_port
 
-APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
 KEY = "sk-SECRET-fault-test-0123456789abcdef"
 
 
 @pytest.fixture
-def connect(monkeypatch):
+def connect(start_app):
     def start(base_url: str, *, retries: int = 0, timeout_s: float = 2.0) -> AppTest:
-        monkeypatch.setenv("OFFLINE_CHUNK_DELAY_S", "0")
-        monkeypatch.setenv("OPENAI_BASE_URL", base_url)
-        monkeypatch.setenv("OPENAI_API_KEY", KEY)
-        monkeypatch.setenv("OPENAI_MAX_RETRIES", str(retries))
-        monkeypatch.setenv("OPENAI_TIMEOUT_S", str(timeout_s))
-        monkeypatch.delenv("PERSONAS_DIR", raising=False)
-        at = AppTest.from_file(APP, default_timeout=60).run()
+        at = start_app(
+            OPENAI_BASE_URL=base_url,
+            OPENAI_API_KEY=KEY,
+            OPENAI_MAX_RETRIES=str(retries),
+            OPENAI_TIMEOUT_S=str(timeout_s),
+        )
         assert not at.exception
         return at
 
     return start
-
-
-def send(at: AppTest, text: str) -> AppTest:
-    at.chat_input(key="chat_input").set_value(text).run()
-    assert not at.exception, at.exception
-    return at
-
-
-def page_text(at: AppTest) -> str:
-    parts = [
-        e.value
-        for kind in ("markdown", "caption", "error", "success", "info", "warning")
-        for e in getattr(at, kind)
-    ]
-    return "\n".join(str(p) for p in parts)
 
 
 def sent_roles(server: OpenAIServer) -> list[list[str]]:
@@ -68,13 +51,13 @@ FAULTS = {
 
 
 @pytest.mark.parametrize("fault", list(FAULTS))
-def test_fault_is_reported_and_the_next_message_works(connect, openai_server, fault):  # noqa: F811
+def test_fault_is_reported_and_the_next_message_works(connect, openai_server, fault):
     script, expected = FAULTS[fault]
     at = connect(openai_server.base_url)
     send(at, "first question")
     script(openai_server)
     send(at, "second question")
-    chat = at.session_state.conversations["foodie"]
+    chat = conversation(at)
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and expected in errors[0], errors
     assert KEY not in page_text(at)
@@ -94,26 +77,26 @@ def test_fault_is_reported_and_the_next_message_works(connect, openai_server, fa
         assert all(not (a == b == "user") for a, b in itertools.pairwise(roles)), roles
 
 
-def test_retry_sends_the_same_message_again(connect, openai_server):  # noqa: F811
+def test_retry_sends_the_same_message_again(connect, openai_server):
     at = connect(openai_server.base_url)
     openai_server.fail(500, "Internal error")
     send(at, "please answer")
     assert at.error
     at.button(key="retry").click().run()
-    chat = at.session_state.conversations["foodie"]
+    chat = conversation(at)
     assert not at.error
     assert [m.content for m in chat.messages[1:]] == ["please answer", "You said: please answer"]
     assert len(chat.turns) == 1
 
 
 @pytest.mark.parametrize("framing", ["chunked", "close"])
-def test_cut_stream_keeps_the_partial_reply_marked_interrupted(connect, openai_server, framing):  # noqa: F811
+def test_cut_stream_keeps_the_partial_reply_marked_interrupted(connect, openai_server, framing):
     at = connect(openai_server.base_url)
     openai_server.enqueue(
         Fault(reply="one two three four five six seven eight nine ten", cut_after=3, framing=framing)
     )
     send(at, "tell me a story")
-    chat = at.session_state.conversations["foodie"]
+    chat = conversation(at)
     partial = chat.messages[-1]
     assert partial.role == "assistant" and partial.interrupted
     assert partial.content and "ten" not in partial.content
@@ -124,21 +107,21 @@ def test_cut_stream_keeps_the_partial_reply_marked_interrupted(connect, openai_s
     assert chat.messages[-1].content == "You said: next" and not at.error
 
 
-def test_stream_without_usage_records_no_reported_figures(connect, openai_server):  # noqa: F811
+def test_stream_without_usage_records_no_reported_figures(connect, openai_server):
     at = connect(openai_server.base_url)
     openai_server.omit_usage()
     send(at, "hello")
-    turn = at.session_state.conversations["foodie"].turns[0]
+    turn = conversation(at).turns[0]
     assert turn.reported_prompt_tokens is None and turn.usage_source is None
     assert turn.counted_prompt_tokens > 0
     assert not at.error
 
 
-def test_counted_equals_reported_over_the_real_sdk(connect, openai_server):  # noqa: F811
+def test_counted_equals_reported_over_the_real_sdk(connect, openai_server):
     at = connect(openai_server.base_url)
     for text in ("北京烤鸭怎么吃？", "<|endoftext|> and emoji 🍜", "שלום مرحبا"):
         send(at, text)
-    turns = at.session_state.conversations["foodie"].turns
+    turns = conversation(at).turns
     assert [t.reported_prompt_tokens for t in turns] == [t.counted_prompt_tokens for t in turns]
     assert any("equal the reported ones" in c.value for c in at.caption)
     request = openai_server.chat_requests[-1]
@@ -150,13 +133,48 @@ def test_connection_refused(connect):
     at = connect(f"http://127.0.0.1:{unused_port()}/v1")
     send(at, "anyone there?")
     assert any("Could not connect" in e.value for e in at.error)
-    assert at.session_state.conversations["foodie"].pending_user_message.content == "anyone there?"
+    assert conversation(at).pending_user_message.content == "anyone there?"
 
 
-def test_sdk_retries_a_503_transparently(connect, openai_server):  # noqa: F811
+def test_sdk_retries_a_503_transparently(connect, openai_server):
     at = connect(openai_server.base_url, retries=2)
     openai_server.fail(503, "Overloaded")
     send(at, "hello")
     assert not at.error
     assert len(openai_server.chat_requests) == 2
-    assert at.session_state.conversations["foodie"].messages[-1].content == "You said: hello"
+    assert conversation(at).messages[-1].content == "You said: hello"
+
+
+def test_error_data_is_shown_with_the_error(connect, openai_server):
+    at = connect(openai_server.base_url)
+    openai_server.fail(429, "Rate limit reached", headers={"Retry-After": "7", "x-request-id": "req_abc123"})
+    send(at, "hello")
+    error = at.session_state.sessions["foodie"].error
+    assert (error.status_code, error.retry_after, error.request_id, error.retryable) == (
+        429,
+        7.0,
+        "req_abc123",
+        True,
+    )
+    assert "HTTP 429 · wait 7 s · request id `req_abc123`" in [c.value for c in at.caption]
+
+
+def test_a_bad_key_says_retrying_will_not_help(connect, openai_server):
+    at = connect(openai_server.base_url)
+    openai_server.fail(401, "Incorrect API key provided.")
+    send(at, "hello")
+    assert any(c.value == "HTTP 401 · retrying will not help until this is fixed" for c in at.caption)
+
+
+def test_a_server_rejecting_stream_options_costs_one_request_from_the_second_turn_on(connect, openai_server):
+    openai_server.rejects_stream_options = True
+    at = connect(openai_server.base_url)
+    send(at, "first")
+    # The first turn learns it: refused with stream_options, then sent again without.
+    assert len(openai_server.chat_requests) == 2
+    for text in ("second", "third"):
+        before = len(openai_server.chat_requests)
+        send(at, text)
+        assert len(openai_server.chat_requests) == before + 1
+        assert conversation(at).messages[-1].content == f"You said: {text}"
+    assert all("stream_options" not in r.body for r in openai_server.chat_requests[1:])

@@ -16,7 +16,6 @@ from core.backends import (
     ChatRequest,
     OpenAIBackend,
     OpenAIReplyStream,
-    Sampling,
     Usage,
     parse_retry_after,
     scrub_secrets,
@@ -35,10 +34,9 @@ from core.errors import (
     ServerError,
     StreamInterrupted,
 )
+from core.settings import Sampling
 from core.tokens import count_prompt_tokens, tokenizer_for
-from tests.openai_server import OpenAIServer, echo_reply, openai_server, split_chunks, unused_port
-
-__all__ = ["openai_server"]  # the fixture, imported for pytest
+from tests.openai_server import OpenAIServer, echo_reply, split_chunks, unused_port
 
 KEY = "sk-test-SECRET-123456"
 MODEL = "gpt-4o-mini"
@@ -159,12 +157,12 @@ def test_no_usage_chunk_leaves_usage_none(openai_server: OpenAIServer) -> None:
     assert stream.usage is None
 
 
-def test_label_and_repr_name_the_host_never_the_key(openai_server: OpenAIServer) -> None:
+def test_host_and_repr_name_the_server_never_the_key(openai_server: OpenAIServer) -> None:
     backend = make_backend(openai_server)
-    assert backend.label == f"OpenAI-compatible · 127.0.0.1:{openai_server.port}"
+    assert backend.host == f"127.0.0.1:{openai_server.port}"
     assert backend.reports_server_usage is True
     assert openai_server.base_url in repr(backend)
-    assert_no_key(backend, backend.label)
+    assert_no_key(backend, backend.host)
 
 
 def test_defaults_come_from_the_sdks_environment_variables(
@@ -178,7 +176,7 @@ def test_defaults_come_from_the_sdks_environment_variables(
 
     monkeypatch.delenv("OPENAI_BASE_URL")
     official = OpenAIBackend()
-    assert official.label == "OpenAI-compatible · api.openai.com"
+    assert official.host == "api.openai.com"
     assert official.base_url == "https://api.openai.com/v1"
     assert_no_key(official)
 
@@ -192,7 +190,7 @@ def test_a_missing_key_is_an_authentication_error(monkeypatch: pytest.MonkeyPatc
 def test_userinfo_in_the_base_url_is_not_shown(openai_server: OpenAIServer) -> None:
     backend = OpenAIBackend(KEY, f"http://user:hunter2@127.0.0.1:{openai_server.port}/v1")
     assert "hunter2" not in repr(backend)
-    assert "hunter2" not in backend.label
+    assert "hunter2" not in backend.host and "hunter2" not in backend.base_url
 
 
 def test_closing_a_stream_early_releases_it(openai_server: OpenAIServer) -> None:

@@ -7,16 +7,27 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.backends import Usage
+from core.context import DropOldest
 from core.conversation import Conversation
 from core.errors import ConversationImportError, ConversationStateError, PromptTooLong
+from core.settings import ChatSettings
 from core.tokens import count_prompt_tokens
 
 SYSTEM = "You are a terse assistant."
+POLICY = DropOldest()
+
+
+def new_conversation(model: str = "gpt-4o", context_budget: int = 1000, **kwargs) -> Conversation:
+    return Conversation(SYSTEM, ChatSettings(model=model, context_budget=context_budget), **kwargs)
+
+
+def prepare(conversation: Conversation) -> list[dict[str, str]]:
+    return POLICY.fit(conversation)
 
 
 def chat(conversation: Conversation, question: str, answer: str) -> list[dict[str, str]]:
     conversation.add_user(question)
-    sent = conversation.prepare()
+    sent = prepare(conversation)
     conversation.add_assistant(
         answer, Usage(prompt_tokens=count_prompt_tokens(sent, "gpt-4o"), completion_tokens=5)
     )
@@ -30,7 +41,7 @@ def assert_well_formed(sent: list[dict[str, str]]) -> None:
 
 
 def test_prompt_fits_budget_by_dropping_oldest_whole_exchanges():
-    conversation = Conversation(SYSTEM, "gpt-4o", context_budget=120)
+    conversation = new_conversation("gpt-4o", 120)
     for i in range(10):
         sent = chat(conversation, f"question {i} " + "word " * 10, f"answer {i} " + "word " * 10)
         assert count_prompt_tokens(sent, "gpt-4o") <= 120
@@ -38,13 +49,14 @@ def test_prompt_fits_budget_by_dropping_oldest_whole_exchanges():
         assert sent[-1]["content"].startswith(f"question {i}")
     assert conversation.trim_events, "ten long exchanges cannot fit 120 tokens"
     first = conversation.trim_events[0]
-    assert first.dropped == [1, 2]  # the oldest question and its answer, together
+    # The oldest question and its answer, together.
+    assert first.dropped == [conversation.messages[1].id, conversation.messages[2].id]
     assert first.tokens_before > first.budget >= first.tokens_after
-    assert first.tokens_freed == sum(conversation.messages[i].tokens for i in first.dropped)
+    assert first.tokens_freed == sum(conversation.message(i).tokens for i in first.dropped)
 
 
 def test_trimmed_messages_stay_in_history_and_are_never_sent_again():
-    conversation = Conversation(SYSTEM, "gpt-4o", context_budget=100)
+    conversation = new_conversation("gpt-4o", 100)
     sent_contents = []
     for i in range(8):
         sent_contents.append(
@@ -53,8 +65,8 @@ def test_trimmed_messages_stay_in_history_and_are_never_sent_again():
     assert len(conversation.messages) == 1 + 2 * 8
     assert conversation.trim_events
     for event in conversation.trim_events:
-        for index in event.dropped:
-            message = conversation.messages[index]
+        for message_id in event.dropped:
+            message = conversation.message(message_id)
             assert message.state == "trimmed"
             # Sent up to the turn before the trim, never from that turn on.
             assert message.content in sent_contents[event.turn - 2]
@@ -62,10 +74,10 @@ def test_trimmed_messages_stay_in_history_and_are_never_sent_again():
 
 
 def test_counted_prompt_tokens_match_what_is_sent():
-    conversation = Conversation(SYSTEM, "gpt-4o-mini", context_budget=10_000)
+    conversation = new_conversation("gpt-4o-mini", 10_000)
     for i in range(5):
         conversation.add_user(f"Tell me about dish number {i} 🍜 <|endoftext|>")
-        sent = conversation.prepare()
+        sent = prepare(conversation)
         assert conversation.prompt_tokens == count_prompt_tokens(sent, "gpt-4o-mini")
         turn = conversation.add_assistant("It is tasty.", Usage(prompt_tokens=999, completion_tokens=4))
         assert turn.counted_prompt_tokens == count_prompt_tokens(sent, "gpt-4o-mini")
@@ -75,13 +87,13 @@ def test_counted_prompt_tokens_match_what_is_sent():
 
 
 def test_too_long_message_raises_and_loses_nothing():
-    conversation = Conversation(SYSTEM, "gpt-4o", context_budget=60)
+    conversation = new_conversation("gpt-4o", 60)
     chat(conversation, "hi", "hello")
     before = conversation.to_dict()
     long_text = "spaghetti " * 200
     conversation.add_user(long_text)
     with pytest.raises(PromptTooLong) as caught:
-        conversation.prepare()
+        prepare(conversation)
     error = caught.value
     assert isinstance(error, ValueError)
     assert error.text == long_text
@@ -94,34 +106,34 @@ def test_too_long_message_raises_and_loses_nothing():
     # Raising the budget and retrying sends it; or a shorter message takes its place.
     conversation.add_user("short one")
     assert conversation.messages[-2].state == "unanswered"
-    sent = conversation.prepare()
+    sent = prepare(conversation)
     assert_well_formed(sent)
     assert sent[-1]["content"] == "short one"
 
 
 def test_failed_call_keeps_user_message_pending_for_retry():
-    conversation = Conversation(SYSTEM, "gpt-4o", context_budget=1000)
+    conversation = new_conversation("gpt-4o", 1000)
     conversation.add_user("first try")
-    first = conversation.prepare()
+    first = prepare(conversation)
     # The call failed: nothing is recorded, and a retry sends exactly the same messages.
     assert conversation.turns == []
-    assert conversation.prepare() == first
+    assert prepare(conversation) == first
 
 
 def test_two_user_messages_are_never_sent_in_a_row():
-    conversation = Conversation(SYSTEM, "gpt-4o", context_budget=1000)
+    conversation = new_conversation("gpt-4o", 1000)
     conversation.add_user("lost to a server error")
-    conversation.prepare()
+    prepare(conversation)
     conversation.add_user("second attempt")
-    sent = conversation.prepare()
+    sent = prepare(conversation)
     assert [m["content"] for m in sent] == [SYSTEM, "second attempt"]
     assert [m.state for m in conversation.messages] == ["context", "unanswered", "context"]
 
 
 def test_interrupted_reply_is_kept_and_marked():
-    conversation = Conversation(SYSTEM, "gpt-4o", context_budget=1000)
+    conversation = new_conversation("gpt-4o", 1000)
     conversation.add_user("tell me a long story")
-    conversation.prepare()
+    prepare(conversation)
     turn = conversation.add_assistant("Once upon a", None, interrupted=True)
     assert turn.interrupted and turn.reported_prompt_tokens is None and turn.usage_source is None
     assert conversation.messages[-1].interrupted
@@ -129,9 +141,9 @@ def test_interrupted_reply_is_kept_and_marked():
 
 
 def test_empty_reply_is_not_recorded():
-    conversation = Conversation(SYSTEM, "gpt-4o", context_budget=1000)
+    conversation = new_conversation("gpt-4o", 1000)
     conversation.add_user("hello")
-    conversation.prepare()
+    prepare(conversation)
     with pytest.raises(ConversationStateError):
         conversation.add_assistant("")
     assert conversation.pending_user_message is not None
@@ -139,9 +151,9 @@ def test_empty_reply_is_not_recorded():
 
 
 def test_state_errors():
-    conversation = Conversation(SYSTEM, "gpt-4o", context_budget=1000)
+    conversation = new_conversation("gpt-4o", 1000)
     with pytest.raises(ConversationStateError):
-        conversation.prepare()
+        prepare(conversation)
     with pytest.raises(ConversationStateError):
         conversation.add_assistant("unasked")
     with pytest.raises(ConversationStateError):
@@ -151,10 +163,10 @@ def test_state_errors():
 
 
 def test_regenerate_sets_the_old_answer_aside():
-    conversation = Conversation(SYSTEM, "gpt-4o", context_budget=1000)
+    conversation = new_conversation("gpt-4o", 1000)
     chat(conversation, "q", "first answer")
     conversation.regenerate()
-    sent = conversation.prepare()
+    sent = prepare(conversation)
     assert [m["content"] for m in sent] == [SYSTEM, "q"]
     conversation.add_assistant("second answer")
     assert [m.state for m in conversation.messages] == ["context", "context", "replaced", "context"]
@@ -162,17 +174,17 @@ def test_regenerate_sets_the_old_answer_aside():
 
 
 def test_changing_model_recounts_only_when_the_tokenizer_changes():
-    conversation = Conversation(SYSTEM, "gpt-4", context_budget=1000)
+    conversation = new_conversation("gpt-4", 1000)
     chat(conversation, "多少钱？こんにちは", "很好吃")
     cl100k_total = conversation.prompt_tokens
-    conversation.model = "gpt-4o"
+    conversation.update_settings(model="gpt-4o")
     conversation.add_user("next")
-    assert conversation.prompt_tokens == count_prompt_tokens(conversation.prepare(), "gpt-4o")
+    assert conversation.prompt_tokens == count_prompt_tokens(prepare(conversation), "gpt-4o")
     assert conversation.prompt_tokens != cl100k_total + conversation.messages[-1].tokens
 
 
 def test_round_trip_keeps_everything():
-    conversation = Conversation(SYSTEM, "gpt-4o", context_budget=90, persona_id="foodie")
+    conversation = new_conversation("gpt-4o", 90, persona_id="foodie")
     for i in range(6):
         chat(conversation, f"question {i} about noodles", f"answer {i} " + "tasty " * 8)
     conversation.add_user("pending question")
@@ -182,11 +194,11 @@ def test_round_trip_keeps_everything():
     assert restored.prompt_tokens == conversation.prompt_tokens
     assert restored.trim_events and restored.pending_user_message.content == "pending question"
     # The restored conversation carries on.
-    assert_well_formed(restored.prepare())
+    assert_well_formed(prepare(restored))
 
 
 def test_import_recounts_tokens_instead_of_trusting_the_file():
-    conversation = Conversation(SYSTEM, "gpt-4o", context_budget=500)
+    conversation = new_conversation("gpt-4o", 500)
     chat(conversation, "q", "a")
     data = conversation.to_dict()
     for message in data["messages"]:
@@ -205,13 +217,13 @@ def test_import_recounts_tokens_instead_of_trusting_the_file():
             json.dumps(
                 {"model": "gpt-4o", "context_budget": 10, "messages": [{"role": "wizard", "content": "x"}]}
             ).encode(),
-            "messages.0.role",
+            "messages[0].role",
         ),
         (
             json.dumps(
                 {"model": "gpt-4o", "context_budget": 10, "messages": [{"role": "system", "content": 42}]}
             ).encode(),
-            "messages.0.content",
+            "messages[0].content",
         ),
         (
             json.dumps({"model": "gpt-4o", "context_budget": 10, "api_key": "sk-x", "messages": []}).encode(),
@@ -271,11 +283,11 @@ operations = st.lists(
 @settings(max_examples=150, deadline=None)
 @given(budget=st.integers(40, 800), ops=operations)
 def test_trimming_invariants(budget, ops):
-    conversation = Conversation(SYSTEM, "gpt-4o", context_budget=budget)
+    conversation = new_conversation("gpt-4o", budget)
     ever_trimmed: set[int] = set()
     for op, a, b in ops:
         if op == "budget":
-            conversation.context_budget = a
+            conversation.update_settings(context_budget=a)
             continue
         if op == "regenerate":
             if conversation.pending_user_message is None and len(conversation.context_messages()) > 1:
@@ -286,7 +298,7 @@ def test_trimming_invariants(budget, ops):
             conversation.add_user("word " * a)
         history_before = [(m.role, m.content) for m in conversation.messages]
         try:
-            sent = conversation.prepare()
+            sent = prepare(conversation)
         except PromptTooLong as error:
             assert error.prompt_tokens > conversation.context_budget
             assert conversation.pending_user_message.content == error.text
@@ -319,7 +331,7 @@ json_values = st.recursive(
 
 
 def _valid_export() -> dict:
-    conversation = Conversation(SYSTEM, "gpt-4o", context_budget=80)
+    conversation = new_conversation("gpt-4o", 80)
     for i in range(4):
         chat(conversation, f"question {i} " + "x " * 10, f"answer {i} " + "y " * 10)
     conversation.add_user("pending")
@@ -350,7 +362,7 @@ def _accepts_or_rejects_cleanly(data) -> None:
     if conversation.pending_user_message is None:
         conversation.add_user("carry on")
     try:
-        sent = conversation.prepare()
+        sent = prepare(conversation)
     except PromptTooLong:
         return
     assert_well_formed(sent)

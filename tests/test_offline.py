@@ -3,6 +3,8 @@
 from core.backends import ChatRequest
 from core.conversation import Conversation
 from core.offline import OfflineBackend
+from core.session import ChatSession
+from core.settings import ChatSettings
 from core.tokens import count_prompt_tokens, tokenizer_for
 
 
@@ -33,17 +35,15 @@ def test_reply_is_deterministic():
 
 
 def test_reply_names_the_oldest_message_still_in_context():
-    conversation = Conversation("sys", "gpt-4o", context_budget=150)
-    backend = OfflineBackend()
+    conversation = Conversation("sys", ChatSettings(model="gpt-4o", context_budget=150))
+    session = ChatSession(conversation, OfflineBackend())
     for i in range(6):
-        conversation.add_user(f"question number {i}")
-        stream = backend.stream(ChatRequest(messages=conversation.prepare(), model="gpt-4o"))
-        list(stream)
-        conversation.add_assistant(stream.text, stream.usage, usage_source="local")
+        reply = "".join(session.send(f"question number {i}"))
     assert conversation.trim_events
     oldest_in_context = conversation.context_messages()[1]
-    assert f"from the {oldest_in_context.role}" in stream.text
+    assert f"from the {oldest_in_context.role}" in reply
     assert all(t.reported_prompt_tokens == t.counted_prompt_tokens for t in conversation.turns)
+    assert {t.usage_source for t in conversation.turns} == {"local"}
 
 
 def test_reply_cap_cuts_the_reply_like_the_api():

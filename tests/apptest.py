@@ -1,0 +1,42 @@
+"""Helpers for driving the page under Streamlit's AppTest."""
+
+from __future__ import annotations
+
+from streamlit.testing.v1 import AppTest
+
+from core.conversation import Conversation
+from core.session import ChatSession
+
+
+def send(at: AppTest, text: str) -> AppTest:
+    """Type `text` into the chat input and let the page answer."""
+    at.chat_input(key="chat_input").set_value(text).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def select_persona(at: AppTest, persona_id: str) -> AppTest:
+    at.selectbox(key="persona_id").select(persona_id).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def click(at: AppTest, label: str) -> AppTest:
+    """Click the button labelled `label`."""
+    next(b for b in at.button if b.label == label).click().run()
+    assert not at.exception, at.exception
+    return at
+
+
+def session(at: AppTest, persona_id: str = "foodie") -> ChatSession:
+    return at.session_state.sessions[persona_id]
+
+
+def conversation(at: AppTest, persona_id: str = "foodie") -> Conversation:
+    return session(at, persona_id).conversation
+
+
+def page_text(at: AppTest) -> str:
+    """The text of every markdown, caption and alert on the page."""
+    kinds = ("markdown", "caption", "error", "success", "info", "warning")
+    return "\n".join(str(element.value) for kind in kinds for element in getattr(at, kind))
