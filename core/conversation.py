@@ -241,6 +241,9 @@ class Conversation:
         self._context_indexes: list[int] = []
         self._context_api: list[dict[str, str]] = []
         self._context_tokens = 0  # without reply priming
+        # Ids of messages changed in place (state, pin, tokens) since the store last asked, so a
+        # save writes only what changed.
+        self._changed_ids: set[str] = set()
         self._append(Message(role="system", content=system_prompt))
 
     # --- reading -----------------------------------------------------------------------------
@@ -309,6 +312,7 @@ class Conversation:
             self._tokenizer = tokenizer
             for message in self.messages:
                 message.tokens = tokenizer.count_message(message.as_api_message())
+            self._changed_ids.update(self._positions)
             self._context_tokens = sum(self.messages[i].tokens for i in self._context_indexes)
         return settings
 
@@ -378,6 +382,7 @@ class Conversation:
         if message.role == "system":
             raise ConversationStateError("The system prompt is always sent; it needs no pin.")
         message.pinned = pinned
+        self._changed_ids.add(message_id)
         return message
 
     def leave_context(self, message_ids: list[str], state: MessageState) -> None:
@@ -391,6 +396,7 @@ class Conversation:
         if not leaving <= set(self._context_indexes) or 0 in leaving:
             raise ConversationStateError("Only in-context messages after the system prompt can leave it.")
         for index in leaving:
+            self._changed_ids.add(self.messages[index].id)
             self.messages[index].state = state
             self._context_tokens -= self.messages[index].tokens
         kept = [p for p, index in enumerate(self._context_indexes) if index not in leaving]
@@ -409,6 +415,11 @@ class Conversation:
         )
         self.trim_events.append(event)
         return event
+
+    def pop_changed_message_ids(self) -> set[str]:
+        """Ids of messages changed in place since the last call (for the store: what to rewrite)."""
+        changed, self._changed_ids = self._changed_ids, set()
+        return changed
 
     # --- export and import -------------------------------------------------------------------
 
@@ -469,6 +480,7 @@ class Conversation:
             conversation._append(message)
         conversation.turns = list(record.turns)
         conversation.trim_events = list(record.trim_events)
+        conversation._changed_ids = set()
         return conversation
 
     @classmethod

@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from core.backends import Usage
 from core.context import DropOldest
-from core.conversation import Conversation
+from core.conversation import Conversation, MessageState
 from core.errors import ConversationImportError, ConversationStateError, PromptTooLong
 from core.settings import ChatSettings
 from core.tokens import count_prompt_tokens
@@ -394,3 +394,99 @@ def test_import_fuzz_random_bytes(raw):
         assert str(error)
     else:
         assert isinstance(result, Conversation)
+
+
+# --- identity, states, format versions ---------------------------------------------------------
+
+
+def test_messages_have_stable_unique_ids_and_creation_times():
+    conversation = new_conversation("gpt-4o", 1000)
+    chat(conversation, "q", "a")
+    ids = [m.id for m in conversation.messages]
+    assert len(set(ids)) == 3 and all(ids)
+    assert all(m.created_at.tzinfo is not None for m in conversation.messages)
+    restored = Conversation.from_dict(json.loads(conversation.to_json()))
+    assert [m.id for m in restored.messages] == ids
+    assert restored.message(ids[1]).content == "q"
+    with pytest.raises(ConversationStateError):
+        conversation.message("no-such-id")
+
+
+def test_each_state_has_one_label_used_by_the_export():
+    assert {state.value for state in MessageState} == {"context", "trimmed", "unanswered", "replaced"}
+    assert MessageState.TRIMMED.label == "trimmed · no longer in the model's context"
+    conversation = new_conversation("gpt-4o", 1000)
+    chat(conversation, "q", "first")
+    conversation.regenerate()
+    assert f"_({MessageState.REPLACED.label})_" in conversation.to_markdown()
+
+
+def test_a_version_1_export_still_imports():
+    v1 = {
+        "format": "persona-dashboard/conversation",
+        "version": 1,
+        "persona_id": "foodie",
+        "model": "gpt-4o",
+        "context_budget": 300,
+        "messages": [
+            {"role": "system", "content": "sys", "state": "context", "tokens": 0},
+            {"role": "user", "content": "old q", "state": "trimmed"},
+            {"role": "assistant", "content": "old a", "state": "trimmed"},
+            {"role": "user", "content": "new q"},
+            {"role": "assistant", "content": "new a", "interrupted": True},
+        ],
+        "turns": [],
+        "trim_events": [
+            {"turn": 2, "dropped": [1, 2], "tokens_before": 400, "tokens_after": 200, "budget": 300}
+        ],
+    }
+    conversation = Conversation.from_dict(v1)
+    assert (conversation.model, conversation.context_budget, conversation.persona_id) == (
+        "gpt-4o",
+        300,
+        "foodie",
+    )
+    dropped = conversation.trim_events[0].dropped
+    assert [conversation.message(i).content for i in dropped] == ["old q", "old a"]
+    assert conversation.messages[-1].interrupted
+    assert conversation.to_dict()["version"] == 2
+    v1["trim_events"][0]["dropped"] = [7]
+    with pytest.raises(ConversationImportError, match="names a message that does not exist"):
+        Conversation.from_dict(v1)
+
+
+def test_duplicate_message_ids_are_rejected():
+    data = _valid_export()
+    data["messages"][2]["id"] = data["messages"][1]["id"]
+    with pytest.raises(ConversationImportError, match="share one id"):
+        Conversation.from_dict(data)
+
+
+def test_settings_travel_with_the_conversation():
+    conversation = Conversation(
+        SYSTEM, ChatSettings(model="gpt-4.1", context_budget=5000, max_reply_tokens=99, sampling={"seed": 7})
+    )
+    restored = Conversation.from_dict(conversation.to_dict())
+    assert restored.settings == conversation.settings
+    with pytest.raises(ValueError):
+        conversation.update_settings(context_budget=0)
+    assert conversation.context_budget == 5000
+
+
+def test_changed_messages_are_reported_once_for_the_store():
+    conversation = new_conversation("gpt-4o", 120)
+    for i in range(6):
+        chat(conversation, f"question {i} " + "word " * 10, f"answer {i} " + "word " * 10)
+    trimmed = {m.id for m in conversation.messages if m.state is MessageState.TRIMMED}
+    assert trimmed and conversation.pop_changed_message_ids() == trimmed
+    assert conversation.pop_changed_message_ids() == set()
+    conversation.pin(conversation.messages[-1].id)
+    assert conversation.pop_changed_message_ids() == {conversation.messages[-1].id}
+
+
+def test_the_system_prompt_cannot_be_pinned_or_taken_out():
+    conversation = new_conversation("gpt-4o", 1000)
+    with pytest.raises(ConversationStateError):
+        conversation.pin(conversation.messages[0].id)
+    with pytest.raises(ConversationStateError):
+        conversation.leave_context([conversation.messages[0].id], MessageState.TRIMMED)
