@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Literal
 
 import streamlit as st
 
@@ -29,7 +30,7 @@ OFFLINE_CHUNK_DELAY_S = float(os.environ.get("OFFLINE_CHUNK_DELAY_S", "0.02"))
 CHAT_HEIGHT_PX = 560
 DASHBOARD_HEIGHT_PX = 640
 HISTORY_SHOWN = 200  # newest messages drawn on every rerun; older ones behind a toggle
-BADGE_COLORS = {
+BADGE_COLORS: dict[MessageState, Literal["gray", "orange"]] = {
     MessageState.TRIMMED: "gray",
     MessageState.UNANSWERED: "orange",
     MessageState.REPLACED: "gray",
@@ -45,7 +46,7 @@ def personas_dir() -> Path:
     return Path(os.environ.get("PERSONAS_DIR") or APP_DIR / "personas")
 
 
-def directory_stamp(directory: Path) -> tuple:
+def directory_stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
     """Changes when a persona file is added, removed or edited, so the cached catalog reloads."""
     try:
         entries = [(path.name, path.lstat()) for path in directory.iterdir()]
@@ -55,7 +56,7 @@ def directory_stamp(directory: Path) -> tuple:
 
 
 @st.cache_resource(show_spinner=False)
-def persona_catalog(directory: str, stamp: tuple) -> PersonaCatalog:
+def persona_catalog(directory: str, stamp: tuple[tuple[str, int, int], ...]) -> PersonaCatalog:
     return load_personas(directory)
 
 

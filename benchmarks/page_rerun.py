@@ -16,24 +16,25 @@ from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
 
-from core.conversation import Conversation
+from core.context import DropOldest
+from core.offline import OfflineBackend
 from core.personas import load_personas
+from core.session import ChatSession
 
 APP = str(Path(__file__).resolve().parent.parent / "streamlit_app.py")
 SIZES = (10, 100, 500)
 RERUNS = 7
 
 
-def history(messages: int) -> Conversation:
+def history(messages: int) -> ChatSession:
     persona = load_personas(Path(APP).parent / "personas").personas["foodie"]
-    conversation = Conversation(
-        persona.system_prompt, persona.model, persona.context_budget, persona_id=persona.id
-    )
+    session = ChatSession.start(persona, OfflineBackend())
+    conversation = session.conversation
     for i in range(messages // 2):
         conversation.add_user(f"第{i}个问题：麻婆豆腐和宫保鸡丁哪个更下饭？")
-        conversation.prepare()
+        DropOldest().fit(conversation)
         conversation.add_assistant(f"第{i}个回答：麻婆豆腐更下饭，麻辣鲜香，配一碗白米饭最好。")
-    return conversation
+    return session
 
 
 def main() -> None:
@@ -44,8 +45,7 @@ def main() -> None:
     baseline = None
     for size in SIZES:
         at = AppTest.from_file(APP, default_timeout=120)
-        at.session_state["conversations"] = {"foodie": history(size)}
-        at.session_state["reply_caps"] = {"foodie": 250}
+        at.session_state["sessions"] = {"foodie": history(size)}
         at.run()  # first run: imports, caches
         assert not at.exception, at.exception
         samples = []
@@ -53,7 +53,7 @@ def main() -> None:
             start = time.perf_counter()
             at.run()
             samples.append(time.perf_counter() - start)
-        conversation = at.session_state.conversations["foodie"]
+        conversation = at.session_state.sessions["foodie"].conversation
         median = statistics.median(samples)
         baseline = baseline or median
         print(

@@ -1,7 +1,7 @@
 """Per-turn cost of the Conversation against the seed's way of counting, side by side.
 
 For a conversation whose whole history fits a large budget (gpt-4.1's context window), at 20,
-200 and 2,000 messages of history, one turn is `add_user` + `prepare` + `add_assistant`.
+200 and 2,000 messages of history, one turn is `add_user` + the drop-oldest policy's `fit` + `add_assistant`.
 The seed's way re-encodes every message of the history on every turn (it did so twice; this
 counts it once, in its favour). Prints the time per turn and the characters handed to the
 tokenizer per turn for both, and their ratio.
@@ -13,10 +13,13 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 
 from core import tokens
+from core.context import DropOldest
 from core.conversation import Conversation
 from core.model_info import load_model_table
+from core.settings import ChatSettings
 from core.tokens import count_prompt_tokens
 
 MODEL = "gpt-4.1"
@@ -41,7 +44,8 @@ def counting_count_text(self: tokens.Tokenizer, text: str) -> int:
     return _count_text(self, text)
 
 
-tokens.Tokenizer.count_text = counting_count_text  # instrument both sides identically
+# Instrument both sides identically.
+tokens.Tokenizer.count_text = counting_count_text  # type: ignore[method-assign]
 
 
 def exchange(i: int) -> tuple[str, str]:
@@ -50,7 +54,8 @@ def exchange(i: int) -> tuple[str, str]:
 
 
 def conversation_with_history(messages: int, budget: int) -> Conversation:
-    conversation = Conversation("You are a helpful cooking assistant.", MODEL, budget)
+    settings = ChatSettings(model=MODEL, context_budget=budget)
+    conversation = Conversation("You are a helpful cooking assistant.", settings)
     for i in range(messages // 2):
         question, answer = exchange(i)
         conversation.add_user(question)
@@ -58,7 +63,7 @@ def conversation_with_history(messages: int, budget: int) -> Conversation:
     return conversation
 
 
-def measure(turn) -> tuple[float, float]:
+def measure(turn: Callable[[int], None]) -> tuple[float, float]:
     """Median seconds and mean characters tokenized per turn over TURNS turns."""
     global chars_tokenized
     seconds, chars = [], []
@@ -72,7 +77,9 @@ def measure(turn) -> tuple[float, float]:
 
 
 def main() -> None:
-    budget = load_model_table().lookup(MODEL).context_window
+    info = load_model_table().lookup(MODEL)
+    assert info is not None, f"{MODEL} must be in models.yaml"
+    budget = info.context_window
     print(f"model {MODEL}, context budget {budget:,} tokens, {TURNS} turns per size, median time per turn\n")
     header = (
         f"{'history':>8} | {'prompt tok':>10} | {'ours µs/turn':>12} | {'seed µs/turn':>12} "
@@ -87,7 +94,7 @@ def main() -> None:
         def our_turn(i: int, conversation: Conversation = ours) -> None:
             question, answer = exchange(i)
             conversation.add_user(question)
-            conversation.prepare()
+            DropOldest().fit(conversation)
             conversation.add_assistant(answer)
 
         def seed_turn(i: int, history: list[dict[str, str]] = seed_history) -> None:

@@ -242,7 +242,8 @@ class OpenAIBackend:
         self, exc: openai.OpenAIError, model: str, *, partial_text: str = "", mid_stream: bool = False
     ) -> BackendError:
         """The `BackendError` for an SDK error, at `create()` or (`mid_stream`) while iterating."""
-        host, kept = self.host, {"partial_text": partial_text}
+        host = self.host
+        kept: dict[str, Any] = {"partial_text": partial_text}
         said = self._server_says(exc)
         if isinstance(exc, openai.APITimeoutError):
             if mid_stream:

@@ -24,7 +24,7 @@ GAUGE_COLORS = {
 }
 
 
-def usage_chart(turns: pd.DataFrame, trims: pd.DataFrame) -> alt.LayerChart:
+def usage_chart(turns: pd.DataFrame, trims: pd.DataFrame) -> alt.LayerChart | alt.FacetChart:
     """Per-turn prompt tokens (counted vs reported), reply tokens and the budget, with trims marked."""
     long = turns.melt(
         id_vars=["turn"], value_vars=list(SERIES), var_name="series", value_name="tokens"
@@ -85,7 +85,7 @@ def gauge_chart(gauge: ContextGauge) -> alt.Chart:
     """One stacked bar: what fills the context budget now."""
     frame = gauge.frame()
     frame["order"] = range(len(frame))
-    return (
+    chart: alt.Chart = (
         alt.Chart(frame)
         .mark_bar(height=24)
         .encode(
@@ -100,3 +100,4 @@ def gauge_chart(gauge: ContextGauge) -> alt.Chart:
         )
         .properties(height=28)
     )
+    return chart

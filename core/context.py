@@ -12,7 +12,7 @@ out whole user/assistant pairs, so what is sent always reads system, user, assis
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import ClassVar, Protocol
 
@@ -54,36 +54,42 @@ class ContextPolicy(Protocol):
         ...
 
 
-def exchanges(conversation: Conversation) -> list[tuple[Message, Message]]:
-    """The in-context user/assistant pairs a policy may take out, oldest first.
+def exchanges(conversation: Conversation) -> Iterator[tuple[Message, Message]]:
+    """The in-context user/assistant pairs a policy may take out, oldest first, one at a time.
 
     A pending user message is not part of one; it is what the call is for.
     """
-    context = conversation.context_messages()[1:]  # the system prompt never leaves
-    if conversation.pending_user_message is not None:
-        context = context[:-1]
-    return list(zip(context[0::2], context[1::2], strict=True))
+    context = conversation.iter_context()
+    next(context)  # the system prompt never leaves
+    pending = conversation.pending_user_message
+    for user in context:
+        if user is pending:
+            return
+        yield user, next(context)
 
 
 class DropOldest:
-    """Drop the oldest whole exchanges, skipping pinned ones, until the prompt fits the budget."""
+    """Drop the oldest whole exchanges, skipping pinned ones, until the prompt fits the budget.
+
+    It walks only as many exchanges as it drops (plus pinned ones it skips), so a turn that fits
+    costs nothing however long the history.
+    """
 
     name: ClassVar[PolicyName] = "drop_oldest"
 
     def plan(self, conversation: Conversation, *, extra_tokens: int = 0) -> ContextPlan:
         total = conversation.prompt_tokens + extra_tokens
         budget = conversation.context_budget
-        pairs = exchanges(conversation)
-        pinned = sum(user.tokens + reply.tokens for user, reply in pairs if user.pinned or reply.pinned)
         remove: list[str] = []
-        for user, reply in pairs:
-            if total <= budget:
-                break
-            if user.pinned or reply.pinned:
-                continue
-            remove += [user.id, reply.id]
-            total -= user.tokens + reply.tokens
-        return ContextPlan(tuple(remove), total, budget, pinned)
+        if total > budget:
+            for user, reply in exchanges(conversation):
+                if user.pinned or reply.pinned:
+                    continue
+                remove += [user.id, reply.id]
+                total -= user.tokens + reply.tokens
+                if total <= budget:
+                    break
+        return ContextPlan(tuple(remove), total, budget, conversation.pinned_tokens)
 
     def fit(self, conversation: Conversation, *, complete: Complete | None = None) -> list[dict[str, str]]:
         newest = conversation.pending_user_message

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -28,8 +29,8 @@ from core.validation import describe_validation_error
 
 Role = Literal["system", "user", "assistant"]
 
-EXPORT_FORMAT = "persona-dashboard/conversation"
-EXPORT_VERSION = 2
+EXPORT_FORMAT: Final = "persona-dashboard/conversation"
+EXPORT_VERSION: Final = 2
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
 PREVIEW_CHARS = 60
 
@@ -241,6 +242,7 @@ class Conversation:
         self._context_indexes: list[int] = []
         self._context_api: list[dict[str, str]] = []
         self._context_tokens = 0  # without reply priming
+        self._pinned_tokens = 0  # of pinned in-context messages
         # Ids of messages changed in place (state, pin, tokens) since the store last asked, so a
         # save writes only what changed.
         self._changed_ids: set[str] = set()
@@ -293,6 +295,15 @@ class Conversation:
                 f"There is no message {message_id!r} in this conversation."
             ) from None
 
+    @property
+    def pinned_tokens(self) -> int:
+        """Prompt tokens of the pinned messages in context (which no policy takes out)."""
+        return self._pinned_tokens
+
+    def iter_context(self) -> Iterator[Message]:
+        """The in-context messages, oldest first, one at a time (a policy stops when it has enough)."""
+        return (self.messages[i] for i in self._context_indexes)
+
     def context_messages(self) -> list[Message]:
         """The messages the next call would send before any policy acts, oldest first."""
         return [self.messages[i] for i in self._context_indexes]
@@ -314,6 +325,7 @@ class Conversation:
                 message.tokens = tokenizer.count_message(message.as_api_message())
             self._changed_ids.update(self._positions)
             self._context_tokens = sum(self.messages[i].tokens for i in self._context_indexes)
+            self._pinned_tokens = sum(m.tokens for m in self.iter_context() if m.pinned)
         return settings
 
     def add_user(self, text: str, *, automatic: bool = False) -> Message:
@@ -381,6 +393,8 @@ class Conversation:
         message = self.message(message_id)
         if message.role == "system":
             raise ConversationStateError("The system prompt is always sent; it needs no pin.")
+        if message.pinned != pinned and message.state is MessageState.CONTEXT:
+            self._pinned_tokens += message.tokens if pinned else -message.tokens
         message.pinned = pinned
         self._changed_ids.add(message_id)
         return message
@@ -399,6 +413,8 @@ class Conversation:
             self._changed_ids.add(self.messages[index].id)
             self.messages[index].state = state
             self._context_tokens -= self.messages[index].tokens
+            if self.messages[index].pinned:
+                self._pinned_tokens -= self.messages[index].tokens
         kept = [p for p, index in enumerate(self._context_indexes) if index not in leaving]
         self._context_indexes = [self._context_indexes[p] for p in kept]
         self._context_api = [self._context_api[p] for p in kept]
@@ -475,7 +491,7 @@ class Conversation:
         conversation = cls(record.messages[0].content, record.settings, persona_id=record.persona_id)
         conversation.messages, conversation._positions = [], {}
         conversation._context_indexes, conversation._context_api = [], []
-        conversation._context_tokens = 0
+        conversation._context_tokens = conversation._pinned_tokens = 0
         for message in record.messages:
             conversation._append(message)
         conversation.turns = list(record.turns)
@@ -512,6 +528,8 @@ class Conversation:
             self._context_indexes.append(index)
             self._context_api.append(message.as_api_message())
             self._context_tokens += message.tokens
+            if message.pinned:
+                self._pinned_tokens += message.tokens
         self._positions[message.id] = index
         self.messages.append(message)
         return message

@@ -27,7 +27,7 @@ from core.context import ContextPolicy, policy_named
 from core.conversation import Conversation, Turn
 from core.errors import BackendError, ConversationStateError, DashboardError, EmptyReply
 from core.personas import Persona
-from core.settings import ChatSettings
+from core.settings import ChatSettings, Sampling
 
 #: Sent (as a user message the dashboard writes) to continue a reply cut off by the reply cap.
 CONTINUE_PROMPT = (
@@ -67,7 +67,7 @@ class ChatSession:
             context_budget=persona.context_budget,
             max_reply_tokens=persona.max_reply_tokens,
             # As plain data: a cached persona may hold a Sampling of a module version since reloaded.
-            sampling=persona.sampling.model_dump(),
+            sampling=Sampling.model_validate(persona.sampling.model_dump()),
         )
         return cls(Conversation(persona.system_prompt, settings, persona_id=persona.id), backend)
 

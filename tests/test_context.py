@@ -68,7 +68,7 @@ def test_pins_that_cannot_fit_are_named_before_sending():
 
 def test_exchanges_leave_out_the_pending_message():
     conversation = conversation_with(2, 1000)
-    assert len(exchanges(conversation)) == 2
+    assert len(list(exchanges(conversation))) == 2
     conversation.add_user("pending")
-    pairs = exchanges(conversation)
+    pairs = list(exchanges(conversation))
     assert len(pairs) == 2 and all(u.role == "user" and a.role == "assistant" for u, a in pairs)
