@@ -4,7 +4,7 @@ import json
 import shutil
 
 from core.context import DropOldest
-from tests.apptest import click, conversation, select_persona, send
+from tests.apptest import click, conversation, select_persona, send, session
 from tests.conftest import REPO_ROOT
 
 PERSONAS = REPO_ROOT / "personas"
@@ -212,3 +212,27 @@ def test_a_long_history_draws_the_newest_messages_and_the_rest_on_request(app):
     toggle.set_value(True).run()
     shown = [m.value for m in app.markdown] + [c.value for c in app.caption]
     assert "question 0" in shown and "answer 149" in shown
+
+
+def test_a_reply_cut_by_the_reply_cap_is_marked_and_continued(app):
+    app.number_input(key="reply_cap::foodie").set_value(8).run()
+    send(app, "tell me everything about dumplings")
+    assert ":orange-badge[cut by the reply cap]" in [m.value for m in app.markdown]
+    click(app, "Continue the reply")
+    chat = conversation(app)
+    asked = chat.messages[-2]
+    assert asked.automatic and asked.role == "user"
+    assert any(c.value.startswith("↪ Asked the model to continue") for c in app.caption)
+    # The call sent the cut reply and the request to continue after it.
+    assert chat.turns[-1].messages_sent == 4
+    assert chat.messages[-1].content.startswith("[Offline model] I received 4")
+    assert len(chat.turns) == 2 and session(app).last_turn is chat.turns[-1]
+
+
+def test_the_backend_is_kept_across_turns(app):
+    send(app, "one")
+    backend = session(app).backend
+    send(app, "two")
+    assert session(app).backend is backend
+    app.text_input(key="api_key").input("sk-typed-in-this-session").run()
+    assert session(app).backend is not backend
