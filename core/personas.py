@@ -25,7 +25,7 @@ from typing import Annotated, Any
 
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
-from pydantic.json_schema import JsonDict
+from pydantic.config import JsonDict
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from core.errors import PersonaFileError
