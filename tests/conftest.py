@@ -64,3 +64,31 @@ def openai_server() -> Iterator[OpenAIServer]:
     """A fresh local OpenAI-compatible server per test: no faults queued, no requests recorded."""
     with running_server() as server:
         yield server
+
+
+# --- PostgreSQL, for the store tests (tests/postgres.py) -----------------------------------------
+
+from tests import postgres  # noqa: E402  (kept with the fixtures that use it)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[postgres.PostgresCluster]:
+    """One throwaway PostgreSQL server for the session; skipped when PostgreSQL is not installed,
+    failed instead when REQUIRE_POSTGRES=1 (CI)."""
+    import os
+
+    bin_dir = postgres.find_bin_dir()
+    if bin_dir is None:
+        if os.environ.get("REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"REQUIRE_POSTGRES=1 but {postgres.missing_reason()}")
+        pytest.skip(postgres.missing_reason())
+    with postgres.running_cluster(bin_dir) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def postgres_url(postgres_cluster: postgres.PostgresCluster) -> Iterator[str]:
+    """The URL of a new, empty database, dropped after the test."""
+    name = postgres_cluster.create_database()
+    yield postgres_cluster.url(name)
+    postgres_cluster.drop_database(name)
