@@ -888,6 +888,7 @@ def alembic_config(url: URL | str | None = None) -> Config:
     """Alembic's configuration for the migrations in core/migrations (no alembic.ini needed)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
+    config.set_main_option("file_template", "%%(rev)s")  # revision 0002_x is versions/0002_x.py
     if url is not None:
         rendered = url.render_as_string(hide_password=False) if isinstance(url, URL) else url
         config.set_main_option("sqlalchemy.url", rendered.replace("%", "%%"))
