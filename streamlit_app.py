@@ -13,16 +13,29 @@ from typing import Literal
 
 import streamlit as st
 
+from core.backends import ChatBackend
 from core.charts import gauge_chart, usage_chart
 from core.connection import Backends, Connection, resolve_connection
 from core.conversation import MAX_IMPORT_BYTES, Conversation, Message, MessageState
 from core.errors import BackendError, ConversationImportError, DashboardError
 from core.model_info import ModelTable, load_model_table
+from core.owners import (
+    LOCAL_OWNER,
+    WORKSPACE_PARAM,
+    AccessMode,
+    InvalidWorkspaceLink,
+    access_mode,
+    new_workspace_token,
+    owner_for_token,
+    owner_for_user,
+)
 from core.personas import Persona, PersonaCatalog, load_personas
 from core.session import ChatSession
 from core.settings import MAX_CONTEXT_BUDGET, MAX_REPLY_CAP
 from core.stats import context_frame, context_gauge, next_turn_drops, totals, trims_frame, turns_frame
+from core.store import StaleConversation, Store
 from core.tokens import BUNDLED_ENCODINGS, get_encoding
+from core.workspace import DRAFT_PREFIX, Workspace
 
 APP_DIR = Path(__file__).resolve().parent
 # Word-by-word pacing of the offline model's reply, so streaming is visible; tests set it to 0.
@@ -35,8 +48,9 @@ BADGE_COLORS: dict[MessageState, Literal["gray", "orange"]] = {
     MessageState.UNANSWERED: "orange",
     MessageState.REPLACED: "gray",
 }
-# Widgets that hold a conversation's settings, per persona.
-SETTING_WIDGETS = ("model", "budget", "reply_cap")
+#: The query parameter naming the open conversation, so a reload returns to it.
+CONVERSATION_PARAM = "c"
+CONVERSATIONS_LISTED = 30
 
 
 # --- process-wide resources: loaded once per process, shared read-only by every session ---------
@@ -82,42 +96,152 @@ def deployer_secrets() -> dict[str, object]:
 # --- per-session state -------------------------------------------------------------------------
 
 
+@st.cache_resource(show_spinner=False)
+def open_store(database_url: str) -> Store:
+    """The process's store (one connection pool shared by every session); errors are not cached,
+    so a fixed database is picked up on the next rerun."""
+    return Store.from_environ({"DATABASE_URL": database_url})
+
+
+def visitor_owner(mode: AccessMode) -> str:
+    """Whose conversations this browser session sees (see core/owners.py); may stop the page to
+    ask for sign-in."""
+    if mode == "single-user":
+        return LOCAL_OWNER
+    user = st.user.to_dict()
+    if "is_logged_in" in user:  # the deployer configured OIDC sign-in ([auth] in secrets)
+        if not user["is_logged_in"]:
+            st.title("💬 Persona Chat Dashboard")
+            st.write("Sign in to see your conversations. They are private to you.")
+            st.button("Sign in", on_click=st.login, type="primary")
+            st.stop()
+        return owner_for_user(str(user.get("iss", "")), str(user.get("sub", "")))
+    token = st.query_params.get(WORKSPACE_PARAM)
+    if not token:
+        token = new_workspace_token()
+        st.query_params[WORKSPACE_PARAM] = token
+        st.session_state.notice = (
+            "info",
+            "This is your private workspace. **Bookmark this page's link: it is the key to your "
+            "conversations**, and anyone with it can read them.",
+        )
+    try:
+        return owner_for_token(token)
+    except InvalidWorkspaceLink as error:
+        st.error(str(error))
+        st.button("Start a new workspace", on_click=st.query_params.clear)
+        st.stop()
+
+
+def visitor_workspace() -> Workspace:
+    """This browser session's workspace, opened on its first run."""
+    workspace: Workspace | None = st.session_state.get("workspace")
+    if workspace is None:
+        owner = visitor_owner(access_mode(os.environ))
+        store: Store | None = None
+        try:
+            store = open_store(os.environ.get("DATABASE_URL", ""))
+        except DashboardError as error:
+            st.session_state.store_error = f"Conversations are not being saved: {error}"
+        workspace = st.session_state.workspace = Workspace(store, owner)
+        opened = st.query_params.get(CONVERSATION_PARAM)
+        if opened:  # a reload, or a shared link of one's own: reopen that conversation
+            try:
+                workspace.open(opened, offline_backend())
+                persona_id = workspace.sessions[opened].conversation.persona_id
+                if persona_id is not None:
+                    st.session_state.persona_id = persona_id
+            except DashboardError as error:
+                st.session_state.notice = ("error", f"That conversation cannot be opened: {error}")
+    return workspace
+
+
+def offline_backend() -> ChatBackend:
+    """A placeholder backend for a session opened before the connection is known; replaced by the
+    connection's backend before any call."""
+    backends: Backends = st.session_state.backends
+    return backends.for_connection(Connection())
+
+
 def session_defaults() -> None:
     state = st.session_state
-    state.setdefault("sessions", {})  # persona id -> ChatSession
     state.setdefault("backends", Backends(offline_chunk_delay_s=OFFLINE_CHUNK_DELAY_S))
     state.setdefault("action", None)  # ("send", text) | ("retry",) | ("regenerate",) | ("continue",)
     state.setdefault("notice", None)
+    state.setdefault("store_error", None)
+    state.setdefault("stale", False)  # the open conversation was saved elsewhere since it was read
+    state.setdefault("deleted", None)  # (conversation id, title) of the last deleted, for undo
 
 
-def session_for(persona: Persona, connection: Connection) -> ChatSession:
-    """This visitor's session with `persona`, talking through `connection`'s backend."""
-    sessions: dict[str, ChatSession] = st.session_state.sessions
-    backend = st.session_state.backends.for_connection(connection)
-    if persona.id not in sessions:
-        sessions[persona.id] = ChatSession.start(persona, backend)
-    session = sessions[persona.id]
-    session.backend = backend
-    return session
+def save(workspace: Workspace, key: str) -> str:
+    """Write the conversation through to the store; a failure is shown and nothing is lost."""
+    try:
+        key = workspace.save(key)
+    except StaleConversation as error:
+        st.session_state.store_error = str(error)
+        st.session_state.stale = True
+    except DashboardError as error:
+        st.session_state.store_error = f"Your last change is not saved yet: {error}"
+    else:
+        st.session_state.store_error = None
+        st.session_state.stale = False
+    return key
 
 
 def queue(*action: str) -> None:
     st.session_state.action = action
 
 
-def start_over(old: ChatSession, persona: Persona) -> None:
-    fresh = ChatSession.start(persona, old.backend)
-    settings = old.settings  # keep this session's model, budget and reply cap
-    fresh.update_settings(
-        model=settings.model,
-        context_budget=settings.context_budget,
-        max_reply_tokens=settings.max_reply_tokens,
-    )
-    st.session_state.sessions[persona.id] = fresh
+def start_new(workspace: Workspace, persona: Persona, backend: ChatBackend) -> None:
+    workspace.new(persona, backend)
 
 
-def import_conversation(catalog: PersonaCatalog) -> None:
-    """on_change of the uploader: runs before the page, so it may switch the persona selector."""
+def open_conversation(workspace: Workspace, conversation_id: str, backend: ChatBackend) -> None:
+    try:
+        workspace.open(conversation_id, backend)
+    except DashboardError as error:
+        st.session_state.notice = ("error", f"That conversation cannot be opened: {error}")
+        return
+    persona_id = workspace.sessions[conversation_id].conversation.persona_id
+    if persona_id in st.session_state.catalog_ids:  # a search may list another persona's
+        st.session_state.persona_id = persona_id
+
+
+def rename_conversation(workspace: Workspace, conversation_id: str) -> None:
+    title = st.session_state.get(f"title::{conversation_id}", "")
+    try:
+        workspace.rename(conversation_id, title)
+    except DashboardError as error:
+        st.session_state.notice = ("error", f"Not renamed: {error}")
+
+
+def delete_conversation(workspace: Workspace, conversation_id: str, title: str) -> None:
+    try:
+        workspace.delete(conversation_id)
+    except DashboardError as error:
+        st.session_state.notice = ("error", f"Not deleted: {error}")
+        return
+    st.session_state.deleted = (conversation_id, title)
+
+
+def undo_delete(workspace: Workspace, backend: ChatBackend) -> None:
+    conversation_id, title = st.session_state.deleted
+    st.session_state.deleted = None
+    try:
+        workspace.restore(conversation_id, backend)
+    except DashboardError as error:
+        st.session_state.notice = ("error", f"“{title}” could not be restored: {error}")
+
+
+def reload_conversation(workspace: Workspace, key: str, backend: ChatBackend) -> None:
+    workspace.reload(key, backend)
+    st.session_state.store_error = None
+    st.session_state.stale = False
+
+
+def import_conversation(catalog: PersonaCatalog, workspace: Workspace, backend: ChatBackend) -> None:
+    """on_change of the uploader: runs before the page, so it may switch the persona selector.
+    The file becomes a new conversation; nothing is overwritten."""
     uploaded = st.session_state.get("import_file")
     if uploaded is None:
         return
@@ -129,22 +253,82 @@ def import_conversation(catalog: PersonaCatalog) -> None:
     target = conversation.persona_id if conversation.persona_id in catalog.personas else None
     target = target or st.session_state.persona_id
     conversation.persona_id = target
-    current: ChatSession = st.session_state.sessions[st.session_state.persona_id]
-    st.session_state.sessions[target] = ChatSession(conversation, current.backend)
-    for widget in SETTING_WIDGETS:  # show the imported settings, not the previous ones
-        st.session_state.pop(f"{widget}::{target}", None)
+    try:
+        workspace.add_imported(conversation, backend)
+    except DashboardError as error:
+        st.session_state.notice = ("error", f"Import of {uploaded.name} failed: {error}")
+        return
     st.session_state.persona_id = target
     st.session_state.notice = (
         "success",
         f"Imported {len(conversation.messages)} messages from {uploaded.name} "
-        f"into {catalog.personas[target].name}.",
+        f"into {catalog.personas[target].name} as a new conversation.",
     )
 
 
 # --- sidebar -----------------------------------------------------------------------------------
 
 
-def sidebar(catalog: PersonaCatalog) -> tuple[Persona, ChatSession, Connection]:
+def conversation_list(workspace: Workspace, persona: Persona, key: str, backend: ChatBackend) -> None:
+    """This persona's conversations, newest first, with search, rename and delete (undoable)."""
+    st.button(
+        "New conversation",
+        icon="🆕",
+        on_click=start_new,
+        args=(workspace, persona, backend),
+        width="stretch",
+        disabled=key.startswith(DRAFT_PREFIX) and len(workspace.sessions[key].conversation.messages) < 2,
+    )
+    deleted = st.session_state.deleted
+    if deleted is not None:
+        st.info(f"Deleted “{deleted[1]}”.", icon="🗑️")
+        st.button("Undo delete", icon="↩️", on_click=undo_delete, args=(workspace, backend), key="undo_delete")
+    if workspace.store is None:
+        return
+    search = st.text_input(
+        "Search conversations",
+        key="conversation_search",
+        placeholder="Search titles and messages",
+        label_visibility="collapsed",
+    )
+    try:
+        listed = workspace.list(persona_id=None if search else persona.id, search=search or None)
+    except DashboardError as error:
+        st.error(f"The conversation list cannot be read: {error}")
+        return
+    if search and not listed:
+        st.caption("No conversation matches.")
+    for summary in listed[:CONVERSATIONS_LISTED]:
+        is_open = summary.id == key
+        st.button(
+            ("▸ " if is_open else "") + summary.display_title,
+            key=f"open::{summary.id}",
+            on_click=open_conversation,
+            args=(workspace, summary.id, backend),
+            disabled=is_open,
+            width="stretch",
+            help=f"{summary.message_count - 1} messages · {summary.updated_at:%Y-%m-%d %H:%M} UTC",
+        )
+    if len(listed) > CONVERSATIONS_LISTED:
+        st.caption(f"{len(listed) - CONVERSATIONS_LISTED} older ones: search to find them.")
+    if key in workspace.handles:
+        with st.expander("Rename or delete this conversation"):
+            current = next((c for c in listed if c.id == key), None)
+            title = current.display_title if current else ""
+            st.text_input("Title", value=title, key=f"title::{key}", max_chars=200)
+            columns = st.columns(2)
+            columns[0].button("Rename", on_click=rename_conversation, args=(workspace, key), width="stretch")
+            columns[1].button(
+                "Delete",
+                icon="🗑️",
+                on_click=delete_conversation,
+                args=(workspace, key, title),
+                width="stretch",
+                key="delete_conversation",
+            )
+
+
+def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str, ChatSession, Connection]:
     with st.sidebar:
         st.header("Persona")
         persona_ids = list(catalog.personas)
@@ -157,7 +341,7 @@ def sidebar(catalog: PersonaCatalog) -> tuple[Persona, ChatSession, Connection]:
         )
         persona = catalog.personas[persona_id]
         st.caption(persona.description)
-        new_conversation = st.container()
+        conversations = st.container()
         if catalog.errors:
             with st.expander(f"⚠️ {len(catalog.errors)} persona file(s) could not be loaded", expanded=True):
                 for error in catalog.errors:
@@ -168,7 +352,7 @@ def sidebar(catalog: PersonaCatalog) -> tuple[Persona, ChatSession, Connection]:
             "API key",
             type="password",
             key="api_key",
-            help="Kept only in this browser session. Also read from secrets or OPENAI_API_KEY.",
+            help="Kept only in this browser session, never saved. Also read from secrets or OPENAI_API_KEY.",
         )
         st.text_input(
             "Base URL",
@@ -186,16 +370,13 @@ def sidebar(catalog: PersonaCatalog) -> tuple[Persona, ChatSession, Connection]:
         except DashboardError as error:  # a deployer's setting is malformed
             st.error(str(error))
             st.stop()
-        session = session_for(persona, connection)
-        new_conversation.button(
-            "New conversation", icon="🆕", on_click=start_over, args=(session, persona), width="stretch"
-        )
+        backend = st.session_state.backends.for_connection(connection)
+        key, session = workspace.session_for(persona, backend)
+        with conversations:
+            conversation_list(workspace, persona, key, backend)
         settings = session.settings
         model = st.text_input(
-            "Model",
-            value=settings.model,
-            key=f"model::{persona.id}",
-            help=f"Persona default: {persona.model}",
+            "Model", value=settings.model, key=f"model::{key}", help=f"Persona default: {persona.model}"
         )
         if connection.offline:
             st.info(
@@ -215,7 +396,7 @@ def sidebar(catalog: PersonaCatalog) -> tuple[Persona, ChatSession, Connection]:
             max_value=MAX_CONTEXT_BUDGET,
             value=settings.context_budget,
             step=64,
-            key=f"budget::{persona.id}",
+            key=f"budget::{key}",
             help="The most prompt tokens a call may send. Older exchanges are trimmed to fit.",
         )
         reply_cap = st.number_input(
@@ -224,12 +405,14 @@ def sidebar(catalog: PersonaCatalog) -> tuple[Persona, ChatSession, Connection]:
             max_value=MAX_REPLY_CAP,
             value=settings.max_reply_tokens,
             step=50,
-            key=f"reply_cap::{persona.id}",
+            key=f"reply_cap::{key}",
             help="The most tokens one reply may have (max_tokens). Separate from the context budget.",
         )
-        session.update_settings(
+        changed = session.update_settings(
             model=model.strip() or persona.model, context_budget=int(budget), max_reply_tokens=int(reply_cap)
         )
+        if changed is not settings:  # saved with the conversation, so a reload keeps them
+            key = save(workspace, key)
 
         st.header("Export / import")
         conversation = session.conversation
@@ -253,14 +436,14 @@ def sidebar(catalog: PersonaCatalog) -> tuple[Persona, ChatSession, Connection]:
             width="stretch",
         )
         st.file_uploader(
-            "Import a JSON export",
+            "Import a JSON export (as a new conversation)",
             type=["json"],
             key="import_file",
             on_change=import_conversation,
-            args=(catalog,),
+            args=(catalog, workspace, backend),
             max_upload_size=max(1, MAX_IMPORT_BYTES // (1024 * 1024)),
         )
-    return persona, session, connection
+    return persona, key, session, connection
 
 
 # --- chat --------------------------------------------------------------------------------------
@@ -294,9 +477,12 @@ def render_message(message: Message, persona: Persona) -> None:
             st.caption(as_markdown(message.content))
 
 
-def stream_reply(session: ChatSession, persona: Persona, reply: Callable[[], Iterator[str]]) -> None:
-    """Stream a reply into the chat; every outcome ends in a rerun, which redraws the history
-    (with this turn's trims, badges and any error) and the dashboard from the session's record."""
+def stream_reply(
+    workspace: Workspace, key: str, persona: Persona, reply: Callable[[], Iterator[str]]
+) -> None:
+    """Stream a reply into the chat and save the turn; every outcome ends in a rerun, which
+    redraws the history (with this turn's trims, badges and any error) and the dashboard."""
+    session = workspace.sessions[key]
     with st.chat_message("assistant", avatar=persona.avatar):
         try:
             st.write_stream(reply())  # drops the usage chunk; the session's stream keeps it
@@ -304,9 +490,11 @@ def stream_reply(session: ChatSession, persona: Persona, reply: Callable[[], Ite
             pass  # the session holds the error; the rerun shows it
         except BaseException:
             # Stopped (the chat input's stop button) or interrupted by another interaction:
-            # keep what streamed, and hang up on the server.
+            # keep what streamed, hang up on the server, and save what was kept.
             session.stop()
+            save(workspace, key)
             raise
+    save(workspace, key)
     st.rerun()
 
 
@@ -324,7 +512,8 @@ def error_details(error: DashboardError) -> str:
     return " · ".join(parts)
 
 
-def chat(persona: Persona, session: ChatSession, prompt: str | None) -> None:
+def chat(workspace: Workspace, key: str, persona: Persona, prompt: str | None) -> None:
+    session = workspace.sessions[key]
     conversation = session.conversation
     # A scrolling box of its own, so the dashboard stays in view beside the newest messages.
     with st.container(height=CHAT_HEIGHT_PX, border=False):
@@ -332,7 +521,7 @@ def chat(persona: Persona, session: ChatSession, prompt: str | None) -> None:
         hidden = max(len(history) - HISTORY_SHOWN, 0)
         # Every rerun redraws the chat: past a few hundred messages, draw the oldest on request.
         if hidden and not st.toggle(
-            f"Show {hidden:,} earlier messages", key=f"show_all::{persona.id}", help="All are in the export."
+            f"Show {hidden:,} earlier messages", key=f"show_all::{key}", help="All are in the export."
         ):
             history = history[hidden:]
         elif persona.greeting:
@@ -348,13 +537,13 @@ def chat(persona: Persona, session: ChatSession, prompt: str | None) -> None:
         if action and action[0] == "send":
             with st.chat_message("user", avatar="🧑"):
                 st.markdown(as_markdown(action[1]))
-            stream_reply(session, persona, lambda: session.send(action[1]))
+            stream_reply(workspace, key, persona, lambda: session.send(action[1]))
         elif action == ("retry",) and session.can_retry:
-            stream_reply(session, persona, session.retry)
+            stream_reply(workspace, key, persona, session.retry)
         elif action == ("regenerate",) and session.can_regenerate:
-            stream_reply(session, persona, session.regenerate)
+            stream_reply(workspace, key, persona, session.regenerate)
         elif action == ("continue",) and session.can_continue:
-            stream_reply(session, persona, session.continue_reply)
+            stream_reply(workspace, key, persona, session.continue_reply)
 
     if session.error is not None:
         st.error(str(session.error), icon="⚠️")
@@ -496,14 +685,30 @@ def main() -> None:
         for error in catalog.errors:
             st.error(str(error))
         st.stop()
+    st.session_state.catalog_ids = tuple(catalog.personas)
+    workspace = visitor_workspace()
     if st.session_state.get("persona_id") not in catalog.personas:
         st.session_state.persona_id = next(iter(catalog.personas))
 
-    persona, session, connection = sidebar(catalog)
+    persona, key, session, connection = sidebar(catalog, workspace)
+    # The open conversation is in the link, so a reload (or a bookmark) returns to it.
+    if key in workspace.handles:
+        st.query_params[CONVERSATION_PARAM] = key
+    elif CONVERSATION_PARAM in st.query_params:
+        del st.query_params[CONVERSATION_PARAM]
     notice = st.session_state.notice
     if notice:
         st.session_state.notice = None
-        (st.error if notice[0] == "error" else st.success)(notice[1])
+        {"error": st.error, "info": st.info}.get(notice[0], st.success)(notice[1])
+    if st.session_state.store_error:
+        st.warning(st.session_state.store_error, icon="💾")
+        if st.session_state.stale:
+            st.button(
+                "Reload this conversation",
+                on_click=reload_conversation,
+                args=(workspace, key, session.backend),
+                help="Another tab or server saved it since this page read it.",
+            )
 
     st.title(f"{persona.avatar} {persona.name}")
     # At the top level the chat input is pinned to the bottom of the page.
@@ -513,7 +718,7 @@ def main() -> None:
         # Its own scrolling box too: the page fits the window and does not jump on each turn.
         dashboard_slot = st.container(height=DASHBOARD_HEIGHT_PX, border=False)
     with chat_column:
-        chat(persona, session, prompt)
+        chat(workspace, key, persona, prompt)
     with dashboard_slot:
         dashboard(session, connection)
 

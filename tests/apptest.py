@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from streamlit.testing.v1 import AppTest
 
 from core.conversation import Conversation
@@ -29,7 +31,9 @@ def click(at: AppTest, label: str) -> AppTest:
 
 
 def session(at: AppTest, persona_id: str = "foodie") -> ChatSession:
-    return at.session_state.sessions[persona_id]
+    """The session open for `persona_id` in this browser session."""
+    workspace = at.session_state.workspace
+    return workspace.sessions[workspace.current[persona_id]]
 
 
 def conversation(at: AppTest, persona_id: str = "foodie") -> Conversation:
@@ -40,3 +44,14 @@ def page_text(at: AppTest) -> str:
     """The text of every markdown, caption and alert on the page."""
     kinds = ("markdown", "caption", "error", "success", "info", "warning")
     return "\n".join(str(element.value) for kind in kinds for element in getattr(at, kind))
+
+
+def open_key(at: AppTest, persona_id: str = "foodie") -> str:
+    """The key of the conversation open for `persona_id` (its store id once saved)."""
+    return str(at.session_state.workspace.current[persona_id])
+
+
+def setting(at: AppTest, name: str, persona_id: str = "foodie") -> Any:
+    """The sidebar widget of the open conversation's setting `name` (model, budget, reply_cap)."""
+    key = f"{name}::{open_key(at, persona_id)}"
+    return at.text_input(key=key) if name == "model" else at.number_input(key=key)

@@ -20,6 +20,8 @@ DEPLOYER_SETTINGS = (
     "OPENAI_TIMEOUT_S",
     "OPENAI_MAX_RETRIES",
     "PERSONAS_DIR",
+    "ACCESS_MODE",
+    "DATABASE_URL",
 )
 
 StartApp = Callable[..., AppTest]
@@ -32,11 +34,19 @@ def repo_root() -> Path:
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
-    """No deployer setting from the developer's environment; the offline model answers at once."""
+def database_url(tmp_path: Path) -> str:
+    """A fresh SQLite database for this test (never the developer's own data/dashboard.db)."""
+    return f"sqlite:///{tmp_path / 'dashboard.db'}"
+
+
+@pytest.fixture
+def clean_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> pytest.MonkeyPatch:
+    """No deployer setting from the developer's environment; the offline model answers at once;
+    conversations go to this test's own database."""
     for name in DEPLOYER_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("OFFLINE_CHUNK_DELAY_S", "0")
+    monkeypatch.setenv("DATABASE_URL", database_url)
     return monkeypatch
 
 

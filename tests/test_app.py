@@ -4,7 +4,7 @@ import json
 import shutil
 
 from core.context import DropOldest
-from tests.apptest import click, conversation, select_persona, send, session
+from tests.apptest import click, conversation, open_key, select_persona, send, session, setting
 from tests.conftest import REPO_ROOT
 
 PERSONAS = REPO_ROOT / "personas"
@@ -78,15 +78,15 @@ def test_switching_personas_keeps_separate_conversations(app):
 
 def test_new_conversation_starts_over_and_keeps_budget(app):
     send(app, "hello")
-    app.number_input(key="budget::foodie").set_value(2048).run()
+    setting(app, "budget").set_value(2048).run()
     click(app, "New conversation")
     chat = conversation(app)
     assert len(chat.messages) == 1 and chat.context_budget == 2048
 
 
 def test_budget_and_reply_cap_are_separate_and_applied(app):
-    app.number_input(key="budget::foodie").set_value(512).run()
-    app.number_input(key="reply_cap::foodie").set_value(12).run()
+    setting(app, "budget").set_value(512).run()
+    setting(app, "reply_cap").set_value(12).run()
     send(app, "hello")
     chat = conversation(app)
     assert chat.context_budget == 512
@@ -127,7 +127,7 @@ def test_too_long_message_is_an_error_and_is_kept(app):
     assert not any("[Offline model]" in m.value for m in app.markdown)
     assert "Retry" in [b.label for b in app.button]
     # Raise the budget and retry: the same message goes through.
-    app.number_input(key="budget::foodie").set_value(20_000).run()
+    setting(app, "budget").set_value(20_000).run()
     app.button(key="retry").click().run()
     assert chat.turns and chat.messages[-2].content == long_text
     assert not app.error
@@ -153,7 +153,7 @@ def test_dollar_signs_are_prices_not_latex(app):
 
 
 def test_unknown_model_is_counted_as_an_estimate_with_unknown_price(app):
-    app.text_input(key="model::foodie").input("llama3.2").run()
+    setting(app, "model").input("llama3.2").run()
     send(app, "hello")
     chat = conversation(app)
     assert chat.model == "llama3.2" and chat.turns[0].count_exact is False
@@ -207,7 +207,7 @@ def test_a_long_history_draws_the_newest_messages_and_the_rest_on_request(app):
     shown = [m.value for m in app.markdown] + [c.value for c in app.caption]
     assert "answer 149" in shown and "question 50" in shown
     assert "answer 49" not in shown and "question 0" not in shown
-    toggle = app.toggle(key="show_all::foodie")
+    toggle = app.toggle(key=f"show_all::{open_key(app)}")
     assert toggle.label == "Show 100 earlier messages"
     toggle.set_value(True).run()
     shown = [m.value for m in app.markdown] + [c.value for c in app.caption]
@@ -215,7 +215,7 @@ def test_a_long_history_draws_the_newest_messages_and_the_rest_on_request(app):
 
 
 def test_a_reply_cut_by_the_reply_cap_is_marked_and_continued(app):
-    app.number_input(key="reply_cap::foodie").set_value(8).run()
+    setting(app, "reply_cap").set_value(8).run()
     send(app, "tell me everything about dumplings")
     assert ":orange-badge[cut by the reply cap]" in [m.value for m in app.markdown]
     click(app, "Continue the reply")

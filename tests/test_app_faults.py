@@ -8,7 +8,7 @@ import itertools
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.apptest import conversation, page_text, send
+from tests.apptest import conversation, page_text, send, session
 from tests.openai_server import Fault, OpenAIServer, unused_port
 
 KEY = "sk-SECRET-fault-test-0123456789abcdef"
@@ -149,7 +149,7 @@ def test_error_data_is_shown_with_the_error(connect, openai_server):
     at = connect(openai_server.base_url)
     openai_server.fail(429, "Rate limit reached", headers={"Retry-After": "7", "x-request-id": "req_abc123"})
     send(at, "hello")
-    error = at.session_state.sessions["foodie"].error
+    error = session(at).error
     assert (error.status_code, error.retry_after, error.request_id, error.retryable) == (
         429,
         7.0,

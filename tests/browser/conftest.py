@@ -163,10 +163,12 @@ def _server_env(home: Path, extra: dict[str, str] | None) -> dict[str, str]:
         name: value
         for name, value in os.environ.items()
         # The app must see only what the test gives it: no key, URL or Streamlit setting of ours.
-        if not name.startswith(("OPENAI_", "STREAMLIT_", "PERSONAS_DIR"))
+        if not name.startswith(("OPENAI_", "STREAMLIT_", "PERSONAS_DIR", "DATABASE_URL", "ACCESS_MODE"))
     }
     env.update(
         HOME=str(home),
+        # Each server its own database unless the test shares one (several replicas).
+        DATABASE_URL=f"sqlite:///{home / 'dashboard.db'}",
         OFFLINE_CHUNK_DELAY_S="0.01",
         PYTHONUNBUFFERED="1",
         PYTHONDONTWRITEBYTECODE="1",

@@ -1,0 +1,152 @@
+"""One owner's conversations as one browser session sees them: the live `ChatSession`s it has
+open, written through to the store on every change, and read back when a conversation is opened.
+
+The store is the durable copy; the live sessions keep reruns fast. A new conversation is a
+draft until its first message, then it is saved and listed. When the store is missing or
+failing, the workspace keeps working in memory and every save raises the store's error for the
+page to show; nothing typed is lost.
+"""
+
+from __future__ import annotations
+
+import builtins
+from dataclasses import dataclass, field
+
+from core.backends import ChatBackend
+from core.conversation import Conversation
+from core.personas import Persona
+from core.session import ChatSession
+from core.store import ConversationNotFound, ConversationSummary, Store, StoredConversation
+
+DRAFT_PREFIX = "draft:"
+
+
+@dataclass
+class Workspace:
+    store: Store | None
+    owner: str
+    #: Open conversations: store id (or "draft:<persona id>" before the first save) -> session.
+    sessions: dict[str, ChatSession] = field(default_factory=dict)
+    handles: dict[str, StoredConversation] = field(default_factory=dict)
+    #: Persona id -> the key of the conversation open for it.
+    current: dict[str, str] = field(default_factory=dict)
+
+    # --- opening -----------------------------------------------------------------------------
+
+    def session_for(self, persona: Persona, backend: ChatBackend) -> tuple[str, ChatSession]:
+        """The conversation open for `persona` (its newest saved one the first time), talking
+        through `backend`."""
+        key = self.current.get(persona.id)
+        if key is None:
+            newest = self.list(persona_id=persona.id, limit=1)
+            key = self.open(newest[0].id, backend) if newest else self.new(persona, backend)
+            self.current[persona.id] = key
+        session = self.sessions[key]
+        session.backend = backend
+        return key, session
+
+    def open(self, conversation_id: str, backend: ChatBackend) -> str:
+        """Load a saved conversation (once per browser session) and make it its persona's current."""
+        if conversation_id not in self.sessions:
+            if self.store is None:
+                raise ConversationNotFound("Saved conversations are not available: the store is not open.")
+            conversation, handle = self.store.load(self.owner, conversation_id)
+            self.sessions[conversation_id] = ChatSession(conversation, backend)
+            self.handles[conversation_id] = handle
+        persona_id = self.sessions[conversation_id].conversation.persona_id
+        if persona_id is not None:
+            self.current[persona_id] = conversation_id
+        return conversation_id
+
+    def new(self, persona: Persona, backend: ChatBackend) -> str:
+        """Start a new conversation with `persona` (a draft until its first message). The one open
+        before stays saved and listed; its settings carry over."""
+        old = self.sessions.get(self.current.get(persona.id, ""))
+        session = ChatSession.start(persona, backend)
+        if old is not None:
+            settings = old.settings
+            session.update_settings(
+                model=settings.model,
+                context_budget=settings.context_budget,
+                max_reply_tokens=settings.max_reply_tokens,
+            )
+        key = DRAFT_PREFIX + persona.id
+        self.sessions[key] = session
+        self.handles.pop(key, None)
+        self.current[persona.id] = key
+        return key
+
+    def add_imported(self, conversation: Conversation, backend: ChatBackend) -> str:
+        """An imported conversation becomes a new one (never overwriting another) and is opened."""
+        session = ChatSession(conversation, backend)
+        if self.store is not None:
+            handle = self.store.create(self.owner, conversation)
+            key = handle.id
+            self.handles[key] = handle
+        else:
+            key = DRAFT_PREFIX + (conversation.persona_id or "")
+        self.sessions[key] = session
+        if conversation.persona_id is not None:
+            self.current[conversation.persona_id] = key
+        return key
+
+    def reload(self, key: str, backend: ChatBackend) -> str:
+        """Forget this browser session's copy and read the conversation again (after a stale write)."""
+        self.sessions.pop(key, None)
+        self.handles.pop(key, None)
+        return self.open(key, backend)
+
+    # --- saving ------------------------------------------------------------------------------
+
+    def save(self, key: str) -> str:
+        """Write what changed to the store; the conversation's key (a saved draft gets its id).
+
+        A draft with no message yet is not saved. Raises the store's errors (StaleConversation,
+        StoreUnavailable, ...) with the session left as it is, so nothing typed is lost.
+        """
+        session = self.sessions[key]
+        if self.store is None:
+            return key
+        handle = self.handles.get(key)
+        if handle is None:
+            if len(session.conversation.messages) < 2:
+                return key
+            handle = self.store.create(self.owner, session.conversation)
+            del self.sessions[key]
+            key = handle.id
+            self.sessions[key] = session
+            persona_id = session.conversation.persona_id
+            if persona_id is not None:
+                self.current[persona_id] = key
+        else:
+            handle = self.store.save(self.owner, handle, session.conversation)
+        self.handles[key] = handle
+        return key
+
+    # --- the list ----------------------------------------------------------------------------
+
+    def list(
+        self, *, persona_id: str | None = None, search: str | None = None, limit: int = 200
+    ) -> builtins.list[ConversationSummary]:
+        if self.store is None:
+            return []
+        return self.store.list(self.owner, persona_id=persona_id, search=search, limit=limit)
+
+    def rename(self, conversation_id: str, title: str) -> None:
+        if self.store is not None:
+            self.store.rename(self.owner, conversation_id, title)
+
+    def delete(self, conversation_id: str) -> None:
+        """Move a conversation to the trash (undo with `restore`); if it is open, close it."""
+        if self.store is not None:
+            self.store.delete(self.owner, conversation_id)
+        session = self.sessions.pop(conversation_id, None)
+        self.handles.pop(conversation_id, None)
+        persona_id = session.conversation.persona_id if session else None
+        if persona_id is not None and self.current.get(persona_id) == conversation_id:
+            del self.current[persona_id]
+
+    def restore(self, conversation_id: str, backend: ChatBackend) -> None:
+        if self.store is not None:
+            self.store.restore(self.owner, conversation_id)
+        self.open(conversation_id, backend)

@@ -1,0 +1,152 @@
+"""Conversations that last, through the page: reloads, the conversation list, private workspaces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+from tests.apptest import click, conversation, open_key, send, setting
+from tests.conftest import APP_PATH, StartApp
+
+
+def listed_titles(at: AppTest) -> list[str]:
+    return [b.label.removeprefix("▸ ") for b in at.sidebar.button if b.key and b.key.startswith("open::")]
+
+
+def new_browser_session(query_params: dict[str, str] | None = None) -> AppTest:
+    """A new browser session (a reload, another tab, another visitor) on a link with these parameters."""
+    at = AppTest.from_file(str(APP_PATH), default_timeout=60)
+    at.query_params.update(query_params or {})
+    return at.run()
+
+
+def test_a_reload_returns_the_conversation_with_its_settings_and_record(start_app: StartApp) -> None:
+    first = start_app()
+    setting(first, "budget").set_value(2048).run()
+    for text in ("北京烤鸭怎么吃？", "还有呢？"):
+        send(first, text)
+    before = conversation(first).to_dict()
+    assert first.query_params["c"] == open_key(first)
+
+    again = new_browser_session(first.query_params)  # what F5 does
+    assert not again.exception
+    assert conversation(again).to_dict() == before
+    assert setting(again, "budget").value == 2048
+    assert "北京烤鸭怎么吃？" in [m.value for m in again.markdown]
+    assert len(again.get("vega_lite_chart")) == 2  # the charts are drawn from the reloaded record
+
+
+def test_new_conversation_keeps_the_old_one_listed(app: AppTest) -> None:
+    send(app, "first conversation question")
+    first_key = open_key(app)
+    click(app, "New conversation")
+    assert len(conversation(app).messages) == 1
+    send(app, "second conversation question")
+    assert open_key(app) != first_key
+    assert listed_titles(app) == ["second conversation question", "first conversation question"]
+    # Opening the first one shows it again.
+    next(b for b in app.sidebar.button if b.key == f"open::{first_key}").click().run()
+    assert open_key(app) == first_key
+    assert [m.content for m in conversation(app).messages if m.role == "user"] == [
+        "first conversation question"
+    ]
+
+
+def test_rename_search_delete_and_undo(app: AppTest) -> None:
+    send(app, "how to make dumplings")
+    click(app, "New conversation")
+    send(app, "best noodles in Lanzhou")
+    key = open_key(app)
+    app.sidebar.text_input(key=f"title::{key}").input("Noodle trip").run()
+    click(app, "Rename")
+    assert listed_titles(app)[0] == "Noodle trip"
+
+    app.sidebar.text_input(key="conversation_search").input("DUMPLING").run()
+    assert listed_titles(app) == ["how to make dumplings"]
+    app.sidebar.text_input(key="conversation_search").input("100%_").run()
+    assert listed_titles(app) == [] and any("No conversation matches" in c.value for c in app.sidebar.caption)
+    app.sidebar.text_input(key="conversation_search").input("").run()
+
+    click(app, "Delete")
+    assert "Noodle trip" not in listed_titles(app)
+    assert any("Deleted “Noodle trip”" in i.value for i in app.sidebar.info)
+    click(app, "Undo delete")
+    assert "Noodle trip" in listed_titles(app)
+    assert open_key(app) == key
+
+
+def test_import_creates_a_new_conversation_and_overwrites_nothing(app: AppTest) -> None:
+    send(app, "keep me")
+    original_key, original = open_key(app), conversation(app).to_dict()
+    exported = conversation(app).to_json()
+    app.file_uploader(key="import_file").set_value(
+        ("foodie.json", exported.encode(), "application/json")
+    ).run()
+    assert not app.exception
+    assert open_key(app) != original_key
+    assert len(listed_titles(app)) == 2
+    assert any("as a new conversation" in s.value for s in app.success)
+    next(b for b in app.sidebar.button if b.key == f"open::{original_key}").click().run()
+    assert conversation(app).to_dict() == original
+
+
+def test_private_workspaces_see_only_their_own(start_app: StartApp) -> None:
+    alice = start_app(ACCESS_MODE="private")
+    token = alice.query_params["w"]
+    assert len(token) >= 32
+    assert any("Bookmark this page's link" in i.value for i in alice.info)
+    send(alice, "alice's secret recipe")
+    alice_conversation = open_key(alice)
+
+    # A visitor without the link gets a workspace of their own, empty.
+    bob = new_browser_session()
+    assert bob.query_params["w"] != token
+    assert listed_titles(bob) == [] and len(conversation(bob).messages) == 1
+    # Naming Alice's conversation in the link does not open it.
+    bob = new_browser_session({"w": bob.query_params["w"], "c": alice_conversation})
+    assert "alice's secret recipe" not in "\n".join(m.value for m in bob.markdown)
+    assert any("cannot be opened" in e.value for e in bob.error)
+    bob.sidebar.text_input(key="conversation_search").input("secret").run()
+    assert listed_titles(bob) == []
+
+    # Alice's link, in a new browser session, brings her conversation back.
+    again = new_browser_session({"w": token})
+    assert [m.content for m in conversation(again).messages if m.role == "user"] == ["alice's secret recipe"]
+
+
+def test_a_tampered_private_link_is_refused(start_app: StartApp) -> None:
+    start_app(ACCESS_MODE="private")  # sets the environment for this test
+    at = new_browser_session({"w": "short"})
+    assert any("not valid" in e.value for e in at.error)
+    assert "Start a new workspace" in [b.label for b in at.button]
+
+
+def test_a_database_that_is_not_one_is_reported_and_chat_still_works(
+    start_app: StartApp, tmp_path: Path
+) -> None:
+    garbage = tmp_path / "not-a-db.db"
+    garbage.write_bytes(b"this is not a database" * 100)
+    at = start_app(DATABASE_URL=f"sqlite:///{garbage}")
+    assert any("not being saved" in w.value and str(garbage) in w.value for w in at.warning)
+    send(at, "still works")
+    assert conversation(at).turns
+    assert garbage.read_bytes() == b"this is not a database" * 100
+
+
+def test_a_stale_tab_is_told_to_reload_and_loses_no_saved_message(app: AppTest) -> None:
+    send(app, "one")
+    other_tab = new_browser_session(app.query_params)
+    assert open_key(other_tab) == open_key(app)
+    send(app, "two")
+    send(other_tab, "three")  # written on a version the first tab has moved past
+    assert any("saved elsewhere" in w.value for w in other_tab.warning)
+    click(other_tab, "Reload this conversation")
+    questions = [m.content for m in conversation(other_tab).messages if m.role == "user"]
+    assert questions == ["one", "two"]
+    assert not other_tab.warning
+    # The first tab's record is intact, and the reloaded tab can go on.
+    send(other_tab, "four")
+    assert not other_tab.warning
+    again = new_browser_session(app.query_params)
+    assert [m.content for m in conversation(again).messages if m.role == "user"] == ["one", "two", "four"]
