@@ -1,11 +1,29 @@
-"""Altair charts of a conversation's record (Altair ships with Streamlit)."""
+"""The dashboard's charts as plain Vega-Lite specs (dicts), built once per recorded change.
+
+Not Altair objects: Altair checks a chart against the Vega-Lite JSON schema every time it turns
+it into a spec, and on a page that reruns its script on every interaction that check was most of
+a rerun. These dicts are checked against the same schema once, in the tests
+(tests/test_stats.py), and `dashboard_drawing` builds them, and the dashboard's tables, once per
+version of the figures, with their data already in Arrow, the form Streamlit sends to the
+browser: an unchanged conversation costs no chart or table work.
+"""
 
 from __future__ import annotations
 
-import altair as alt
-import pandas as pd
+import weakref
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from core.stats import ContextGauge
+import pandas as pd
+import pyarrow as pa  # type: ignore[import-untyped]  # ships with Streamlit, untyped
+
+if TYPE_CHECKING:
+    from core.stats import ContextGauge, DashboardFigures
+
+Spec = dict[str, Any]
+
+#: The Vega-Lite major version Streamlit's frontend draws with.
+VEGA_LITE_SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json"
 
 # turns_frame column -> (legend name, colour); every layer below filters on these names.
 SERIES = {
@@ -22,82 +40,203 @@ GAUGE_COLORS = {
     "priming": "#b2bec3",
     "free": "#e9e9e9",
 }
+TRIM_TOOLTIP = (
+    ("turn", "quantitative", "trimmed before turn", None),
+    ("messages_dropped", "quantitative", "messages dropped", None),
+    ("tokens_freed", "quantitative", "tokens freed", ","),
+    ("tokens_before", "quantitative", "tokens before", ","),
+    ("tokens_after", "quantitative", "tokens after", ","),
+    ("preview", "nominal", "dropped", None),
+)
 
 
-def usage_chart(turns: pd.DataFrame, trims: pd.DataFrame) -> alt.LayerChart | alt.FacetChart:
+def usage_series(turns: pd.DataFrame) -> list[dict[str, Any]]:
+    """The per-turn frame in long form, one row per (turn, series) that has a value."""
+    rows = []
+    for column, (name, _) in SERIES.items():
+        for turn, tokens in zip(turns["turn"], turns[column], strict=True):
+            if not pd.isna(tokens):
+                rows.append({"turn": int(turn), "series": name, "tokens": int(tokens)})
+    return rows
+
+
+def usage_spec(turns: pd.DataFrame, trims: pd.DataFrame) -> Spec:
     """Per-turn prompt tokens (counted vs reported), reply tokens and the budget, with trims marked."""
-    long = turns.melt(
-        id_vars=["turn"], value_vars=list(SERIES), var_name="series", value_name="tokens"
-    ).dropna(subset=["tokens"])
-    long["series"] = long["series"].map({column: name for column, (name, _) in SERIES.items()})
-    long["tokens"] = long["tokens"].astype(int)
-    color = alt.Color(
-        "series:N",
-        scale=alt.Scale(domain=[name for name, _ in SERIES.values()], range=[c for _, c in SERIES.values()]),
-        legend=alt.Legend(orient="bottom", title=None, columns=2, labelLimit=0),
-    )
     # Half a turn of room either side, so the first and last bars are drawn whole.
     last_turn = int(turns["turn"].max()) if len(turns) else 1
-    turn_scale = alt.Scale(domain=[0.5, last_turn + 0.5], nice=False)
-    x = alt.X("turn:Q", title="turn", scale=turn_scale, axis=alt.Axis(tickMinStep=1, format="d"))
-    base = alt.Chart(long).encode(
-        x=x,
-        y=alt.Y("tokens:Q", title="tokens"),
-        color=color,
-        tooltip=[alt.Tooltip("turn:Q"), alt.Tooltip("series:N"), alt.Tooltip("tokens:Q", format=",")],
-    )
+    turn_scale = {"domain": [0.5, last_turn + 0.5], "nice": False}
+    x = {
+        "field": "turn",
+        "type": "quantitative",
+        "title": "turn",
+        "scale": turn_scale,
+        "axis": {"tickMinStep": 1, "format": "d"},
+    }
+    shared = {
+        "x": x,
+        "y": {"field": "tokens", "type": "quantitative", "title": "tokens"},
+        "color": {
+            "field": "series",
+            "type": "nominal",
+            "scale": {
+                "domain": [name for name, _ in SERIES.values()],
+                "range": [color for _, color in SERIES.values()],
+            },
+            "legend": {"orient": "bottom", "title": None, "columns": 2, "labelLimit": 0},
+        },
+        "tooltip": [
+            {"field": "turn", "type": "quantitative"},
+            {"field": "series", "type": "nominal"},
+            {"field": "tokens", "type": "quantitative", "format": ","},
+        ],
+    }
 
-    def only(*columns: str) -> alt.FieldOneOfPredicate:
-        return alt.FieldOneOfPredicate(field="series", oneOf=[SERIES[c][0] for c in columns])
+    def series_layer(column: str, mark: Spec, **encoding: Any) -> Spec:
+        return {
+            "data": {"name": "usage"},
+            "transform": [{"filter": {"field": "series", "oneOf": [SERIES[column][0]]}}],
+            "mark": mark,
+            "encoding": {**shared, **encoding},
+        }
 
-    bars = base.transform_filter(only("reply_tokens")).mark_bar(opacity=0.5, width=8)
+    bars = series_layer("reply_tokens", {"type": "bar", "opacity": 0.5, "width": 8})
     # The budget as one dashed segment per turn: visible from the first turn, and steps where
     # the user changed it.
-    budget = (
-        base.transform_filter(only("context_budget"))
-        .transform_calculate(start="datum.turn - 0.5", end="datum.turn + 0.5")
-        .mark_rule(strokeDash=[6, 4], strokeWidth=2)
-        .encode(x=alt.X("start:Q", title="turn", scale=turn_scale), x2="end:Q")
+    budget = series_layer(
+        "context_budget",
+        {"type": "rule", "strokeDash": [6, 4], "strokeWidth": 2},
+        x={"field": "start", "type": "quantitative", "title": "turn", "scale": turn_scale},
+        x2={"field": "end"},
     )
+    budget["transform"] += [
+        {"calculate": "datum.turn - 0.5", "as": "start"},
+        {"calculate": "datum.turn + 0.5", "as": "end"},
+    ]
     # Counted as a line, reported as hollow circles: where they agree, the circles sit on the line.
-    counted = base.transform_filter(only("counted_prompt_tokens")).mark_line()
-    reported = base.transform_filter(only("reported_prompt_tokens")).mark_point(size=70, filled=False)
-    trim_marks = (
-        alt.Chart(trims)
-        .mark_point(shape="triangle-down", size=160, filled=True, color="#d62728")
-        .encode(
-            x=x,
-            y=alt.Y("tokens_before:Q"),
-            tooltip=[
-                alt.Tooltip("turn:Q", title="trimmed before turn"),
-                alt.Tooltip("messages_dropped:Q", title="messages dropped"),
-                alt.Tooltip("tokens_freed:Q", title="tokens freed", format=","),
-                alt.Tooltip("tokens_before:Q", title="tokens before", format=","),
-                alt.Tooltip("tokens_after:Q", title="tokens after", format=","),
-                alt.Tooltip("preview:N", title="dropped"),
+    counted = series_layer("counted_prompt_tokens", {"type": "line"})
+    reported = series_layer("reported_prompt_tokens", {"type": "point", "size": 70, "filled": False})
+    trim_marks = {
+        "data": {"name": "trims"},
+        "mark": {"type": "point", "shape": "triangle-down", "size": 160, "filled": True, "color": "#d62728"},
+        "encoding": {
+            "x": x,
+            "y": {"field": "tokens_before", "type": "quantitative"},
+            "tooltip": [
+                {"field": field, "type": kind, "title": title, **({"format": fmt} if fmt else {})}
+                for field, kind, title, fmt in TRIM_TOOLTIP
             ],
-        )
-    )
-    return alt.layer(bars, budget, counted, reported, trim_marks).properties(height=240)
+        },
+    }
+    return {
+        "$schema": VEGA_LITE_SCHEMA,
+        "height": 240,
+        "layer": [bars, budget, counted, reported, trim_marks],
+        "datasets": {"usage": usage_series(turns), "trims": _records(trims)},
+    }
 
 
-def gauge_chart(gauge: ContextGauge) -> alt.Chart:
+def gauge_spec(gauge: ContextGauge) -> Spec:
     """One stacked bar: what fills the context budget now."""
     frame = gauge.frame()
     frame["order"] = range(len(frame))
-    chart: alt.Chart = (
-        alt.Chart(frame)
-        .mark_bar(height=24)
-        .encode(
-            x=alt.X("sum(tokens):Q", title=f"tokens of the {gauge.budget:,}-token budget", stack="zero"),
-            color=alt.Color(
-                "part:N",
-                scale=alt.Scale(domain=list(GAUGE_COLORS), range=list(GAUGE_COLORS.values())),
-                legend=None,  # the page names the parts in a caption under the bar
-            ),
-            order=alt.Order("order:Q"),
-            tooltip=[alt.Tooltip("part:N"), alt.Tooltip("tokens:Q", format=",")],
+    return {
+        "$schema": VEGA_LITE_SCHEMA,
+        "height": 28,
+        "data": {"name": "gauge"},
+        "mark": {"type": "bar", "height": 24},
+        "encoding": {
+            "x": {
+                "aggregate": "sum",
+                "field": "tokens",
+                "type": "quantitative",
+                "title": f"tokens of the {gauge.budget:,}-token budget",
+                "stack": "zero",
+            },
+            "color": {
+                "field": "part",
+                "type": "nominal",
+                "scale": {"domain": list(GAUGE_COLORS), "range": list(GAUGE_COLORS.values())},
+                "legend": None,  # the page names the parts in a caption under the bar
+            },
+            "order": {"field": "order", "type": "quantitative"},
+            "tooltip": [
+                {"field": "part", "type": "nominal"},
+                {"field": "tokens", "type": "quantitative", "format": ","},
+            ],
+        },
+        "datasets": {"gauge": _records(frame)},
+    }
+
+
+def for_streamlit(spec: Spec) -> Spec:
+    """`spec` with its named datasets as Arrow IPC bytes, the form `st.vega_lite_chart` sends to
+    the browser: serialized here once, instead of by Streamlit on every rerun."""
+    datasets = {name: _arrow(rows) for name, rows in spec.get("datasets", {}).items()}
+    return {**spec, "datasets": datasets}
+
+
+#: The columns of the per-turn frame the mismatch table shows.
+MISMATCH_COLUMNS = ["turn", "counted_prompt_tokens", "reported_prompt_tokens", "difference"]
+#: The columns of the trims frame the trimming log shows.
+TRIM_LOG_COLUMNS = ["turn", "messages_dropped", "tokens_before", "tokens_after", "preview"]
+
+
+@dataclass(frozen=True)
+class DashboardDrawing:
+    """What the dashboard hands Streamlit, in the form Streamlit sends it to the browser: chart
+    specs with Arrow data, and tables as Arrow tables (which `st.dataframe` sends as they are,
+    where a pandas frame is converted again on every rerun)."""
+
+    #: None until the first turn is recorded.
+    usage: Spec | None
+    gauge: Spec
+    #: What the next call sends (`core.stats.context_frame`).
+    context: pa.Table
+    #: The trimming log.
+    trims: pa.Table
+    #: Every turn (`core.stats.turns_frame`).
+    turns: pa.Table
+    #: The turns whose counted and reported prompt tokens differ.
+    mismatched: pa.Table
+
+
+_drawings: weakref.WeakKeyDictionary[DashboardFigures, DashboardDrawing] = weakref.WeakKeyDictionary()
+
+
+def dashboard_drawing(figures: DashboardFigures) -> DashboardDrawing:
+    """The charts and tables of `figures`, built once per figures object (which
+    `core.stats.dashboard_figures` builds once per version of a conversation)."""
+    drawing = _drawings.get(figures)
+    if drawing is None:
+        turns, trims = figures.turns, figures.trims
+        drawing = _drawings[figures] = DashboardDrawing(
+            usage=None if turns.empty else for_streamlit(usage_spec(turns, trims)),
+            gauge=for_streamlit(gauge_spec(figures.gauge)),
+            context=_table(figures.context),
+            trims=_table(trims[TRIM_LOG_COLUMNS]),
+            turns=_table(turns),
+            mismatched=_table(figures.mismatched[MISMATCH_COLUMNS]),
         )
-        .properties(height=28)
-    )
-    return chart
+    return drawing
+
+
+def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts (None for missing values)."""
+    return [
+        {str(key): None if pd.isna(value) else value for key, value in row.items()}
+        for row in frame.astype(object).to_dict("records")
+    ]
+
+
+def _table(frame: pd.DataFrame) -> pa.Table:
+    """A frame as Streamlit's `st.dataframe` would convert it, without the index (hidden anyway)."""
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
+def _arrow(rows: list[dict[str, Any]]) -> bytes:
+    """Rows as an Arrow IPC stream, the way Streamlit serializes chart data (via pandas)."""
+    table = pa.Table.from_pandas(pd.DataFrame(rows))
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())

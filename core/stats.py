@@ -1,7 +1,14 @@
-"""The numbers the dashboard shows, computed from a Conversation's record: plain, testable data."""
+"""The numbers the dashboard shows, computed from a Conversation's record: plain, testable data.
+
+Every function here walks the record; `dashboard_figures` runs them once per version of a
+conversation (a new message, turn, trim, pin or setting) and hands the same figures to every
+rerun until the next change.
+"""
 
 from __future__ import annotations
 
+import weakref
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -119,13 +126,19 @@ class ContextGauge:
     def fraction(self) -> float:
         return self.used / self.budget if self.budget else 1.0
 
+    def parts(self) -> list[tuple[str, int]]:
+        """(part, tokens), left to right as the gauge draws them."""
+        return [
+            ("system", self.system),
+            ("pinned", self.pinned),
+            ("history", self.history),
+            ("newest", self.newest),
+            ("priming", self.priming),
+            ("free", self.free),
+        ]
+
     def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(
-            {
-                "part": ["system", "pinned", "history", "newest", "priming", "free"],
-                "tokens": [self.system, self.pinned, self.history, self.newest, self.priming, self.free],
-            }
-        )
+        return pd.DataFrame(self.parts(), columns=["part", "tokens"])
 
 
 def context_gauge(conversation: Conversation) -> ContextGauge:
@@ -178,3 +191,75 @@ def totals(conversation: Conversation, table: ModelTable) -> Totals:
         )
     includes_counted = any(turn.reported_prompt_tokens is None for turn in conversation.turns)
     return Totals(prompt, completion, cost, includes_counted)
+
+
+@dataclass(frozen=True, eq=False)
+class DashboardFigures:
+    """Everything the dashboard shows of one version of a conversation. Read it; do not change it
+    (the same object serves every rerun until the conversation changes)."""
+
+    gauge: ContextGauge
+    totals: Totals
+    turns: pd.DataFrame
+    trims: pd.DataFrame
+    #: Turns whose counted and reported prompt tokens differ.
+    mismatched: pd.DataFrame
+    #: True when any turn has the server's own prompt-token figure.
+    any_reported: bool
+    #: What the next call sends (`context_frame`).
+    context: pd.DataFrame
+    in_context: int
+    #: Ids of the messages the next turn would take out (`next_turn_drops`).
+    next_drops: tuple[str, ...]
+    #: A preview of the oldest of them; None when the next turn fits.
+    next_drop_preview: str | None
+
+
+def record_version(conversation: Conversation, policy: ContextPolicy) -> Hashable:
+    """Changes whenever anything the dashboard shows of `conversation` can change, costing no walk
+    of the history: messages and the turn and trim records only grow, and every change of a
+    message's state (trimmed, unanswered, replaced) or pin moves the in-context or pinned token
+    sums, which are kept as running sums."""
+    settings = conversation.settings
+    return (
+        len(conversation.messages),
+        len(conversation.turns),
+        len(conversation.trim_events),
+        conversation.prompt_tokens,
+        conversation.pinned_tokens,
+        settings.model,
+        settings.context_budget,
+        policy.name,
+    )
+
+
+_figures: weakref.WeakKeyDictionary[Conversation, tuple[Hashable, DashboardFigures]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def dashboard_figures(
+    conversation: Conversation, policy: ContextPolicy, table: ModelTable
+) -> DashboardFigures:
+    """The dashboard's figures for `conversation` as it stands, computed once per version
+    (`record_version`); one entry per live conversation, dropped with it."""
+    version = (record_version(conversation, policy), id(table))
+    cached = _figures.get(conversation)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    turns = turns_frame(conversation)
+    drops = tuple(next_turn_drops(conversation, policy))
+    figures = DashboardFigures(
+        gauge=context_gauge(conversation),
+        totals=totals(conversation, table),
+        turns=turns,
+        trims=trims_frame(conversation),
+        mismatched=turns[turns["difference"].fillna(0) != 0],
+        any_reported=bool(turns["reported_prompt_tokens"].notna().any()),
+        context=context_frame(conversation, policy),
+        in_context=len(conversation.context_messages()),
+        next_drops=drops,
+        next_drop_preview=conversation.message(drops[0]).preview(40) if drops else None,
+    )
+    _figures[conversation] = (version, figures)
+    return figures

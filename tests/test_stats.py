@@ -1,14 +1,27 @@
-"""Dashboard figures computed from a conversation's record."""
+"""Dashboard figures computed from a conversation's record, and the charts drawn from them."""
 
+import json
+
+import pyarrow as pa
 import pytest
+from altair.utils.schemapi import validate_jsonschema
+from altair.vegalite.v6.schema import load_schema
 
 from core.backends import Usage
-from core.charts import gauge_chart, usage_chart
+from core.charts import SERIES, dashboard_drawing, for_streamlit, gauge_spec, usage_spec
 from core.context import DropOldest
 from core.conversation import Conversation
 from core.model_info import load_model_table
 from core.settings import ChatSettings
-from core.stats import context_frame, context_gauge, next_turn_drops, totals, trims_frame, turns_frame
+from core.stats import (
+    context_frame,
+    context_gauge,
+    dashboard_figures,
+    next_turn_drops,
+    totals,
+    trims_frame,
+    turns_frame,
+)
 from core.tokens import count_prompt_tokens
 
 POLICY = DropOldest()
@@ -111,17 +124,110 @@ def test_totals_price_each_turn_and_flag_unknown_models():
     assert totals(conversation, table).cost is None
 
 
-def test_charts_build_valid_vega_lite():
+def assert_valid_vega_lite(spec):
+    """The spec is JSON and Vega-Lite's own JSON schema (the one Altair ships) accepts it."""
+    error = validate_jsonschema(json.loads(json.dumps(spec)), load_schema(), raise_error=False)
+    assert error is None, error
+
+
+def test_usage_chart_is_valid_vega_lite_and_draws_every_series():
     conversation = new_conversation("sys", "gpt-4o", 150)
-    chat(conversation, 6)
-    spec = usage_chart(turns_frame(conversation), trims_frame(conversation)).to_dict()
-    assert len(spec["layer"]) == 5
-    # Every filtered layer draws something: its filter names series that are in the data.
-    series_rows = next(rows for rows in spec["datasets"].values() if rows and "series" in rows[0])
-    present = {row["series"] for row in series_rows}
-    filters = [layer["transform"][0]["filter"]["oneOf"] for layer in spec["layer"] if "transform" in layer]
-    assert len(filters) == 4
-    for names in filters:
-        assert set(names) <= present, (names, present)
-    assert [names for names in filters if "prompt" in names[0]] == [["prompt, counted"], ["prompt, API"]]
-    assert gauge_chart(context_gauge(conversation)).to_dict()["mark"]["type"] == "bar"
+    chat(conversation, 6, usage_offset=1)
+    turns, trims = turns_frame(conversation), trims_frame(conversation)
+    spec = usage_spec(turns, trims)
+    assert_valid_vega_lite(spec)
+    bars, budget, counted, reported, trim_marks = spec["layer"]
+    assert [layer["mark"]["type"] for layer in spec["layer"]] == ["bar", "rule", "line", "point", "point"]
+    # Every filtered layer draws something: its filter names a series that is in its data.
+    rows = spec["datasets"]["usage"]
+    assert {row["series"] for row in rows} == {name for name, _ in SERIES.values()}
+    for layer, column in zip(
+        (bars, budget, counted, reported),
+        ("reply_tokens", "context_budget", "counted_prompt_tokens", "reported_prompt_tokens"),
+        strict=True,
+    ):
+        assert layer["data"] == {"name": "usage"}
+        (name,) = layer["transform"][0]["filter"]["oneOf"]
+        assert name == SERIES[column][0]
+        assert [(r["turn"], r["tokens"]) for r in rows if r["series"] == name] == list(
+            zip(turns["turn"], turns[column], strict=True)
+        )
+    assert budget["mark"]["strokeDash"] and budget["encoding"]["x2"] == {"field": "end"}
+    assert reported["mark"]["filled"] is False
+    # One trim marker per trimming event, at its turn, with what it dropped in the tooltip.
+    assert trim_marks["data"] == {"name": "trims"}
+    markers = spec["datasets"]["trims"]
+    assert [m["turn"] for m in markers] == [e.turn for e in conversation.trim_events]
+    assert markers[0]["preview"].startswith("user: question 0")
+    assert {t["field"] for t in trim_marks["encoding"]["tooltip"]} <= set(markers[0])
+    # Half a turn of room either side of the turns.
+    assert bars["encoding"]["x"]["scale"]["domain"] == [0.5, 6.5]
+
+
+def test_gauge_chart_is_valid_vega_lite():
+    conversation = new_conversation("sys", "gpt-4o", 1000)
+    chat(conversation, 2)
+    gauge = context_gauge(conversation)
+    spec = gauge_spec(gauge)
+    assert_valid_vega_lite(spec)
+    assert spec["mark"]["type"] == "bar"
+    parts = [(row["part"], row["tokens"]) for row in spec["datasets"]["gauge"]]
+    assert parts == gauge.parts() and sum(tokens for _, tokens in parts) == 1000
+
+
+def test_a_spec_vega_lite_rejects_fails_the_check():
+    conversation = new_conversation("sys", "gpt-4o", 150)
+    chat(conversation, 3)
+    spec = usage_spec(turns_frame(conversation), trims_frame(conversation))
+    spec["layer"][0]["mark"]["type"] = "bars"
+    with pytest.raises(AssertionError):
+        assert_valid_vega_lite(spec)
+
+
+def test_charts_go_to_streamlit_with_their_data_in_arrow():
+    conversation = new_conversation("sys", "gpt-4o", 150)
+    chat(conversation, 4)
+    spec = usage_spec(turns_frame(conversation), trims_frame(conversation))
+    ready = for_streamlit(spec)
+    assert {key: value for key, value in ready.items() if key != "datasets"} == {
+        key: value for key, value in spec.items() if key != "datasets"
+    }
+    for name, rows in spec["datasets"].items():
+        table = pa.ipc.open_stream(ready["datasets"][name]).read_all()
+        assert table.to_pylist() == rows
+
+
+def test_figures_and_drawing_are_built_once_per_version():
+    table = load_model_table()
+    conversation = new_conversation("sys", "gpt-4o", 150)
+    chat(conversation, 3)
+    figures = dashboard_figures(conversation, POLICY, table)
+    drawing = dashboard_drawing(figures)
+    # Nothing changed: the same objects, nothing walked or built again.
+    assert dashboard_figures(conversation, POLICY, table) is figures
+    assert dashboard_drawing(figures) is drawing
+    assert drawing.trims.num_rows == len(conversation.trim_events)
+    assert drawing.turns.num_rows == len(conversation.turns) == 3
+    # Each kind of change gives new figures that show it.
+    changes = [
+        lambda: conversation.add_user("one more question " + "about dumplings " * 5),
+        lambda: POLICY.fit(conversation),  # 150 tokens: this trims
+        lambda: conversation.add_assistant("steamed", Usage(prompt_tokens=1, completion_tokens=1)),
+        lambda: conversation.pin(conversation.context_messages()[1].id),
+        lambda: conversation.update_settings(context_budget=4096),
+        lambda: conversation.update_settings(model="gpt-3.5-turbo"),
+        lambda: conversation.regenerate(),
+    ]
+    for change in changes:
+        before = dashboard_figures(conversation, POLICY, table)
+        change()
+        after = dashboard_figures(conversation, POLICY, table)
+        assert after is not before
+        assert after.gauge == context_gauge(conversation)
+        assert after.turns.equals(turns_frame(conversation))
+        assert after.trims.equals(trims_frame(conversation))
+        assert after.context.equals(context_frame(conversation, POLICY))
+        assert list(after.next_drops) == next_turn_drops(conversation, POLICY)
+        assert dashboard_drawing(after) is not drawing
+    assert len(conversation.trim_events) == 1 and conversation.messages[-1].state == "replaced"
+    assert dashboard_figures(conversation, POLICY, table).mismatched["turn"].tolist() == [4]
