@@ -720,24 +720,24 @@ class Store:
         where = self.where
         if isinstance(orig, sqlite3.Error):
             code = getattr(orig, "sqlite_errorname", "")
-            if code.startswith("SQLITE_READONLY") or "readonly" in reason:
+            if code.startswith("SQLITE_READONLY"):
                 return StoreUnavailable(
                     f"The database {where} is read-only: saved conversations can be read, but {action} "
                     "failed. Check the file's and its folder's permissions.",
                     where=where,
                 )
-            if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")) or "locked" in reason:
+            if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
                 return StoreUnavailable(
                     f"The database {where} is locked by another process; {action} failed. "
                     "Try again in a moment.",
                     where=where,
                 )
-            if code.startswith("SQLITE_FULL") or "full" in reason:
+            if code.startswith("SQLITE_FULL"):
                 return StoreUnavailable(
                     f"The database {where} is full (no disk space left, or its size limit); {action} failed.",
                     where=where,
                 )
-            if code.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")) or "not a database" in reason:
+            if code.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
                 return NotADatabase(
                     f"{where} is not a readable SQLite database ({reason}); it was left untouched. "
                     "Move it aside or point DATABASE_URL elsewhere.",
