@@ -16,7 +16,7 @@ from core.backends import ChatBackend
 from core.conversation import Conversation
 from core.personas import Persona
 from core.session import ChatSession
-from core.store import ConversationNotFound, ConversationSummary, Store, StoredConversation
+from core.store import ConversationSummary, Store, StoredConversation, StoreUnavailable
 
 DRAFT_PREFIX = "draft:"
 
@@ -34,13 +34,11 @@ class Workspace:
     # --- opening -----------------------------------------------------------------------------
 
     def session_for(self, persona: Persona, backend: ChatBackend) -> tuple[str, ChatSession]:
-        """The conversation open for `persona` (its newest saved one the first time), talking
-        through `backend`."""
+        """The conversation open for `persona` (a new one the first time, as a chat app opens on
+        a new chat; the saved ones are listed), talking through `backend`."""
         key = self.current.get(persona.id)
         if key is None:
-            newest = self.list(persona_id=persona.id, limit=1)
-            key = self.open(newest[0].id, backend) if newest else self.new(persona, backend)
-            self.current[persona.id] = key
+            key = self.new(persona, backend)
         session = self.sessions[key]
         session.backend = backend
         return key, session
@@ -49,7 +47,7 @@ class Workspace:
         """Load a saved conversation (once per browser session) and make it its persona's current."""
         if conversation_id not in self.sessions:
             if self.store is None:
-                raise ConversationNotFound("Saved conversations are not available: the store is not open.")
+                raise StoreUnavailable("Saved conversations cannot be read: the store is not open.", where="")
             conversation, handle = self.store.load(self.owner, conversation_id)
             self.sessions[conversation_id] = ChatSession(conversation, backend)
             self.handles[conversation_id] = handle

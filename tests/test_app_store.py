@@ -110,8 +110,10 @@ def test_private_workspaces_see_only_their_own(start_app: StartApp) -> None:
     bob.sidebar.text_input(key="conversation_search").input("secret").run()
     assert listed_titles(bob) == []
 
-    # Alice's link, in a new browser session, brings her conversation back.
+    # Alice's link, in a new browser session, lists her conversation and opens it.
     again = new_browser_session({"w": token})
+    assert listed_titles(again) == ["alice's secret recipe"]
+    again = new_browser_session({"w": token, "c": alice_conversation})
     assert [m.content for m in conversation(again).messages if m.role == "user"] == ["alice's secret recipe"]
 
 
