@@ -14,7 +14,7 @@ from typing import Literal
 import streamlit as st
 
 from core.backends import ChatBackend
-from core.charts import gauge_chart, usage_chart
+from core.charts import dashboard_drawing
 from core.connection import Backends, Connection, resolve_connection
 from core.conversation import MAX_IMPORT_BYTES, Conversation, Message, MessageState
 from core.errors import BackendError, ConversationImportError, DashboardError
@@ -32,7 +32,7 @@ from core.owners import (
 from core.personas import Persona, PersonaCatalog, load_personas
 from core.session import ChatSession
 from core.settings import MAX_CONTEXT_BUDGET, MAX_REPLY_CAP
-from core.stats import context_frame, context_gauge, next_turn_drops, totals, trims_frame, turns_frame
+from core.stats import dashboard_figures
 from core.store import StaleConversation, Store
 from core.tokens import BUNDLED_ENCODINGS, get_encoding
 from core.workspace import DRAFT_PREFIX, Workspace
@@ -570,10 +570,13 @@ def chat(workspace: Workspace, key: str, persona: Persona, prompt: str | None) -
 
 
 def dashboard(session: ChatSession, connection: Connection) -> None:
-    conversation, policy = session.conversation, session.policy
+    conversation = session.conversation
+    # Figures and charts are built once per version of the conversation (a message, turn, trim,
+    # pin or setting): a rerun that changed none of them walks no history and builds no chart.
+    figures = dashboard_figures(conversation, session.policy, model_table())
+    drawing = dashboard_drawing(figures)
+    gauge, total = figures.gauge, figures.totals
     st.subheader("What the model sees")
-    gauge = context_gauge(conversation)
-    total = totals(conversation, model_table())
     priced = model_table().lookup(conversation.model)
     top, bottom = st.columns(2), st.columns(2)
     over = gauge.used > gauge.budget
@@ -602,36 +605,28 @@ def dashboard(session: ChatSession, connection: Connection) -> None:
     bottom[0].metric("Tokens in", f"{total.prompt_tokens:,}", help=f"Prompt tokens of all turns{counted}.")
     bottom[1].metric("Tokens out", f"{total.completion_tokens:,}", help="Reply tokens of all turns.")
 
-    turns = turns_frame(conversation)
-    trims = trims_frame(conversation)
     st.markdown("**Tokens per turn**")
-    if turns.empty:
+    if drawing.usage is None:
         st.caption("The chart fills in as you chat: one point per turn.")
     else:
-        st.altair_chart(usage_chart(turns, trims), width="stretch", height=330)
+        st.vega_lite_chart(spec=drawing.usage, width="stretch", height=330)
     if connection.offline:
         st.caption("🔌 Offline model: its usage is computed locally, exactly as the API would report it.")
-    mismatched = turns[turns["difference"].fillna(0) != 0]
+    mismatched = figures.mismatched
     if not mismatched.empty:
         st.warning(f"Counted and reported prompt tokens differ on {len(mismatched)} turn(s).")
-        st.dataframe(
-            mismatched[["turn", "counted_prompt_tokens", "reported_prompt_tokens", "difference"]],
-            hide_index=True,
-        )
-    elif turns["reported_prompt_tokens"].notna().any():
+        st.dataframe(drawing.mismatched, hide_index=True)
+    elif figures.any_reported:
         st.caption("✅ Counted prompt tokens equal the reported ones on every turn.")
 
     st.markdown("**Context now**")
-    st.altair_chart(gauge_chart(gauge), width="stretch", height=80)
-    parts = gauge.frame().itertuples()
-    st.caption("Left to right: " + " · ".join(f"{part.part} {part.tokens:,}" for part in parts))
-    in_context = len(conversation.context_messages())
-    drops = next_turn_drops(conversation, policy)
+    st.vega_lite_chart(spec=drawing.gauge, width="stretch", height=80)
+    st.caption("Left to right: " + " · ".join(f"{part} {tokens:,}" for part, tokens in gauge.parts()))
+    in_context, drops = figures.in_context, figures.next_drops
     if drops:
-        oldest = conversation.message(drops[0])
         st.caption(
             f"{plural(in_context, 'message')} in context. The next turn would drop the oldest {len(drops)} "
-            f"(from “{oldest.preview(40)}”)."
+            f"(from “{figures.next_drop_preview}”)."
         )
     else:
         st.caption(f"{plural(in_context, 'message')} in context. The next turn fits without trimming.")
@@ -644,7 +639,7 @@ def dashboard(session: ChatSession, connection: Connection) -> None:
 
     with st.expander("Exactly what the next call sends"):
         st.dataframe(
-            context_frame(conversation, policy),
+            drawing.context,
             hide_index=True,
             column_config={
                 "tokens": st.column_config.NumberColumn("tokens", format="%d"),
@@ -654,11 +649,11 @@ def dashboard(session: ChatSession, connection: Connection) -> None:
         st.caption(f"Total: {gauge.used:,} prompt tokens, as the API will count them, before trimming.")
 
     st.markdown("**Trimming log**")
-    if trims.empty:
+    if figures.trims.empty:
         st.caption("Nothing trimmed yet.")
     else:
         st.dataframe(
-            trims[["turn", "messages_dropped", "tokens_before", "tokens_after", "preview"]],
+            drawing.trims,
             hide_index=True,
             column_config={
                 "messages_dropped": "dropped",
@@ -668,7 +663,7 @@ def dashboard(session: ChatSession, connection: Connection) -> None:
             },
         )
     with st.expander("Every turn"):
-        st.dataframe(turns, hide_index=True)
+        st.dataframe(drawing.turns, hide_index=True)
 
 
 # --- page --------------------------------------------------------------------------------------
