@@ -21,10 +21,13 @@ the script thread, cumulative).
 from __future__ import annotations
 
 import argparse
+import atexit
 import cProfile
 import os
 import pstats
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +49,24 @@ BARE = Path(__file__).resolve().parent / "bare_chat_page.py"
 SIZES = (10, 100, 500)
 RERUNS = 15
 TARGETS = {10: 5.0, 100: 3.0, 500: 3.0}  # most the dashboard may cost, in bare-page reruns
+
+
+def quiet_apptest() -> None:
+    """No "missing ScriptRunContext" notes about the benchmark's own thread."""
+    get_logger("streamlit.runtime.scriptrunner_utils.script_run_context").disabled = True
+
+
+def throwaway_store() -> None:
+    """Conversations the benchmark writes go to a temporary database, never the default one."""
+    folder = tempfile.mkdtemp(prefix="dashboard-benchmark-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["DATABASE_URL"] = f"sqlite:///{folder}/benchmark.db"
+
+
+def compile_once() -> None:
+    """Every AppTest run in this process shares one script cache, as `streamlit run` does."""
+    shared = ScriptCache()
+    local_script_runner.ScriptCache = lambda: shared  # type: ignore[attr-defined,assignment]
 
 
 def history(messages: int) -> ChatSession:
@@ -127,11 +148,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--app", type=Path, default=APP, help="the page to measure (default: this one)")
     args = parser.parse_args(argv)
     os.environ["OFFLINE_CHUNK_DELAY_S"] = "0"
+    throwaway_store()
+    quiet_apptest()
     if not args.compile_each_run:
-        shared = ScriptCache()
-        local_script_runner.ScriptCache = lambda: shared  # type: ignore[attr-defined,assignment]
-    # AppTest's "missing ScriptRunContext" notes about this (the test's) thread.
-    get_logger("streamlit.runtime.scriptrunner_utils.script_run_context").disabled = True
+        compile_once()
     if args.profile:
         profile(args.app, args.profile, args.reruns)
         return

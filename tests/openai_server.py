@@ -83,6 +83,8 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]
     body: Any
+    #: time.perf_counter() once the request was read; on Linux one clock for every process.
+    received_at: float = field(default_factory=time.perf_counter)
 
     @property
     def messages(self) -> list[dict[str, Any]]:
