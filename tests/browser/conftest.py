@@ -260,9 +260,11 @@ def streamlit_server(request: pytest.FixtureRequest, start_streamlit: StartStrea
 
 @pytest.fixture(scope="session")
 def offline_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StreamlitServer]:
-    """One server on the offline model shared by the tests that need nothing else (each browser
-    context is a session of its own); starting a server and its first session costs seconds."""
-    with streamlit_process(tmp_path_factory.mktemp("streamlit-offline")) as server:
+    """One server on the offline model shared by the tests that need nothing else; starting a
+    server and its first session costs seconds. Each browser context is a visitor of its own
+    (ACCESS_MODE=private, as on a public deployment), so no test sees another's conversations."""
+    root = tmp_path_factory.mktemp("streamlit-offline")
+    with streamlit_process(root, {"ACCESS_MODE": "private"}) as server:
         yield server
 
 
