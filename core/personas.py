@@ -43,7 +43,9 @@ __all__ = [
     "PersonaFile",
     "PersonaFileError",
     "load_personas",
+    "parse_persona",
     "persona_json_schema",
+    "persona_yaml",
     "write_persona_schema",
 ]
 
@@ -415,16 +417,17 @@ def _decode(data: bytes) -> str:
         ) from None
 
 
-def _load_file(entry: Path, directory: Path) -> Persona:
-    stem = entry.stem
+def _check_id(persona_id: str, what: str) -> None:
     try:
-        _ID_ADAPTER.validate_python(stem)
+        _ID_ADAPTER.validate_python(persona_id)
     except ValidationError:
         raise _FileProblem(
-            f"the file name must make a valid persona id ({stem!r} is not): "
-            "use letters, digits, '_' and '-', e.g. travel-planner.yaml"
+            f"{what} must make a valid persona id ({persona_id!r} is not): "
+            "use letters, digits, '_' and '-', e.g. travel-planner"
         ) from None
-    text = _decode(_read_bytes(entry, directory))
+
+
+def _persona_from_text(text: str, persona_id: str) -> Persona:
     try:
         data, root = _parse(text)
     except yaml.YAMLError as exc:
@@ -443,11 +446,56 @@ def _load_file(entry: Path, directory: Path) -> Persona:
             exc,
             model=PersonaFile,
             line_of=_line_of(root),
-            unknown_hints={"id": f"the id is the file name ({stem!r}), so remove this line"},
+            unknown_hints={"id": f"the id is the file name ({persona_id!r}), so remove this line"},
             max_shown=MAX_PROBLEMS_SHOWN,
         )
         raise _FileProblem(*problems) from None
-    return Persona(id=stem, **dict(fields))
+    return Persona(id=persona_id, **dict(fields))
+
+
+def _load_file(entry: Path, directory: Path) -> Persona:
+    _check_id(entry.stem, "the file name")
+    return _persona_from_text(_decode(_read_bytes(entry, directory)), entry.stem)
+
+
+def parse_persona(text: str, persona_id: str, *, name: str | None = None) -> Persona:
+    """A persona from YAML text (an upload, the editor's export), checked exactly as a persona
+    file is; raises `PersonaFileError` naming `name` (default "<id>.yaml") and each problem."""
+    label = name or f"{persona_id}.yaml"
+    try:
+        if len(text.encode()) > MAX_FILE_BYTES:
+            raise _FileProblem(_too_big(len(text.encode())))
+        _check_id(persona_id, "the id")
+        return _persona_from_text(text, persona_id)
+    except _FileProblem as problem:
+        raise PersonaFileError(label, list(problem.problems)) from None
+
+
+def persona_yaml(persona: PersonaFile) -> str:
+    """The persona as a file the loader accepts (fields in the model's order; the id is the
+    file name, so it is left out)."""
+    fields = PersonaFile.model_validate(persona.model_dump(exclude={"id"})).model_dump(
+        mode="json", exclude_defaults=True
+    )
+    # Required fields stay even when they equal a default.
+    for name, info in PersonaFile.model_fields.items():
+        if info.is_required():
+            fields.setdefault(name, getattr(persona, name))
+    ordered = {name: fields[name] for name in PersonaFile.model_fields if name in fields}
+    dumped: str = yaml.dump(ordered, Dumper=_PersonaDumper, allow_unicode=True, sort_keys=False, width=100)
+    return dumped
+
+
+class _PersonaDumper(yaml.SafeDumper):  # type: ignore[misc, unused-ignore]  # Any without yaml stubs
+    """Writes text with line breaks (a system prompt) as a readable `|` block."""
+
+
+def _represent_text(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_PersonaDumper.add_representer(str, _represent_text)
 
 
 def load_personas(directory: str | Path) -> PersonaCatalog:
