@@ -36,6 +36,7 @@ from core.stats import dashboard_figures
 from core.store import StaleConversation, Store
 from core.tokens import BUNDLED_ENCODINGS, get_encoding
 from core.workspace import DRAFT_PREFIX, Workspace
+from ui import personas_view
 
 APP_DIR = Path(__file__).resolve().parent
 # Word-by-word pacing of the offline model's reply, so streaming is visible; tests set it to 0.
@@ -48,6 +49,7 @@ BADGE_COLORS: dict[MessageState, Literal["gray", "orange"]] = {
     MessageState.UNANSWERED: "orange",
     MessageState.REPLACED: "gray",
 }
+VIEWS = {"chat": "💬 Chat", "personas": "🎭 Personas"}
 #: The query parameter naming the open conversation, so a reload returns to it.
 CONVERSATION_PARAM = "c"
 CONVERSATIONS_LISTED = 30
@@ -168,6 +170,7 @@ def session_defaults() -> None:
     state.setdefault("backends", Backends(offline_chunk_delay_s=OFFLINE_CHUNK_DELAY_S))
     state.setdefault("action", None)  # ("send", text) | ("retry",) | ("regenerate",) | ("continue",)
     state.setdefault("notice", None)
+    state.setdefault("view", "chat")
     state.setdefault("store_error", None)
     state.setdefault("stale", False)  # the open conversation was saved elsewhere since it was read
     state.setdefault("deleted", None)  # (conversation id, title) of the last deleted, for undo
@@ -680,8 +683,13 @@ def main() -> None:
         for error in catalog.errors:
             st.error(str(error))
         st.stop()
-    st.session_state.catalog_ids = tuple(catalog.personas)
     workspace = visitor_workspace()
+    # The shipped personas, then this visitor's own (which never replace a shipped one).
+    own = {pid: p for pid, p in workspace.custom_personas().items() if pid not in catalog.personas}
+    catalog = PersonaCatalog(
+        catalog.directory, {**catalog.personas, **own}, [*catalog.errors, *workspace.persona_errors]
+    )
+    st.session_state.catalog_ids = tuple(catalog.personas)
     if st.session_state.get("persona_id") not in catalog.personas:
         st.session_state.persona_id = next(iter(catalog.personas))
 
@@ -705,7 +713,17 @@ def main() -> None:
                 help="Another tab or server saved it since this page read it.",
             )
 
-    st.title(f"{persona.avatar} {persona.name}")
+    header, views = st.columns([3, 2], vertical_alignment="bottom")
+    header.title(f"{persona.avatar} {persona.name}")
+    view = views.segmented_control(
+        "View", list(VIEWS), format_func=lambda name: VIEWS[name], key="view", label_visibility="collapsed"
+    )
+    if view == "personas":
+        if personas_view.EDITOR_STATE in st.session_state:
+            personas_view.editor(catalog.personas)
+        else:
+            personas_view.gallery(catalog.personas, set(own), workspace.conversation_counts())
+        return
     # At the top level the chat input is pinned to the bottom of the page.
     prompt = st.chat_input(f"Message {persona.name}…", key="chat_input", submit_mode="stop")
     chat_column, dashboard_column = st.columns([5, 4], gap="large")

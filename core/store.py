@@ -213,6 +213,17 @@ trim_events = sa.Table(
 
 _CHILD_TABLES: Final = (messages, turns, trim_events)
 
+#: Personas an owner created or imported in the app, as the YAML text of a persona file.
+personas = sa.Table(
+    "personas",
+    metadata,
+    sa.Column("owner", sa.String(255), primary_key=True),
+    sa.Column("persona_id", sa.String(64), primary_key=True),
+    sa.Column("yaml", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
 
 # --- what callers hold ---------------------------------------------------------------------
 
@@ -621,6 +632,55 @@ class Store:
             )
             for r in rows
         ]
+
+    # --- personas ----------------------------------------------------------------------------
+
+    def save_persona(self, owner: str, persona_id: str, yaml_text: str) -> None:
+        """Create or replace one of this owner's personas (the caller has checked the YAML)."""
+        _check_owner(owner)
+        now = _utcnow()
+        with self._write("saving the persona") as conn:
+            updated = conn.execute(
+                personas.update()
+                .where(personas.c.owner == owner, personas.c.persona_id == persona_id)
+                .values(yaml=yaml_text, updated_at=now)
+            )
+            if updated.rowcount == 0:
+                conn.execute(
+                    personas.insert().values(
+                        owner=owner, persona_id=persona_id, yaml=yaml_text, created_at=now, updated_at=now
+                    )
+                )
+
+    def list_personas(self, owner: str) -> builtins.list[tuple[str, str]]:
+        """This owner's personas as (id, YAML text), oldest first."""
+        _check_owner(owner)
+        query = (
+            sa.select(personas.c.persona_id, personas.c.yaml)
+            .where(personas.c.owner == owner)
+            .order_by(personas.c.created_at, personas.c.persona_id)
+        )
+        with self._read("listing personas") as conn:
+            return [(row.persona_id, row.yaml) for row in conn.execute(query)]
+
+    def delete_persona(self, owner: str, persona_id: str) -> None:
+        _check_owner(owner)
+        with self._write("deleting the persona") as conn:
+            conn.execute(
+                personas.delete().where(personas.c.owner == owner, personas.c.persona_id == persona_id)
+            )
+
+    def conversation_counts(self, owner: str) -> dict[str, int]:
+        """How many (not deleted) conversations this owner has per persona id."""
+        _check_owner(owner)
+        c = conversations.c
+        query = (
+            sa.select(c.persona_id, sa.func.count())
+            .where(c.owner == owner, c.deleted_at.is_(None), c.persona_id.is_not(None))
+            .group_by(c.persona_id)
+        )
+        with self._read("counting conversations") as conn:
+            return {str(persona_id): int(count) for persona_id, count in conn.execute(query)}
 
     def schema_revision(self) -> str | None:
         """The Alembic revision the database is at."""

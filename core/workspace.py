@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from core.backends import ChatBackend
 from core.conversation import Conversation
-from core.personas import Persona
+from core.errors import PersonaFileError
+from core.personas import Persona, parse_persona, persona_yaml
 from core.session import ChatSession
 from core.store import ConversationSummary, Store, StoredConversation, StoreUnavailable
 
@@ -30,6 +31,10 @@ class Workspace:
     handles: dict[str, StoredConversation] = field(default_factory=dict)
     #: Persona id -> the key of the conversation open for it.
     current: dict[str, str] = field(default_factory=dict)
+    #: Personas this owner made or imported (read from the store once per browser session).
+    personas: dict[str, Persona] | None = None
+    #: Saved personas that no longer pass the checks (e.g. after a rule changed), one per row.
+    persona_errors: builtins.list[PersonaFileError] = field(default_factory=list)
 
     # --- opening -----------------------------------------------------------------------------
 
@@ -120,6 +125,28 @@ class Workspace:
             handle = self.store.save(self.owner, handle, session.conversation)
         self.handles[key] = handle
         return key
+
+    # --- this owner's personas ----------------------------------------------------------------
+
+    def custom_personas(self) -> dict[str, Persona]:
+        """This owner's own personas; each saved one is checked again as a persona file."""
+        if self.personas is None:
+            self.personas, self.persona_errors = {}, []
+            for persona_id, text in self.store.list_personas(self.owner) if self.store else []:
+                try:
+                    self.personas[persona_id] = parse_persona(text, persona_id)
+                except PersonaFileError as error:
+                    self.persona_errors.append(error)
+        return self.personas
+
+    def save_persona(self, persona: Persona) -> None:
+        """Create or replace one of this owner's personas (kept in memory when there is no store)."""
+        if self.store is not None:
+            self.store.save_persona(self.owner, persona.id, persona_yaml(persona))
+        self.custom_personas()[persona.id] = persona
+
+    def conversation_counts(self) -> dict[str, int]:
+        return self.store.conversation_counts(self.owner) if self.store else {}
 
     # --- the list ----------------------------------------------------------------------------
 

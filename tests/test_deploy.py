@@ -52,7 +52,7 @@ APP = REPO / "streamlit_app.py"
 
 # What the app reads at run time, relative to its folder.
 RUNTIME_FILES = ("streamlit_app.py", "models.yaml", ".streamlit/config.toml")
-RUNTIME_DIRS = ("core", "personas")
+RUNTIME_DIRS = ("core", "personas", "ui")
 
 # Colours a Space card accepts (https://huggingface.co/docs/hub/spaces-config-reference).
 SPACE_COLORS = {"red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray"}
@@ -533,9 +533,10 @@ def test_every_third_party_import_is_a_requirement():
     """A module the app imports but requirements.txt does not name fails only after deploying."""
     pinned = {name.lower().replace("_", "-") for name in pinned_requirements()}
     distributions = importlib.metadata.packages_distributions()
-    local = {"core", "streamlit_app"}
+    local = {"streamlit_app", *RUNTIME_DIRS}
     missing = {}
-    for path in [APP, *sorted((REPO / "core").glob("*.py"))]:
+    code = sorted(path for folder in RUNTIME_DIRS for path in (REPO / folder).rglob("*.py"))
+    for path in [APP, *code]:
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(node, ast.Import):
                 modules = [alias.name for alias in node.names]
