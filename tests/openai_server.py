@@ -386,7 +386,12 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._complete(body, text, finish_reason, fault)
 
         def _complete(self, body: dict[str, Any], text: str, finish_reason: str, fault: Fault) -> None:
-            message = {"role": "assistant", "content": text, "refusal": None, "annotations": []}
+            message: dict[str, Any] = {
+                "role": "assistant",
+                "content": text,
+                "refusal": None,
+                "annotations": [],
+            }
             self._send(
                 200,
                 {
