@@ -12,16 +12,20 @@ import contextlib
 import email.utils
 import math
 import re
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
+import httpcore2
+import httpx2
 import openai
 from openai import Stream
 from openai.types.chat import ChatCompletionChunk
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
 
 from core.errors import (
+    AddressRefused,
     AuthenticationFailed,
     BackendError,
     BadRequest,
@@ -30,18 +34,43 @@ from core.errors import (
     ModelNotFound,
     PermissionDenied,
     RateLimited,
+    ReplyTimeLimit,
+    ReplyTooLong,
     RequestTimedOut,
     ServerError,
     StreamInterrupted,
 )
-from core.settings import Sampling
+from core.netguard import PublicOnlyTransport, RefusedAddressError
+from core.settings import MAX_REPLY_CAP, Sampling
+
+#: Token counts a server may report; more is not a real reply (and would not fit the store).
+MAX_REPORTED_TOKENS = 1_000_000_000
+#: A reply may hold this many bytes of text per token of its reply cap, plus the margin.
+REPLY_BYTES_PER_TOKEN = 8
+REPLY_BYTES_MARGIN = 64 * 1024
+#: Total seconds one reply may take, from the request to its last byte (REPLY_TIME_LIMIT_S).
+DEFAULT_REPLY_TIME_LIMIT_S = 300.0
+#: At most this much of a response that is not a reply stream (an error body, a page) is read.
+MAX_OTHER_BODY_BYTES = 1024 * 1024
+
+
+def reply_size_limit(max_reply_tokens: int | None) -> int:
+    """Bytes (UTF-8) of reply text read before a reply is cut: the reply cap (the largest allowed
+    cap when there is none) times 8 bytes, plus 64 KiB."""
+    cap = max_reply_tokens if max_reply_tokens is not None else MAX_REPLY_CAP
+    return cap * REPLY_BYTES_PER_TOKEN + REPLY_BYTES_MARGIN
+
+
+#: The longest single line (one SSE event) of a reply stream: JSON may escape each byte of text
+#: as up to 6 characters, plus room for the rest of the chunk.
+MAX_EVENT_BYTES = 6 * reply_size_limit(None) + REPLY_BYTES_MARGIN
 
 
 class Usage(BaseModel):
     """Token usage as the server reported it."""
 
-    prompt_tokens: int = Field(ge=0)
-    completion_tokens: int = Field(ge=0)
+    prompt_tokens: int = Field(ge=0, le=MAX_REPORTED_TOKENS)
+    completion_tokens: int = Field(ge=0, le=MAX_REPORTED_TOKENS)
 
 
 class ChatRequest(BaseModel):
@@ -60,6 +89,11 @@ class ReplyStream:
         self.text = ""
         self.usage: Usage | None = None
         self.finish_reason: str | None = None
+        #: Set when the server reported usage that is not plausible (it is then left out: `usage`
+        #: stays None and the reply itself is kept as it is).
+        self.usage_note: str | None = None
+        #: "size" or "time" when reading stopped at one of the reply's bounds (a `ReplyCut` is raised).
+        self.cut_reason: str | None = None
 
     def _chunks(self) -> Iterator[str]:
         raise NotImplementedError
@@ -90,6 +124,7 @@ REASONING_MODEL_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 # An OpenAI-style key, or a masked echo of any key ("sk-proj-****abcd", "abcd********wxyz").
 _SECRET_PATTERN = re.compile(r"\bsk-[\w\-*]{4,}|[\w\-]*\*{3,}[\w\-*]*")
 _SERVER_MESSAGE_CHARS = 300
+_FINISH_REASON_CHARS = 64
 
 
 def uses_max_completion_tokens(model: str) -> bool:
@@ -98,10 +133,25 @@ def uses_max_completion_tokens(model: str) -> bool:
     return name.startswith(REASONING_MODEL_PREFIXES)
 
 
+_KEY_PREFIX = re.compile(r"^(?:sk-(?:[a-z]+-)?)")
+#: A key body shorter than this is not looked for on its own (it could match ordinary words).
+_MIN_KEY_BODY = 8
+
+
 def scrub_secrets(text: str, api_key: str | None = None) -> str:
-    """`text` with `api_key`, anything shaped like an `sk-…` key and masked keys removed."""
+    """`text` with `api_key` (also without its `sk-`/`sk-proj-`-style prefix), anything shaped
+    like an `sk-…` key and masked keys removed."""
     if api_key:
-        text = text.replace(api_key, "[redacted]")
+        forms = {api_key}
+        body = api_key
+        while (prefix := _KEY_PREFIX.match(body)) and prefix.end():
+            body = body[prefix.end() :]
+            forms.add(body)
+        if "-" in api_key:
+            forms.add(api_key.split("-", 1)[1])
+        for form in sorted(forms, key=len, reverse=True):
+            if len(form) >= _MIN_KEY_BODY or form == api_key:
+                text = text.replace(form, "[redacted]")
     return _SECRET_PATTERN.sub("[redacted]", text)
 
 
@@ -124,6 +174,125 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
+# --- Bounds and isolation of the HTTP client ------------------------------------------------
+
+#: Headers the SDK itself sends. A client for a base URL the visitor typed sends nothing else:
+#: no organization or project, no deployer's custom headers (OPENAI_CUSTOM_HEADERS).
+_SDK_HEADER_NAMES = frozenset(
+    {
+        "accept",
+        "accept-encoding",
+        "authorization",
+        "connection",
+        "content-length",
+        "content-type",
+        "host",
+        "idempotency-key",
+        "transfer-encoding",
+        "user-agent",
+    }
+)
+
+
+def _only_sdk_headers(authorization: str) -> Callable[[httpx2.Request], None]:
+    """A request hook: drop every header the SDK does not send itself; the key is the one given."""
+
+    def hook(request: httpx2.Request) -> None:
+        for name in {name.lower() for name in request.headers}:
+            if name not in _SDK_HEADER_NAMES and not name.startswith("x-stainless-"):
+                del request.headers[name]
+        request.headers["Authorization"] = authorization
+
+    return hook
+
+
+class ResponseCut(openai.OpenAIError):
+    """Reading a response body stopped at a bound. An `openai.OpenAIError`, so the SDK passes it
+    through without retrying or wrapping it."""
+
+    def __init__(self, reason: Literal["size", "time"], detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+class _BoundedBody(httpx2.SyncByteStream):
+    """A response body read at most until `deadline`, with no line (one SSE event) longer than
+    `max_line_bytes` and, unless None, at most `max_total_bytes` in all."""
+
+    def __init__(
+        self,
+        inner: httpx2.SyncByteStream,
+        *,
+        deadline: float | None,
+        time_limit_s: float | None,
+        max_line_bytes: int,
+        max_total_bytes: int | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self._inner = inner
+        self._deadline = deadline
+        self._time_limit_s = time_limit_s
+        self._max_line_bytes = max_line_bytes
+        self._max_total_bytes = max_total_bytes
+        self._clock = clock
+
+    def __iter__(self) -> Iterator[bytes]:
+        line = total = 0
+        for data in self._inner:
+            if self._deadline is not None and self._clock() > self._deadline:
+                raise ResponseCut("time", f"still sending after {self._time_limit_s:g} s")
+            total += len(data)
+            if self._max_total_bytes is not None and total > self._max_total_bytes:
+                raise ResponseCut("size", f"a response of more than {self._max_total_bytes:,} bytes")
+            first = data.find(b"\n")
+            # The line that was open, up to its end in this piece; then the line this piece leaves open.
+            ended = line + (len(data) if first < 0 else first)
+            line = ended if first < 0 else len(data) - data.rfind(b"\n") - 1
+            if max(ended, line) > self._max_line_bytes:
+                raise ResponseCut("size", f"a single event of more than {self._max_line_bytes:,} bytes")
+            yield data
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+def _bound_responses(
+    *, time_limit_s: float | None, untrusted: bool, clock: Callable[[], float]
+) -> Callable[[httpx2.Response], None]:
+    """A response hook that bounds every body before anything reads it (the SDK reads error
+    bodies whole): a reply stream by time and event size, anything else also to 1 MiB in all."""
+
+    def hook(response: httpx2.Response) -> None:
+        body = response.stream
+        if not isinstance(body, httpx2.SyncByteStream):
+            return
+        if untrusted and "content-encoding" in response.headers:
+            # Identity was asked for; a compressed body is left compressed (and so rejected as
+            # not OpenAI-compatible) rather than inflated without bound.
+            del response.headers["content-encoding"]
+        is_reply = response.status_code == 200 and "event-stream" in response.headers.get("content-type", "")
+        response.stream = _BoundedBody(
+            body,
+            deadline=clock() + time_limit_s if time_limit_s else None,
+            time_limit_s=time_limit_s,
+            max_line_bytes=MAX_EVENT_BYTES,
+            max_total_bytes=None if is_reply else MAX_OTHER_BODY_BYTES,
+            clock=clock,
+        )
+
+    return hook
+
+
+class _HttpClient(openai.DefaultHttpxClient):
+    """The SDK's default HTTP client settings, closed when garbage-collected (as the SDK's own)."""
+
+    def __del__(self) -> None:
+        if not self.is_closed:
+            with contextlib.suppress(Exception):
+                self.close()
+
+
 class OpenAIBackend:
     """Streams replies from OpenAI or any server that speaks its Chat Completions API
     (Ollama, vLLM, LM Studio, llama.cpp, ...), through the official `openai` SDK.
@@ -144,6 +313,28 @@ class OpenAIBackend:
 
     Every failure raises a `core.errors.BackendError` subclass whose message names the server
     and model and never contains the API key.
+
+    Bounds and safety, for every client:
+
+    - redirects are never followed (a 3xx is an error saying so);
+    - a reply is cut (`ReplyTooLong`, `ReplyTimeLimit`; the text so far kept) past
+      `reply_size_limit(cap)` bytes of text, past `reply_time_limit_s` seconds in all (None: no
+      limit), or at a single event over `MAX_EVENT_BYTES`; any other body is read to 1 MiB at most;
+    - a server's usage report that is not plausible is left out (`usage_note` says so), never
+      turning a good reply into a failed one.
+
+    For a base URL a visitor typed:
+
+    - `isolated`: nothing comes from the deployer's environment: no OPENAI_ORG_ID,
+      OPENAI_PROJECT_ID, OPENAI_ADMIN_KEY or OPENAI_CUSTOM_HEADERS; only the SDK's own headers
+      and `api_key` (which must be given, as must `base_url`) are sent. `organization` and
+      `project` are sent only when given.
+    - `public_addresses_only` (implies `isolated`): every connection goes only to public addresses
+      (`core.netguard`; `network_backend` replaces its resolver in tests), proxies from the
+      environment are not used, and compressed bodies are not inflated.
+    - `quote_server_text=False`: errors carry a status line and a generic message only, never the
+      server's text, content type or request id, and every failure to get an answer reads the same
+      ("could not reach the server"), whether the port was closed, filtered or not HTTP.
     """
 
     reports_server_usage = True
@@ -155,12 +346,49 @@ class OpenAIBackend:
         *,
         timeout: float = 60.0,
         max_retries: int = 2,
+        isolated: bool = False,
+        organization: str | None = None,
+        project: str | None = None,
+        public_addresses_only: bool = False,
+        quote_server_text: bool = True,
+        reply_time_limit_s: float | None = DEFAULT_REPLY_TIME_LIMIT_S,
+        network_backend: httpcore2.NetworkBackend | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        isolated = isolated or public_addresses_only
+        if isolated and (api_key is None or base_url is None):
+            raise BackendError("A client for a typed base URL needs its key and URL given explicitly.")
+        hooks: dict[str, list[Callable[[Any], None]]] = {
+            "request": [_only_sdk_headers(f"Bearer {api_key}")] if isolated else [],
+            "response": [
+                _bound_responses(
+                    time_limit_s=reply_time_limit_s, untrusted=public_addresses_only, clock=clock
+                )
+            ],
+        }
+        http_client = _HttpClient(
+            transport=PublicOnlyTransport(network_backend=network_backend) if public_addresses_only else None,
+            trust_env=not public_addresses_only,
+            follow_redirects=False,
+            headers={"Accept-Encoding": "identity"},
+            event_hooks=hooks,
+        )
+        # Explicit empty values, so the SDK does not read them from the environment.
+        from_environment = "" if isolated else None
         try:
             self._client = openai.OpenAI(
-                api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
+                api_key=api_key,
+                base_url=base_url,
+                timeout=timeout,
+                max_retries=max_retries,
+                organization=organization if organization is not None else from_environment,
+                project=project if project is not None else from_environment,
+                admin_api_key=from_environment,
+                webhook_secret=from_environment,
+                http_client=http_client,
             )
         except openai.OpenAIError as exc:
+            http_client.close()
             if "credentials" in str(exc).lower():
                 raise AuthenticationFailed(
                     "No API key: enter one or set OPENAI_API_KEY. A local server that needs no key "
@@ -169,8 +397,20 @@ class OpenAIBackend:
             raise BackendError(
                 f"Cannot set up the OpenAI client: {scrub_secrets(str(exc), api_key)}"
             ) from None
+        if isolated:
+            # None, not "": no header at all. Custom headers came from OPENAI_CUSTOM_HEADERS.
+            self._client.organization = organization
+            self._client.project = project
+            self._client.admin_api_key = None
+            self._client.webhook_secret = None
+            self._client._custom_headers = {}
         self.timeout = float(timeout)
         self.max_retries = max_retries
+        self.isolated = isolated
+        self.public_addresses_only = public_addresses_only
+        self.quote_server_text = quote_server_text
+        self.reply_time_limit_s = reply_time_limit_s
+        self._clock = clock
         self._send_stream_options = True
 
     @property
@@ -212,6 +452,7 @@ class OpenAIBackend:
     def stream(self, request: ChatRequest) -> OpenAIReplyStream:
         """Send `request`; raises a `BackendError` if the server refuses it or cannot be reached."""
         params = self.request_params(request)
+        started = self._clock()
         try:
             try:
                 sdk_stream = self._client.chat.completions.create(**params)
@@ -227,16 +468,37 @@ class OpenAIBackend:
             raise self.error_for(exc, request.model) from None
         content_type = sdk_stream.response.headers.get("content-type", "")
         if content_type and "event-stream" not in content_type:
-            snippet = ""
-            with contextlib.suppress(Exception):  # the body is only quoted as a hint
-                snippet = " ".join(sdk_stream.response.read().decode("utf-8", "replace").split())[:120]
+            raise self._not_a_stream(sdk_stream, request.model, content_type)
+        deadline = started + self.reply_time_limit_s if self.reply_time_limit_s else None
+        return OpenAIReplyStream(
+            self,
+            request.model,
+            sdk_stream,
+            size_limit=reply_size_limit(request.max_reply_tokens),
+            reply_cap=request.max_reply_tokens,
+            deadline=deadline,
+        )
+
+    def _not_a_stream(
+        self, sdk_stream: Stream[ChatCompletionChunk], model: str, content_type: str
+    ) -> BadResponse:
+        advice = f"Check that the base URL {self.base_url} points at an OpenAI-compatible API."
+        if not self.quote_server_text:
             sdk_stream.close()
-            raise BadResponse(
-                f"{self.host} answered model {request.model!r} with {content_type.split(';')[0]}, "
-                f"not an event stream: {scrub_secrets(snippet, self._client.api_key)!r}. Check that "
-                f"the base URL {self.base_url} points at an OpenAI-compatible API."
-            )
-        return OpenAIReplyStream(self, request.model, sdk_stream)
+            return BadResponse(f"{self.host} answered model {model!r} with no event stream. {advice}")
+        head = b""
+        # The body is only quoted as a hint: read its start, never all of it.
+        with contextlib.suppress(Exception):
+            for piece in sdk_stream.response.iter_bytes():
+                head += piece
+                if len(head) >= 4096:
+                    break
+        sdk_stream.close()
+        snippet = " ".join(head.decode("utf-8", "replace").split())[:120]
+        return BadResponse(
+            f"{self.host} answered model {model!r} with {content_type.split(';')[0]}, "
+            f"not an event stream: {self._scrub(snippet)!r}. {advice}"
+        )
 
     def error_for(
         self, exc: openai.OpenAIError, model: str, *, partial_text: str = "", mid_stream: bool = False
@@ -245,6 +507,21 @@ class OpenAIBackend:
         host = self.host
         kept: dict[str, Any] = {"partial_text": partial_text}
         said = self._server_says(exc)
+        if isinstance(exc, RefusedAddressError):
+            return AddressRefused(
+                f"{host} resolves to {exc.reason}. For a base URL typed here, this deployment "
+                "connects only to public addresses; nothing was sent.",
+                **kept,
+            )
+        if isinstance(exc, ResponseCut):
+            return self.cut_error(exc.reason, model, partial_text, detail=exc.detail, mid_stream=mid_stream)
+        if not self.quote_server_text and not mid_stream and isinstance(exc, openai.APIConnectionError):
+            # Refused, timed out, not HTTP, TLS: one text, so errors do not map a network.
+            return ConnectionFailed(
+                f"Could not reach the server at {host} for model {model!r}. Check the base URL "
+                f"{self.base_url}.",
+                **kept,
+            )
         if isinstance(exc, openai.APITimeoutError):
             if mid_stream:
                 return RequestTimedOut(
@@ -278,13 +555,61 @@ class OpenAIBackend:
         if isinstance(exc, openai.APIError):
             # e.g. an `error` event in the middle of a stream
             return BackendError(f"{host} reported an error for model {model!r}.{said}", **kept)
-        return BackendError(f"Request to {host} for model {model!r} failed: {self._scrub(str(exc))}", **kept)
+        detail = f": {self._scrub(str(exc))}" if self.quote_server_text else "."
+        return BackendError(f"Request to {host} for model {model!r} failed{detail}", **kept)
+
+    def cut_error(
+        self,
+        reason: Literal["size", "time"],
+        model: str,
+        partial_text: str,
+        *,
+        detail: str = "",
+        reply_cap: int | None = None,
+        mid_stream: bool = True,
+    ) -> BackendError:
+        """The error for a reply whose reading stopped at a bound (`partial_text` is kept)."""
+        host = self.host
+        if not mid_stream:
+            return BadResponse(
+                f"{host} sent {detail or 'too much'} for model {model!r}; reading stopped.",
+                partial_text=partial_text,
+            )
+        kept = f"reading stopped and the {len(partial_text):,} characters received are kept"
+        if reason == "time":
+            return ReplyTimeLimit(
+                f"The reply of model {model!r} from {host} was still going after "
+                f"{self.reply_time_limit_s:g} s, the time limit for one reply (REPLY_TIME_LIMIT_S); "
+                f"{kept}.",
+                partial_text=partial_text,
+            )
+        if detail:
+            what = f"sent {detail}"
+        else:
+            limit = reply_size_limit(reply_cap)
+            cap = f"a reply cap of {reply_cap:,} tokens" if reply_cap is not None else "no reply cap"
+            what = (
+                f"passed {limit:,} bytes, the most a reply with {cap} may hold "
+                f"({REPLY_BYTES_PER_TOKEN} bytes a token plus {REPLY_BYTES_MARGIN // 1024} KiB)"
+            )
+        return ReplyTooLong(
+            f"The reply of model {model!r} from {host} {what}; {kept}.", partial_text=partial_text
+        )
 
     def _status_error(
         self, exc: openai.APIStatusError, model: str, said: str, kept: dict[str, Any]
     ) -> BackendError:
         host, status = self.host, exc.status_code
-        kept = {**kept, "status_code": status, "request_id": exc.request_id}
+        request_id = exc.request_id if self.quote_server_text else None
+        kept = {**kept, "status_code": status, "request_id": request_id}
+        if 300 <= status < 400:
+            location = exc.response.headers.get("location", "")
+            to = f" to {self._scrub(location[:200])!r}" if self.quote_server_text and location else ""
+            return BackendError(
+                f"{host} answered model {model!r} with a redirect (HTTP {status}){to}; redirects are "
+                "not followed. Use the address it redirects to as the base URL.",
+                **kept,
+            )
         if status == 401:
             return AuthenticationFailed(
                 f"{host} rejected the API key (HTTP 401) for model {model!r}.{said} "
@@ -337,7 +662,10 @@ class OpenAIBackend:
         return scrub_secrets(text, self._client.api_key)
 
     def _server_says(self, exc: openai.OpenAIError) -> str:
-        """' Server says: …' with the server's own (scrubbed) message, or '' when it gave none."""
+        """' Server says: …' with the server's own (scrubbed) message, or '' when it gave none
+        (or when this backend does not quote its server)."""
+        if not self.quote_server_text:
+            return ""
         message: object = None
         if isinstance(exc, openai.APIStatusError):
             body = exc.body
@@ -360,39 +688,83 @@ class OpenAIBackend:
 
 
 class OpenAIReplyStream(ReplyStream):
-    """One streamed reply from an `OpenAIBackend`; see `ReplyStream`."""
+    """One streamed reply from an `OpenAIBackend`; see `ReplyStream`.
 
-    def __init__(self, backend: OpenAIBackend, model: str, sdk_stream: Stream[ChatCompletionChunk]) -> None:
+    Reading stops (raising `ReplyTooLong` / `ReplyTimeLimit` with the text so far, and setting
+    `cut_reason`) once the text passes `size_limit` bytes or the clock passes `deadline`.
+    """
+
+    def __init__(
+        self,
+        backend: OpenAIBackend,
+        model: str,
+        sdk_stream: Stream[ChatCompletionChunk],
+        *,
+        size_limit: int | None = None,
+        reply_cap: int | None = None,
+        deadline: float | None = None,
+    ) -> None:
         super().__init__()
         self._backend = backend
         self._model = model
         self._sdk_stream = sdk_stream
+        self._size_limit = size_limit if size_limit is not None else reply_size_limit(reply_cap)
+        self._reply_cap = reply_cap
+        self._deadline = deadline
 
     def close(self) -> None:
         self._sdk_stream.close()
 
+    def _take_usage(self, usage: Any) -> None:
+        try:
+            self.usage = Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+        except (ValidationError, AttributeError, TypeError):
+            self.usage = None
+            self.usage_note = (
+                f"{self._backend.host} reported token usage that is not plausible; it is left out "
+                "and the local counts stand in for it."
+            )
+
+    def _cut(self, reason: Literal["size", "time"], detail: str = "") -> BackendError:
+        self.cut_reason = reason
+        return self._backend.cut_error(
+            reason, self._model, self.text, detail=detail, reply_cap=self._reply_cap
+        )
+
     def _chunks(self) -> Iterator[str]:
         backend, model = self._backend, self._model
+        clock, deadline = backend._clock, self._deadline
+        size = 0
         try:
             for chunk in self._sdk_stream:
                 if chunk.usage is not None:  # the final chunk (some servers send it on every chunk)
-                    self.usage = Usage(
-                        prompt_tokens=chunk.usage.prompt_tokens,
-                        completion_tokens=chunk.usage.completion_tokens,
-                    )
+                    self._take_usage(chunk.usage)
                 for choice in chunk.choices:
                     if choice.index != 0:
                         continue
                     delta = choice.delta
                     text = (delta.content or delta.refusal) if delta is not None else None
                     if choice.finish_reason:
-                        self.finish_reason = choice.finish_reason
-                    if text:
-                        yield text
+                        # As the server said it, but bounded: it is recorded with the turn.
+                        self.finish_reason = str(choice.finish_reason)[:_FINISH_REASON_CHARS]
+                    if not text:
+                        continue
+                    encoded = len(text.encode("utf-8", "surrogatepass"))
+                    if size + encoded > self._size_limit:
+                        room = self._size_limit - size
+                        if head := text.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore"):
+                            yield head
+                        raise self._cut("size")
+                    size += encoded
+                    yield text
+                if deadline is not None and clock() > deadline:
+                    raise self._cut("time")
         except openai.APIConnectionError as exc:
             if self.finish_reason is not None and not isinstance(exc, openai.APITimeoutError):
                 return  # the reply was complete; only the usage chunk was lost
             raise backend.error_for(exc, model, partial_text=self.text, mid_stream=True) from None
+        except ResponseCut as exc:
+            raise self._cut(exc.reason, exc.detail if exc.reason == "size" else "") from None
         except openai.OpenAIError as exc:
             raise backend.error_for(exc, model, partial_text=self.text, mid_stream=True) from None
         except (ValueError, TypeError, AttributeError) as exc:

@@ -189,3 +189,52 @@ class PersonaFileError(DashboardError):
         self.file_name = file_name
         self.problems = (problems,) if isinstance(problems, str) else tuple(problems)
         super().__init__(f"{file_name}: " + "; ".join(self.problems))
+
+
+class ReplyCut(BackendError):
+    """Reading a reply stopped at one of the deployment's bounds; the text received is kept
+    (`partial_text`) and recorded as interrupted. `cut_reason` says which bound: "size" or "time"."""
+
+    cut_reason: str = ""
+
+
+class ReplyTooLong(ReplyCut):
+    """The reply passed the size limit derived from its reply cap (or one event was too large)."""
+
+    cut_reason = "size"
+
+
+class ReplyTimeLimit(ReplyCut):
+    """The reply was still streaming when its total time limit (`REPLY_TIME_LIMIT_S`) ran out."""
+
+    cut_reason = "time"
+
+
+class AddressRefused(BackendError):
+    """The base URL's host resolves to an address this deployment does not connect to
+    (loopback, private, link-local, cloud metadata, ...): nothing was sent."""
+
+
+# --- Deployment ----------------------------------------------------------------------------
+
+
+class BaseUrlRefused(DashboardError):
+    """A base URL the visitor typed is not allowed here (`ACCESS_MODE=private` and not in
+    `ALLOWED_BASE_URLS`, or not an http(s) URL). `url` is what was typed."""
+
+    def __init__(self, url: str, message: str) -> None:
+        super().__init__(message)
+        self.url = url
+
+
+class RateLimitedLocally(DashboardError):
+    """This session sent more requests or tokens per minute than the deployment allows.
+
+    `retry_after` is the seconds until the request fits (None when it never will: a single request
+    larger than the whole per-minute token limit); `limit` names the setting that was hit.
+    """
+
+    def __init__(self, message: str, *, retry_after: float | None, limit: str) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.limit = limit

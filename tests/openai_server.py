@@ -73,6 +73,17 @@ class Fault:
     bad_chunk_after: int = 0
     #: Stream only: leave out the usage chunk even when stream_options.include_usage asks for it.
     omit_usage: bool = False
+    #: Stream only: the usage chunk reports this many prompt and completion tokens instead.
+    usage_tokens: int | None = None
+    #: Answer with a redirect (302 unless `status` says another 3xx) to this URL.
+    redirect_to: str | None = None
+    #: Stream only: reply with this many bytes of text in deltas of `delta_bytes` (a huge reply).
+    huge_reply_bytes: int | None = None
+    delta_bytes: int = 8192
+    #: Stream only: after the first content chunk, send an SSE comment (`: keep-alive`) every
+    #: this many seconds, for `keep_alive_for` seconds, then finish the reply normally.
+    keep_alive_every: float | None = None
+    keep_alive_for: float = 10.0
 
 
 @dataclass
@@ -115,6 +126,10 @@ class OpenAIServer:
         self.rejects_stream_options = False
         #: Seconds between streamed chunks, so a browser can watch a reply arrive.
         self.chunk_delay = 0.0
+        #: Responses the client hung up on before they were complete.
+        self.disconnects = 0
+        #: Bytes of streamed reply bodies written (per request, in order).
+        self.bytes_streamed: list[int] = []
         self.quiet = quiet
         self._faults: deque[Fault] = deque()
         self._lock = threading.Lock()
@@ -205,6 +220,22 @@ class OpenAIServer:
     def reply(self, text: str, *, finish_reason: str = "stop") -> None:
         """Answer the next request with `text` instead of the echo."""
         self.enqueue(Fault(reply=text, finish_reason=finish_reason))
+
+    def redirect(self, url: str, *, status: int = 302) -> None:
+        """Answer the next request with a redirect to `url`."""
+        self.enqueue(Fault(status=status, redirect_to=url))
+
+    def huge_reply(self, size: int = 5 * 1024 * 1024, *, delta_bytes: int = 8192) -> None:
+        """Stream `size` bytes of reply text in `delta_bytes` deltas as the next reply."""
+        self.enqueue(Fault(huge_reply_bytes=size, delta_bytes=delta_bytes))
+
+    def keep_alive_drip(self, every: float, *, lasting: float = 10.0) -> None:
+        """Send one content chunk, then only `: keep-alive` comments every `every` s for `lasting` s."""
+        self.enqueue(Fault(keep_alive_every=every, keep_alive_for=lasting))
+
+    def bad_usage(self, tokens: int = 10**20) -> None:
+        """Report `tokens` prompt and completion tokens in the next reply's usage chunk."""
+        self.enqueue(Fault(usage_tokens=tokens))
 
     def reset(self) -> None:
         """Forget recorded requests and queued faults."""
@@ -332,8 +363,12 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._error(404, f"Unknown path {self.path}.")
                 return
             # The client may have given up already (e.g. it timed out during a `delay` fault).
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            try:
                 self._chat(body)
+            except (BrokenPipeError, ConnectionResetError):
+                with server._lock:
+                    server.disconnects += 1
+                self.close_connection = True
 
         def _control(self, action: str, body: Any) -> None:
             if action == "faults" and isinstance(body, dict):
@@ -348,6 +383,15 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
         def _chat(self, body: Any) -> None:
             fault = server._next_fault()
             if fault.delay_after_chunks is None and server._sleep(fault.delay):
+                return
+            if fault.redirect_to is not None:
+                status = fault.status if 300 <= fault.status < 400 else 302
+                self._send(
+                    status,
+                    f"<html><body>Moved to {fault.redirect_to}</body></html>",
+                    content_type="text/html",
+                    headers={"Location": fault.redirect_to, **fault.headers},
+                )
                 return
             if fault.status != 200 or fault.body is not None:
                 content_type = fault.content_type or "application/json"
@@ -377,6 +421,9 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._error(
                     400, "Unrecognized request argument supplied: stream_options", param="stream_options"
                 )
+                return
+            if body.get("stream") and fault.huge_reply_bytes is not None:
+                self._stream_huge(body, fault)
                 return
             text = fault.reply if fault.reply is not None else echo_reply(body["messages"])
             text, finish_reason = _capped(body, text, fault.finish_reason)
@@ -424,10 +471,14 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self.close_connection = True
             self.end_headers()
 
+            written = 0
+
             def write(data: str) -> None:
+                nonlocal written
                 raw = data.encode()
                 self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n" if chunked else raw)
                 self.wfile.flush()
+                written += len(raw)
 
             base = {
                 "id": server._completion_id(),
@@ -459,15 +510,58 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 if server._sleep(server.chunk_delay):
                     return
                 event(choice({"content": piece}))
+                if fault.keep_alive_every is not None and sent == 0:
+                    until = time.monotonic() + fault.keep_alive_for
+                    while time.monotonic() < until:
+                        if server._sleep(fault.keep_alive_every):
+                            return
+                        write(": keep-alive\n\n")
+            server.bytes_streamed.append(written)
             if fault.cut_after is not None:
                 self.close_connection = True
                 return
             event(choice({}, finish_reason))
             if include_usage and not fault.omit_usage:
-                event([], usage=_usage(body, text))
+                usage = _usage(body, text)
+                if fault.usage_tokens is not None:
+                    usage.update(prompt_tokens=fault.usage_tokens, completion_tokens=fault.usage_tokens)
+                    usage["total_tokens"] = 2 * fault.usage_tokens
+                event([], usage=usage)
             write("data: [DONE]\n\n")
             if chunked:
                 self.wfile.write(b"0\r\n\r\n")
+
+        def _stream_huge(self, body: dict[str, Any], fault: Fault) -> None:
+            """`fault.huge_reply_bytes` of text in `fault.delta_bytes` deltas, chunked, then [DONE]."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream; charset=utf-8")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            base = {"id": server._completion_id(), "object": "chat.completion.chunk", "created": 0}
+            base["model"] = body["model"]
+            delta_text = "x" * (fault.delta_bytes - 1) + "\n"
+            written = 0
+
+            def write(data: str) -> None:
+                nonlocal written
+                raw = data.encode()
+                self.wfile.write(f"{len(raw):x}\r\n".encode() + raw + b"\r\n")
+                written += len(raw)
+
+            def event(choices: list[dict[str, Any]]) -> None:
+                write(f"data: {json.dumps({**base, 'choices': choices})}\n\n")
+
+            try:
+                remaining = fault.huge_reply_bytes or 0
+                while remaining > 0:
+                    piece = delta_text[:remaining]
+                    event([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+                    remaining -= len(piece)
+                event([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+                write("data: [DONE]\n\n")
+                self.wfile.write(b"0\r\n\r\n")
+            finally:
+                server.bytes_streamed.append(written)
 
     return Handler
 

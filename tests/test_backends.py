@@ -13,11 +13,14 @@ import openai
 import pytest
 
 from core.backends import (
+    MAX_EVENT_BYTES,
+    MAX_REPORTED_TOKENS,
     ChatRequest,
     OpenAIBackend,
     OpenAIReplyStream,
     Usage,
     parse_retry_after,
+    reply_size_limit,
     scrub_secrets,
     uses_max_completion_tokens,
 )
@@ -30,11 +33,12 @@ from core.errors import (
     ModelNotFound,
     PermissionDenied,
     RateLimited,
+    ReplyTooLong,
     RequestTimedOut,
     ServerError,
     StreamInterrupted,
 )
-from core.settings import Sampling
+from core.settings import MAX_REPLY_CAP, Sampling
 from core.tokens import count_prompt_tokens, tokenizer_for
 from tests.openai_server import OpenAIServer, echo_reply, split_chunks, unused_port
 
@@ -284,6 +288,16 @@ FAULTS: dict[str, tuple[Script, type[BackendError], list[str]]] = {
         StreamInterrupted,
         ["ended before the server said it was finished"],
     ),
+    "302 redirect (not followed)": (
+        lambda s: s.redirect("http://127.0.0.1:9/v1/chat/completions"),
+        BackendError,
+        ["HTTP 302", "not followed"],
+    ),
+    "huge event with no end of line": (
+        lambda s: s.send_bad_chunk("x" * (MAX_EVENT_BYTES + 10), after_chunks=1),
+        ReplyTooLong,
+        ["single event of more than"],
+    ),
 }
 
 
@@ -450,6 +464,36 @@ def test_scrub_secrets() -> None:
     assert "sk-" not in scrub_secrets("Incorrect API key provided: sk-proj-abcd****wxyz.")
     assert scrub_secrets("token abcd********wxyz.") == "token [redacted]."
     assert scrub_secrets("nothing secret here") == "nothing secret here"
+
+
+def test_scrub_secrets_also_finds_the_key_without_its_prefix() -> None:
+    key = "sk-proj-Q1w2E3r4T5y6U7i8"
+    for echo in (key, "proj-Q1w2E3r4T5y6U7i8", "Q1w2E3r4T5y6U7i8"):
+        assert scrub_secrets(f"key {echo}.", key) == "key [redacted]."
+
+
+def test_usage_is_bounded() -> None:
+    assert Usage(prompt_tokens=MAX_REPORTED_TOKENS, completion_tokens=0).prompt_tokens == MAX_REPORTED_TOKENS
+    for bad in (-1, MAX_REPORTED_TOKENS + 1, 10**20):
+        with pytest.raises(ValueError):
+            Usage(prompt_tokens=bad, completion_tokens=1)
+
+
+def test_reply_size_limit_follows_the_reply_cap() -> None:
+    assert reply_size_limit(1) == 8 + 64 * 1024
+    assert reply_size_limit(4096) == 4096 * 8 + 64 * 1024
+    assert reply_size_limit(None) == reply_size_limit(MAX_REPLY_CAP)
+
+
+def test_a_client_for_a_typed_url_needs_its_key_and_url_given(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-environment")
+    with pytest.raises(BackendError, match="explicitly"):
+        OpenAIBackend(None, "http://127.0.0.1:9/v1", isolated=True)
+
+
+def test_requests_ask_for_an_uncompressed_reply(openai_server: OpenAIServer) -> None:
+    list(make_backend(openai_server).stream(make_request()))
+    assert openai_server.chat_requests[0].headers["accept-encoding"] == "identity"
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@
 
 import pytest
 
-from core.connection import resolve_connection
-from core.errors import DashboardError
+from core.connection import Backends, resolve_connection
+from core.errors import BaseUrlRefused, DashboardError
 from core.offline import OfflineBackend
 
 
@@ -72,3 +72,38 @@ def test_deployer_timeouts_and_retries():
 def test_bad_deployer_settings_are_named(name, value):
     with pytest.raises(DashboardError, match=f"{name} must be a number"):
         resolve_connection(secrets={}, environ={name: value})
+
+
+def test_the_deployers_organization_and_project_stay_with_the_deployers_connection():
+    deployer = {"OPENAI_API_KEY": "sk-d", "OPENAI_ORG_ID": "org-d", "OPENAI_PROJECT_ID": "proj_d"}
+    connection = resolve_connection(secrets={"OPENAI_ORG_ID": "org-secret"}, environ=deployer)
+    assert (connection.organization, connection.project) == ("org-secret", "proj_d")
+    assert connection.uses_deployer_key and not connection.base_url_typed
+    typed = resolve_connection(typed_base_url="http://x/v1", secrets=deployer, environ=deployer)
+    assert (typed.organization, typed.project) == (None, None)
+    assert typed.base_url_typed and not typed.uses_deployer_key
+
+
+def test_a_typed_url_gets_its_own_backend():
+    backends = Backends()
+    typed = resolve_connection(typed_key="sk-k", typed_base_url="http://x:1/v1", secrets={}, environ={})
+    deployer = resolve_connection(
+        secrets={}, environ={"OPENAI_API_KEY": "sk-k", "OPENAI_BASE_URL": "http://x:1/v1"}
+    )
+    assert (typed.api_key, typed.base_url) == (deployer.api_key, deployer.base_url)
+    assert backends.for_connection(typed) is not backends.for_connection(deployer)
+    assert backends.for_connection(typed).isolated and not backends.for_connection(deployer).isolated
+
+
+def test_private_mode_checks_a_typed_url_against_the_allowlist():
+    with pytest.raises(BaseUrlRefused):
+        resolve_connection(
+            typed_base_url="http://x/v1",
+            secrets={},
+            environ={"ALLOWED_BASE_URLS": "y"},
+            access_mode="private",
+        )
+    allowed = resolve_connection(
+        typed_base_url="http://y/v1", secrets={"ALLOWED_BASE_URLS": "y"}, environ={}, access_mode="private"
+    )
+    assert allowed.public_addresses_only and not allowed.quote_server_text
