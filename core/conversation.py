@@ -13,19 +13,20 @@ history.
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from core.backends import Usage
+from core.backends import MAX_REPORTED_TOKENS, Usage
 from core.errors import ConversationImportError, ConversationStateError
-from core.settings import DEFAULT_REPLY_CAP, ChatSettings
+from core.settings import DEFAULT_REPLY_CAP, MAX_CONTEXT_BUDGET, ChatSettings
 from core.tokens import REPLY_PRIMING, Tokenizer, tokenizer_for
-from core.validation import describe_validation_error
+from core.validation import describe_validation_error, field_path
 
 Role = Literal["system", "user", "assistant"]
 
@@ -33,6 +34,10 @@ EXPORT_FORMAT: Final = "persona-dashboard/conversation"
 EXPORT_VERSION: Final = 2
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
 PREVIEW_CHARS = 60
+#: Any token count in a record (the store keeps them as 32-bit integers).
+MAX_TOKEN_COUNT = MAX_REPORTED_TOKENS
+#: Integers an import may hold at all (64-bit); larger ones are refused before validation.
+MAX_IMPORT_INT = 2**63 - 1
 
 
 class MessageState(StrEnum):
@@ -79,7 +84,7 @@ class Message(BaseModel):
     content: str
     state: MessageState = MessageState.CONTEXT
     #: Prompt tokens this message adds when sent (content plus per-message framing).
-    tokens: int = Field(0, ge=0)
+    tokens: int = Field(0, ge=0, le=MAX_TOKEN_COUNT)
     #: Kept in context by every policy.
     pinned: bool = False
     #: An assistant reply whose stream broke off or was stopped; the partial text is kept.
@@ -88,6 +93,15 @@ class Message(BaseModel):
     cut_off: bool = False
     #: A user message the dashboard wrote, not the user (the request to continue a cut reply).
     automatic: bool = False
+
+    @field_validator("created_at")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        """Kept in UTC (a time without a zone is taken as UTC); refused when UTC cannot hold it."""
+        try:
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(f"the time {value.isoformat()} is out of range in UTC") from None
 
     def as_api_message(self) -> dict[str, str]:
         return {"role": self.role, "content": self.content}
@@ -101,24 +115,24 @@ class Turn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    number: int = Field(ge=1)
-    model: str
-    context_budget: int
-    messages_sent: int
-    counted_prompt_tokens: int
+    number: int = Field(ge=1, le=MAX_TOKEN_COUNT)
+    model: str = Field(min_length=1, max_length=200)
+    context_budget: int = Field(ge=1, le=MAX_CONTEXT_BUDGET)
+    messages_sent: int = Field(ge=0, le=MAX_TOKEN_COUNT)
+    counted_prompt_tokens: int = Field(ge=0, le=MAX_TOKEN_COUNT)
     #: False when the model is unknown to tiktoken and the count is an estimate.
     count_exact: bool = True
-    reported_prompt_tokens: int | None = None
-    reported_completion_tokens: int | None = None
-    counted_completion_tokens: int
+    reported_prompt_tokens: int | None = Field(None, ge=0, le=MAX_TOKEN_COUNT)
+    reported_completion_tokens: int | None = Field(None, ge=0, le=MAX_TOKEN_COUNT)
+    counted_completion_tokens: int = Field(ge=0, le=MAX_TOKEN_COUNT)
     #: "server": usage as the API reported it; "local": computed by the offline model; None: no usage.
     usage_source: Literal["server", "local"] | None = None
-    latency_s: float | None = None
+    latency_s: float | None = Field(None, ge=0, allow_inf_nan=False)
     interrupted: bool = False
     #: Why the reply ended, as the server said ("stop", "length", ...); None when it never said.
-    finish_reason: str | None = None
+    finish_reason: str | None = Field(None, max_length=64)
     #: The assistant message this turn added.
-    reply_id: str | None = None
+    reply_id: str | None = Field(None, max_length=64)
 
     @property
     def cut_by_reply_cap(self) -> bool:
@@ -144,11 +158,11 @@ class TrimEvent(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    turn: int = Field(ge=1)
+    turn: int = Field(ge=1, le=MAX_TOKEN_COUNT)
     dropped: list[str] = Field(description="Ids of the dropped messages, oldest first.")
-    tokens_before: int
-    tokens_after: int
-    budget: int
+    tokens_before: int = Field(ge=0, le=MAX_TOKEN_COUNT)
+    tokens_after: int = Field(ge=0, le=MAX_TOKEN_COUNT)
+    budget: int = Field(ge=1, le=MAX_CONTEXT_BUDGET)
 
     @property
     def tokens_freed(self) -> int:
@@ -162,7 +176,7 @@ class ConversationRecord(BaseModel):
 
     format: Literal["persona-dashboard/conversation"] = EXPORT_FORMAT
     version: Literal[2] = EXPORT_VERSION
-    persona_id: str | None = None
+    persona_id: str | None = Field(None, max_length=200)
     settings: ChatSettings
     messages: list[Message] = Field(min_length=1)
     turns: list[Turn] = []
@@ -175,18 +189,18 @@ class _MessageV1(BaseModel):
     role: Role
     content: str
     state: MessageState = MessageState.CONTEXT
-    tokens: int = Field(0, ge=0)
+    tokens: int = Field(0, ge=0, le=MAX_TOKEN_COUNT)
     interrupted: bool = False
 
 
 class _TrimEventV1(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    turn: int = Field(ge=1)
+    turn: int = Field(ge=1, le=MAX_TOKEN_COUNT)
     dropped: list[int]
-    tokens_before: int
-    tokens_after: int
-    budget: int
+    tokens_before: int = Field(ge=0, le=MAX_TOKEN_COUNT)
+    tokens_after: int = Field(ge=0, le=MAX_TOKEN_COUNT)
+    budget: int = Field(ge=1, le=MAX_CONTEXT_BUDGET)
 
 
 class _ConversationRecordV1(BaseModel):
@@ -196,9 +210,9 @@ class _ConversationRecordV1(BaseModel):
 
     format: Literal["persona-dashboard/conversation"] = EXPORT_FORMAT
     version: Literal[1] = 1
-    persona_id: str | None = None
-    model: str = Field(min_length=1)
-    context_budget: int = Field(ge=1)
+    persona_id: str | None = Field(None, max_length=200)
+    model: str = Field(min_length=1, max_length=200)
+    context_budget: int = Field(ge=1, le=MAX_CONTEXT_BUDGET)
     messages: list[_MessageV1] = Field(min_length=1)
     turns: list[Turn] = []
     trim_events: list[_TrimEventV1] = []
@@ -479,6 +493,7 @@ class Conversation:
     def from_dict(cls, data: Any) -> Conversation:
         """Rebuild a conversation from `to_dict()` output (format 2, or 1 upgraded); token counts
         are recomputed, not trusted."""
+        _check_plain_values(data)
         try:
             if isinstance(data, dict) and data.get("version", 1) == 1:
                 data = _ConversationRecordV1.model_validate(data).upgraded()
@@ -517,6 +532,13 @@ class Conversation:
             ) from None
         except RecursionError:
             raise ConversationImportError("The file's JSON is nested too deeply.") from None
+        except ValueError as exc:
+            # Python refuses to read an integer of more than 4,300 digits (int_max_str_digits).
+            if "digits" in str(exc):
+                raise ConversationImportError(
+                    "The file holds a number with thousands of digits; no conversation has one."
+                ) from None
+            raise ConversationImportError("The file is not valid JSON.") from None
         return cls.from_dict(parsed)
 
     # --- internals ---------------------------------------------------------------------------
@@ -536,6 +558,48 @@ class Conversation:
 
     def _last_in_context(self) -> Message:
         return self.messages[self._context_indexes[-1]]
+
+
+def _check_plain_values(data: Any) -> None:
+    """Refuse what validation would choke on or let through to crash later: text with lone
+    surrogates (not encodable), integers beyond 64 bits (or beyond what Python will print), and
+    numbers that are not finite. Walks without recursion, so any nesting depth is fine."""
+    pending: list[tuple[tuple[str | int, ...], Any]] = [((), data)]
+    while pending:
+        path, value = pending.pop()
+        where = field_path(path) or "the top level"
+        if isinstance(value, str):
+            if not _encodable(value):
+                raise ConversationImportError(
+                    f"{where} holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not text."
+                )
+        elif isinstance(value, bool):
+            continue
+        elif isinstance(value, int):
+            if not -MAX_IMPORT_INT - 1 <= value <= MAX_IMPORT_INT:
+                raise ConversationImportError(
+                    f"{where} holds an integer beyond 64 bits, too large for any count or setting."
+                )
+        elif isinstance(value, float):
+            if not math.isfinite(value):
+                raise ConversationImportError(f"{where} holds {value}, which is not a finite number.")
+        elif isinstance(value, dict):
+            for key, child in value.items():
+                if isinstance(key, str) and not _encodable(key):
+                    raise ConversationImportError(
+                        f"A field name in {where} holds a lone surrogate, which is not text."
+                    )
+                pending.append(((*path, str(key)), child))
+        elif isinstance(value, list | tuple):
+            pending.extend(((*path, index), child) for index, child in enumerate(value))
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _check_well_formed(record: ConversationRecord) -> None:
@@ -563,3 +627,28 @@ def _check_well_formed(record: ConversationRecord) -> None:
             raise ConversationImportError(
                 f"Trim event of turn {event.turn} names a message that does not exist."
             )
+        if record.turns and event.turn > len(record.turns) + 1:
+            raise ConversationImportError(
+                f"A trim event names turn {event.turn}, but the conversation has {len(record.turns)} turns."
+            )
+    roles = {message.id: message.role for message in record.messages}
+    replies: set[str] = set()
+    for position, turn in enumerate(record.turns, start=1):
+        if turn.number != position:
+            raise ConversationImportError(
+                f"Turn {position} is numbered {turn.number}; turns must be numbered 1, 2, 3, … in order."
+            )
+        if turn.messages_sent > len(record.messages):
+            raise ConversationImportError(
+                f"Turn {position} says it sent {turn.messages_sent} messages, more than the "
+                "conversation holds."
+            )
+        if turn.reply_id is not None:
+            if roles.get(turn.reply_id) != "assistant":
+                raise ConversationImportError(
+                    f"Turn {position} names a reply {turn.reply_id!r} that is not an answer in this "
+                    "conversation."
+                )
+            if turn.reply_id in replies:
+                raise ConversationImportError(f"Turns {position} and an earlier one name the same reply.")
+            replies.add(turn.reply_id)

@@ -1,6 +1,9 @@
 """The Conversation contract: budget trimming, turn records, failures that lose nothing, export."""
 
 import json
+import math
+import re
+from datetime import UTC
 
 import pytest
 from hypothesis import given, settings
@@ -321,10 +324,31 @@ def test_trimming_invariants(budget, ops):
 
 # --- fuzzing the import ---------------------------------------------------------------------
 
+#: Text with lone surrogates, as json.loads makes of "\\ud800" escapes.
+surrogate_text = st.text(
+    alphabet=st.characters(categories=["Cs"]) | st.characters(codec="utf-8"), min_size=1, max_size=8
+).filter(lambda text: any(0xD800 <= ord(ch) <= 0xDFFF for ch in text))
+#: Numbers that crashed imports: beyond int64, beyond Python's 4,300-digit int-to-str limit,
+#: negative and huge counts, and floats that are not finite.
+crashing_numbers = st.one_of(
+    st.integers(min_value=2**63 - 5, max_value=2**70),
+    st.integers(min_value=-(2**70), max_value=-1),
+    st.sampled_from([10**20, 2**31, 2**63, -(2**63) - 1]),
+    # Built lazily: hypothesis cannot even repr a 5,000-digit int in a strategy.
+    st.sampled_from([1, -1]).map(lambda sign: sign * 10**5000),
+    st.floats(allow_nan=True, allow_infinity=True).filter(lambda x: not math.isfinite(x)),
+)
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text(max_size=20)
+    | crashing_numbers
+    | surrogate_text,
     lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+        st.lists(children, max_size=4)
+        | st.dictionaries(st.text(max_size=10) | surrogate_text, children, max_size=4)
     ),
     max_leaves=20,
 )
@@ -358,6 +382,7 @@ def _accepts_or_rejects_cleanly(data) -> None:
     except ConversationImportError as error:
         assert str(error)
         return
+    _assert_storable(conversation)
     # Whatever is accepted is well-formed enough to carry on.
     if conversation.pending_user_message is None:
         conversation.add_user("carry on")
@@ -366,6 +391,38 @@ def _accepts_or_rejects_cleanly(data) -> None:
     except PromptTooLong:
         return
     assert_well_formed(sent)
+
+
+INT32_MAX = 2**31 - 1
+
+
+def _assert_storable(conversation: Conversation) -> None:
+    """What an import accepts can be exported as UTF-8 and stored (32-bit integer columns,
+    VARCHAR(64)/(200) ids, UTC times), and its turns read 1..n naming real answers."""
+    conversation.to_json().encode("utf-8")
+    conversation.to_markdown().encode("utf-8")
+    replies = {m.id for m in conversation.messages if m.role == "assistant"}
+    for number, turn in enumerate(conversation.turns, start=1):
+        assert turn.number == number
+        assert turn.reply_id is None or turn.reply_id in replies
+        counts = (
+            turn.context_budget,
+            turn.messages_sent,
+            turn.counted_prompt_tokens,
+            turn.counted_completion_tokens,
+            turn.reported_prompt_tokens or 0,
+            turn.reported_completion_tokens or 0,
+        )
+        assert all(0 <= count <= INT32_MAX for count in counts)
+        assert turn.latency_s is None or math.isfinite(turn.latency_s)
+    for event in conversation.trim_events:
+        assert all(
+            0 <= n <= INT32_MAX for n in (event.turn, event.tokens_before, event.tokens_after, event.budget)
+        )
+    for message in conversation.messages:
+        message.created_at.astimezone(UTC)
+        assert len(message.id) <= 64
+    assert conversation.persona_id is None or len(conversation.persona_id) <= 200
 
 
 @settings(max_examples=200, deadline=None)
@@ -383,6 +440,43 @@ def test_import_fuzz_one_field_of_a_valid_export_replaced(path, replacement):
         target = target[key]
     target[path[-1]] = replacement
     _accepts_or_rejects_cleanly(data)
+
+
+VALID_EXPORT_JSON = json.dumps(VALID_EXPORT)
+NUMBER_SPANS = [m.span() for m in re.finditer(r"(?<![\w.\"])-?\d+(?:\.\d+)?(?![\w\"])", VALID_EXPORT_JSON)]
+STRING_SPANS = [m.span() for m in re.finditer(r'"(?:[^"\\]|\\.)*"', VALID_EXPORT_JSON)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    span=st.sampled_from(NUMBER_SPANS),
+    number=st.sampled_from(["9" * 5000, "-" + "1" * 4301, str(2**64), "-1", "1e999", "NaN", "Infinity", "0"]),
+)
+def test_import_fuzz_numbers_in_the_json_text(span, number):
+    """Any number of a valid export's JSON replaced as text (json.loads refuses ints over 4,300
+    digits with a ValueError, and reads NaN and Infinity)."""
+    raw = VALID_EXPORT_JSON[: span[0]] + number + VALID_EXPORT_JSON[span[1] :]
+    try:
+        conversation = Conversation.from_json(raw)
+    except ConversationImportError as error:
+        assert str(error)
+    else:
+        _assert_storable(conversation)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    span=st.sampled_from(STRING_SPANS), escape=st.sampled_from(["\\ud800", "\\udfff", "a\\udc00b", "\\ud83d"])
+)
+def test_import_fuzz_lone_surrogates_in_the_json_text(span, escape):
+    """Any string (or key) of a valid export holding a lone surrogate escape is refused clearly."""
+    raw = VALID_EXPORT_JSON[: span[0]] + f'"{escape}"' + VALID_EXPORT_JSON[span[1] :]
+    try:
+        conversation = Conversation.from_json(raw)
+    except ConversationImportError as error:
+        assert str(error)
+    else:  # pragma: no cover - every string is checked
+        _assert_storable(conversation)
 
 
 @settings(max_examples=200, deadline=None)
@@ -413,7 +507,13 @@ def test_messages_have_stable_unique_ids_and_creation_times():
 
 
 def test_each_state_has_one_label_used_by_the_export():
-    assert {state.value for state in MessageState} == {"context", "trimmed", "unanswered", "replaced"}
+    assert {state.value for state in MessageState} == {
+        "context",
+        "trimmed",
+        "unanswered",
+        "replaced",
+        "summarized",
+    }
     assert MessageState.TRIMMED.label == "trimmed · no longer in the model's context"
     conversation = new_conversation("gpt-4o", 1000)
     chat(conversation, "q", "first")
@@ -490,3 +590,107 @@ def test_the_system_prompt_cannot_be_pinned_or_taken_out():
         conversation.pin(conversation.messages[0].id)
     with pytest.raises(ConversationStateError):
         conversation.leave_context([conversation.messages[0].id], MessageState.TRIMMED)
+
+
+# --- imports that used to crash, or to store what cannot be stored -------------------------------
+
+
+def _export_with(change) -> dict:
+    data = json.loads(json.dumps(VALID_EXPORT))
+    change(data)
+    return data
+
+
+def _set(path: tuple, value):
+    def change(data):
+        target = data
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    ("change", "problem"),
+    [
+        (_set(("settings", "context_budget"), 0), "context_budget"),
+        (_set(("settings", "context_budget"), 2_000_001), "less than or equal to 2000000"),
+        (_set(("settings", "context_budget"), 2**63), "beyond 64 bits"),
+        (_set(("settings", "max_reply_tokens"), -1), "max_reply_tokens"),
+        (_set(("settings", "sampling", "seed"), 2**64), "beyond 64 bits"),
+        (_set(("settings", "sampling", "seed"), 10**5000), "beyond 64 bits"),
+        (_set(("settings", "sampling", "temperature"), float("nan")), "not a finite number"),
+        (_set(("messages", 1, "content"), "caf\udce9"), "lone surrogate"),
+        (_set(("messages", 1, "id"), "\ud800"), "lone surrogate"),
+        (_set(("persona_id",), "\udfff"), "lone surrogate"),
+        (_set(("persona_id",), "p" * 201), "persona_id"),
+        (_set(("messages", 1, "created_at"), "9999-12-31T23:59:59-14:00"), "out of range in UTC"),
+        (_set(("turns", 0, "number"), 2), "numbered 1, 2, 3"),
+        (_set(("turns", 1, "number"), 1), "numbered 1, 2, 3"),
+        (_set(("turns", 0, "number"), -1), "turns[0].number"),
+        (_set(("turns", 0, "counted_prompt_tokens"), -5), "counted_prompt_tokens"),
+        (_set(("turns", 0, "reported_completion_tokens"), 10**20), "beyond 64 bits"),
+        (_set(("turns", 0, "reported_completion_tokens"), 2**40), "reported_completion_tokens"),
+        (_set(("turns", 0, "context_budget"), 10**9), "context_budget"),
+        (_set(("turns", 0, "messages_sent"), 99), "more than the conversation holds"),
+        (_set(("turns", 0, "latency_s"), float("inf")), "not a finite number"),
+        (_set(("turns", 0, "latency_s"), -1.0), "latency_s"),
+        (_set(("turns", 0, "reply_id"), "no-such-message"), "not an answer"),
+        (_set(("turns", 0, "finish_reason"), "x" * 65), "finish_reason"),
+        (_set(("trim_events", 0, "tokens_before"), -1), "tokens_before"),
+        (_set(("trim_events", 0, "turn"), 99), "the conversation has 4 turns"),
+    ],
+)
+def test_forged_and_out_of_range_imports_get_a_clear_error(change, problem):
+    data = _export_with(change)
+    with pytest.raises(ConversationImportError) as caught:
+        Conversation.from_dict(data)
+    assert problem in str(caught.value)
+
+
+def test_a_turn_naming_a_user_message_or_another_turns_reply_is_refused():
+    data = _export_with(lambda d: None)
+    user_id = data["messages"][1]["id"]
+    data["turns"][0]["reply_id"] = user_id
+    with pytest.raises(ConversationImportError, match="not an answer"):
+        Conversation.from_dict(data)
+    data = _export_with(lambda d: None)
+    data["turns"][1]["reply_id"] = data["turns"][0]["reply_id"]
+    with pytest.raises(ConversationImportError, match="same reply"):
+        Conversation.from_dict(data)
+
+
+@pytest.mark.parametrize(
+    ("payload", "problem"),
+    [
+        ('{"version": 1, "model": "gpt-4o", "context_budget": ' + "9" * 5000 + ', "messages": []}', "digits"),
+        (
+            '{"version": 1, "model": "gpt-4o", "context_budget": -' + "1" * 4400 + ', "messages": []}',
+            "digits",
+        ),
+        ('{"version": 1, "model": "gpt-4o", "context_budget": 1e999, "messages": []}', "context_budget"),
+        ('{"version": 1, "model": "gpt-4o", "context_budget": NaN, "messages": []}', "not a finite number"),
+        (
+            '{"version": 1, "model": "gpt-4o", "context_budget": 10, "messages": ['
+            '{"role": "system", "content": "\\ud800"}]}',
+            "lone surrogate",
+        ),
+        ('{"\\udc00": 1}', "lone surrogate"),
+        (
+            '{"version": 1, "model": "gpt-4o", "context_budget": 99999999, "messages": ['
+            '{"role": "system", "content": "s"}]}',
+            "context_budget",
+        ),
+    ],
+)
+def test_json_that_crashed_the_import_gets_a_clear_error(payload, problem):
+    with pytest.raises(ConversationImportError) as caught:
+        Conversation.from_json(payload)
+    assert problem in str(caught.value)
+
+
+def test_a_time_without_a_zone_is_taken_as_utc():
+    data = _export_with(_set(("messages", 1, "created_at"), "2024-05-01T12:00:00"))
+    conversation = Conversation.from_dict(data)
+    assert conversation.messages[1].created_at.isoformat() == "2024-05-01T12:00:00+00:00"
