@@ -49,6 +49,7 @@ BADGE_COLORS: dict[MessageState, Literal["gray", "orange"]] = {
     MessageState.UNANSWERED: "orange",
     MessageState.REPLACED: "gray",
 }
+TAGLINE = "**Persona Chat Dashboard** · talk to a model through a persona and see exactly what it sees."
 VIEWS = {"chat": "💬 Chat", "personas": "🎭 Personas"}
 #: The query parameter naming the open conversation, so a reload returns to it.
 CONVERSATION_PARAM = "c"
@@ -515,11 +516,16 @@ def error_details(error: DashboardError) -> str:
     return " · ".join(parts)
 
 
-def chat(workspace: Workspace, key: str, persona: Persona, prompt: str | None) -> None:
+def chat(workspace: Workspace, key: str, persona: Persona) -> None:
     session = workspace.sessions[key]
     conversation = session.conversation
-    # A scrolling box of its own, so the dashboard stays in view beside the newest messages.
-    with st.container(height=CHAT_HEIGHT_PX, border=False):
+    # The history scrolls in a box of its own, so the dashboard stays in view beside the newest
+    # messages; errors and buttons, then the chat input, sit under it. The input is not pinned
+    # to the page bottom, so the page opens at the top (and on a phone, with the chat first).
+    history_box = st.container(height=CHAT_HEIGHT_PX, border=False)
+    controls = st.container()
+    prompt = st.chat_input(f"Message {persona.name}…", key="chat_input", submit_mode="stop")
+    with history_box:
         history = conversation.messages[1:]
         hidden = max(len(history) - HISTORY_SHOWN, 0)
         # Every rerun redraws the chat: past a few hundred messages, draw the oldest on request.
@@ -548,6 +554,13 @@ def chat(workspace: Workspace, key: str, persona: Persona, prompt: str | None) -
         elif action == ("continue",) and session.can_continue:
             stream_reply(workspace, key, persona, session.continue_reply)
 
+    with controls:
+        chat_controls(session, persona)
+
+
+def chat_controls(session: ChatSession, persona: Persona) -> None:
+    """The last call's error with its data, starter prompts, and Retry / Regenerate / Continue."""
+    conversation = session.conversation
     if session.error is not None:
         st.error(str(session.error), icon="⚠️")
         if details := error_details(session.error):
@@ -715,6 +728,7 @@ def main() -> None:
 
     header, views = st.columns([3, 2], vertical_alignment="bottom")
     header.title(f"{persona.avatar} {persona.name}")
+    header.caption(TAGLINE)
     view = views.segmented_control(
         "View", list(VIEWS), format_func=lambda name: VIEWS[name], key="view", label_visibility="collapsed"
     )
@@ -724,14 +738,12 @@ def main() -> None:
         else:
             personas_view.gallery(catalog.personas, set(own), workspace.conversation_counts())
         return
-    # At the top level the chat input is pinned to the bottom of the page.
-    prompt = st.chat_input(f"Message {persona.name}…", key="chat_input", submit_mode="stop")
     chat_column, dashboard_column = st.columns([5, 4], gap="large")
     with dashboard_column:
         # Its own scrolling box too: the page fits the window and does not jump on each turn.
         dashboard_slot = st.container(height=DASHBOARD_HEIGHT_PX, border=False)
     with chat_column:
-        chat(workspace, key, persona, prompt)
+        chat(workspace, key, persona)
     with dashboard_slot:
         dashboard(session, connection)
 
