@@ -1,0 +1,199 @@
+"""English text of the page: the wording the page had before it was translated (tests look some of
+it up by label). Keys and `{fields}` match zh_CN.py exactly; see core/i18n.py for the scheme."""
+
+CATALOG: dict[str, str] = {
+    # --- page, sign-in, workspace ------------------------------------------------------------
+    "page.name": "Persona Chat Dashboard",
+    "page.no_personas": "No persona could be loaded from {directory}.",
+    "signin.prompt": "Sign in to see your conversations. They are private to you.",
+    "signin.button": "Sign in",
+    "workspace.private_notice": (
+        "This is your private workspace. **Bookmark this page's link: it is the key to your "
+        "conversations**, and anyone with it can read them."
+    ),
+    "workspace.start_new": "Start a new workspace",
+    "views.label": "View",
+    "views.chat": "💬 Chat",
+    "views.personas": "🎭 Personas",
+    # --- saving, notices -----------------------------------------------------------------------
+    "store.not_saving": "Conversations are not being saved: {error}",
+    "store.unsaved": "Your last change is not saved yet: {error}",
+    "store.reload.label": "Reload this conversation",
+    "store.reload.help": "Another tab or server saved it since this page read it.",
+    "notice.open_failed": "That conversation cannot be opened: {error}",
+    "notice.not_renamed": "Not renamed: {error}",
+    "notice.not_deleted": "Not deleted: {error}",
+    "notice.not_restored": "“{title}” could not be restored: {error}",
+    "notice.import_failed": "Import of {file} failed: {error}",
+    "notice.imported": "Imported {count} messages from {file} into {persona} as a new conversation.",
+    # --- sidebar -------------------------------------------------------------------------------
+    "sidebar.language": "🌐 Language",
+    "sidebar.persona.header": "Persona",
+    "sidebar.persona.label": "Persona",
+    "sidebar.persona_errors": "⚠️ {count} persona file(s) could not be loaded",
+    "sidebar.connection.header": "Connection",
+    "sidebar.api_key.label": "API key",
+    "sidebar.api_key.help": (
+        "Kept only in this browser session, never saved. Also read from secrets or OPENAI_API_KEY."
+    ),
+    "sidebar.base_url.label": "Base URL",
+    "sidebar.base_url.help": "Any OpenAI-compatible server: Azure, Ollama, vLLM, LM Studio, llama.cpp.",
+    "sidebar.model.label": "Model",
+    "sidebar.model.help": "Persona default: {model}",
+    "sidebar.budget.header": "Budget",
+    "sidebar.budget.label": "Context budget (prompt tokens)",
+    "sidebar.budget.help": "The most prompt tokens a call may send. Older exchanges are trimmed to fit.",
+    "sidebar.reply_cap.label": "Reply cap (max tokens per reply)",
+    "sidebar.reply_cap.help": (
+        "The most tokens one reply may have (max_tokens). Separate from the context budget."
+    ),
+    "sidebar.export.header": "Export / import",
+    "sidebar.import.label": "Import a JSON export (as a new conversation)",
+    "connection.offline": (
+        "No API key set: replies come from the **built-in offline model**. "
+        "It runs locally, costs nothing, and its usage figures are computed here."
+    ),
+    "connection.connected": "Connected to **{host}** (key {key_source}).",
+    "connection.key_source.typed": "typed here",
+    "connection.key_source.secrets": "from secrets",
+    "connection.key_source.environment": "from environment",
+    "connection.key_source.none": "no key",
+    # --- conversation list ---------------------------------------------------------------------
+    "conversations.new": "New conversation",
+    "conversations.deleted": "Deleted “{title}”.",
+    "conversations.undo_delete": "Undo delete",
+    "conversations.search.label": "Search conversations",
+    "conversations.search.placeholder": "Search titles and messages",
+    "conversations.list_failed": "The conversation list cannot be read: {error}",
+    "conversations.no_match": "No conversation matches.",
+    "conversations.item.help": "{count} messages · {updated:%Y-%m-%d %H:%M} UTC",
+    "conversations.older": "{count} older ones: search to find them.",
+    "conversations.manage": "Rename or delete this conversation",
+    "conversations.title": "Title",
+    "conversations.rename": "Rename",
+    "conversations.delete": "Delete",
+    # --- chat ----------------------------------------------------------------------------------
+    "chat.input.placeholder": "Message {name}…",
+    "chat.show_earlier.label": "Show {count:,} earlier messages",
+    "chat.show_earlier.help": "All are in the export.",
+    "chat.continued": "↪ Asked the model to continue: “{preview}”",
+    "chat.badge.interrupted": "interrupted · partial reply",
+    "chat.badge.cut_off": "cut by the reply cap",
+    "chat.starters": "Try one of these:",
+    "chat.retry": "Retry",
+    "chat.regenerate": "Regenerate last answer",
+    "chat.continue": "Continue the reply",
+    # MessageState labels, by state value (core/conversation.py says them in English).
+    "state.context": "in context",
+    "state.trimmed": "trimmed · no longer in the model's context",
+    "state.unanswered": "not answered · not in context",
+    "state.replaced": "regenerated · not in context",
+    "state.summarized": "summarized · folded into the summary",
+    # The data an error carries, joined by " · " under the error.
+    "error.details.status": "HTTP {status}",
+    "error.details.wait": "wait {seconds:.0f} s",
+    "error.details.request_id": "request id `{request_id}`",
+    "error.details.not_retryable": "retrying will not help until this is fixed",
+    # --- dashboard -----------------------------------------------------------------------------
+    "dashboard.header": "What the model sees",
+    "dashboard.in_context.label": "In context now",
+    "dashboard.in_context.delta": "{fraction:.0%} of {budget:,}",
+    "dashboard.in_context.help": (
+        "Prompt tokens the next call would send before trimming, reply priming included."
+    ),
+    "dashboard.cost.label": "Cost",
+    "dashboard.cost.unknown": "unknown price",
+    "dashboard.cost.unknown_help": "{model} is not in models.yaml.",
+    "dashboard.cost.offline": "$0 (offline)",
+    "dashboard.cost.offline_delta": "${cost:.4f} on {model}",
+    "dashboard.cost.offline_help": (
+        "The offline model bills nothing; the figure is what these tokens would cost."
+    ),
+    "dashboard.cost.help": "From the prices in models.yaml.",
+    "dashboard.tokens_in.label": "Tokens in",
+    "dashboard.tokens_in.help": "Prompt tokens of all turns.",
+    "dashboard.tokens_in.help_some_counted": "Prompt tokens of all turns (some counted locally).",
+    "dashboard.tokens_out.label": "Tokens out",
+    "dashboard.tokens_out.help": "Reply tokens of all turns.",
+    "dashboard.usage.header": "Tokens per turn",
+    "dashboard.usage.empty": "The chart fills in as you chat: one point per turn.",
+    "dashboard.usage.offline": (
+        "🔌 Offline model: its usage is computed locally, exactly as the API would report it."
+    ),
+    "dashboard.usage.mismatch": "Counted and reported prompt tokens differ on {count} turn(s).",
+    "dashboard.usage.match": "✅ Counted prompt tokens equal the reported ones on every turn.",
+    "dashboard.gauge.header": "Context now",
+    "dashboard.gauge.parts": "Left to right: {parts}",
+    # Parts of the context gauge, by name (core/stats.py ContextGauge.parts).
+    "gauge.part.system": "system",
+    "gauge.part.pinned": "pinned",
+    "gauge.part.history": "history",
+    "gauge.part.newest": "newest",
+    "gauge.part.priming": "priming",
+    "gauge.part.free": "free",
+    "dashboard.context.drops.one": (
+        "{count:,} message in context. The next turn would drop the oldest {drops} (from “{preview}”)."
+    ),
+    "dashboard.context.drops.other": (
+        "{count:,} messages in context. The next turn would drop the oldest {drops} (from “{preview}”)."
+    ),
+    "dashboard.context.fits.one": "{count:,} message in context. The next turn fits without trimming.",
+    "dashboard.context.fits.other": "{count:,} messages in context. The next turn fits without trimming.",
+    "dashboard.estimate": ("tiktoken does not know `{model}`: counts use {encoding} and are estimates."),
+    "dashboard.next_call.header": "Exactly what the next call sends",
+    "dashboard.next_call.tokens": "tokens",
+    "dashboard.next_call.text": "text",
+    "dashboard.next_call.total": (
+        "Total: {used:,} prompt tokens, as the API will count them, before trimming."
+    ),
+    "dashboard.trims.header": "Trimming log",
+    "dashboard.trims.empty": "Nothing trimmed yet.",
+    "dashboard.trims.dropped": "dropped",
+    "dashboard.trims.before": "before",
+    "dashboard.trims.after": "after",
+    "dashboard.trims.preview": "oldest dropped",
+    "dashboard.turns.header": "Every turn",
+    # --- personas: gallery, cards, editor (ui/personas_view.py) ----------------------------------
+    "personas.import.shipped_id": "id '{id}' is a shipped persona; rename the file",
+    "personas.import.not_utf8": "{file} is not UTF-8 text.",
+    "personas.import.failed": "Import failed: {error}",
+    "personas.import.done": "Imported the persona {avatar} {name}.",
+    "personas.gallery.header": "Personas",
+    "personas.gallery.caption": (
+        "Start a chat with a persona, or duplicate one to make it yours. The shipped personas are "
+        "read-only; yours are saved in your workspace."
+    ),
+    "personas.gallery.new": "New persona",
+    "personas.gallery.import": "Import a persona (YAML)",
+    "personas.card.budget": "budget {budget:,}",
+    "personas.card.reply_cap": "reply cap {reply_cap:,}",
+    "personas.card.tags": "Tags: {tags}",
+    "personas.card.custom": "yours",
+    "personas.card.shipped": "shipped",
+    "personas.card.conversations.one": "{count} conversation",
+    "personas.card.conversations.other": "{count} conversations",
+    "personas.card.chat": "Chat",
+    "personas.card.edit": "Edit",
+    "personas.card.duplicate": "Duplicate",
+    "personas.editor.new": "New persona",
+    "personas.editor.edit": "Edit {avatar} {name}",
+    "personas.editor.duplicate": "Duplicate {avatar} {name}",
+    "personas.editor.caption": "Checked by the same rules as the YAML files in personas/ when you save.",
+    "personas.editor.id": "Id (letters, digits, _ and -)",
+    "personas.editor.name": "Name",
+    "personas.editor.avatar": "Avatar (one emoji)",
+    "personas.editor.description": "Description (one line)",
+    "personas.editor.system_prompt": "System prompt (sent first, every call)",
+    "personas.editor.model": "Model",
+    "personas.editor.temperature": "Temperature (empty: not sent)",
+    "personas.editor.budget": "Context budget (prompt tokens)",
+    "personas.editor.reply_cap": "Reply cap (tokens per reply)",
+    "personas.editor.greeting": "Greeting (shown, not sent)",
+    "personas.editor.starters": "Starter prompts (one per line)",
+    "personas.editor.tags": "Tags (comma-separated)",
+    "personas.editor.save": "Save",
+    "personas.editor.cancel": "Cancel",
+    "personas.editor.id_taken": "The id '{id}' is taken; choose another.",
+    "personas.editor.not_saved": "Not saved: {error}",
+    "personas.editor.saved": "Saved {avatar} {name}.",
+}
