@@ -32,6 +32,11 @@ USER user
 ENV HOME=/home/user \
     STREAMLIT_SERVER_FILE_WATCHER_TYPE=none \
     STREAMLIT_SERVER_XSRF_COOKIE_SAME_SITE=none
+# Safe defaults for a public deployment (docs/deploy.md, "Public deployment checklist"): visitors
+# may not point the server at a base URL of their own unless ALLOWED_BASE_URLS lists it, and
+# errors show no tracebacks (no server paths). Run with -e ACCESS_MODE=single-user for your own use.
+ENV ACCESS_MODE=private \
+    STREAMLIT_CLIENT_SHOW_ERROR_DETAILS=false
 
 COPY --chown=user . .
 

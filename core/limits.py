@@ -1,0 +1,240 @@
+"""What a deployer lets visitors spend with the deployer's key: which models, how large a reply cap
+and context budget, how long a message, and how many requests and tokens a minute per session.
+
+    limits = DeployerLimits.from_settings(st.secrets, os.environ)   # ConfigError on a bad value
+    settings, notes = limits.enforce(session.settings)               # clamp a persona's settings
+    limiter = limits.rate_limiter()                                  # one per session
+    limiter.check(prompt_tokens + settings.max_reply_tokens)         # RateLimitedLocally when over
+
+Every setting is optional; unset means no limit beyond the app's own (`core.settings`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from core.errors import ConfigError, RateLimitedLocally
+from core.settings import MAX_CONTEXT_BUDGET, MAX_REPLY_CAP, ChatSettings
+
+#: The longest chat message a visitor may send by default (`chat_input(max_chars=...)`).
+DEFAULT_MAX_MESSAGE_CHARS = 20_000
+_MAX_RATE = 1_000_000_000
+_WHOLE_NUMBER = re.compile(r"\d{1,12}")
+
+
+class DeployerLimits(BaseModel):
+    """The deployer's limits, read once from Streamlit secrets or the environment (secrets win).
+
+    | Setting | Field |
+    |---|---|
+    | `ALLOWED_MODELS` (comma/newline separated, or a TOML list in secrets) | `allowed_models` (empty: any) |
+    | `MAX_REPLY_CAP` | `max_reply_cap` |
+    | `MAX_CONTEXT_BUDGET` | `max_context_budget` |
+    | `MAX_MESSAGE_CHARS` | `max_message_chars` |
+    | `RATE_LIMIT_REQUESTS_PER_MIN` | `requests_per_min` (None: no limit) |
+    | `RATE_LIMIT_TOKENS_PER_MIN` | `tokens_per_min` (None: no limit) |
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    allowed_models: tuple[str, ...] = ()
+    max_reply_cap: int = Field(MAX_REPLY_CAP, ge=1, le=MAX_REPLY_CAP)
+    max_context_budget: int = Field(MAX_CONTEXT_BUDGET, ge=1, le=MAX_CONTEXT_BUDGET)
+    max_message_chars: int = Field(DEFAULT_MAX_MESSAGE_CHARS, ge=1, le=1_000_000)
+    requests_per_min: int | None = Field(None, ge=1, le=_MAX_RATE)
+    tokens_per_min: int | None = Field(None, ge=1, le=_MAX_RATE)
+
+    #: Field name -> the setting the deployer writes.
+    SETTINGS: ClassVar[dict[str, str]] = {
+        "allowed_models": "ALLOWED_MODELS",
+        "max_reply_cap": "MAX_REPLY_CAP",
+        "max_context_budget": "MAX_CONTEXT_BUDGET",
+        "max_message_chars": "MAX_MESSAGE_CHARS",
+        "requests_per_min": "RATE_LIMIT_REQUESTS_PER_MIN",
+        "tokens_per_min": "RATE_LIMIT_TOKENS_PER_MIN",
+    }
+
+    @classmethod
+    def from_settings(cls, secrets: Mapping[str, object], environ: Mapping[str, str]) -> DeployerLimits:
+        """The limits as configured; a malformed value is a `ConfigError` naming its setting."""
+        values: dict[str, Any] = {}
+        for field_name, setting in cls.SETTINGS.items():
+            raw = secrets.get(setting)
+            if raw is None or (isinstance(raw, str) and not raw.strip()):
+                raw = environ.get(setting, "")
+            if field_name == "allowed_models":
+                models = _models(setting, raw)
+                if models:
+                    values[field_name] = models
+            elif raw != "":
+                values[field_name] = _whole_number(setting, raw)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            error = exc.errors(include_url=False)[0]
+            field_name = str(error["loc"][0])
+            setting = cls.SETTINGS.get(field_name, field_name)
+            raise ConfigError(
+                setting, f"The setting {setting} is not valid: {error['msg']} (got {values.get(field_name)})."
+            ) from None
+
+    def model_allowed(self, model: str) -> bool:
+        return not self.allowed_models or model in self.allowed_models
+
+    def enforce(self, settings: ChatSettings) -> tuple[ChatSettings, list[str]]:
+        """`settings` within these limits, and one sentence per change made (for the visitor)."""
+        changes: dict[str, Any] = {}
+        notes: list[str] = []
+        if not self.model_allowed(settings.model):
+            changes["model"] = self.allowed_models[0]
+            notes.append(f"Model {settings.model!r} is not available here; using {self.allowed_models[0]!r}.")
+        if settings.max_reply_tokens > self.max_reply_cap:
+            changes["max_reply_tokens"] = self.max_reply_cap
+            notes.append(f"The reply cap is at most {self.max_reply_cap:,} tokens here.")
+        if settings.context_budget > self.max_context_budget:
+            changes["context_budget"] = self.max_context_budget
+            notes.append(f"The context budget is at most {self.max_context_budget:,} tokens here.")
+        if not changes:
+            return settings, notes
+        return ChatSettings.model_validate({**settings.model_dump(), **changes}), notes
+
+    def rate_limiter(self, *, clock: Callable[[], float] = time.monotonic) -> RateLimiter:
+        """A new limiter with these rates (keep one per session)."""
+        return RateLimiter(
+            requests_per_min=self.requests_per_min, tokens_per_min=self.tokens_per_min, clock=clock
+        )
+
+
+def _whole_number(setting: str, raw: object) -> int:
+    text = str(raw).strip()
+    if isinstance(raw, bool) or not _WHOLE_NUMBER.fullmatch(text):
+        shown = text if len(text) <= 40 else text[:37] + "..."
+        raise ConfigError(
+            setting, f"The setting {setting} must be a whole number of at least 1, not {shown!r}."
+        )
+    return int(text)
+
+
+def _models(setting: str, raw: object) -> tuple[str, ...]:
+    items = [str(item) for item in raw] if isinstance(raw, list | tuple) else re.split(r"[,\n]", str(raw))
+    models: list[str] = []
+    for item in items:
+        name = item.strip()
+        if not name:
+            continue
+        if len(name) > 200 or any(ch.isspace() for ch in name):
+            raise ConfigError(setting, f"{setting}: {name[:60]!r} is not a model name.")
+        if name not in models:
+            models.append(name)
+    return tuple(models)
+
+
+class RateLimiter:
+    """A sliding-window limit on requests and tokens per minute (one per session; thread-safe).
+
+    `check(tokens)` admits one request expected to use `tokens` tokens (counted from then on) or
+    raises `RateLimitedLocally` with `retry_after`, the seconds until it would be admitted.
+    `add_tokens(n)` counts tokens learned of later (e.g. the reply's, beyond the estimate).
+    """
+
+    def __init__(
+        self,
+        *,
+        requests_per_min: int | None = None,
+        tokens_per_min: int | None = None,
+        window_s: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.requests_per_min = requests_per_min
+        self.tokens_per_min = tokens_per_min
+        self.window_s = window_s
+        self._clock = clock
+        self._requests: deque[float] = deque()
+        self._tokens: deque[tuple[float, int]] = deque()
+        self._token_sum = 0
+        self._lock = threading.Lock()
+
+    def check(self, tokens: int = 0) -> None:
+        tokens = max(int(tokens), 0)
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            if self.tokens_per_min is not None and tokens > self.tokens_per_min:
+                raise RateLimitedLocally(
+                    f"This request needs about {tokens:,} tokens, more than the {self.tokens_per_min:,} "
+                    "tokens a minute this deployment allows. Lower the reply cap or the context budget.",
+                    retry_after=None,
+                    limit="RATE_LIMIT_TOKENS_PER_MIN",
+                )
+            wait = self._wait(now, tokens)
+            if wait is not None:
+                seconds, limit, what = wait
+                shown = max(math.ceil(seconds), 1)
+                raise RateLimitedLocally(
+                    f"This session has used {what} in the last minute, the most this deployment allows. "
+                    f"Try again in {shown} s.",
+                    retry_after=seconds,
+                    limit=limit,
+                )
+            self._requests.append(now)
+            if tokens:
+                self._tokens.append((now, tokens))
+                self._token_sum += tokens
+
+    def add_tokens(self, tokens: int) -> None:
+        if tokens <= 0:
+            return
+        with self._lock:
+            self._tokens.append((self._clock(), tokens))
+            self._token_sum += tokens
+
+    def retry_after(self, tokens: int = 0) -> float:
+        """Seconds until `check(tokens)` would pass (0 when it would now)."""
+        with self._lock:
+            now = self._clock()
+            self._expire(now)
+            wait = self._wait(now, max(int(tokens), 0))
+            return 0.0 if wait is None else wait[0]
+
+    def _expire(self, now: float) -> None:
+        start = now - self.window_s
+        while self._requests and self._requests[0] <= start:
+            self._requests.popleft()
+        while self._tokens and self._tokens[0][0] <= start:
+            self._token_sum -= self._tokens.popleft()[1]
+
+    def _wait(self, now: float, tokens: int) -> tuple[float, str, str] | None:
+        """(seconds, setting, what was used) for the limit that blocks a request now, or None."""
+        waits: list[tuple[float, str, str]] = []
+        if self.requests_per_min is not None and len(self._requests) >= self.requests_per_min:
+            # The request fits once enough of the oldest ones have left the window.
+            oldest_to_leave = self._requests[len(self._requests) - self.requests_per_min]
+            waits.append(
+                (
+                    oldest_to_leave + self.window_s - now,
+                    "RATE_LIMIT_REQUESTS_PER_MIN",
+                    f"{len(self._requests)} requests",
+                )
+            )
+        if self.tokens_per_min is not None and self._token_sum + tokens > self.tokens_per_min:
+            excess = self._token_sum + tokens - self.tokens_per_min
+            for when, used in self._tokens:
+                excess -= used
+                if excess <= 0:
+                    waits.append(
+                        (
+                            when + self.window_s - now,
+                            "RATE_LIMIT_TOKENS_PER_MIN",
+                            f"{self._token_sum:,} tokens",
+                        )
+                    )
+                    break
+        return max(waits) if waits else None
