@@ -16,6 +16,7 @@ import json
 import math
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, Literal
@@ -25,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from core.backends import MAX_REPORTED_TOKENS, Usage
 from core.errors import ConversationImportError, ConversationStateError
 from core.settings import DEFAULT_REPLY_CAP, MAX_CONTEXT_BUDGET, ChatSettings
+from core.summaries import summary_message, summary_tokens
 from core.tokens import REPLY_PRIMING, Tokenizer, tokenizer_for
 from core.validation import describe_validation_error, field_path
 
@@ -59,6 +61,8 @@ class MessageState(StrEnum):
     UNANSWERED = "unanswered", "not answered · not in context"
     #: An answer the user regenerated.
     REPLACED = "replaced", "regenerated · not in context"
+    #: Folded into the running summary (policy "summarize"); never sent again, the summary is.
+    SUMMARIZED = "summarized", "summarized · folded into the summary"
 
 
 def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
@@ -133,6 +137,8 @@ class Turn(BaseModel):
     finish_reason: str | None = Field(None, max_length=64)
     #: The assistant message this turn added.
     reply_id: str | None = Field(None, max_length=64)
+    #: Prompt tokens of the running summary this call sent (policy "summarize"); 0 when none.
+    summary_tokens: int = Field(0, ge=0, le=MAX_TOKEN_COUNT)
 
     @property
     def cut_by_reply_cap(self) -> bool:
@@ -169,6 +175,85 @@ class TrimEvent(BaseModel):
         return self.tokens_before - self.tokens_after
 
 
+# --- the running summary (policy "summarize") --------------------------------------------------
+
+
+class SummaryVersion(BaseModel):
+    """One version of the running summary: written by the summarizer model, or edited by the user."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(min_length=1)
+    source: Literal["model", "user"]
+    at: datetime = Field(default_factory=_now)
+    #: The newest message folded into the summary by then (where the chat shows it).
+    through_id: str | None = Field(None, max_length=64)
+
+    @field_validator("at")
+    @classmethod
+    def _in_utc(cls, value: datetime) -> datetime:
+        """Kept in UTC (a time without a zone is taken as UTC); refused when UTC cannot hold it."""
+        try:
+            return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError(f"the time {value.isoformat()} is out of range in UTC") from None
+
+
+class SummaryEvent(BaseModel):
+    """One summarization before a call: the exchanges folded into the summary, what it cost, or
+    (`fallback`) why the policy dropped them instead."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    turn: int = Field(ge=1, le=MAX_TOKEN_COUNT)
+    folded: list[str] = Field(default=[], description="Ids of the messages folded in, oldest first.")
+    #: Ids of the messages dropped instead (a fallback; the trim event of the same turn has them too).
+    dropped: list[str] = []
+    #: Prompt tokens before and after (summary included).
+    tokens_before: int = Field(ge=0, le=MAX_TOKEN_COUNT)
+    tokens_after: int = Field(ge=0, le=MAX_TOKEN_COUNT)
+    #: Prompt tokens of the summary message sent from now on (0 when there is none).
+    summary_tokens: int = Field(0, ge=0, le=MAX_TOKEN_COUNT)
+    budget: int = Field(ge=1, le=MAX_CONTEXT_BUDGET)
+    #: The model asked to summarize (None when no call was made).
+    summarizer_model: str | None = Field(None, max_length=200)
+    #: Summarizer calls made (1, or 2 when the summary was condensed).
+    calls: int = Field(0, ge=0, le=16)
+    #: The summarizer's own usage, summed over its calls (None when it reported none).
+    summarizer_prompt_tokens: int | None = Field(None, ge=0, le=MAX_TOKEN_COUNT)
+    summarizer_completion_tokens: int | None = Field(None, ge=0, le=MAX_TOKEN_COUNT)
+    #: "server": as the API reported it; "local": counted by the offline model.
+    usage_source: Literal["server", "local"] | None = None
+    #: The summary grew past its share of the budget and was summarized again.
+    resummarized: bool = False
+    #: Still too long after that, it was cut to its share.
+    truncated: bool = False
+    #: The summarizer failed (or could not be asked) and the exchanges were dropped instead.
+    fallback: bool = False
+    fallback_reason: str | None = Field(None, max_length=2_000)
+
+    @property
+    def tokens_freed(self) -> int:
+        return self.tokens_before - self.tokens_after
+
+
+@dataclass(frozen=True)
+class RunningSummary:
+    """The summary as it stands: sent after the system prompt instead of the folded messages."""
+
+    text: str
+    #: Prompt tokens of the summary message (framing included).
+    tokens: int
+    #: Every version, oldest first; the last is `text`.
+    versions: tuple[SummaryVersion, ...]
+    #: The newest message folded into it: the chat shows the summary after this message.
+    through_id: str | None
+
+    def message(self) -> dict[str, str]:
+        """The summary as it is sent."""
+        return summary_message(self.text)
+
+
 class ConversationRecord(BaseModel):
     """The export format: everything a conversation holds (never an API key)."""
 
@@ -181,6 +266,9 @@ class ConversationRecord(BaseModel):
     messages: list[Message] = Field(min_length=1)
     turns: list[Turn] = []
     trim_events: list[TrimEvent] = []
+    #: The running summary's versions, oldest first (policy "summarize"); absent in older files.
+    summary_versions: list[SummaryVersion] = []
+    summary_events: list[SummaryEvent] = []
 
 
 class _MessageV1(BaseModel):
@@ -260,6 +348,11 @@ class Conversation:
         # Ids of messages changed in place (state, pin, tokens) since the store last asked, so a
         # save writes only what changed.
         self._changed_ids: set[str] = set()
+        # The running summary (policy "summarize"): its versions, events, and the tokens of the
+        # summary message, which is sent after the system prompt and counted in the prompt.
+        self.summary_versions: list[SummaryVersion] = []
+        self.summary_events: list[SummaryEvent] = []
+        self._summary_tokens = 0
         self._append(Message(role="system", content=system_prompt))
 
     # --- reading -----------------------------------------------------------------------------
@@ -286,8 +379,9 @@ class Conversation:
 
     @property
     def prompt_tokens(self) -> int:
-        """Prompt tokens of the in-context messages as they stand, reply priming included."""
-        return self._context_tokens + REPLY_PRIMING
+        """Prompt tokens of the in-context messages as they stand (the running summary's message
+        included), reply priming included."""
+        return self._context_tokens + self._summary_tokens + REPLY_PRIMING
 
     @property
     def pending_user_message(self) -> Message | None:
@@ -323,8 +417,11 @@ class Conversation:
         return [self.messages[i] for i in self._context_indexes]
 
     def api_messages(self) -> list[dict[str, str]]:
-        """The in-context messages in the API's form. Read them; do not change them."""
-        return list(self._context_api)
+        """The in-context messages in the API's form, with the running summary (if any) right
+        after the system prompt. Read them; do not change them."""
+        if not self.summary_versions:
+            return list(self._context_api)
+        return [self._context_api[0], summary_message(self.summary_versions[-1].text), *self._context_api[1:]]
 
     # --- changing ----------------------------------------------------------------------------
 
@@ -340,6 +437,7 @@ class Conversation:
             self._changed_ids.update(self._positions)
             self._context_tokens = sum(self.messages[i].tokens for i in self._context_indexes)
             self._pinned_tokens = sum(m.tokens for m in self.iter_context() if m.pinned)
+            self._recount_summary()
         return settings
 
     def add_user(self, text: str, *, automatic: bool = False) -> Message:
@@ -366,7 +464,7 @@ class Conversation:
             raise ConversationStateError("There is no user message for this reply to answer.")
         if not text:
             raise ConversationStateError("An empty reply is not recorded; the user message stays pending.")
-        messages_sent = len(self._context_indexes)
+        messages_sent = len(self._context_indexes) + (1 if self.summary_versions else 0)
         counted_prompt = self.prompt_tokens
         reply = self._append(
             Message(
@@ -391,6 +489,7 @@ class Conversation:
             interrupted=interrupted,
             finish_reason=finish_reason,
             reply_id=reply.id,
+            summary_tokens=self._summary_tokens,
         )
         self.turns.append(turn)
         return turn
@@ -451,6 +550,116 @@ class Conversation:
         changed, self._changed_ids = self._changed_ids, set()
         return changed
 
+    # --- the running summary (policy "summarize") ---------------------------------------------
+
+    @property
+    def summary(self) -> RunningSummary | None:
+        """The running summary as it stands (sent after the system prompt), or None."""
+        if not self.summary_versions:
+            return None
+        last = self.summary_versions[-1]
+        return RunningSummary(last.text, self._summary_tokens, tuple(self.summary_versions), last.through_id)
+
+    @property
+    def summary_tokens(self) -> int:
+        """Prompt tokens of the summary message (0 when there is no summary)."""
+        return self._summary_tokens
+
+    def count_summary(self, text: str) -> int:
+        """Prompt tokens `text` would take as the summary message, with this model's tokenizer."""
+        return summary_tokens(text, self._tokenizer)
+
+    def record_summary(
+        self,
+        folded: list[str],
+        text: str,
+        *,
+        tokens_before: int,
+        summarizer_model: str,
+        calls: int = 1,
+        usage: Usage | None = None,
+        usage_source: Literal["server", "local"] | None = None,
+        resummarized: bool = False,
+        truncated: bool = False,
+    ) -> SummaryEvent:
+        """Fold `folded` (whole in-context exchanges) into the summary, now `text` (the model's),
+        and log it against the coming turn."""
+        if not text.strip():
+            raise ConversationStateError("An empty summary is not recorded.")
+        if folded:
+            self.leave_context(folded, MessageState.SUMMARIZED)
+        previous = self.summary_versions[-1].through_id if self.summary_versions else None
+        self._set_summary(
+            SummaryVersion(text=text, source="model", through_id=folded[-1] if folded else previous)
+        )
+        event = SummaryEvent(
+            turn=len(self.turns) + 1,
+            folded=folded,
+            tokens_before=tokens_before,
+            tokens_after=self.prompt_tokens,
+            summary_tokens=self._summary_tokens,
+            budget=self.context_budget,
+            summarizer_model=summarizer_model,
+            calls=calls,
+            summarizer_prompt_tokens=usage.prompt_tokens if usage else None,
+            summarizer_completion_tokens=usage.completion_tokens if usage else None,
+            usage_source=usage_source if usage else None,
+            resummarized=resummarized,
+            truncated=truncated,
+        )
+        self.summary_events.append(event)
+        return event
+
+    def record_summary_fallback(
+        self,
+        reason: str,
+        *,
+        dropped: list[str],
+        tokens_before: int,
+        summarizer_model: str | None = None,
+        calls: int = 0,
+    ) -> SummaryEvent:
+        """The summary could not be written: drop `dropped` instead (a trim event as any drop),
+        and log why against the coming turn."""
+        if dropped:
+            self.record_trim(dropped, tokens_before=tokens_before)
+        event = SummaryEvent(
+            turn=len(self.turns) + 1,
+            dropped=dropped,
+            tokens_before=tokens_before,
+            tokens_after=self.prompt_tokens,
+            summary_tokens=self._summary_tokens,
+            budget=self.context_budget,
+            summarizer_model=summarizer_model,
+            calls=calls,
+            fallback=True,
+            fallback_reason=reason[:2_000],
+        )
+        self.summary_events.append(event)
+        return event
+
+    def edit_summary(self, text: str) -> RunningSummary:
+        """The user's own version of the summary, sent from the next call on (recounted; kept
+        with the others in `summary_versions`)."""
+        current = self.summary
+        if current is None:
+            raise ConversationStateError("There is no summary to edit yet.")
+        if not text.strip():
+            raise ConversationStateError("A summary cannot be empty.")
+        if text != current.text:
+            self._set_summary(SummaryVersion(text=text, source="user", through_id=current.through_id))
+        summary = self.summary
+        assert summary is not None
+        return summary
+
+    def _set_summary(self, version: SummaryVersion) -> None:
+        self.summary_versions.append(version)
+        self._summary_tokens = summary_tokens(version.text, self._tokenizer)
+
+    def _recount_summary(self) -> None:
+        last = self.summary_versions[-1] if self.summary_versions else None
+        self._summary_tokens = summary_tokens(last.text, self._tokenizer) if last else 0
+
     # --- export and import -------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -460,6 +669,8 @@ class Conversation:
             messages=self.messages,
             turns=self.turns,
             trim_events=self.trim_events,
+            summary_versions=self.summary_versions,
+            summary_events=self.summary_events,
         ).model_dump(mode="json")
 
     def to_json(self) -> str:
@@ -473,6 +684,7 @@ class Conversation:
             f"Model `{self.model}`, context budget {self.context_budget:,} tokens.",
             "",
         ]
+        summary = self.summary
         for message in self.messages:
             notes = [] if message.state is MessageState.CONTEXT else [message.state.label]
             notes += [
@@ -487,6 +699,9 @@ class Conversation:
             ]
             suffix = f" _({', '.join(notes)})_" if notes else ""
             lines += [f"## {message.role}{suffix}", "", message.content, ""]
+            if summary is not None and message.id == summary.through_id:
+                note = "sent in place of the summarized messages above"
+                lines += [f"## summary _({note})_", "", summary.text, ""]
         return "\n".join(lines)
 
     @classmethod
@@ -503,6 +718,7 @@ class Conversation:
                 "This is not a conversation export: " + describe_validation_error(exc) + "."
             ) from None
         _check_well_formed(record)
+        _check_summary(record)
         conversation = cls(record.messages[0].content, record.settings, persona_id=record.persona_id)
         conversation.messages, conversation._positions = [], {}
         conversation._context_indexes, conversation._context_api = [], []
@@ -511,6 +727,9 @@ class Conversation:
             conversation._append(message)
         conversation.turns = list(record.turns)
         conversation.trim_events = list(record.trim_events)
+        conversation.summary_versions = list(record.summary_versions)
+        conversation.summary_events = list(record.summary_events)
+        conversation._recount_summary()
         conversation._changed_ids = set()
         return conversation
 
@@ -652,3 +871,16 @@ def _check_well_formed(record: ConversationRecord) -> None:
             if turn.reply_id in replies:
                 raise ConversationImportError(f"Turns {position} and an earlier one name the same reply.")
             replies.add(turn.reply_id)
+
+
+def _check_summary(record: ConversationRecord) -> None:
+    """The running summary's records name messages of this conversation."""
+    ids = {message.id for message in record.messages}
+    for version in record.summary_versions:
+        if version.through_id is not None and version.through_id not in ids:
+            raise ConversationImportError("A summary version names a message that does not exist.")
+    for event in record.summary_events:
+        if any(message_id not in ids for message_id in (*event.folded, *event.dropped)):
+            raise ConversationImportError(
+                f"Summary event of turn {event.turn} names a message that does not exist."
+            )

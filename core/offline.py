@@ -4,6 +4,9 @@ Its reply is deterministic and describes what it received: how many messages and
 were in its context and the oldest message it can still see. That makes trimming visible in the
 chat itself. It reports usage exactly as the API would: prompt tokens counted the API's way,
 completion tokens of the reply it sent, cut at the reply cap with finish_reason "length".
+
+Asked for a summary (the policy "summarize"'s fixed instructions), it writes one deterministically:
+see `core.summaries.offline_summary`.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from collections.abc import Iterator
 
 from core.backends import ChatRequest, ReplyStream, Usage
 from core.conversation import preview
+from core.summaries import offline_summary
 from core.tokens import count_prompt_tokens, tokenizer_for
 
 _WORDS = re.compile(r"\S+\s*|\s+")
@@ -22,12 +26,17 @@ _WORDS = re.compile(r"\S+\s*|\s+")
 def offline_reply(messages: list[dict[str, str]], prompt_tokens: int) -> str:
     """The full text the offline model answers to `messages`, whose prompt is `prompt_tokens` long."""
     conversation = messages[1:] if messages and messages[0]["role"] == "system" else messages
+    # A second system message is the running summary of folded exchanges (policy "summarize").
+    summarized = bool(conversation) and conversation[0]["role"] == "system"
+    conversation = conversation[1:] if summarized else conversation
     newest = conversation[-1]["content"] if conversation else ""
     oldest = conversation[0] if conversation else None
     exchanges = (len(conversation) - 1) // 2
+    summary = "a summary of the earlier conversation, " if summarized else ""
     lines = [
         f"[Offline model] I received {len(messages)} messages ({prompt_tokens} prompt tokens): "
-        f"the system prompt, {exchanges} earlier exchange{'s' if exchanges != 1 else ''} and your message.",
+        f"the system prompt, {summary}{exchanges} earlier exchange{'s' if exchanges != 1 else ''} "
+        "and your message.",
     ]
     if oldest is not None and len(conversation) > 1:
         lines.append(
@@ -48,7 +57,8 @@ class OfflineReplyStream(ReplyStream):
         request = self._request
         tokenizer = tokenizer_for(request.model)
         prompt_tokens = count_prompt_tokens(request.messages, request.model)
-        reply = offline_reply(request.messages, prompt_tokens)
+        summary = offline_summary(request.messages, tokenizer)
+        reply = summary if summary is not None else offline_reply(request.messages, prompt_tokens)
         reply_tokens = tokenizer.encoding.encode(reply, disallowed_special=())
         finish_reason = "stop"
         if request.max_reply_tokens is not None and len(reply_tokens) > request.max_reply_tokens:

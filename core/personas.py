@@ -29,7 +29,7 @@ from pydantic.config import JsonDict
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from core.errors import PersonaFileError
-from core.settings import Sampling
+from core.settings import PolicyName, Sampling
 from core.validation import LineOf, describe_problems, describe_value
 
 __all__ = [
@@ -155,6 +155,19 @@ class PersonaFile(BaseModel):
     tags: list[Tag] = Field(
         default_factory=list,
         description="Short labels for grouping and filtering personas (each 1-40 characters).",
+    )
+    context_policy: PolicyName = Field(
+        "drop_oldest",
+        description="How a conversation that outgrows its context budget is fitted: drop_oldest drops "
+        "the oldest exchanges; summarize folds them into a running summary written by a model (sent "
+        "after the system prompt, at most a quarter of the budget). Users can switch it per conversation.",
+    )
+    summarizer_model: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="Model that writes the summaries (context_policy: summarize), e.g. a cheaper one "
+        "such as gpt-4o-mini; left out, the conversation's own model writes them.",
     )
 
 

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from core.backends import ChatBackend, ChatRequest, ReplyStream
-from core.context import ContextPolicy, policy_named
+from core.context import Completion, ContextPolicy, policy_named, summary_cap
 from core.conversation import Conversation, Turn
 from core.errors import BackendError, ConversationStateError, DashboardError, EmptyReply
 from core.personas import Persona
-from core.settings import ChatSettings, Sampling
+from core.settings import MAX_REPLY_CAP, ChatSettings, Sampling
 
 #: Sent (as a user message the dashboard writes) to continue a reply cut off by the reply cap.
 CONTINUE_PROMPT = (
@@ -49,10 +49,13 @@ class ChatSession:
         backend: ChatBackend,
         *,
         clock: Callable[[], float] = time.perf_counter,
+        summarizer_backend: ChatBackend | None = None,
     ) -> None:
         self.conversation = conversation
         #: Replaceable between turns (the user changed the connection); one per connection.
         self.backend = backend
+        #: Where summaries are asked for (policy "summarize"); None: the chat's own backend.
+        self.summarizer_backend = summarizer_backend
         #: The last call's failure, until the next call starts.
         self.error: DashboardError | None = None
         self.last_turn: Turn | None = conversation.turns[-1] if conversation.turns else None
@@ -68,6 +71,8 @@ class ChatSession:
             max_reply_tokens=persona.max_reply_tokens,
             # As plain data: a cached persona may hold a Sampling of a module version since reloaded.
             sampling=Sampling.model_validate(persona.sampling.model_dump()),
+            context_policy=persona.context_policy,
+            summarizer_model=persona.summarizer_model,
         )
         return cls(Conversation(persona.system_prompt, settings, persona_id=persona.id), backend)
 
@@ -153,7 +158,7 @@ class ChatSession:
     def _stream_reply(self, started: float) -> Iterator[str]:
         settings = self.settings
         try:
-            messages = self.policy.fit(self.conversation)
+            messages = self.policy.fit(self.conversation, complete=self.summarize)
             stream = self.backend.stream(
                 ChatRequest(
                     messages=messages,
@@ -201,6 +206,36 @@ class ChatSession:
             usage_source="server" if self.backend.reports_server_usage else "local",
             latency_s=self._clock() - started,
             finish_reason=stream.finish_reason,
+        )
+
+    def summarize(self, messages: list[dict[str, str]]) -> Completion:
+        """One summarizer call (the policy's `complete`): not streamed to the page, read whole.
+
+        On the summarizer backend (else the chat's), with the summarizer model, no sampling
+        options, and a reply cap of at least the summary's share of the budget. Raises the
+        backend's `DashboardError` when the call fails; the policy then drops instead.
+        """
+        settings = self.settings
+        backend = self.summarizer_backend or self.backend
+        model = settings.effective_summarizer_model
+        stream = backend.stream(
+            ChatRequest(
+                messages=messages,
+                model=model,
+                max_reply_tokens=min(
+                    MAX_REPLY_CAP, max(settings.max_reply_tokens, summary_cap(settings.context_budget))
+                ),
+            )
+        )
+        try:
+            text = "".join(stream)
+        finally:
+            stream.close()
+        return Completion(
+            text,
+            model=model,
+            usage=stream.usage,
+            usage_source="server" if backend.reports_server_usage else "local",
         )
 
     def _end(self, in_progress: _ReplyInProgress, *, partial: str | None = None) -> Turn | None:

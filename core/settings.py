@@ -6,7 +6,7 @@ conversation (the user may change them) and travel with it in exports and the st
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -16,7 +16,8 @@ MAX_REPLY_CAP = 200_000
 DEFAULT_REPLY_CAP = 1_024
 
 #: How a conversation is fitted to its budget; see `core.context`.
-PolicyName = Literal["drop_oldest"]
+PolicyName = Literal["drop_oldest", "summarize"]
+POLICY_NAMES: Final[tuple[PolicyName, ...]] = get_args(PolicyName)
 
 
 class Sampling(BaseModel):
@@ -45,3 +46,10 @@ class ChatSettings(BaseModel):
     max_reply_tokens: int = Field(DEFAULT_REPLY_CAP, ge=1, le=MAX_REPLY_CAP)
     sampling: Sampling = Sampling()
     context_policy: PolicyName = "drop_oldest"
+    #: The model that writes summaries (policy "summarize"); None: the conversation's own model.
+    summarizer_model: str | None = Field(None, min_length=1, max_length=200)
+
+    @property
+    def effective_summarizer_model(self) -> str:
+        """The model that writes this conversation's summaries."""
+        return self.summarizer_model or self.model

@@ -3,10 +3,11 @@
 Every method takes the `owner` (whoever the session says the user is) and only ever touches that
 owner's rows: another owner's conversation id behaves exactly like one that does not exist.
 
-A save is one transaction that writes what was added since the last save (new messages, turns
-and trim events), rewrites the messages changed in place, and bumps the conversation's version
-with `UPDATE ... WHERE version = :expected`. When another tab or replica saved first, nothing is
-written and `StaleConversation` says to reload. A save costs what changed, never the history.
+A save is one transaction that writes what was added since the last save (new messages, turns,
+trim events, summary versions and summary events), rewrites the messages changed in place, and
+bumps the conversation's version with `UPDATE ... WHERE version = :expected`. When another tab
+or replica saved first, nothing is written and `StaleConversation` says to reload. A save costs
+what changed, never the history.
 
 The schema is created and upgraded by the Alembic migrations in `core/migrations/`, run when a
 `Store` opens. API keys are never stored: nothing key-like is part of a `Conversation`.
@@ -196,6 +197,7 @@ turns = sa.Table(
     sa.Column("interrupted", sa.Boolean, nullable=False),
     sa.Column("finish_reason", sa.String(64)),
     sa.Column("reply_id", sa.String(64)),
+    sa.Column("summary_tokens", sa.Integer, nullable=False, server_default=sa.text("0")),
 )
 
 trim_events = sa.Table(
@@ -211,7 +213,57 @@ trim_events = sa.Table(
     sa.Column("budget", sa.Integer, nullable=False),
 )
 
-_CHILD_TABLES: Final = (messages, turns, trim_events)
+#: The running summary's versions (policy "summarize"), oldest first; the last is the summary.
+summary_versions = sa.Table(
+    "summary_versions",
+    metadata,
+    _parent(),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("at", UTCDateTime, nullable=False),
+    sa.Column("through_id", sa.String(64)),
+)
+
+summary_events = sa.Table(
+    "summary_events",
+    metadata,
+    _parent(),
+    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("turn", sa.Integer, nullable=False),
+    #: JSON lists of message ids, oldest first.
+    sa.Column("folded", sa.Text, nullable=False),
+    sa.Column("dropped", sa.Text, nullable=False),
+    sa.Column("tokens_before", sa.Integer, nullable=False),
+    sa.Column("tokens_after", sa.Integer, nullable=False),
+    sa.Column("summary_tokens", sa.Integer, nullable=False),
+    sa.Column("budget", sa.Integer, nullable=False),
+    sa.Column("summarizer_model", sa.String(200)),
+    sa.Column("calls", sa.Integer, nullable=False),
+    sa.Column("summarizer_prompt_tokens", sa.Integer),
+    sa.Column("summarizer_completion_tokens", sa.Integer),
+    sa.Column("usage_source", sa.String(16)),
+    sa.Column("resummarized", sa.Boolean, nullable=False),
+    sa.Column("truncated", sa.Boolean, nullable=False),
+    sa.Column("fallback", sa.Boolean, nullable=False),
+    sa.Column("fallback_reason", sa.Text),
+)
+
+_CHILD_TABLES: Final = (messages, turns, trim_events, summary_versions, summary_events)
+
+#: Comparisons (core/compare.py), each as its export record: the columns' conversations with their
+#: labels, figures, the messages sent and the picks.
+comparisons = sa.Table(
+    "comparisons",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("title", sa.Text, nullable=False),
+    sa.Column("record", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+    sa.Index("ix_comparisons_owner_updated_at", "owner", "updated_at"),
+)
 
 #: Personas an owner created or imported in the app, as the YAML text of a persona file.
 personas = sa.Table(
@@ -262,6 +314,8 @@ class StoredConversation:
     settings_json: str
     #: True while the title is automatic and no user message has given it one yet.
     title_pending: bool
+    saved_summary_versions: int = 0
+    saved_summary_events: int = 0
 
 
 # --- the store -----------------------------------------------------------------------------
@@ -368,7 +422,7 @@ class Store:
                         updated_at=now,
                     )
                 )
-                self._insert_new(conn, conversation_id, conversation, 0, 0, 0)
+                self._insert_new(conn, conversation_id, conversation, 0, 0, 0, 0, 0)
         except BaseException:
             _give_back_changes(conversation, changed)
             raise
@@ -380,6 +434,8 @@ class Store:
             saved_trim_events=len(conversation.trim_events),
             settings_json=settings_json,
             title_pending=title_is_auto and not title,
+            saved_summary_versions=len(conversation.summary_versions),
+            saved_summary_events=len(conversation.summary_events),
         )
 
     def save(self, owner: str, handle: StoredConversation, conversation: Conversation) -> StoredConversation:
@@ -388,8 +444,20 @@ class Store:
         Raises StaleConversation (writing nothing) when the conversation was saved elsewhere since.
         """
         _check_owner(owner)
-        counts = (len(conversation.messages), len(conversation.turns), len(conversation.trim_events))
-        saved = (handle.saved_messages, handle.saved_turns, handle.saved_trim_events)
+        counts = (
+            len(conversation.messages),
+            len(conversation.turns),
+            len(conversation.trim_events),
+            len(conversation.summary_versions),
+            len(conversation.summary_events),
+        )
+        saved = (
+            handle.saved_messages,
+            handle.saved_turns,
+            handle.saved_trim_events,
+            handle.saved_summary_versions,
+            handle.saved_summary_events,
+        )
         if any(now < then for now, then in zip(counts, saved, strict=True)):
             raise StoreError(
                 f"This conversation holds less than the saved conversation {handle.id!r}; "
@@ -442,6 +510,8 @@ class Store:
                     handle.saved_messages,
                     handle.saved_turns,
                     handle.saved_trim_events,
+                    handle.saved_summary_versions,
+                    handle.saved_summary_events,
                 )
                 rows = [
                     {
@@ -465,6 +535,8 @@ class Store:
             saved_messages=counts[0],
             saved_turns=counts[1],
             saved_trim_events=counts[2],
+            saved_summary_versions=counts[3],
+            saved_summary_events=counts[4],
             settings_json=settings_json,
             title_pending=handle.title_pending and not auto_title,
         )
@@ -516,7 +588,7 @@ class Store:
     # --- reading -----------------------------------------------------------------------------
 
     def load(self, owner: str, conversation_id: str) -> tuple[Conversation, StoredConversation]:
-        """The saved conversation (deleted or not) and its handle; four queries whatever its length."""
+        """The saved conversation (deleted or not) and its handle; six queries whatever its length."""
         _check_owner(owner)
         with self._read("loading the conversation") as conn:
             row = conn.execute(
@@ -538,6 +610,16 @@ class Store:
                 sa.select(trim_events)
                 .where(trim_events.c.conversation_id == conversation_id)
                 .order_by(trim_events.c.seq)
+            ).all()
+            version_rows = conn.execute(
+                sa.select(summary_versions)
+                .where(summary_versions.c.conversation_id == conversation_id)
+                .order_by(summary_versions.c.seq)
+            ).all()
+            summary_rows = conn.execute(
+                sa.select(summary_events)
+                .where(summary_events.c.conversation_id == conversation_id)
+                .order_by(summary_events.c.seq)
             ).all()
         record = {
             "version": 2,
@@ -568,6 +650,18 @@ class Store:
                 }
                 for e in trim_rows
             ],
+            "summary_versions": [
+                {k: v for k, v in r._mapping.items() if k not in ("conversation_id", "seq")}
+                for r in version_rows
+            ],
+            "summary_events": [
+                {
+                    **{k: v for k, v in r._mapping.items() if k not in ("conversation_id", "seq")},
+                    "folded": json.loads(r.folded),
+                    "dropped": json.loads(r.dropped),
+                }
+                for r in summary_rows
+            ],
         }
         try:
             conversation = Conversation.from_dict(record)  # validates, and recounts tokens
@@ -581,6 +675,8 @@ class Store:
             saved_trim_events=len(trim_rows),
             settings_json=row.settings,
             title_pending=row.title_is_auto and not row.title,
+            saved_summary_versions=len(version_rows),
+            saved_summary_events=len(summary_rows),
         )
         return conversation, handle
 
@@ -670,6 +766,56 @@ class Store:
                 personas.delete().where(personas.c.owner == owner, personas.c.persona_id == persona_id)
             )
 
+    # --- comparisons -------------------------------------------------------------------------
+
+    def save_comparison(self, owner: str, comparison_id: str | None, title: str, record: str) -> str:
+        """Create (no id) or replace one of this owner's comparisons; its id."""
+        _check_owner(owner)
+        now = _utcnow()
+        with self._write("saving the comparison") as conn:
+            if comparison_id is not None:
+                updated = conn.execute(
+                    comparisons.update()
+                    .where(comparisons.c.owner == owner, comparisons.c.id == comparison_id)
+                    .values(title=title, record=record, updated_at=now)
+                )
+                if updated.rowcount == 0:
+                    raise StoreError(f"There is no saved comparison {comparison_id!r}.")
+                return comparison_id
+            comparison_id = uuid4().hex
+            conn.execute(
+                comparisons.insert().values(
+                    id=comparison_id, owner=owner, title=title, record=record, created_at=now, updated_at=now
+                )
+            )
+        return comparison_id
+
+    def list_comparisons(self, owner: str, *, limit: int = 50) -> builtins.list[tuple[str, str]]:
+        """This owner's comparisons as (id, title), most recently saved first."""
+        _check_owner(owner)
+        c = comparisons.c
+        query = sa.select(c.id, c.title).where(c.owner == owner).order_by(c.updated_at.desc()).limit(limit)
+        with self._read("listing comparisons") as conn:
+            return [(row.id, row.title) for row in conn.execute(query)]
+
+    def load_comparison(self, owner: str, comparison_id: str) -> str:
+        """The record of one of this owner's comparisons (JSON text)."""
+        _check_owner(owner)
+        c = comparisons.c
+        query = sa.select(c.record).where(c.owner == owner, c.id == comparison_id)
+        with self._read("loading the comparison") as conn:
+            record = conn.execute(query).scalar_one_or_none()
+        if record is None:
+            raise StoreError(f"There is no saved comparison {comparison_id!r}.")
+        return str(record)
+
+    def comparison_records(self, owner: str) -> builtins.list[str]:
+        """Every comparison record of this owner (for the tally of blind picks)."""
+        _check_owner(owner)
+        query = sa.select(comparisons.c.record).where(comparisons.c.owner == owner)
+        with self._read("reading comparisons") as conn:
+            return [str(record) for record in conn.execute(query).scalars()]
+
     def conversation_counts(self, owner: str) -> dict[str, int]:
         """How many (not deleted) conversations this owner has per persona id."""
         _check_owner(owner)
@@ -697,6 +843,8 @@ class Store:
         saved_messages: int,
         saved_turns: int,
         saved_trim_events: int,
+        saved_summary_versions: int,
+        saved_summary_events: int,
     ) -> None:
         new_messages = conversation.messages[saved_messages:]
         if new_messages:
@@ -728,6 +876,30 @@ class Store:
                         "budget": trim.budget,
                     }
                     for seq, trim in enumerate(new_trims, start=saved_trim_events)
+                ],
+            )
+        new_versions = conversation.summary_versions[saved_summary_versions:]
+        if new_versions:
+            conn.execute(
+                summary_versions.insert(),
+                [
+                    {"conversation_id": conversation_id, "seq": seq, **version.model_dump()}
+                    for seq, version in enumerate(new_versions, start=saved_summary_versions)
+                ],
+            )
+        new_summary_events = conversation.summary_events[saved_summary_events:]
+        if new_summary_events:
+            conn.execute(
+                summary_events.insert(),
+                [
+                    {
+                        "conversation_id": conversation_id,
+                        "seq": seq,
+                        **summary.model_dump(exclude={"folded", "dropped"}),
+                        "folded": json.dumps(summary.folded),
+                        "dropped": json.dumps(summary.dropped),
+                    }
+                    for seq, summary in enumerate(new_summary_events, start=saved_summary_events)
                 ],
             )
 

@@ -301,3 +301,96 @@ def test_the_reply_cap_cut_over_http_is_recorded(openai_server: OpenAIServer) ->
     text = "".join(session.send("a rather long question to echo back"))
     assert session.last_turn.finish_reason == "length" and session.can_continue
     assert session.conversation.messages[-1].content == text
+
+
+# --- policy "summarize" ------------------------------------------------------------------------
+
+
+def test_a_summarize_conversation_runs_offline_end_to_end() -> None:
+    session = new_session(context_policy="summarize", context_budget=500)
+    session.backend = OfflineBackend()
+    for i in range(14):
+        reply = "".join(session.send(f"Question {i}: how do I cook dish number {i} well?"))
+        assert reply.startswith("[Offline model]")
+        turn = session.last_turn
+        assert turn is not None and turn.counted_prompt_tokens <= 500
+        assert turn.reported_prompt_tokens == turn.counted_prompt_tokens  # what was sent is what was counted
+    conversation = session.conversation
+    folds = [e for e in conversation.summary_events if not e.fallback]
+    assert folds and not conversation.trim_events
+    assert all(e.usage_source == "local" and e.summarizer_prompt_tokens for e in folds)
+    assert "a summary of the earlier conversation" in conversation.messages[-1].content
+    summary = conversation.summary
+    assert summary is not None and summary.text.startswith("Summary (offline model):")
+    assert session.last_turn.summary_tokens == summary.tokens > 0
+    summarized = {m.id for m in conversation.messages if m.state is MessageState.SUMMARIZED}
+    assert summarized == {i for e in folds for i in e.folded}
+
+
+def test_summaries_are_asked_of_the_summarizer_model_without_sampling() -> None:
+    backend = ScriptedBackend()
+    session = new_session(
+        backend,
+        context_policy="summarize",
+        context_budget=10_000,
+        summarizer_model="gpt-4.1-nano",
+        sampling={"temperature": 0.9},
+    )
+    for i in range(3):
+        backend.enqueue(f"answer {i} " + "word " * 20)
+        list(session.send(f"question {i} " + "word " * 20))
+    session.update_settings(context_budget=150)
+    backend.enqueue("The user asked three questions.", "final answer")
+    list(session.send("question 3"))
+    summary_request, chat_request = backend.requests[-2:]
+    assert summary_request.model == "gpt-4.1-nano" and summary_request.sampling.temperature is None
+    assert summary_request.max_reply_tokens >= 150 // 4
+    assert chat_request.model == "gpt-4o-mini" and chat_request.sampling.temperature == 0.9
+    assert chat_request.messages[1]["content"].endswith("The user asked three questions.")
+    event = session.conversation.summary_events[-1]
+    assert event.summarizer_model == "gpt-4.1-nano" and event.usage_source == "server"
+    assert event.summarizer_prompt_tokens == count_prompt_tokens(summary_request.messages, "gpt-4.1-nano")
+
+
+def test_a_failed_summary_drops_instead_and_the_reply_still_comes() -> None:
+    backend = ScriptedBackend()
+    session = new_session(backend, context_policy="summarize", context_budget=10_000)
+    for i in range(3):
+        backend.enqueue(f"answer {i} " + "word " * 20)
+        list(session.send(f"question {i} " + "word " * 20))
+    session.update_settings(context_budget=150)
+    backend.enqueue(ScriptedReply(error=ServerError("summarizer down", status_code=503)), "the answer")
+    assert "".join(session.send("question 3")) == "the answer"
+    assert session.error is None
+    event = session.conversation.summary_events[-1]
+    assert event.fallback and "summarizer down" in event.fallback_reason
+    assert session.conversation.trim_events[-1].dropped == event.dropped
+    assert session.last_turn.counted_prompt_tokens <= 150
+
+
+def test_a_separate_summarizer_backend_can_write_the_summaries() -> None:
+    chat_backend, summarizer = ScriptedBackend(), ScriptedBackend()
+    session = new_session(chat_backend, context_policy="summarize", context_budget=10_000)
+    session.summarizer_backend = summarizer
+    for i in range(3):
+        chat_backend.enqueue(f"answer {i} " + "word " * 20)
+        list(session.send(f"question {i} " + "word " * 20))
+    session.update_settings(context_budget=150)
+    chat_backend.enqueue("ok")
+    summarizer.enqueue("A short summary.")
+    list(session.send("question 3"))
+    assert len(summarizer.requests) == 1 and session.conversation.summary.text == "A short summary."
+
+
+def test_start_takes_the_personas_context_policy_and_summarizer(tmp_path) -> None:
+    source = (REPO_ROOT / "personas" / "foodie.yaml").read_text(encoding="utf-8")
+    (tmp_path / "foodie.yaml").write_text(
+        source + "context_policy: summarize\nsummarizer_model: gpt-4.1-nano\n", encoding="utf-8"
+    )
+    catalog = load_personas(tmp_path)
+    assert not catalog.errors
+    session = ChatSession.start(catalog.personas["foodie"], OfflineBackend())
+    assert session.settings.context_policy == "summarize" and session.policy.name == "summarize"
+    assert session.settings.summarizer_model == "gpt-4.1-nano"
+    default = ChatSession.start(load_personas(REPO_ROOT / "personas").personas["foodie"], OfflineBackend())
+    assert default.settings.context_policy == "drop_oldest" and default.settings.summarizer_model is None

@@ -25,14 +25,15 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from core.backends import Usage
-from core.context import DropOldest
-from core.conversation import Conversation, Message, Turn
-from core.errors import ConfigError, DashboardError
+from core.context import Completion, DropOldest, Summarize
+from core.conversation import Conversation, Message, SummaryEvent, SummaryVersion, Turn
+from core.errors import ConfigError, DashboardError, ServerError
 from core.settings import ChatSettings
 from core.store import (
     ConversationNotFound,
@@ -47,11 +48,14 @@ from core.store import (
     describe_url,
     metadata,
 )
+from core.summaries import offline_summary
+from core.tokens import tokenizer_for
 from tests.conftest import REPO_ROOT
 from tests.postgres import PostgresCluster, free_port
 
 SYSTEM = "You are a careful cooking assistant."
 POLICY = DropOldest()
+SUMMARIZE = Summarize()
 ALICE, BOB = "alice", "bob"
 
 
@@ -312,12 +316,12 @@ def test_a_pin_rewrites_only_that_message(store: Store):
     assert not store.load(ALICE, handle.id)[0].message(old.id).pinned
 
 
-def test_loading_2000_messages_takes_four_queries(store: Store):
+def test_loading_2000_messages_takes_six_queries(store: Store):
     conversation = conversation_with(2001, budget=3000)
     handle = store.create(ALICE, conversation)
     with counting(store.engine) as queries:
         loaded, _ = store.load(ALICE, handle.id)
-    assert queries["SELECT"] == 4 and queries["statements written"] == 0
+    assert queries["SELECT"] == 6 and queries["statements written"] == 0
     assert len(loaded.messages) == 2001 and loaded.to_dict() == conversation.to_dict()
 
 
@@ -599,6 +603,107 @@ def test_delete_restore_and_purge(store: Store):
         store.load(ALICE, binned.id)
     assert row_counts(store, binned.id) == {"messages": 0, "turns": 0, "trim_events": 0}
     assert [s.id for s in store.list(ALICE, include_deleted=True)] == [kept.id]
+
+
+# --- the running summary (policy "summarize") ------------------------------------------------
+
+
+def summarizing_chat(conversation: Conversation, question: str, answer: str) -> Turn:
+    """One turn under the policy "summarize", the offline model writing the summaries."""
+    conversation.add_user(question)
+    SUMMARIZE.fit(conversation, complete=offline_summarizer)
+    return conversation.add_assistant(
+        answer, Usage(prompt_tokens=conversation.prompt_tokens, completion_tokens=7)
+    )
+
+
+def offline_summarizer(messages: list[dict[str, str]]) -> Completion:
+    text = offline_summary(messages, tokenizer_for("gpt-4o-mini"))
+    assert text is not None
+    return Completion(
+        text, model="gpt-4o-mini", usage=Usage(prompt_tokens=120, completion_tokens=40), usage_source="local"
+    )
+
+
+def failing_summarizer(messages: list[dict[str, str]]) -> str:
+    raise ServerError("down", status_code=503)
+
+
+def summarized_conversation(turns: int = 10) -> Conversation:
+    conversation = new_conversation(budget=320)
+    conversation.update_settings(context_policy="summarize", summarizer_model="gpt-4o-mini")
+    for i in range(turns):
+        summarizing_chat(conversation, *exchange(i))
+    return conversation
+
+
+def test_round_trip_keeps_the_summary_its_versions_and_events(store: Store):
+    conversation = summarized_conversation()
+    conversation.edit_summary("The user braises short ribs for a crowd.")
+    conversation.add_user("Fail the summarizer now, please. " * 4)
+    SUMMARIZE.fit(conversation, complete=failing_summarizer)
+    conversation.add_assistant("Dropped instead.")
+    events = conversation.summary_events
+    assert any(e.fallback for e in events) and any(not e.fallback for e in events)
+    assert [v.source for v in conversation.summary_versions][-1] == "user"
+    handle = store.create(ALICE, conversation)
+    loaded, loaded_handle = store.load(ALICE, handle.id)
+    assert loaded.to_dict() == conversation.to_dict()
+    assert loaded_handle == handle
+    assert loaded.summary == conversation.summary
+    assert loaded.prompt_tokens == conversation.prompt_tokens
+    assert loaded.api_messages() == conversation.api_messages()
+    assert "summarized" in states(loaded)
+    assert [t.summary_tokens for t in loaded.turns] == [t.summary_tokens for t in conversation.turns]
+
+
+def test_saves_write_only_the_new_summary_versions_and_events(store: Store):
+    conversation = new_conversation(budget=320)
+    conversation.update_settings(context_policy="summarize")
+    handle = store.create(ALICE, conversation)
+    written: Counter[str] = Counter()
+    for i in range(12):
+        with counting(store.engine) as writes:
+            summarizing_chat(conversation, *exchange(i))
+            handle = store.save(ALICE, handle, conversation)
+        written += writes
+        assert writes["INSERT summary_events"] <= 1 and writes["INSERT summary_versions"] <= 1
+        assert store.load(ALICE, handle.id)[0].to_dict() == conversation.to_dict()
+    assert written["INSERT summary_events"] == len(conversation.summary_events) > 1
+    conversation.edit_summary("Edited by hand.")
+    with counting(store.engine) as writes:
+        handle = store.save(ALICE, handle, conversation)
+    assert writes["INSERT summary_versions"] == 1 and writes["rows"] == 2  # the version, the conversation
+    with store.engine.connect() as conn:
+        counts = {
+            table: conn.execute(
+                sa.text(f"SELECT count(*) FROM {table} WHERE conversation_id = :id"), {"id": handle.id}
+            ).scalar_one()
+            for table in ("summary_versions", "summary_events")
+        }
+    assert counts == {
+        "summary_versions": len(conversation.summary_versions),
+        "summary_events": len(conversation.summary_events),
+    }
+
+
+def test_a_database_from_before_summaries_upgrades_and_keeps_its_conversations(backend_url: str):
+    with Store(backend_url) as store:
+        handle = store.create(ALICE, conversation_with(9, budget=200))
+        before = store.load(ALICE, handle.id)[0].to_dict()
+    command.downgrade(alembic_config(backend_url), "0002_personas")
+    with Store(backend_url) as store:  # upgrades to the newest again
+        assert store.schema_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
+        loaded = store.load(ALICE, handle.id)[0]
+    assert loaded.to_dict() == before
+    assert all(turn.summary_tokens == 0 for turn in loaded.turns)
+
+
+def test_the_summary_tables_hold_every_field_of_a_version_and_an_event():
+    version_columns = set(metadata.tables["summary_versions"].columns.keys()) - {"conversation_id", "seq"}
+    assert version_columns == set(SummaryVersion.model_fields)
+    event_columns = set(metadata.tables["summary_events"].columns.keys()) - {"conversation_id", "seq"}
+    assert event_columns == set(SummaryEvent.model_fields)
 
 
 # --- schema and migrations ------------------------------------------------------------------
