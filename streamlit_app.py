@@ -36,7 +36,7 @@ from core.stats import dashboard_figures
 from core.store import StaleConversation, Store
 from core.tokens import BUNDLED_ENCODINGS, get_encoding
 from core.workspace import DRAFT_PREFIX, Workspace
-from ui import personas_view
+from ui import compare_view, personas_view
 
 APP_DIR = Path(__file__).resolve().parent
 # Word-by-word pacing of the offline model's reply, so streaming is visible; tests set it to 0.
@@ -50,7 +50,7 @@ BADGE_COLORS: dict[MessageState, Literal["gray", "orange"]] = {
     MessageState.REPLACED: "gray",
 }
 TAGLINE = "**Persona Chat Dashboard** · talk to a model through a persona and see exactly what it sees."
-VIEWS = {"chat": "💬 Chat", "personas": "🎭 Personas"}
+VIEWS = {"chat": "💬 Chat", "personas": "🎭 Personas", "compare": "⚖️ Compare"}
 #: The query parameter naming the open conversation, so a reload returns to it.
 CONVERSATION_PARAM = "c"
 CONVERSATIONS_LISTED = 30
@@ -737,6 +737,12 @@ def main() -> None:
             personas_view.editor(catalog.personas)
         else:
             personas_view.gallery(catalog.personas, set(own), workspace.conversation_counts())
+        return
+    if view == "compare":
+        if compare_view.STATE in st.session_state:
+            compare_view.comparison_view(workspace)
+        else:
+            compare_view.setup(catalog.personas, workspace, session.backend)
         return
     chat_column, dashboard_column = st.columns([5, 4], gap="large")
     with dashboard_column:

@@ -18,6 +18,7 @@ import pandas as pd
 import pyarrow as pa  # type: ignore[import-untyped]  # ships with Streamlit, untyped
 
 if TYPE_CHECKING:
+    from core.compare import ComparisonSnapshot
     from core.stats import ContextGauge, DashboardFigures
 
 Spec = dict[str, Any]
@@ -240,3 +241,52 @@ def _arrow(rows: list[dict[str, Any]]) -> bytes:
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
     return bytes(sink.getvalue().to_pybytes())
+
+
+def comparison_spec(snapshot: ComparisonSnapshot) -> Spec | None:
+    """Per message, each column's prompt tokens (billed) with its budget as a dashed rule, and in
+    the tooltip its reply tokens, speed and cost; None before any answer."""
+    rows = [
+        {
+            "round": run.round,
+            "column": view.label,
+            "prompt tokens": run.prompt_tokens,
+            "budget": run.context_budget,
+            "reply tokens": run.reply_tokens,
+            "first token s": run.time_to_first_token_s,
+            "total s": run.total_s,
+            "cost usd": run.cost_usd,
+        }
+        for view in snapshot.columns
+        for run in view.runs
+        if run.prompt_tokens is not None and not run.running
+    ]
+    if not rows:
+        return None
+    color = {"field": "column", "type": "nominal", "legend": {"orient": "bottom", "title": None}}
+    x = {"field": "round", "type": "ordinal", "title": "message"}
+    tooltip = [
+        {"field": name, "type": "quantitative" if name not in ("column",) else "nominal"}
+        for name in ("column", "prompt tokens", "reply tokens", "first token s", "total s", "cost usd")
+    ]
+    return {
+        "$schema": VEGA_LITE_SCHEMA,
+        "data": {"name": "runs"},
+        "layer": [
+            {
+                "mark": {"type": "line", "point": True},
+                "encoding": {
+                    "x": x,
+                    "y": {"field": "prompt tokens", "type": "quantitative", "title": "prompt tokens"},
+                    "color": color,
+                    "shape": {"field": "column", "type": "nominal", "legend": None},
+                    "tooltip": tooltip,
+                },
+            },
+            {
+                "mark": {"type": "tick", "strokeDash": [6, 4], "thickness": 2},
+                "encoding": {"x": x, "y": {"field": "budget", "type": "quantitative"}, "color": color},
+            },
+        ],
+        "datasets": {"runs": rows},
+    }

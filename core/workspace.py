@@ -10,10 +10,12 @@ page to show; nothing typed is lost.
 from __future__ import annotations
 
 import builtins
+import json
 from dataclasses import dataclass, field
 
 from core.backends import ChatBackend
-from core.conversation import Conversation
+from core.compare import Comparison, Pick
+from core.conversation import Conversation, preview
 from core.errors import PersonaFileError
 from core.personas import Persona, parse_persona, persona_yaml
 from core.session import ChatSession
@@ -144,6 +146,39 @@ class Workspace:
         if self.store is not None:
             self.store.save_persona(self.owner, persona.id, persona_yaml(persona))
         self.custom_personas()[persona.id] = persona
+
+    # --- comparisons ---------------------------------------------------------------------------
+
+    def list_comparisons(self) -> builtins.list[tuple[str, str]]:
+        return self.store.list_comparisons(self.owner) if self.store else []
+
+    def save_comparison(self, comparison_id: str | None, comparison: Comparison) -> str | None:
+        """Save the comparison (its columns' conversations, figures and picks); its id."""
+        if self.store is None:
+            return None
+        rounds = comparison.rounds
+        title = preview(rounds[0].text) if rounds else "Comparison"
+        labels = " · ".join(column.label for column in comparison.columns)
+        return self.store.save_comparison(
+            self.owner, comparison_id, f"{title} ({labels})", comparison.to_json()
+        )
+
+    def load_comparison(self, comparison_id: str, backend: ChatBackend) -> Comparison:
+        if self.store is None:
+            raise StoreUnavailable("Saved comparisons cannot be read: the store is not open.", where="")
+        data = json.loads(self.store.load_comparison(self.owner, comparison_id))
+        columns = data.get("columns", []) if isinstance(data, dict) else []
+        return Comparison.from_dict(data, [backend] * len(columns))
+
+    def comparison_picks(self) -> builtins.list[Pick]:
+        """Every pick in this owner's saved comparisons, for the tally."""
+        if self.store is None:
+            return []
+        picks: builtins.list[Pick] = []
+        for record in self.store.comparison_records(self.owner):
+            data = json.loads(record)
+            picks += [Pick.model_validate(pick) for pick in data.get("picks", [])]
+        return picks
 
     def conversation_counts(self) -> dict[str, int]:
         return self.store.conversation_counts(self.owner) if self.store else {}

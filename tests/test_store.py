@@ -1001,3 +1001,35 @@ def test_a_full_database_says_so_and_keeps_what_was_saved(sqlite_file: Path):
             store.save(ALICE, handle, conversation)
         assert str(sqlite_file) in str(raised.value)
         assert store.load(ALICE, handle.id)[0].to_dict() == saved
+
+
+# --- personas and comparisons ---------------------------------------------------------------
+
+
+def test_personas_are_saved_per_owner_and_replaced_in_place(store: Store) -> None:
+    store.save_persona("alice", "hotpot", "name: Hotpot\n")
+    store.save_persona("alice", "noodles", "name: Noodles\n")
+    store.save_persona("bob", "hotpot", "name: Bob's\n")
+    store.save_persona("alice", "hotpot", "name: Hotpot v2\n")
+    assert store.list_personas("alice") == [("hotpot", "name: Hotpot v2\n"), ("noodles", "name: Noodles\n")]
+    assert store.list_personas("bob") == [("hotpot", "name: Bob's\n")]
+    store.delete_persona("bob", "noodles")  # not Bob's: nothing happens
+    assert len(store.list_personas("alice")) == 2
+    store.delete_persona("alice", "noodles")
+    assert [pid for pid, _ in store.list_personas("alice")] == ["hotpot"]
+
+
+def test_comparisons_are_saved_per_owner(store: Store) -> None:
+    first = store.save_comparison("alice", None, "first", '{"n": 1}')
+    second = store.save_comparison("alice", None, "second", '{"n": 2}')
+    assert store.save_comparison("alice", first, "first, again", '{"n": 3}') == first
+    assert store.list_comparisons("alice") == [(first, "first, again"), (second, "second")]
+    assert store.load_comparison("alice", first) == '{"n": 3}'
+    assert sorted(store.comparison_records("alice")) == ['{"n": 2}', '{"n": 3}']
+    # Bob can neither read nor overwrite Alice's.
+    assert store.list_comparisons("bob") == [] and store.comparison_records("bob") == []
+    with pytest.raises(StoreError, match="no saved comparison"):
+        store.load_comparison("bob", first)
+    with pytest.raises(StoreError, match="no saved comparison"):
+        store.save_comparison("bob", first, "stolen", "{}")
+    assert store.load_comparison("alice", first) == '{"n": 3}'
