@@ -8,7 +8,6 @@ rerun until the next change.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Hashable
 from dataclasses import dataclass
 
 import pandas as pd
@@ -215,25 +214,25 @@ class DashboardFigures:
     next_drop_preview: str | None
 
 
-def record_version(conversation: Conversation, policy: ContextPolicy) -> Hashable:
+def record_version(conversation: Conversation, policy: ContextPolicy) -> tuple[object, ...]:
     """Changes whenever anything the dashboard shows of `conversation` can change, costing no walk
-    of the history: messages and the turn and trim records only grow, and every change of a
-    message's state (trimmed, unanswered, replaced) or pin moves the in-context or pinned token
-    sums, which are kept as running sums."""
-    settings = conversation.settings
+    of the history: messages and the turn, trim and summary records only grow, every change of a
+    message's state (trimmed, summarized, unanswered, replaced) or pin moves the in-context or
+    pinned token sums, which are kept as running sums, and settings are replaced, never changed."""
     return (
         len(conversation.messages),
         len(conversation.turns),
         len(conversation.trim_events),
+        len(conversation.summary_versions),
+        len(conversation.summary_events),
         conversation.prompt_tokens,
         conversation.pinned_tokens,
-        settings.model,
-        settings.context_budget,
+        conversation.settings,
         policy.name,
     )
 
 
-_figures: weakref.WeakKeyDictionary[Conversation, tuple[Hashable, DashboardFigures]] = (
+_figures: weakref.WeakKeyDictionary[Conversation, tuple[tuple[object, ...], DashboardFigures]] = (
     weakref.WeakKeyDictionary()
 )
 
@@ -243,7 +242,7 @@ def dashboard_figures(
 ) -> DashboardFigures:
     """The dashboard's figures for `conversation` as it stands, computed once per version
     (`record_version`); one entry per live conversation, dropped with it."""
-    version = (record_version(conversation, policy), id(table))
+    version = (record_version(conversation, policy), table)
     cached = _figures.get(conversation)
     if cached is not None and cached[0] == version:
         return cached[1]

@@ -217,6 +217,10 @@ def test_figures_and_drawing_are_built_once_per_version():
         lambda: conversation.update_settings(context_budget=4096),
         lambda: conversation.update_settings(model="gpt-3.5-turbo"),
         lambda: conversation.regenerate(),
+        lambda: conversation.record_summary(
+            [], "dumplings, steamed", tokens_before=conversation.prompt_tokens, summarizer_model="gpt-4o"
+        ),
+        lambda: conversation.edit_summary("dumplings, steamed or fried"),
     ]
     for change in changes:
         before = dashboard_figures(conversation, POLICY, table)
@@ -230,4 +234,5 @@ def test_figures_and_drawing_are_built_once_per_version():
         assert list(after.next_drops) == next_turn_drops(conversation, POLICY)
         assert dashboard_drawing(after) is not drawing
     assert len(conversation.trim_events) == 1 and conversation.messages[-1].state == "replaced"
+    assert len(conversation.summary_versions) == 2
     assert dashboard_figures(conversation, POLICY, table).mismatched["turn"].tolist() == [4]
