@@ -18,6 +18,8 @@ from core.charts import dashboard_drawing
 from core.connection import Backends, Connection, resolve_connection
 from core.conversation import MAX_IMPORT_BYTES, Conversation, Message, MessageState
 from core.errors import BackendError, ConversationImportError, DashboardError
+from core.i18n import LANGUAGE_PARAM, LANGUAGE_STATE, LANGUAGES, Language, language_for
+from core.i18n import current as session_translator
 from core.model_info import ModelTable, load_model_table
 from core.owners import (
     LOCAL_OWNER,
@@ -49,7 +51,6 @@ BADGE_COLORS: dict[MessageState, Literal["gray", "orange"]] = {
     MessageState.UNANSWERED: "orange",
     MessageState.REPLACED: "gray",
 }
-TAGLINE = "**Persona Chat Dashboard** · talk to a model through a persona and see exactly what it sees."
 VIEWS = {"chat": "💬 Chat", "personas": "🎭 Personas", "compare": "⚖️ Compare"}
 #: The query parameter naming the open conversation, so a reload returns to it.
 CONVERSATION_PARAM = "c"
@@ -96,6 +97,46 @@ def deployer_secrets() -> dict[str, object]:
         return {}
 
 
+# --- language ----------------------------------------------------------------------------------
+
+
+def tr(key: str, /, **fields: object) -> str:
+    """This session's text for `key`, formatted with `fields` (catalogs: core/locales)."""
+    return session_translator(st.session_state)(key, **fields)
+
+
+def tr_plural(key: str, count: int, /, **fields: object) -> str:
+    """`key.one` or `key.other` for `count` (also passed as the field `count`)."""
+    return session_translator(st.session_state).plural(key, count, **fields)
+
+
+def page_language() -> Language:
+    """This run's language: `?lang=`, else the sidebar choice, else the browser's locale. Kept in
+    the session state, where `tr` and the callbacks (which run before the page) read it."""
+    language = language_for(
+        st.query_params.get(LANGUAGE_PARAM), st.session_state.get("lang_chosen"), st.context.locale
+    )
+    st.session_state[LANGUAGE_STATE] = language
+    return language
+
+
+def choose_language() -> None:
+    """on_change of the language switch; the link keeps the choice, so a reload does too."""
+    st.session_state.lang_chosen = st.session_state.lang
+    st.query_params[LANGUAGE_PARAM] = st.session_state.lang
+
+
+def language_switch() -> None:
+    st.session_state.lang = session_translator(st.session_state).language  # whichever source chose it
+    st.selectbox(
+        tr("sidebar.language"),
+        list(LANGUAGES),
+        format_func=LANGUAGES.__getitem__,
+        key="lang",
+        on_change=choose_language,
+    )
+
+
 # --- per-session state -------------------------------------------------------------------------
 
 
@@ -114,25 +155,21 @@ def visitor_owner(mode: AccessMode) -> str:
     user = st.user.to_dict()
     if "is_logged_in" in user:  # the deployer configured OIDC sign-in ([auth] in secrets)
         if not user["is_logged_in"]:
-            st.title("💬 Persona Chat Dashboard")
-            st.write("Sign in to see your conversations. They are private to you.")
-            st.button("Sign in", on_click=st.login, type="primary")
+            st.title(f"💬 {tr('page.name')}")
+            st.write(tr("signin.prompt"))
+            st.button(tr("signin.button"), on_click=st.login, type="primary")
             st.stop()
         return owner_for_user(str(user.get("iss", "")), str(user.get("sub", "")))
     token = st.query_params.get(WORKSPACE_PARAM)
     if not token:
         token = new_workspace_token()
         st.query_params[WORKSPACE_PARAM] = token
-        st.session_state.notice = (
-            "info",
-            "This is your private workspace. **Bookmark this page's link: it is the key to your "
-            "conversations**, and anyone with it can read them.",
-        )
+        st.session_state.notice = ("info", tr("workspace.private_notice"))
     try:
         return owner_for_token(token)
     except InvalidWorkspaceLink as error:
         st.error(str(error))
-        st.button("Start a new workspace", on_click=st.query_params.clear)
+        st.button(tr("workspace.start_new"), on_click=st.query_params.clear)
         st.stop()
 
 
@@ -145,7 +182,7 @@ def visitor_workspace() -> Workspace:
         try:
             store = open_store(os.environ.get("DATABASE_URL", ""))
         except DashboardError as error:
-            st.session_state.store_error = f"Conversations are not being saved: {error}"
+            st.session_state.store_error = tr("store.not_saving", error=error)
         workspace = st.session_state.workspace = Workspace(store, owner)
         opened = st.query_params.get(CONVERSATION_PARAM)
         if opened:  # a reload, or a shared link of one's own: reopen that conversation
@@ -155,7 +192,7 @@ def visitor_workspace() -> Workspace:
                 if persona_id is not None:
                     st.session_state.persona_id = persona_id
             except DashboardError as error:
-                st.session_state.notice = ("error", f"That conversation cannot be opened: {error}")
+                st.session_state.notice = ("error", tr("notice.open_failed", error=error))
     return workspace
 
 
@@ -185,7 +222,7 @@ def save(workspace: Workspace, key: str) -> str:
         st.session_state.store_error = str(error)
         st.session_state.stale = True
     except DashboardError as error:
-        st.session_state.store_error = f"Your last change is not saved yet: {error}"
+        st.session_state.store_error = tr("store.unsaved", error=error)
     else:
         st.session_state.store_error = None
         st.session_state.stale = False
@@ -204,7 +241,7 @@ def open_conversation(workspace: Workspace, conversation_id: str, backend: ChatB
     try:
         workspace.open(conversation_id, backend)
     except DashboardError as error:
-        st.session_state.notice = ("error", f"That conversation cannot be opened: {error}")
+        st.session_state.notice = ("error", tr("notice.open_failed", error=error))
         return
     persona_id = workspace.sessions[conversation_id].conversation.persona_id
     if persona_id in st.session_state.catalog_ids:  # a search may list another persona's
@@ -216,14 +253,14 @@ def rename_conversation(workspace: Workspace, conversation_id: str) -> None:
     try:
         workspace.rename(conversation_id, title)
     except DashboardError as error:
-        st.session_state.notice = ("error", f"Not renamed: {error}")
+        st.session_state.notice = ("error", tr("notice.not_renamed", error=error))
 
 
 def delete_conversation(workspace: Workspace, conversation_id: str, title: str) -> None:
     try:
         workspace.delete(conversation_id)
     except DashboardError as error:
-        st.session_state.notice = ("error", f"Not deleted: {error}")
+        st.session_state.notice = ("error", tr("notice.not_deleted", error=error))
         return
     st.session_state.deleted = (conversation_id, title)
 
@@ -234,7 +271,7 @@ def undo_delete(workspace: Workspace, backend: ChatBackend) -> None:
     try:
         workspace.restore(conversation_id, backend)
     except DashboardError as error:
-        st.session_state.notice = ("error", f"“{title}” could not be restored: {error}")
+        st.session_state.notice = ("error", tr("notice.not_restored", title=title, error=error))
 
 
 def reload_conversation(workspace: Workspace, key: str, backend: ChatBackend) -> None:
@@ -252,7 +289,7 @@ def import_conversation(catalog: PersonaCatalog, workspace: Workspace, backend: 
     try:
         conversation = Conversation.from_json(uploaded.getvalue())
     except ConversationImportError as error:
-        st.session_state.notice = ("error", f"Import of {uploaded.name} failed: {error}")
+        st.session_state.notice = ("error", tr("notice.import_failed", file=uploaded.name, error=error))
         return
     target = conversation.persona_id if conversation.persona_id in catalog.personas else None
     target = target or st.session_state.persona_id
@@ -260,13 +297,17 @@ def import_conversation(catalog: PersonaCatalog, workspace: Workspace, backend: 
     try:
         workspace.add_imported(conversation, backend)
     except DashboardError as error:
-        st.session_state.notice = ("error", f"Import of {uploaded.name} failed: {error}")
+        st.session_state.notice = ("error", tr("notice.import_failed", file=uploaded.name, error=error))
         return
     st.session_state.persona_id = target
     st.session_state.notice = (
         "success",
-        f"Imported {len(conversation.messages)} messages from {uploaded.name} "
-        f"into {catalog.personas[target].name} as a new conversation.",
+        tr(
+            "notice.imported",
+            count=len(conversation.messages),
+            file=uploaded.name,
+            persona=catalog.personas[target].name,
+        ),
     )
 
 
@@ -276,7 +317,7 @@ def import_conversation(catalog: PersonaCatalog, workspace: Workspace, backend: 
 def conversation_list(workspace: Workspace, persona: Persona, key: str, backend: ChatBackend) -> None:
     """This persona's conversations, newest first, with search, rename and delete (undoable)."""
     st.button(
-        "New conversation",
+        tr("conversations.new"),
         icon="🆕",
         on_click=start_new,
         args=(workspace, persona, backend),
@@ -285,23 +326,29 @@ def conversation_list(workspace: Workspace, persona: Persona, key: str, backend:
     )
     deleted = st.session_state.deleted
     if deleted is not None:
-        st.info(f"Deleted “{deleted[1]}”.", icon="🗑️")
-        st.button("Undo delete", icon="↩️", on_click=undo_delete, args=(workspace, backend), key="undo_delete")
+        st.info(tr("conversations.deleted", title=deleted[1]), icon="🗑️")
+        st.button(
+            tr("conversations.undo_delete"),
+            icon="↩️",
+            on_click=undo_delete,
+            args=(workspace, backend),
+            key="undo_delete",
+        )
     if workspace.store is None:
         return
     search = st.text_input(
-        "Search conversations",
+        tr("conversations.search.label"),
         key="conversation_search",
-        placeholder="Search titles and messages",
+        placeholder=tr("conversations.search.placeholder"),
         label_visibility="collapsed",
     )
     try:
         listed = workspace.list(persona_id=None if search else persona.id, search=search or None)
     except DashboardError as error:
-        st.error(f"The conversation list cannot be read: {error}")
+        st.error(tr("conversations.list_failed", error=error))
         return
     if search and not listed:
-        st.caption("No conversation matches.")
+        st.caption(tr("conversations.no_match"))
     for summary in listed[:CONVERSATIONS_LISTED]:
         is_open = summary.id == key
         st.button(
@@ -311,19 +358,24 @@ def conversation_list(workspace: Workspace, persona: Persona, key: str, backend:
             args=(workspace, summary.id, backend),
             disabled=is_open,
             width="stretch",
-            help=f"{summary.message_count - 1} messages · {summary.updated_at:%Y-%m-%d %H:%M} UTC",
+            help=tr("conversations.item.help", count=summary.message_count - 1, updated=summary.updated_at),
         )
     if len(listed) > CONVERSATIONS_LISTED:
-        st.caption(f"{len(listed) - CONVERSATIONS_LISTED} older ones: search to find them.")
+        st.caption(tr("conversations.older", count=len(listed) - CONVERSATIONS_LISTED))
     if key in workspace.handles:
-        with st.expander("Rename or delete this conversation"):
+        with st.expander(tr("conversations.manage")):
             current = next((c for c in listed if c.id == key), None)
             title = current.display_title if current else ""
-            st.text_input("Title", value=title, key=f"title::{key}", max_chars=200)
+            st.text_input(tr("conversations.title"), value=title, key=f"title::{key}", max_chars=200)
             columns = st.columns(2)
-            columns[0].button("Rename", on_click=rename_conversation, args=(workspace, key), width="stretch")
+            columns[0].button(
+                tr("conversations.rename"),
+                on_click=rename_conversation,
+                args=(workspace, key),
+                width="stretch",
+            )
             columns[1].button(
-                "Delete",
+                tr("conversations.delete"),
                 icon="🗑️",
                 on_click=delete_conversation,
                 args=(workspace, key, title),
@@ -334,10 +386,11 @@ def conversation_list(workspace: Workspace, persona: Persona, key: str, backend:
 
 def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str, ChatSession, Connection]:
     with st.sidebar:
-        st.header("Persona")
+        language_switch()
+        st.header(tr("sidebar.persona.header"))
         persona_ids = list(catalog.personas)
         persona_id = st.selectbox(
-            "Persona",
+            tr("sidebar.persona.label"),
             persona_ids,
             format_func=lambda pid: f"{catalog.personas[pid].avatar} {catalog.personas[pid].name}",
             key="persona_id",
@@ -347,22 +400,22 @@ def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str
         st.caption(persona.description)
         conversations = st.container()
         if catalog.errors:
-            with st.expander(f"⚠️ {len(catalog.errors)} persona file(s) could not be loaded", expanded=True):
+            with st.expander(tr("sidebar.persona_errors", count=len(catalog.errors)), expanded=True):
                 for error in catalog.errors:
                     st.error(str(error), icon="📄")
 
-        st.header("Connection")
+        st.header(tr("sidebar.connection.header"))
         st.text_input(
-            "API key",
+            tr("sidebar.api_key.label"),
             type="password",
             key="api_key",
-            help="Kept only in this browser session, never saved. Also read from secrets or OPENAI_API_KEY.",
+            help=tr("sidebar.api_key.help"),
         )
         st.text_input(
-            "Base URL",
+            tr("sidebar.base_url.label"),
             key="base_url",
             placeholder="https://api.openai.com/v1",
-            help="Any OpenAI-compatible server: Azure, Ollama, vLLM, LM Studio, llama.cpp.",
+            help=tr("sidebar.base_url.help"),
         )
         try:
             connection = resolve_connection(
@@ -380,37 +433,35 @@ def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str
             conversation_list(workspace, persona, key, backend)
         settings = session.settings
         model = st.text_input(
-            "Model", value=settings.model, key=f"model::{key}", help=f"Persona default: {persona.model}"
+            tr("sidebar.model.label"),
+            value=settings.model,
+            key=f"model::{key}",
+            help=tr("sidebar.model.help", model=persona.model),
         )
         if connection.offline:
-            st.info(
-                "No API key set: replies come from the **built-in offline model**. "
-                "It runs locally, costs nothing, and its usage figures are computed here.",
-                icon="🔌",
-            )
+            st.info(tr("connection.offline"), icon="🔌")
         else:
-            source = {"typed": "typed here", "secrets": "from secrets", "environment": "from environment"}
-            key_note = source.get(connection.key_source or "", "no key")
-            st.success(f"Connected to **{connection.host}** (key {key_note}).", icon="🔗")
+            key_note = tr(f"connection.key_source.{connection.key_source or 'none'}")
+            st.success(tr("connection.connected", host=connection.host, key_source=key_note), icon="🔗")
 
-        st.header("Budget")
+        st.header(tr("sidebar.budget.header"))
         budget = st.number_input(
-            "Context budget (prompt tokens)",
+            tr("sidebar.budget.label"),
             min_value=64,
             max_value=MAX_CONTEXT_BUDGET,
             value=settings.context_budget,
             step=64,
             key=f"budget::{key}",
-            help="The most prompt tokens a call may send. Older exchanges are trimmed to fit.",
+            help=tr("sidebar.budget.help"),
         )
         reply_cap = st.number_input(
-            "Reply cap (max tokens per reply)",
+            tr("sidebar.reply_cap.label"),
             min_value=1,
             max_value=MAX_REPLY_CAP,
             value=settings.max_reply_tokens,
             step=50,
             key=f"reply_cap::{key}",
-            help="The most tokens one reply may have (max_tokens). Separate from the context budget.",
+            help=tr("sidebar.reply_cap.help"),
         )
         changed = session.update_settings(
             model=model.strip() or persona.model, context_budget=int(budget), max_reply_tokens=int(reply_cap)
@@ -418,7 +469,7 @@ def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str
         if changed is not settings:  # saved with the conversation, so a reload keeps them
             key = save(workspace, key)
 
-        st.header("Export / import")
+        st.header(tr("sidebar.export.header"))
         conversation = session.conversation
         columns = st.columns(2)
         columns[0].download_button(
@@ -440,7 +491,7 @@ def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str
             width="stretch",
         )
         st.file_uploader(
-            "Import a JSON export (as a new conversation)",
+            tr("sidebar.import.label"),
             type=["json"],
             key="import_file",
             on_change=import_conversation,
@@ -464,16 +515,16 @@ def as_markdown(text: str) -> str:
 
 def render_message(message: Message, persona: Persona) -> None:
     if message.automatic:  # the dashboard's own request to continue a cut reply
-        st.caption(f"↪ Asked the model to continue: “{message.preview(80)}”")
+        st.caption(tr("chat.continued", preview=message.preview(80)))
         return
     avatar = persona.avatar if message.role == "assistant" else "🧑"
     with st.chat_message(message.role, avatar=avatar):
         if message.state in BADGE_COLORS:
-            st.badge(message.state.label, color=BADGE_COLORS[message.state])
+            st.badge(tr(f"state.{message.state.value}"), color=BADGE_COLORS[message.state])
         if message.interrupted:
-            st.badge("interrupted · partial reply", color="orange")
+            st.badge(tr("chat.badge.interrupted"), color="orange")
         if message.cut_off:
-            st.badge("cut by the reply cap", color="orange")
+            st.badge(tr("chat.badge.cut_off"), color="orange")
         # Markdown without HTML: user, persona and model text is never rendered as raw HTML.
         if message.state is MessageState.CONTEXT:
             st.markdown(as_markdown(message.content))
@@ -506,13 +557,13 @@ def error_details(error: DashboardError) -> str:
     """The data an error carries, in one line: status, how long to wait, the server's request id."""
     if not isinstance(error, BackendError):
         return ""
-    parts = [f"HTTP {error.status_code}"] if error.status_code else []
+    parts = [tr("error.details.status", status=error.status_code)] if error.status_code else []
     if error.retry_after:
-        parts.append(f"wait {error.retry_after:.0f} s")
+        parts.append(tr("error.details.wait", seconds=error.retry_after))
     if error.request_id:
-        parts.append(f"request id `{error.request_id}`")
+        parts.append(tr("error.details.request_id", request_id=error.request_id))
     if not error.retryable:
-        parts.append("retrying will not help until this is fixed")
+        parts.append(tr("error.details.not_retryable"))
     return " · ".join(parts)
 
 
@@ -524,13 +575,17 @@ def chat(workspace: Workspace, key: str, persona: Persona) -> None:
     # to the page bottom, so the page opens at the top (and on a phone, with the chat first).
     history_box = st.container(height=CHAT_HEIGHT_PX, border=False)
     controls = st.container()
-    prompt = st.chat_input(f"Message {persona.name}…", key="chat_input", submit_mode="stop")
+    prompt = st.chat_input(
+        tr("chat.input.placeholder", name=persona.name), key="chat_input", submit_mode="stop"
+    )
     with history_box:
         history = conversation.messages[1:]
         hidden = max(len(history) - HISTORY_SHOWN, 0)
         # Every rerun redraws the chat: past a few hundred messages, draw the oldest on request.
         if hidden and not st.toggle(
-            f"Show {hidden:,} earlier messages", key=f"show_all::{key}", help="All are in the export."
+            tr("chat.show_earlier.label", count=hidden),
+            key=f"show_all::{key}",
+            help=tr("chat.show_earlier.help"),
         ):
             history = history[hidden:]
         elif persona.greeting:
@@ -566,19 +621,19 @@ def chat_controls(session: ChatSession, persona: Persona) -> None:
         if details := error_details(session.error):
             st.caption(details)
     if not conversation.turns and not conversation.pending_user_message and persona.starter_prompts:
-        st.caption("Try one of these:")
+        st.caption(tr("chat.starters"))
         for index, starter in enumerate(persona.starter_prompts):
             st.button(starter, key=f"starter::{persona.id}::{index}", on_click=queue, args=("send", starter))
     if session.can_retry:
-        st.button("Retry", icon="🔁", on_click=queue, args=("retry",), key="retry")
+        st.button(tr("chat.retry"), icon="🔁", on_click=queue, args=("retry",), key="retry")
     elif session.can_regenerate:
         columns = st.columns(2) if session.can_continue else [st.container()]
         columns[0].button(
-            "Regenerate last answer", icon="🔄", on_click=queue, args=("regenerate",), key="regenerate"
+            tr("chat.regenerate"), icon="🔄", on_click=queue, args=("regenerate",), key="regenerate"
         )
         if session.can_continue:
             columns[1].button(
-                "Continue the reply", icon="⏩", on_click=queue, args=("continue",), key="continue"
+                tr("chat.continue"), icon="⏩", on_click=queue, args=("continue",), key="continue"
             )
 
 
@@ -592,93 +647,108 @@ def dashboard(session: ChatSession, connection: Connection) -> None:
     figures = dashboard_figures(conversation, session.policy, model_table())
     drawing = dashboard_drawing(figures)
     gauge, total = figures.gauge, figures.totals
-    st.subheader("What the model sees")
+    st.subheader(tr("dashboard.header"))
     priced = model_table().lookup(conversation.model)
     top, bottom = st.columns(2), st.columns(2)
     over = gauge.used > gauge.budget
     top[0].metric(
-        "In context now",
+        tr("dashboard.in_context.label"),
         f"{gauge.used:,}",
-        f"{gauge.fraction:.0%} of {gauge.budget:,}",
+        tr("dashboard.in_context.delta", fraction=gauge.fraction, budget=gauge.budget),
         delta_color="inverse" if over else "off",
         delta_arrow="off",
-        help="Prompt tokens the next call would send before trimming, reply priming included.",
+        help=tr("dashboard.in_context.help"),
     )
     if total.cost is None or priced is None:
-        top[1].metric("Cost", "unknown price", help=f"{conversation.model} is not in models.yaml.")
+        top[1].metric(
+            tr("dashboard.cost.label"),
+            tr("dashboard.cost.unknown"),
+            help=tr("dashboard.cost.unknown_help", model=conversation.model),
+        )
     elif connection.offline:
         top[1].metric(
-            "Cost",
-            "$0 (offline)",
-            f"${total.cost:.4f} on {conversation.model}",
+            tr("dashboard.cost.label"),
+            tr("dashboard.cost.offline"),
+            tr("dashboard.cost.offline_delta", cost=total.cost, model=conversation.model),
             delta_color="off",
             delta_arrow="off",
-            help="The offline model bills nothing; the figure is what these tokens would cost.",
+            help=tr("dashboard.cost.offline_help"),
         )
     else:
-        top[1].metric("Cost", f"${total.cost:.4f}", help="From the prices in models.yaml.")
-    counted = " (some counted locally)" if total.includes_counted else ""
-    bottom[0].metric("Tokens in", f"{total.prompt_tokens:,}", help=f"Prompt tokens of all turns{counted}.")
-    bottom[1].metric("Tokens out", f"{total.completion_tokens:,}", help="Reply tokens of all turns.")
+        top[1].metric(tr("dashboard.cost.label"), f"${total.cost:.4f}", help=tr("dashboard.cost.help"))
+    tokens_in_help = (
+        tr("dashboard.tokens_in.help_some_counted")
+        if total.includes_counted
+        else tr("dashboard.tokens_in.help")
+    )
+    bottom[0].metric(tr("dashboard.tokens_in.label"), f"{total.prompt_tokens:,}", help=tokens_in_help)
+    bottom[1].metric(
+        tr("dashboard.tokens_out.label"), f"{total.completion_tokens:,}", help=tr("dashboard.tokens_out.help")
+    )
 
-    st.markdown("**Tokens per turn**")
+    st.markdown(f"**{tr('dashboard.usage.header')}**")
     if drawing.usage is None:
-        st.caption("The chart fills in as you chat: one point per turn.")
+        st.caption(tr("dashboard.usage.empty"))
     else:
         st.vega_lite_chart(spec=drawing.usage, width="stretch", height=330)
     if connection.offline:
-        st.caption("🔌 Offline model: its usage is computed locally, exactly as the API would report it.")
+        st.caption(tr("dashboard.usage.offline"))
     mismatched = figures.mismatched
     if not mismatched.empty:
-        st.warning(f"Counted and reported prompt tokens differ on {len(mismatched)} turn(s).")
+        st.warning(tr("dashboard.usage.mismatch", count=len(mismatched)))
         st.dataframe(drawing.mismatched, hide_index=True)
     elif figures.any_reported:
-        st.caption("✅ Counted prompt tokens equal the reported ones on every turn.")
+        st.caption(tr("dashboard.usage.match"))
 
-    st.markdown("**Context now**")
+    st.markdown(f"**{tr('dashboard.gauge.header')}**")
     st.vega_lite_chart(spec=drawing.gauge, width="stretch", height=80)
-    st.caption("Left to right: " + " · ".join(f"{part} {tokens:,}" for part, tokens in gauge.parts()))
+    parts = " · ".join(f"{tr(f'gauge.part.{part}')} {tokens:,}" for part, tokens in gauge.parts())
+    st.caption(tr("dashboard.gauge.parts", parts=parts))
     in_context, drops = figures.in_context, figures.next_drops
     if drops:
         st.caption(
-            f"{plural(in_context, 'message')} in context. The next turn would drop the oldest {len(drops)} "
-            f"(from “{figures.next_drop_preview}”)."
+            tr_plural(
+                "dashboard.context.drops", in_context, drops=len(drops), preview=figures.next_drop_preview
+            )
         )
     else:
-        st.caption(f"{plural(in_context, 'message')} in context. The next turn fits without trimming.")
+        st.caption(tr_plural("dashboard.context.fits", in_context))
     if not conversation.tokenizer.exact:
         st.warning(
-            f"tiktoken does not know `{conversation.model}`: counts use "
-            f"{conversation.tokenizer.encoding_name} and are estimates.",
+            tr(
+                "dashboard.estimate",
+                model=conversation.model,
+                encoding=conversation.tokenizer.encoding_name,
+            ),
             icon="📏",
         )
 
-    with st.expander("Exactly what the next call sends"):
+    with st.expander(tr("dashboard.next_call.header")):
         st.dataframe(
             drawing.context,
             hide_index=True,
             column_config={
-                "tokens": st.column_config.NumberColumn("tokens", format="%d"),
-                "text": st.column_config.TextColumn("text", width="large"),
+                "tokens": st.column_config.NumberColumn(tr("dashboard.next_call.tokens"), format="%d"),
+                "text": st.column_config.TextColumn(tr("dashboard.next_call.text"), width="large"),
             },
         )
-        st.caption(f"Total: {gauge.used:,} prompt tokens, as the API will count them, before trimming.")
+        st.caption(tr("dashboard.next_call.total", used=gauge.used))
 
-    st.markdown("**Trimming log**")
+    st.markdown(f"**{tr('dashboard.trims.header')}**")
     if figures.trims.empty:
-        st.caption("Nothing trimmed yet.")
+        st.caption(tr("dashboard.trims.empty"))
     else:
         st.dataframe(
             drawing.trims,
             hide_index=True,
             column_config={
-                "messages_dropped": "dropped",
-                "tokens_before": "before",
-                "tokens_after": "after",
-                "preview": "oldest dropped",
+                "messages_dropped": tr("dashboard.trims.dropped"),
+                "tokens_before": tr("dashboard.trims.before"),
+                "tokens_after": tr("dashboard.trims.after"),
+                "preview": tr("dashboard.trims.preview"),
             },
         )
-    with st.expander("Every turn"):
+    with st.expander(tr("dashboard.turns.header")):
         st.dataframe(drawing.turns, hide_index=True)
 
 
@@ -686,13 +756,14 @@ def dashboard(session: ChatSession, connection: Connection) -> None:
 
 
 def main() -> None:
-    st.set_page_config(page_title="Persona Chat Dashboard", page_icon="💬", layout="wide")
+    page_language()
+    st.set_page_config(page_title=tr("page.name"), page_icon="💬", layout="wide")
     session_defaults()
     load_tokenizers()
     directory = personas_dir()
     catalog = persona_catalog(str(directory), directory_stamp(directory))
     if not catalog.personas:
-        st.error(f"No persona could be loaded from {directory}.")
+        st.error(tr("page.no_personas", directory=directory))
         for error in catalog.errors:
             st.error(str(error))
         st.stop()
@@ -720,17 +791,21 @@ def main() -> None:
         st.warning(st.session_state.store_error, icon="💾")
         if st.session_state.stale:
             st.button(
-                "Reload this conversation",
+                tr("store.reload.label"),
                 on_click=reload_conversation,
                 args=(workspace, key, session.backend),
-                help="Another tab or server saved it since this page read it.",
+                help=tr("store.reload.help"),
             )
 
     header, views = st.columns([3, 2], vertical_alignment="bottom")
     header.title(f"{persona.avatar} {persona.name}")
-    header.caption(TAGLINE)
+    header.caption(tr("page.tagline"))
     view = views.segmented_control(
-        "View", list(VIEWS), format_func=lambda name: VIEWS[name], key="view", label_visibility="collapsed"
+        tr("views.label"),
+        list(VIEWS),
+        format_func=lambda name: tr(f"views.{name}"),
+        key="view",
+        label_visibility="collapsed",
     )
     if view == "personas":
         if personas_view.EDITOR_STATE in st.session_state:

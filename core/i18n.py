@@ -101,7 +101,7 @@ def translator(language: Language) -> Translator:
     return Translator(language)
 
 
-def current(state: Mapping[str, Any]) -> Translator:
+def current(state: Mapping[Any, Any]) -> Translator:
     """The translator of the language a session's page is shown in (`state[LANGUAGE_STATE]`,
     English before the page has set it)."""
     return translator(parse_language(state.get(LANGUAGE_STATE)) or DEFAULT_LANGUAGE)

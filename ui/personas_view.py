@@ -13,12 +13,23 @@ import streamlit as st
 from pydantic import ValidationError
 
 from core.errors import DashboardError, PersonaFileError
+from core.i18n import current as session_translator
 from core.personas import Persona, PersonaFile, parse_persona, persona_yaml
 from core.validation import describe_problems
 from core.workspace import Workspace
 
 GALLERY_COLUMNS = 3
 EDITOR_STATE = "persona_editor"  # {"base": Persona | None, "id": str, "custom": bool} while editing
+
+
+def tr(key: str, /, **fields: object) -> str:
+    """This session's text for `key`, formatted with `fields` (catalogs: core/locales)."""
+    return session_translator(st.session_state)(key, **fields)
+
+
+def tr_plural(key: str, count: int, /, **fields: object) -> str:
+    """`key.one` or `key.other` for `count` (also passed as the field `count`)."""
+    return session_translator(st.session_state).plural(key, count, **fields)
 
 
 def start_chat(persona_id: str) -> None:
@@ -44,29 +55,31 @@ def import_persona(workspace: Workspace, shipped: set[str]) -> None:
         data = uploaded.getvalue().decode("utf-8")
         persona = parse_persona(data, persona_id, name=uploaded.name)
         if persona.id in shipped:
-            raise PersonaFileError(uploaded.name, f"id '{persona.id}' is a shipped persona; rename the file")
+            raise PersonaFileError(uploaded.name, tr("personas.import.shipped_id", id=persona.id))
         workspace.save_persona(persona)
     except UnicodeDecodeError:
-        st.session_state.notice = ("error", f"{uploaded.name} is not UTF-8 text.")
+        st.session_state.notice = ("error", tr("personas.import.not_utf8", file=uploaded.name))
         return
     except DashboardError as error:
-        st.session_state.notice = ("error", f"Import failed: {error}")
+        st.session_state.notice = ("error", tr("personas.import.failed", error=error))
         return
-    st.session_state.notice = ("success", f"Imported the persona {persona.avatar} {persona.name}.")
+    st.session_state.notice = (
+        "success",
+        tr("personas.import.done", avatar=persona.avatar, name=persona.name),
+    )
 
 
 def gallery(personas: dict[str, Persona], custom: set[str], conversation_counts: dict[str, int]) -> None:
     """Cards: avatar, name, description, tags, model, budget, and how many conversations each has."""
     workspace: Workspace = st.session_state.workspace
-    st.subheader("Personas")
-    st.caption(
-        "Start a chat with a persona, or duplicate one to make it yours. The shipped personas are "
-        "read-only; yours are saved in your workspace."
-    )
+    st.subheader(tr("personas.gallery.header"))
+    st.caption(tr("personas.gallery.caption"))
     top = st.columns([1, 3])
-    top[0].button("New persona", icon="➕", on_click=open_editor, args=(None,), kwargs={"custom": False})
+    top[0].button(
+        tr("personas.gallery.new"), icon="➕", on_click=open_editor, args=(None,), kwargs={"custom": False}
+    )
     top[1].file_uploader(
-        "Import a persona (YAML)",
+        tr("personas.gallery.import"),
         type=["yaml", "yml"],
         key="persona_upload",
         on_change=import_persona,
@@ -84,27 +97,36 @@ def card(persona: Persona, is_custom: bool, conversations: int) -> None:
     st.caption(persona.description)
     details = [
         f"`{persona.model}`",
-        f"budget {persona.context_budget:,}",
-        f"reply cap {persona.max_reply_tokens:,}",
+        tr("personas.card.budget", budget=persona.context_budget),
+        tr("personas.card.reply_cap", reply_cap=persona.max_reply_tokens),
     ]
     st.caption(" · ".join(details))
     if persona.tags:
-        st.caption("Tags: " + " · ".join(persona.tags))
+        st.caption(tr("personas.card.tags", tags=" · ".join(persona.tags)))
     st.caption(
-        ("yours" if is_custom else "shipped")
-        + f" · {conversations} conversation{'' if conversations == 1 else 's'}"
+        (tr("personas.card.custom") if is_custom else tr("personas.card.shipped"))
+        + " · "
+        + tr_plural("personas.card.conversations", conversations)
     )
     buttons = st.columns(3)
     buttons[0].button(
-        "Chat", key=f"chat::{persona.id}", on_click=start_chat, args=(persona.id,), type="primary"
+        tr("personas.card.chat"),
+        key=f"chat::{persona.id}",
+        on_click=start_chat,
+        args=(persona.id,),
+        type="primary",
     )
     if is_custom:
         buttons[1].button(
-            "Edit", key=f"edit::{persona.id}", on_click=open_editor, args=(persona,), kwargs={"custom": True}
+            tr("personas.card.edit"),
+            key=f"edit::{persona.id}",
+            on_click=open_editor,
+            args=(persona,),
+            kwargs={"custom": True},
         )
     else:
         buttons[1].button(
-            "Duplicate",
+            tr("personas.card.duplicate"),
             key=f"duplicate::{persona.id}",
             on_click=open_editor,
             args=(persona,),
@@ -127,48 +149,60 @@ def editor(personas: dict[str, Persona]) -> None:
     custom: bool = editing["custom"]
     workspace: Workspace = st.session_state.workspace
     if base is None:
-        title, default_id = "New persona", "my-persona"
+        title, default_id = tr("personas.editor.new"), "my-persona"
     elif custom:
-        title, default_id = f"Edit {base.avatar} {base.name}", base.id
+        title, default_id = tr("personas.editor.edit", avatar=base.avatar, name=base.name), base.id
     else:
-        title, default_id = f"Duplicate {base.avatar} {base.name}", f"my-{base.id}"
+        title = tr("personas.editor.duplicate", avatar=base.avatar, name=base.name)
+        default_id = f"my-{base.id}"
     st.subheader(title)
-    st.caption("Checked by the same rules as the YAML files in personas/ when you save.")
+    st.caption(tr("personas.editor.caption"))
     with st.form("persona_form"):
         persona_id = st.text_input(
-            "Id (letters, digits, _ and -)", value=default_id, disabled=custom, max_chars=64
+            tr("personas.editor.id"), value=default_id, disabled=custom, max_chars=64
         )
-        name = st.text_input("Name", value=base.name if base else "", max_chars=60)
-        avatar = st.text_input("Avatar (one emoji)", value=base.avatar if base else "🙂", max_chars=8)
-        description = st.text_input("Description (one line)", value=base.description if base else "")
+        name = st.text_input(tr("personas.editor.name"), value=base.name if base else "", max_chars=60)
+        avatar = st.text_input(
+            tr("personas.editor.avatar"), value=base.avatar if base else "🙂", max_chars=8
+        )
+        description = st.text_input(
+            tr("personas.editor.description"), value=base.description if base else ""
+        )
         system_prompt = st.text_area(
-            "System prompt (sent first, every call)", value=base.system_prompt if base else "", height=160
+            tr("personas.editor.system_prompt"), value=base.system_prompt if base else "", height=160
         )
         left, right = st.columns(2)
-        model = left.text_input("Model", value=base.model if base else "gpt-4o-mini")
+        model = left.text_input(tr("personas.editor.model"), value=base.model if base else "gpt-4o-mini")
         temperature = right.number_input(
-            "Temperature (empty: not sent)",
+            tr("personas.editor.temperature"),
             min_value=0.0,
             max_value=2.0,
             value=base.sampling.temperature if base else None,
             step=0.1,
         )
         budget = left.number_input(
-            "Context budget (prompt tokens)",
+            tr("personas.editor.budget"),
             min_value=1,
             value=base.context_budget if base else 4096,
             step=64,
         )
         reply_cap = right.number_input(
-            "Reply cap (tokens per reply)", min_value=1, value=base.max_reply_tokens if base else 500, step=50
+            tr("personas.editor.reply_cap"),
+            min_value=1,
+            value=base.max_reply_tokens if base else 500,
+            step=50,
         )
-        greeting = st.text_area("Greeting (shown, not sent)", value=base.greeting if base else "", height=68)
+        greeting = st.text_area(
+            tr("personas.editor.greeting"), value=base.greeting if base else "", height=68
+        )
         starters = st.text_area(
-            "Starter prompts (one per line)", value="\n".join(base.starter_prompts) if base else "", height=90
+            tr("personas.editor.starters"),
+            value="\n".join(base.starter_prompts) if base else "",
+            height=90,
         )
-        tags = st.text_input("Tags (comma-separated)", value=", ".join(base.tags) if base else "")
-        saved = st.form_submit_button("Save", type="primary")
-    st.button("Cancel", on_click=close_editor)
+        tags = st.text_input(tr("personas.editor.tags"), value=", ".join(base.tags) if base else "")
+        saved = st.form_submit_button(tr("personas.editor.save"), type="primary")
+    st.button(tr("personas.editor.cancel"), on_click=close_editor)
     if not saved:
         return
     sampling = base.sampling.model_dump(exclude_none=True) if base else {}
@@ -201,13 +235,16 @@ def editor(personas: dict[str, Persona]) -> None:
             st.error(problem)
         return
     if not custom and persona.id in personas:
-        st.error(f"The id '{persona.id}' is taken; choose another.")
+        st.error(tr("personas.editor.id_taken", id=persona.id))
         return
     try:
         workspace.save_persona(persona)
     except DashboardError as error:
-        st.error(f"Not saved: {error}")
+        st.error(tr("personas.editor.not_saved", error=error))
         return
     close_editor()
-    st.session_state.notice = ("success", f"Saved {persona.avatar} {persona.name}.")
+    st.session_state.notice = (
+        "success",
+        tr("personas.editor.saved", avatar=persona.avatar, name=persona.name),
+    )
     st.rerun()

@@ -4,6 +4,9 @@ it up by label). Keys and `{fields}` match zh_CN.py exactly; see core/i18n.py fo
 CATALOG: dict[str, str] = {
     # --- page, sign-in, workspace ------------------------------------------------------------
     "page.name": "Persona Chat Dashboard",
+    "page.tagline": (
+        "**Persona Chat Dashboard** · talk to a model through a persona and see exactly what it sees."
+    ),
     "page.no_personas": "No persona could be loaded from {directory}.",
     "signin.prompt": "Sign in to see your conversations. They are private to you.",
     "signin.button": "Sign in",
@@ -15,6 +18,7 @@ CATALOG: dict[str, str] = {
     "views.label": "View",
     "views.chat": "💬 Chat",
     "views.personas": "🎭 Personas",
+    "views.compare": "⚖️ Compare",
     # --- saving, notices -----------------------------------------------------------------------
     "store.not_saving": "Conversations are not being saved: {error}",
     "store.unsaved": "Your last change is not saved yet: {error}",

@@ -4,6 +4,7 @@ Product and format names (API, URL, JSON, YAML, Markdown, OpenAI, model ids) sta
 CATALOG: dict[str, str] = {
     # --- page, sign-in, workspace ------------------------------------------------------------
     "page.name": "角色聊天仪表盘",
+    "page.tagline": "**角色聊天仪表盘** · 通过角色与模型对话，并准确看到它所看到的一切。",
     "page.no_personas": "无法从 {directory} 加载任何角色。",
     "signin.prompt": "登录后即可查看你的对话，这些对话仅你本人可见。",
     "signin.button": "登录",
@@ -14,6 +15,7 @@ CATALOG: dict[str, str] = {
     "views.label": "视图",
     "views.chat": "💬 聊天",
     "views.personas": "🎭 角色",
+    "views.compare": "⚖️ 对比",
     # --- saving, notices -----------------------------------------------------------------------
     "store.not_saving": "对话目前无法保存：{error}",
     "store.unsaved": "你的最近一次更改尚未保存：{error}",

@@ -1,0 +1,317 @@
+"""The interface in English and Simplified Chinese: the catalogs agree, every key the page uses
+exists, the language follows `?lang=`, the sidebar choice and the browser, in that order."""
+
+from __future__ import annotations
+
+import ast
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any, get_args
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from core.connection import KeySource
+from core.conversation import MessageState
+from core.i18n import (
+    CATALOGS,
+    LANGUAGES,
+    Translator,
+    current,
+    language_for,
+    parse_language,
+    template_fields,
+    translator,
+)
+from core.locales import en, zh_CN
+from core.stats import ContextGauge
+from tests.conftest import APP_PATH, REPO_ROOT
+
+SOURCES = [REPO_ROOT / "streamlit_app.py", *sorted((REPO_ROOT / "ui").glob("*.py"))]
+#: `tr("key"` and `tr_plural("key"` with a literal key (either quote, inside f-strings too).
+LITERAL_KEY = re.compile(r"""\btr(_plural)?\(\s*["']([^"'{}]+)["']""")
+#: `tr(f"prefix.{value}"`: a key family derived from a value (of core, or of the page's VIEWS).
+DERIVED_KEY = re.compile(r"""\btr(?:_plural)?\(\s*f["']([^"'{]*)\{""")
+
+
+def page_views() -> set[str]:
+    """The keys of streamlit_app.VIEWS, read from the source (importing the page runs it)."""
+    tree = ast.parse((REPO_ROOT / "streamlit_app.py").read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "VIEWS" for t in node.targets):
+            assert isinstance(node.value, ast.Dict)
+            return {ast.literal_eval(key) for key in node.value.keys if key is not None}
+    raise AssertionError("no VIEWS in streamlit_app.py")
+
+#: Families of keys derived from values of core, and every value each can take.
+DERIVED_FAMILIES = {
+    "state.": {state.value for state in MessageState},
+    "gauge.part.": {part for part, _ in ContextGauge(1, system=0, pinned=0, history=0, newest=0).parts()},
+    "views.": page_views(),
+    "connection.key_source.": {*get_args(KeySource), "none"},
+}
+
+
+def sample(field: str) -> Any:
+    """A value every template's use of `field` formats (numbers, a date, or text)."""
+    if field == "updated":
+        return datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
+    if field in {"count", "budget", "reply_cap", "used", "drops", "status", "seconds", "cost", "fraction"}:
+        return 1234
+    return f"<{field}>"
+
+
+def used_keys() -> Iterator[tuple[str, str]]:
+    """(source file, key) for every literal key the page looks up."""
+    for path in SOURCES:
+        for plural, key in LITERAL_KEY.findall(path.read_text(encoding="utf-8")):
+            if plural:
+                yield path.name, f"{key}.one"
+                yield path.name, f"{key}.other"
+            else:
+                yield path.name, key
+
+
+# --- catalogs ------------------------------------------------------------------------------------
+
+
+def test_both_catalogs_have_the_same_keys():
+    assert set(CATALOGS) == set(LANGUAGES) == {"en", "zh-CN"}
+    assert sorted(set(en.CATALOG) - set(zh_CN.CATALOG)) == [], "missing in zh_CN.py"
+    assert sorted(set(zh_CN.CATALOG) - set(en.CATALOG)) == [], "missing in en.py"
+
+
+@pytest.mark.parametrize("key", sorted(en.CATALOG))
+def test_each_key_has_the_same_fields_in_both_languages(key):
+    assert template_fields(en.CATALOG[key]) == template_fields(zh_CN.CATALOG[key])
+
+
+@pytest.mark.parametrize("language", list(LANGUAGES))
+def test_every_catalog_key_formats(language):
+    """Walk every key: each formats with its own fields and says something."""
+    tr = Translator(language)
+    for key, template in CATALOGS[language].items():
+        text = tr(key, **{field: sample(field) for field in template_fields(template)})
+        assert text.strip(), key
+        assert "{" not in text and "}" not in text, (key, text)
+
+
+def test_the_chinese_catalog_is_chinese():
+    """Not a copy of the English: every entry but the names kept as they are has Chinese in it."""
+    kept = {"error.details.status"}  # "HTTP {status}"
+    han = re.compile(r"[\u4e00-\u9fff]")
+    assert [k for k, text in zh_CN.CATALOG.items() if k not in kept and not han.search(text)] == []
+
+
+def test_every_key_the_page_uses_exists():
+    used = list(used_keys())
+    assert len(used) > 100, "the pattern found too few tr() calls"
+    assert [(source, key) for source, key in used if key not in en.CATALOG] == []
+
+
+def test_every_key_derived_from_a_value_of_core_exists():
+    """`tr(f"state.{...}")` and the like: every value the family can take has a key."""
+    prefixes = {m for path in SOURCES for m in DERIVED_KEY.findall(path.read_text(encoding="utf-8"))}
+    assert prefixes <= set(DERIVED_FAMILIES), f"add the new family to DERIVED_FAMILIES: {prefixes}"
+    for prefix in prefixes:
+        assert [v for v in DERIVED_FAMILIES[prefix] if f"{prefix}{v}" not in en.CATALOG] == [], prefix
+
+
+def test_every_catalog_key_is_used():
+    used = {key for _, key in used_keys()}
+    prefixes = {m for path in SOURCES for m in DERIVED_KEY.findall(path.read_text(encoding="utf-8"))}
+    derived = {f"{prefix}{value}" for prefix in prefixes for value in DERIVED_FAMILIES[prefix]}
+    assert sorted(set(en.CATALOG) - used - derived) == []
+
+
+# --- translator ----------------------------------------------------------------------------------
+
+
+def test_translator_formats_fields():
+    assert translator("en")("conversations.deleted", title="Trip") == "Deleted “Trip”."
+    assert translator("zh-CN")("conversations.deleted", title="旅行") == "已删除“旅行”。"
+    assert translator("en")("chat.show_earlier.label", count=1200) == "Show 1,200 earlier messages"
+
+
+def test_a_missing_key_or_field_raises_instead_of_showing_the_key():
+    with pytest.raises(KeyError, match=r"no\.such\.key"):
+        translator("zh-CN")("no.such.key")
+    with pytest.raises(KeyError, match="title"):
+        translator("en")("conversations.deleted")
+
+
+def test_plural_picks_one_or_other():
+    tr = translator("en")
+    assert tr.plural("personas.card.conversations", 1) == "1 conversation"
+    assert tr.plural("personas.card.conversations", 2) == "2 conversations"
+    assert translator("zh-CN").plural("personas.card.conversations", 2) == "2 个对话"
+
+
+def test_current_reads_the_session_language():
+    assert current({}).language == "en"
+    assert current({"language": "zh-CN"}).language == "zh-CN"
+    assert current({"language": "klingon"}).language == "en"
+
+
+# --- which language --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("tag", "language"),
+    [
+        ("zh-CN", "zh-CN"),
+        ("zh_cn", "zh-CN"),
+        ("zh", "zh-CN"),
+        ("zh-Hans", "zh-CN"),
+        ("zh-TW", "zh-CN"),  # Simplified is the only Chinese there is
+        ("zh-HK", "zh-CN"),
+        ("zh-Hant-TW", "zh-CN"),
+        ("en", "en"),
+        ("en-GB", "en"),
+        ("EN", "en"),
+        ("fr-FR", None),
+        ("", None),
+        (None, None),
+        ("zhx", None),
+    ],
+)
+def test_parse_language(tag, language):
+    assert parse_language(tag) == language
+
+
+def test_query_parameter_wins_over_choice_and_browser():
+    assert language_for("zh-CN", "en", "en-US") == "zh-CN"
+    assert language_for("en", "zh-CN", "zh-CN") == "en"
+
+
+def test_sidebar_choice_wins_over_browser():
+    assert language_for(None, "zh-CN", "en-US") == "zh-CN"
+    assert language_for(None, "en", "zh-CN") == "en"
+
+
+def test_browser_locale_decides_otherwise():
+    assert language_for(None, None, "zh-CN") == "zh-CN"
+    assert language_for(None, None, "zh-TW") == "zh-CN"
+    assert language_for(None, None, "en-US") == "en"
+    assert language_for(None, None, "de-DE") == "en"
+    assert language_for(None, None, None) == "en"
+
+
+def test_an_unknown_query_parameter_or_choice_is_skipped():
+    assert language_for("fr", None, "zh-CN") == "zh-CN"
+    assert language_for("", "zh-CN", "en") == "zh-CN"
+    assert language_for("xx", "yy", None) == "en"
+
+
+# --- the page in Chinese ---------------------------------------------------------------------------
+
+#: English a Chinese page may show: names of formats, products and protocols, the switch's own
+#: "English", and "token", the term Chinese LLM products use as it is.
+ALLOWED_WORDS = {
+    "API", "URL", "JSON", "YAML", "Markdown", "OpenAI", "Azure", "Ollama", "vLLM", "Studio",
+    "token", "tokens", "English", "UTC", "HTTP", "tiktoken",
+}  # fmt: skip
+#: Code-like tokens: identifiers, file names, URLs, model ids (a digit, `_`, `.`, `/` or `:` inside).
+CODE_LIKE = re.compile(r"[A-Za-z0-9_]+(?:[-./:]+[A-Za-z0-9_]+)+|\w*[0-9_]\w*")
+TEXT_ELEMENTS = {"markdown", "caption", "header", "subheader", "title", "info", "success", "warning", "error"}
+
+
+def shown_texts(block: Any) -> Iterator[str]:
+    """Every label, help, placeholder and text of the elements under `block` (not typed values,
+    persona content is checked by the caller)."""
+    for node in block:
+        kind = getattr(node, "type", "")
+        if kind in TEXT_ELEMENTS:
+            yield str(node.value)
+        for name in ("label", "help", "placeholder"):
+            text = getattr(node.proto, name, None) if hasattr(node, "proto") else None
+            if isinstance(text, str) and text:
+                yield text
+        if kind == "expandable":
+            yield node.proto.expandable.label
+
+
+def english_words(text: str) -> list[str]:
+    text = re.sub(r"`[^`]*`", " ", text)  # code spans: ids, model names
+    text = CODE_LIKE.sub(" ", text)
+    return [w for w in re.findall(r"[A-Za-z]{3,}", text) if w not in ALLOWED_WORDS]
+
+
+def zh_page(clean_env: pytest.MonkeyPatch, **context: str) -> AppTest:
+    at = AppTest.from_file(str(APP_PATH), default_timeout=60)
+    at.query_params["lang"] = "zh-CN"
+    if context:
+        at.context = context
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def test_english_words_finds_english_and_passes_names():
+    assert english_words("已连接到 **api.openai.com**（密钥在此输入）。") == []
+    assert english_words("上下文预算（提示词 token 数）· gpt-4o-mini · OPENAI_API_KEY · llama.cpp") == []
+    assert english_words("Persona 角色") == ["Persona"]
+    assert english_words("Deleted.") == ["Deleted"]
+
+
+def test_lang_zh_cn_shows_no_english_label_in_the_sidebar(start_app):
+    start_app()  # the environment of every page test: offline, its own database
+    at = AppTest.from_file(str(APP_PATH), default_timeout=60)
+    at.query_params["lang"] = "zh-CN"
+    at.run()
+    assert not at.exception, at.exception
+    texts = list(shown_texts(at.sidebar))
+    assert "角色" in texts and "连接" in texts and "🌐 语言" in texts
+    assert {t: words for t in texts if (words := english_words(t))} == {}
+    assert at.selectbox(key="lang").value == "zh-CN"
+
+
+def test_lang_zh_cn_translates_the_first_screen(clean_env):
+    at = zh_page(clean_env)
+    texts = list(shown_texts(at.main))
+    assert any(t.startswith("从左到右：系统提示") for t in texts)
+    assert [m.label for m in at.metric] == ["当前上下文", "费用", "输入 token", "输出 token"]
+    assert at.chat_input(key="chat_input").placeholder == "给 美食家 发消息…"
+    assert {t: words for t in texts if (words := english_words(t))} == {}
+
+
+def test_badges_and_the_dashboard_follow_the_language(clean_env):
+    at = zh_page(clean_env)
+    at.chat_input(key="chat_input").set_value("北京烤鸭怎么吃？").run()
+    at.button(key="regenerate").click().run()
+    assert not at.exception, at.exception
+    markdown = [m.value for m in at.markdown]
+    assert ":gray-badge[已重新生成 · 不在上下文中]" in markdown
+    assert any("🔌 离线模型" in c.value for c in at.caption)
+    assert any(c.value.startswith("上下文中有 3 条消息。") for c in at.caption)
+
+
+def test_the_browser_locale_picks_chinese_and_the_query_parameter_wins(clean_env):
+    at = AppTest.from_file(str(APP_PATH), default_timeout=60)
+    at.context = {"locale": "zh-TW"}
+    at.run()
+    assert at.session_state.language == "zh-CN"
+    assert at.header[0].value == "角色"
+    at = AppTest.from_file(str(APP_PATH), default_timeout=60)
+    at.context = {"locale": "zh-CN"}
+    at.query_params["lang"] = "en"
+    at.run()
+    assert at.header[0].value == "Persona"
+
+
+def test_the_language_switch(app):
+    """English without a locale (AppTest's default); the sidebar switch changes the page and the
+    link, and switches back."""
+    switch = app.selectbox(key="lang")
+    assert (switch.label, switch.value, switch.options) == ("🌐 Language", "en", ["English", "简体中文"])
+    assert any(b.label == "New conversation" for b in app.button)
+    switch.select("zh-CN").run()
+    assert not app.exception, app.exception
+    assert app.session_state.language == "zh-CN"
+    assert app.query_params["lang"] == "zh-CN"
+    assert any(b.label == "新对话" for b in app.button)
+    assert app.header[0].value == "角色" and app.selectbox(key="lang").label == "🌐 语言"
+    app.selectbox(key="lang").select("en").run()
+    assert any(b.label == "New conversation" for b in app.button)
+    assert app.query_params["lang"] == "en"
