@@ -51,6 +51,7 @@ BADGE_COLORS: dict[MessageState, Literal["gray", "orange"]] = {
     MessageState.UNANSWERED: "orange",
     MessageState.REPLACED: "gray",
 }
+# The views, by key; what the switch shows is `views.<key>` in core/locales.
 VIEWS = {"chat": "💬 Chat", "personas": "🎭 Personas", "compare": "⚖️ Compare"}
 #: The query parameter naming the open conversation, so a reload returns to it.
 CONVERSATION_PARAM = "c"
@@ -135,6 +136,17 @@ def language_switch() -> None:
         key="lang",
         on_change=choose_language,
     )
+
+
+def html_lang() -> None:
+    """Streamlit's page says <html lang="en">: say the language shown instead (screen readers
+    pick their voice by it, browsers their CJK font and translation offer). Nothing to say while
+    the page has only been English. Called last in the sidebar: the element is empty but has a gap."""
+    language = session_translator(st.session_state).language
+    if language == "en" and not st.session_state.get("html_lang_set"):
+        return
+    st.session_state.html_lang_set = True
+    st.html(f'<script>document.documentElement.lang = "{language}";</script>', unsafe_allow_javascript=True)
 
 
 # --- per-session state -------------------------------------------------------------------------
@@ -498,6 +510,7 @@ def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str
             args=(catalog, workspace, backend),
             max_upload_size=max(1, MAX_IMPORT_BYTES // (1024 * 1024)),
         )
+        html_lang()
     return persona, key, session, connection
 
 
@@ -800,10 +813,12 @@ def main() -> None:
     header, views = st.columns([3, 2], vertical_alignment="bottom")
     header.title(f"{persona.avatar} {persona.name}")
     header.caption(tr("page.tagline"))
+    # Labels fixed for this run: Streamlit (and AppTest) may format an option outside the run.
+    view_labels = {name: tr(f"views.{name}") for name in VIEWS}
     view = views.segmented_control(
         tr("views.label"),
         list(VIEWS),
-        format_func=lambda name: tr(f"views.{name}"),
+        format_func=view_labels.__getitem__,
         key="view",
         label_visibility="collapsed",
     )

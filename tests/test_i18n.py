@@ -212,8 +212,8 @@ ALLOWED_WORDS = {
     "API", "URL", "JSON", "YAML", "Markdown", "OpenAI", "Azure", "Ollama", "vLLM", "Studio",
     "token", "tokens", "English", "UTC", "HTTP", "tiktoken",
 }  # fmt: skip
-#: Code-like tokens: identifiers, file names, URLs, model ids (a digit, `_`, `.`, `/` or `:` inside).
-CODE_LIKE = re.compile(r"[A-Za-z0-9_]+(?:[-./:]+[A-Za-z0-9_]+)+|\w*[0-9_]\w*")
+#: Code-like tokens: identifiers, file and folder names, URLs, model ids (a digit, `_`, `.`, `/`, `:`).
+CODE_LIKE = re.compile(r"[A-Za-z0-9_]+(?:[-./:]+[A-Za-z0-9_]+)+/?|\w*[0-9_]\w*|[A-Za-z]+/")
 TEXT_ELEMENTS = {"markdown", "caption", "header", "subheader", "title", "info", "success", "warning", "error"}
 
 
@@ -253,6 +253,7 @@ def test_english_words_finds_english_and_passes_names():
     assert english_words("上下文预算（提示词 token 数）· gpt-4o-mini · OPENAI_API_KEY · llama.cpp") == []
     assert english_words("Persona 角色") == ["Persona"]
     assert english_words("Deleted.") == ["Deleted"]
+    assert english_words("与 personas/ 中的文件") == []
 
 
 def test_lang_zh_cn_shows_no_english_label_in_the_sidebar(start_app):
@@ -315,3 +316,31 @@ def test_the_language_switch(app):
     app.selectbox(key="lang").select("en").run()
     assert any(b.label == "New conversation" for b in app.button)
     assert app.query_params["lang"] == "en"
+
+
+def test_the_page_lang_follows_the_language(app):
+    """Streamlit serves <html lang="en">; a tiny script in the sidebar says the language shown
+    (checked in Chromium: it runs without errors and adds no gap). English alone needs none."""
+    assert not app.get("html")
+    app.selectbox(key="lang").select("zh-CN").run()
+    (script,) = app.sidebar.get("html")
+    assert script.proto.body == '<script>document.documentElement.lang = "zh-CN";</script>'
+    assert script.proto.unsafe_allow_javascript
+    app.selectbox(key="lang").select("en").run()  # back to English: the attribute must follow
+    assert app.sidebar.get("html")[0].proto.body == '<script>document.documentElement.lang = "en";</script>'
+
+
+def test_the_persona_gallery_and_editor_in_chinese(clean_env):
+    at = zh_page(clean_env)
+    at.button_group(key="view").set_value("personas").run()
+    assert not at.exception, at.exception
+    assert at.subheader[0].value == "角色"
+    captions = "\n".join(c.value for c in at.caption)
+    assert "`gpt-4o-mini` · 预算 1,024 · 回复上限 250" in captions and "标签：美食 · 中文" in captions
+    assert "内置 · 0 个对话" in captions
+    next(b for b in at.button if b.label == "新建角色").click().run()
+    assert not at.exception, at.exception
+    labels = [w.label for w in [*at.text_input, *at.text_area, *at.number_input]]
+    assert "名称" in labels and "系统提示词（每次调用都最先发送）" in labels
+    texts = list(shown_texts(at.main))
+    assert {t: words for t in texts if (words := english_words(t))} == {}
