@@ -7,6 +7,7 @@ Everything a visitor owns (conversations, API key, settings) lives in `st.sessio
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Literal
@@ -56,6 +57,8 @@ VIEWS = {"chat": "💬 Chat", "personas": "🎭 Personas", "compare": "⚖️ Co
 #: The query parameter naming the open conversation, so a reload returns to it.
 CONVERSATION_PARAM = "c"
 CONVERSATIONS_LISTED = 30
+#: How often a streaming reply is redrawn (seconds).
+STREAM_REDRAW_S = 0.1
 
 
 # --- process-wide resources: loaded once per process, shared read-only by every session ---------
@@ -553,7 +556,7 @@ def stream_reply(
     session = workspace.sessions[key]
     with st.chat_message("assistant", avatar=persona.avatar):
         try:
-            st.write_stream(reply())  # drops the usage chunk; the session's stream keeps it
+            show_streaming(reply())
         except DashboardError:
             pass  # the session holds the error; the rerun shows it
         except BaseException:
@@ -564,6 +567,20 @@ def stream_reply(
             raise
     save(workspace, key)
     st.rerun()
+
+
+def show_streaming(chunks: Iterator[str]) -> None:
+    """Draw a reply as it arrives, at most every STREAM_REDRAW_S: each redraw sends the whole text
+    so far to the browser, so redrawing per chunk (as st.write_stream does) would cost memory
+    and bandwidth in proportion to the reply times its chunks."""
+    placeholder = st.empty()
+    text, drawn_at = "", 0.0
+    for chunk in chunks:
+        text += chunk
+        if time.monotonic() - drawn_at >= STREAM_REDRAW_S:
+            placeholder.markdown(as_markdown(text) + " ▌")
+            drawn_at = time.monotonic()
+    placeholder.markdown(as_markdown(text))
 
 
 def error_details(error: DashboardError) -> str:
