@@ -150,6 +150,9 @@ class DropOldest:
 
 #: The summary's share of the budget: past it, the summary is summarized again.
 SUMMARY_SHARE = 4
+#: A fold frees this share of the budget more than it must, so that the next one is a few turns
+#: away rather than on every turn (each is a summarizer call).
+FOLD_HEADROOM_SHARE = 8
 #: The least room (tokens of summary text) worth asking a summarizer for.
 MIN_SUMMARY_TEXT_TOKENS = 16
 #: Asked for this many tokens fewer than the room, a summary that keeps to it fits the room.
@@ -172,11 +175,11 @@ class Summarize:
     """Fold the oldest exchanges (skipping pinned ones) into a running summary written by a model.
 
     When the prompt would exceed the budget, it folds the oldest exchanges until what is left,
-    with room for the summary at its cap (a quarter of the budget), fits; so it does not need to
-    summarize again on the next turn. The summarizer gets the previous summary and the folded
-    exchanges and is asked for at most the room left. A summary over that is condensed by a
-    second call, and cut to fit when still too long. A summary that has grown past its cap while
-    the prompt does not fit (the budget was lowered) is condensed.
+    with room for the summary at its cap (a quarter of the budget) and an eighth of the budget to
+    spare, fits; so it does not need to summarize again for a few turns. The summarizer gets the
+    previous summary and the folded exchanges and is asked for at most the room left. A summary
+    over that is condensed by a second call, and cut to fit when still too long. A summary that
+    has grown past its cap while the prompt does not fit (the budget was lowered) is condensed.
 
     It never summarizes the first exchange alone, and drops instead (recording why, in a
     `SummaryEvent` with `fallback` set) when there is no room for a summary, no `complete` to
@@ -190,6 +193,7 @@ class Summarize:
         total = conversation.prompt_tokens + extra_tokens
         current = conversation.summary_tokens
         cap = summary_cap(budget)
+        headroom = budget // FOLD_HEADROOM_SHARE
         pinned = conversation.pinned_tokens
         if total <= budget:
             return ContextPlan((), total, budget, pinned, summary_tokens=current)
@@ -198,7 +202,9 @@ class Summarize:
         fold: list[str] = []
         folded_exchanges = 0
         for user, reply in exchanges(conversation):
-            if base + cap <= budget and (folded_exchanges >= 2 or conversation.summary is not None):
+            if base + cap + headroom <= budget and (
+                folded_exchanges >= 2 or conversation.summary is not None
+            ):
                 break
             if user.pinned or reply.pinned:
                 continue

@@ -125,10 +125,20 @@ def offline_fold(
 
 def fit_lines(lines: list[str], tokenizer: Tokenizer, limit_tokens: int | None) -> str:
     """The offline summary of `lines`: the header and as many of the newest lines as fit."""
-    kept = list(lines)
+    text = "\n".join([OFFLINE_HEADER, *lines])
+    if limit_tokens is None or tokenizer.count_text(text) <= limit_tokens:
+        return text
+    # Each line counted once (with its line break): keep the newest lines whose sum fits, then
+    # check the text as a whole, which may tokenize a little differently.
+    room = limit_tokens - tokenizer.count_text(OFFLINE_HEADER)
+    start = len(lines)
+    while start > 0 and (cost := tokenizer.count_text("\n" + lines[start - 1])) <= room:
+        room -= cost
+        start -= 1
+    kept = lines[start:]
     text = "\n".join([OFFLINE_HEADER, *kept])
-    while limit_tokens is not None and kept and tokenizer.count_text(text) > limit_tokens:
-        kept.pop(0)
+    while kept and tokenizer.count_text(text) > limit_tokens:
+        kept = kept[1:]
         text = "\n".join([OFFLINE_HEADER, *kept])
     return text
 

@@ -1,0 +1,220 @@
+"""What-if replay: the record replayed under another budget, policy or model without calling a
+model, side by side with what was recorded."""
+
+from __future__ import annotations
+
+import pytest
+
+from core.context import summary_cap
+from core.conversation import Conversation, MessageState
+from core.errors import ServerError
+from core.model_info import ModelInfo, ModelTable, load_model_table
+from core.offline import OfflineBackend
+from core.replay import STAND_IN_NOTE, Scenario, compare, exchanges, recorded, replay
+from core.scripted import ScriptedBackend, ScriptedReply
+from core.session import ChatSession
+from core.settings import ChatSettings
+from core.tokens import count_prompt_tokens, tokenizer_for
+
+PRICES = load_model_table()
+
+
+def question(i: int) -> str:
+    return f"Question {i}: what should I do on day {i} of the trip? " + "I like food and old towns. " * 6
+
+
+def answer(i: int) -> str:
+    return f"Day {i}: " + "walk the old town, eat hand-pulled noodles and take the river boat. " * 12
+
+
+def recorded_session(turns: int = 30, budget: int = 64_000, **settings: object) -> ChatSession:
+    """A conversation of `turns` exchanges, its answers billed as the API would."""
+    backend = ScriptedBackend()
+    options: dict[str, object] = {"model": "gpt-4o", "context_budget": budget, **settings}
+    session = ChatSession(Conversation("You plan trips.", ChatSettings.model_validate(options)), backend)
+    for i in range(turns):
+        backend.enqueue(answer(i))
+        list(session.send(question(i)))
+    return session
+
+
+def test_what_a_4k_budget_would_have_cost_and_what_the_model_would_have_forgotten():
+    session = recorded_session(30)
+    conversation = session.conversation
+    assert conversation.prompt_tokens > 8_000 and not conversation.trim_events
+    calls = len(session.backend.requests)
+
+    whatif = compare(conversation, Scenario(budget=4_096), PRICES)
+
+    assert len(session.backend.requests) == calls, "a replay calls no model"
+    assert len(whatif.turns) == 30
+    # What it would have cost: every call under 4k, and less in all.
+    gpt_4o = PRICES.lookup("gpt-4o")
+    assert gpt_4o is not None
+    for row in whatif.turns:
+        assert row.replayed.prompt_tokens <= 4_096
+        assert row.recorded.cost == pytest.approx(
+            gpt_4o.cost(row.recorded.prompt_tokens, row.recorded.completion_tokens)
+        )
+        assert row.replayed.cost == pytest.approx(
+            gpt_4o.cost(row.replayed.prompt_tokens, row.replayed.completion_tokens)
+        )
+    assert whatif.recorded.cost == pytest.approx(sum(t.cost for t in whatif.recorded.turns))
+    assert whatif.cost_difference < 0 and whatif.prompt_tokens_difference < 0
+    assert whatif.cost_difference == pytest.approx(sum(row.cost_difference for row in whatif.turns))
+    assert whatif.replayed.priced and whatif.recorded.priced
+    # What it would have forgotten: the oldest exchanges, whole, named by their ids in the record.
+    forgotten = whatif.replayed.forgotten
+    assert forgotten[0].id == conversation.messages[1].id and forgotten[0].preview.startswith("Question 0")
+    assert [ref.id for ref in forgotten] == [m.id for m in conversation.messages[1 : 1 + len(forgotten)]]
+    assert whatif.forgotten_only_in_replay == forgotten  # the record forgot nothing
+    assert [ref.id for row in whatif.turns for ref in row.replayed.dropped] == [ref.id for ref in forgotten]
+    first_drop = next(row for row in whatif.turns if row.replayed.dropped)
+    assert first_drop.recorded.prompt_tokens > 4_096 >= first_drop.replayed.prompt_tokens
+    # Early turns, under 4k anyway, cost the same.
+    assert whatif.turns[0].cost_difference == pytest.approx(0)
+
+
+def test_replaying_the_recorded_settings_reproduces_the_record():
+    session = recorded_session(16, budget=1_500)
+    conversation = session.conversation
+    pinned = next(m for m in conversation.context_messages() if m.role == "user")
+    conversation.pin(pinned.id)
+    backend = session.backend
+    for i in range(16, 20):
+        backend.enqueue(answer(i))
+        list(session.send(question(i)))
+    assert conversation.trim_events
+    same = compare(conversation, Scenario(), PRICES)
+    # A message pinned while in context was never reached by the policy before: pinned from the
+    # start, the replay takes the same decisions.
+    for row in same.turns:
+        assert row.replayed.prompt_tokens == row.recorded.prompt_tokens
+        assert row.replayed.dropped == row.recorded.dropped
+    assert same.replayed.forgotten == same.recorded.forgotten and same.replayed.forgotten
+    assert pinned.id not in {ref.id for ref in same.replayed.forgotten}
+    assert same.cost_difference == pytest.approx(0)
+    # The record's trims land on the turns they preceded.
+    dropped = [ref.id for row in same.recorded.turns for ref in row.dropped]
+    assert dropped == [i for event in conversation.trim_events for i in event.dropped]
+
+
+def test_a_summarize_replay_uses_a_stand_in_summary_and_prices_it():
+    conversation = recorded_session(30).conversation
+    whatif = replay(
+        conversation, Scenario(budget=4_096, policy="summarize", summarizer_model="gpt-4o-mini"), PRICES
+    )
+    assert whatif.policy == "summarize" and STAND_IN_NOTE in whatif.notes
+    assert whatif.summarized and not whatif.forgotten
+    folds = [row for row in whatif.turns if row.summarized]
+    assert len(folds[0].summarized) >= 4, "never the first exchange alone"
+    assert all(row.prompt_tokens <= 4_096 for row in whatif.turns)
+    assert all(row.summary_tokens <= summary_cap(4_096) for row in whatif.turns)
+    mini = PRICES.lookup("gpt-4o-mini")
+    assert mini is not None
+    for row in folds:
+        assert row.summarizer_model == "gpt-4o-mini" and row.summarizer_prompt_tokens > 0
+        assert row.summarizer_cost == pytest.approx(
+            mini.cost(row.summarizer_prompt_tokens, row.summarizer_completion_tokens)
+        )
+        assert row.total_cost == pytest.approx(row.cost + row.summarizer_cost)
+    assert whatif.summary.startswith("Summary (offline model):")
+    assert whatif.cost == pytest.approx(sum(row.total_cost for row in whatif.turns))
+
+
+def test_the_record_of_a_summarize_conversation_shows_its_summaries_and_their_cost():
+    session = recorded_session(0, budget=700, context_policy="summarize")
+    session.backend = OfflineBackend()
+    for i in range(12):
+        list(session.send(question(i)))
+    conversation = session.conversation
+    assert conversation.summary_events
+    record = recorded(conversation, PRICES)
+    folded = [ref.id for row in record.turns for ref in row.summarized]
+    assert folded == [i for event in conversation.summary_events for i in event.folded]
+    assert {ref.id for ref in record.summarized} == set(folded)
+    rows = [row for row in record.turns if row.summarized]
+    assert all(row.summarizer_prompt_tokens and row.summarizer_cost for row in rows)
+    assert [row.summary_tokens for row in record.turns] == [
+        turn.summary_tokens for turn in conversation.turns
+    ]
+    assert record.summary == conversation.summary.text
+    # Dropping instead: what the summaries kept, the replay forgets.
+    whatif = compare(conversation, Scenario(policy="drop_oldest"), PRICES)
+    assert whatif.replayed.forgotten and not whatif.replayed.summarized
+    summarized = {ref.id for ref in record.summarized}
+    assert {ref.id for ref in whatif.kept_only_in_replay} <= summarized
+    assert whatif.forgotten_only_in_replay
+    assert {ref.id for ref in whatif.forgotten_only_in_replay} <= summarized
+
+
+def test_unanswered_questions_and_regenerated_answers_are_left_out():
+    backend = ScriptedBackend()
+    session = ChatSession(
+        Conversation("sys", ChatSettings(model="gpt-4o-mini", context_budget=10_000)), backend
+    )
+    backend.enqueue("first answer")
+    list(session.send("first question"))
+    backend.enqueue(ScriptedReply(error=ServerError("x", status_code=500)))
+    with pytest.raises(ServerError):
+        list(session.send("a question that failed"))
+    backend.enqueue("a second answer")
+    list(session.send("second question"))
+    backend.enqueue("the regenerated answer")
+    list(session.regenerate())
+    conversation = session.conversation
+    states = [m.state for m in conversation.messages]
+    assert MessageState.UNANSWERED in states and MessageState.REPLACED in states
+    found = exchanges(conversation)
+    assert [(e.question.content, e.answer.content) for e in found] == [
+        ("first question", "first answer"),
+        ("second question", "the regenerated answer"),
+    ]
+    record = recorded(conversation, PRICES)
+    assert record.other_calls == 1 and record.other_calls_cost > 0  # the answer since regenerated
+    assert record.cost == pytest.approx(sum(t.cost for t in record.turns) + record.other_calls_cost)
+    again = replay(conversation, Scenario(), PRICES)
+    assert len(again.turns) == 2 and again.turns[1].messages_sent == 4
+
+
+def test_another_models_tokenizer_and_price():
+    conversation = recorded_session(5).conversation
+    whatif = replay(conversation, Scenario(model="gpt-4"), PRICES)
+    assert {row.model for row in whatif.turns} == {"gpt-4"} and whatif.model == "gpt-4"
+    # The whole prompt of the last turn, counted with gpt-4's tokenizer (cl100k).
+    last = whatif.turns[-1]
+    assert last.prompt_tokens == count_prompt_tokens(
+        [{"role": m.role, "content": m.content} for m in conversation.messages[: 2 * 5]], "gpt-4"
+    )
+    assert last.completion_tokens == tokenizer_for("gpt-4").count_text(answer(4))
+    gpt_4 = PRICES.lookup("gpt-4")
+    assert gpt_4 is not None and last.cost == pytest.approx(
+        gpt_4.cost(last.prompt_tokens, last.completion_tokens)
+    )
+
+
+def test_a_model_without_a_price_is_reported_unpriced():
+    conversation = recorded_session(3).conversation
+    whatif = replay(conversation, Scenario(model="llama3.2"), PRICES)
+    assert not whatif.priced and all(row.cost is None for row in whatif.turns) and whatif.cost == 0
+
+
+def test_a_question_that_cannot_fit_the_budget_is_refused_and_the_replay_goes_on():
+    backend = ScriptedBackend()
+    session = ChatSession(
+        Conversation("sys", ChatSettings(model="gpt-4o-mini", context_budget=100_000)), backend
+    )
+    for text in ("short question", "long question " + "word " * 400, "another short one"):
+        backend.enqueue("ok")
+        list(session.send(text))
+    whatif = replay(
+        session.conversation,
+        Scenario(budget=200),
+        ModelTable(
+            {"gpt-4o-mini": ModelInfo(context_window=128_000, input_per_million=1, output_per_million=1)}
+        ),
+    )
+    assert [row.refused for row in whatif.turns] == [False, True, False]
+    refused = whatif.turns[1]
+    assert refused.prompt_tokens == refused.completion_tokens == 0 and refused.cost == 0
+    assert whatif.turns[2].prompt_tokens <= 200 and whatif.turns[2].messages_sent == 4
