@@ -158,16 +158,10 @@ def editor(personas: dict[str, Persona]) -> None:
     st.subheader(title)
     st.caption(tr("personas.editor.caption"))
     with st.form("persona_form"):
-        persona_id = st.text_input(
-            tr("personas.editor.id"), value=default_id, disabled=custom, max_chars=64
-        )
+        persona_id = st.text_input(tr("personas.editor.id"), value=default_id, disabled=custom, max_chars=64)
         name = st.text_input(tr("personas.editor.name"), value=base.name if base else "", max_chars=60)
-        avatar = st.text_input(
-            tr("personas.editor.avatar"), value=base.avatar if base else "🙂", max_chars=8
-        )
-        description = st.text_input(
-            tr("personas.editor.description"), value=base.description if base else ""
-        )
+        avatar = st.text_input(tr("personas.editor.avatar"), value=base.avatar if base else "🙂", max_chars=8)
+        description = st.text_input(tr("personas.editor.description"), value=base.description if base else "")
         system_prompt = st.text_area(
             tr("personas.editor.system_prompt"), value=base.system_prompt if base else "", height=160
         )
