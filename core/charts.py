@@ -14,19 +14,19 @@ import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import pyarrow as pa  # type: ignore[import-untyped]  # ships with Streamlit, untyped
+
+from core.stats import CONTEXT_COLUMNS, TURN_COLUMNS, ContextGauge, DashboardFigures, Row
 
 if TYPE_CHECKING:
     from core.compare import ComparisonSnapshot
-    from core.stats import ContextGauge, DashboardFigures
 
 Spec = dict[str, Any]
 
 #: The Vega-Lite major version Streamlit's frontend draws with.
 VEGA_LITE_SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json"
 
-# turns_frame column -> (legend name, colour); every layer below filters on these names.
+# turn_rows column -> (legend name, colour); every layer below filters on these names.
 SERIES = {
     "counted_prompt_tokens": ("prompt, counted", "#1f77b4"),
     "reported_prompt_tokens": ("prompt, API", "#ff7f0e"),
@@ -51,20 +51,22 @@ TRIM_TOOLTIP = (
 )
 
 
-def usage_series(turns: pd.DataFrame) -> list[dict[str, Any]]:
-    """The per-turn frame in long form, one row per (turn, series) that has a value."""
-    rows = []
-    for column, (name, _) in SERIES.items():
-        for turn, tokens in zip(turns["turn"], turns[column], strict=True):
-            if not pd.isna(tokens):
-                rows.append({"turn": int(turn), "series": name, "tokens": int(tokens)})
-    return rows
+def usage_series(turns: list[Row]) -> list[Row]:
+    """The per-turn rows (`core.stats.turn_rows`) in long form, one row per (turn, series) that
+    has a value."""
+    return [
+        {"turn": row["turn"], "series": name, "tokens": row[column]}
+        for column, (name, _) in SERIES.items()
+        for row in turns
+        if row[column] is not None
+    ]
 
 
-def usage_spec(turns: pd.DataFrame, trims: pd.DataFrame) -> Spec:
-    """Per-turn prompt tokens (counted vs reported), reply tokens and the budget, with trims marked."""
+def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
+    """Per-turn prompt tokens (counted vs reported), reply tokens and the budget, with trims marked
+    (from `core.stats.turn_rows` and `trim_rows`)."""
     # Half a turn of room either side, so the first and last bars are drawn whole.
-    last_turn = int(turns["turn"].max()) if len(turns) else 1
+    last_turn = max((row["turn"] for row in turns), default=1)
     turn_scale = {"domain": [0.5, last_turn + 0.5], "nice": False}
     x = {
         "field": "turn",
@@ -132,14 +134,15 @@ def usage_spec(turns: pd.DataFrame, trims: pd.DataFrame) -> Spec:
         "$schema": VEGA_LITE_SCHEMA,
         "height": 240,
         "layer": [bars, budget, counted, reported, trim_marks],
-        "datasets": {"usage": usage_series(turns), "trims": _records(trims)},
+        "datasets": {"usage": usage_series(turns), "trims": trims},
     }
 
 
 def gauge_spec(gauge: ContextGauge) -> Spec:
     """One stacked bar: what fills the context budget now."""
-    frame = gauge.frame()
-    frame["order"] = range(len(frame))
+    parts = [
+        {"part": part, "tokens": tokens, "order": order} for order, (part, tokens) in enumerate(gauge.parts())
+    ]
     return {
         "$schema": VEGA_LITE_SCHEMA,
         "height": 28,
@@ -165,20 +168,44 @@ def gauge_spec(gauge: ContextGauge) -> Spec:
                 {"field": "tokens", "type": "quantitative", "format": ","},
             ],
         },
-        "datasets": {"gauge": _records(frame)},
+        "datasets": {"gauge": parts},
     }
 
 
 def for_streamlit(spec: Spec) -> Spec:
     """`spec` with its named datasets as Arrow IPC bytes, the form `st.vega_lite_chart` sends to
     the browser: serialized here once, instead of by Streamlit on every rerun."""
-    datasets = {name: _arrow(rows) for name, rows in spec.get("datasets", {}).items()}
+    datasets = {name: _arrow(pa.Table.from_pylist(rows)) for name, rows in spec.get("datasets", {}).items()}
     return {**spec, "datasets": datasets}
 
 
-#: The columns of the per-turn frame the mismatch table shows.
+_INTEGER, _TEXT = pa.int64(), pa.string()
+# The dashboard's tables' columns and their Arrow types, so that an empty table keeps its columns.
+_TYPES = {
+    # core.stats.TURN_COLUMNS
+    "turn": _INTEGER,
+    "counted_prompt_tokens": _INTEGER,
+    "reported_prompt_tokens": _INTEGER,
+    "difference": _INTEGER,
+    "reply_tokens": _INTEGER,
+    "context_budget": _INTEGER,
+    "messages_sent": _INTEGER,
+    "latency_s": pa.float64(),
+    "interrupted": pa.bool_(),
+    # core.stats.TRIM_COLUMNS
+    "messages_dropped": _INTEGER,
+    "tokens_before": _INTEGER,
+    "tokens_after": _INTEGER,
+    "preview": _TEXT,
+    # core.stats.CONTEXT_COLUMNS
+    "role": _TEXT,
+    "tokens": _INTEGER,
+    "next call": _TEXT,
+    "text": _TEXT,
+}
+#: The columns of the per-turn rows the mismatch table shows.
 MISMATCH_COLUMNS = ["turn", "counted_prompt_tokens", "reported_prompt_tokens", "difference"]
-#: The columns of the trims frame the trimming log shows.
+#: The columns of the trim rows the trimming log shows.
 TRIM_LOG_COLUMNS = ["turn", "messages_dropped", "tokens_before", "tokens_after", "preview"]
 
 
@@ -191,11 +218,11 @@ class DashboardDrawing:
     #: None until the first turn is recorded.
     usage: Spec | None
     gauge: Spec
-    #: What the next call sends (`core.stats.context_frame`).
+    #: What the next call sends (`core.stats.context_rows`).
     context: pa.Table
     #: The trimming log.
     trims: pa.Table
-    #: Every turn (`core.stats.turns_frame`).
+    #: Every turn (`core.stats.turn_rows`).
     turns: pa.Table
     #: The turns whose counted and reported prompt tokens differ.
     mismatched: pa.Table
@@ -211,32 +238,23 @@ def dashboard_drawing(figures: DashboardFigures) -> DashboardDrawing:
     if drawing is None:
         turns, trims = figures.turns, figures.trims
         drawing = _drawings[figures] = DashboardDrawing(
-            usage=None if turns.empty else for_streamlit(usage_spec(turns, trims)),
+            usage=for_streamlit(usage_spec(turns, trims)) if turns else None,
             gauge=for_streamlit(gauge_spec(figures.gauge)),
-            context=_table(figures.context),
-            trims=_table(trims[TRIM_LOG_COLUMNS]),
-            turns=_table(turns),
-            mismatched=_table(figures.mismatched[MISMATCH_COLUMNS]),
+            context=_table(figures.context, CONTEXT_COLUMNS),
+            trims=_table(trims, TRIM_LOG_COLUMNS),
+            turns=_table(turns, TURN_COLUMNS),
+            mismatched=_table(figures.mismatched, MISMATCH_COLUMNS),
         )
     return drawing
 
 
-def _records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """Rows as JSON-ready dicts (None for missing values)."""
-    return [
-        {str(key): None if pd.isna(value) else value for key, value in row.items()}
-        for row in frame.astype(object).to_dict("records")
-    ]
+def _table(rows: list[Row], columns: list[str]) -> pa.Table:
+    """`columns` of `rows` as an Arrow table (what `st.dataframe` sends; it has no index)."""
+    return pa.Table.from_pylist(rows, schema=pa.schema([(column, _TYPES[column]) for column in columns]))
 
 
-def _table(frame: pd.DataFrame) -> pa.Table:
-    """A frame as Streamlit's `st.dataframe` would convert it, without the index (hidden anyway)."""
-    return pa.Table.from_pandas(frame, preserve_index=False)
-
-
-def _arrow(rows: list[dict[str, Any]]) -> bytes:
-    """Rows as an Arrow IPC stream, the way Streamlit serializes chart data (via pandas)."""
-    table = pa.Table.from_pandas(pd.DataFrame(rows))
+def _arrow(table: pa.Table) -> bytes:
+    """A table as an Arrow IPC stream, the bytes Streamlit sends a chart's data in."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)

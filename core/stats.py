@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
@@ -39,9 +40,16 @@ TRIM_COLUMNS = [
 ]
 
 
-def turns_frame(conversation: Conversation) -> pd.DataFrame:
-    """One row per completed turn. `difference` is reported minus counted (None without a report)."""
-    rows = [
+CONTEXT_COLUMNS = ["role", "tokens", "next call", "text"]
+
+#: One table row as plain data: a column name -> a number, text, bool or None.
+Row = dict[str, Any]
+
+
+def turn_rows(conversation: Conversation) -> list[Row]:
+    """One row per completed turn (TURN_COLUMNS). `difference` is reported minus counted (None
+    without a report)."""
+    return [
         {
             "turn": t.number,
             "counted_prompt_tokens": t.counted_prompt_tokens,
@@ -59,14 +67,18 @@ def turns_frame(conversation: Conversation) -> pd.DataFrame:
         }
         for t in conversation.turns
     ]
-    return pd.DataFrame(rows, columns=TURN_COLUMNS).astype(
+
+
+def turns_frame(conversation: Conversation) -> pd.DataFrame:
+    """`turn_rows` as a frame."""
+    return pd.DataFrame(turn_rows(conversation), columns=TURN_COLUMNS).astype(
         {"reported_prompt_tokens": "Int64", "difference": "Int64"}
     )
 
 
-def trims_frame(conversation: Conversation) -> pd.DataFrame:
-    """One row per trimming event, with a preview of the oldest message it dropped."""
-    rows = [
+def trim_rows(conversation: Conversation) -> list[Row]:
+    """One row per trimming event (TRIM_COLUMNS), with a preview of the oldest messages it dropped."""
+    return [
         {
             "turn": event.turn,
             "messages_dropped": len(event.dropped),
@@ -82,14 +94,19 @@ def trims_frame(conversation: Conversation) -> pd.DataFrame:
         }
         for event in conversation.trim_events
     ]
-    return pd.DataFrame(rows, columns=TRIM_COLUMNS)
 
 
-def context_frame(conversation: Conversation, policy: ContextPolicy) -> pd.DataFrame:
-    """The in-context messages, in order, with the prompt tokens each costs, their full text, and
-    what the policy's next call does with each ("sent", or "dropped" when it will be trimmed)."""
+def trims_frame(conversation: Conversation) -> pd.DataFrame:
+    """`trim_rows` as a frame."""
+    return pd.DataFrame(trim_rows(conversation), columns=TRIM_COLUMNS)
+
+
+def context_rows(conversation: Conversation, policy: ContextPolicy) -> list[Row]:
+    """The in-context messages, in order (CONTEXT_COLUMNS), with the prompt tokens each costs, their
+    full text, and what the policy's next call does with each ("sent", or "dropped" when it will
+    be trimmed); then the reply priming."""
     leaving = set(policy.plan(conversation, extra_tokens=_next_message_tokens(conversation)).remove)
-    rows = [
+    rows: list[Row] = [
         {
             "role": m.role,
             "tokens": m.tokens,
@@ -99,7 +116,12 @@ def context_frame(conversation: Conversation, policy: ContextPolicy) -> pd.DataF
         for m in conversation.context_messages()
     ]
     rows.append({"role": "(reply priming)", "tokens": REPLY_PRIMING, "next call": "sent", "text": ""})
-    return pd.DataFrame(rows, columns=["role", "tokens", "next call", "text"])
+    return rows
+
+
+def context_frame(conversation: Conversation, policy: ContextPolicy) -> pd.DataFrame:
+    """`context_rows` as a frame."""
+    return pd.DataFrame(context_rows(conversation, policy), columns=CONTEXT_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -194,19 +216,19 @@ def totals(conversation: Conversation, table: ModelTable) -> Totals:
 
 @dataclass(frozen=True, eq=False)
 class DashboardFigures:
-    """Everything the dashboard shows of one version of a conversation. Read it; do not change it
-    (the same object serves every rerun until the conversation changes)."""
+    """Everything the dashboard shows of one version of a conversation, as plain rows. Read it; do
+    not change it (the same object serves every rerun until the conversation changes)."""
 
     gauge: ContextGauge
     totals: Totals
-    turns: pd.DataFrame
-    trims: pd.DataFrame
-    #: Turns whose counted and reported prompt tokens differ.
-    mismatched: pd.DataFrame
+    #: `turn_rows`, `trim_rows` and `context_rows`.
+    turns: list[Row]
+    trims: list[Row]
+    context: list[Row]
+    #: The turns whose counted and reported prompt tokens differ.
+    mismatched: list[Row]
     #: True when any turn has the server's own prompt-token figure.
     any_reported: bool
-    #: What the next call sends (`context_frame`).
-    context: pd.DataFrame
     in_context: int
     #: Ids of the messages the next turn would take out (`next_turn_drops`).
     next_drops: tuple[str, ...]
@@ -246,16 +268,16 @@ def dashboard_figures(
     cached = _figures.get(conversation)
     if cached is not None and cached[0] == version:
         return cached[1]
-    turns = turns_frame(conversation)
+    turns = turn_rows(conversation)
     drops = tuple(next_turn_drops(conversation, policy))
     figures = DashboardFigures(
         gauge=context_gauge(conversation),
         totals=totals(conversation, table),
         turns=turns,
-        trims=trims_frame(conversation),
-        mismatched=turns[turns["difference"].fillna(0) != 0],
-        any_reported=bool(turns["reported_prompt_tokens"].notna().any()),
-        context=context_frame(conversation, policy),
+        trims=trim_rows(conversation),
+        context=context_rows(conversation, policy),
+        mismatched=[row for row in turns if row["difference"]],
+        any_reported=any(row["reported_prompt_tokens"] is not None for row in turns),
         in_context=len(conversation.context_messages()),
         next_drops=drops,
         next_drop_preview=conversation.message(drops[0]).preview(40) if drops else None,

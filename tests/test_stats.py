@@ -8,7 +8,7 @@ from altair.utils.schemapi import validate_jsonschema
 from altair.vegalite.v6.schema import load_schema
 
 from core.backends import Usage
-from core.charts import SERIES, dashboard_drawing, for_streamlit, gauge_spec, usage_spec
+from core.charts import SERIES, TRIM_LOG_COLUMNS, dashboard_drawing, for_streamlit, gauge_spec, usage_spec
 from core.context import DropOldest
 from core.conversation import Conversation
 from core.model_info import load_model_table
@@ -16,10 +16,13 @@ from core.settings import ChatSettings
 from core.stats import (
     context_frame,
     context_gauge,
+    context_rows,
     dashboard_figures,
     next_turn_drops,
     totals,
+    trim_rows,
     trims_frame,
+    turn_rows,
     turns_frame,
 )
 from core.tokens import count_prompt_tokens
@@ -133,8 +136,8 @@ def assert_valid_vega_lite(spec):
 def test_usage_chart_is_valid_vega_lite_and_draws_every_series():
     conversation = new_conversation("sys", "gpt-4o", 150)
     chat(conversation, 6, usage_offset=1)
-    turns, trims = turns_frame(conversation), trims_frame(conversation)
-    spec = usage_spec(turns, trims)
+    turns = turns_frame(conversation)
+    spec = usage_spec(turn_rows(conversation), trim_rows(conversation))
     assert_valid_vega_lite(spec)
     bars, budget, counted, reported, trim_marks = spec["layer"]
     assert [layer["mark"]["type"] for layer in spec["layer"]] == ["bar", "rule", "line", "point", "point"]
@@ -178,7 +181,7 @@ def test_gauge_chart_is_valid_vega_lite():
 def test_a_spec_vega_lite_rejects_fails_the_check():
     conversation = new_conversation("sys", "gpt-4o", 150)
     chat(conversation, 3)
-    spec = usage_spec(turns_frame(conversation), trims_frame(conversation))
+    spec = usage_spec(turn_rows(conversation), trim_rows(conversation))
     spec["layer"][0]["mark"]["type"] = "bars"
     with pytest.raises(AssertionError):
         assert_valid_vega_lite(spec)
@@ -187,7 +190,7 @@ def test_a_spec_vega_lite_rejects_fails_the_check():
 def test_charts_go_to_streamlit_with_their_data_in_arrow():
     conversation = new_conversation("sys", "gpt-4o", 150)
     chat(conversation, 4)
-    spec = usage_spec(turns_frame(conversation), trims_frame(conversation))
+    spec = usage_spec(turn_rows(conversation), trim_rows(conversation))
     ready = for_streamlit(spec)
     assert {key: value for key, value in ready.items() if key != "datasets"} == {
         key: value for key, value in spec.items() if key != "datasets"
@@ -206,8 +209,12 @@ def test_figures_and_drawing_are_built_once_per_version():
     # Nothing changed: the same objects, nothing walked or built again.
     assert dashboard_figures(conversation, POLICY, table) is figures
     assert dashboard_drawing(figures) is drawing
-    assert drawing.trims.num_rows == len(conversation.trim_events)
-    assert drawing.turns.num_rows == len(conversation.turns) == 3
+    # Tables keep their columns when empty, and show what the frames show.
+    assert drawing.trims.num_rows == len(conversation.trim_events) == 0
+    assert drawing.trims.column_names == TRIM_LOG_COLUMNS
+    turns = turns_frame(conversation)
+    assert drawing.turns.to_pandas().astype(turns.dtypes).equals(turns)
+    assert drawing.context.to_pandas().equals(context_frame(conversation, POLICY))
     # Each kind of change gives new figures that show it.
     changes = [
         lambda: conversation.add_user("one more question " + "about dumplings " * 5),
@@ -228,11 +235,11 @@ def test_figures_and_drawing_are_built_once_per_version():
         after = dashboard_figures(conversation, POLICY, table)
         assert after is not before
         assert after.gauge == context_gauge(conversation)
-        assert after.turns.equals(turns_frame(conversation))
-        assert after.trims.equals(trims_frame(conversation))
-        assert after.context.equals(context_frame(conversation, POLICY))
+        assert after.turns == turn_rows(conversation)
+        assert after.trims == trim_rows(conversation)
+        assert after.context == context_rows(conversation, POLICY)
         assert list(after.next_drops) == next_turn_drops(conversation, POLICY)
         assert dashboard_drawing(after) is not drawing
     assert len(conversation.trim_events) == 1 and conversation.messages[-1].state == "replaced"
     assert len(conversation.summary_versions) == 2
-    assert dashboard_figures(conversation, POLICY, table).mismatched["turn"].tolist() == [4]
+    assert [row["turn"] for row in dashboard_figures(conversation, POLICY, table).mismatched] == [4]
