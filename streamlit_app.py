@@ -18,10 +18,18 @@ from core.backends import ChatBackend
 from core.charts import dashboard_drawing
 from core.connection import Backends, Connection, resolve_connection
 from core.conversation import MAX_IMPORT_BYTES, Conversation, Message, MessageState
-from core.errors import BackendError, ConversationImportError, DashboardError
+from core.errors import (
+    BackendError,
+    BaseUrlRefused,
+    ConversationImportError,
+    DashboardError,
+    RateLimitedLocally,
+)
 from core.i18n import LANGUAGE_PARAM, LANGUAGE_STATE, LANGUAGES, Language, language_for
 from core.i18n import current as session_translator
+from core.limits import DeployerLimits
 from core.model_info import ModelTable, load_model_table
+from core.netguard import allowed_base_urls_from, base_url_choices
 from core.owners import (
     LOCAL_OWNER,
     WORKSPACE_PARAM,
@@ -399,6 +407,55 @@ def conversation_list(workspace: Workspace, persona: Persona, key: str, backend:
             )
 
 
+def base_url_field(mode: AccessMode, allowed: list[str]) -> None:
+    """Any base URL on your own machine; on a public deployment only the deployer's choices."""
+    if mode == "single-user":
+        st.text_input(
+            tr("sidebar.base_url.label"),
+            key="base_url",
+            placeholder="https://api.openai.com/v1",
+            help=tr("sidebar.base_url.help"),
+        )
+        return
+    choices = base_url_choices(allowed)
+    if not choices:
+        st.session_state.base_url = ""
+        st.caption(tr("sidebar.base_url.locked"))
+        return
+    if st.session_state.get("base_url") not in ("", *choices):
+        st.session_state.base_url = ""
+    st.selectbox(
+        tr("sidebar.base_url.label"),
+        ["", *choices],
+        key="base_url",
+        format_func=lambda url: url or tr("sidebar.base_url.deployer"),
+        help=tr("sidebar.base_url.help"),
+    )
+
+
+def visitor_connection(mode: AccessMode, secrets: dict[str, object], allowed: list[str]) -> Connection:
+    """The connection the visitor's settings make; a refused base URL falls back to the
+    deployer's own connection, saying why."""
+    typed_key = st.session_state.get("api_key", "")
+    try:
+        return resolve_connection(
+            typed_key=typed_key,
+            typed_base_url=st.session_state.get("base_url", ""),
+            secrets=secrets,
+            environ=os.environ,
+            access_mode=mode,
+            allowed_base_urls=allowed,
+        )
+    except BaseUrlRefused as error:
+        st.error(tr("sidebar.base_url.refused", error=str(error)))
+    except DashboardError as error:  # a deployer's setting is malformed
+        st.error(str(error))
+        st.stop()
+    return resolve_connection(
+        typed_key=typed_key, secrets=secrets, environ=os.environ, access_mode=mode, allowed_base_urls=allowed
+    )
+
+
 def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str, ChatSession, Connection]:
     with st.sidebar:
         language_switch()
@@ -426,33 +483,45 @@ def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str
             key="api_key",
             help=tr("sidebar.api_key.help"),
         )
-        st.text_input(
-            tr("sidebar.base_url.label"),
-            key="base_url",
-            placeholder="https://api.openai.com/v1",
-            help=tr("sidebar.base_url.help"),
-        )
+        mode, secrets = access_mode(os.environ), deployer_secrets()
         try:
-            connection = resolve_connection(
-                typed_key=st.session_state.api_key,
-                typed_base_url=st.session_state.base_url,
-                secrets=deployer_secrets(),
-                environ=os.environ,
-            )
+            allowed = allowed_base_urls_from(secrets, os.environ)
+            limits = DeployerLimits.from_settings(secrets, os.environ)
         except DashboardError as error:  # a deployer's setting is malformed
             st.error(str(error))
             st.stop()
+        base_url_field(mode, allowed)
+        connection = visitor_connection(mode, secrets, allowed)
         backend = st.session_state.backends.for_connection(connection)
         key, session = workspace.session_for(persona, backend)
         with conversations:
             conversation_list(workspace, persona, key, backend)
         settings = session.settings
-        model = st.text_input(
-            tr("sidebar.model.label"),
-            value=settings.model,
-            key=f"model::{key}",
-            help=tr("sidebar.model.help", model=persona.model),
-        )
+        # On the deployer's key, the deployer's limits: a choice of models, capped budgets.
+        limited = connection.uses_deployer_key
+        if limited:
+            enforced, notes = limits.enforce(settings)
+            if notes:
+                settings = session.update_settings(**enforced.model_dump())
+                key = save(workspace, key)
+                for note in notes:
+                    st.caption(tr("sidebar.limits.applied", note=note))
+        if limited and limits.allowed_models:
+            models = list(limits.allowed_models)
+            model = st.selectbox(
+                tr("sidebar.model.label"),
+                models,
+                index=models.index(settings.model) if settings.model in models else 0,
+                key=f"model::{key}",
+                help=tr("sidebar.model.help", model=persona.model),
+            )
+        else:
+            model = st.text_input(
+                tr("sidebar.model.label"),
+                value=settings.model,
+                key=f"model::{key}",
+                help=tr("sidebar.model.help", model=persona.model),
+            )
         if connection.offline:
             st.info(tr("connection.offline"), icon="🔌")
         else:
@@ -463,8 +532,8 @@ def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str
         budget = st.number_input(
             tr("sidebar.budget.label"),
             min_value=64,
-            max_value=MAX_CONTEXT_BUDGET,
-            value=settings.context_budget,
+            max_value=limits.max_context_budget if limited else MAX_CONTEXT_BUDGET,
+            value=min(settings.context_budget, limits.max_context_budget if limited else MAX_CONTEXT_BUDGET),
             step=64,
             key=f"budget::{key}",
             help=tr("sidebar.budget.help"),
@@ -472,8 +541,8 @@ def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str
         reply_cap = st.number_input(
             tr("sidebar.reply_cap.label"),
             min_value=1,
-            max_value=MAX_REPLY_CAP,
-            value=settings.max_reply_tokens,
+            max_value=limits.max_reply_cap if limited else MAX_REPLY_CAP,
+            value=min(settings.max_reply_tokens, limits.max_reply_cap if limited else MAX_REPLY_CAP),
             step=50,
             key=f"reply_cap::{key}",
             help=tr("sidebar.reply_cap.help"),
@@ -483,6 +552,7 @@ def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str
         )
         if changed is not settings:  # saved with the conversation, so a reload keeps them
             key = save(workspace, key)
+        st.session_state.limits = limits if limited else None
 
         st.header(tr("sidebar.export.header"))
         conversation = session.conversation
@@ -605,8 +675,12 @@ def chat(workspace: Workspace, key: str, persona: Persona) -> None:
     # to the page bottom, so the page opens at the top (and on a phone, with the chat first).
     history_box = st.container(height=CHAT_HEIGHT_PX, border=False)
     controls = st.container()
+    limits: DeployerLimits | None = st.session_state.get("limits")
     prompt = st.chat_input(
-        tr("chat.input.placeholder", name=persona.name), key="chat_input", submit_mode="stop"
+        tr("chat.input.placeholder", name=persona.name),
+        key="chat_input",
+        submit_mode="stop",
+        max_chars=limits.max_message_chars if limits else None,
     )
     with history_box:
         history = conversation.messages[1:]
@@ -628,6 +702,8 @@ def chat(workspace: Workspace, key: str, persona: Persona) -> None:
         st.session_state.action = None
         if prompt:
             action = ("send", prompt)
+        if action and limits is not None and not admitted(workspace, key, limits, action):
+            action = None
         if action and action[0] == "send":
             with st.chat_message("user", avatar="🧑"):
                 st.markdown(as_markdown(action[1]))
@@ -641,6 +717,26 @@ def chat(workspace: Workspace, key: str, persona: Persona) -> None:
 
     with controls:
         chat_controls(session, persona)
+
+
+def admitted(workspace: Workspace, key: str, limits: DeployerLimits, action: tuple[str, ...]) -> bool:
+    """The deployer's per-session rate limit, checked before a call on the deployer's key. A
+    refused message is kept, pending, for Retry."""
+    session = workspace.sessions[key]
+    limiter = st.session_state.get("rate_limiter")
+    if limiter is None:
+        limiter = st.session_state.rate_limiter = limits.rate_limiter()
+    text = action[1] if action[0] == "send" else ""
+    expected = session.conversation.prompt_tokens + session.settings.max_reply_tokens
+    try:
+        limiter.check(expected + session.conversation.tokenizer.count_text(text))
+    except RateLimitedLocally as error:
+        if text:
+            session.conversation.add_user(text)
+            save(workspace, key)
+        session.error = error
+        return False
+    return True
 
 
 def chat_controls(session: ChatSession, persona: Persona) -> None:
@@ -788,6 +884,8 @@ def dashboard(session: ChatSession, connection: Connection) -> None:
 def main() -> None:
     page_language()
     st.set_page_config(page_title=tr("page.name"), page_icon="💬", layout="wide")
+    if access_mode(os.environ) == "private":  # a public deployment shows no traceback or path
+        st.set_option("client.showErrorDetails", "none")
     session_defaults()
     load_tokenizers()
     directory = personas_dir()

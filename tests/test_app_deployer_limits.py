@@ -1,0 +1,79 @@
+"""A public deployment through the page: which servers a visitor may pick, and the deployer's
+limits on its own key (models, budgets, message size, rate)."""
+
+from __future__ import annotations
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from tests.apptest import conversation, open_key, send, setting
+from tests.conftest import StartApp
+from tests.openai_server import OpenAIServer
+
+KEY = "sk-deployer-0123456789abcdef"
+
+
+@pytest.fixture
+def deployed(start_app: StartApp, openai_server: OpenAIServer):
+    """The page on the deployer's key and server, with these extra settings."""
+
+    def start(**env: str) -> AppTest:
+        at = start_app(
+            OPENAI_API_KEY=KEY, OPENAI_BASE_URL=openai_server.base_url, OPENAI_MAX_RETRIES="0", **env
+        )
+        assert not at.exception, at.exception
+        return at
+
+    return start
+
+
+def test_private_mode_without_an_allowlist_offers_no_base_url(start_app: StartApp) -> None:
+    at = start_app(ACCESS_MODE="private")
+    assert not [w for w in at.sidebar.text_input if w.key == "base_url"]
+    assert any("does not let visitors choose another server" in c.value for c in at.sidebar.caption)
+
+
+def test_private_mode_offers_only_the_allowed_base_urls(start_app: StartApp) -> None:
+    at = start_app(
+        ACCESS_MODE="private", ALLOWED_BASE_URLS="https://api.example.com/v1, https://llm.example.org/v1"
+    )
+    field = at.selectbox(key="base_url")
+    assert field.options == [
+        "The deployment’s server",
+        "https://api.example.com/v1",
+        "https://llm.example.org/v1",
+    ]
+
+
+def test_single_user_mode_lets_any_base_url_be_typed(app: AppTest) -> None:
+    assert app.text_input(key="base_url") is not None
+
+
+def test_allowed_models_make_the_model_a_choice(deployed) -> None:
+    at = deployed(ALLOWED_MODELS="gpt-4o-mini, gpt-4.1-mini")
+    model = at.selectbox(key=f"model::{open_key(at)}")
+    assert model.options == ["gpt-4o-mini", "gpt-4.1-mini"]
+
+
+def test_caps_are_enforced_and_said(deployed, openai_server: OpenAIServer) -> None:
+    at = deployed(MAX_REPLY_CAP="100", MAX_CONTEXT_BUDGET="800")
+    assert setting(at, "reply_cap").value == 100 and setting(at, "budget").value == 800
+    assert any("Limited by this deployment" in c.value for c in at.sidebar.caption)
+    send(at, "hello")
+    assert openai_server.chat_requests[-1].body["max_tokens"] == 100
+    assert conversation(at).settings.context_budget == 800
+
+
+def test_the_rate_limit_says_when_and_keeps_the_message(deployed, openai_server: OpenAIServer) -> None:
+    at = deployed(RATE_LIMIT_REQUESTS_PER_MIN="1")
+    send(at, "first")
+    send(at, "second, too soon")
+    assert len(openai_server.chat_requests) == 1
+    assert any("Try again in" in e.value for e in at.error)
+    assert conversation(at).pending_user_message.content == "second, too soon"
+    assert "Retry" in [b.label for b in at.button]
+
+
+def test_the_message_size_limit_reaches_the_chat_input(deployed) -> None:
+    at = deployed(MAX_MESSAGE_CHARS="500")
+    assert at.chat_input(key="chat_input").proto.max_chars == 500
