@@ -819,9 +819,8 @@ def dashboard(session: ChatSession, connection: Connection) -> None:
         st.vega_lite_chart(spec=drawing.usage, width="stretch", height=330)
     if connection.offline:
         st.caption(tr("dashboard.usage.offline"))
-    mismatched = figures.mismatched
-    if not mismatched.empty:
-        st.warning(tr("dashboard.usage.mismatch", count=len(mismatched)))
+    if figures.mismatched:
+        st.warning(tr("dashboard.usage.mismatch", count=len(figures.mismatched)))
         st.dataframe(drawing.mismatched, hide_index=True)
     elif figures.any_reported:
         st.caption(tr("dashboard.usage.match"))
@@ -861,7 +860,7 @@ def dashboard(session: ChatSession, connection: Connection) -> None:
         st.caption(tr("dashboard.next_call.total", used=gauge.used))
 
     st.markdown(f"**{tr('dashboard.trims.header')}**")
-    if figures.trims.empty:
+    if not figures.trims:
         st.caption(tr("dashboard.trims.empty"))
     else:
         st.dataframe(
