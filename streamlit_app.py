@@ -42,7 +42,7 @@ from core.owners import (
 )
 from core.personas import Persona, PersonaCatalog, load_personas
 from core.session import ChatSession
-from core.settings import MAX_CONTEXT_BUDGET, MAX_REPLY_CAP
+from core.settings import MAX_CONTEXT_BUDGET, MAX_REPLY_CAP, POLICY_NAMES
 from core.stats import dashboard_figures
 from core.store import StaleConversation, Store
 from core.tokens import BUNDLED_ENCODINGS, get_encoding
@@ -59,6 +59,7 @@ BADGE_COLORS: dict[MessageState, Literal["gray", "orange"]] = {
     MessageState.TRIMMED: "gray",
     MessageState.UNANSWERED: "orange",
     MessageState.REPLACED: "gray",
+    MessageState.SUMMARIZED: "gray",
 }
 # The views, by key; what the switch shows is `views.<key>` in core/locales.
 VIEWS = {"chat": "💬 Chat", "personas": "🎭 Personas", "compare": "⚖️ Compare"}
@@ -547,8 +548,21 @@ def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str
             key=f"reply_cap::{key}",
             help=tr("sidebar.reply_cap.help"),
         )
+        # Labels fixed for this run: Streamlit (and AppTest) may format an option outside the run.
+        policy_labels = {name: tr(f"policy.{name}") for name in POLICY_NAMES}
+        policy = st.selectbox(
+            tr("sidebar.policy.label"),
+            list(POLICY_NAMES),
+            index=POLICY_NAMES.index(settings.context_policy),
+            format_func=policy_labels.__getitem__,
+            key=f"policy::{key}",
+            help=tr("sidebar.policy.help"),
+        )
         changed = session.update_settings(
-            model=model.strip() or persona.model, context_budget=int(budget), max_reply_tokens=int(reply_cap)
+            model=model.strip() or persona.model,
+            context_budget=int(budget),
+            max_reply_tokens=int(reply_cap),
+            context_policy=policy,
         )
         if changed is not settings:  # saved with the conversation, so a reload keeps them
             key = save(workspace, key)
@@ -639,6 +653,34 @@ def stream_reply(
     st.rerun()
 
 
+def render_summary(workspace: Workspace, key: str) -> None:
+    """The running summary where the folded messages end: what the model is sent instead of
+    them, its versions, and an editor (the model sees the edited version from the next call)."""
+    conversation = workspace.sessions[key].conversation
+    summary = conversation.summary
+    if summary is None:
+        return
+    folded = sum(len(event.folded) for event in conversation.summary_events)
+    with st.expander(tr("summary.title", count=folded, tokens=summary.tokens), icon="📝"):
+        st.markdown(as_markdown(summary.text))
+        for number, version in enumerate(summary.versions, start=1):
+            source = tr(f"summary.source.{version.source}")
+            st.caption(tr("summary.version", number=number, source=source, at=version.at))
+        edited = st.text_area(
+            tr("summary.edit.label"), value=summary.text, key=f"summary::{key}::{len(summary.versions)}"
+        )
+        if edited.strip() and edited != summary.text:
+            st.caption(tr("summary.edit.tokens", tokens=conversation.count_summary(edited)))
+        if st.button(tr("summary.edit.save"), key=f"summary_save::{key}", disabled=edited == summary.text):
+            try:
+                conversation.edit_summary(edited)
+            except DashboardError as error:
+                st.error(str(error))
+                return
+            save(workspace, key)
+            st.rerun()
+
+
 def show_streaming(chunks: Iterator[str]) -> None:
     """Draw a reply as it arrives, at most every STREAM_REDRAW_S: each redraw sends the whole text
     so far to the browser, so redrawing per chunk (as st.write_stream does) would cost memory
@@ -695,8 +737,16 @@ def chat(workspace: Workspace, key: str, persona: Persona) -> None:
         elif persona.greeting:
             with st.chat_message("assistant", avatar=persona.avatar):
                 st.markdown(persona.greeting)
+        summary = conversation.summary
+        if summary is not None and summary.through_id is None:
+            render_summary(workspace, key)
         for message in history:
             render_message(message, persona)
+            if summary is not None and message.id == summary.through_id:
+                render_summary(workspace, key)
+        for event in conversation.summary_events:
+            if event.fallback:
+                st.caption(tr("summary.fallback", turn=event.turn, reason=event.fallback_reason or "?"))
 
         action = st.session_state.action
         st.session_state.action = None

@@ -13,7 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.connection import KeySource
-from core.conversation import MessageState
+from core.conversation import MessageState, SummaryVersion
 from core.i18n import (
     CATALOGS,
     LANGUAGES,
@@ -25,6 +25,7 @@ from core.i18n import (
     translator,
 )
 from core.locales import en, zh_CN
+from core.settings import POLICY_NAMES
 from core.stats import ContextGauge
 from tests.conftest import APP_PATH, REPO_ROOT
 
@@ -50,14 +51,17 @@ DERIVED_FAMILIES = {
     "gauge.part.": {part for part, _ in ContextGauge(1, system=0, pinned=0, history=0, newest=0).parts()},
     "views.": page_views(),
     "connection.key_source.": {*get_args(KeySource), "none"},
+    "policy.": set(POLICY_NAMES),
+    "summary.source.": set(get_args(SummaryVersion.model_fields["source"].annotation)),
 }
 
 
 def sample(field: str) -> Any:
     """A value every template's use of `field` formats (numbers, a date, or text)."""
-    if field == "updated":
+    if field in {"updated", "at"}:
         return datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
-    if field in {"count", "budget", "reply_cap", "used", "drops", "status", "seconds", "cost", "fraction"}:
+    numbers = {"count", "budget", "reply_cap", "used", "drops", "status", "seconds", "cost", "fraction"}
+    if field in numbers | {"tokens", "turn", "number"}:
         return 1234
     return f"<{field}>"
 

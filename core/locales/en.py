@@ -204,4 +204,22 @@ CATALOG: dict[str, str] = {
     "personas.editor.id_taken": "The id '{id}' is taken; choose another.",
     "personas.editor.not_saved": "Not saved: {error}",
     "personas.editor.saved": "Saved {avatar} {name}.",
+    "sidebar.policy.label": "When the budget is full",
+    "sidebar.policy.help": (
+        "Drop the oldest exchanges, or fold them into a running summary written by a model (the "
+        "summary is sent after the system prompt and counts against the budget)."
+    ),
+    "policy.drop_oldest": "Drop the oldest exchanges",
+    "policy.summarize": "Summarize the oldest exchanges",
+    "summary.title": "Summary of {count} earlier messages · {tokens} tokens, sent after the system prompt",
+    "summary.version": "Version {number}: {source}, {at:%Y-%m-%d %H:%M} UTC",
+    "summary.source.model": "written by the model",
+    "summary.source.user": "edited by you",
+    "summary.edit.label": "Edit the summary (the model sees your version from the next call on)",
+    "summary.edit.save": "Save the summary",
+    "summary.edit.tokens": "{tokens} tokens as edited.",
+    "summary.fallback": (
+        "Before turn {turn} the summary could not be written ({reason}); the oldest exchanges were "
+        "dropped instead."
+    ),
 }

@@ -190,4 +190,19 @@ CATALOG: dict[str, str] = {
     "personas.editor.id_taken": "ID“{id}”已被占用，请另选一个。",
     "personas.editor.not_saved": "未保存：{error}",
     "personas.editor.saved": "已保存 {avatar} {name}。",
+    "sidebar.policy.label": "预算用满时",
+    "sidebar.policy.help": (
+        "丢弃最早的对话轮次，或把它们折叠进由模型撰写的滚动摘要"
+        "（摘要紧跟系统提示词发送，并计入预算）。"
+    ),
+    "policy.drop_oldest": "丢弃最早的对话轮次",
+    "policy.summarize": "摘要最早的对话轮次",
+    "summary.title": "前 {count} 条消息的摘要 · {tokens} 个 token，紧跟系统提示词发送",
+    "summary.version": "第 {number} 版：{source}，{at:%Y-%m-%d %H:%M} UTC",
+    "summary.source.model": "由模型撰写",
+    "summary.source.user": "由你编辑",
+    "summary.edit.label": "编辑摘要（从下一次调用起，模型看到的是你的版本）",
+    "summary.edit.save": "保存摘要",
+    "summary.edit.tokens": "编辑后共 {tokens} 个 token。",
+    "summary.fallback": "第 {turn} 轮之前未能写出摘要（{reason}）；改为丢弃了最早的对话轮次。",
 }

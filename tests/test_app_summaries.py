@@ -1,0 +1,34 @@
+"""Summarize instead of drop, through the page, on the offline model: the summary shows where the
+folded messages end, can be edited (with its versions), and the folded messages are badged."""
+
+from __future__ import annotations
+
+from streamlit.testing.v1 import AppTest
+
+from core.conversation import MessageState
+from tests.apptest import conversation, open_key, send, session
+
+
+def test_a_summarize_conversation_shows_and_edits_its_summary(app: AppTest) -> None:
+    app.selectbox(key=f"policy::{open_key(app)}").select("summarize").run()
+    for i in range(10):
+        send(app, f"第{i}个问题：四川火锅、重庆小面和成都担担面，哪一个最适合第一次去四川的人？")
+    chat = conversation(app)
+    assert chat.settings.context_policy == "summarize"
+    summary = chat.summary
+    assert summary is not None and chat.summary_events
+    folded = [m for m in chat.messages if m.state is MessageState.SUMMARIZED]
+    assert folded and not [m for m in chat.messages if m.state is MessageState.TRIMMED]
+    expander = next(e for e in app.expander if e.label.startswith("Summary of"))
+    assert f"{summary.tokens} tokens" in expander.label
+    assert ":gray-badge[summarized · folded into the summary]" in [m.value for m in app.markdown]
+    # Edit it: a new version by the user, sent from the next call on.
+    area = app.text_area(key=f"summary::{open_key(app)}::{len(summary.versions)}")
+    area.input("用户改写的摘要：他们在比较四川的小吃。").run()
+    next(b for b in app.button if b.key == f"summary_save::{open_key(app)}").click().run()
+    assert not app.exception
+    edited = conversation(app).summary
+    assert edited.text == "用户改写的摘要：他们在比较四川的小吃。"
+    assert [v.source for v in edited.versions][-1] == "user"
+    send(app, "下一个问题")
+    assert session(app).last_turn.summary_tokens == conversation(app).summary.tokens
