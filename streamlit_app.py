@@ -47,7 +47,7 @@ from core.stats import dashboard_figures
 from core.store import StaleConversation, Store
 from core.tokens import BUNDLED_ENCODINGS, get_encoding
 from core.workspace import DRAFT_PREFIX, Workspace
-from ui import compare_view, personas_view
+from ui import compare_view, personas_view, whatif_view
 
 APP_DIR = Path(__file__).resolve().parent
 # Word-by-word pacing of the offline model's reply, so streaming is visible; tests set it to 0.
@@ -62,7 +62,7 @@ BADGE_COLORS: dict[MessageState, Literal["gray", "orange"]] = {
     MessageState.SUMMARIZED: "gray",
 }
 # The views, by key; what the switch shows is `views.<key>` in core/locales.
-VIEWS = {"chat": "💬 Chat", "personas": "🎭 Personas", "compare": "⚖️ Compare"}
+VIEWS = {"chat": "💬 Chat", "personas": "🎭 Personas", "compare": "⚖️ Compare", "whatif": "🔬 What if"}
 #: The query parameter naming the open conversation, so a reload returns to it.
 CONVERSATION_PARAM = "c"
 CONVERSATIONS_LISTED = 30
@@ -991,6 +991,9 @@ def main() -> None:
             personas_view.editor(catalog.personas)
         else:
             personas_view.gallery(catalog.personas, set(own), workspace.conversation_counts())
+        return
+    if view == "whatif":
+        whatif_view.whatif(session, model_table(), tr)
         return
     if view == "compare":
         if compare_view.STATE in st.session_state:

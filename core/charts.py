@@ -20,6 +20,7 @@ from core.stats import CONTEXT_COLUMNS, TURN_COLUMNS, ContextGauge, DashboardFig
 
 if TYPE_CHECKING:
     from core.compare import ComparisonSnapshot
+    from core.replay import Comparison as ReplayComparison
 
 Spec = dict[str, Any]
 
@@ -307,4 +308,55 @@ def comparison_spec(snapshot: ComparisonSnapshot) -> Spec | None:
             },
         ],
         "datasets": {"runs": rows},
+    }
+
+
+def replay_spec(result: ReplayComparison) -> Spec:
+    """Prompt tokens per turn as recorded and as replayed (two lines, told apart by colour and by
+    dash), with the replay's budget as a dashed rule."""
+    rows = [
+        {"turn": row.number, "run": run, "prompt tokens": turn.prompt_tokens}
+        for row in result.turns
+        for run, turn in (("recorded", row.recorded), ("what if", row.replayed))
+    ]
+    budget = result.scenario.budget
+    runs = {"domain": ["recorded", "what if"], "range": ["#0072B2", "#E69F00"]}
+    layers: list[Spec] = [
+        {
+            "mark": {"type": "line", "point": True},
+            "encoding": {
+                "x": {"field": "turn", "type": "quantitative", "axis": {"tickMinStep": 1, "format": "d"}},
+                "y": {"field": "prompt tokens", "type": "quantitative"},
+                "color": {
+                    "field": "run",
+                    "type": "nominal",
+                    "scale": runs,
+                    "legend": {"orient": "bottom", "title": None},
+                },
+                "strokeDash": {
+                    "field": "run",
+                    "type": "nominal",
+                    "scale": {"domain": runs["domain"], "range": [[1, 0], [6, 3]]},
+                    "legend": None,
+                },
+                "tooltip": [
+                    {"field": "turn", "type": "quantitative"},
+                    {"field": "run", "type": "nominal"},
+                    {"field": "prompt tokens", "type": "quantitative", "format": ","},
+                ],
+            },
+        }
+    ]
+    if budget is not None:
+        layers.append(
+            {
+                "mark": {"type": "rule", "strokeDash": [2, 2], "color": "#D55E00"},
+                "encoding": {"y": {"datum": budget, "type": "quantitative"}},
+            }
+        )
+    return {
+        "$schema": VEGA_LITE_SCHEMA,
+        "data": {"name": "replay"},
+        "layer": layers,
+        "datasets": {"replay": rows},
     }

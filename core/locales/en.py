@@ -222,4 +222,25 @@ CATALOG: dict[str, str] = {
         "Before turn {turn} the summary could not be written ({reason}); the oldest exchanges were "
         "dropped instead."
     ),
+    "views.whatif": "🔬 What if",
+    "whatif.header": "What if",
+    "whatif.caption": (
+        "Replay this conversation's messages under another budget, policy or model, without "
+        "calling any model: the prompt tokens of each turn, what each turn would have dropped or "
+        "summarized, and the cost, beside what really happened."
+    ),
+    "whatif.empty": "Chat first: the replay uses the messages this conversation recorded.",
+    "whatif.running": "Replaying…",
+    "whatif.cost": "Cost, what if",
+    "whatif.cost.delta": "recorded {recorded}",
+    "whatif.prompt_tokens": "Prompt tokens, what if",
+    "whatif.forgotten": "Messages forgotten only in the replay",
+    "whatif.forgotten.list": "What the model would have forgotten ({count} messages)",
+    "whatif.table.turn": "turn",
+    "whatif.table.recorded": "prompt, recorded",
+    "whatif.table.replayed": "prompt, what if",
+    "whatif.table.difference": "difference",
+    "whatif.table.dropped": "would drop",
+    "whatif.table.summarized": "would summarize",
+    "whatif.table.cost_difference": "cost difference ($)",
 }

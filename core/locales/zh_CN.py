@@ -192,8 +192,7 @@ CATALOG: dict[str, str] = {
     "personas.editor.saved": "已保存 {avatar} {name}。",
     "sidebar.policy.label": "预算用满时",
     "sidebar.policy.help": (
-        "丢弃最早的对话轮次，或把它们折叠进由模型撰写的滚动摘要"
-        "（摘要紧跟系统提示词发送，并计入预算）。"
+        "丢弃最早的对话轮次，或把它们折叠进由模型撰写的滚动摘要（摘要紧跟系统提示词发送，并计入预算）。"
     ),
     "policy.drop_oldest": "丢弃最早的对话轮次",
     "policy.summarize": "摘要最早的对话轮次",
@@ -205,4 +204,25 @@ CATALOG: dict[str, str] = {
     "summary.edit.save": "保存摘要",
     "summary.edit.tokens": "编辑后共 {tokens} 个 token。",
     "summary.fallback": "第 {turn} 轮之前未能写出摘要（{reason}）；改为丢弃了最早的对话轮次。",
+    "views.whatif": "🔬 假如",
+    "whatif.header": "假如",
+    "whatif.caption": (
+        "在不调用任何模型的情况下，用另一种预算、策略或模型重放这段对话的消息：每一轮的提"
+        "示词 token 数、每一轮会丢弃或摘要的内容以及费用，并与实际发生的情况并排对"
+        "比。"
+    ),
+    "whatif.empty": "请先聊天：重放使用的是这段对话记录下的消息。",
+    "whatif.running": "正在重放…",
+    "whatif.cost": "费用（假如）",
+    "whatif.cost.delta": "实际 {recorded}",
+    "whatif.prompt_tokens": "提示词 token（假如）",
+    "whatif.forgotten": "仅在重放中被遗忘的消息",
+    "whatif.forgotten.list": "模型会遗忘的内容（{count} 条消息）",
+    "whatif.table.turn": "轮次",
+    "whatif.table.recorded": "提示词（实际）",
+    "whatif.table.replayed": "提示词（假如）",
+    "whatif.table.difference": "差值",
+    "whatif.table.dropped": "会丢弃",
+    "whatif.table.summarized": "会摘要",
+    "whatif.table.cost_difference": "费用差（美元）",
 }

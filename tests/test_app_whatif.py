@@ -1,0 +1,26 @@
+"""The what-if view: the open conversation replayed under another budget, nothing sent."""
+
+from __future__ import annotations
+
+from streamlit.testing.v1 import AppTest
+
+from tests.apptest import conversation, send
+
+
+def test_a_smaller_budget_says_what_it_would_cost_and_forget(app: AppTest) -> None:
+    for i in range(8):
+        send(app, f"question {i}: which noodles should I try first in Lanzhou, and why? " * 2)
+    turns_before = len(conversation(app).turns)
+    app.button_group(key="view").set_value("whatif").run()
+    assert not app.exception, app.exception
+    app.number_input(key="whatif_budget").set_value(256).run()
+    metrics = {m.label: m for m in app.metric}
+    assert metrics["Messages forgotten only in the replay"].value != "0"
+    assert metrics["Cost, what if"].delta.startswith("recorded $")
+    table = next(d.value for d in app.dataframe if "prompt, what if" in d.value.columns)
+    assert len(table) == turns_before
+    assert (table["prompt, what if"] <= table["prompt, recorded"]).all()
+    assert (table["prompt, what if"].iloc[-1]) <= 256
+    assert any(table["would drop"].astype(bool))
+    assert len(conversation(app).turns) == turns_before  # nothing was sent
+    assert len(app.get("vega_lite_chart")) == 1
