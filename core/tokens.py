@@ -34,6 +34,12 @@ REPLY_PRIMING = 3  # every reply is primed with <|start|>assistant<|message|>
 FALLBACK_ENCODING = "o200k_base"
 BUNDLED_ENCODINGS = ("cl100k_base", "o200k_base")
 
+#: How a conversation's tokens are counted, as the dashboard says it (`Tokenizer.method`).
+METHOD_TIKTOKEN = "exact (tiktoken)"
+METHOD_SERVER = "server tokenizer"
+METHOD_CALIBRATED = "calibrated estimate"
+METHOD_UNCALIBRATED = "uncalibrated estimate"
+
 # gpt-3.5-turbo-0301 framed messages differently (cookbook): 4 per message, a name replaces the role.
 _LEGACY_FRAMING = {"gpt-3.5-turbo-0301": (4, -1)}
 
@@ -95,6 +101,26 @@ class Tokenizer:
     @property
     def encoding(self) -> tiktoken.Encoding:
         return get_encoding(self.encoding_name)
+
+    # What `core.conversation.Conversation` asks of whatever counts its tokens. Subclasses
+    # (`core.calibration.CalibratedTokenizer`, `core.counting.ServerTokenizer`) count otherwise and
+    # say so; this one is tiktoken's count with the cookbook's framing.
+
+    @property
+    def reply_priming(self) -> int:
+        """Tokens a prompt costs once, beyond its messages (the reply's priming)."""
+        return REPLY_PRIMING
+
+    @property
+    def method(self) -> str:
+        """How this tokenizer counts, as the dashboard says it."""
+        return METHOD_TIKTOKEN if self.exact else METHOD_UNCALIBRATED
+
+    def prompt_budget(self, budget: int, max_reply_tokens: int) -> int:
+        """The prompt tokens calls are fitted to, for a conversation whose budget is `budget`:
+        the budget itself here; less where the server's context window or an estimate's safety
+        margin asks for less."""
+        return budget
 
     def count_text(self, text: str) -> int:
         # disallowed_special=() counts "<|endoftext|>" in user text as the plain text it is.

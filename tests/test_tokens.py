@@ -146,3 +146,10 @@ def test_name_costs_one_token_more_than_its_text():
     plain = tokenizer.count_message({"role": "user", "content": "hi"})
     named = tokenizer.count_message({"role": "user", "content": "hi", "name": "bob"})
     assert named - plain == tokenizer.count_text("bob") + 1
+
+
+def test_a_tiktoken_count_says_how_it_counts_and_keeps_the_budget():
+    exact, estimate = tokenizer_for("gpt-4o"), tokenizer_for("llama3.2")
+    assert (exact.method, estimate.method) == (tokens.METHOD_TIKTOKEN, tokens.METHOD_UNCALIBRATED)
+    assert exact.reply_priming == estimate.reply_priming == tokens.REPLY_PRIMING
+    assert exact.prompt_budget(4096, 1024) == estimate.prompt_budget(4096, 1024) == 4096
