@@ -35,7 +35,9 @@ from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-from core.tokens import count_prompt_tokens, tokenizer_for
+import tiktoken
+
+from core.tokens import count_prompt_tokens, get_encoding, tokenizer_for
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "o3-mini", "gpt-5-mini", "llama3.2")
 CONTROL_PREFIX = "/_control/"
@@ -114,6 +116,85 @@ def split_chunks(text: str) -> list[str]:
     return re.findall(r"\s*\S+\s*|\s+", text) or [text]
 
 
+@dataclass
+class Billing:
+    """How a server that is not OpenAI's counts prompts: its model's own tokenizer and chat
+    template (`OpenAIServer.billing`; None bills like the OpenAI API, with `core.tokens`).
+
+    Usage, the optional tokenize endpoints and the context-window check all count the same way.
+    """
+
+    #: The tiktoken encoding standing in for the model's tokenizer (o200k is what the dashboard
+    #: estimates with, so cl100k_base bills like a model whose tokenizer differs, most on
+    #: Chinese), or CJK_CHARS: cl100k with every CJK character a token of its own, like a small
+    #: sentencepiece vocabulary (a tokenizer the dashboard has no copy of).
+    encoding: str = "cl100k_base"
+    #: "chatml": Qwen's ``<|im_start|>role\ncontent<|im_end|>\n`` per message (additive framing);
+    #: "gemma": the system prompt folded into the first user turn (framing that is not additive).
+    template: Literal["chatml", "gemma"] = "chatml"
+    #: Tokenize endpoints at the server root: vLLM's ``POST /tokenize`` or llama.cpp's
+    #: ``POST /apply-template`` + ``POST /tokenize`` (and ``GET /props``); None: neither (Ollama).
+    tokenize: Literal["vllm", "llama.cpp"] | None = None
+    #: The context window: listed in /v1/models (as vLLM does), answered by the tokenize
+    #: endpoints; a prompt plus its reply cap beyond it is refused with vLLM's 400.
+    max_model_len: int | None = None
+    #: When not 200, the tokenize endpoints answer with this status (a server failing to count).
+    tokenize_status: int = 200
+
+    def render(self, messages: list[dict[str, Any]], *, add_generation_prompt: bool = True) -> str:
+        """The prompt text the chat template makes of `messages`."""
+        if self.template == "chatml":
+            turns = "".join(f"<|im_start|>{m.get('role')}\n{m.get('content')}<|im_end|>\n" for m in messages)
+            return turns + ("<|im_start|>assistant\n" if add_generation_prompt else "")
+        prefix, rest = "", messages
+        if messages and messages[0].get("role") == "system":
+            prefix, rest = f"{messages[0].get('content')}\n\n", messages[1:]
+        text = "<bos>"
+        for message in rest:
+            role = "model" if message.get("role") == "assistant" else "user"
+            content = f"{prefix}{message.get('content')}" if role == "user" else str(message.get("content"))
+            prefix = "" if role == "user" else prefix
+            text += f"<start_of_turn>{role}\n{content}<end_of_turn>\n"
+        return text + ("<start_of_turn>model\n" if add_generation_prompt else "")
+
+    def tokens(self, text: str) -> list[int]:
+        """`text`'s tokens, the template's markers each one special token."""
+        encoding = _billing_encoding("cl100k_base" if self.encoding == CJK_CHARS else self.encoding)
+        if self.encoding != CJK_CHARS:
+            return encoding.encode(text, allowed_special=set(TEMPLATE_SPECIALS), disallowed_special=())
+        tokens: list[int] = []
+        for part in _CJK_RUN.split(text):
+            if _CJK_RUN.fullmatch(part):
+                tokens += [_CJK_CHAR_IDS + ord(char) for char in part]
+            elif part:
+                tokens += encoding.encode(part, allowed_special=set(TEMPLATE_SPECIALS), disallowed_special=())
+        return tokens
+
+    def prompt_tokens(self, messages: list[dict[str, Any]]) -> int:
+        return len(self.tokens(self.render(messages)))
+
+
+CJK_CHARS = "cjk-chars"
+_CJK_RUN = re.compile("([　-〿㐀-䶿一-鿿＀-￯]+)")
+_CJK_CHAR_IDS = 1_000_000
+#: Chat-template markers, special tokens of the billing tokenizer.
+TEMPLATE_SPECIALS = ("<|im_start|>", "<|im_end|>", "<bos>", "<start_of_turn>", "<end_of_turn>")
+_billing_encodings: dict[str, tiktoken.Encoding] = {}
+
+
+def _billing_encoding(name: str) -> tiktoken.Encoding:
+    if name not in _billing_encodings:
+        base = get_encoding(name)
+        specials = {token: base.n_vocab + i for i, token in enumerate(TEMPLATE_SPECIALS)}
+        _billing_encodings[name] = tiktoken.Encoding(
+            f"{name}-chat",
+            pat_str=base._pat_str,
+            mergeable_ranks=base._mergeable_ranks,
+            special_tokens={**base._special_tokens, **specials},
+        )
+    return _billing_encodings[name]
+
+
 class OpenAIServer:
     """The server, its recorded requests and its fault queue. Use `start()`/`stop()` or `with`."""
 
@@ -126,6 +207,8 @@ class OpenAIServer:
         self.rejects_stream_options = False
         #: Seconds between streamed chunks, so a browser can watch a reply arrive.
         self.chunk_delay = 0.0
+        #: When set, usage is billed as a server that is not OpenAI's would (see `Billing`).
+        self.billing: Billing | None = None
         #: Responses the client hung up on before they were complete.
         self.disconnects = 0
         #: Bytes of streamed reply bodies written (per request, in order).
@@ -274,10 +357,14 @@ class _HTTPServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-def _usage(body: dict[str, Any], reply: str) -> dict[str, Any]:
+def _usage(body: dict[str, Any], reply: str, billing: Billing | None = None) -> dict[str, Any]:
     model = str(body.get("model", ""))
-    prompt = count_prompt_tokens(body.get("messages", []), model)
-    completion = tokenizer_for(model).count_text(reply)
+    if billing is None:
+        prompt = count_prompt_tokens(body.get("messages", []), model)
+        completion = tokenizer_for(model).count_text(reply)
+    else:
+        prompt = billing.prompt_tokens(body.get("messages", []))
+        completion = len(billing.tokens(reply)) + 1  # and the end-of-turn token it stopped at
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
@@ -347,8 +434,13 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._send(200, [asdict(r) for r in server.requests])
                 return
             server._record(RecordedRequest("GET", self.path, _lower(self.headers), None))
+            if server.billing is not None and self._tokenize(self.path.rstrip("/"), None):
+                return
             if self.path.rstrip("/") == "/v1/models":
                 data = [{"id": m, "object": "model", "created": 0, "owned_by": "test"} for m in server.models]
+                if server.billing is not None and server.billing.max_model_len:
+                    for entry in data:
+                        entry["max_model_len"] = server.billing.max_model_len
                 self._send(200, {"object": "list", "data": data})
             else:
                 self._error(404, f"Unknown path {self.path}.")
@@ -359,6 +451,8 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 self._control(self.path[len(CONTROL_PREFIX) :], body)
                 return
             server._record(RecordedRequest("POST", self.path, _lower(self.headers), body))
+            if server.billing is not None and self._tokenize(self.path.rstrip("/"), body):
+                return
             if self.path.rstrip("/") != "/v1/chat/completions":
                 self._error(404, f"Unknown path {self.path}.")
                 return
@@ -369,6 +463,36 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 with server._lock:
                     server.disconnects += 1
                 self.close_connection = True
+
+        def _tokenize(self, path: str, body: Any) -> bool:
+            """Answer the billing's tokenize endpoints (True when `path` was one of them)."""
+            billing = server.billing
+            assert billing is not None
+            body = body if isinstance(body, dict) else {}
+            endpoints = {"/tokenize", "/apply-template", "/props"} if billing.tokenize else set()
+            if path in endpoints and billing.tokenize_status != 200:
+                self._error(billing.tokenize_status, "Scripted tokenize failure.")
+                return True
+            if billing.tokenize == "vllm" and path == "/tokenize" and self.command == "POST":
+                if isinstance(body.get("messages"), list):
+                    generation = bool(body.get("add_generation_prompt", True))
+                    text = billing.render(body["messages"], add_generation_prompt=generation)
+                else:
+                    text = str(body.get("prompt", ""))
+                tokens = billing.tokens(text)
+                answer = {"count": len(tokens), "max_model_len": billing.max_model_len, "tokens": tokens}
+                self._send(200, {**answer, "token_strs": None})
+                return True
+            if billing.tokenize == "llama.cpp" and self.command == "POST" and path == "/apply-template":
+                self._send(200, {"prompt": billing.render(list(body.get("messages") or []))})
+                return True
+            if billing.tokenize == "llama.cpp" and self.command == "POST" and path == "/tokenize":
+                self._send(200, {"tokens": billing.tokens(str(body.get("content", "")))})
+                return True
+            if billing.tokenize == "llama.cpp" and self.command == "GET" and path == "/props":
+                self._send(200, {"default_generation_settings": {"n_ctx": billing.max_model_len}})
+                return True
+            return False
 
         def _control(self, action: str, body: Any) -> None:
             if action == "faults" and isinstance(body, dict):
@@ -425,6 +549,18 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             if body.get("stream") and fault.huge_reply_bytes is not None:
                 self._stream_huge(body, fault)
                 return
+            billing = server.billing
+            if billing is not None and billing.max_model_len:
+                prompt = billing.prompt_tokens(body["messages"])
+                cap = body.get("max_completion_tokens") or body.get("max_tokens") or 0
+                if prompt + cap > billing.max_model_len:
+                    self._error(
+                        400,
+                        f"This model's maximum context length is {billing.max_model_len} tokens. However, "
+                        f"you requested {prompt + cap} tokens ({prompt} in the messages, {cap} in the "
+                        "completion). Please reduce the length of the messages or completion.",
+                    )
+                    return
             text = fault.reply if fault.reply is not None else echo_reply(body["messages"])
             text, finish_reason = _capped(body, text, fault.finish_reason)
             if body.get("stream"):
@@ -449,7 +585,7 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                     "choices": [
                         {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
                     ],
-                    "usage": _usage(body, text),
+                    "usage": _usage(body, text, server.billing),
                     "service_tier": "default",
                     "system_fingerprint": "fp_test",
                 },
@@ -522,7 +658,7 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 return
             event(choice({}, finish_reason))
             if include_usage and not fault.omit_usage:
-                usage = _usage(body, text)
+                usage = _usage(body, text, server.billing)
                 if fault.usage_tokens is not None:
                     usage.update(prompt_tokens=fault.usage_tokens, completion_tokens=fault.usage_tokens)
                     usage["total_tokens"] = 2 * fault.usage_tokens
