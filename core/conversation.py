@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -24,10 +24,11 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.backends import MAX_REPORTED_TOKENS, Usage
+from core.calibration import Calibration, CalibrationRecord
 from core.errors import ConversationImportError, ConversationStateError
 from core.settings import DEFAULT_REPLY_CAP, MAX_CONTEXT_BUDGET, ChatSettings
 from core.summaries import summary_message, summary_tokens
-from core.tokens import REPLY_PRIMING, Tokenizer, tokenizer_for
+from core.tokens import Tokenizer, tokenizer_for
 from core.validation import describe_validation_error, field_path
 
 Role = Literal["system", "user", "assistant"]
@@ -266,6 +267,8 @@ class ConversationRecord(BaseModel):
     messages: list[Message] = Field(min_length=1)
     turns: list[Turn] = []
     trim_events: list[TrimEvent] = []
+    #: Left out of exports while there is none (`core.calibration`).
+    calibration: CalibrationRecord | None = None
     #: The running summary's versions, oldest first (policy "summarize"); absent in older files.
     summary_versions: list[SummaryVersion] = []
     summary_events: list[SummaryEvent] = []
@@ -335,6 +338,8 @@ class Conversation:
         self.persona_id = persona_id
         self._settings = settings
         self._tokenizer = tokenizer_for(settings.model)
+        #: Fitted to the servers' reported usage, per model (`core.calibration`); in the export.
+        self.calibration = Calibration()
         self.messages: list[Message] = []
         self.turns: list[Turn] = []
         self.trim_events: list[TrimEvent] = []
@@ -367,7 +372,9 @@ class Conversation:
 
     @property
     def context_budget(self) -> int:
-        return self._settings.context_budget
+        """The prompt budget calls are fitted to: the setting, less where the tokenizer asks (a
+        server's context window, an estimate's safety margin; see `core.counting`)."""
+        return self._tokenizer.prompt_budget(self._settings.context_budget, self._settings.max_reply_tokens)
 
     @property
     def tokenizer(self) -> Tokenizer:
@@ -381,7 +388,7 @@ class Conversation:
     def prompt_tokens(self) -> int:
         """Prompt tokens of the in-context messages as they stand (the running summary's message
         included), reply priming included."""
-        return self._context_tokens + self._summary_tokens + REPLY_PRIMING
+        return self._context_tokens + self._summary_tokens + self._tokenizer.reply_priming
 
     @property
     def pending_user_message(self) -> Message | None:
@@ -428,7 +435,8 @@ class Conversation:
     def update_settings(self, **changes: Any) -> ChatSettings:
         """Change settings (validated); messages are re-counted only when the tokenizer changes."""
         settings = ChatSettings.model_validate({**self._settings.model_dump(), **changes})
-        tokenizer = tokenizer_for(settings.model)
+        # A tokenizer installed for this model (calibrated, the server's) stays until the model changes.
+        tokenizer = self._tokenizer if settings.model == self.model else tokenizer_for(settings.model)
         self._settings = settings
         if tokenizer != self._tokenizer:
             self._tokenizer = tokenizer
@@ -439,6 +447,36 @@ class Conversation:
             self._pinned_tokens = sum(m.tokens for m in self.iter_context() if m.pinned)
             self._recount_summary()
         return settings
+
+    def set_tokenizer(self, tokenizer: Tokenizer) -> None:
+        """Count with `tokenizer` from now on (`core.counting` installs calibrated and server-backed
+        ones); every message is recounted in one pass, and the sums follow."""
+        if tokenizer is self._tokenizer:
+            return
+        self._tokenizer = tokenizer
+        self.recount()
+
+    def recount(self, message_ids: Iterable[str] | None = None) -> None:
+        """Count these messages (None: all) again with the current tokenizer, e.g. once the
+        server counted them; only messages whose count changed are marked changed."""
+        indexes = (
+            range(len(self.messages))
+            if message_ids is None
+            else sorted({self._positions[i] for i in message_ids if i in self._positions})
+        )
+        for index in indexes:
+            message = self.messages[index]
+            tokens = self._tokenizer.count_message(message.as_api_message())
+            if tokens == message.tokens:
+                continue
+            if message.state is MessageState.CONTEXT:
+                self._context_tokens += tokens - message.tokens
+                if message.pinned:
+                    self._pinned_tokens += tokens - message.tokens
+            message.tokens = tokens
+            self._changed_ids.add(message.id)
+        if message_ids is None:
+            self._recount_summary()
 
     def add_user(self, text: str, *, automatic: bool = False) -> Message:
         """Add the user's message. A previous message still awaiting an answer becomes unanswered."""
@@ -663,6 +701,13 @@ class Conversation:
     # --- export and import -------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
+        data = self._record_dict()
+        data.pop("calibration", None)
+        if self.calibration:
+            data["calibration"] = self.calibration.to_dict()
+        return data
+
+    def _record_dict(self) -> dict[str, Any]:
         return ConversationRecord(
             persona_id=self.persona_id,
             settings=self._settings,
@@ -727,6 +772,7 @@ class Conversation:
             conversation._append(message)
         conversation.turns = list(record.turns)
         conversation.trim_events = list(record.trim_events)
+        conversation.calibration = Calibration(record.calibration)
         conversation.summary_versions = list(record.summary_versions)
         conversation.summary_events = list(record.summary_events)
         conversation._recount_summary()

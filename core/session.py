@@ -25,6 +25,7 @@ from typing import Any
 from core.backends import ChatBackend, ChatRequest, ReplyStream
 from core.context import Completion, ContextPolicy, policy_named, summary_cap
 from core.conversation import Conversation, Turn
+from core.counting import Counting, counting_for
 from core.errors import BackendError, ConversationStateError, DashboardError, EmptyReply
 from core.personas import Persona
 from core.settings import MAX_REPLY_CAP, ChatSettings, Sampling
@@ -81,6 +82,12 @@ class ChatSession:
     @property
     def settings(self) -> ChatSettings:
         return self.conversation.settings
+
+    @property
+    def counting(self) -> Counting:
+        """How this session's tokens are counted (`core.counting`): `counting.attach(conversation)`
+        installs the method, whose label is `conversation.tokenizer.method`."""
+        return counting_for(self.backend)
 
     @property
     def policy(self) -> ContextPolicy:
@@ -157,8 +164,11 @@ class ChatSession:
 
     def _stream_reply(self, started: float) -> Iterator[str]:
         settings = self.settings
+        counting = self.counting
         try:
+            counting.before_fit(self.conversation)
             messages = self.policy.fit(self.conversation, complete=self.summarize)
+            messages = counting.after_fit(self.conversation, self.policy, messages)
             stream = self.backend.stream(
                 ChatRequest(
                     messages=messages,
@@ -207,6 +217,7 @@ class ChatSession:
             latency_s=self._clock() - started,
             finish_reason=stream.finish_reason,
         )
+        counting.after_turn(self.conversation, self.last_turn)
 
     def summarize(self, messages: list[dict[str, str]]) -> Completion:
         """One summarizer call (the policy's `complete`): not streamed to the page, read whole.
