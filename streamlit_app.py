@@ -974,12 +974,11 @@ def main() -> None:
                 help=tr("store.reload.help"),
             )
 
-    header, views = st.columns([3, 2], vertical_alignment="bottom")
-    header.title(f"{persona.avatar} {persona.name}")
-    header.caption(tr("page.tagline"))
+    st.title(f"{persona.avatar} {persona.name}")
+    st.caption(tr("page.tagline"))
     # Labels fixed for this run: Streamlit (and AppTest) may format an option outside the run.
     view_labels = {name: tr(f"views.{name}") for name in VIEWS}
-    view = views.segmented_control(
+    view = st.segmented_control(
         tr("views.label"),
         list(VIEWS),
         format_func=view_labels.__getitem__,

@@ -1,0 +1,127 @@
+"""The persona gallery and editor, the Chinese interface, dark mode and a phone, in Chromium.
+
+Screenshots land in artifacts/; UPDATE_SCREENSHOT=1 also copies them into docs/.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Locator
+
+from tests.browser.conftest import (
+    CHAT_INPUT,
+    MAIN,
+    REPO_ROOT,
+    SIDEBAR,
+    UI_TIMEOUT_MS,
+    AppPage,
+    OpenApp,
+    StreamlitServer,
+    copy_artifact,
+)
+
+pytestmark = pytest.mark.browser
+
+
+def keep(path: Path, name: str) -> None:
+    if os.environ.get("UPDATE_SCREENSHOT") == "1":
+        copy_artifact(path, REPO_ROOT / "docs" / name)
+
+
+def switch_view(app: AppPage, label: str) -> None:
+    app.page.get_by_role("radio", name=label).click()
+    app.wait_idle()
+
+
+def card(app: AppPage, name: str) -> Locator:
+    """The gallery card of the persona called `name` (the innermost block holding its heading)."""
+    heading = app.page.locator("h4", has_text=name)
+    return app.page.locator(f'{MAIN} [data-testid="stVerticalBlock"]').filter(has=heading).last
+
+
+def test_gallery_editor_round_trip(
+    offline_server: StreamlitServer, open_app: OpenApp, tmp_path: Path
+) -> None:
+    app = open_app(offline_server)
+    switch_view(app, "Personas")
+    cards = app.page.locator(f"{MAIN} h4")
+    assert cards.count() >= 6
+    keep(app.screenshot("views-01-gallery"), "gallery.png")
+
+    # Duplicate the foodie into a persona of one's own, with its own system prompt.
+    app.page.locator(MAIN).get_by_role("button", name="Duplicate").first.click()
+    app.wait_idle()
+    form = app.page.locator('[data-testid="stForm"]')
+    form.get_by_label("Id (letters, digits, _ and -)").fill("hotpot")
+    form.get_by_label("Name").fill("火锅专家")
+    form.get_by_label("System prompt (sent first, every call)").fill("你只谈火锅。")
+    keep(app.screenshot("views-02-editor"), "editor.png")
+    form.get_by_role("button", name="Save").click()
+    app.wait_idle()
+    assert "Saved 🍜 火锅专家" in app.body_text()
+
+    # Chat with it: the offline model saw its system prompt (2 messages: system and question).
+    card(app, "火锅专家").get_by_role("button", name="Chat").click()
+    app.wait_idle()
+    app.page.locator(CHAT_INPUT).wait_for(state="visible")
+    reply = app.send("鸳鸯锅怎么选？")
+    assert "I received 2 messages" in reply
+
+    # Export it as YAML and import it again under another name.
+    switch_view(app, "Personas")
+    with app.page.expect_download() as download:
+        card(app, "火锅专家").get_by_role("button", name="YAML").click()
+    exported = tmp_path / "hotpot-copy.yaml"
+    download.value.save_as(exported)
+    text = exported.read_text(encoding="utf-8")
+    assert "你只谈火锅。" in text and "name: 火锅专家" in text
+    app.page.locator(MAIN).locator('input[type="file"]').set_input_files(str(exported))
+    app.wait_until("() => document.body.innerText.includes('Imported the persona')", "the YAML import")
+    app.wait_idle()
+    assert app.page.locator(MAIN).get_by_role("button", name="Edit").count() == 2
+
+
+def test_the_chinese_interface(offline_server: StreamlitServer, browser: Browser) -> None:
+    context = browser.new_context(viewport={"width": 1440, "height": 900}, locale="zh-CN")
+    try:
+        app = AppPage(context.new_page(), offline_server)
+        app.open()
+        sidebar = app.page.locator(SIDEBAR).inner_text()
+        assert "角色" in sidebar and "Connection" not in sidebar and "Persona" not in sidebar
+        assert app.page.evaluate("document.documentElement.lang") == "zh-CN"
+        app.send("北京烤鸭怎么吃？")
+        keep(app.screenshot("views-03-chinese"), "chinese.png")
+    finally:
+        context.close()
+
+
+def test_dark_mode_and_a_phone(offline_server: StreamlitServer, browser: Browser) -> None:
+    dark = browser.new_context(viewport={"width": 1440, "height": 900}, color_scheme="dark")
+    phone = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        app = AppPage(dark.new_page(), offline_server)
+        app.open()
+        app.send("北京烤鸭怎么吃？")
+        background = app.page.evaluate(
+            "getComputedStyle(document.querySelector('[data-testid=\"stApp\"]')).backgroundColor"
+        )
+        channels = [int(c) for c in background[background.index("(") + 1 : -1].split(",")[:3]]
+        assert max(channels) < 80, background  # a dark page, not the light one
+        keep(app.screenshot("views-04-dark"), "dark.png")
+
+        small = AppPage(phone.new_page(), offline_server)
+        small.page.set_default_timeout(UI_TIMEOUT_MS)
+        small.open()
+        # The page opens at the top: the title and the chat come first, not the dashboard.
+        assert small.page.locator(MAIN).evaluate("(main) => main.scrollTop") == 0
+        title_y = small.page.locator("h1").first.bounding_box()["y"]
+        chat_y = small.page.locator(CHAT_INPUT).bounding_box()["y"]
+        dashboard_y = small.page.get_by_text("What the model sees").bounding_box()["y"]
+        assert title_y < chat_y < dashboard_y
+        keep(small.screenshot("views-05-phone"), "phone.png")
+    finally:
+        dark.close()
+        phone.close()
