@@ -45,7 +45,13 @@ from core.session import ChatSession
 from core.settings import MAX_CONTEXT_BUDGET, MAX_REPLY_CAP, POLICY_NAMES
 from core.stats import dashboard_figures
 from core.store import StaleConversation, Store
-from core.tokens import BUNDLED_ENCODINGS, get_encoding
+from core.tokens import (
+    BUNDLED_ENCODINGS,
+    METHOD_CALIBRATED,
+    METHOD_SERVER,
+    METHOD_TIKTOKEN,
+    get_encoding,
+)
 from core.workspace import DRAFT_PREFIX, Workspace
 from ui import compare_view, personas_view, whatif_view
 
@@ -888,15 +894,7 @@ def dashboard(session: ChatSession, connection: Connection) -> None:
         )
     else:
         st.caption(tr_plural("dashboard.context.fits", in_context))
-    if not conversation.tokenizer.exact:
-        st.warning(
-            tr(
-                "dashboard.estimate",
-                model=conversation.model,
-                encoding=conversation.tokenizer.encoding_name,
-            ),
-            icon="📏",
-        )
+    counting_status(session)
 
     with st.expander(tr("dashboard.next_call.header")):
         st.dataframe(
@@ -925,6 +923,27 @@ def dashboard(session: ChatSession, connection: Connection) -> None:
         )
     with st.expander(tr("dashboard.turns.header")):
         st.dataframe(drawing.turns, hide_index=True)
+
+
+def counting_status(session: ChatSession) -> None:
+    """Which method counts this conversation's tokens, how far off it may be, and the budget calls
+    are really fitted to (capped to the server's context window, less a margin while learning)."""
+    status = session.counting.describe(session.conversation)
+    if status.method == METHOD_TIKTOKEN:
+        label = tr("counting.tiktoken")
+    elif status.method == METHOD_SERVER:
+        label = tr("counting.server")
+    elif status.method.startswith(METHOD_CALIBRATED):
+        label = tr(
+            "counting.calibrated", error=100 * (status.error or status.margin), turns=status.calibrated_turns
+        )
+    else:
+        label = tr("counting.uncalibrated", model=session.conversation.model)
+    (st.caption if status.exact or status.calibrated_turns else st.warning)(label)
+    if status.context_window:
+        st.caption(tr("counting.window", window=status.context_window))
+    if status.budget != status.budget_setting:
+        st.caption(tr("counting.budget", budget=status.budget, setting=status.budget_setting))
 
 
 # --- page --------------------------------------------------------------------------------------

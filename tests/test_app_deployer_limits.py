@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from tests.apptest import conversation, open_key, send, setting
 from tests.conftest import StartApp
-from tests.openai_server import OpenAIServer
+from tests.openai_server import Billing, OpenAIServer
 
 KEY = "sk-deployer-0123456789abcdef"
 
@@ -77,3 +77,16 @@ def test_the_rate_limit_says_when_and_keeps_the_message(deployed, openai_server:
 def test_the_message_size_limit_reaches_the_chat_input(deployed) -> None:
     at = deployed(MAX_MESSAGE_CHARS="500")
     assert at.chat_input(key="chat_input").proto.max_chars == 500
+
+
+def test_the_dashboard_says_how_tokens_are_counted(deployed, openai_server: OpenAIServer) -> None:
+    openai_server.billing = Billing(tokenize="vllm", max_model_len=32_768)
+    openai_server.models.append("qwen3")
+    at = deployed()
+    setting(at, "model").input("qwen3").run()
+    send(at, "北京烤鸭怎么吃？")
+    captions = [c.value for c in at.caption]
+    assert "📏 Counted exactly, by the server's own tokenizer." in captions
+    assert "The server reports a context window of 32,768 tokens." in captions
+    turn = conversation(at).turns[-1]
+    assert turn.counted_prompt_tokens == turn.reported_prompt_tokens

@@ -147,7 +147,6 @@ CATALOG: dict[str, str] = {
     ),
     "dashboard.context.fits.one": "{count:,} message in context. The next turn fits without trimming.",
     "dashboard.context.fits.other": "{count:,} messages in context. The next turn fits without trimming.",
-    "dashboard.estimate": ("tiktoken does not know `{model}`: counts use {encoding} and are estimates."),
     "dashboard.next_call.header": "Exactly what the next call sends",
     "dashboard.next_call.tokens": "tokens",
     "dashboard.next_call.text": "text",
@@ -243,4 +242,19 @@ CATALOG: dict[str, str] = {
     "whatif.table.dropped": "would drop",
     "whatif.table.summarized": "would summarize",
     "whatif.table.cost_difference": "cost difference ($)",
+    "counting.tiktoken": "📏 Counted exactly, with tiktoken (the tokenizer OpenAI bills with).",
+    "counting.server": "📏 Counted exactly, by the server's own tokenizer.",
+    "counting.calibrated": (
+        "📏 A calibrated estimate: within ±{error:.1f}% of what the server reported, fitted over "
+        "{turns} turns."
+    ),
+    "counting.uncalibrated": (
+        "📏 tiktoken does not know `{model}` and the server offers no tokenizer: counts are "
+        "estimates until the server reports usage, and calls keep a safety margin."
+    ),
+    "counting.window": "The server reports a context window of {window:,} tokens.",
+    "counting.budget": (
+        "Calls are fitted to {budget:,} prompt tokens (your budget is {setting:,}): the window "
+        "less the reply cap, and a margin while the estimate learns."
+    ),
 }

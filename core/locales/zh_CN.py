@@ -136,7 +136,6 @@ CATALOG: dict[str, str] = {
     ),
     "dashboard.context.fits.one": "上下文中有 {count:,} 条消息。下一轮无需裁剪即可容纳。",
     "dashboard.context.fits.other": "上下文中有 {count:,} 条消息。下一轮无需裁剪即可容纳。",
-    "dashboard.estimate": "tiktoken 不认识 `{model}`：计数使用 {encoding}，仅为估算值。",
     "dashboard.next_call.header": "下一次调用发送的确切内容",
     "dashboard.next_call.tokens": "token 数",
     "dashboard.next_call.text": "文本",
@@ -225,4 +224,18 @@ CATALOG: dict[str, str] = {
     "whatif.table.dropped": "会丢弃",
     "whatif.table.summarized": "会摘要",
     "whatif.table.cost_difference": "费用差（美元）",
+    "counting.tiktoken": ("📏 用 tiktoken（OpenAI 计费所用的分词器）精确计数。"),
+    "counting.server": "📏 由服务器自己的分词器精确计数。",
+    "counting.calibrated": (
+        "📏 校准估算：与服务器报告的用量相差在 ±{error:.1f}% 以内，基于 {turns} 轮拟合。"
+    ),
+    "counting.uncalibrated": (
+        "📏 tiktoken 不认识 `{model}`，服务器也不提供分词器：在服务器"
+        "报告用量之前均为估算，调用会保留安全余量。"
+    ),
+    "counting.window": "服务器报告的上下文窗口为 {window:,} 个 token。",
+    "counting.budget": (
+        "调用按 {budget:,} 个提示词 token 裁剪（你的预算是 "
+        "{setting:,}）：即窗口减去回复上限，并在估算学习期间保留余量。"
+    ),
 }
