@@ -631,6 +631,8 @@ def render_message(message: Message, persona: Persona) -> None:
             st.badge(tr("chat.badge.interrupted"), color="orange")
         if message.cut_off:
             st.badge(tr("chat.badge.cut_off"), color="orange")
+        if message.pinned:
+            st.badge(tr("chat.badge.pinned"), color="blue", icon="📌")
         # Markdown without HTML: user, persona and model text is never rendered as raw HTML.
         if message.state is MessageState.CONTEXT:
             st.markdown(as_markdown(message.content))
@@ -773,6 +775,7 @@ def chat(workspace: Workspace, key: str, persona: Persona) -> None:
 
     with controls:
         chat_controls(session, persona)
+        pins(workspace, key)
 
 
 def admitted(workspace: Workspace, key: str, limits: DeployerLimits, action: tuple[str, ...]) -> bool:
@@ -817,6 +820,31 @@ def chat_controls(session: ChatSession, persona: Persona) -> None:
             columns[1].button(
                 tr("chat.continue"), icon="⏩", on_click=queue, args=("continue",), key="continue"
             )
+
+
+def pins(workspace: Workspace, key: str) -> None:
+    """Pin messages in context: no policy drops or summarizes a pinned message (one widget for
+    the whole chat, not a button per message, so long chats stay quick)."""
+    conversation = workspace.sessions[key].conversation
+    candidates = [m for m in conversation.context_messages()[1:] if not m.automatic]
+    if not candidates:
+        return
+    labels = {m.id: f"{'🧑' if m.role == 'user' else '🤖'} {m.preview(70)}" for m in candidates}
+    with st.expander(tr("pins.header", count=sum(m.pinned for m in candidates)), icon="📌"):
+        chosen = st.multiselect(
+            tr("pins.label"),
+            list(labels),
+            default=[m.id for m in candidates if m.pinned],
+            format_func=labels.__getitem__,
+            key=f"pins::{key}::{len(conversation.messages)}",
+            help=tr("pins.help"),
+        )
+        changed = [m for m in candidates if m.pinned != (m.id in chosen)]
+        for message in changed:
+            conversation.pin(message.id, message.id in chosen)
+        if changed:
+            save(workspace, key)
+            st.rerun()
 
 
 # --- dashboard ---------------------------------------------------------------------------------

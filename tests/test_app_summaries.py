@@ -32,3 +32,20 @@ def test_a_summarize_conversation_shows_and_edits_its_summary(app: AppTest) -> N
     assert [v.source for v in edited.versions][-1] == "user"
     send(app, "下一个问题")
     assert session(app).last_turn.summary_tokens == conversation(app).summary.tokens
+
+
+def test_a_pinned_message_is_kept_in_context_and_badged(app: AppTest) -> None:
+    send(app, "记住：我对花生过敏。")
+    send(app, "第二个问题")
+    chat = conversation(app)
+    first = chat.messages[1]
+    pins = app.multiselect(key=f"pins::{open_key(app)}::{len(chat.messages)}")
+    pins.select(first.id).run()
+    assert conversation(app).messages[1].pinned
+    assert ":blue-badge[📌 pinned]" in [m.value for m in app.markdown]
+    for i in range(12):
+        send(app, f"第{i}个问题：四川火锅、重庆小面和成都担担面，哪一个最适合第一次去四川的人？")
+    chat = conversation(app)
+    assert chat.trim_events
+    assert chat.messages[1].state is MessageState.CONTEXT and chat.messages[1].pinned
+    assert chat.messages[3].state is MessageState.TRIMMED  # the unpinned second question went

@@ -257,4 +257,11 @@ CATALOG: dict[str, str] = {
         "Calls are fitted to {budget:,} prompt tokens (your budget is {setting:,}): the window "
         "less the reply cap, and a margin while the estimate learns."
     ),
+    "chat.badge.pinned": "pinned",
+    "pins.header": "Pinned messages ({count})",
+    "pins.label": "Keep these in context",
+    "pins.help": (
+        "No context policy drops or summarizes a pinned message; if the pins alone do not fit the "
+        "budget, nothing is sent and you are told."
+    ),
 }

@@ -238,4 +238,8 @@ CATALOG: dict[str, str] = {
         "调用按 {budget:,} 个提示词 token 裁剪（你的预算是 "
         "{setting:,}）：即窗口减去回复上限，并在估算学习期间保留余量。"
     ),
+    "chat.badge.pinned": "已置顶",
+    "pins.header": "置顶消息（{count}）",
+    "pins.label": "始终保留在上下文中",
+    "pins.help": ("任何上下文策略都不会丢弃或摘要置顶消息；如果仅置顶消息就超出预算，将不会发送并提示你。"),
 }
