@@ -19,14 +19,10 @@ Run: python -m benchmarks.compare_columns [--repeats N] [--chunk-delay S]
 from __future__ import annotations
 
 import argparse
-import contextlib
 import functools
 import statistics
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 from core.backends import ChatBackend, OpenAIBackend
@@ -36,7 +32,7 @@ from core.model_info import load_model_table
 from core.offline import OfflineBackend
 from core.session import ChatSession
 from core.settings import ChatSettings
-from tests.openai_server import unused_port
+from tests.openai_server import server_process
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL = "gpt-4o-mini"
@@ -100,32 +96,6 @@ def measure(run: Callable[[], tuple[float, float]], repeats: int) -> tuple[float
     return statistics.median(s[0] for s in samples), statistics.median(s[1] for s in samples)
 
 
-@contextlib.contextmanager
-def model_server(chunk_delay: float) -> Iterator[str]:
-    """The test OpenAI-compatible server in a process of its own; yields its base URL (…/v1)."""
-    port = unused_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tests.openai_server", "--port", str(port), "--chunk-delay", str(chunk_delay)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-    )
-    base_url = f"http://127.0.0.1:{port}/v1"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{base_url}/models", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the test model server did not start") from None
-                time.sleep(0.05)
-        yield base_url
-    finally:
-        server.terminate()
-        server.wait(10)
-
-
 def report(name: str, backend: ChatBackend, repeats: int) -> bool:
     print(f"\n{name}")
     print(f"{'columns':>8} | {'last token':>10} | {'ratio':>6} | {'all recorded':>12} | {'ratio':>6}")
@@ -158,7 +128,8 @@ def main(argv: list[str] | None = None) -> None:
         f"one chunk every {args.chunk_delay * 1000:g} ms"
     )
     verdicts = [report("offline model", OfflineBackend(chunk_delay_s=args.chunk_delay), args.repeats)]
-    with model_server(args.chunk_delay) as base_url:
+    with server_process(chunk_delay=args.chunk_delay) as root_url:
+        base_url = f"{root_url}/v1"
         backend = OpenAIBackend("sk-compare-benchmark", base_url, max_retries=0)
         verdicts.append(
             report("local OpenAI-compatible server (own process), real SDK", backend, args.repeats)

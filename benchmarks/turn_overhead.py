@@ -22,8 +22,6 @@ import json
 import os
 import pstats
 import statistics
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -35,7 +33,6 @@ from streamlit.testing.v1.local_script_runner import LocalScriptRunner
 
 from benchmarks.page_rerun import (
     APP,
-    ROOT,
     compile_once,
     history,
     open_session,
@@ -43,7 +40,7 @@ from benchmarks.page_rerun import (
     throwaway_store,
 )
 from core.session import ChatSession
-from tests.openai_server import unused_port
+from tests.openai_server import server_process
 
 HISTORY = 500
 TURNS = 15
@@ -60,34 +57,8 @@ def main(argv: list[str] | None = None) -> None:
     quiet_apptest()
     compile_once()
     throwaway_store()
-    with model_server() as base_url:
+    with server_process() as base_url:
         measure(base_url, args.app, args.history, args.turns, args.profile)
-
-
-@contextlib.contextmanager
-def model_server() -> Iterator[str]:
-    """The test OpenAI-compatible server in a process of its own; yields its base URL."""
-    port = unused_port()
-    server = subprocess.Popen(
-        [sys.executable, "-m", "tests.openai_server", "--port", str(port)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-    )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                urllib.request.urlopen(f"{base_url}/v1/models", timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the test model server did not start") from None
-                time.sleep(0.05)
-        yield base_url
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 def chat_requests(base_url: str) -> list[dict[str, Any]]:

@@ -26,13 +26,16 @@ import itertools
 import json
 import re
 import socket
+import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any, Literal
 
 import tiktoken
@@ -718,6 +721,39 @@ def running_server(**kwargs: Any) -> Iterator[OpenAIServer]:
     """A started `OpenAIServer`, stopped on exit (for fixtures of any scope)."""
     with OpenAIServer(**kwargs) as server:
         yield server
+
+
+@contextlib.contextmanager
+def server_process(*, chunk_delay: float = 0.0) -> Iterator[str]:
+    """The server in a process of its own (so it does not share the caller's interpreter and
+    GIL, as in the benchmarks); yields its root URL (without /v1), stopped on exit."""
+    port = unused_port()
+    command = [
+        sys.executable,
+        "-m",
+        "tests.openai_server",
+        "--port",
+        str(port),
+        "--chunk-delay",
+        str(chunk_delay),
+    ]
+    root = Path(__file__).resolve().parent.parent
+    server = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/v1/models", timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("the test model server did not start") from None
+                time.sleep(0.05)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)
 
 
 def main(argv: list[str] | None = None) -> None:
