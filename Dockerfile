@@ -37,6 +37,9 @@ ENV HOME=/home/user \
 # errors show no tracebacks (no server paths). Run with -e ACCESS_MODE=single-user for your own use.
 ENV ACCESS_MODE=private \
     STREAMLIT_CLIENT_SHOW_ERROR_DETAILS=false
+# Conversations go to /data when a Space's persistent storage is mounted there, else to data/ in
+# the app folder (kept until the container restarts).
+ENV DATA_DIR=/data
 
 COPY --chown=user . .
 

@@ -355,10 +355,14 @@ class Store:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str], default_path: Path = DEFAULT_PATH) -> Store:
-        """The database DATABASE_URL names, else SQLite at `default_path` (its folder is created)."""
+        """The database DATABASE_URL names, else SQLite in the folder DATA_DIR names when it exists
+        (a Hugging Face Space's persistent storage is mounted at /data only when enabled), else at
+        `default_path` (its folder is created)."""
         url = environ.get("DATABASE_URL", "").strip()
         if not url:
-            return cls(URL.create("sqlite", database=str(default_path)))
+            data_dir = Path(environ.get("DATA_DIR", "").strip() or default_path.parent)
+            path = data_dir / default_path.name if data_dir.is_dir() else default_path
+            return cls(URL.create("sqlite", database=str(path)))
         try:
             parsed = make_url(url)
         except sa_exc.ArgumentError:

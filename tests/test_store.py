@@ -1033,3 +1033,16 @@ def test_comparisons_are_saved_per_owner(store: Store) -> None:
     with pytest.raises(StoreError, match="no saved comparison"):
         store.save_comparison("bob", first, "stolen", "{}")
     assert store.load_comparison("alice", first) == '{"n": 3}'
+
+
+def test_the_default_database_goes_to_data_dir_when_it_exists(tmp_path: Path) -> None:
+    mounted, default = tmp_path / "data", tmp_path / "app" / "data" / "dashboard.db"
+    with Store.from_environ({"DATA_DIR": str(mounted)}, default_path=default) as store:
+        assert store.where == str(default)  # no such folder: the app's own
+    mounted.mkdir()
+    with Store.from_environ({"DATA_DIR": str(mounted)}, default_path=default) as store:
+        assert store.where == str(mounted / "dashboard.db")
+    with Store.from_environ(
+        {"DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "DATA_DIR": str(mounted)}
+    ) as store:
+        assert store.where == str(tmp_path / "x.db")  # DATABASE_URL wins
