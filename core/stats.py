@@ -250,6 +250,8 @@ def record_version(conversation: Conversation, policy: ContextPolicy) -> tuple[o
         conversation.prompt_tokens,
         conversation.pinned_tokens,
         conversation.settings,
+        # The budget calls are fitted to: the setting, less what the tokenizer asks (core.counting).
+        conversation.context_budget,
         policy.name,
     )
 
