@@ -194,19 +194,25 @@ def server_use(pid: int) -> ServerUse:
 
 
 @contextlib.contextmanager
-def streamlit_server(folder: str, options: list[str]) -> Iterator[subprocess.Popen[bytes]]:
+def streamlit_server(
+    folder: str, options: list[str], env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "STREAMLIT_"))},
-        "OFFLINE_CHUNK_DELAY_S": "0",
-        "ACCESS_MODE": "private",
-        "DATABASE_URL": f"sqlite:///{folder}/load.db",
-        "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none",
-    }
+    extra, env = (
+        env or {},
+        {
+            **{k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "STREAMLIT_"))},
+            "OFFLINE_CHUNK_DELAY_S": "0",
+            "ACCESS_MODE": "private",
+            "DATABASE_URL": f"sqlite:///{folder}/load.db",
+            "STREAMLIT_SERVER_FILE_WATCHER_TYPE": "none",
+        },
+    )
     env.pop("PERSONAS_DIR", None)
     env.pop("DATABASE_URL_READ_ONLY", None)
+    env.update(extra)
     command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", f"--server.port={port}"]
     command += ["--server.address=127.0.0.1", "--server.headless=true", "--browser.gatherUsageStats=false"]
     command += [f"--{option}" for option in options]
