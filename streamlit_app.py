@@ -21,10 +21,14 @@ from core.charts import dashboard_drawing
 from core.connection import Backends, Connection, resolve_connection
 from core.conversation import MAX_IMPORT_BYTES, Conversation, Message, MessageState
 from core.errors import (
+    AddressRefused,
+    AuthenticationFailed,
     BackendError,
     BaseUrlRefused,
+    ConnectionFailed,
     ConversationImportError,
     DashboardError,
+    PermissionDenied,
     RateLimitedLocally,
 )
 from core.i18n import LANGUAGE_PARAM, LANGUAGE_STATE, LANGUAGES, Language, language_for
@@ -74,6 +78,8 @@ VIEWS = {"chat": "💬 Chat", "personas": "🎭 Personas", "compare": "⚖️ Co
 #: The query parameter naming the open conversation, so a reload returns to it.
 CONVERSATION_PARAM = "c"
 CONVERSATIONS_LISTED = 30
+#: Failures that say the connection itself does not work (not the model or the request).
+CONNECTION_ERRORS = (ConnectionFailed, AuthenticationFailed, PermissionDenied, AddressRefused)
 #: How often a streaming reply is redrawn (seconds).
 STREAM_REDRAW_S = 0.1
 
@@ -543,7 +549,11 @@ def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str
             st.info(tr("connection.offline"), icon="🔌")
         else:
             key_note = tr(f"connection.key_source.{connection.key_source or 'none'}")
-            st.success(tr("connection.connected", host=connection.host, key_source=key_note), icon="🔗")
+            failed = session.error if isinstance(session.error, CONNECTION_ERRORS) else None
+            if failed is None:
+                st.success(tr("connection.connected", host=connection.host, key_source=key_note), icon="🔗")
+            else:  # never a green "connected" beside "could not connect"
+                st.warning(tr("connection.failing", host=connection.host, key_source=key_note), icon="🔗")
 
         st.header(tr("sidebar.budget.header"))
         budget = st.number_input(

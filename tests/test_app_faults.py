@@ -178,3 +178,12 @@ def test_a_server_rejecting_stream_options_costs_one_request_from_the_second_tur
         assert len(openai_server.chat_requests) == before + 1
         assert conversation(at).messages[-1].content == f"You said: {text}"
     assert all("stream_options" not in r.body for r in openai_server.chat_requests[1:])
+
+
+def test_the_connection_status_never_says_connected_beside_a_failure(connect):
+    at = connect(f"http://127.0.0.1:{unused_port()}/v1")
+    assert any("Connected to" in s.value for s in at.sidebar.success)
+    send(at, "anyone there?")
+    assert any("Could not connect" in e.value or "could not reach" in e.value.lower() for e in at.error)
+    assert not at.sidebar.success
+    assert any("The last call to" in w.value for w in at.sidebar.warning)

@@ -264,4 +264,5 @@ CATALOG: dict[str, str] = {
         "No context policy drops or summarizes a pinned message; if the pins alone do not fit the "
         "budget, nothing is sent and you are told."
     ),
+    "connection.failing": "The last call to **{host}** failed (key {key_source}): see the error in the chat.",
 }

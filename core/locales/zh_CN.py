@@ -242,4 +242,5 @@ CATALOG: dict[str, str] = {
     "pins.header": "置顶消息（{count}）",
     "pins.label": "始终保留在上下文中",
     "pins.help": ("任何上下文策略都不会丢弃或摘要置顶消息；如果仅置顶消息就超出预算，将不会发送并提示你。"),
+    "connection.failing": "上一次调用 **{host}** 失败（密钥{key_source}）：请查看聊天中的错误。",
 }
