@@ -19,7 +19,7 @@ import streamlit as st
 from core.backends import ChatBackend
 from core.charts import dashboard_drawing
 from core.connection import Backends, Connection, resolve_connection
-from core.conversation import MAX_IMPORT_BYTES, Conversation, Message, MessageState
+from core.conversation import MAX_IMPORT_BYTES, Conversation, Message, MessageState, without_images
 from core.errors import (
     AddressRefused,
     AuthenticationFailed,
@@ -635,8 +635,9 @@ def plural(count: int, noun: str) -> str:
 
 
 def as_markdown(text: str) -> str:
-    """Chat text for st.markdown: a `$` is a price, not the start of a LaTeX formula."""
-    return text.replace("$", "\\$")
+    """Text from a user, a model, a file or a server for st.markdown: images become links (never
+    loaded from their server), and a `$` is a price, not the start of a LaTeX formula."""
+    return without_images(text).replace("$", "\\$")
 
 
 def render_message(message: Message, persona: Persona) -> None:
@@ -764,7 +765,7 @@ def chat(workspace: Workspace, key: str, persona: Persona) -> None:
             history = history[hidden:]
         elif persona.greeting:
             with st.chat_message("assistant", avatar=persona.avatar):
-                st.markdown(persona.greeting)
+                st.markdown(as_markdown(persona.greeting))
         summary = conversation.summary
         if summary is not None and summary.through_id is None:
             render_summary(workspace, key)
@@ -822,7 +823,7 @@ def chat_controls(session: ChatSession, persona: Persona) -> None:
     """The last call's error with its data, starter prompts, and Retry / Regenerate / Continue."""
     conversation = session.conversation
     if session.error is not None:
-        st.error(str(session.error), icon="⚠️")
+        st.error(as_markdown(str(session.error)), icon="⚠️")
         if details := error_details(session.error):
             st.caption(details)
     if not conversation.turns and not conversation.pending_user_message and persona.starter_prompts:

@@ -12,8 +12,10 @@ history.
 
 from __future__ import annotations
 
+import html
 import json
 import math
+import re
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -64,6 +66,15 @@ class MessageState(StrEnum):
     REPLACED = "replaced", "regenerated · not in context"
     #: Folded into the running summary (policy "summarize"); never sent again, the summary is.
     SUMMARIZED = "summarized", "summarized · folded into the summary"
+
+
+_MARKDOWN_IMAGE = re.compile(r"!\[([^\]\n]*)\]\s*([(\[])")
+
+
+def without_images(text: str) -> str:
+    """Markdown whose images are links: an image from a reply, a file or an error would load from
+    its server the moment it is drawn (a tracking pixel reveals the reader's address)."""
+    return _MARKDOWN_IMAGE.sub(lambda m: f"[🖼 {m.group(1) or 'image'}]{m.group(2)}", text)
 
 
 def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
@@ -743,7 +754,9 @@ class Conversation:
                 if flag
             ]
             suffix = f" _({', '.join(notes)})_" if notes else ""
-            lines += [f"## {message.role}{suffix}", "", message.content, ""]
+            # Raw HTML escaped and images made links: the transcript is read in other viewers.
+            text = html.escape(without_images(message.content), quote=False)
+            lines += [f"## {message.role}{suffix}", "", text, ""]
             if summary is not None and message.id == summary.through_id:
                 note = "sent in place of the summarized messages above"
                 lines += [f"## summary _({note})_", "", summary.text, ""]

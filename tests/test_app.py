@@ -236,3 +236,18 @@ def test_the_backend_is_kept_across_turns(app):
     assert session(app).backend is backend
     app.text_input(key="api_key").input("sk-typed-in-this-session").run()
     assert session(app).backend is not backend
+
+
+def test_remote_images_are_links_never_loaded(app):
+    send(app, "look ![pixel](http://tracker.example/p.gif?u=1) and ![][ref]\n\n[ref]: http://t.example/x.png")
+    shown = "\n".join(m.value for m in app.markdown)
+    assert "![" not in shown
+    assert "[🖼 pixel](http://tracker.example/p.gif?u=1)" in shown
+    exported = conversation(app).to_markdown()
+    assert "![" not in exported and "[🖼 pixel](http://tracker.example/p.gif?u=1)" in exported
+
+
+def test_the_markdown_export_escapes_raw_html(app):
+    send(app, "<img src=x onerror=alert(1)> <b>bold</b>")
+    exported = conversation(app).to_markdown()
+    assert "<img" not in exported and "&lt;img src=x onerror=alert(1)&gt;" in exported

@@ -16,7 +16,7 @@ import streamlit as st
 from core.backends import ChatBackend
 from core.charts import comparison_spec
 from core.compare import Column, ColumnView, Comparison, RunFigures, Tally
-from core.conversation import MessageState
+from core.conversation import MessageState, without_images
 from core.errors import DashboardError
 from core.personas import Persona
 from core.workspace import Workspace
@@ -171,7 +171,7 @@ def draw_column(view: ColumnView, comparison: Comparison) -> Callable[[ColumnVie
         if message.state is not MessageState.CONTEXT:
             continue
         with st.chat_message(message.role):
-            st.markdown(message.content.replace("$", "\\$"))
+            st.markdown(without_images(message.content).replace("$", "\\$"))
     live = st.empty()
     buttons = st.container()
     with buttons:
@@ -194,7 +194,7 @@ def draw_column(view: ColumnView, comparison: Comparison) -> Callable[[ColumnVie
         with live.container():
             if current.running or current.state in ("stopped", "failed"):
                 with st.chat_message("assistant"):
-                    st.markdown((current.text or "…").replace("$", "\\$"))
+                    st.markdown(without_images(current.text or "…").replace("$", "\\$"))
             if (
                 current.state == "failed"
                 and current.figures is not None
