@@ -275,12 +275,12 @@ def save(workspace: Workspace, key: str) -> str:
     return key
 
 
+def start_new(workspace: Workspace, persona: Persona, backend: ChatBackend) -> None:
+    workspace.new(persona, backend)  # a callback returns nothing; `new` returns the draft's key
+
+
 def queue(*action: str) -> None:
     st.session_state.action = action
-
-
-def start_new(workspace: Workspace, persona: Persona, backend: ChatBackend) -> None:
-    workspace.new(persona, backend)
 
 
 def open_conversation(workspace: Workspace, conversation_id: str, backend: ChatBackend) -> None:
@@ -628,10 +628,6 @@ def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str
 
 
 # --- chat --------------------------------------------------------------------------------------
-
-
-def plural(count: int, noun: str) -> str:
-    return f"{count:,} {noun}{'' if count == 1 else 's'}"
 
 
 def as_markdown(text: str) -> str:
