@@ -927,7 +927,8 @@ def dashboard(session: ChatSession, connection: Connection) -> None:
         st.caption(tr("dashboard.usage.match"))
 
     st.markdown(f"**{tr('dashboard.gauge.header')}**")
-    st.vega_lite_chart(spec=drawing.gauge, width="stretch", height=80)
+    # As tall as the bar and its legend.
+    st.vega_lite_chart(spec=drawing.gauge, width="stretch", height="content")
     parts = " · ".join(f"{tr(f'gauge.part.{part}')} {tokens:,}" for part, tokens in gauge.parts())
     st.caption(tr("dashboard.gauge.parts", parts=parts))
     in_context, drops = figures.in_context, figures.next_drops

@@ -27,20 +27,44 @@ Spec = dict[str, Any]
 #: The Vega-Lite major version Streamlit's frontend draws with.
 VEGA_LITE_SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json"
 
+#: The Okabe-Ito palette: told apart under protanopia, deuteranopia and tritanopia. Every colour
+#: the dashboard's charts draw with is one of these, and each series is also told apart by its
+#: mark (line, hollow circle, bar, dashed rule, triangle, band), which its legend symbol repeats.
+OKABE_ITO = {
+    "blue": "#0072B2",
+    "orange": "#E69F00",
+    "green": "#009E73",
+    "vermillion": "#D55E00",
+    "purple": "#CC79A7",
+    "sky": "#56B4E9",
+    "yellow": "#F0E442",
+    "black": "#000000",
+}
+
 # turn_rows column -> (legend name, colour); every layer below filters on these names.
 SERIES = {
-    "counted_prompt_tokens": ("prompt, counted", "#1f77b4"),
-    "reported_prompt_tokens": ("prompt, API", "#ff7f0e"),
-    "reply_tokens": ("reply", "#2ca02c"),
-    "context_budget": ("budget", "#d62728"),
+    "counted_prompt_tokens": ("prompt, counted", OKABE_ITO["blue"]),
+    "reported_prompt_tokens": ("prompt, API", OKABE_ITO["orange"]),
+    "reply_tokens": ("reply", OKABE_ITO["green"]),
+    "context_budget": ("budget", OKABE_ITO["vermillion"]),
+    "summary_tokens": ("summary", OKABE_ITO["purple"]),
 }
+#: The trim markers' legend name and colour.
+TRIMS = ("trimmed", OKABE_ITO["black"])
+#: The budget is left out of the y scale, and named in a note at the top instead of drawn as a
+#: rule, when it is more than this many times the largest figure drawn: at a 64,000-token budget
+#: with 300-token prompts, a scale up to the budget draws the usage as a flat line at 0.
+BUDGET_OFF_SCALE = 3
+BUDGET_DASH = [6, 4]
+# ContextGauge part -> colour, left to right. "free" is drawn hollow (a dashed outline).
 GAUGE_COLORS = {
-    "system": "#6c5ce7",
-    "pinned": "#fdcb6e",
-    "history": "#74b9ff",
-    "newest": "#00b894",
-    "priming": "#b2bec3",
-    "free": "#e9e9e9",
+    "system": OKABE_ITO["blue"],
+    "summary": OKABE_ITO["purple"],
+    "pinned": OKABE_ITO["orange"],
+    "history": OKABE_ITO["sky"],
+    "newest": OKABE_ITO["green"],
+    "priming": OKABE_ITO["vermillion"],
+    "free": OKABE_ITO["black"],
 }
 TRIM_TOOLTIP = (
     ("turn", "quantitative", "trimmed before turn", None),
@@ -50,6 +74,26 @@ TRIM_TOOLTIP = (
     ("tokens_after", "quantitative", "tokens after", ","),
     ("preview", "nominal", "dropped", None),
 )
+# Each layer has its own colour scale, so its own legend, whose symbol is set to match its mark
+# (a layered chart's shared legend draws every entry with one layer's symbol).
+# The usage chart's legends stand one under another at its right (a row of them would not fit a
+# narrow column: Vega does not wrap legends); the gauge's under it.
+_LEGEND = {"orient": "right", "title": None, "labelLimit": 0}
+
+
+def _legend(**symbol: Any) -> Spec:
+    return {**_LEGEND, **symbol}
+
+
+#: Series -> the legend symbol its mark is drawn with (`usage_spec`), in the legends' order.
+USAGE_LEGENDS: dict[str, Spec] = {
+    "prompt, counted": _legend(symbolType="stroke", symbolStrokeWidth=2),
+    "prompt, API": _legend(symbolType="circle", symbolFillColor="transparent", symbolStrokeWidth=1.5),
+    "reply": _legend(symbolType="square", symbolOpacity=0.6),
+    "summary": _legend(symbolType="square", symbolOpacity=0.45),
+    "budget": _legend(symbolType="stroke", symbolDash=BUDGET_DASH, symbolStrokeWidth=2),
+    "trimmed": _legend(symbolType="triangle-down"),
+}
 
 
 def usage_series(turns: list[Row]) -> list[Row]:
@@ -63,9 +107,24 @@ def usage_series(turns: list[Row]) -> list[Row]:
     ]
 
 
+def usage_scale(turns: list[Row], trims: list[Row]) -> tuple[int, list[int]]:
+    """The top of the usage chart's y scale, and the budgets left off it (those more than
+    BUDGET_OFF_SCALE times the largest figure drawn; the chart names the largest in a note)."""
+    data = max(
+        [row[column] or 0 for row in turns for column in SERIES if column != "context_budget"]
+        + [row["tokens_before"] for row in trims],
+        default=0,
+    )
+    budgets = sorted({row["context_budget"] for row in turns})
+    off = [budget for budget in budgets if budget > BUDGET_OFF_SCALE * data]
+    on = [budget for budget in budgets if budget not in off]
+    return max([data, *on, 1]), off
+
+
 def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
-    """Per-turn prompt tokens (counted vs reported), reply tokens and the budget, with trims marked
-    (from `core.stats.turn_rows` and `trim_rows`)."""
+    """Per-turn prompt tokens (counted vs reported) with the running summary's share as a band at
+    their bottom, reply tokens and the budget, with trims marked (from `core.stats.turn_rows` and
+    `trim_rows`). The y scale follows the data: a budget far above it is named, not drawn."""
     # Half a turn of room either side, so the first and last bars are drawn whole.
     last_turn = max((row["turn"] for row in turns), default=1)
     turn_scale = {"domain": [0.5, last_turn + 0.5], "nice": False}
@@ -76,99 +135,170 @@ def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
         "scale": turn_scale,
         "axis": {"tickMinStep": 1, "format": "d"},
     }
-    shared = {
-        "x": x,
-        "y": {"field": "tokens", "type": "quantitative", "title": "tokens"},
-        "color": {
+    top, off_scale = usage_scale(turns, trims)
+    y = {"field": "tokens", "type": "quantitative", "title": "tokens", "scale": {"domain": [0, top]}}
+    tooltip = [
+        {"field": "turn", "type": "quantitative"},
+        {"field": "series", "type": "nominal"},
+        {"field": "tokens", "type": "quantitative", "format": ","},
+    ]
+
+    def color(name: str, colour: str) -> Spec:
+        return {
             "field": "series",
             "type": "nominal",
-            "scale": {
-                "domain": [name for name, _ in SERIES.values()],
-                "range": [color for _, color in SERIES.values()],
-            },
-            "legend": {"orient": "bottom", "title": None, "columns": 2, "labelLimit": 0},
-        },
-        "tooltip": [
-            {"field": "turn", "type": "quantitative"},
-            {"field": "series", "type": "nominal"},
-            {"field": "tokens", "type": "quantitative", "format": ","},
-        ],
-    }
-
-    def series_layer(column: str, mark: Spec, **encoding: Any) -> Spec:
-        return {
-            "data": {"name": "usage"},
-            "transform": [{"filter": {"field": "series", "oneOf": [SERIES[column][0]]}}],
-            "mark": mark,
-            "encoding": {**shared, **encoding},
+            "scale": {"domain": [name], "range": [colour]},
+            "legend": USAGE_LEGENDS[name],
         }
 
-    bars = series_layer("reply_tokens", {"type": "bar", "opacity": 0.5, "width": 8})
+    def series_layer(column: str, mark: Spec, **encoding: Any) -> Spec:
+        name, colour = SERIES[column]
+        return {
+            "name": _layer_name(name),
+            "data": {"name": "usage"},
+            "transform": [{"filter": {"field": "series", "oneOf": [name]}}],
+            "mark": mark,
+            "encoding": {"x": x, "y": y, "color": color(name, colour), "tooltip": tooltip, **encoding},
+        }
+
+    def per_turn(layer: Spec) -> Spec:
+        """`layer` drawn across its whole turn (half a turn either side)."""
+        layer["transform"] += [
+            {"calculate": "datum.turn - 0.5", "as": "start"},
+            {"calculate": "datum.turn + 0.5", "as": "end"},
+        ]
+        layer["encoding"] |= {
+            "x": {"field": "start", "type": "quantitative", "title": "turn", "scale": turn_scale},
+            "x2": {"field": "end"},
+        }
+        return layer
+
+    # The running summary's tokens, a band across each turn at the bottom of the prompt line (the
+    # prompt includes them); only where a turn sent a summary.
+    summary = per_turn(series_layer("summary_tokens", {"type": "bar", "opacity": 0.45}))
+    summary["transform"].insert(1, {"filter": "datum.tokens > 0"})
+    summary["encoding"]["y2"] = {"datum": 0}
+    bars = series_layer("reply_tokens", {"type": "bar", "opacity": 0.6, "width": 8})
     # The budget as one dashed segment per turn: visible from the first turn, and steps where
-    # the user changed it.
-    budget = series_layer(
-        "context_budget",
-        {"type": "rule", "strokeDash": [6, 4], "strokeWidth": 2},
-        x={"field": "start", "type": "quantitative", "title": "turn", "scale": turn_scale},
-        x2={"field": "end"},
+    # the user changed it. Budgets far above the data are left off the scale.
+    budget = per_turn(
+        series_layer("context_budget", {"type": "rule", "strokeDash": BUDGET_DASH, "strokeWidth": 2})
     )
-    budget["transform"] += [
-        {"calculate": "datum.turn - 0.5", "as": "start"},
-        {"calculate": "datum.turn + 0.5", "as": "end"},
-    ]
+    if off_scale:
+        budget["transform"].insert(1, {"filter": {"field": "tokens", "lte": top}})
     # Counted as a line, reported as hollow circles: where they agree, the circles sit on the line.
-    counted = series_layer("counted_prompt_tokens", {"type": "line"})
-    reported = series_layer("reported_prompt_tokens", {"type": "point", "size": 70, "filled": False})
+    counted = series_layer("counted_prompt_tokens", {"type": "line", "strokeWidth": 2})
+    reported = series_layer(
+        "reported_prompt_tokens", {"type": "point", "size": 70, "filled": False, "strokeWidth": 1.5}
+    )
+    trim_name, trim_colour = TRIMS
     trim_marks = {
+        "name": _layer_name(trim_name),
         "data": {"name": "trims"},
-        "mark": {"type": "point", "shape": "triangle-down", "size": 160, "filled": True, "color": "#d62728"},
+        "transform": [{"calculate": f"'{trim_name}'", "as": "series"}],
+        "mark": {"type": "point", "shape": "triangle-down", "size": 160, "filled": True},
         "encoding": {
             "x": x,
-            "y": {"field": "tokens_before", "type": "quantitative"},
+            "y": {"field": "tokens_before", "type": "quantitative", "scale": y["scale"]},
+            "color": color(trim_name, trim_colour),
             "tooltip": [
                 {"field": field, "type": kind, "title": title, **({"format": fmt} if fmt else {})}
                 for field, kind, title, fmt in TRIM_TOOLTIP
             ],
         },
     }
+    layers = [counted, reported, bars, summary, budget, trim_marks]
+    has = {
+        "summary": any(row["summary_tokens"] for row in turns),
+        "budget": len(off_scale) < len({row["context_budget"] for row in turns}),
+        "trimmed": bool(trims),
+    }
+    layers = [layer for layer in layers if has.get(_series_of(layer), True)]
+    if off_scale:
+        # Named above the top right of the plot, above the scale it is left off.
+        layers.append(
+            {
+                "name": "budget_note",
+                "data": {"values": [{"note": f"budget {off_scale[-1]:,} ↑"}]},
+                "mark": {
+                    "type": "text",
+                    "align": "right",
+                    "baseline": "bottom",
+                    "dy": -4,
+                    "fontWeight": "bold",
+                    "color": SERIES["context_budget"][1],
+                },
+                "encoding": {"text": {"field": "note"}, "x": {"value": "width"}, "y": {"value": 0}},
+            }
+        )
     return {
         "$schema": VEGA_LITE_SCHEMA,
         "height": 240,
-        "layer": [bars, budget, counted, reported, trim_marks],
+        "layer": layers,
+        "resolve": {"scale": {"color": "independent"}, "legend": {"color": "independent"}},
         "datasets": {"usage": usage_series(turns), "trims": trims},
     }
 
 
+def _layer_name(series: str) -> str:
+    return "series_" + "".join(c if c.isalnum() else "_" for c in series)
+
+
+def _series_of(layer: Spec) -> str:
+    """The series a usage layer draws (its legend's one entry)."""
+    return str(layer["encoding"]["color"]["scale"]["domain"][0]) if "color" in layer["encoding"] else ""
+
+
 def gauge_spec(gauge: ContextGauge) -> Spec:
-    """One stacked bar: what fills the context budget now."""
-    parts = [
-        {"part": part, "tokens": tokens, "order": order} for order, (part, tokens) in enumerate(gauge.parts())
+    """One bar: what fills the context budget now, part by part, left to right, with the free
+    room as a dashed outline; a legend names each part."""
+    parts: list[Row] = []
+    start = 0
+    for order, (part, tokens) in enumerate(gauge.parts()):
+        parts.append({"part": part, "tokens": tokens, "order": order, "start": start, "end": start + tokens})
+        start += tokens
+    used = [part for part in GAUGE_COLORS if part != "free"]
+    tooltip = [
+        {"field": "part", "type": "nominal"},
+        {"field": "tokens", "type": "quantitative", "format": ","},
     ]
+    x = {
+        "field": "start",
+        "type": "quantitative",
+        "title": f"tokens of the {gauge.budget:,}-token budget",
+        "scale": {"domain": [0, max(start, 1)], "nice": False},
+    }
+
+    def layer(names: list[str], mark: Spec, legend: Spec) -> Spec:
+        return {
+            "transform": [{"filter": {"field": "part", "oneOf": names}}, {"filter": "datum.tokens > 0"}],
+            "mark": mark,
+            "encoding": {
+                "x": x,
+                "x2": {"field": "end"},
+                "color": {
+                    "field": "part",
+                    "type": "nominal",
+                    "scale": {"domain": names, "range": [GAUGE_COLORS[name] for name in names]},
+                    "legend": {**_LEGEND, "orient": "bottom", **legend},
+                },
+                "tooltip": tooltip,
+            },
+        }
+
     return {
         "$schema": VEGA_LITE_SCHEMA,
         "height": 28,
         "data": {"name": "gauge"},
-        "mark": {"type": "bar", "height": 24},
-        "encoding": {
-            "x": {
-                "aggregate": "sum",
-                "field": "tokens",
-                "type": "quantitative",
-                "title": f"tokens of the {gauge.budget:,}-token budget",
-                "stack": "zero",
-            },
-            "color": {
-                "field": "part",
-                "type": "nominal",
-                "scale": {"domain": list(GAUGE_COLORS), "range": list(GAUGE_COLORS.values())},
-                "legend": None,  # the page names the parts in a caption under the bar
-            },
-            "order": {"field": "order", "type": "quantitative"},
-            "tooltip": [
-                {"field": "part", "type": "nominal"},
-                {"field": "tokens", "type": "quantitative", "format": ","},
-            ],
-        },
+        "layer": [
+            layer(used, {"type": "bar", "height": 24}, {"symbolType": "square", "columns": 4}),
+            layer(
+                ["free"],
+                {"type": "bar", "height": 22, "filled": False, "strokeDash": [4, 3], "strokeWidth": 1.5},
+                {"symbolType": "square", "symbolFillColor": "transparent", "symbolDash": [4, 3]},
+            ),
+        ],
+        "resolve": {"scale": {"color": "independent"}, "legend": {"color": "independent"}},
         "datasets": {"gauge": parts},
     }
 
@@ -190,6 +320,7 @@ _TYPES = {
     "difference": _INTEGER,
     "reply_tokens": _INTEGER,
     "context_budget": _INTEGER,
+    "summary_tokens": _INTEGER,
     "messages_sent": _INTEGER,
     "latency_s": pa.float64(),
     "interrupted": pa.bool_(),

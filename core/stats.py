@@ -25,6 +25,7 @@ TURN_COLUMNS = [
     "difference",
     "reply_tokens",
     "context_budget",
+    "summary_tokens",
     "messages_sent",
     "latency_s",
     "interrupted",
@@ -61,6 +62,7 @@ def turn_rows(conversation: Conversation) -> list[Row]:
             ),
             "reply_tokens": t.reply_tokens,
             "context_budget": t.context_budget,
+            "summary_tokens": t.summary_tokens,
             "messages_sent": t.messages_sent,
             "latency_s": t.latency_s,
             "interrupted": t.interrupted,
@@ -134,10 +136,11 @@ class ContextGauge:
     history: int  # the other earlier exchanges still in context
     newest: int  # the pending user message, or the last exchange when none is pending
     priming: int = REPLY_PRIMING
+    summary: int = 0  # the running summary's message (policy "summarize"), sent after the system prompt
 
     @property
     def used(self) -> int:
-        return self.system + self.pinned + self.history + self.newest + self.priming
+        return self.system + self.summary + self.pinned + self.history + self.newest + self.priming
 
     @property
     def free(self) -> int:
@@ -151,6 +154,7 @@ class ContextGauge:
         """(part, tokens), left to right as the gauge draws them."""
         return [
             ("system", self.system),
+            ("summary", self.summary),
             ("pinned", self.pinned),
             ("history", self.history),
             ("newest", self.newest),
@@ -172,7 +176,13 @@ def context_gauge(conversation: Conversation) -> ContextGauge:
     pinned = sum(m.tokens for m in earlier if m.pinned)
     history = sum(m.tokens for m in earlier) - pinned
     return ContextGauge(
-        budget=conversation.context_budget, system=system, pinned=pinned, history=history, newest=newest
+        budget=conversation.context_budget,
+        system=system,
+        pinned=pinned,
+        history=history,
+        newest=newest,
+        priming=conversation.tokenizer.reply_priming,
+        summary=conversation.summary_tokens,
     )
 
 

@@ -8,8 +8,19 @@ from altair.utils.schemapi import validate_jsonschema
 from altair.vegalite.v6.schema import load_schema
 
 from core.backends import Usage
-from core.charts import SERIES, TRIM_LOG_COLUMNS, dashboard_drawing, for_streamlit, gauge_spec, usage_spec
-from core.context import DropOldest
+from core.charts import (
+    GAUGE_COLORS,
+    OKABE_ITO,
+    SERIES,
+    TRIM_LOG_COLUMNS,
+    TRIMS,
+    USAGE_LEGENDS,
+    dashboard_drawing,
+    for_streamlit,
+    gauge_spec,
+    usage_spec,
+)
+from core.context import DropOldest, Summarize
 from core.conversation import Conversation
 from core.model_info import load_model_table
 from core.settings import ChatSettings
@@ -25,7 +36,8 @@ from core.stats import (
     turn_rows,
     turns_frame,
 )
-from core.tokens import count_prompt_tokens
+from core.summaries import offline_summary
+from core.tokens import count_prompt_tokens, tokenizer_for
 
 POLICY = DropOldest()
 
@@ -96,6 +108,21 @@ def test_gauge_breaks_the_context_down():
     assert gauge.used == conversation.prompt_tokens
     assert gauge.free == 1000 - gauge.used
     assert gauge.frame()["tokens"].sum() == 1000
+    assert gauge.summary == 0
+
+
+def test_gauge_counts_the_running_summary():
+    conversation = new_conversation("a system prompt", "gpt-4o", 1000)
+    chat(conversation, 3)
+    conversation.record_summary(
+        [], "dumplings, steamed", tokens_before=conversation.prompt_tokens, summarizer_model="gpt-4o"
+    )
+    gauge = context_gauge(conversation)
+    assert gauge.summary == conversation.summary_tokens > 0
+    assert ("summary", gauge.summary) in gauge.parts()
+    # The parts of "in context now" add up to what the next call sends.
+    assert gauge.used == conversation.prompt_tokens
+    assert sum(tokens for part, tokens in gauge.parts() if part != "free") == gauge.used
 
 
 def test_next_turn_drops_predicts_the_next_trim():
@@ -133,14 +160,47 @@ def assert_valid_vega_lite(spec):
     assert error is None, error
 
 
+def layers_by_series(spec):
+    """The usage chart's layers by the one series each draws (its colour scale's one entry)."""
+    return {
+        layer["encoding"]["color"]["scale"]["domain"][0]: layer
+        for layer in spec["layer"]
+        if "color" in layer["encoding"]
+    }
+
+
+def colours(spec):
+    """Every colour a spec names, anywhere in it."""
+    found = set()
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("color", "fill", "stroke") and isinstance(value, str):
+                    found.add(value)
+                elif key == "range" and all(isinstance(item, str) for item in value):
+                    found.update(value)
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk({key: value for key, value in spec.items() if key not in ("datasets", "resolve")})
+    return found
+
+
 def test_usage_chart_is_valid_vega_lite_and_draws_every_series():
     conversation = new_conversation("sys", "gpt-4o", 150)
     chat(conversation, 6, usage_offset=1)
     turns = turns_frame(conversation)
     spec = usage_spec(turn_rows(conversation), trim_rows(conversation))
     assert_valid_vega_lite(spec)
-    bars, budget, counted, reported, trim_marks = spec["layer"]
-    assert [layer["mark"]["type"] for layer in spec["layer"]] == ["bar", "rule", "line", "point", "point"]
+    layers = layers_by_series(spec)
+    # No summary in a drop-oldest conversation: no band, and no legend entry for one.
+    assert list(layers) == ["prompt, counted", "prompt, API", "reply", "budget", "trimmed"]
+    counted, reported, bars, budget, trim_marks = layers.values()
+    assert [layer["mark"]["type"] for layer in layers.values()] == ["line", "point", "bar", "rule", "point"]
     # Every filtered layer draws something: its filter names a series that is in its data.
     rows = spec["datasets"]["usage"]
     assert {row["series"] for row in rows} == {name for name, _ in SERIES.values()}
@@ -165,6 +225,117 @@ def test_usage_chart_is_valid_vega_lite_and_draws_every_series():
     assert {t["field"] for t in trim_marks["encoding"]["tooltip"]} <= set(markers[0])
     # Half a turn of room either side of the turns.
     assert bars["encoding"]["x"]["scale"]["domain"] == [0.5, 6.5]
+    # A budget near the data is on the scale, drawn as its dashed rule; no note.
+    (top,) = {layer["encoding"]["y"]["scale"]["domain"][1] for layer in layers.values()}
+    assert top >= 150 and "budget_note" not in {layer.get("name") for layer in spec["layer"]}
+
+
+def test_usage_legend_symbols_match_the_marks():
+    conversation = new_conversation("sys", "gpt-4o", 150)
+    chat(conversation, 6, usage_offset=1)
+    rows = turn_rows(conversation)
+    for row in rows[2:]:
+        row["summary_tokens"] = 25
+    spec = usage_spec(rows, trim_rows(conversation))
+    assert_valid_vega_lite(spec)
+    layers = layers_by_series(spec)
+    # Every series drawn has its own legend (a shared one draws every entry with one symbol).
+    assert set(layers) == set(USAGE_LEGENDS) == {name for name, _ in SERIES.values()} | {TRIMS[0]}
+    assert spec["resolve"] == {"scale": {"color": "independent"}, "legend": {"color": "independent"}}
+    symbols = {}
+    for name, layer in layers.items():
+        legend = layer["encoding"]["color"]["legend"]
+        assert legend is not None and legend == USAGE_LEGENDS[name]
+        assert layer["encoding"]["color"]["scale"]["domain"] == [name]
+        symbols[name] = (layer["mark"]["type"], legend["symbolType"])
+    assert symbols == {
+        "prompt, counted": ("line", "stroke"),
+        "prompt, API": ("point", "circle"),
+        "reply": ("bar", "square"),
+        "summary": ("bar", "square"),
+        "budget": ("rule", "stroke"),
+        "trimmed": ("point", "triangle-down"),
+    }
+    # Redundant encodings, repeated in the legend: dashed budget, hollow circles, down triangles.
+    budget = layers["budget"]
+    assert budget["mark"]["strokeDash"] == budget["encoding"]["color"]["legend"]["symbolDash"]
+    assert "strokeDash" not in layers["prompt, counted"]["mark"]
+    assert layers["prompt, API"]["mark"]["filled"] is False
+    assert layers["prompt, API"]["encoding"]["color"]["legend"]["symbolFillColor"] == "transparent"
+    assert layers["trimmed"]["mark"]["shape"] == "triangle-down"
+    # The summary band spans each turn from 0 up to the summary's tokens.
+    band = layers["summary"]
+    assert band["encoding"]["y2"] == {"datum": 0} and band["encoding"]["x2"] == {"field": "end"}
+
+
+def test_the_summary_band_is_each_turns_summary_tokens():
+    conversation = new_conversation("sys", "gpt-4o", 300)
+    policy = Summarize()
+    for i in range(8):
+        conversation.add_user(f"question {i} " + "about dumplings " * 5)
+        policy.fit(conversation, complete=lambda messages: offline_summary(messages, tokenizer_for("gpt-4o")))
+        conversation.add_assistant(f"answer {i} " + "steam them " * 8)
+    summarized = [turn.summary_tokens for turn in conversation.turns]
+    assert any(summarized), "300 tokens cannot hold eight exchanges"
+    spec = usage_spec(turn_rows(conversation), trim_rows(conversation))
+    assert_valid_vega_lite(spec)
+    rows = spec["datasets"]["usage"]
+    band = [(row["turn"], row["tokens"]) for row in rows if row["series"] == SERIES["summary_tokens"][0]]
+    assert band == [(turn.number, turn.summary_tokens) for turn in conversation.turns]
+    assert "summary" in layers_by_series(spec)
+    # The band sits under the prompt line: the prompt sent includes the summary.
+    assert all(turn.summary_tokens <= turn.counted_prompt_tokens for turn in conversation.turns)
+
+
+def test_the_y_scale_follows_the_data_under_a_far_higher_budget():
+    conversation = new_conversation("sys", "gpt-4o", 64_000)
+    chat(conversation, 5)
+    turns = turn_rows(conversation)
+    largest = max(max(row["counted_prompt_tokens"], row["reported_prompt_tokens"]) for row in turns)
+    assert largest < 400
+    spec = usage_spec(turns, trim_rows(conversation))
+    assert_valid_vega_lite(spec)
+    layers = layers_by_series(spec)
+    # Every layer's y scale ends at the data, not at the budget: usage is not a flat line at 0.
+    (domain,) = {tuple(layer["encoding"]["y"]["scale"]["domain"]) for layer in layers.values()}
+    assert domain == (0, largest)
+    # The budget is named in a note at the top, not drawn as a rule (nor listed as one).
+    assert "budget" not in layers and all(layer["mark"]["type"] != "rule" for layer in spec["layer"])
+    (note,) = [layer for layer in spec["layer"] if layer.get("name") == "budget_note"]
+    assert note["mark"]["type"] == "text"
+    assert note["data"]["values"] == [{"note": "budget 64,000 ↑"}]
+    # A budget that changes to one near the data is drawn again, only where it is on the scale.
+    conversation.update_settings(context_budget=500)
+    chat(conversation, 1)
+    spec = usage_spec(turn_rows(conversation), trim_rows(conversation))
+    assert_valid_vega_lite(spec)
+    budget = layers_by_series(spec)["budget"]
+    assert {"filter": {"field": "tokens", "lte": 500}} in budget["transform"]
+    assert budget["encoding"]["y"]["scale"]["domain"] == [0, 500]
+
+
+def test_charts_use_only_colour_blind_safe_colours():
+    conversation = new_conversation("sys", "gpt-4o", 150)
+    chat(conversation, 6, usage_offset=1)
+    rows = turn_rows(conversation)
+    rows[-1]["summary_tokens"] = 20
+    big = new_conversation("sys", "gpt-4o", 64_000)
+    chat(big, 2)
+    specs = [
+        usage_spec(rows, trim_rows(conversation)),
+        usage_spec(turn_rows(big), trim_rows(big)),
+        gauge_spec(context_gauge(conversation)),
+    ]
+    palette = set(OKABE_ITO.values())
+    assert palette == {"#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"}
+    used = set()
+    for spec in specs:
+        used |= colours(spec)
+    assert used and used <= palette, used - palette
+    # Each series and gauge part its own colour.
+    series_colours = [colour for _, colour in SERIES.values()] + [TRIMS[1]]
+    assert len(set(series_colours)) == len(series_colours)
+    assert len(set(GAUGE_COLORS.values())) == len(GAUGE_COLORS)
 
 
 def test_gauge_chart_is_valid_vega_lite():
@@ -173,16 +344,32 @@ def test_gauge_chart_is_valid_vega_lite():
     gauge = context_gauge(conversation)
     spec = gauge_spec(gauge)
     assert_valid_vega_lite(spec)
-    assert spec["mark"]["type"] == "bar"
+    assert [layer["mark"]["type"] for layer in spec["layer"]] == ["bar", "bar"]
     parts = [(row["part"], row["tokens"]) for row in spec["datasets"]["gauge"]]
     assert parts == gauge.parts() and sum(tokens for _, tokens in parts) == 1000
+    # Each part from where the one before it ends.
+    ends = [row["end"] for row in spec["datasets"]["gauge"]]
+    assert [row["start"] for row in spec["datasets"]["gauge"]] == [0, *ends[:-1]] and ends[-1] == 1000
+    # A legend names every part: the used ones filled, the free room a dashed outline, as drawn.
+    used, free = spec["layer"]
+    assert used["mark"].get("filled", True)
+    legend_entries = []
+    for layer in spec["layer"]:
+        color = layer["encoding"]["color"]
+        assert color["legend"] is not None and color["legend"]["symbolType"] == "square"
+        assert color["scale"]["domain"] == layer["transform"][0]["filter"]["oneOf"]
+        legend_entries += color["scale"]["domain"]
+    assert legend_entries == [part for part, _ in gauge.parts()] == list(GAUGE_COLORS)
+    assert free["mark"]["filled"] is False
+    assert free["mark"]["strokeDash"] == free["encoding"]["color"]["legend"]["symbolDash"]
+    assert free["encoding"]["color"]["legend"]["symbolFillColor"] == "transparent"
 
 
 def test_a_spec_vega_lite_rejects_fails_the_check():
     conversation = new_conversation("sys", "gpt-4o", 150)
     chat(conversation, 3)
     spec = usage_spec(turn_rows(conversation), trim_rows(conversation))
-    spec["layer"][0]["mark"]["type"] = "bars"
+    spec["layer"][0]["mark"]["type"] = "lines"
     with pytest.raises(AssertionError):
         assert_valid_vega_lite(spec)
 

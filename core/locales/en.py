@@ -134,6 +134,7 @@ CATALOG: dict[str, str] = {
     "dashboard.gauge.parts": "Left to right: {parts}",
     # Parts of the context gauge, by name (core/stats.py ContextGauge.parts).
     "gauge.part.system": "system",
+    "gauge.part.summary": "summary",
     "gauge.part.pinned": "pinned",
     "gauge.part.history": "history",
     "gauge.part.newest": "newest",

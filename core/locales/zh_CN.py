@@ -123,6 +123,7 @@ CATALOG: dict[str, str] = {
     "dashboard.gauge.parts": "从左到右：{parts}",
     # Parts of the context gauge, by name (core/stats.py ContextGauge.parts).
     "gauge.part.system": "系统提示",
+    "gauge.part.summary": "摘要",
     "gauge.part.pinned": "已固定",
     "gauge.part.history": "历史",
     "gauge.part.newest": "最新",
