@@ -208,7 +208,10 @@ def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
         },
     }
     layers = [counted, reported, bars, summary, budget, trim_marks]
+    # Only the series drawn have a layer, so a legend entry: no API figure offline, no band
+    # without a summary, no budget rule when it is off the scale, no marker without a trim.
     has = {
+        "prompt, API": any(row["reported_prompt_tokens"] is not None for row in turns),
         "summary": any(row["summary_tokens"] for row in turns),
         "budget": len(off_scale) < len({row["context_budget"] for row in turns}),
         "trimmed": bool(trims),

@@ -282,7 +282,8 @@ def test_the_summary_band_is_each_turns_summary_tokens():
     rows = spec["datasets"]["usage"]
     band = [(row["turn"], row["tokens"]) for row in rows if row["series"] == SERIES["summary_tokens"][0]]
     assert band == [(turn.number, turn.summary_tokens) for turn in conversation.turns]
-    assert "summary" in layers_by_series(spec)
+    # No figure from an API (none was reported): no circles, and no legend entry for them.
+    assert set(layers_by_series(spec)) == {"prompt, counted", "reply", "summary", "budget"}
     # The band sits under the prompt line: the prompt sent includes the summary.
     assert all(turn.summary_tokens <= turn.counted_prompt_tokens for turn in conversation.turns)
 
