@@ -204,6 +204,9 @@ class OpenAIServer:
     def __init__(self, host: str = "127.0.0.1", port: int = 0, *, quiet: bool = True) -> None:
         self.requests: list[RecordedRequest] = []
         self.models: list[str] = list(DEFAULT_MODELS)
+        #: Model name -> how every request for that model is answered (e.g. one column of a
+        #: comparison failing while the others stream), instead of the fault queue.
+        self.model_faults: dict[str, Fault] = {}
         #: When set, a request whose bearer token differs gets OpenAI's 401 (with a masked key).
         self.api_key: str | None = None
         #: When True, requests carrying `stream_options` get a 400, like some compatible servers.
@@ -508,7 +511,8 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
             self._send(200, {"ok": True})
 
         def _chat(self, body: Any) -> None:
-            fault = server._next_fault()
+            model = body.get("model") if isinstance(body, dict) else None
+            fault = server.model_faults.get(str(model)) or server._next_fault()
             if fault.delay_after_chunks is None and server._sleep(fault.delay):
                 return
             if fault.redirect_to is not None:
