@@ -64,6 +64,12 @@ class ContextPlan:
     #: Why the call drops (`remove`) what the policy would rather summarize; None when it does not.
     fallback: str | None = None
 
+    def too_long(self, text: str) -> PromptTooLong:
+        """The error for a plan that cannot fit: `text`, the pending message, is kept."""
+        return PromptTooLong(
+            text=text, prompt_tokens=self.prompt_tokens, budget=self.budget, pinned_tokens=self.pinned_tokens
+        )
+
     @property
     def fits(self) -> bool:
         return self.prompt_tokens <= self.budget
@@ -137,12 +143,7 @@ class DropOldest:
             raise ConversationStateError("There is no user message awaiting an answer.")
         plan = self.plan(conversation)
         if not plan.fits:
-            raise PromptTooLong(
-                text=newest.content,
-                prompt_tokens=plan.prompt_tokens,
-                budget=plan.budget,
-                pinned_tokens=plan.pinned_tokens,
-            )
+            raise plan.too_long(newest.content)
         if plan.remove:
             conversation.record_trim(list(plan.remove), tokens_before=conversation.prompt_tokens)
         return conversation.api_messages()
@@ -229,12 +230,7 @@ class Summarize:
         if plan.writes_summary and complete is None:
             plan = self._drop_instead(conversation, 0, NO_SUMMARIZER)
         if not plan.fits:
-            raise PromptTooLong(
-                text=newest.content,
-                prompt_tokens=plan.prompt_tokens,
-                budget=plan.budget,
-                pinned_tokens=plan.pinned_tokens,
-            )
+            raise plan.too_long(newest.content)
         tokens_before = conversation.prompt_tokens
         model = conversation.settings.effective_summarizer_model
         if plan.fallback is not None:
@@ -250,12 +246,7 @@ class Summarize:
                 reason = f"The summarizer failed, so the oldest exchanges were dropped instead: {error}"
                 drop = self._drop_instead(conversation, 0, reason)
                 if not drop.fits:
-                    raise PromptTooLong(
-                        text=newest.content,
-                        prompt_tokens=drop.prompt_tokens,
-                        budget=drop.budget,
-                        pinned_tokens=drop.pinned_tokens,
-                    ) from error
+                    raise drop.too_long(newest.content) from error
                 conversation.record_summary_fallback(
                     reason,
                     dropped=list(drop.remove),
