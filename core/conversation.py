@@ -641,23 +641,17 @@ class Conversation:
         self._set_summary(
             SummaryVersion(text=text, source="model", through_id=folded[-1] if folded else previous)
         )
-        event = SummaryEvent(
-            turn=len(self.turns) + 1,
+        return self._log_summary_event(
+            tokens_before,
+            summarizer_model,
+            calls,
             folded=folded,
-            tokens_before=tokens_before,
-            tokens_after=self.prompt_tokens,
-            summary_tokens=self._summary_tokens,
-            budget=self.context_budget,
-            summarizer_model=summarizer_model,
-            calls=calls,
             summarizer_prompt_tokens=usage.prompt_tokens if usage else None,
             summarizer_completion_tokens=usage.completion_tokens if usage else None,
             usage_source=usage_source if usage else None,
             resummarized=resummarized,
             truncated=truncated,
         )
-        self.summary_events.append(event)
-        return event
 
     def record_summary_fallback(
         self,
@@ -672,17 +666,28 @@ class Conversation:
         and log why against the coming turn."""
         if dropped:
             self.record_trim(dropped, tokens_before=tokens_before)
+        return self._log_summary_event(
+            tokens_before,
+            summarizer_model,
+            calls,
+            dropped=dropped,
+            fallback=True,
+            fallback_reason=reason[:2_000],
+        )
+
+    def _log_summary_event(
+        self, tokens_before: int, summarizer_model: str | None, calls: int, **outcome: Any
+    ) -> SummaryEvent:
+        """Log what happened to the context before the coming turn, as it stands now."""
         event = SummaryEvent(
             turn=len(self.turns) + 1,
-            dropped=dropped,
             tokens_before=tokens_before,
             tokens_after=self.prompt_tokens,
             summary_tokens=self._summary_tokens,
             budget=self.context_budget,
             summarizer_model=summarizer_model,
             calls=calls,
-            fallback=True,
-            fallback_reason=reason[:2_000],
+            **outcome,
         )
         self.summary_events.append(event)
         return event
