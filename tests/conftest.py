@@ -13,16 +13,44 @@ from tests.openai_server import OpenAIServer, running_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_PATH = REPO_ROOT / "streamlit_app.py"
-#: Deployer settings the app reads from the environment; cleared so the developer's own never leak in.
+#: Every setting the app reads from the environment or Streamlit secrets (core/, ui/, the pages),
+#: and those the OpenAI SDK reads itself: cleared so a developer's own never leak into a test.
+#: tests/test_settings_cleared.py fails when the app reads one this list lacks.
 DEPLOYER_SETTINGS = (
+    # the connection (core/connection.py)
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",
+    "OPENAI_ORG_ID",
+    "OPENAI_PROJECT_ID",
     "OPENAI_TIMEOUT_S",
     "OPENAI_MAX_RETRIES",
-    "PERSONAS_DIR",
+    "REPLY_TIME_LIMIT_S",
+    # read by the openai SDK itself
+    "OPENAI_ADMIN_KEY",
+    "OPENAI_WEBHOOK_SECRET",
+    "OPENAI_CUSTOM_HEADERS",
+    "OPENAI_LOG",
+    "OPENAI_API_TYPE",
+    "OPENAI_API_VERSION",
+    "AZURE_OPENAI_API_KEY",
+    "AZURE_OPENAI_AD_TOKEN",
+    "AZURE_OPENAI_ENDPOINT",
+    # what visitors may spend (core/limits.py, core/netguard.py)
+    "ALLOWED_BASE_URLS",
+    "ALLOWED_MODELS",
+    "MAX_REPLY_CAP",
+    "MAX_CONTEXT_BUDGET",
+    "MAX_MESSAGE_CHARS",
+    "RATE_LIMIT_REQUESTS_PER_MIN",
+    "RATE_LIMIT_TOKENS_PER_MIN",
+    "RATE_LIMIT_TOKENS_PER_DAY",
+    # who sees what, where it is kept (core/owners.py, core/store.py)
     "ACCESS_MODE",
     "DATABASE_URL",
     "DATA_DIR",
+    "PERSONAS_DIR",
+    # the page's pacing of the offline model
+    "OFFLINE_CHUNK_DELAY_S",
 )
 #: The checkout's own database folder: the developer's conversations, which no test may touch.
 CHECKOUT_DATA = REPO_ROOT / "data"
