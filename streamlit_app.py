@@ -188,10 +188,10 @@ def html_lang() -> None:
 
 
 @st.cache_resource(show_spinner=False)
-def open_store(database_url: str) -> Store:
+def open_store(database_url: str, data_dir: str) -> Store:
     """The process's store (one connection pool shared by every session); errors are not cached,
     so a fixed database is picked up on the next rerun."""
-    return Store.from_environ({"DATABASE_URL": database_url})
+    return Store.from_environ({"DATABASE_URL": database_url, "DATA_DIR": data_dir})
 
 
 def visitor_owner(mode: AccessMode) -> str:
@@ -227,7 +227,7 @@ def visitor_workspace() -> Workspace:
         owner = visitor_owner(access_mode(os.environ))
         store: Store | None = None
         try:
-            store = open_store(os.environ.get("DATABASE_URL", ""))
+            store = open_store(os.environ.get("DATABASE_URL", ""), os.environ.get("DATA_DIR", ""))
         except DashboardError as error:
             st.session_state.store_error = tr("store.not_saving", error=error)
         workspace = st.session_state.workspace = Workspace(store, owner)

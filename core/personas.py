@@ -21,13 +21,14 @@ import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 from pydantic.config import JsonDict
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from core.avatars import AvatarImageError, check_avatar_png, decode_avatar
 from core.errors import PersonaFileError
 from core.settings import PolicyName, Sampling
 from core.validation import LineOf, describe_problems, describe_value
@@ -38,14 +39,17 @@ __all__ = [
     "MAX_FILE_BYTES",
     "SCHEMA_FILE_NAME",
     "SEED_PERSONA_ID",
+    "Example",
     "Persona",
     "PersonaCatalog",
     "PersonaFile",
     "PersonaFileError",
+    "chat_avatar",
     "load_personas",
     "parse_persona",
     "persona_json_schema",
     "persona_yaml",
+    "system_message",
     "write_persona_schema",
 ]
 
@@ -60,6 +64,10 @@ MAX_FILE_BYTES = 256 * 1024
 MAX_NODES = 2_000  # keys and values
 MAX_DEPTH = 32
 MAX_PROBLEMS_SHOWN = 10
+MAX_EXTENSIONS_BYTES = 32 * 1024
+MAX_EXAMPLES = 40
+#: Introduces the few-shot examples in the system message (see `system_message`).
+EXAMPLES_HEADING = "Example exchanges (they show how to answer; they are not part of this conversation):"
 
 # --- The model -----------------------------------------------------------------------------
 
@@ -81,6 +89,23 @@ def _emoji(value: str) -> str:
     return value
 
 
+def _avatar_image(value: str) -> str:
+    try:
+        check_avatar_png(decode_avatar(value))
+    except AvatarImageError as exc:
+        raise ValueError(f"the avatar image {exc}") from None
+    return value
+
+
+def _small_json(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    size = len(json.dumps(value, ensure_ascii=False).encode())
+    if size > MAX_EXTENSIONS_BYTES:
+        raise ValueError(
+            f"holds {size // 1024} KiB as JSON; extensions are limited to {MAX_EXTENSIONS_BYTES // 1024} KiB"
+        )
+    return value
+
+
 _ONE_LINE_SCHEMA: JsonDict = {"pattern": "^[^\\r\\n]*$"}
 OneLine = Annotated[str, AfterValidator(_one_line)]
 StarterPrompt = Annotated[str, Field(min_length=1, max_length=300)]
@@ -90,6 +115,15 @@ _ID_ADAPTER: TypeAdapter[str] = TypeAdapter(PersonaId)
 Tag = Annotated[
     str, Field(min_length=1, max_length=40, json_schema_extra=_ONE_LINE_SCHEMA), AfterValidator(_one_line)
 ]
+
+
+class Example(BaseModel):
+    """One message of a few-shot example exchange."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, title="Example message")
+
+    role: Literal["user", "assistant"] = Field(description="Who says it: user or assistant.")
+    content: str = Field(min_length=1, max_length=4_000, description="What is said (1-4,000 characters).")
 
 
 class PersonaFile(BaseModel):
@@ -169,12 +203,44 @@ class PersonaFile(BaseModel):
         description="Model that writes the summaries (context_policy: summarize), e.g. a cheaper one "
         "such as gpt-4o-mini; left out, the conversation's own model writes them.",
     )
+    examples: list[Example] = Field(
+        default_factory=list,
+        max_length=MAX_EXAMPLES,
+        description="Few-shot example messages (role and content, up to 40), sent in the system "
+        "message after the system prompt on every request; they count against the context budget.",
+    )
+    avatar_image: Annotated[str, AfterValidator(_avatar_image)] | None = Field(
+        None,
+        description="A PNG picture (base64, at most 96 KiB and 256 pixels a side) drawn instead of "
+        "the emoji; imports write it. Never a URL: nothing is fetched.",
+    )
+    extensions: Annotated[dict[str, JsonValue], AfterValidator(_small_json)] = Field(
+        default_factory=dict,
+        description="Fields of another tool's format with no place here, by format (e.g. "
+        "character_card, lobehub), kept so an export to that format gives them back (at most 32 KiB).",
+    )
 
 
 class Persona(PersonaFile):
     """A loaded persona: the file's fields plus `id`, the file stem."""
 
     id: PersonaId = Field(description="The file name without .yaml/.yml.")
+
+
+def system_message(persona: PersonaFile) -> str:
+    """The system message a conversation with `persona` starts with: the system prompt, then the
+    few-shot examples under a heading. One message, so the examples are counted, trimmed never,
+    stored and shown with it (the next-call view shows them as part of the system message)."""
+    if not persona.examples:
+        return persona.system_prompt
+    speaker = {"user": "User", "assistant": "Assistant"}
+    lines = [f"{speaker[example.role]}: {example.content}" for example in persona.examples]
+    return "\n\n".join([persona.system_prompt, EXAMPLES_HEADING + "\n" + "\n".join(lines)])
+
+
+def chat_avatar(persona: PersonaFile) -> str | bytes:
+    """What a view draws for the persona: its avatar image (PNG bytes) if it has one, else its emoji."""
+    return decode_avatar(persona.avatar_image) if persona.avatar_image else persona.avatar
 
 
 def persona_json_schema() -> dict[str, Any]:

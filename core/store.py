@@ -132,12 +132,15 @@ NAMING_CONVENTION: Final = {
     "pk": "pk_%(table_name)s",
 }
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+#: Who owns a row (core/owners.py): unbounded, since an OIDC owner is `oidc:` + the issuer + a subject
+#: of up to 255 characters. SQLite never enforces a VARCHAR's length (see migration 0005).
+OWNER_TYPE: Final = sa.String(255).with_variant(sa.Text(), "postgresql")
 
 conversations = sa.Table(
     "conversations",
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("owner", OWNER_TYPE, nullable=False),
     sa.Column("persona_id", sa.String(200)),
     sa.Column("title", sa.Text, nullable=False),
     sa.Column("title_is_auto", sa.Boolean, nullable=False),
@@ -259,7 +262,7 @@ comparisons = sa.Table(
     "comparisons",
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("owner", OWNER_TYPE, nullable=False),
     sa.Column("title", sa.Text, nullable=False),
     sa.Column("record", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
@@ -271,7 +274,7 @@ comparisons = sa.Table(
 personas = sa.Table(
     "personas",
     metadata,
-    sa.Column("owner", sa.String(255), primary_key=True),
+    sa.Column("owner", OWNER_TYPE, primary_key=True),
     sa.Column("persona_id", sa.String(64), primary_key=True),
     sa.Column("yaml", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),

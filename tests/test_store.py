@@ -34,6 +34,7 @@ from core.backends import Usage
 from core.context import Completion, DropOldest, Summarize
 from core.conversation import Conversation, Message, SummaryEvent, SummaryVersion, Turn
 from core.errors import ConfigError, DashboardError, ServerError
+from core.owners import owner_for_user
 from core.settings import ChatSettings
 from core.store import (
     ConversationNotFound,
@@ -1068,3 +1069,22 @@ def test_the_default_database_goes_to_data_dir_when_it_exists(tmp_path: Path) ->
         {"DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "DATA_DIR": str(mounted)}
     ) as store:
         assert store.where == str(tmp_path / "x.db")  # DATABASE_URL wins
+
+
+def test_an_oidc_owner_with_a_255_character_subject_is_stored(backend_url: str):
+    """OIDC allows subjects of up to 255 characters; with `oidc:` and the issuer in front the owner
+    is longer than that, and the store keeps it whole (PostgreSQL refused it before 0005)."""
+    issuer = "https://login.example.org/realms/" + "tenant-" * 20
+    owner = owner_for_user(issuer, "s" * 255)
+    assert len(owner) > 255 + len(issuer)
+    Store(backend_url).close()
+    command.downgrade(alembic_config(backend_url), "0004_comparisons")  # the columns as they were
+    with Store(backend_url) as store:  # upgrades them
+        handle = store.create(owner, conversation_with(3))
+        store.save_persona(owner, "mine", "name: Mine\n")
+        comparison_id = store.save_comparison(owner, None, "a comparison", "{}")
+        assert [summary.owner for summary in store.list(owner)] == [owner]
+        assert store.load(owner, handle.id)[1].id == handle.id
+        assert store.list_personas(owner) == [("mine", "name: Mine\n")]
+        assert store.load_comparison(owner, comparison_id) == "{}"
+        assert store.list(owner[:255]) == []  # no prefix of it is the same owner
