@@ -25,6 +25,8 @@ from enum import StrEnum
 import numpy as np
 import numpy.typing as npt
 
+from core.compare import Candidate, Pick
+
 #: Bootstrap resamples for the confidence interval.
 BOOTSTRAP_SAMPLES = 1000
 #: A contestant with fewer votes than this is listed as "not enough votes yet".
@@ -132,6 +134,27 @@ class Leaderboard:
             for row in self.ratings
         ]
         return json.dumps({"votes": self.votes, "ratings": rows}, ensure_ascii=False, indent=2)
+
+
+def contestant_of(candidate: Candidate) -> Contestant:
+    return Contestant(candidate.persona_id or "", candidate.model, candidate.settings)
+
+
+def votes_from_picks(picks: Iterable[Pick]) -> list[Vote]:
+    """Pairwise votes from comparison picks: the preferred answer beat every other column's; a
+    tie or "all bad" ties every pair. Columns that are the same contestant are not compared."""
+    votes = []
+    for pick in picks:
+        contestants = [contestant_of(c) for c in pick.candidates]
+        if pick.outcome == "preferred" and pick.column is not None:
+            winner = contestants[pick.column]
+            votes += [Vote(winner, other, Outcome.A) for other in contestants if other != winner]
+            continue
+        outcome = Outcome.TIE if pick.outcome == "tie" else Outcome.BOTH_BAD
+        votes += [
+            Vote(a, b, outcome) for n, a in enumerate(contestants) for b in contestants[n + 1 :] if a != b
+        ]
+    return votes
 
 
 def vote_scores(votes: Sequence[Vote], contestants: Sequence[Contestant]) -> FloatArray:

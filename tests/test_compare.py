@@ -5,6 +5,7 @@ with the scripted backend, and with the real SDK over HTTP against the local tes
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -406,6 +407,35 @@ def test_blind_mode_hides_the_labels_until_a_pick_and_the_tally_counts_wins() ->
     assert Tally.from_dict(stored) == tally
     with pytest.raises(ConversationImportError, match="tally"):
         Tally.from_dict({**stored, "picks": -1})
+
+
+def test_a_blind_pair_keeps_its_random_order_over_turns_and_a_tie_reveals_it() -> None:
+    orders = set()
+    for seed in range(8):
+        a = column("Duck.", persona="foodie", label="Foodie")
+        b = column("Tutor.", persona="tutor", model="gpt-4.1-mini", label="Tutor")
+        pair = Comparison.blind_pair(a, b, rng=random.Random(seed))
+        orders.add(tuple(c.label for c in pair.columns))
+    assert orders == {("Foodie", "Tutor"), ("Tutor", "Foodie")}  # either may be A
+
+    a = column("Duck.", "More duck.", persona="foodie", budget=1000, label="Foodie")
+    b = column("Tutor.", "More tutor.", persona="tutor", model="gpt-4.1-mini", label="Tutor")
+    pair = Comparison.blind_pair(a, b, rng=random.Random(1), model_table=PRICES)
+    pair.send("Peking duck?")
+    finished(pair)
+    pair.send("And the pancakes?")
+    view = finished(pair)
+    assert view.labels_hidden and view.can_pick  # two turns, still anonymous
+    assert [len(c.turns) for c in view.columns] == [2, 2]  # each column kept its own history
+    with pytest.raises(ConversationStateError, match="preferred"):
+        pair.vote("tie", 0)
+    vote = pair.vote("tie")
+    assert (vote.outcome, vote.column, vote.model, vote.blind) == ("tie", None, None, True)
+    assert {c.settings for c in vote.candidates} == {"budget 1,000 · reply cap 1,024 · drop_oldest"}
+    assert not pair.snapshot().labels_hidden
+    restored = Comparison.from_dict(pair.to_dict(), [OfflineBackend(), OfflineBackend()])
+    assert restored.picks == (vote,)
+    assert "tie" in pair.to_markdown()
 
 
 def test_a_column_without_an_answer_cannot_be_picked() -> None:

@@ -11,7 +11,8 @@ import random
 
 import pytest
 
-from core.leaderboard import MIN_VOTES, Contestant, Outcome, Vote, leaderboard
+from core.compare import Candidate, Pick
+from core.leaderboard import MIN_VOTES, Contestant, Outcome, Vote, leaderboard, votes_from_picks
 
 A = Contestant("foodie", "gpt-4o-mini", "budget 1,024")
 B = Contestant("foodie", "gpt-4o-mini", "budget 4,096")
@@ -143,3 +144,26 @@ def test_exports_carry_every_row() -> None:
     data = json.loads(board.to_json())
     assert data["votes"] == len(KNOWN)
     assert data["ratings"][0]["persona"] == "foodie" and data["ratings"][0]["wins"] == 17
+
+
+def test_picks_become_pairwise_votes() -> None:
+    candidates = (
+        Candidate(label="A", persona_id="foodie", model="gpt-4o-mini", settings="budget 1,024"),
+        Candidate(label="B", persona_id="foodie", model="gpt-4o-mini", settings="budget 4,096"),
+        Candidate(label="C", persona_id="editor", model="gpt-4.1"),
+    )
+    preferred = Pick(
+        round=1,
+        column=1,
+        label="B",
+        persona_id="foodie",
+        model="gpt-4o-mini",
+        blind=True,
+        candidates=candidates,
+    )
+    assert votes_from_picks([preferred]) == [Vote(B, A, Outcome.A), Vote(B, C, Outcome.A)]
+    tie = Pick(round=2, outcome="tie", column=None, label=None, persona_id=None, model=None, blind=False,
+               candidates=candidates[:2])  # fmt: skip
+    assert votes_from_picks([tie]) == [Vote(A, B, Outcome.TIE)]
+    bad = tie.model_copy(update={"outcome": "both_bad"})
+    assert votes_from_picks([bad]) == [Vote(A, B, Outcome.BOTH_BAD)]
