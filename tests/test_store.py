@@ -712,7 +712,7 @@ def test_a_database_from_before_summaries_upgrades_and_keeps_its_conversations(b
 
 
 def test_a_database_from_before_cached_tokens_upgrades_and_keeps_its_turns(backend_url: str):
-    loaded, before, handle = upgraded_from(backend_url, "0004_comparisons")
+    loaded, before, handle = upgraded_from(backend_url, "0005_long_owners")
     assert loaded.to_dict() == before
     assert all(turn.reported_cached_tokens is None for turn in loaded.turns)
     chat(loaded, "A cached question?", "A cached answer.")

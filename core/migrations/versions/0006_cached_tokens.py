@@ -1,7 +1,7 @@
 """Each turn's prompt tokens read from and written to the server's prompt cache.
 
-Revision ID: 0005_cached_tokens
-Revises: 0004_comparisons
+Revision ID: 0006_cached_tokens
+Revises: 0005_long_owners
 Create Date: 2026-12-04
 """
 
@@ -12,8 +12,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0005_cached_tokens"
-down_revision: str | None = "0004_comparisons"
+revision: str = "0006_cached_tokens"
+down_revision: str | None = "0005_long_owners"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
