@@ -60,6 +60,7 @@ from core.tokens import (
 )
 from core.workspace import DRAFT_PREFIX, Workspace
 from ui import compare_view, personas_view, whatif_view
+from ui.cache_metrics import cache_metrics
 
 APP_DIR = Path(__file__).resolve().parent
 # Word-by-word pacing of the offline model's reply, so streaming is visible; tests set it to 0.
@@ -187,10 +188,10 @@ def html_lang() -> None:
 
 
 @st.cache_resource(show_spinner=False)
-def open_store(database_url: str) -> Store:
+def open_store(database_url: str, data_dir: str) -> Store:
     """The process's store (one connection pool shared by every session); errors are not cached,
     so a fixed database is picked up on the next rerun."""
-    return Store.from_environ({"DATABASE_URL": database_url})
+    return Store.from_environ({"DATABASE_URL": database_url, "DATA_DIR": data_dir})
 
 
 def visitor_owner(mode: AccessMode) -> str:
@@ -226,7 +227,7 @@ def visitor_workspace() -> Workspace:
         owner = visitor_owner(access_mode(os.environ))
         store: Store | None = None
         try:
-            store = open_store(os.environ.get("DATABASE_URL", ""))
+            store = open_store(os.environ.get("DATABASE_URL", ""), os.environ.get("DATA_DIR", ""))
         except DashboardError as error:
             st.session_state.store_error = tr("store.not_saving", error=error)
         workspace = st.session_state.workspace = Workspace(store, owner)
@@ -912,6 +913,8 @@ def dashboard(session: ChatSession, connection: Connection) -> None:
     bottom[1].metric(
         tr("dashboard.tokens_out.label"), f"{total.completion_tokens:,}", help=tr("dashboard.tokens_out.help")
     )
+    if total.cache_reported:
+        cache_metrics(total, tr)
 
     st.markdown(f"**{tr('dashboard.usage.header')}**")
     if drawing.usage is None:

@@ -37,6 +37,7 @@ from dockerfile_parse import DockerfileParser
 from dockerfile_parse.util import WordSplitter
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 from streamlit import config as st_config
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
@@ -500,9 +501,14 @@ def _dedent_blocks(markdown: str) -> str:
 # --- dependencies --------------------------------------------------------------------------------
 
 
-def pinned_requirements() -> dict[str, str]:
-    pins = {}
-    for raw in (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines():
+#: requirements.txt's line between what the app imports (the roots) and what those depend on.
+DEPENDENCIES_MARKER = "# --- what those depend on"
+
+
+def requirements(text: str) -> list[Requirement]:
+    """The requirement lines of `text`, each checked to be pinned with == to one version."""
+    found = []
+    for raw in text.splitlines():
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
@@ -512,21 +518,55 @@ def pinned_requirements() -> dict[str, str]:
             f"not pinned with ==: {raw!r}"
         )
         assert not requirement.url and not requirement.marker, raw
-        pins[requirement.name] = specifiers[0].version
-    return pins
+        found.append(requirement)
+    return found
 
 
-def test_requirements_are_pinned_to_the_tested_versions():
-    pins = pinned_requirements()
-    assert "streamlit" in pins
-    mismatched = {
-        name: (pinned, importlib.metadata.version(name))
-        for name, pinned in pins.items()
-        if importlib.metadata.version(name) != pinned
+def pinned_requirements() -> dict[str, str]:
+    return {
+        requirement.name: next(iter(requirement.specifier)).version
+        for requirement in requirements((REPO / "requirements.txt").read_text(encoding="utf-8"))
     }
-    assert not mismatched, (
-        f"requirements.txt pins differ from what the tests run (pin, installed): {mismatched}"
-    )
+
+
+def installed_tree(roots: list[Requirement]) -> dict[str, str]:
+    """Every distribution pip installs for `roots` (their requirements, with the extras asked for,
+    on this Python), by canonical name, with the version installed here."""
+    extras_of: dict[str, set[str]] = {}
+    versions: dict[str, str] = {}
+    pending = [(root.name, set(root.extras)) for root in roots]
+    while pending:
+        name, extras = pending.pop()
+        key = canonicalize_name(name)
+        if key in versions and extras <= extras_of[key]:
+            continue
+        extras_of.setdefault(key, set()).update(extras)
+        versions[key] = importlib.metadata.version(name)
+        for line in importlib.metadata.requires(name) or []:
+            requirement = Requirement(line)
+            wanted = requirement.marker is None or any(
+                requirement.marker.evaluate({"extra": extra}) for extra in extras_of[key] | {""}
+            )
+            if wanted:
+                pending.append((requirement.name, set(requirement.extras)))
+    return versions
+
+
+def test_requirements_pin_the_whole_installed_tree_at_the_tested_versions():
+    """requirements.txt is the lock: every distribution the app's requirements pull in, and
+    nothing else, at the version installed where the tests run."""
+    text = (REPO / "requirements.txt").read_text(encoding="utf-8")
+    assert DEPENDENCIES_MARKER in text
+    roots = requirements(text.split(DEPENDENCIES_MARKER, 1)[0])
+    assert "streamlit" in {root.name for root in roots}
+    pins = {canonicalize_name(name): version for name, version in pinned_requirements().items()}
+    installed = installed_tree(roots)
+    unpinned = {name: version for name, version in sorted(installed.items()) if name not in pins}
+    assert not unpinned, f"installed for the app but not pinned in requirements.txt: {unpinned}"
+    stale = sorted(set(pins) - set(installed))
+    assert not stale, f"pinned but nothing the app needs requires them: {stale}"
+    mismatched = {name: (pin, installed[name]) for name, pin in pins.items() if installed[name] != pin}
+    assert not mismatched, f"pins differ from what is installed (pin, installed): {mismatched}"
 
 
 def test_every_third_party_import_is_a_requirement():
@@ -757,10 +797,9 @@ def test_image_cmd_never_logs_or_shows_the_key(apps):
 
 
 @pytest.fixture
-def page_env(monkeypatch):
-    monkeypatch.setenv("OFFLINE_CHUNK_DELAY_S", "0")
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PERSONAS_DIR"):
-        monkeypatch.delenv(name, raising=False)
+def page_env(clean_env):
+    """No deployer setting of the developer's, the offline model at once, a temporary database."""
+    return clean_env
 
 
 def test_page_starts_without_a_secrets_file(page_env, monkeypatch, tmp_path):

@@ -123,6 +123,19 @@ CATALOG: dict[str, str] = {
     "dashboard.tokens_in.help_some_counted": "Prompt tokens of all turns (some counted locally).",
     "dashboard.tokens_out.label": "Tokens out",
     "dashboard.tokens_out.help": "Reply tokens of all turns.",
+    "dashboard.cache.label": "Cache hit rate",
+    "dashboard.cache.delta": "{cached} prompt tokens from cache",
+    "dashboard.cache.help": (
+        "The share of prompt tokens the server says it read from its prompt cache (billed at the "
+        "cached price in models.yaml). Trimming the oldest messages changes the prompt's start and "
+        "empties the cache; the stable-prefix policy keeps it."
+    ),
+    "dashboard.cache_saved.label": "Saved by caching",
+    "dashboard.cache_saved.unknown": "unknown price",
+    "dashboard.cache_saved.help": (
+        "What the same tokens would have cost with no cache, less what they cost; negative when "
+        "cache writes cost more than the reads saved."
+    ),
     "dashboard.usage.header": "Tokens per turn",
     "dashboard.usage.empty": "The chart fills in as you chat: one point per turn.",
     "dashboard.usage.offline": (

@@ -114,6 +114,17 @@ CATALOG: dict[str, str] = {
     "dashboard.tokens_in.help_some_counted": "所有轮次的提示词 token 数（部分为本地计数）。",
     "dashboard.tokens_out.label": "输出 token",
     "dashboard.tokens_out.help": "所有轮次的回复 token 数。",
+    "dashboard.cache.label": "缓存命中率",
+    "dashboard.cache.delta": "{cached} 个提示 token 来自缓存",
+    "dashboard.cache.help": (
+        "服务器报告从提示缓存读取的提示 token 所占比例（按 models.yaml 中的缓存价格计费）。"
+        "裁剪最早的消息会改变提示的开头，使缓存失效；“稳定前缀”策略能保住缓存。"
+    ),
+    "dashboard.cache_saved.label": "缓存节省",
+    "dashboard.cache_saved.unknown": "价格未知",
+    "dashboard.cache_saved.help": (
+        "同样的 token 不用缓存时的费用减去实际费用；缓存写入比读取节省得更多时为负数。"
+    ),
     "dashboard.usage.header": "每轮 token 数",
     "dashboard.usage.empty": "图表会随聊天逐步填充：每轮一个点。",
     "dashboard.usage.offline": "🔌 离线模型：其用量在本地计算，与 API 的报告方式完全相同。",
