@@ -60,6 +60,7 @@ from core.tokens import (
 )
 from core.workspace import DRAFT_PREFIX, Workspace
 from ui import compare_view, personas_view, whatif_view
+from ui.cache_metrics import cache_metrics
 
 APP_DIR = Path(__file__).resolve().parent
 # Word-by-word pacing of the offline model's reply, so streaming is visible; tests set it to 0.
@@ -912,6 +913,8 @@ def dashboard(session: ChatSession, connection: Connection) -> None:
     bottom[1].metric(
         tr("dashboard.tokens_out.label"), f"{total.completion_tokens:,}", help=tr("dashboard.tokens_out.help")
     )
+    if total.cache_reported:
+        cache_metrics(total, tr)
 
     st.markdown(f"**{tr('dashboard.usage.header')}**")
     if drawing.usage is None:

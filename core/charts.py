@@ -20,6 +20,7 @@ from core.stats import CONTEXT_COLUMNS, TURN_COLUMNS, ContextGauge, DashboardFig
 
 if TYPE_CHECKING:
     from core.compare import ComparisonSnapshot
+    from core.leaderboard import Leaderboard
     from core.replay import Comparison as ReplayComparison
 
 Spec = dict[str, Any]
@@ -45,6 +46,7 @@ OKABE_ITO = {
 SERIES = {
     "counted_prompt_tokens": ("prompt, counted", OKABE_ITO["blue"]),
     "reported_prompt_tokens": ("prompt, API", OKABE_ITO["orange"]),
+    "cached_prompt_tokens": ("prompt, from cache", OKABE_ITO["sky"]),
     "reply_tokens": ("reply", OKABE_ITO["green"]),
     "context_budget": ("budget", OKABE_ITO["vermillion"]),
     "summary_tokens": ("summary", OKABE_ITO["purple"]),
@@ -89,6 +91,7 @@ def _legend(**symbol: Any) -> Spec:
 USAGE_LEGENDS: dict[str, Spec] = {
     "prompt, counted": _legend(symbolType="stroke", symbolStrokeWidth=2),
     "prompt, API": _legend(symbolType="circle", symbolFillColor="transparent", symbolStrokeWidth=1.5),
+    "prompt, from cache": _legend(symbolType="diamond"),
     "reply": _legend(symbolType="square", symbolOpacity=0.6),
     "summary": _legend(symbolType="square", symbolOpacity=0.45),
     "budget": _legend(symbolType="stroke", symbolDash=BUDGET_DASH, symbolStrokeWidth=2),
@@ -122,7 +125,8 @@ def usage_scale(turns: list[Row], trims: list[Row]) -> tuple[int, list[int]]:
 
 
 def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
-    """Per-turn prompt tokens (counted vs reported) with the running summary's share as a band at
+    """Per-turn prompt tokens (counted vs reported, and the part served from the server's cache)
+    with the running summary's share as a band at
     their bottom, reply tokens and the budget, with trims marked (from `core.stats.turn_rows` and
     `trim_rows`). The y scale follows the data: a budget far above it is named, not drawn."""
     # Half a turn of room either side, so the first and last bars are drawn whole.
@@ -191,6 +195,10 @@ def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
     reported = series_layer(
         "reported_prompt_tokens", {"type": "point", "size": 70, "filled": False, "strokeWidth": 1.5}
     )
+    # What the server read from its prompt cache, as filled diamonds under the prompt it is part of.
+    cached = series_layer(
+        "cached_prompt_tokens", {"type": "point", "shape": "diamond", "size": 60, "filled": True}
+    )
     trim_name, trim_colour = TRIMS
     trim_marks = {
         "name": _layer_name(trim_name),
@@ -207,11 +215,12 @@ def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
             ],
         },
     }
-    layers = [counted, reported, bars, summary, budget, trim_marks]
+    layers = [counted, reported, cached, bars, summary, budget, trim_marks]
     # Only the series drawn have a layer, so a legend entry: no API figure offline, no band
     # without a summary, no budget rule when it is off the scale, no marker without a trim.
     has = {
         "prompt, API": any(row["reported_prompt_tokens"] is not None for row in turns),
+        "prompt, from cache": any(row["cached_prompt_tokens"] for row in turns),
         "summary": any(row["summary_tokens"] for row in turns),
         "budget": len(off_scale) < len({row["context_budget"] for row in turns}),
         "trimmed": bool(trims),
@@ -320,6 +329,7 @@ _TYPES = {
     "turn": _INTEGER,
     "counted_prompt_tokens": _INTEGER,
     "reported_prompt_tokens": _INTEGER,
+    "cached_prompt_tokens": _INTEGER,
     "difference": _INTEGER,
     "reply_tokens": _INTEGER,
     "context_budget": _INTEGER,
@@ -493,4 +503,51 @@ def replay_spec(result: ReplayComparison) -> Spec:
         "data": {"name": "replay"},
         "layer": layers,
         "datasets": {"replay": rows},
+    }
+
+
+def leaderboard_spec(board: Leaderboard, *, rating_title: str, interval_title: str, votes_title: str) -> Spec:
+    """Each contestant's rating as a point on its 95% interval (a rule), best at the top; the
+    axis and tooltip titles are the page's, in its language."""
+    rows = [
+        {
+            "contestant": row.contestant.label,
+            "rating": round(row.rating, 1),
+            "lower": round(row.lower, 1),
+            "upper": round(row.upper, 1),
+            "votes": row.votes,
+        }
+        for row in board.ratings
+    ]
+    y = {"field": "contestant", "type": "nominal", "sort": None, "title": None, "axis": {"labelLimit": 220}}
+    tooltip = [
+        {"field": "contestant", "type": "nominal"},
+        {"field": "rating", "type": "quantitative", "title": rating_title},
+        {"field": "lower", "type": "quantitative", "title": f"{interval_title} −"},
+        {"field": "upper", "type": "quantitative", "title": f"{interval_title} +"},
+        {"field": "votes", "type": "quantitative", "title": votes_title},
+    ]
+    return {
+        "$schema": VEGA_LITE_SCHEMA,
+        "data": {"name": "ratings"},
+        "encoding": {"y": y, "tooltip": tooltip},
+        "layer": [
+            {
+                "mark": {"type": "rule", "strokeWidth": 2, "color": OKABE_ITO["sky"]},
+                "encoding": {
+                    "x": {
+                        "field": "lower",
+                        "type": "quantitative",
+                        "scale": {"zero": False},
+                        "title": rating_title,
+                    },
+                    "x2": {"field": "upper"},
+                },
+            },
+            {
+                "mark": {"type": "point", "filled": True, "size": 80, "color": OKABE_ITO["blue"]},
+                "encoding": {"x": {"field": "rating", "type": "quantitative"}},
+            },
+        ],
+        "datasets": {"ratings": rows},
     }

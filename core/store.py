@@ -194,6 +194,8 @@ turns = sa.Table(
     sa.Column("count_exact", sa.Boolean, nullable=False),
     sa.Column("reported_prompt_tokens", sa.Integer),
     sa.Column("reported_completion_tokens", sa.Integer),
+    sa.Column("reported_cached_tokens", sa.Integer),
+    sa.Column("reported_cache_write_tokens", sa.Integer),
     sa.Column("counted_completion_tokens", sa.Integer, nullable=False),
     sa.Column("usage_source", sa.String(16)),
     sa.Column("latency_s", sa.Float),

@@ -121,7 +121,10 @@ def rich_conversation() -> Conversation:
     chat(conversation, "What goes with lamb?", "Mint, garlic and rosemary.")
     conversation.regenerate()
     POLICY.fit(conversation)
-    conversation.add_assistant("Rosemary, garlic, anchovy.", Usage(prompt_tokens=90, completion_tokens=9))
+    conversation.add_assistant(
+        "Rosemary, garlic, anchovy.",
+        Usage(prompt_tokens=90, completion_tokens=9, cached_prompt_tokens=64, cache_write_tokens=10),
+    )
     assert conversation.trim_events, "the small budget must have trimmed"
     return conversation
 
@@ -210,6 +213,7 @@ def test_round_trip_keeps_every_message_turn_trim_and_flag(store: Store):
     # The rebuilt conversation carries on exactly like the original.
     assert loaded.prompt_tokens == conversation.prompt_tokens
     assert loaded.api_messages() == conversation.api_messages()
+    assert (loaded.turns[-1].cached_tokens, loaded.turns[-1].cache_write_tokens) == (64, 10)
 
 
 def test_incremental_saves_load_as_the_conversation_in_memory(store: Store):
@@ -688,16 +692,34 @@ def test_saves_write_only_the_new_summary_versions_and_events(store: Store):
     }
 
 
-def test_a_database_from_before_summaries_upgrades_and_keeps_its_conversations(backend_url: str):
+def upgraded_from(backend_url: str, revision: str) -> tuple[Conversation, dict, StoredConversation]:
+    """A conversation saved, the database downgraded to `revision`, then opened (so upgraded to the
+    newest again): the conversation as it loads then, as it was saved, and its handle."""
     with Store(backend_url) as store:
         handle = store.create(ALICE, conversation_with(9, budget=200))
         before = store.load(ALICE, handle.id)[0].to_dict()
-    command.downgrade(alembic_config(backend_url), "0002_personas")
-    with Store(backend_url) as store:  # upgrades to the newest again
+    command.downgrade(alembic_config(backend_url), revision)
+    with Store(backend_url) as store:
         assert store.schema_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
-        loaded = store.load(ALICE, handle.id)[0]
+        loaded, handle = store.load(ALICE, handle.id)
+    return loaded, before, handle
+
+
+def test_a_database_from_before_summaries_upgrades_and_keeps_its_conversations(backend_url: str):
+    loaded, before, _ = upgraded_from(backend_url, "0002_personas")
     assert loaded.to_dict() == before
     assert all(turn.summary_tokens == 0 for turn in loaded.turns)
+
+
+def test_a_database_from_before_cached_tokens_upgrades_and_keeps_its_turns(backend_url: str):
+    loaded, before, handle = upgraded_from(backend_url, "0005_long_owners")
+    assert loaded.to_dict() == before
+    assert all(turn.reported_cached_tokens is None for turn in loaded.turns)
+    chat(loaded, "A cached question?", "A cached answer.")
+    loaded.turns[-1].reported_cached_tokens = 128
+    with Store(backend_url) as store:
+        store.save(ALICE, handle, loaded)
+        assert store.load(ALICE, handle.id)[0].turns[-1].cached_tokens == 128
 
 
 def test_the_summary_tables_hold_every_field_of_a_version_and_an_event():

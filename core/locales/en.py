@@ -123,6 +123,19 @@ CATALOG: dict[str, str] = {
     "dashboard.tokens_in.help_some_counted": "Prompt tokens of all turns (some counted locally).",
     "dashboard.tokens_out.label": "Tokens out",
     "dashboard.tokens_out.help": "Reply tokens of all turns.",
+    "dashboard.cache.label": "Cache hit rate",
+    "dashboard.cache.delta": "{cached} prompt tokens from cache",
+    "dashboard.cache.help": (
+        "The share of prompt tokens the server says it read from its prompt cache (billed at the "
+        "cached price in models.yaml). Trimming the oldest messages changes the prompt's start and "
+        "empties the cache; the stable-prefix policy keeps it."
+    ),
+    "dashboard.cache_saved.label": "Saved by caching",
+    "dashboard.cache_saved.unknown": "unknown price",
+    "dashboard.cache_saved.help": (
+        "What the same tokens would have cost with no cache, less what they cost; negative when "
+        "cache writes cost more than the reads saved."
+    ),
     "dashboard.usage.header": "Tokens per turn",
     "dashboard.usage.empty": "The chart fills in as you chat: one point per turn.",
     "dashboard.usage.offline": (
@@ -266,4 +279,32 @@ CATALOG: dict[str, str] = {
         "budget, nothing is sent and you are told."
     ),
     "connection.failing": "The last call to **{host}** failed (key {key_source}): see the error in the chat.",
+    # --- leaderboard (ui/leaderboard_view.py) ------------------------------------------------
+    "leaderboard.header": "Leaderboard",
+    "leaderboard.about": (
+        "Bradley–Terry ratings from your votes in comparisons, with 95% intervals from {samples} "
+        "bootstrap resamples. What is ranked is a persona on a model with its settings; a "
+        "preferred answer beats every other column's, a tie or “all bad” ties them."
+    ),
+    "leaderboard.empty": (
+        "No votes yet: vote for the better answer in a comparison and the ranking starts here."
+    ),
+    "leaderboard.not_enough": (
+        "Not enough votes yet: the ranking firms up once at least two contestants have {minimum} "
+        "votes each. Until then the intervals are wide and the order may change."
+    ),
+    "leaderboard.row_not_enough": "not enough votes yet",
+    "leaderboard.column.rank": "Rank",
+    "leaderboard.column.persona": "Persona",
+    "leaderboard.column.model": "Model",
+    "leaderboard.column.settings": "Settings",
+    "leaderboard.column.rating": "Rating",
+    "leaderboard.column.interval": "95% interval",
+    "leaderboard.column.record": "Won · lost · tied",
+    "leaderboard.column.status": "Status",
+    "leaderboard.record": "{wins} · {losses} · {ties}",
+    "leaderboard.votes": "votes",
+    "leaderboard.total": "{votes} pairwise votes.",
+    "leaderboard.export_csv": "Leaderboard as CSV",
+    "leaderboard.export_json": "Leaderboard as JSON",
 }

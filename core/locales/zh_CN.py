@@ -114,6 +114,17 @@ CATALOG: dict[str, str] = {
     "dashboard.tokens_in.help_some_counted": "所有轮次的提示词 token 数（部分为本地计数）。",
     "dashboard.tokens_out.label": "输出 token",
     "dashboard.tokens_out.help": "所有轮次的回复 token 数。",
+    "dashboard.cache.label": "缓存命中率",
+    "dashboard.cache.delta": "{cached} 个提示 token 来自缓存",
+    "dashboard.cache.help": (
+        "服务器报告从提示缓存读取的提示 token 所占比例（按 models.yaml 中的缓存价格计费）。"
+        "裁剪最早的消息会改变提示的开头，使缓存失效；“稳定前缀”策略能保住缓存。"
+    ),
+    "dashboard.cache_saved.label": "缓存节省",
+    "dashboard.cache_saved.unknown": "价格未知",
+    "dashboard.cache_saved.help": (
+        "同样的 token 不用缓存时的费用减去实际费用；缓存写入比读取节省得更多时为负数。"
+    ),
     "dashboard.usage.header": "每轮 token 数",
     "dashboard.usage.empty": "图表会随聊天逐步填充：每轮一个点。",
     "dashboard.usage.offline": "🔌 离线模型：其用量在本地计算，与 API 的报告方式完全相同。",
@@ -244,4 +255,28 @@ CATALOG: dict[str, str] = {
     "pins.label": "始终保留在上下文中",
     "pins.help": ("任何上下文策略都不会丢弃或摘要置顶消息；如果仅置顶消息就超出预算，将不会发送并提示你。"),
     "connection.failing": "上一次调用 **{host}** 失败（密钥{key_source}）：请查看聊天中的错误。",
+    # --- leaderboard (ui/leaderboard_view.py) ------------------------------------------------
+    "leaderboard.header": "排行榜",
+    "leaderboard.about": (
+        "根据你在对比中的投票计算的 Bradley–Terry 评分，95% 区间来自 {samples} 次自助重抽样。"
+        "排名的对象是“角色 + 模型 + 设置”；被选中的回答胜过其他每一栏，平局或“都不好”算作平局。"
+    ),
+    "leaderboard.empty": "还没有投票：在对比中为更好的回答投票后，排名就从这里开始。",
+    "leaderboard.not_enough": (
+        "票数还不够：至少有两个参赛者各得到 {minimum} 票后排名才稳定。在此之前区间较宽，顺序可能变化。"
+    ),
+    "leaderboard.row_not_enough": "票数还不够",
+    "leaderboard.column.rank": "名次",
+    "leaderboard.column.persona": "角色",
+    "leaderboard.column.model": "模型",
+    "leaderboard.column.settings": "设置",
+    "leaderboard.column.rating": "评分",
+    "leaderboard.column.interval": "95% 区间",
+    "leaderboard.column.record": "战绩",
+    "leaderboard.column.status": "状态",
+    "leaderboard.record": "{wins} 胜 · {losses} 负 · {ties} 平",
+    "leaderboard.votes": "票数",
+    "leaderboard.total": "共 {votes} 次两两投票。",
+    "leaderboard.export_csv": "导出排行榜 CSV",
+    "leaderboard.export_json": "导出排行榜 JSON",
 }
