@@ -49,6 +49,7 @@ __all__ = [
     "parse_persona",
     "persona_json_schema",
     "persona_yaml",
+    "read_yaml",
     "system_message",
     "write_persona_schema",
 ]
@@ -308,10 +309,11 @@ class _PersonaLoader(yaml.SafeLoader):  # type: ignore[misc, unused-ignore]  # A
     with values fails in milliseconds rather than seconds.
     """
 
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, max_nodes: int = MAX_NODES) -> None:
         super().__init__(stream)
         self._depth = 0
         self._nodes = 0
+        self._max_nodes = max_nodes
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         event: Any = self.peek_event()  # type: ignore[no-untyped-call, unused-ignore]
@@ -324,9 +326,9 @@ class _PersonaLoader(yaml.SafeLoader):  # type: ignore[misc, unused-ignore]  # A
                 f"line {line}: YAML {kind} ({used}) are not allowed in persona files; write the value out"
             )
         self._nodes += 1
-        if self._nodes > MAX_NODES:
+        if self._nodes > self._max_nodes:
             raise _FileProblem(
-                f"line {line}, column {column}: more than {MAX_NODES} keys and values; "
+                f"line {line}, column {column}: more than {self._max_nodes} keys and values; "
                 "a persona needs far fewer"
             )
         if self._depth >= MAX_DEPTH:
@@ -398,9 +400,20 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
     return f"YAML error: {exc}"
 
 
-def _parse(text: str) -> tuple[Any, Node | None]:
+def read_yaml(text: str, *, max_nodes: int = MAX_NODES) -> Any:
+    """One YAML document read as persona files are (plain values, no aliases, capped size and
+    nesting), for other tools' YAML; raises `ValueError` saying what is wrong and where."""
+    try:
+        return _parse(text, max_nodes)[0]
+    except yaml.YAMLError as exc:
+        raise ValueError(_yaml_problem(exc, text)) from None
+    except _FileProblem as problem:
+        raise ValueError("; ".join(problem.problems)) from None
+
+
+def _parse(text: str, max_nodes: int = MAX_NODES) -> tuple[Any, Node | None]:
     """The document's value and its root node (for line numbers); (None, None) for an empty file."""
-    loader = _PersonaLoader(text)
+    loader = _PersonaLoader(text, max_nodes)
     try:
         try:
             root = loader.get_single_node()
@@ -648,21 +661,97 @@ def _is_persona_name(name: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.personas", description="Check a persona folder.")
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["import"]:
+        return _import_command(args[1:])
+    if args[:1] == ["export"]:
+        return _export_command(args[1:])
+    parser = argparse.ArgumentParser(
+        prog="python -m core.personas",
+        description="Check a persona folder. Also: 'import FILE... --out DIR' (character cards, LobeHub, "
+        "NextChat, Open WebUI, LibreChat) and 'export PERSONA.yaml --format FORMAT --out DIR'.",
+    )
     parser.add_argument("directory", nargs="?", default=str(BUNDLED_PERSONAS_DIR), help="persona folder")
     parser.add_argument(
         "--write-schema", action="store_true", help=f"regenerate {SCHEMA_FILE_NAME} in the bundled folder"
     )
-    args = parser.parse_args(argv)
-    if args.write_schema:
+    parsed = parser.parse_args(args)
+    if parsed.write_schema:
         print(f"wrote {write_persona_schema()}")
         return 0
-    catalog = load_personas(args.directory)
+    catalog = load_personas(parsed.directory)
     for persona in catalog.personas.values():
         print(f"ok     {persona.id}: {persona.avatar} {persona.name} ({persona.model})")
     for error in catalog.errors:
         print(f"error  {error}")
     return 1 if catalog.errors else 0
+
+
+def _import_command(argv: list[str]) -> int:
+    """Write one persona YAML per persona found in each file, and print each file's report."""
+    from core.persona_formats import FileImport, import_files, read_import_file
+    from core.persona_mapping import DEFAULT_USER_NAME
+
+    parser = argparse.ArgumentParser(
+        prog="python -m core.personas import",
+        description="Import personas from character cards (JSON, PNG, .charx), LobeHub agents, NextChat "
+        "masks, Open WebUI model exports and LibreChat modelSpecs YAML.",
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE")
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="folder the persona YAML files are written to"
+    )
+    parser.add_argument(
+        "--user-name", default=DEFAULT_USER_NAME, help="what {{user}} becomes (default: %(default)s)"
+    )
+    parsed = parser.parse_args(argv)
+    out = Path(parsed.out)
+    out.mkdir(parents=True, exist_ok=True)
+    taken = {entry.stem for entry in out.iterdir() if _is_persona_name(entry.name)}
+    read: list[tuple[str, bytes]] = []
+    failed: list[FileImport] = []
+    for name in parsed.files:
+        try:
+            read.append((Path(name).name, read_import_file(name)))
+        except PersonaFileError as error:
+            failed.append(FileImport(Path(name).name, error=error))
+    errors = 0
+    for result in [*import_files(read, user_name=parsed.user_name, taken_ids=taken), *failed]:
+        if result.error is not None:
+            errors += 1
+            print(f"error  {result.error}")
+            continue
+        for imported in result.personas:
+            target = out / f"{imported.persona.id}.yaml"
+            target.write_text(persona_yaml(imported.persona), encoding="utf-8")
+            print(f"ok     {result.file_name} -> {target}")
+            print("\n".join("       " + line for line in imported.report.lines()))
+    return 1 if errors else 0
+
+
+def _export_command(argv: list[str]) -> int:
+    from core.persona_formats import EXPORT_FORMATS, export_persona
+
+    parser = argparse.ArgumentParser(
+        prog="python -m core.personas export",
+        description="Export a persona as a V3 character card (JSON or PNG) or a LobeHub agent.",
+    )
+    parser.add_argument("persona", metavar="PERSONA.yaml")
+    parser.add_argument("--format", required=True, choices=EXPORT_FORMATS, dest="export_format")
+    parser.add_argument("--out", required=True, metavar="DIR")
+    parsed = parser.parse_args(argv)
+    source = Path(parsed.persona)
+    try:
+        persona = _load_file(source, source.resolve().parent)
+    except _FileProblem as problem:
+        print(f"error  {PersonaFileError(source.name, list(problem.problems))}")
+        return 1
+    exported = export_persona(persona, parsed.export_format)
+    out = Path(parsed.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / exported.file_name).write_bytes(exported.data)
+    print(f"ok     {source.name} -> {out / exported.file_name}")
+    return 0
 
 
 if __name__ == "__main__":
