@@ -20,6 +20,7 @@ from core.stats import CONTEXT_COLUMNS, TURN_COLUMNS, ContextGauge, DashboardFig
 
 if TYPE_CHECKING:
     from core.compare import ComparisonSnapshot
+    from core.leaderboard import Leaderboard
     from core.replay import Comparison as ReplayComparison
 
 Spec = dict[str, Any]
@@ -502,4 +503,51 @@ def replay_spec(result: ReplayComparison) -> Spec:
         "data": {"name": "replay"},
         "layer": layers,
         "datasets": {"replay": rows},
+    }
+
+
+def leaderboard_spec(board: Leaderboard, *, rating_title: str, interval_title: str, votes_title: str) -> Spec:
+    """Each contestant's rating as a point on its 95% interval (a rule), best at the top; the
+    axis and tooltip titles are the page's, in its language."""
+    rows = [
+        {
+            "contestant": row.contestant.label,
+            "rating": round(row.rating, 1),
+            "lower": round(row.lower, 1),
+            "upper": round(row.upper, 1),
+            "votes": row.votes,
+        }
+        for row in board.ratings
+    ]
+    y = {"field": "contestant", "type": "nominal", "sort": None, "title": None, "axis": {"labelLimit": 220}}
+    tooltip = [
+        {"field": "contestant", "type": "nominal"},
+        {"field": "rating", "type": "quantitative", "title": rating_title},
+        {"field": "lower", "type": "quantitative", "title": f"{interval_title} −"},
+        {"field": "upper", "type": "quantitative", "title": f"{interval_title} +"},
+        {"field": "votes", "type": "quantitative", "title": votes_title},
+    ]
+    return {
+        "$schema": VEGA_LITE_SCHEMA,
+        "data": {"name": "ratings"},
+        "encoding": {"y": y, "tooltip": tooltip},
+        "layer": [
+            {
+                "mark": {"type": "rule", "strokeWidth": 2, "color": OKABE_ITO["sky"]},
+                "encoding": {
+                    "x": {
+                        "field": "lower",
+                        "type": "quantitative",
+                        "scale": {"zero": False},
+                        "title": rating_title,
+                    },
+                    "x2": {"field": "upper"},
+                },
+            },
+            {
+                "mark": {"type": "point", "filled": True, "size": 80, "color": OKABE_ITO["blue"]},
+                "encoding": {"x": {"field": "rating", "type": "quantitative"}},
+            },
+        ],
+        "datasets": {"ratings": rows},
     }

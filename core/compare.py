@@ -13,7 +13,7 @@ concurrently, with each column's tokens, cost and speed.
     comparison.stop(1); comparison.retry(2)
     comparison.update_settings(1, context_budget=2000)    # between messages, per column
     pick = comparison.pick(0)             # blind mode: reveals the labels, records the preference
-    tally.record(pick)                    # the owner's running count of wins
+    # (or comparison.vote("tie")); core/leaderboard.py rates the contestants from the picks
 
 Threads and what they may touch:
 
@@ -231,72 +231,6 @@ class Pick(BaseModel):
     blind: bool
     candidates: tuple[Candidate, ...]
     at: datetime = Field(default_factory=_now)
-
-
-class Standing(BaseModel):
-    """One persona's (or model's) record in a tally."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    wins: int
-    rounds: int
-
-    @property
-    def win_rate(self) -> float:
-        return self.wins / self.rounds if self.rounds else 0.0
-
-
-class Tally(BaseModel):
-    """One owner's count of picks: how often each persona and model was preferred, out of how
-    many picks it took part in. Plain data: `to_dict()` for the store, `from_dict()` back."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    owner: str
-    picks: int = Field(0, ge=0)
-    blind_picks: int = Field(0, ge=0)
-    persona_wins: dict[str, int] = {}
-    persona_rounds: dict[str, int] = {}
-    model_wins: dict[str, int] = {}
-    model_rounds: dict[str, int] = {}
-
-    def record(self, pick: Pick) -> None:
-        self.picks += 1
-        self.blind_picks += pick.blind
-        for rounds, names in (
-            (self.persona_rounds, {c.persona_id or NO_PERSONA for c in pick.candidates}),
-            (self.model_rounds, {c.model for c in pick.candidates}),
-        ):
-            for name in names:
-                rounds[name] = rounds.get(name, 0) + 1
-        if pick.model is None:  # a tie or all bad: nobody won
-            return
-        persona = pick.persona_id or NO_PERSONA
-        self.persona_wins[persona] = self.persona_wins.get(persona, 0) + 1
-        self.model_wins[pick.model] = self.model_wins.get(pick.model, 0) + 1
-
-    def standings(self, by: Literal["persona", "model"] = "persona") -> list[Standing]:
-        """Most wins first (then the best rate, then the name)."""
-        wins, rounds = (
-            (self.persona_wins, self.persona_rounds)
-            if by == "persona"
-            else (self.model_wins, self.model_rounds)
-        )
-        rows = [Standing(name=name, wins=wins.get(name, 0), rounds=count) for name, count in rounds.items()]
-        return sorted(rows, key=lambda row: (-row.wins, -row.win_rate, row.name))
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Tally:
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConversationImportError(
-                f"The pick tally is not valid: {describe_validation_error(exc)}"
-            ) from None
 
 
 # --- What the page reads ----------------------------------------------------------------------

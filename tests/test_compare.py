@@ -1,5 +1,5 @@
 """Compare mode's core (core/compare.py): columns that stream at the same time, a failure that
-stays in its column, stop and retry per column, blind picks and the tally, and the exports;
+stays in its column, stop and retry per column, blind picks and votes, and the exports;
 with the scripted backend, and with the real SDK over HTTP against the local test server."""
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from core.compare import (
     Column,
     Comparison,
     ComparisonSnapshot,
-    Tally,
     markdown_cell,
 )
 from core.conversation import Conversation
@@ -27,6 +26,7 @@ from core.errors import (
     RateLimited,
     StreamInterrupted,
 )
+from core.leaderboard import leaderboard, votes_from_picks
 from core.model_info import load_model_table
 from core.offline import OfflineBackend
 from core.scripted import ScriptedBackend, ScriptedReply
@@ -348,10 +348,10 @@ def test_a_column_changes_settings_and_backend_between_messages(gates: list[thre
     assert b.session.conversation.turns[-1].model == "gpt-4.1-mini"
 
 
-# --- Blind mode and the tally --------------------------------------------------------------------
+# --- Blind mode and votes -----------------------------------------------------------------------
 
 
-def test_blind_mode_hides_the_labels_until_a_pick_and_the_tally_counts_wins() -> None:
+def test_blind_mode_hides_the_labels_until_a_pick_and_the_leaderboard_counts_wins() -> None:
     a = column("Duck answer.", "Second duck answer.", persona="foodie", model="gpt-4o-mini", label="Foodie")
     b = column("Tutor answer.", "Second tutor answer.", persona="tutor", model="gpt-4.1-mini", label="Tutor")
     comparison = Comparison([a, b], blind=True, model_table=PRICES)
@@ -394,19 +394,11 @@ def test_blind_mode_hides_the_labels_until_a_pick_and_the_tally_counts_wins() ->
     assert second.round == 2 and not second.blind  # the labels were already shown
     assert comparison.picks == (pick, second)
 
-    tally = Tally(owner="owner-1")
-    tally.record(pick)
-    tally.record(second)
-    assert (tally.picks, tally.blind_picks) == (2, 1)
-    assert [(s.name, s.wins, s.rounds, s.win_rate) for s in tally.standings("persona")] == [
-        ("foodie", 1, 2, 0.5),
-        ("tutor", 1, 2, 0.5),
-    ]
-    assert [(s.name, s.wins) for s in tally.standings("model")] == [("gpt-4.1-mini", 1), ("gpt-4o-mini", 1)]
-    stored = json.loads(json.dumps(tally.to_dict()))
-    assert Tally.from_dict(stored) == tally
-    with pytest.raises(ConversationImportError, match="tally"):
-        Tally.from_dict({**stored, "picks": -1})
+    records = {
+        (row.contestant.persona, row.contestant.model): (row.wins, row.losses, row.ties)
+        for row in leaderboard(votes_from_picks(comparison.picks)).ratings
+    }
+    assert records == {("foodie", "gpt-4o-mini"): (1, 1, 0), ("tutor", "gpt-4.1-mini"): (1, 1, 0)}
 
 
 def test_a_blind_pair_keeps_its_random_order_over_turns_and_a_tie_reveals_it() -> None:

@@ -167,3 +167,70 @@ def test_picks_become_pairwise_votes() -> None:
     assert votes_from_picks([tie]) == [Vote(A, B, Outcome.TIE)]
     bad = tie.model_copy(update={"outcome": "both_bad"})
     assert votes_from_picks([bad]) == [Vote(A, B, Outcome.BOTH_BAD)]
+
+
+# --- the page's leaderboard (ui/leaderboard_view.py) ---------------------------------------------
+
+
+def leaderboard_page(votes_each: int, language: str) -> None:
+    """A script for AppTest: the leaderboard of `votes_each` picks per pair among three columns."""
+    import streamlit as st
+
+    from core.i18n import LANGUAGE_STATE
+    from tests.test_leaderboard import leaderboard_page_picks
+    from ui.leaderboard_view import leaderboard_section
+
+    st.session_state[LANGUAGE_STATE] = language
+    leaderboard_section(leaderboard_page_picks(votes_each))
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_the_page_shows_the_table_the_interval_and_the_exports(language: str) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(leaderboard_page, kwargs={"votes_each": 12, "language": language}).run()
+    assert not at.exception
+    table = at.dataframe[0].value
+    assert len(table) == 2
+    expected = leaderboard(votes_from_picks(leaderboard_page_picks(12)))
+    assert list(table.iloc[:, 4]) == [round(row.rating) for row in expected.ratings]
+    assert not at.warning  # 12 votes each: enough
+    assert len(at.get("download_button")) == 2
+    if language == "zh-CN":
+        assert at.subheader[0].value == "排行榜"
+
+
+def test_the_page_says_when_there_are_not_enough_votes() -> None:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(leaderboard_page, kwargs={"votes_each": 3, "language": "en"}).run()
+    assert not at.exception
+    assert "Not enough votes yet" in at.warning[0].value
+    assert set(at.dataframe[0].value["Status"]) == {"not enough votes yet"}
+    empty = AppTest.from_function(leaderboard_page, kwargs={"votes_each": 0, "language": "en"}).run()
+    assert "No votes yet" in empty.info[0].value and not empty.dataframe
+
+
+def leaderboard_page_picks(count: int) -> list[Pick]:
+    """`count` picks between two contestants, the second preferred two times in three."""
+    candidates = (
+        Candidate(label="A", persona_id="foodie", model="gpt-4o-mini", settings="budget 1,024"),
+        Candidate(label="B", persona_id="tutor", model="gpt-4.1"),
+    )
+    return [
+        Pick(round=n + 1, column=n % 3 and 1, label="x", persona_id="p", model="m", blind=True,
+             candidates=candidates)
+        for n in range(count)
+    ]  # fmt: skip
+
+
+def test_the_chart_is_valid_vega_lite_with_one_row_per_contestant() -> None:
+    from core.charts import leaderboard_spec
+    from tests.test_stats import assert_valid_vega_lite
+
+    board = leaderboard(KNOWN)
+    spec = leaderboard_spec(board, rating_title="Rating", interval_title="95%", votes_title="votes")
+    assert_valid_vega_lite(spec)
+    rows = spec["datasets"]["ratings"]
+    assert [row["contestant"] for row in rows] == [row.contestant.label for row in board.ratings]
+    assert all(row["lower"] <= row["rating"] <= row["upper"] for row in rows)

@@ -15,11 +15,12 @@ import streamlit as st
 
 from core.backends import ChatBackend
 from core.charts import comparison_spec
-from core.compare import Column, ColumnView, Comparison, RunFigures, Tally
+from core.compare import Column, ColumnView, Comparison, RunFigures
 from core.conversation import MessageState, without_images
 from core.errors import DashboardError
 from core.personas import Persona
 from core.workspace import Workspace
+from ui.leaderboard_view import leaderboard_section
 
 POLL_S = 0.1
 STATE = "comparison"  # the open Comparison, in st.session_state
@@ -116,19 +117,7 @@ def saved_list(workspace: Workspace, backend: ChatBackend) -> None:
             on_click=open_saved,
             args=(workspace, comparison_id, backend),
         )
-    tally = Tally(owner=workspace.owner)
-    for pick in workspace.comparison_picks():
-        tally.record(pick)
-    standings = tally.standings("persona")
-    if standings:
-        st.markdown("**Blind picks so far**")
-        st.dataframe(
-            [
-                {"persona": s.name, "wins": s.wins, "rounds": s.rounds, "win rate": f"{s.win_rate:.0%}"}
-                for s in standings
-            ],
-            hide_index=True,
-        )
+    leaderboard_section(workspace.comparison_picks())
 
 
 def open_saved(workspace: Workspace, comparison_id: str, backend: ChatBackend) -> None:

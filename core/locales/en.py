@@ -305,4 +305,32 @@ CATALOG: dict[str, str] = {
         "budget, nothing is sent and you are told."
     ),
     "connection.failing": "The last call to **{host}** failed (key {key_source}): see the error in the chat.",
+    # --- leaderboard (ui/leaderboard_view.py) ------------------------------------------------
+    "leaderboard.header": "Leaderboard",
+    "leaderboard.about": (
+        "Bradley–Terry ratings from your votes in comparisons, with 95% intervals from {samples} "
+        "bootstrap resamples. What is ranked is a persona on a model with its settings; a "
+        "preferred answer beats every other column's, a tie or “all bad” ties them."
+    ),
+    "leaderboard.empty": (
+        "No votes yet: vote for the better answer in a comparison and the ranking starts here."
+    ),
+    "leaderboard.not_enough": (
+        "Not enough votes yet: the ranking firms up once at least two contestants have {minimum} "
+        "votes each. Until then the intervals are wide and the order may change."
+    ),
+    "leaderboard.row_not_enough": "not enough votes yet",
+    "leaderboard.column.rank": "Rank",
+    "leaderboard.column.persona": "Persona",
+    "leaderboard.column.model": "Model",
+    "leaderboard.column.settings": "Settings",
+    "leaderboard.column.rating": "Rating",
+    "leaderboard.column.interval": "95% interval",
+    "leaderboard.column.record": "Won · lost · tied",
+    "leaderboard.column.status": "Status",
+    "leaderboard.record": "{wins} · {losses} · {ties}",
+    "leaderboard.votes": "votes",
+    "leaderboard.total": "{votes} pairwise votes.",
+    "leaderboard.export_csv": "Leaderboard as CSV",
+    "leaderboard.export_json": "Leaderboard as JSON",
 }

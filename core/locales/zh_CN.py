@@ -281,4 +281,28 @@ CATALOG: dict[str, str] = {
     "pins.label": "始终保留在上下文中",
     "pins.help": ("任何上下文策略都不会丢弃或摘要置顶消息；如果仅置顶消息就超出预算，将不会发送并提示你。"),
     "connection.failing": "上一次调用 **{host}** 失败（密钥{key_source}）：请查看聊天中的错误。",
+    # --- leaderboard (ui/leaderboard_view.py) ------------------------------------------------
+    "leaderboard.header": "排行榜",
+    "leaderboard.about": (
+        "根据你在对比中的投票计算的 Bradley–Terry 评分，95% 区间来自 {samples} 次自助重抽样。"
+        "排名的对象是“角色 + 模型 + 设置”；被选中的回答胜过其他每一栏，平局或“都不好”算作平局。"
+    ),
+    "leaderboard.empty": "还没有投票：在对比中为更好的回答投票后，排名就从这里开始。",
+    "leaderboard.not_enough": (
+        "票数还不够：至少有两个参赛者各得到 {minimum} 票后排名才稳定。在此之前区间较宽，顺序可能变化。"
+    ),
+    "leaderboard.row_not_enough": "票数还不够",
+    "leaderboard.column.rank": "名次",
+    "leaderboard.column.persona": "角色",
+    "leaderboard.column.model": "模型",
+    "leaderboard.column.settings": "设置",
+    "leaderboard.column.rating": "评分",
+    "leaderboard.column.interval": "95% 区间",
+    "leaderboard.column.record": "战绩",
+    "leaderboard.column.status": "状态",
+    "leaderboard.record": "{wins} 胜 · {losses} 负 · {ties} 平",
+    "leaderboard.votes": "票数",
+    "leaderboard.total": "共 {votes} 次两两投票。",
+    "leaderboard.export_csv": "导出排行榜 CSV",
+    "leaderboard.export_json": "导出排行榜 JSON",
 }
