@@ -25,6 +25,7 @@ from core.i18n import (
     translator,
 )
 from core.locales import en, zh_CN
+from core.persona_formats import EXPORT_FORMATS
 from core.settings import POLICY_NAMES
 from core.stats import ContextGauge
 from tests.conftest import APP_PATH, REPO_ROOT
@@ -45,8 +46,10 @@ def page_views() -> set[str]:
             return {ast.literal_eval(key) for key in node.value.keys if key is not None}
     raise AssertionError("no VIEWS in streamlit_app.py")
 
+
 #: Families of keys derived from values of core, and every value each can take.
 DERIVED_FAMILIES = {
+    "personas.export.": set(EXPORT_FORMATS),
     "state.": {state.value for state in MessageState},
     "gauge.part.": {part for part, _ in ContextGauge(1, system=0, pinned=0, history=0, newest=0).parts()},
     "views.": page_views(),
