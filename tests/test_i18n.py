@@ -12,6 +12,7 @@ from typing import Any, get_args
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.charts import ComparisonChartTexts
 from core.connection import KeySource
 from core.conversation import MessageState, SummaryVersion
 from core.i18n import (
@@ -45,6 +46,7 @@ def page_views() -> set[str]:
             return {ast.literal_eval(key) for key in node.value.keys if key is not None}
     raise AssertionError("no VIEWS in streamlit_app.py")
 
+
 #: Families of keys derived from values of core, and every value each can take.
 DERIVED_FAMILIES = {
     "state.": {state.value for state in MessageState},
@@ -53,6 +55,7 @@ DERIVED_FAMILIES = {
     "connection.key_source.": {*get_args(KeySource), "none"},
     "policy.": set(POLICY_NAMES),
     "summary.source.": set(get_args(SummaryVersion.model_fields["source"].annotation)),
+    "chart.compare.": set(ComparisonChartTexts.__dataclass_fields__),
 }
 
 
