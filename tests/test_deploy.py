@@ -313,7 +313,7 @@ def stage_image(dockerfile: Dockerfile, ignore: DockerIgnore, root: Path) -> Pat
 class StagedImage:
     root: Path
     app_dir: Path
-    env: dict[str, str]  # the image's ENV, with HOME mapped under root
+    env: dict[str, str]  # the image's ENV, with HOME and DATA_DIR mapped under root
 
     @property
     def home(self) -> Path:
@@ -327,7 +327,10 @@ def staged(dockerfile: Dockerfile, dockerignore: DockerIgnore, tmp_path_factory)
     env = dockerfile.env
     home = root / PurePosixPath(env.get("HOME", "/root")).relative_to("/")
     home.mkdir(parents=True, exist_ok=True)
-    return StagedImage(root, app_dir, {**env, "HOME": str(home)})
+    # The image's DATA_DIR, created as its RUN does, under root like HOME: never this machine's /data.
+    data_dir = root / PurePosixPath(env["DATA_DIR"]).relative_to("/")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return StagedImage(root, app_dir, {**env, "HOME": str(home), "DATA_DIR": str(data_dir)})
 
 
 # --- the Dockerfile ------------------------------------------------------------------------------
@@ -383,6 +386,32 @@ def test_the_user_owns_its_home_and_the_app(dockerfile):
     for step in dockerfile.all("COPY"):
         owner = copy_args(step)[0].get("chown", "").split(":")[0]
         assert owner in {user, "1000"}, f"line {step.line}: COPY --chown={user}, or root owns the files"
+
+
+def test_the_user_owns_the_data_dir_a_volume_is_mounted_on(dockerfile):
+    """DATA_DIR exists in the image and belongs to the app's user: a Docker volume mounted there
+    starts with that owner, so conversations saved there outlive the container."""
+    data_dir = dockerfile.env["DATA_DIR"]
+    user = useradd_args(dockerfile)[-1]
+    [setup] = [r for r in dockerfile.all("RUN") if re.search(r"\buseradd\b", r.value)]
+    commands = [command.split() for command in re.split(r"&&|;", setup.value)]
+    assert any(words[0] == "mkdir" and data_dir in words for words in commands), setup.value
+    chowns = [words for words in commands if words[0] == "chown" and data_dir in words]
+    assert any(words[1].split(":")[0] in {user, "1000"} for words in chowns), setup.value
+
+
+def test_the_docs_give_the_python_range_pyproject_requires():
+    """One Python range everywhere: pyproject.toml's requires-python, said the same way in the docs."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requires = SpecifierSet(project["requires-python"])
+    supported = [f"3.{minor}" for minor in range(8, 20) if requires.contains(f"3.{minor}")]
+    assert len(supported) >= 2 and not requires.contains("3.99"), f"{requires} has no upper end"
+    phrase = f"Python {supported[0]} to {supported[-1]}"
+    for doc in ("README.md", "docs/deploy.md"):
+        text = (REPO / doc).read_text(encoding="utf-8")
+        assert phrase in text, f"{doc} should say {phrase!r} (pyproject.toml's requires-python {requires})"
+        others = set(re.findall(r"Python (3\.\d+)", text)) - set(supported)
+        assert not others, f"{doc} names a Python outside {phrase}: {sorted(others)}"
 
 
 def test_requirements_installed_before_the_app_is_copied(dockerfile):
@@ -766,13 +795,16 @@ def test_image_cmd_serves_the_app_and_passes_its_healthcheck(apps, dockerfile, s
     assert down.returncode != 0, "the health check passes with nothing listening"
 
 
-def test_image_cmd_runs_the_page_on_the_offline_model_without_secrets(apps):
+def test_image_cmd_runs_the_page_on_the_offline_model_without_secrets(apps, staged):
     app_without_key = apps.without_key
     session = b"".join(m.SerializeToString() for m in browser_session(app_without_key))
     assert OFFLINE_NOTICE.encode() in session
     assert b"Connected to" not in session
     log = app_without_key.log_text()
     assert "Traceback" not in log, log
+    # The store opened in the image's DATA_DIR (a mounted volume), not in the app folder.
+    assert (Path(staged.env["DATA_DIR"]) / "dashboard.db").is_file()
+    assert not (staged.app_dir / "data").exists()
 
 
 def test_image_cmd_never_logs_or_shows_the_key(apps):

@@ -26,6 +26,7 @@ from core.i18n import (
     translator,
 )
 from core.locales import en, zh_CN
+from core.persona_formats import EXPORT_FORMATS
 from core.settings import POLICY_NAMES
 from core.stats import ContextGauge
 from tests.conftest import APP_PATH, REPO_ROOT
@@ -49,6 +50,7 @@ def page_views() -> set[str]:
 
 #: Families of keys derived from values of core, and every value each can take.
 DERIVED_FAMILIES = {
+    "personas.export.": set(EXPORT_FORMATS),
     "state.": {state.value for state in MessageState},
     "gauge.part.": {part for part, _ in ContextGauge(1, system=0, pinned=0, history=0, newest=0).parts()},
     "views.": page_views(),

@@ -17,6 +17,7 @@ from core.i18n import current as session_translator
 from core.personas import Persona, PersonaFile, parse_persona, persona_yaml
 from core.validation import describe_problems
 from core.workspace import Workspace
+from ui.persona_exchange import export_menu, import_panel
 
 GALLERY_COLUMNS = 3
 EDITOR_STATE = "persona_editor"  # {"base": Persona | None, "id": str, "custom": bool} while editing
@@ -86,6 +87,7 @@ def gallery(personas: dict[str, Persona], custom: set[str], conversation_counts:
         args=(workspace, set(personas) - custom),
         max_upload_size=1,
     )
+    import_panel(workspace.save_persona, taken_ids=personas)
     columns = st.columns(GALLERY_COLUMNS)
     for index, persona in enumerate(personas.values()):
         with columns[index % GALLERY_COLUMNS].container(border=True):
@@ -140,6 +142,7 @@ def card(persona: Persona, is_custom: bool, conversations: int) -> None:
         key=f"yaml::{persona.id}",
         on_click="ignore",
     )
+    export_menu(persona)
 
 
 def editor(personas: dict[str, Persona]) -> None:

@@ -217,6 +217,32 @@ CATALOG: dict[str, str] = {
     "personas.editor.id_taken": "The id '{id}' is taken; choose another.",
     "personas.editor.not_saved": "Not saved: {error}",
     "personas.editor.saved": "Saved {avatar} {name}.",
+    # --- importing from and exporting to other apps (ui/persona_exchange.py) ---------------------
+    "personas.exchange.header": "Import from other apps",
+    "personas.exchange.caption": (
+        "Character cards (JSON, PNG, .charx), LobeHub agents, NextChat masks, Open WebUI model "
+        "exports, LibreChat modelSpecs (YAML) and persona YAML files, several at once. Nothing is "
+        "saved until you choose; links to pictures are never opened."
+    ),
+    "personas.exchange.files": "Files to import",
+    "personas.exchange.user_name": "Your name (character cards write it as a placeholder)",
+    "personas.exchange.failed": "Not imported: {error}",
+    "personas.exchange.pick": "Save {name} as “{id}”",
+    "personas.exchange.source": "From {file} · {format}",
+    "personas.exchange.tokens": "System message: {tokens:,} tokens of a {budget:,}-token budget ({share})",
+    "personas.exchange.col.ours": "Persona field",
+    "personas.exchange.col.theirs": "From",
+    "personas.exchange.col.note": "Note",
+    "personas.exchange.col.why": "Why",
+    "personas.exchange.dropped": "Not used or kept for export ({count})",
+    "personas.exchange.prompt": "System prompt and examples as imported",
+    "personas.exchange.save": "Save the ticked personas",
+    "personas.exchange.saved": "Saved {name}.",
+    "personas.exchange.not_saved": "{name} was not saved: {error}",
+    "personas.export.label": "Export",
+    "personas.export.card-v3": "Character card V3 (JSON)",
+    "personas.export.card-png": "Character card (PNG)",
+    "personas.export.lobehub": "LobeHub agent (JSON)",
     "sidebar.policy.label": "When the budget is full",
     "sidebar.policy.help": (
         "Drop the oldest exchanges, or fold them into a running summary written by a model (the "

@@ -201,6 +201,32 @@ CATALOG: dict[str, str] = {
     "personas.editor.id_taken": "ID“{id}”已被占用，请另选一个。",
     "personas.editor.not_saved": "未保存：{error}",
     "personas.editor.saved": "已保存 {avatar} {name}。",
+    # --- importing from and exporting to other apps (ui/persona_exchange.py) ---------------------
+    "personas.exchange.header": "从其他应用导入",
+    "personas.exchange.caption": (
+        "角色卡（JSON、PNG、.charx）、LobeHub 助手、NextChat 面具、Open WebUI 模型导出、"
+        "LibreChat modelSpecs（YAML）以及角色 YAML 文件，可一次选多个。在你选择之前不会保存任何内容；"
+        "图片链接从不打开。"
+    ),
+    "personas.exchange.files": "要导入的文件",
+    "personas.exchange.user_name": "你的名字（角色卡中用占位符表示）",
+    "personas.exchange.failed": "未导入：{error}",
+    "personas.exchange.pick": "保存 {name}，编号为“{id}”",
+    "personas.exchange.source": "来自 {file} · {format}",
+    "personas.exchange.tokens": "系统消息：{tokens:,} 个词元，预算 {budget:,}（{share}）",
+    "personas.exchange.col.ours": "角色字段",
+    "personas.exchange.col.theirs": "来源",
+    "personas.exchange.col.note": "说明",
+    "personas.exchange.col.why": "原因",
+    "personas.exchange.dropped": "未使用或为导出而保留（{count}）",
+    "personas.exchange.prompt": "导入后的系统提示词和示例",
+    "personas.exchange.save": "保存勾选的角色",
+    "personas.exchange.saved": "已保存 {name}。",
+    "personas.exchange.not_saved": "{name} 未保存：{error}",
+    "personas.export.label": "导出",
+    "personas.export.card-v3": "角色卡 V3（JSON）",
+    "personas.export.card-png": "角色卡（PNG）",
+    "personas.export.lobehub": "LobeHub 助手（JSON）",
     "sidebar.policy.label": "预算用满时",
     "sidebar.policy.help": (
         "丢弃最早的对话轮次，或把它们折叠进由模型撰写的滚动摘要（摘要紧跟系统提示词发送，并计入预算）。"
