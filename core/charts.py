@@ -228,27 +228,30 @@ def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
     layers = [layer for layer in layers if has.get(_series_of(layer), True)]
     if off_scale:
         # Named above the top right of the plot, above the scale it is left off.
-        layers.append(
-            {
-                "name": "budget_note",
-                "data": {"values": [{"note": f"budget {off_scale[-1]:,} ↑"}]},
-                "mark": {
-                    "type": "text",
-                    "align": "right",
-                    "baseline": "bottom",
-                    "dy": -4,
-                    "fontWeight": "bold",
-                    "color": SERIES["context_budget"][1],
-                },
-                "encoding": {"text": {"field": "note"}, "x": {"value": "width"}, "y": {"value": 0}},
-            }
-        )
+        layers.append(budget_note(f"budget {off_scale[-1]:,} ↑"))
     return {
         "$schema": VEGA_LITE_SCHEMA,
         "height": 240,
         "layer": layers,
         "resolve": {"scale": {"color": "independent"}, "legend": {"color": "independent"}},
         "datasets": {"usage": usage_series(turns), "trims": trims},
+    }
+
+
+def budget_note(text: str) -> Spec:
+    """A budget left off the y scale, named above the top right of the plot."""
+    return {
+        "name": "budget_note",
+        "data": {"values": [{"note": text}]},
+        "mark": {
+            "type": "text",
+            "align": "right",
+            "baseline": "bottom",
+            "dy": -4,
+            "fontWeight": "bold",
+            "color": SERIES["context_budget"][1],
+        },
+        "encoding": {"text": {"field": "note"}, "x": {"value": "width"}, "y": {"value": 0}},
     }
 
 
@@ -504,20 +507,7 @@ def comparison_spec(snapshot: ComparisonSnapshot, texts: ComparisonChartTexts | 
             }
         )
     if off_scale:
-        layers.append(
-            {
-                "data": {"values": [{"note": f"{texts.budget} {off_scale[-1]:,} ↑"}]},
-                "mark": {
-                    "type": "text",
-                    "align": "right",
-                    "baseline": "bottom",
-                    "dy": -4,
-                    "fontWeight": "bold",
-                    "color": SERIES["context_budget"][1],
-                },
-                "encoding": {"text": {"field": "note"}, "x": {"value": "width"}, "y": {"value": 0}},
-            }
-        )
+        layers.append(budget_note(f"{texts.budget} {off_scale[-1]:,} ↑"))
     return {
         "$schema": VEGA_LITE_SCHEMA,
         "data": {"name": "runs"},
