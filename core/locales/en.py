@@ -336,4 +336,12 @@ CATALOG: dict[str, str] = {
     "leaderboard.total": "{votes} pairwise votes.",
     "leaderboard.export_csv": "Leaderboard as CSV",
     "leaderboard.export_json": "Leaderboard as JSON",
+    # --- the comparison chart (core/charts.py ComparisonChartTexts) ------------------------------
+    "chart.compare.message": "message",
+    "chart.compare.prompt_tokens": "prompt tokens",
+    "chart.compare.reply_tokens": "reply tokens",
+    "chart.compare.first_token_s": "first token (s)",
+    "chart.compare.total_s": "total (s)",
+    "chart.compare.cost_usd": "cost (USD)",
+    "chart.compare.budget": "budget",
 }

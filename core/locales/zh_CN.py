@@ -308,4 +308,12 @@ CATALOG: dict[str, str] = {
     "leaderboard.total": "共 {votes} 次两两投票。",
     "leaderboard.export_csv": "导出排行榜 CSV",
     "leaderboard.export_json": "导出排行榜 JSON",
+    # --- the comparison chart (core/charts.py ComparisonChartTexts) ------------------------------
+    "chart.compare.message": "消息",
+    "chart.compare.prompt_tokens": "提示词 token 数",
+    "chart.compare.reply_tokens": "回复 token 数",
+    "chart.compare.first_token_s": "首个 token（秒）",
+    "chart.compare.total_s": "总耗时（秒）",
+    "chart.compare.cost_usd": "费用（美元）",
+    "chart.compare.budget": "预算",
 }
