@@ -12,12 +12,15 @@ import streamlit as st
 from core import replay
 from core.charts import replay_spec
 from core.model_info import ModelTable
+from core.prompt_cache import CACHE_RULES, CacheRuleName
 from core.session import ChatSession
 from core.settings import MAX_CONTEXT_BUDGET, POLICY_NAMES, PolicyName
 
 Translate = Callable[..., str]
-#: Results kept per browser session: (conversation identity, its size, the scenario) -> comparison.
+#: Results kept per browser session: (conversation identity, its size, the scenario) -> the
+#: comparison, and every policy's outcome on the scenario's simulated prompt cache.
 CACHE = "whatif_results"
+Results = tuple[replay.Comparison, tuple[replay.PolicyOutcome, ...]]
 
 
 def money(value: float | None) -> str:
@@ -32,7 +35,7 @@ def whatif(session: ChatSession, prices: ModelTable, tr: Translate) -> None:
         st.info(tr("whatif.empty"))
         return
     settings = session.settings
-    columns = st.columns(3)
+    columns = st.columns(4)
     budget = int(
         columns[0].number_input(
             tr("sidebar.budget.label"),
@@ -52,21 +55,34 @@ def whatif(session: ChatSession, prices: ModelTable, tr: Translate) -> None:
         key="whatif_policy",
     )
     model = columns[2].text_input(tr("sidebar.model.label"), value=settings.model, key="whatif_model").strip()
-    scenario = replay.Scenario(budget=budget, policy=policy, model=model or None)
-    cache: dict[tuple[Any, ...], replay.Comparison] = st.session_state.setdefault(CACHE, {})
+    rule: CacheRuleName | None = columns[3].selectbox(
+        tr("whatif.cache_rule.label"),
+        [None, *CACHE_RULES],
+        index=1,
+        format_func=lambda name: tr(f"whatif.cache_rule.{name or 'none'}"),
+        key="whatif_cache_rule",
+        help=tr("whatif.cache_rule.help"),
+    )
+    scenario = replay.Scenario(budget=budget, policy=policy, model=model or None, cache_rule=rule)
+    cache: dict[tuple[Any, ...], Results] = st.session_state.setdefault(CACHE, {})
     cache_key = (id(conversation), len(conversation.messages), len(conversation.turns), scenario)
-    result = cache.get(cache_key)
-    if result is None:
+    results = cache.get(cache_key)
+    if results is None:
         with st.spinner(tr("whatif.running")):
-            result = replay.compare(conversation, scenario, prices)
+            results = (
+                replay.compare(conversation, scenario, prices),
+                replay.compare_policies(conversation, scenario, prices) if rule else (),
+            )
         cache.clear()  # one result per browser session is enough
-        cache[cache_key] = result
-    show(result, tr)
+        cache[cache_key] = results
+    show(results[0], tr)
+    if results[1]:
+        show_policies(results[1], tr)
 
 
 def show(result: replay.Comparison, tr: Translate) -> None:
     recorded, replayed = result.recorded, result.replayed
-    metrics = st.columns(3)
+    metrics = st.columns(4)
     metrics[0].metric(
         tr("whatif.cost"),
         money(replayed.cost if replayed.priced else None),
@@ -81,6 +97,14 @@ def show(result: replay.Comparison, tr: Translate) -> None:
         delta_color="inverse",
     )
     metrics[2].metric(tr("whatif.forgotten"), f"{len(result.forgotten_only_in_replay):,}")
+    metrics[3].metric(
+        tr("whatif.cache"),
+        f"{replayed.cache_hit_rate:.0%}",
+        tr("whatif.cache.delta", recorded=f"{recorded.cache_hit_rate:.0%}"),
+        delta_color="off",
+        delta_arrow="off",
+        help=tr("whatif.cache.help"),
+    )
     st.vega_lite_chart(spec=replay_spec(result), width="stretch", height=260)
     for note in replayed.notes:
         st.caption(note)
@@ -94,6 +118,8 @@ def show(result: replay.Comparison, tr: Translate) -> None:
             tr("whatif.table.recorded"): row.recorded.prompt_tokens,
             tr("whatif.table.replayed"): row.replayed.prompt_tokens,
             tr("whatif.table.difference"): row.prompt_tokens_difference,
+            tr("whatif.table.cached_recorded"): row.recorded.cached_tokens,
+            tr("whatif.table.cached_replayed"): row.replayed.cached_tokens,
             tr("whatif.table.dropped"): " | ".join(m.preview for m in row.replayed.dropped),
             tr("whatif.table.summarized"): " | ".join(m.preview for m in row.replayed.summarized),
             tr("whatif.table.cost_difference"): row.cost_difference,
@@ -101,3 +127,22 @@ def show(result: replay.Comparison, tr: Translate) -> None:
         for row in result.turns
     ]
     st.dataframe(rows, hide_index=True)
+
+
+def show_policies(outcomes: tuple[replay.PolicyOutcome, ...], tr: Translate) -> None:
+    """Every policy under the same scenario and simulated cache, side by side."""
+    st.markdown(f"**{tr('whatif.policies.header')}**")
+    st.dataframe(
+        [
+            {
+                tr("whatif.policies.policy"): tr(f"policy.{outcome.policy}"),
+                tr("whatif.policies.prompt"): outcome.prompt_tokens,
+                tr("whatif.policies.cached"): outcome.cached_tokens,
+                tr("whatif.policies.hit_rate"): f"{outcome.cache_hit_rate:.0%}",
+                tr("whatif.policies.cost"): money(outcome.cost),
+                tr("whatif.policies.forgotten"): outcome.forgotten,
+            }
+            for outcome in outcomes
+        ],
+        hide_index=True,
+    )
