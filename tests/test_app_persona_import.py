@@ -111,3 +111,18 @@ def test_the_card_png_helper_is_a_real_card() -> None:
     data = card_png("Aria")
     assert "chara" in png_text_chunks(data)
     assert import_file("aria.png", data).personas[0].persona.name == "Aria"
+
+
+def test_editing_an_imported_persona_keeps_what_the_form_does_not_show(app: AppTest) -> None:
+    show_personas(app)
+    uploader(app).set_value([("aria.png", card_png("Aria"), "image/png")]).run()
+    app.button(key="persona_import_save").click().run()
+    imported = app.session_state["workspace"].custom_personas()["aria"]
+    assert imported.examples and imported.avatar_image and imported.extensions
+    app.button(key="edit::aria").click().run()
+    next(w for w in app.text_input if w.label == "Name").input("Aria Two")
+    app.button(key="FormSubmitter:persona_form-Save").click().run()
+    assert not app.error, [e.value for e in app.error]
+    edited = app.session_state["workspace"].custom_personas()["aria"]
+    assert edited.name == "Aria Two"
+    assert edited.model_copy(update={"name": "Aria"}) == imported
