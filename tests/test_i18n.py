@@ -12,6 +12,7 @@ from typing import Any, get_args
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.charts import ComparisonChartTexts
 from core.connection import KeySource
 from core.conversation import MessageState, SummaryVersion
 from core.i18n import (
@@ -56,6 +57,7 @@ DERIVED_FAMILIES = {
     "connection.key_source.": {*get_args(KeySource), "none"},
     "policy.": set(POLICY_NAMES),
     "summary.source.": set(get_args(SummaryVersion.model_fields["source"].annotation)),
+    "chart.compare.": set(ComparisonChartTexts.__dataclass_fields__),
 }
 
 

@@ -14,10 +14,11 @@ from typing import Any
 import streamlit as st
 
 from core.backends import ChatBackend
-from core.charts import comparison_spec
+from core.charts import ComparisonChartTexts, comparison_spec
 from core.compare import Column, ColumnView, Comparison, RunFigures
 from core.conversation import MessageState, without_images
 from core.errors import DashboardError
+from core.i18n import current
 from core.personas import Persona
 from core.workspace import Workspace
 from ui.leaderboard_view import leaderboard_section
@@ -25,6 +26,13 @@ from ui.leaderboard_view import leaderboard_section
 POLL_S = 0.1
 STATE = "comparison"  # the open Comparison, in st.session_state
 SAVED_ID = "comparison_id"  # its id in the store, once saved
+
+
+def chart_texts() -> ComparisonChartTexts:
+    tr = current(st.session_state)
+    return ComparisonChartTexts(
+        **{name: tr(f"chart.compare.{name}") for name in ComparisonChartTexts.__dataclass_fields__}
+    )
 
 
 def figures_line(figures: RunFigures | None) -> str:
@@ -242,7 +250,7 @@ def comparison_view(workspace: Workspace) -> None:
             save(workspace, comparison)
             if prompt:
                 st.rerun()  # draw the recorded answers as history
-        chart = comparison_spec(snapshot)
+        chart = comparison_spec(snapshot, chart_texts())
         if chart is not None:
             st.markdown("**Per message, by column**")
             st.vega_lite_chart(spec=chart, width="stretch", height=260)
