@@ -20,6 +20,7 @@ from core.stats import CONTEXT_COLUMNS, TURN_COLUMNS, ContextGauge, DashboardFig
 
 if TYPE_CHECKING:
     from core.compare import ComparisonSnapshot
+    from core.leaderboard import Leaderboard
     from core.replay import Comparison as ReplayComparison
 
 Spec = dict[str, Any]
@@ -45,6 +46,7 @@ OKABE_ITO = {
 SERIES = {
     "counted_prompt_tokens": ("prompt, counted", OKABE_ITO["blue"]),
     "reported_prompt_tokens": ("prompt, API", OKABE_ITO["orange"]),
+    "cached_prompt_tokens": ("prompt, from cache", OKABE_ITO["sky"]),
     "reply_tokens": ("reply", OKABE_ITO["green"]),
     "context_budget": ("budget", OKABE_ITO["vermillion"]),
     "summary_tokens": ("summary", OKABE_ITO["purple"]),
@@ -89,6 +91,7 @@ def _legend(**symbol: Any) -> Spec:
 USAGE_LEGENDS: dict[str, Spec] = {
     "prompt, counted": _legend(symbolType="stroke", symbolStrokeWidth=2),
     "prompt, API": _legend(symbolType="circle", symbolFillColor="transparent", symbolStrokeWidth=1.5),
+    "prompt, from cache": _legend(symbolType="diamond"),
     "reply": _legend(symbolType="square", symbolOpacity=0.6),
     "summary": _legend(symbolType="square", symbolOpacity=0.45),
     "budget": _legend(symbolType="stroke", symbolDash=BUDGET_DASH, symbolStrokeWidth=2),
@@ -122,7 +125,8 @@ def usage_scale(turns: list[Row], trims: list[Row]) -> tuple[int, list[int]]:
 
 
 def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
-    """Per-turn prompt tokens (counted vs reported) with the running summary's share as a band at
+    """Per-turn prompt tokens (counted vs reported, and the part served from the server's cache)
+    with the running summary's share as a band at
     their bottom, reply tokens and the budget, with trims marked (from `core.stats.turn_rows` and
     `trim_rows`). The y scale follows the data: a budget far above it is named, not drawn."""
     # Half a turn of room either side, so the first and last bars are drawn whole.
@@ -191,6 +195,10 @@ def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
     reported = series_layer(
         "reported_prompt_tokens", {"type": "point", "size": 70, "filled": False, "strokeWidth": 1.5}
     )
+    # What the server read from its prompt cache, as filled diamonds under the prompt it is part of.
+    cached = series_layer(
+        "cached_prompt_tokens", {"type": "point", "shape": "diamond", "size": 60, "filled": True}
+    )
     trim_name, trim_colour = TRIMS
     trim_marks = {
         "name": _layer_name(trim_name),
@@ -207,11 +215,12 @@ def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
             ],
         },
     }
-    layers = [counted, reported, bars, summary, budget, trim_marks]
+    layers = [counted, reported, cached, bars, summary, budget, trim_marks]
     # Only the series drawn have a layer, so a legend entry: no API figure offline, no band
     # without a summary, no budget rule when it is off the scale, no marker without a trim.
     has = {
         "prompt, API": any(row["reported_prompt_tokens"] is not None for row in turns),
+        "prompt, from cache": any(row["cached_prompt_tokens"] for row in turns),
         "summary": any(row["summary_tokens"] for row in turns),
         "budget": len(off_scale) < len({row["context_budget"] for row in turns}),
         "trimmed": bool(trims),
@@ -219,27 +228,30 @@ def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
     layers = [layer for layer in layers if has.get(_series_of(layer), True)]
     if off_scale:
         # Named above the top right of the plot, above the scale it is left off.
-        layers.append(
-            {
-                "name": "budget_note",
-                "data": {"values": [{"note": f"budget {off_scale[-1]:,} ↑"}]},
-                "mark": {
-                    "type": "text",
-                    "align": "right",
-                    "baseline": "bottom",
-                    "dy": -4,
-                    "fontWeight": "bold",
-                    "color": SERIES["context_budget"][1],
-                },
-                "encoding": {"text": {"field": "note"}, "x": {"value": "width"}, "y": {"value": 0}},
-            }
-        )
+        layers.append(budget_note(f"budget {off_scale[-1]:,} ↑"))
     return {
         "$schema": VEGA_LITE_SCHEMA,
         "height": 240,
         "layer": layers,
         "resolve": {"scale": {"color": "independent"}, "legend": {"color": "independent"}},
         "datasets": {"usage": usage_series(turns), "trims": trims},
+    }
+
+
+def budget_note(text: str) -> Spec:
+    """A budget left off the y scale, named above the top right of the plot."""
+    return {
+        "name": "budget_note",
+        "data": {"values": [{"note": text}]},
+        "mark": {
+            "type": "text",
+            "align": "right",
+            "baseline": "bottom",
+            "dy": -4,
+            "fontWeight": "bold",
+            "color": SERIES["context_budget"][1],
+        },
+        "encoding": {"text": {"field": "note"}, "x": {"value": "width"}, "y": {"value": 0}},
     }
 
 
@@ -320,6 +332,7 @@ _TYPES = {
     "turn": _INTEGER,
     "counted_prompt_tokens": _INTEGER,
     "reported_prompt_tokens": _INTEGER,
+    "cached_prompt_tokens": _INTEGER,
     "difference": _INTEGER,
     "reply_tokens": _INTEGER,
     "context_budget": _INTEGER,
@@ -396,51 +409,109 @@ def _arrow(table: pa.Table) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def comparison_spec(snapshot: ComparisonSnapshot) -> Spec | None:
-    """Per message, each column's prompt tokens (billed) with its budget as a dashed rule, and in
-    the tooltip its reply tokens, speed and cost; None before any answer."""
-    rows = [
-        {
-            "round": run.round,
-            "column": view.label,
-            "prompt tokens": run.prompt_tokens,
-            "budget": run.context_budget,
-            "reply tokens": run.reply_tokens,
-            "first token s": run.time_to_first_token_s,
-            "total s": run.total_s,
-            "cost usd": run.cost_usd,
-        }
+@dataclass(frozen=True)
+class ComparisonChartTexts:
+    """The comparison chart's words, in the page's language."""
+
+    message: str = "message"
+    prompt_tokens: str = "prompt tokens"
+    reply_tokens: str = "reply tokens"
+    first_token_s: str = "first token (s)"
+    total_s: str = "total (s)"
+    cost_usd: str = "cost (USD)"
+    budget: str = "budget"
+
+
+def comparison_spec(snapshot: ComparisonSnapshot, texts: ComparisonChartTexts | None = None) -> Spec | None:
+    """Per message, each column's prompt tokens (billed) as a line with points, and its budget as
+    a dashed tick where it is near the data (a budget more than BUDGET_OFF_SCALE times the
+    largest prompt is named above the plot instead, as in the usage chart); reply tokens, speed
+    and cost in the tooltip. None before any answer, and while the labels are hidden: the sizes
+    and costs would tell the columns apart before the vote. The legend lists one column per row
+    under the plot, so long labels never overlap and fit a phone."""
+    if snapshot.labels_hidden:
+        return None
+    texts = texts or ComparisonChartTexts()
+    answered = [
+        (view.label, run, run.prompt_tokens)
         for view in snapshot.columns
         for run in view.runs
         if run.prompt_tokens is not None and not run.running
     ]
-    if not rows:
+    if not answered:
         return None
-    color = {"field": "column", "type": "nominal", "legend": {"orient": "bottom", "title": None}}
-    x = {"field": "round", "type": "ordinal", "title": "message"}
-    tooltip = [
-        {"field": name, "type": "quantitative" if name not in ("column",) else "nominal"}
-        for name in ("column", "prompt tokens", "reply tokens", "first token s", "total s", "cost usd")
+    rows = [
+        {
+            "round": run.round,
+            "column": label,
+            "prompt": prompt,
+            "budget": run.context_budget,
+            "reply": run.reply_tokens,
+            "first_token_s": run.time_to_first_token_s,
+            "total_s": run.total_s,
+            "cost_usd": run.cost_usd,
+        }
+        for label, run, prompt in answered
     ]
+    largest = max(prompt for _, _, prompt in answered)
+    budgets = sorted({run.context_budget for _, run, _ in answered})
+    off_scale = [budget for budget in budgets if budget > BUDGET_OFF_SCALE * largest]
+    top = max([largest, *(budget for budget in budgets if budget not in off_scale)])
+    legend = {"orient": "bottom", "title": None, "columns": 1, "labelLimit": 0}
+    color = {
+        "field": "column",
+        "type": "nominal",
+        "legend": legend,
+        "scale": {"range": list(OKABE_ITO.values())},
+    }
+    x = {"field": "round", "type": "ordinal", "title": texts.message, "axis": {"labelAngle": 0}}
+    y_scale = {"domain": [0, top]}
+    tooltip = [
+        {"field": "column", "type": "nominal", "title": " "},
+        {"field": "prompt", "type": "quantitative", "title": texts.prompt_tokens, "format": ","},
+        {"field": "reply", "type": "quantitative", "title": texts.reply_tokens, "format": ","},
+        {"field": "first_token_s", "type": "quantitative", "title": texts.first_token_s, "format": ".2f"},
+        {"field": "total_s", "type": "quantitative", "title": texts.total_s, "format": ".2f"},
+        {"field": "cost_usd", "type": "quantitative", "title": texts.cost_usd, "format": ".5f"},
+    ]
+    layers: list[Spec] = [
+        {
+            "mark": {"type": "line", "point": {"filled": True, "size": 70}},
+            "encoding": {
+                "x": x,
+                "y": {
+                    "field": "prompt",
+                    "type": "quantitative",
+                    "title": texts.prompt_tokens,
+                    "scale": y_scale,
+                },
+                "color": color,
+                "tooltip": tooltip,
+            },
+        }
+    ]
+    if len(off_scale) < len(budgets):
+        layers.append(
+            {
+                "transform": [{"filter": {"field": "budget", "lte": top}}],
+                "mark": {"type": "tick", "strokeDash": BUDGET_DASH, "thickness": 2},
+                "encoding": {
+                    "x": x,
+                    "y": {"field": "budget", "type": "quantitative", "scale": y_scale},
+                    "color": color,
+                    "tooltip": [
+                        {"field": "column", "type": "nominal", "title": " "},
+                        {"field": "budget", "type": "quantitative", "title": texts.budget, "format": ","},
+                    ],
+                },
+            }
+        )
+    if off_scale:
+        layers.append(budget_note(f"{texts.budget} {off_scale[-1]:,} ↑"))
     return {
         "$schema": VEGA_LITE_SCHEMA,
         "data": {"name": "runs"},
-        "layer": [
-            {
-                "mark": {"type": "line", "point": True},
-                "encoding": {
-                    "x": x,
-                    "y": {"field": "prompt tokens", "type": "quantitative", "title": "prompt tokens"},
-                    "color": color,
-                    "shape": {"field": "column", "type": "nominal", "legend": None},
-                    "tooltip": tooltip,
-                },
-            },
-            {
-                "mark": {"type": "tick", "strokeDash": [6, 4], "thickness": 2},
-                "encoding": {"x": x, "y": {"field": "budget", "type": "quantitative"}, "color": color},
-            },
-        ],
+        "layer": layers,
         "datasets": {"runs": rows},
     }
 
@@ -493,4 +564,51 @@ def replay_spec(result: ReplayComparison) -> Spec:
         "data": {"name": "replay"},
         "layer": layers,
         "datasets": {"replay": rows},
+    }
+
+
+def leaderboard_spec(board: Leaderboard, *, rating_title: str, interval_title: str, votes_title: str) -> Spec:
+    """Each contestant's rating as a point on its 95% interval (a rule), best at the top; the
+    axis and tooltip titles are the page's, in its language."""
+    rows = [
+        {
+            "contestant": row.contestant.label,
+            "rating": round(row.rating, 1),
+            "lower": round(row.lower, 1),
+            "upper": round(row.upper, 1),
+            "votes": row.votes,
+        }
+        for row in board.ratings
+    ]
+    y = {"field": "contestant", "type": "nominal", "sort": None, "title": None, "axis": {"labelLimit": 220}}
+    tooltip = [
+        {"field": "contestant", "type": "nominal"},
+        {"field": "rating", "type": "quantitative", "title": rating_title},
+        {"field": "lower", "type": "quantitative", "title": f"{interval_title} −"},
+        {"field": "upper", "type": "quantitative", "title": f"{interval_title} +"},
+        {"field": "votes", "type": "quantitative", "title": votes_title},
+    ]
+    return {
+        "$schema": VEGA_LITE_SCHEMA,
+        "data": {"name": "ratings"},
+        "encoding": {"y": y, "tooltip": tooltip},
+        "layer": [
+            {
+                "mark": {"type": "rule", "strokeWidth": 2, "color": OKABE_ITO["sky"]},
+                "encoding": {
+                    "x": {
+                        "field": "lower",
+                        "type": "quantitative",
+                        "scale": {"zero": False},
+                        "title": rating_title,
+                    },
+                    "x2": {"field": "upper"},
+                },
+            },
+            {
+                "mark": {"type": "point", "filled": True, "size": 80, "color": OKABE_ITO["blue"]},
+                "encoding": {"x": {"field": "rating", "type": "quantitative"}},
+            },
+        ],
+        "datasets": {"ratings": rows},
     }

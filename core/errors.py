@@ -6,6 +6,8 @@ and never contain an API key.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class DashboardError(Exception):
     """Base class of every error raised by `core`."""
@@ -63,6 +65,23 @@ class ConversationStateError(DashboardError, ValueError):
 
 class ConversationImportError(DashboardError, ValueError):
     """An imported conversation file was rejected; the current conversation is untouched."""
+
+
+class TestSetError(DashboardError, ValueError):
+    """A test set's prompts could not be read. `reason` says why ("too_large", "not_utf8",
+    "invalid"); `fields` carry what a translated message needs (`file`, `limit`, `problem`)."""
+
+    __test__ = False  # not a pytest class, whatever its name
+    _MESSAGES: ClassVar[dict[str, str]] = {
+        "too_large": "{file} is larger than {limit:,} bytes.",
+        "not_utf8": "{file} is not UTF-8 text.",
+        "invalid": "{file} holds no usable prompts: {problem}",
+    }
+
+    def __init__(self, reason: str, **fields: str | int) -> None:
+        self.reason = reason
+        self.fields = fields
+        super().__init__(self._MESSAGES[reason].format(**fields))
 
 
 # --- Backends ------------------------------------------------------------------------------

@@ -27,7 +27,7 @@ from typing import Any
 
 from core import replay
 from core.backends import ChatBackend
-from core.compare import Column, Comparison, Tally
+from core.compare import Column, Comparison, Pick
 from core.connection import Backends, Connection, resolve_connection
 from core.conversation import MAX_IMPORT_BYTES, Conversation
 from core.errors import (
@@ -453,12 +453,9 @@ class VisitorService:
     def saved_comparisons(self) -> list[tuple[str, str]]:
         return self.workspace.list_comparisons()
 
-    def tally(self) -> Tally:
-        """The blind picks in this owner's saved comparisons."""
-        tally = Tally(owner=self.workspace.owner)
-        for pick in self.workspace.comparison_picks():
-            tally.record(pick)
-        return tally
+    def comparison_picks(self) -> list[Pick]:
+        """The blind picks in this owner's saved comparisons (for the leaderboard)."""
+        return self.workspace.comparison_picks()
 
     def _open_comparison(self) -> Comparison:
         if self.comparison is None:

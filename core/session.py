@@ -27,7 +27,7 @@ from core.context import Completion, ContextPolicy, policy_named, summary_cap
 from core.conversation import Conversation, Turn
 from core.counting import Counting, counting_for
 from core.errors import BackendError, ConversationStateError, DashboardError, EmptyReply
-from core.personas import Persona
+from core.personas import Persona, system_message
 from core.settings import MAX_REPLY_CAP, ChatSettings, Sampling
 
 #: Sent (as a user message the dashboard writes) to continue a reply cut off by the reply cap.
@@ -77,9 +77,10 @@ class ChatSession:
             # As plain data: a cached persona may hold a Sampling of a module version since reloaded.
             sampling=Sampling.model_validate(persona.sampling.model_dump()),
             context_policy=persona.context_policy,
+            low_water=persona.low_water,
             summarizer_model=persona.summarizer_model,
         )
-        return cls(Conversation(persona.system_prompt, settings, persona_id=persona.id), backend)
+        return cls(Conversation(system_message(persona), settings, persona_id=persona.id), backend)
 
     # --- reading -----------------------------------------------------------------------------
 

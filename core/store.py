@@ -132,12 +132,15 @@ NAMING_CONVENTION: Final = {
     "pk": "pk_%(table_name)s",
 }
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+#: Who owns a row (core/owners.py): unbounded, since an OIDC owner is `oidc:` + the issuer + a subject
+#: of up to 255 characters. SQLite never enforces a VARCHAR's length (see migration 0005).
+OWNER_TYPE: Final = sa.String(255).with_variant(sa.Text(), "postgresql")
 
 conversations = sa.Table(
     "conversations",
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("owner", OWNER_TYPE, nullable=False),
     sa.Column("persona_id", sa.String(200)),
     sa.Column("title", sa.Text, nullable=False),
     sa.Column("title_is_auto", sa.Boolean, nullable=False),
@@ -191,6 +194,8 @@ turns = sa.Table(
     sa.Column("count_exact", sa.Boolean, nullable=False),
     sa.Column("reported_prompt_tokens", sa.Integer),
     sa.Column("reported_completion_tokens", sa.Integer),
+    sa.Column("reported_cached_tokens", sa.Integer),
+    sa.Column("reported_cache_write_tokens", sa.Integer),
     sa.Column("counted_completion_tokens", sa.Integer, nullable=False),
     sa.Column("usage_source", sa.String(16)),
     sa.Column("latency_s", sa.Float),
@@ -257,7 +262,7 @@ comparisons = sa.Table(
     "comparisons",
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("owner", OWNER_TYPE, nullable=False),
     sa.Column("title", sa.Text, nullable=False),
     sa.Column("record", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
@@ -269,7 +274,7 @@ comparisons = sa.Table(
 personas = sa.Table(
     "personas",
     metadata,
-    sa.Column("owner", sa.String(255), primary_key=True),
+    sa.Column("owner", OWNER_TYPE, primary_key=True),
     sa.Column("persona_id", sa.String(64), primary_key=True),
     sa.Column("yaml", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),

@@ -54,8 +54,35 @@ DEPLOYER_SETTINGS = (
     # the page's pacing of the offline model
     "OFFLINE_CHUNK_DELAY_S",
 )
+#: The checkout's own database folder: the developer's conversations, which no test may touch.
+CHECKOUT_DATA = REPO_ROOT / "data"
 
 StartApp = Callable[..., AppTest]
+
+
+def folder_state(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` with its size and modification time (empty if there is no folder)."""
+    state = {}
+    for path in folder.rglob("*"):
+        if path.is_file():
+            stat = path.stat()
+            state[str(path.relative_to(folder))] = (stat.st_size, stat.st_mtime_ns)
+    return state
+
+
+@pytest.fixture(autouse=True)
+def checkout_data_untouched() -> Iterator[None]:
+    """Fails the test that created, changed or removed anything in the checkout's `data/` (a
+    fresh clone must not hold a test's "hello" conversation). The store's SQLite files change on
+    every write, so a test that opened the default database is caught even if it wrote nothing."""
+    before = folder_state(CHECKOUT_DATA)
+    yield
+    after = folder_state(CHECKOUT_DATA)
+    touched = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    assert not touched, (
+        f"this test touched the checkout's {CHECKOUT_DATA}: {touched} (tests must use a temporary "
+        "database: the clean_env / database_url fixtures)"
+    )
 
 
 @pytest.fixture

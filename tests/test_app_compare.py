@@ -66,7 +66,7 @@ def test_a_comparison_is_saved_and_reopens(app: AppTest) -> None:
     assert all(view.messages[-1].role == "assistant" for view in reopened.columns)
 
 
-def test_blind_mode_hides_labels_until_a_pick_and_tallies_it(app: AppTest) -> None:
+def test_blind_mode_hides_labels_until_a_pick_and_the_leaderboard_counts_it(app: AppTest) -> None:
     start(app, blind=True)
     ask(app, "which is best?")
     snapshot = app.session_state.service.comparison.snapshot()
@@ -78,6 +78,8 @@ def test_blind_mode_hides_labels_until_a_pick_and_tallies_it(app: AppTest) -> No
     assert snapshot.picks[-1].persona_id == "translator"
     assert "Answer B" not in [view.label for view in snapshot.columns]  # revealed
     click(app, "New comparison")
-    tally = next(d.value for d in app.dataframe if "wins" in d.value.columns)
-    wins = dict(zip(tally["persona"], tally["wins"], strict=True))
-    assert wins["translator"] == 1 and wins["foodie"] == 0
+    board = next(d.value for d in app.dataframe if "Won · lost · tied" in d.value.columns)
+    records = dict(zip(board["Persona"], board["Won · lost · tied"], strict=True))
+    # The preferred answer beat each of the two others.
+    assert records["translator"] == "2 · 0 · 0" and records["foodie"] == "0 · 1 · 0"
+    assert board["Persona"].iloc[0] == "translator"  # rated first

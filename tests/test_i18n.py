@@ -11,6 +11,7 @@ from typing import Any, get_args
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.charts import ComparisonChartTexts
 from core.connection import KeySource
 from core.conversation import MessageState, SummaryVersion
 from core.i18n import (
@@ -24,6 +25,7 @@ from core.i18n import (
     translator,
 )
 from core.locales import en, zh_CN
+from core.persona_formats import EXPORT_FORMATS
 from core.settings import POLICY_NAMES
 from core.stats import ContextGauge
 from tests.conftest import APP_PATH, REPO_ROOT
@@ -48,12 +50,14 @@ def page_views() -> set[str]:
 
 #: Families of keys derived from values of core, and every value each can take.
 DERIVED_FAMILIES = {
+    "personas.export.": set(EXPORT_FORMATS),
     "state.": {state.value for state in MessageState},
     "gauge.part.": {part for part, _ in ContextGauge(1, system=0, pinned=0, history=0, newest=0).parts()},
     "views.": page_views(),
     "connection.key_source.": {*get_args(KeySource), "none"},
     "policy.": set(POLICY_NAMES),
     "summary.source.": set(get_args(SummaryVersion.model_fields["source"].annotation)),
+    "chart.compare.": set(ComparisonChartTexts.__dataclass_fields__),
 }
 
 

@@ -46,13 +46,17 @@ def new_conversation(system: str, model: str, context_budget: int) -> Conversati
     return Conversation(system, ChatSettings(model=model, context_budget=context_budget))
 
 
-def chat(conversation: Conversation, n: int, usage_offset: int = 0) -> None:
+def chat(conversation: Conversation, n: int, usage_offset: int = 0, cached_share: float = 0.0) -> None:
+    """`n` turns; the server reports `usage_offset` more prompt tokens than counted and, when
+    `cached_share` is set, that share of them as read from its cache."""
     for i in range(n):
         conversation.add_user(f"question {i} " + "about dumplings " * 5)
         POLICY.fit(conversation)
+        prompt = conversation.prompt_tokens + usage_offset
+        cached = int(prompt * cached_share) if cached_share else None
         conversation.add_assistant(
             f"answer {i} " + "steam them " * 8,
-            Usage(prompt_tokens=conversation.prompt_tokens + usage_offset, completion_tokens=20),
+            Usage(prompt_tokens=prompt, completion_tokens=20, cached_prompt_tokens=cached),
         )
 
 
@@ -154,6 +158,23 @@ def test_totals_price_each_turn_and_flag_unknown_models():
     assert totals(conversation, table).cost is None
 
 
+def test_totals_price_cached_tokens_and_say_what_caching_saved():
+    table = load_model_table()
+    conversation = new_conversation("sys", "gpt-4o-mini", 10_000)
+    chat(conversation, 3)
+    assert totals(conversation, table).cache_reported is False
+    chat(conversation, 3, cached_share=0.5)
+    result = totals(conversation, table)
+    prompt = sum(t.prompt_tokens for t in conversation.turns)
+    cached = sum(t.cached_tokens for t in conversation.turns)
+    assert cached == sum(int(t.prompt_tokens * 0.5) for t in conversation.turns[3:]) > 0
+    assert result.cache_reported and result.cached_tokens == cached
+    assert result.cache_hit_rate == pytest.approx(cached / prompt)
+    assert result.cost == pytest.approx(((prompt - cached) * 0.15 + cached * 0.075 + 120 * 0.60) / 1e6)
+    assert result.cache_saved == pytest.approx(cached * (0.15 - 0.075) / 1e6)
+    assert all(t.uncached_tokens == t.prompt_tokens - t.cached_tokens for t in conversation.turns)
+
+
 def assert_valid_vega_lite(spec):
     """The spec is JSON and Vega-Lite's own JSON schema (the one Altair ships) accepts it."""
     error = validate_jsonschema(json.loads(json.dumps(spec)), load_schema(), raise_error=False)
@@ -192,21 +213,35 @@ def colours(spec):
 
 def test_usage_chart_is_valid_vega_lite_and_draws_every_series():
     conversation = new_conversation("sys", "gpt-4o", 150)
-    chat(conversation, 6, usage_offset=1)
+    chat(conversation, 6, usage_offset=1, cached_share=0.5)
     turns = turns_frame(conversation)
     spec = usage_spec(turn_rows(conversation), trim_rows(conversation))
     assert_valid_vega_lite(spec)
     layers = layers_by_series(spec)
     # No summary in a drop-oldest conversation: no band, and no legend entry for one.
-    assert list(layers) == ["prompt, counted", "prompt, API", "reply", "budget", "trimmed"]
-    counted, reported, bars, budget, trim_marks = layers.values()
-    assert [layer["mark"]["type"] for layer in layers.values()] == ["line", "point", "bar", "rule", "point"]
+    assert list(layers) == [
+        "prompt, counted",
+        "prompt, API",
+        "prompt, from cache",
+        "reply",
+        "budget",
+        "trimmed",
+    ]
+    counted, reported, cached, bars, budget, trim_marks = layers.values()
+    marks = [layer["mark"]["type"] for layer in layers.values()]
+    assert marks == ["line", "point", "point", "bar", "rule", "point"]
     # Every filtered layer draws something: its filter names a series that is in its data.
     rows = spec["datasets"]["usage"]
     assert {row["series"] for row in rows} == {name for name, _ in SERIES.values()}
     for layer, column in zip(
-        (bars, budget, counted, reported),
-        ("reply_tokens", "context_budget", "counted_prompt_tokens", "reported_prompt_tokens"),
+        (bars, budget, counted, reported, cached),
+        (
+            "reply_tokens",
+            "context_budget",
+            "counted_prompt_tokens",
+            "reported_prompt_tokens",
+            "cached_prompt_tokens",
+        ),
         strict=True,
     ):
         assert layer["data"] == {"name": "usage"}
@@ -232,7 +267,7 @@ def test_usage_chart_is_valid_vega_lite_and_draws_every_series():
 
 def test_usage_legend_symbols_match_the_marks():
     conversation = new_conversation("sys", "gpt-4o", 150)
-    chat(conversation, 6, usage_offset=1)
+    chat(conversation, 6, usage_offset=1, cached_share=0.5)
     rows = turn_rows(conversation)
     for row in rows[2:]:
         row["summary_tokens"] = 25
@@ -251,6 +286,7 @@ def test_usage_legend_symbols_match_the_marks():
     assert symbols == {
         "prompt, counted": ("line", "stroke"),
         "prompt, API": ("point", "circle"),
+        "prompt, from cache": ("point", "diamond"),
         "reply": ("bar", "square"),
         "summary": ("bar", "square"),
         "budget": ("rule", "stroke"),
@@ -263,6 +299,8 @@ def test_usage_legend_symbols_match_the_marks():
     assert layers["prompt, API"]["mark"]["filled"] is False
     assert layers["prompt, API"]["encoding"]["color"]["legend"]["symbolFillColor"] == "transparent"
     assert layers["trimmed"]["mark"]["shape"] == "triangle-down"
+    cached = layers["prompt, from cache"]["mark"]
+    assert cached["shape"] == "diamond" and cached["filled"]
     # The summary band spans each turn from 0 up to the summary's tokens.
     band = layers["summary"]
     assert band["encoding"]["y2"] == {"datum": 0} and band["encoding"]["x2"] == {"field": "end"}

@@ -20,6 +20,7 @@ from core.session import ChatSession
 from core.settings import MAX_CONTEXT_BUDGET, MAX_REPLY_CAP, POLICY_NAMES
 from core.stats import dashboard_figures
 from core.tokens import METHOD_CALIBRATED, METHOD_SERVER, METHOD_TIKTOKEN
+from ui.cache_metrics import cache_metrics
 from ui.frame import CONVERSATION_PARAM, Frame, html_lang, model_table
 from ui.state import (
     Action,
@@ -528,6 +529,8 @@ def dashboard(session: ChatSession, offline: bool) -> None:
     bottom[1].metric(
         tr("dashboard.tokens_out.label"), f"{total.completion_tokens:,}", help=tr("dashboard.tokens_out.help")
     )
+    if total.cache_reported:
+        cache_metrics(total, tr)
 
     st.markdown(f"**{tr('dashboard.usage.header')}**")
     if drawing.usage is None:

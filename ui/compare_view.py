@@ -16,15 +16,17 @@ from typing import Any
 
 import streamlit as st
 
-from core.charts import comparison_spec
+from core.charts import ComparisonChartTexts, comparison_spec
 from core.compare import ColumnView, Comparison, RunFigures
 from core.conversation import MessageState
 from core.errors import DashboardError
+from core.i18n import current
 from core.notices import error_notice
 from core.personas import Persona
 from core.service import ColumnChoice, VisitorService
 from core.settings import MAX_CONTEXT_BUDGET
 from ui.frame import Frame
+from ui.leaderboard_view import leaderboard_section
 from ui.state import Key, compare_key
 from ui.text import as_markdown
 
@@ -44,6 +46,13 @@ def page(frame: Frame) -> None:
         if COMPARISON_PARAM in st.query_params:
             del st.query_params[COMPARISON_PARAM]
         setup(service, frame.catalog.personas)
+
+
+def chart_texts() -> ComparisonChartTexts:
+    tr = current(st.session_state)
+    return ComparisonChartTexts(
+        **{name: tr(f"chart.compare.{name}") for name in ComparisonChartTexts.__dataclass_fields__}
+    )
 
 
 def figures_line(figures: RunFigures | None) -> str:
@@ -132,16 +141,7 @@ def saved_list(service: VisitorService) -> None:
             on_click=open_saved,
             args=(service, comparison_id),
         )
-    standings = service.tally().standings("persona")
-    if standings:
-        st.markdown("**Blind picks so far**")
-        st.dataframe(
-            [
-                {"persona": s.name, "wins": s.wins, "rounds": s.rounds, "win rate": f"{s.win_rate:.0%}"}
-                for s in standings
-            ],
-            hide_index=True,
-        )
+    leaderboard_section(service.comparison_picks())
 
 
 def open_saved(service: VisitorService, comparison_id: str) -> None:
@@ -263,7 +263,7 @@ def comparison_view(service: VisitorService, comparison: Comparison) -> None:
                 st.query_params[COMPARISON_PARAM] = service.comparison_id
             if sent:
                 st.rerun()  # draw the recorded answers as history
-        chart = comparison_spec(snapshot)
+        chart = comparison_spec(snapshot, chart_texts())
         if chart is not None:
             st.markdown("**Per message, by column**")
             st.vega_lite_chart(spec=chart, width="stretch", height=260)

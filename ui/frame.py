@@ -89,10 +89,10 @@ def freeze_startup_objects() -> None:
 
 
 @st.cache_resource(show_spinner=False)
-def open_store(database_url: str) -> Store:
+def open_store(database_url: str, data_dir: str) -> Store:
     """The process's store (one connection pool shared by every session); errors are not cached,
     so a fixed database is picked up on the next rerun."""
-    return Store.from_environ({"DATABASE_URL": database_url})
+    return Store.from_environ({"DATABASE_URL": database_url, "DATA_DIR": data_dir})
 
 
 def deployer_secrets() -> dict[str, object]:
@@ -199,7 +199,7 @@ def visitor_service(deployment: Deployment) -> VisitorService:
         store: Store | None = None
         store_error: DashboardError | None = None
         try:
-            store = open_store(os.environ.get("DATABASE_URL", ""))
+            store = open_store(os.environ.get("DATABASE_URL", ""), os.environ.get("DATA_DIR", ""))
         except DashboardError as error:
             store_error = error
         # Word-by-word pacing of the offline model's reply, so streaming is visible; tests set 0.

@@ -18,6 +18,7 @@ from core.personas import Persona, PersonaFile, parse_persona, persona_yaml
 from core.service import VisitorService
 from core.validation import describe_problems
 from ui.frame import Frame, switch_page
+from ui.persona_exchange import export_menu, import_panel
 from ui.state import Key, page_state
 from ui.text import tr, tr_plural
 
@@ -75,6 +76,7 @@ def gallery(service: VisitorService, personas: dict[str, Persona], custom: set[s
         args=(service, set(personas) - custom),
         max_upload_size=1,
     )
+    import_panel(service.save_persona, taken_ids=personas)
     columns = st.columns(GALLERY_COLUMNS)
     for index, persona in enumerate(personas.values()):
         with columns[index % GALLERY_COLUMNS].container(border=True):
@@ -129,6 +131,7 @@ def card(persona: Persona, is_custom: bool, conversations: int) -> None:
         key=f"yaml::{persona.id}",
         on_click="ignore",
     )
+    export_menu(persona)
 
 
 def editor(service: VisitorService, personas: dict[str, Persona]) -> None:
@@ -205,6 +208,14 @@ def editor(service: VisitorService, personas: dict[str, Persona]) -> None:
         "starter_prompts": [line.strip() for line in starters.splitlines() if line.strip()],
         "tags": [tag.strip() for tag in tags.split(",") if tag.strip()],
     }
+    if base is not None:  # what the form does not show is kept from the persona edited or duplicated
+        fields.update(
+            context_policy=base.context_policy,
+            summarizer_model=base.summarizer_model,
+            examples=[example.model_dump() for example in base.examples],
+            avatar_image=base.avatar_image,
+            extensions=dict(base.extensions),
+        )
     try:
         checked = PersonaFile.model_validate(fields)
         persona = parse_persona(persona_yaml(checked), persona_id.strip())

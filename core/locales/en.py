@@ -133,6 +133,19 @@ CATALOG: dict[str, str] = {
     "dashboard.tokens_in.help_some_counted": "Prompt tokens of all turns (some counted locally).",
     "dashboard.tokens_out.label": "Tokens out",
     "dashboard.tokens_out.help": "Reply tokens of all turns.",
+    "dashboard.cache.label": "Cache hit rate",
+    "dashboard.cache.delta": "{cached} prompt tokens from cache",
+    "dashboard.cache.help": (
+        "The share of prompt tokens the server says it read from its prompt cache (billed at the "
+        "cached price in models.yaml). Trimming the oldest messages changes the prompt's start and "
+        "empties the cache; the stable-prefix policy keeps it."
+    ),
+    "dashboard.cache_saved.label": "Saved by caching",
+    "dashboard.cache_saved.unknown": "unknown price",
+    "dashboard.cache_saved.help": (
+        "What the same tokens would have cost with no cache, less what they cost; negative when "
+        "cache writes cost more than the reads saved."
+    ),
     "dashboard.usage.header": "Tokens per turn",
     "dashboard.usage.empty": "The chart fills in as you chat: one point per turn.",
     "dashboard.usage.offline": (
@@ -209,13 +222,42 @@ CATALOG: dict[str, str] = {
     "personas.editor.cancel": "Cancel",
     "personas.editor.id_taken": "The id '{id}' is taken; choose another.",
     "personas.editor.not_saved": "Not saved: {error}",
+    # --- importing from and exporting to other apps (ui/persona_exchange.py) ---------------------
+    "personas.exchange.header": "Import from other apps",
+    "personas.exchange.caption": (
+        "Character cards (JSON, PNG, .charx), LobeHub agents, NextChat masks, Open WebUI model "
+        "exports, LibreChat modelSpecs (YAML) and persona YAML files, several at once. Nothing is "
+        "saved until you choose; links to pictures are never opened."
+    ),
+    "personas.exchange.files": "Files to import",
+    "personas.exchange.user_name": "Your name (character cards write it as a placeholder)",
+    "personas.exchange.failed": "Not imported: {error}",
+    "personas.exchange.pick": "Save {name} as “{id}”",
+    "personas.exchange.source": "From {file} · {format}",
+    "personas.exchange.tokens": "System message: {tokens:,} tokens of a {budget:,}-token budget ({share})",
+    "personas.exchange.col.ours": "Persona field",
+    "personas.exchange.col.theirs": "From",
+    "personas.exchange.col.note": "Note",
+    "personas.exchange.col.why": "Why",
+    "personas.exchange.dropped": "Not used or kept for export ({count})",
+    "personas.exchange.prompt": "System prompt and examples as imported",
+    "personas.exchange.save": "Save the ticked personas",
+    "personas.exchange.saved": "Saved {name}.",
+    "personas.exchange.not_saved": "{name} was not saved: {error}",
+    "personas.export.label": "Export",
+    "personas.export.card-v3": "Character card V3 (JSON)",
+    "personas.export.card-png": "Character card (PNG)",
+    "personas.export.lobehub": "LobeHub agent (JSON)",
     "sidebar.policy.label": "When the budget is full",
     "sidebar.policy.help": (
         "Drop the oldest exchanges, or fold them into a running summary written by a model (the "
-        "summary is sent after the system prompt and counts against the budget)."
+        "summary is sent after the system prompt and counts against the budget), or keep a stable "
+        "prefix: drop several exchanges at once, down to 65% of the budget, so the turns after only "
+        "append and the server keeps serving the prompt from its cache (cheaper, faster)."
     ),
     "policy.drop_oldest": "Drop the oldest exchanges",
     "policy.summarize": "Summarize the oldest exchanges",
+    "policy.stable_prefix": "Keep a stable prefix (cache-friendly)",
     "summary.title": "Summary of {count} earlier messages · {tokens} tokens, sent after the system prompt",
     "summary.version": "Version {number}: {source}, {at:%Y-%m-%d %H:%M} UTC",
     "summary.source.model": "written by the model",
@@ -271,4 +313,40 @@ CATALOG: dict[str, str] = {
         "budget, nothing is sent and you are told."
     ),
     "connection.failing": "The last call to **{host}** failed (key {key_source}): see the error in the chat.",
+    # --- leaderboard (ui/leaderboard_view.py) ------------------------------------------------
+    "leaderboard.header": "Leaderboard",
+    "leaderboard.about": (
+        "Bradley–Terry ratings from your votes in comparisons, with 95% intervals from {samples} "
+        "bootstrap resamples. What is ranked is a persona on a model with its settings; a "
+        "preferred answer beats every other column's, a tie or “all bad” ties them."
+    ),
+    "leaderboard.empty": (
+        "No votes yet: vote for the better answer in a comparison and the ranking starts here."
+    ),
+    "leaderboard.not_enough": (
+        "Not enough votes yet: the ranking firms up once at least two contestants have {minimum} "
+        "votes each. Until then the intervals are wide and the order may change."
+    ),
+    "leaderboard.row_not_enough": "not enough votes yet",
+    "leaderboard.column.rank": "Rank",
+    "leaderboard.column.persona": "Persona",
+    "leaderboard.column.model": "Model",
+    "leaderboard.column.settings": "Settings",
+    "leaderboard.column.rating": "Rating",
+    "leaderboard.column.interval": "95% interval",
+    "leaderboard.column.record": "Won · lost · tied",
+    "leaderboard.column.status": "Status",
+    "leaderboard.record": "{wins} · {losses} · {ties}",
+    "leaderboard.votes": "votes",
+    "leaderboard.total": "{votes} pairwise votes.",
+    "leaderboard.export_csv": "Leaderboard as CSV",
+    "leaderboard.export_json": "Leaderboard as JSON",
+    # --- the comparison chart (core/charts.py ComparisonChartTexts) ------------------------------
+    "chart.compare.message": "message",
+    "chart.compare.prompt_tokens": "prompt tokens",
+    "chart.compare.reply_tokens": "reply tokens",
+    "chart.compare.first_token_s": "first token (s)",
+    "chart.compare.total_s": "total (s)",
+    "chart.compare.cost_usd": "cost (USD)",
+    "chart.compare.budget": "budget",
 }

@@ -124,6 +124,17 @@ CATALOG: dict[str, str] = {
     "dashboard.tokens_in.help_some_counted": "所有轮次的提示词 token 数（部分为本地计数）。",
     "dashboard.tokens_out.label": "输出 token",
     "dashboard.tokens_out.help": "所有轮次的回复 token 数。",
+    "dashboard.cache.label": "缓存命中率",
+    "dashboard.cache.delta": "{cached} 个提示 token 来自缓存",
+    "dashboard.cache.help": (
+        "服务器报告从提示缓存读取的提示 token 所占比例（按 models.yaml 中的缓存价格计费）。"
+        "裁剪最早的消息会改变提示的开头，使缓存失效；“稳定前缀”策略能保住缓存。"
+    ),
+    "dashboard.cache_saved.label": "缓存节省",
+    "dashboard.cache_saved.unknown": "价格未知",
+    "dashboard.cache_saved.help": (
+        "同样的 token 不用缓存时的费用减去实际费用；缓存写入比读取节省得更多时为负数。"
+    ),
     "dashboard.usage.header": "每轮 token 数",
     "dashboard.usage.empty": "图表会随聊天逐步填充：每轮一个点。",
     "dashboard.usage.offline": "🔌 离线模型：其用量在本地计算，与 API 的报告方式完全相同。",
@@ -195,12 +206,41 @@ CATALOG: dict[str, str] = {
     "personas.editor.cancel": "取消",
     "personas.editor.id_taken": "ID“{id}”已被占用，请另选一个。",
     "personas.editor.not_saved": "未保存：{error}",
+    # --- importing from and exporting to other apps (ui/persona_exchange.py) ---------------------
+    "personas.exchange.header": "从其他应用导入",
+    "personas.exchange.caption": (
+        "角色卡（JSON、PNG、.charx）、LobeHub 助手、NextChat 面具、Open WebUI 模型导出、"
+        "LibreChat modelSpecs（YAML）以及角色 YAML 文件，可一次选多个。在你选择之前不会保存任何内容；"
+        "图片链接从不打开。"
+    ),
+    "personas.exchange.files": "要导入的文件",
+    "personas.exchange.user_name": "你的名字（角色卡中用占位符表示）",
+    "personas.exchange.failed": "未导入：{error}",
+    "personas.exchange.pick": "保存 {name}，编号为“{id}”",
+    "personas.exchange.source": "来自 {file} · {format}",
+    "personas.exchange.tokens": "系统消息：{tokens:,} 个词元，预算 {budget:,}（{share}）",
+    "personas.exchange.col.ours": "角色字段",
+    "personas.exchange.col.theirs": "来源",
+    "personas.exchange.col.note": "说明",
+    "personas.exchange.col.why": "原因",
+    "personas.exchange.dropped": "未使用或为导出而保留（{count}）",
+    "personas.exchange.prompt": "导入后的系统提示词和示例",
+    "personas.exchange.save": "保存勾选的角色",
+    "personas.exchange.saved": "已保存 {name}。",
+    "personas.exchange.not_saved": "{name} 未保存：{error}",
+    "personas.export.label": "导出",
+    "personas.export.card-v3": "角色卡 V3（JSON）",
+    "personas.export.card-png": "角色卡（PNG）",
+    "personas.export.lobehub": "LobeHub 助手（JSON）",
     "sidebar.policy.label": "预算用满时",
     "sidebar.policy.help": (
-        "丢弃最早的对话轮次，或把它们折叠进由模型撰写的滚动摘要（摘要紧跟系统提示词发送，并计入预算）。"
+        "丢弃最早的对话轮次，或把它们折叠进由模型撰写的滚动摘要（摘要紧跟系统提示词发送，并计入预算），"
+        "或保持稳定前缀：一次丢弃多轮，降到预算的 65%，之后的轮次只追加内容，服务器便能继续从缓存"
+        "提供提示（更便宜、更快）。"
     ),
     "policy.drop_oldest": "丢弃最早的对话轮次",
     "policy.summarize": "摘要最早的对话轮次",
+    "policy.stable_prefix": "保持稳定前缀（利于缓存）",
     "summary.title": "前 {count} 条消息的摘要 · {tokens} 个 token，紧跟系统提示词发送",
     "summary.version": "第 {number} 版：{source}，{at:%Y-%m-%d %H:%M} UTC",
     "summary.source.model": "由模型撰写",
@@ -249,4 +289,36 @@ CATALOG: dict[str, str] = {
     "pins.label": "始终保留在上下文中",
     "pins.help": ("任何上下文策略都不会丢弃或摘要置顶消息；如果仅置顶消息就超出预算，将不会发送并提示你。"),
     "connection.failing": "上一次调用 **{host}** 失败（密钥{key_source}）：请查看聊天中的错误。",
+    # --- leaderboard (ui/leaderboard_view.py) ------------------------------------------------
+    "leaderboard.header": "排行榜",
+    "leaderboard.about": (
+        "根据你在对比中的投票计算的 Bradley–Terry 评分，95% 区间来自 {samples} 次自助重抽样。"
+        "排名的对象是“角色 + 模型 + 设置”；被选中的回答胜过其他每一栏，平局或“都不好”算作平局。"
+    ),
+    "leaderboard.empty": "还没有投票：在对比中为更好的回答投票后，排名就从这里开始。",
+    "leaderboard.not_enough": (
+        "票数还不够：至少有两个参赛者各得到 {minimum} 票后排名才稳定。在此之前区间较宽，顺序可能变化。"
+    ),
+    "leaderboard.row_not_enough": "票数还不够",
+    "leaderboard.column.rank": "名次",
+    "leaderboard.column.persona": "角色",
+    "leaderboard.column.model": "模型",
+    "leaderboard.column.settings": "设置",
+    "leaderboard.column.rating": "评分",
+    "leaderboard.column.interval": "95% 区间",
+    "leaderboard.column.record": "战绩",
+    "leaderboard.column.status": "状态",
+    "leaderboard.record": "{wins} 胜 · {losses} 负 · {ties} 平",
+    "leaderboard.votes": "票数",
+    "leaderboard.total": "共 {votes} 次两两投票。",
+    "leaderboard.export_csv": "导出排行榜 CSV",
+    "leaderboard.export_json": "导出排行榜 JSON",
+    # --- the comparison chart (core/charts.py ComparisonChartTexts) ------------------------------
+    "chart.compare.message": "消息",
+    "chart.compare.prompt_tokens": "提示词 token 数",
+    "chart.compare.reply_tokens": "回复 token 数",
+    "chart.compare.first_token_s": "首个 token（秒）",
+    "chart.compare.total_s": "总耗时（秒）",
+    "chart.compare.cost_usd": "费用（美元）",
+    "chart.compare.budget": "预算",
 }

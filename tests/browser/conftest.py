@@ -163,7 +163,9 @@ def _server_env(home: Path, extra: dict[str, str] | None) -> dict[str, str]:
         name: value
         for name, value in os.environ.items()
         # The app must see only what the test gives it: no key, URL or Streamlit setting of ours.
-        if not name.startswith(("OPENAI_", "STREAMLIT_", "PERSONAS_DIR", "DATABASE_URL", "ACCESS_MODE"))
+        if not name.startswith(
+            ("OPENAI_", "STREAMLIT_", "PERSONAS_DIR", "DATABASE_URL", "DATA_DIR", "ACCESS_MODE")
+        )
     }
     env.update(
         HOME=str(home),
