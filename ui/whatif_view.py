@@ -4,30 +4,24 @@ prompt tokens per turn, what each turn would have dropped or summarized, and the
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import streamlit as st
 
 from core import replay
 from core.charts import replay_spec
-from core.model_info import ModelTable
 from core.prompt_cache import CACHE_RULES, CacheRuleName
-from core.session import ChatSession
 from core.settings import MAX_CONTEXT_BUDGET, POLICY_NAMES, PolicyName
-
-Translate = Callable[..., str]
-#: Results kept per browser session: (conversation identity, its size, the scenario) -> the
-#: comparison, and every policy's outcome on the scenario's simulated prompt cache.
-CACHE = "whatif_results"
-Results = tuple[replay.Comparison, tuple[replay.PolicyOutcome, ...]]
+from ui.frame import Frame
+from ui.state import Key
+from ui.text import tr
 
 
 def money(value: float | None) -> str:
     return "—" if value is None else f"${value:,.4f}"
 
 
-def whatif(session: ChatSession, prices: ModelTable, tr: Translate) -> None:
+def page(frame: Frame) -> None:
+    service = frame.service
+    key, session, _ = service.session_for(frame.persona)
     conversation = session.conversation
     st.subheader(tr("whatif.header"))
     st.caption(tr("whatif.caption"))
@@ -43,7 +37,7 @@ def whatif(session: ChatSession, prices: ModelTable, tr: Translate) -> None:
             max_value=MAX_CONTEXT_BUDGET,
             value=min(4096, settings.context_budget),
             step=256,
-            key="whatif_budget",
+            key=Key.WHATIF_BUDGET,
         )
     )
     labels = {name: tr(f"policy.{name}") for name in POLICY_NAMES}
@@ -52,35 +46,29 @@ def whatif(session: ChatSession, prices: ModelTable, tr: Translate) -> None:
         list(POLICY_NAMES),
         index=POLICY_NAMES.index(settings.context_policy),
         format_func=labels.__getitem__,
-        key="whatif_policy",
+        key=Key.WHATIF_POLICY,
     )
-    model = columns[2].text_input(tr("sidebar.model.label"), value=settings.model, key="whatif_model").strip()
+    model = (
+        columns[2].text_input(tr("sidebar.model.label"), value=settings.model, key=Key.WHATIF_MODEL).strip()
+    )
     rule: CacheRuleName | None = columns[3].selectbox(
         tr("whatif.cache_rule.label"),
         [None, *CACHE_RULES],
         index=1,
         format_func=lambda name: tr(f"whatif.cache_rule.{name or 'none'}"),
-        key="whatif_cache_rule",
+        key=Key.WHATIF_CACHE_RULE,
         help=tr("whatif.cache_rule.help"),
     )
     scenario = replay.Scenario(budget=budget, policy=policy, model=model or None, cache_rule=rule)
-    cache: dict[tuple[Any, ...], Results] = st.session_state.setdefault(CACHE, {})
-    cache_key = (id(conversation), len(conversation.messages), len(conversation.turns), scenario)
-    results = cache.get(cache_key)
-    if results is None:
-        with st.spinner(tr("whatif.running")):
-            results = (
-                replay.compare(conversation, scenario, prices),
-                replay.compare_policies(conversation, scenario, prices) if rule else (),
-            )
-        cache.clear()  # one result per browser session is enough
-        cache[cache_key] = results
-    show(results[0], tr)
-    if results[1]:
-        show_policies(results[1], tr)
+    with st.spinner(tr("whatif.running")):
+        result = service.replay(key, scenario)
+        outcomes = service.replay_policies(key, scenario) if rule else ()
+    show(result)
+    if outcomes:
+        show_policies(outcomes)
 
 
-def show(result: replay.Comparison, tr: Translate) -> None:
+def show(result: replay.Comparison) -> None:
     recorded, replayed = result.recorded, result.replayed
     metrics = st.columns(4)
     metrics[0].metric(
@@ -129,7 +117,7 @@ def show(result: replay.Comparison, tr: Translate) -> None:
     st.dataframe(rows, hide_index=True)
 
 
-def show_policies(outcomes: tuple[replay.PolicyOutcome, ...], tr: Translate) -> None:
+def show_policies(outcomes: tuple[replay.PolicyOutcome, ...]) -> None:
     """Every policy under the same scenario and simulated cache, side by side."""
     st.markdown(f"**{tr('whatif.policies.header')}**")
     st.dataframe(
