@@ -247,7 +247,7 @@ def offline_backend() -> ChatBackend:
     """A placeholder backend for a session opened before the connection is known; replaced by the
     connection's backend before any call."""
     backends: Backends = st.session_state.backends
-    return backends.for_connection(Connection())
+    return backends.for_connection(Connection(), session_translator(st.session_state).language)
 
 
 def session_defaults() -> None:
@@ -516,7 +516,9 @@ def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str
             st.stop()
         base_url_field(mode, allowed)
         connection = visitor_connection(mode, secrets, allowed)
-        backend = st.session_state.backends.for_connection(connection)
+        backend = st.session_state.backends.for_connection(
+            connection, session_translator(st.session_state).language
+        )
         key, session = workspace.session_for(persona, backend)
         with conversations:
             conversation_list(workspace, persona, key, backend)
@@ -873,7 +875,7 @@ def dashboard(session: ChatSession, connection: Connection) -> None:
     # Figures and charts are built once per version of the conversation (a message, turn, trim,
     # pin or setting): a rerun that changed none of them walks no history and builds no chart.
     figures = dashboard_figures(conversation, session.policy, model_table())
-    drawing = dashboard_drawing(figures)
+    drawing = dashboard_drawing(figures, session_translator(st.session_state))
     gauge, total = figures.gauge, figures.totals
     st.subheader(tr("dashboard.header"))
     priced = model_table().lookup(conversation.model)

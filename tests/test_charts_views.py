@@ -6,6 +6,7 @@ from core.charts import comparison_spec, replay_spec
 from core.compare import Column, Comparison
 from core.context import DropOldest
 from core.conversation import Conversation
+from core.i18n import translator
 from core.model_info import load_model_table
 from core.offline import OfflineBackend
 from core.personas import BUNDLED_PERSONAS_DIR, load_personas
@@ -13,17 +14,18 @@ from core.replay import Scenario, compare
 from core.settings import ChatSettings
 from tests.test_stats import assert_valid_vega_lite
 
+EN = translator("en")
 PERSONAS = load_personas(BUNDLED_PERSONAS_DIR).personas
 
 
 def test_the_comparison_chart_has_a_point_per_column_and_message() -> None:
     backend = OfflineBackend()
     comparison = Comparison([Column.start(PERSONAS[pid], backend) for pid in ("foodie", "translator")])
-    assert comparison_spec(comparison.snapshot()) is None  # nothing answered yet
+    assert comparison_spec(comparison.snapshot(), EN) is None  # nothing answered yet
     for text in ("one", "two"):
         comparison.send(text)
         assert comparison.wait(30)
-    spec = comparison_spec(comparison.snapshot())
+    spec = comparison_spec(comparison.snapshot(), EN)
     assert spec is not None
     assert_valid_vega_lite(spec)
     rows = spec["datasets"]["runs"]
@@ -39,7 +41,7 @@ def test_the_replay_chart_shows_both_runs_and_the_budget() -> None:
         DropOldest().fit(conversation)
         conversation.add_assistant(f"answer {i} " + "word " * 30)
     result = compare(conversation, Scenario(budget=200), load_model_table())
-    spec = replay_spec(result)
+    spec = replay_spec(result, EN)
     assert_valid_vega_lite(spec)
     runs = {row["run"] for row in spec["datasets"]["replay"]}
     assert runs == {"recorded", "what if"}

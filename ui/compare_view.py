@@ -18,6 +18,7 @@ from core.charts import comparison_spec
 from core.compare import Column, ColumnView, Comparison, RunFigures
 from core.conversation import MessageState, without_images
 from core.errors import DashboardError
+from core.i18n import current
 from core.personas import Persona
 from core.workspace import Workspace
 from ui.leaderboard_view import leaderboard_section
@@ -242,7 +243,7 @@ def comparison_view(workspace: Workspace) -> None:
             save(workspace, comparison)
             if prompt:
                 st.rerun()  # draw the recorded answers as history
-        chart = comparison_spec(snapshot)
+        chart = comparison_spec(snapshot, current(st.session_state))
         if chart is not None:
             st.markdown("**Per message, by column**")
             st.vega_lite_chart(spec=chart, width="stretch", height=260)

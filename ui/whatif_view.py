@@ -81,7 +81,7 @@ def show(result: replay.Comparison, tr: Translate) -> None:
         delta_color="inverse",
     )
     metrics[2].metric(tr("whatif.forgotten"), f"{len(result.forgotten_only_in_replay):,}")
-    st.vega_lite_chart(spec=replay_spec(result), width="stretch", height=260)
+    st.vega_lite_chart(spec=replay_spec(result, tr), width="stretch", height=260)
     for note in replayed.notes:
         st.caption(note)
     if result.forgotten_only_in_replay:
