@@ -244,27 +244,30 @@ def usage_spec(turns: list[Row], trims: list[Row], text: Text) -> Spec:
     layers = [layer for layer in layers if has.get(_series_of(layer), True)]
     if off_scale:
         # Named above the top right of the plot, above the scale it is left off.
-        layers.append(
-            {
-                "name": "budget_note",
-                "data": {"values": [{"note": text("chart.budget_off_scale", budget=off_scale[-1])}]},
-                "mark": {
-                    "type": "text",
-                    "align": "right",
-                    "baseline": "bottom",
-                    "dy": -4,
-                    "fontWeight": "bold",
-                    "color": SERIES["context_budget"][1],
-                },
-                "encoding": {"text": {"field": "note"}, "x": {"value": "width"}, "y": {"value": 0}},
-            }
-        )
+        layers.append(budget_note(text("chart.budget_off_scale", budget=off_scale[-1])))
     return {
         "$schema": VEGA_LITE_SCHEMA,
         "height": 240,
         "layer": layers,
         "resolve": {"scale": {"color": "independent"}, "legend": {"color": "independent"}},
         "datasets": {"usage": usage_series(turns, text), "trims": trims},
+    }
+
+
+def budget_note(text: str) -> Spec:
+    """A budget left off the y scale, named above the top right of the plot."""
+    return {
+        "name": "budget_note",
+        "data": {"values": [{"note": text}]},
+        "mark": {
+            "type": "text",
+            "align": "right",
+            "baseline": "bottom",
+            "dy": -4,
+            "fontWeight": "bold",
+            "color": SERIES["context_budget"][1],
+        },
+        "encoding": {"text": {"field": "note"}, "x": {"value": "width"}, "y": {"value": 0}},
     }
 
 
@@ -432,63 +435,109 @@ def _arrow(table: pa.Table) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def comparison_spec(snapshot: ComparisonSnapshot, text: Text) -> Spec | None:
-    """Per message, each column's prompt tokens (billed) with its budget as a dashed rule, and in
-    the tooltip its reply tokens, speed and cost; None before any answer."""
-    rows = [
-        {
-            "round": run.round,
-            "column": view.label,
-            "prompt tokens": run.prompt_tokens,
-            "budget": run.context_budget,
-            "reply tokens": run.reply_tokens,
-            "first token s": run.time_to_first_token_s,
-            "total s": run.total_s,
-            "cost usd": run.cost_usd,
-        }
+@dataclass(frozen=True)
+class ComparisonChartTexts:
+    """The comparison chart's words, in the page's language."""
+
+    message: str = "message"
+    prompt_tokens: str = "prompt tokens"
+    reply_tokens: str = "reply tokens"
+    first_token_s: str = "first token (s)"
+    total_s: str = "total (s)"
+    cost_usd: str = "cost (USD)"
+    budget: str = "budget"
+
+
+def comparison_spec(snapshot: ComparisonSnapshot, texts: ComparisonChartTexts | None = None) -> Spec | None:
+    """Per message, each column's prompt tokens (billed) as a line with points, and its budget as
+    a dashed tick where it is near the data (a budget more than BUDGET_OFF_SCALE times the
+    largest prompt is named above the plot instead, as in the usage chart); reply tokens, speed
+    and cost in the tooltip. None before any answer, and while the labels are hidden: the sizes
+    and costs would tell the columns apart before the vote. The legend lists one column per row
+    under the plot, so long labels never overlap and fit a phone."""
+    if snapshot.labels_hidden:
+        return None
+    texts = texts or ComparisonChartTexts()
+    answered = [
+        (view.label, run, run.prompt_tokens)
         for view in snapshot.columns
         for run in view.runs
         if run.prompt_tokens is not None and not run.running
     ]
-    if not rows:
+    if not answered:
         return None
-    color = {"field": "column", "type": "nominal", "legend": {"orient": "bottom", "title": None}}
-    x = {"field": "round", "type": "ordinal", "title": text("chart.compare.message")}
-    titles = {
-        "column": text("chart.compare.column"),
-        "prompt tokens": text("chart.compare.prompt_tokens"),
-        "reply tokens": text("chart.compare.reply_tokens"),
-        "first token s": text("chart.compare.first_token_s"),
-        "total s": text("chart.compare.total_s"),
-        "cost usd": text("chart.compare.cost_usd"),
-    }
-    tooltip = [
-        {"field": name, "type": "nominal" if name == "column" else "quantitative", "title": title}
-        for name, title in titles.items()
+    rows = [
+        {
+            "round": run.round,
+            "column": label,
+            "prompt": prompt,
+            "budget": run.context_budget,
+            "reply": run.reply_tokens,
+            "first_token_s": run.time_to_first_token_s,
+            "total_s": run.total_s,
+            "cost_usd": run.cost_usd,
+        }
+        for label, run, prompt in answered
     ]
+    largest = max(prompt for _, _, prompt in answered)
+    budgets = sorted({run.context_budget for _, run, _ in answered})
+    off_scale = [budget for budget in budgets if budget > BUDGET_OFF_SCALE * largest]
+    top = max([largest, *(budget for budget in budgets if budget not in off_scale)])
+    legend = {"orient": "bottom", "title": None, "columns": 1, "labelLimit": 0}
+    color = {
+        "field": "column",
+        "type": "nominal",
+        "legend": legend,
+        "scale": {"range": list(OKABE_ITO.values())},
+    }
+    x = {"field": "round", "type": "ordinal", "title": texts.message, "axis": {"labelAngle": 0}}
+    y_scale = {"domain": [0, top]}
+    tooltip = [
+        {"field": "column", "type": "nominal", "title": " "},
+        {"field": "prompt", "type": "quantitative", "title": texts.prompt_tokens, "format": ","},
+        {"field": "reply", "type": "quantitative", "title": texts.reply_tokens, "format": ","},
+        {"field": "first_token_s", "type": "quantitative", "title": texts.first_token_s, "format": ".2f"},
+        {"field": "total_s", "type": "quantitative", "title": texts.total_s, "format": ".2f"},
+        {"field": "cost_usd", "type": "quantitative", "title": texts.cost_usd, "format": ".5f"},
+    ]
+    layers: list[Spec] = [
+        {
+            "mark": {"type": "line", "point": {"filled": True, "size": 70}},
+            "encoding": {
+                "x": x,
+                "y": {
+                    "field": "prompt",
+                    "type": "quantitative",
+                    "title": texts.prompt_tokens,
+                    "scale": y_scale,
+                },
+                "color": color,
+                "tooltip": tooltip,
+            },
+        }
+    ]
+    if len(off_scale) < len(budgets):
+        layers.append(
+            {
+                "transform": [{"filter": {"field": "budget", "lte": top}}],
+                "mark": {"type": "tick", "strokeDash": BUDGET_DASH, "thickness": 2},
+                "encoding": {
+                    "x": x,
+                    "y": {"field": "budget", "type": "quantitative", "scale": y_scale},
+                    "color": color,
+                    "tooltip": [
+                        {"field": "column", "type": "nominal", "title": " "},
+                        {"field": "budget", "type": "quantitative", "title": texts.budget, "format": ","},
+                    ],
+                },
+            }
+        )
+    if off_scale:
+        layers.append(budget_note(f"{texts.budget} {off_scale[-1]:,} ↑"))
     return {
         "$schema": VEGA_LITE_SCHEMA,
         "data": {"name": "runs"},
-        "layer": [
-            {
-                "mark": {"type": "line", "point": True},
-                "encoding": {
-                    "x": x,
-                    "y": {
-                        "field": "prompt tokens",
-                        "type": "quantitative",
-                        "title": titles["prompt tokens"],
-                    },
-                    "color": color,
-                    "shape": {"field": "column", "type": "nominal", "legend": None},
-                    "tooltip": tooltip,
-                },
-            },
-            {
-                "mark": {"type": "tick", "strokeDash": [6, 4], "thickness": 2},
-                "encoding": {"x": x, "y": {"field": "budget", "type": "quantitative"}, "color": color},
-            },
-        ],
+        "layer": layers,
         "datasets": {"runs": rows},
     }
 

@@ -45,12 +45,14 @@ from core.persona_mapping import (
 from core.personas import Persona, PersonaFile, parse_persona, read_yaml
 
 __all__ = [
+    "EXPORT_FILES",
     "EXPORT_FORMATS",
     "IMPORT_SUFFIXES",
     "MAX_IMPORT_BYTES",
     "ExportFormat",
     "ExportedFile",
     "FileImport",
+    "export_bytes",
     "export_persona",
     "import_file",
     "import_files",
@@ -197,14 +199,26 @@ def _yaml_personas(file_name: str, data: bytes, user_name: str) -> list[Imported
 # --- Export ----------------------------------------------------------------------------------
 
 
+#: Each export format's file name (after the persona id) and media type.
+EXPORT_FILES: Final[dict[ExportFormat, tuple[str, str]]] = {
+    "card-v3": (".card.json", "application/json"),
+    "card-png": (".png", "image/png"),
+    "lobehub": (".lobehub.json", "application/json"),
+}
+
+
 def export_persona(persona: Persona, export_format: ExportFormat) -> ExportedFile:
     """The persona as a file of `export_format`: card-v3 (JSON), card-png or lobehub (JSON)."""
-    stem = persona.id
+    if export_format not in EXPORT_FILES:
+        raise ValueError(f"unknown export format {export_format!r}; one of {', '.join(EXPORT_FORMATS)}")
+    suffix, mime = EXPORT_FILES[export_format]
+    return ExportedFile(persona.id + suffix, mime, export_bytes(persona, export_format))
+
+
+def export_bytes(persona: Persona, export_format: ExportFormat) -> bytes:
+    """The exported file's content (a download button calls this only when clicked)."""
     if export_format == "card-v3":
-        return ExportedFile(f"{stem}.card.json", "application/json", card_json(persona))
+        return card_json(persona)
     if export_format == "card-png":
-        return ExportedFile(f"{stem}.png", "image/png", card_png(persona))
-    if export_format == "lobehub":
-        data = json.dumps(lobehub_agent(persona), ensure_ascii=False, indent=2).encode()
-        return ExportedFile(f"{stem}.lobehub.json", "application/json", data)
-    raise ValueError(f"unknown export format {export_format!r}; one of {', '.join(EXPORT_FORMATS)}")
+        return card_png(persona)
+    return json.dumps(lobehub_agent(persona), ensure_ascii=False, indent=2).encode()

@@ -15,13 +15,11 @@ CATALOG: dict[str, str] = {
         "conversations**, and anyone with it can read them."
     ),
     "workspace.start_new": "Start a new workspace",
-    "views.label": "View",
     "views.chat": "💬 Chat",
     "views.personas": "🎭 Personas",
     "views.compare": "⚖️ Compare",
     # --- saving, notices -----------------------------------------------------------------------
     "store.not_saving": "Conversations are not being saved: {error}",
-    "store.unsaved": "Your last change is not saved yet: {error}",
     "store.reload.label": "Reload this conversation",
     "store.reload.help": "Another tab or server saved it since this page read it.",
     "notice.open_failed": "That conversation cannot be opened: {error}",
@@ -30,6 +28,18 @@ CATALOG: dict[str, str] = {
     "notice.not_restored": "“{title}” could not be restored: {error}",
     "notice.import_failed": "Import of {file} failed: {error}",
     "notice.imported": "Imported {count} messages from {file} into {persona} as a new conversation.",
+    "notice.store_unsaved": "Your last change is not saved yet: {error}",
+    "notice.stale": "Not saved: {error}",
+    "notice.limit_applied": "Limited by this deployment: {note}",
+    "notice.comparison_not_started": "The comparison cannot start: {error}",
+    "notice.comparison_not_opened": "That comparison cannot be opened: {error}",
+    "notice.comparison_unsaved": "The comparison is not saved yet: {error}",
+    "notice.persona_shipped_id": "Import failed: id '{id}' is a shipped persona; rename the file",
+    "notice.persona_not_utf8": "{file} is not UTF-8 text.",
+    "notice.persona_import_failed": "Import failed: {error}",
+    "notice.persona_imported": "Imported the persona {avatar} {name}.",
+    "notice.compare_refused": "Not done: {error}",
+    "notice.persona_saved": "Saved {avatar} {name}.",
     # --- sidebar -------------------------------------------------------------------------------
     "sidebar.language": "🌐 Language",
     "sidebar.persona.header": "Persona",
@@ -175,10 +185,6 @@ CATALOG: dict[str, str] = {
     "dashboard.trims.preview": "oldest dropped",
     "dashboard.turns.header": "Every turn",
     # --- personas: gallery, cards, editor (ui/personas_view.py) ----------------------------------
-    "personas.import.shipped_id": "id '{id}' is a shipped persona; rename the file",
-    "personas.import.not_utf8": "{file} is not UTF-8 text.",
-    "personas.import.failed": "Import failed: {error}",
-    "personas.import.done": "Imported the persona {avatar} {name}.",
     "personas.gallery.header": "Personas",
     "personas.gallery.caption": (
         "Start a chat with a persona, or duplicate one to make it yours. The shipped personas are "
@@ -216,14 +222,42 @@ CATALOG: dict[str, str] = {
     "personas.editor.cancel": "Cancel",
     "personas.editor.id_taken": "The id '{id}' is taken; choose another.",
     "personas.editor.not_saved": "Not saved: {error}",
-    "personas.editor.saved": "Saved {avatar} {name}.",
+    # --- importing from and exporting to other apps (ui/persona_exchange.py) ---------------------
+    "personas.exchange.header": "Import from other apps",
+    "personas.exchange.caption": (
+        "Character cards (JSON, PNG, .charx), LobeHub agents, NextChat masks, Open WebUI model "
+        "exports, LibreChat modelSpecs (YAML) and persona YAML files, several at once. Nothing is "
+        "saved until you choose; links to pictures are never opened."
+    ),
+    "personas.exchange.files": "Files to import",
+    "personas.exchange.user_name": "Your name (character cards write it as a placeholder)",
+    "personas.exchange.failed": "Not imported: {error}",
+    "personas.exchange.pick": "Save {name} as “{id}”",
+    "personas.exchange.source": "From {file} · {format}",
+    "personas.exchange.tokens": "System message: {tokens:,} tokens of a {budget:,}-token budget ({share})",
+    "personas.exchange.col.ours": "Persona field",
+    "personas.exchange.col.theirs": "From",
+    "personas.exchange.col.note": "Note",
+    "personas.exchange.col.why": "Why",
+    "personas.exchange.dropped": "Not used or kept for export ({count})",
+    "personas.exchange.prompt": "System prompt and examples as imported",
+    "personas.exchange.save": "Save the ticked personas",
+    "personas.exchange.saved": "Saved {name}.",
+    "personas.exchange.not_saved": "{name} was not saved: {error}",
+    "personas.export.label": "Export",
+    "personas.export.card-v3": "Character card V3 (JSON)",
+    "personas.export.card-png": "Character card (PNG)",
+    "personas.export.lobehub": "LobeHub agent (JSON)",
     "sidebar.policy.label": "When the budget is full",
     "sidebar.policy.help": (
         "Drop the oldest exchanges, or fold them into a running summary written by a model (the "
-        "summary is sent after the system prompt and counts against the budget)."
+        "summary is sent after the system prompt and counts against the budget), or keep a stable "
+        "prefix: drop several exchanges at once, down to 65% of the budget, so the turns after only "
+        "append and the server keeps serving the prompt from its cache (cheaper, faster)."
     ),
     "policy.drop_oldest": "Drop the oldest exchanges",
     "policy.summarize": "Summarize the oldest exchanges",
+    "policy.stable_prefix": "Keep a stable prefix (cache-friendly)",
     "summary.title": "Summary of {count} earlier messages · {tokens} tokens, sent after the system prompt",
     "summary.version": "Version {number}: {source}, {at:%Y-%m-%d %H:%M} UTC",
     "summary.source.model": "written by the model",
@@ -327,8 +361,8 @@ CATALOG: dict[str, str] = {
     "chart.budget_off_scale": "budget {budget:,} ↑",
     "chart.gauge.part": "part",
     "chart.gauge.axis": "tokens of the {budget:,}-token budget",
+    # --- the comparison chart (core/charts.py ComparisonChartTexts) ------------------------------
     "chart.compare.message": "message",
-    "chart.compare.column": "column",
     "chart.compare.prompt_tokens": "prompt tokens",
     "chart.compare.reply_tokens": "reply tokens",
     "chart.compare.first_token_s": "first token (s)",
@@ -350,4 +384,5 @@ CATALOG: dict[str, str] = {
     "offline.reply.oldest": "The oldest message I can still see is from the {role}: “{text}”",
     "offline.reply.you_said": "You said: “{text}”",
     "offline.reply.hint": "Set an API key in the sidebar to talk to a real model.",
+    "chart.compare.budget": "budget",
 }

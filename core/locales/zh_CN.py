@@ -12,13 +12,11 @@ CATALOG: dict[str, str] = {
         "这是你的私人工作区。**请收藏本页链接：它是打开你的对话的钥匙**，任何拿到该链接的人都能阅读这些对话。"
     ),
     "workspace.start_new": "新建工作区",
-    "views.label": "视图",
     "views.chat": "💬 聊天",
     "views.personas": "🎭 角色",
     "views.compare": "⚖️ 对比",
     # --- saving, notices -----------------------------------------------------------------------
     "store.not_saving": "对话目前无法保存：{error}",
-    "store.unsaved": "你的最近一次更改尚未保存：{error}",
     "store.reload.label": "重新载入此对话",
     "store.reload.help": "自本页读取以来，另一个标签页或服务器已保存过此对话。",
     "notice.open_failed": "无法打开该对话：{error}",
@@ -27,6 +25,18 @@ CATALOG: dict[str, str] = {
     "notice.not_restored": "无法恢复“{title}”：{error}",
     "notice.import_failed": "导入 {file} 失败：{error}",
     "notice.imported": "已从 {file} 导入 {count} 条消息，作为 {persona} 的新对话。",
+    "notice.store_unsaved": "你的最近一次更改尚未保存：{error}",
+    "notice.stale": "未保存：{error}",
+    "notice.limit_applied": "受此部署限制：{note}",
+    "notice.comparison_not_started": "无法开始对比：{error}",
+    "notice.comparison_not_opened": "无法打开该对比：{error}",
+    "notice.comparison_unsaved": "对比尚未保存：{error}",
+    "notice.persona_shipped_id": "导入失败：ID“{id}”属于内置角色；请重命名该文件",
+    "notice.persona_not_utf8": "{file} 不是 UTF-8 文本。",
+    "notice.persona_import_failed": "导入失败：{error}",
+    "notice.persona_imported": "已导入角色 {avatar} {name}。",
+    "notice.compare_refused": "未完成：{error}",
+    "notice.persona_saved": "已保存 {avatar} {name}。",
     # --- sidebar -------------------------------------------------------------------------------
     "sidebar.language": "🌐 语言",
     "sidebar.persona.header": "角色",
@@ -160,10 +170,6 @@ CATALOG: dict[str, str] = {
     "dashboard.trims.preview": "最早丢弃的消息",
     "dashboard.turns.header": "所有轮次",
     # --- personas: gallery, cards, editor (ui/personas_view.py) ----------------------------------
-    "personas.import.shipped_id": "ID“{id}”属于内置角色；请重命名该文件",
-    "personas.import.not_utf8": "{file} 不是 UTF-8 文本。",
-    "personas.import.failed": "导入失败：{error}",
-    "personas.import.done": "已导入角色 {avatar} {name}。",
     "personas.gallery.header": "角色",
     "personas.gallery.caption": (
         "选择一个角色开始聊天，或复制一个改成你自己的。内置角色为只读；你的角色保存在你的工作区中。"
@@ -200,13 +206,41 @@ CATALOG: dict[str, str] = {
     "personas.editor.cancel": "取消",
     "personas.editor.id_taken": "ID“{id}”已被占用，请另选一个。",
     "personas.editor.not_saved": "未保存：{error}",
-    "personas.editor.saved": "已保存 {avatar} {name}。",
+    # --- importing from and exporting to other apps (ui/persona_exchange.py) ---------------------
+    "personas.exchange.header": "从其他应用导入",
+    "personas.exchange.caption": (
+        "角色卡（JSON、PNG、.charx）、LobeHub 助手、NextChat 面具、Open WebUI 模型导出、"
+        "LibreChat modelSpecs（YAML）以及角色 YAML 文件，可一次选多个。在你选择之前不会保存任何内容；"
+        "图片链接从不打开。"
+    ),
+    "personas.exchange.files": "要导入的文件",
+    "personas.exchange.user_name": "你的名字（角色卡中用占位符表示）",
+    "personas.exchange.failed": "未导入：{error}",
+    "personas.exchange.pick": "保存 {name}，编号为“{id}”",
+    "personas.exchange.source": "来自 {file} · {format}",
+    "personas.exchange.tokens": "系统消息：{tokens:,} 个词元，预算 {budget:,}（{share}）",
+    "personas.exchange.col.ours": "角色字段",
+    "personas.exchange.col.theirs": "来源",
+    "personas.exchange.col.note": "说明",
+    "personas.exchange.col.why": "原因",
+    "personas.exchange.dropped": "未使用或为导出而保留（{count}）",
+    "personas.exchange.prompt": "导入后的系统提示词和示例",
+    "personas.exchange.save": "保存勾选的角色",
+    "personas.exchange.saved": "已保存 {name}。",
+    "personas.exchange.not_saved": "{name} 未保存：{error}",
+    "personas.export.label": "导出",
+    "personas.export.card-v3": "角色卡 V3（JSON）",
+    "personas.export.card-png": "角色卡（PNG）",
+    "personas.export.lobehub": "LobeHub 助手（JSON）",
     "sidebar.policy.label": "预算用满时",
     "sidebar.policy.help": (
-        "丢弃最早的对话轮次，或把它们折叠进由模型撰写的滚动摘要（摘要紧跟系统提示词发送，并计入预算）。"
+        "丢弃最早的对话轮次，或把它们折叠进由模型撰写的滚动摘要（摘要紧跟系统提示词发送，并计入预算），"
+        "或保持稳定前缀：一次丢弃多轮，降到预算的 65%，之后的轮次只追加内容，服务器便能继续从缓存"
+        "提供提示（更便宜、更快）。"
     ),
     "policy.drop_oldest": "丢弃最早的对话轮次",
     "policy.summarize": "摘要最早的对话轮次",
+    "policy.stable_prefix": "保持稳定前缀（利于缓存）",
     "summary.title": "前 {count} 条消息的摘要 · {tokens} 个 token，紧跟系统提示词发送",
     "summary.version": "第 {number} 版：{source}，{at:%Y-%m-%d %H:%M} UTC",
     "summary.source.model": "由模型撰写",
@@ -299,13 +333,6 @@ CATALOG: dict[str, str] = {
     "chart.budget_off_scale": "预算 {budget:,} ↑",
     "chart.gauge.part": "部分",
     "chart.gauge.axis": "占 {budget:,} token 预算的 token 数",
-    "chart.compare.message": "消息",
-    "chart.compare.column": "列",
-    "chart.compare.prompt_tokens": "提示词 token 数",
-    "chart.compare.reply_tokens": "回复 token 数",
-    "chart.compare.first_token_s": "首个 token（秒）",
-    "chart.compare.total_s": "总时长（秒）",
-    "chart.compare.cost_usd": "费用（美元）",
     "chart.replay.recorded": "实际记录",
     "chart.replay.what_if": "假设情形",
     "chart.replay.run": "运行",
@@ -322,4 +349,12 @@ CATALOG: dict[str, str] = {
     "offline.reply.oldest": "我仍能看到的最早一条消息来自{role}：“{text}”",
     "offline.reply.you_said": "你说：“{text}”",
     "offline.reply.hint": "在侧边栏设置 API 密钥，即可与真实模型对话。",
+    # --- the comparison chart (core/charts.py ComparisonChartTexts) ------------------------------
+    "chart.compare.message": "消息",
+    "chart.compare.prompt_tokens": "提示词 token 数",
+    "chart.compare.reply_tokens": "回复 token 数",
+    "chart.compare.first_token_s": "首个 token（秒）",
+    "chart.compare.total_s": "总耗时（秒）",
+    "chart.compare.cost_usd": "费用（美元）",
+    "chart.compare.budget": "预算",
 }
