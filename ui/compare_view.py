@@ -125,7 +125,7 @@ def saved_list(workspace: Workspace, backend: ChatBackend) -> None:
             on_click=open_saved,
             args=(workspace, comparison_id, backend),
         )
-    leaderboard_section(workspace.comparison_picks())
+    leaderboard_section(workspace.leaderboard_picks())
 
 
 def open_saved(workspace: Workspace, comparison_id: str, backend: ChatBackend) -> None:
