@@ -195,7 +195,16 @@ class PersonaFile(BaseModel):
         "drop_oldest",
         description="How a conversation that outgrows its context budget is fitted: drop_oldest drops "
         "the oldest exchanges; summarize folds them into a running summary written by a model (sent "
-        "after the system prompt, at most a quarter of the budget). Users can switch it per conversation.",
+        "after the system prompt, at most a quarter of the budget); stable_prefix drops them several "
+        "at a time, down to low_water of the budget, so the turns after only append and a server's "
+        "prompt cache keeps serving the prefix. Users can switch it per conversation.",
+    )
+    low_water: float | None = Field(
+        None,
+        ge=0.1,
+        le=0.95,
+        description="The share of the budget (0.1-0.95) a stable_prefix step drops the prompt down to "
+        "(0.65 when left out); when set, summarize folds down to it too.",
     )
     summarizer_model: str | None = Field(
         None,

@@ -73,6 +73,7 @@ class ChatSession:
             # As plain data: a cached persona may hold a Sampling of a module version since reloaded.
             sampling=Sampling.model_validate(persona.sampling.model_dump()),
             context_policy=persona.context_policy,
+            low_water=persona.low_water,
             summarizer_model=persona.summarizer_model,
         )
         return cls(Conversation(system_message(persona), settings, persona_id=persona.id), backend)

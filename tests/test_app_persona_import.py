@@ -15,6 +15,8 @@ from streamlit.testing.v1 import AppTest
 
 from core.character_cards import png_text_chunks
 from core.persona_formats import import_file
+from core.personas import EXAMPLES_HEADING
+from core.tokens import tokenizer_for
 
 
 def card_png(name: str) -> bytes:
@@ -111,3 +113,33 @@ def test_the_card_png_helper_is_a_real_card() -> None:
     data = card_png("Aria")
     assert "chara" in png_text_chunks(data)
     assert import_file("aria.png", data).personas[0].persona.name == "Aria"
+
+
+def test_editing_an_imported_persona_keeps_what_the_form_does_not_show(app: AppTest) -> None:
+    show_personas(app)
+    uploader(app).set_value([("aria.png", card_png("Aria"), "image/png")]).run()
+    app.button(key="persona_import_save").click().run()
+    imported = app.session_state["workspace"].custom_personas()["aria"]
+    assert imported.examples and imported.avatar_image and imported.extensions
+    app.button(key="edit::aria").click().run()
+    next(w for w in app.text_input if w.label == "Name").input("Aria Two")
+    app.button(key="FormSubmitter:persona_form-Save").click().run()
+    assert not app.error, [e.value for e in app.error]
+    edited = app.session_state["workspace"].custom_personas()["aria"]
+    assert edited.name == "Aria Two"
+    assert edited.model_copy(update={"name": "Aria"}) == imported
+
+
+def test_the_next_call_view_shows_the_examples_with_their_tokens(app: AppTest) -> None:
+    show_personas(app)
+    uploader(app).set_value([("aria.png", card_png("Aria"), "image/png")]).run()
+    app.button(key="persona_import_save").click().run()
+    app.button(key="chat::aria").click().run()
+    assert not app.exception, app.exception
+    frames = [t.value for t in app.dataframe if "text" in getattr(t.value, "columns", [])]
+    system = next(f for f in frames if "role" in f.columns and (f["role"] == "system").any())
+    row = system[system["role"] == "system"].iloc[0]
+    assert EXAMPLES_HEADING in row["text"] and row["text"].endswith("User: Hi\nAssistant: Hello there.")
+    assert row["tokens"] == tokenizer_for("gpt-4o-mini").count_message(
+        {"role": "system", "content": row["text"]}
+    )

@@ -220,6 +220,14 @@ def editor(personas: dict[str, Persona]) -> None:
         "starter_prompts": [line.strip() for line in starters.splitlines() if line.strip()],
         "tags": [tag.strip() for tag in tags.split(",") if tag.strip()],
     }
+    if base is not None:  # what the form does not show is kept from the persona edited or duplicated
+        fields.update(
+            context_policy=base.context_policy,
+            summarizer_model=base.summarizer_model,
+            examples=[example.model_dump() for example in base.examples],
+            avatar_image=base.avatar_image,
+            extensions=dict(base.extensions),
+        )
     try:
         checked = PersonaFile.model_validate(fields)
         persona = parse_persona(persona_yaml(checked), persona_id.strip())

@@ -246,10 +246,13 @@ CATALOG: dict[str, str] = {
     "sidebar.policy.label": "When the budget is full",
     "sidebar.policy.help": (
         "Drop the oldest exchanges, or fold them into a running summary written by a model (the "
-        "summary is sent after the system prompt and counts against the budget)."
+        "summary is sent after the system prompt and counts against the budget), or keep a stable "
+        "prefix: drop several exchanges at once, down to 65% of the budget, so the turns after only "
+        "append and the server keeps serving the prompt from its cache (cheaper, faster)."
     ),
     "policy.drop_oldest": "Drop the oldest exchanges",
     "policy.summarize": "Summarize the oldest exchanges",
+    "policy.stable_prefix": "Keep a stable prefix (cache-friendly)",
     "summary.title": "Summary of {count} earlier messages · {tokens} tokens, sent after the system prompt",
     "summary.version": "Version {number}: {source}, {at:%Y-%m-%d %H:%M} UTC",
     "summary.source.model": "written by the model",

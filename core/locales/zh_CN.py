@@ -229,10 +229,13 @@ CATALOG: dict[str, str] = {
     "personas.export.lobehub": "LobeHub 助手（JSON）",
     "sidebar.policy.label": "预算用满时",
     "sidebar.policy.help": (
-        "丢弃最早的对话轮次，或把它们折叠进由模型撰写的滚动摘要（摘要紧跟系统提示词发送，并计入预算）。"
+        "丢弃最早的对话轮次，或把它们折叠进由模型撰写的滚动摘要（摘要紧跟系统提示词发送，并计入预算），"
+        "或保持稳定前缀：一次丢弃多轮，降到预算的 65%，之后的轮次只追加内容，服务器便能继续从缓存"
+        "提供提示（更便宜、更快）。"
     ),
     "policy.drop_oldest": "丢弃最早的对话轮次",
     "policy.summarize": "摘要最早的对话轮次",
+    "policy.stable_prefix": "保持稳定前缀（利于缓存）",
     "summary.title": "前 {count} 条消息的摘要 · {tokens} 个 token，紧跟系统提示词发送",
     "summary.version": "第 {number} 版：{source}，{at:%Y-%m-%d %H:%M} UTC",
     "summary.source.model": "由模型撰写",
