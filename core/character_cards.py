@@ -251,6 +251,11 @@ def _import_card(
     if ours.get("has_avatar_image") is not False:
         _picture(builder, data, picture, asset)
     kept = kept_fields(wrapped, _USED)
+    copies = [key for key in kept if key != "data"]
+    if copies:  # SillyTavern repeats V1 fields beside `data` for old readers
+        builder.drop(
+            ", ".join(copies[:6]) + (", …" if len(copies) > 6 else ""), "outside the card's data; not read"
+        )
     kept_data = dict(kept.get("data") or {})
     book = _kept_book(data.get("character_book"))
     if book:

@@ -257,3 +257,15 @@ class RateLimitedLocally(DashboardError):
         super().__init__(message)
         self.retry_after = retry_after
         self.limit = limit
+
+
+class MessageTooLong(DashboardError, ValueError):
+    """A message longer than the deployment allows (MAX_MESSAGE_CHARS); nothing was sent."""
+
+    def __init__(self, *, length: int, limit: int) -> None:
+        super().__init__(
+            f"This message has {length:,} characters; this deployment takes at most {limit:,}. "
+            "Shorten it and send it again."
+        )
+        self.length = length
+        self.limit = limit

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import stat
 import sys
 import unicodedata
@@ -45,6 +46,8 @@ __all__ = [
     "PersonaFile",
     "PersonaFileError",
     "chat_avatar",
+    "examples_from_text",
+    "examples_text",
     "load_personas",
     "parse_persona",
     "persona_json_schema",
@@ -243,9 +246,29 @@ def system_message(persona: PersonaFile) -> str:
     stored and shown with it (the next-call view shows them as part of the system message)."""
     if not persona.examples:
         return persona.system_prompt
-    speaker = {"user": "User", "assistant": "Assistant"}
-    lines = [f"{speaker[example.role]}: {example.content}" for example in persona.examples]
-    return "\n\n".join([persona.system_prompt, EXAMPLES_HEADING + "\n" + "\n".join(lines)])
+    return "\n\n".join([persona.system_prompt, EXAMPLES_HEADING + "\n" + examples_text(persona.examples)])
+
+
+_SPEAKERS = {"user": "User", "assistant": "Assistant"}
+_SPEAKER_LINE = re.compile(r"^(User|Assistant):[ \t]?", re.MULTILINE)
+
+
+def examples_text(examples: Sequence[Example]) -> str:
+    """Examples as lines `User: …` / `Assistant: …` (a message's own lines follow its first);
+    `examples_from_text` reads them back."""
+    return "\n".join(f"{_SPEAKERS[example.role]}: {example.content}" for example in examples)
+
+
+def examples_from_text(text: str) -> list[dict[str, str]]:
+    """`examples_text` read back (for the editor): a line starting `User:` or `Assistant:` starts
+    a message; text before the first is ignored. Validation is the model's."""
+    starts = list(_SPEAKER_LINE.finditer(text))
+    messages = []
+    for index, start in enumerate(starts):
+        end = starts[index + 1].start() if index + 1 < len(starts) else len(text)
+        role = "user" if start.group(1) == "User" else "assistant"
+        messages.append({"role": role, "content": text[start.end() : end].strip()})
+    return messages
 
 
 def chat_avatar(persona: PersonaFile) -> str | bytes:

@@ -308,6 +308,11 @@ personas = sa.Table(
 # --- what callers hold ---------------------------------------------------------------------
 
 
+def new_conversation_id() -> str:
+    """A conversation's id, given when it is started and kept when it is first saved."""
+    return uuid4().hex
+
+
 @dataclass(frozen=True)
 class ConversationSummary:
     """One row of the conversation list."""
@@ -427,14 +432,20 @@ class Store:
     # --- writing -----------------------------------------------------------------------------
 
     def create(
-        self, owner: str, conversation: Conversation, *, title: str | None = None
+        self,
+        owner: str,
+        conversation: Conversation,
+        *,
+        title: str | None = None,
+        conversation_id: str | None = None,
     ) -> StoredConversation:
-        """Save a new conversation (all of it: a fresh one or an imported file); its handle."""
+        """Save a new conversation (all of it: a fresh one or an imported file); its handle.
+        `conversation_id`: the id it was given when it was started (`new_conversation_id`)."""
         _check_owner(owner)
         title = _clean_title(title or "")
         title_is_auto = not title
         title = title or _auto_title(conversation.messages)
-        conversation_id = uuid4().hex
+        conversation_id = conversation_id or new_conversation_id()
         settings_json = conversation.settings.model_dump_json()
         now = _utcnow()
         changed = conversation.pop_changed_message_ids()  # everything is written as it stands

@@ -1,8 +1,9 @@
 """One owner's conversations as one browser session sees them: the live `ChatSession`s it has
 open, written through to the store on every change, and read back when a conversation is opened.
 
-The store is the durable copy; the live sessions keep reruns fast. A new conversation is a
-draft until its first message, then it is saved and listed. When the store is missing or
+The store is the durable copy; the live sessions keep reruns fast. A conversation has its id
+from the moment it is started; it is a draft (not in `handles`) until its first message, then it
+is saved under that id and listed. When the store is missing or
 failing, the workspace keeps working in memory and every save raises the store's error for the
 page to show; nothing typed is lost.
 """
@@ -19,17 +20,15 @@ from core.conversation import Conversation, preview
 from core.errors import PersonaFileError
 from core.personas import Persona, parse_persona, persona_yaml
 from core.session import ChatSession
-from core.store import ConversationSummary, Store, StoredConversation, StoreUnavailable
+from core.store import ConversationSummary, Store, StoredConversation, StoreUnavailable, new_conversation_id
 from core.testsets import TestRunRecord, TestSet
-
-DRAFT_PREFIX = "draft:"
 
 
 @dataclass
 class Workspace:
     store: Store | None
     owner: str
-    #: Open conversations: store id (or "draft:<persona id>" before the first save) -> session.
+    #: Open conversations: id (the store's, kept from the moment one is started) -> session.
     sessions: dict[str, ChatSession] = field(default_factory=dict)
     handles: dict[str, StoredConversation] = field(default_factory=dict)
     #: Persona id -> the key of the conversation open for it.
@@ -76,21 +75,23 @@ class Workspace:
                 context_budget=settings.context_budget,
                 max_reply_tokens=settings.max_reply_tokens,
             )
-        key = DRAFT_PREFIX + persona.id
+        key = new_conversation_id()
+        if old is not None and len(old.conversation.messages) < 2:
+            del self.sessions[self.current[persona.id]]  # an empty draft is replaced, not kept
         self.sessions[key] = session
-        self.handles.pop(key, None)
         self.current[persona.id] = key
         return key
+
+    def is_saved(self, key: str) -> bool:
+        """True once the conversation is in the store (listed); False for a draft."""
+        return key in self.handles
 
     def add_imported(self, conversation: Conversation, backend: ChatBackend) -> str:
         """An imported conversation becomes a new one (never overwriting another) and is opened."""
         session = ChatSession(conversation, backend)
+        key = new_conversation_id()
         if self.store is not None:
-            handle = self.store.create(self.owner, conversation)
-            key = handle.id
-            self.handles[key] = handle
-        else:
-            key = DRAFT_PREFIX + (conversation.persona_id or "")
+            self.handles[key] = self.store.create(self.owner, conversation, conversation_id=key)
         self.sessions[key] = session
         if conversation.persona_id is not None:
             self.current[conversation.persona_id] = key
@@ -104,30 +105,23 @@ class Workspace:
 
     # --- saving ------------------------------------------------------------------------------
 
-    def save(self, key: str) -> str:
-        """Write what changed to the store; the conversation's key (a saved draft gets its id).
+    def save(self, key: str) -> None:
+        """Write what changed to the store, under the conversation's id.
 
         A draft with no message yet is not saved. Raises the store's errors (StaleConversation,
         StoreUnavailable, ...) with the session left as it is, so nothing typed is lost.
         """
         session = self.sessions[key]
         if self.store is None:
-            return key
+            return
         handle = self.handles.get(key)
         if handle is None:
             if len(session.conversation.messages) < 2:
-                return key
-            handle = self.store.create(self.owner, session.conversation)
-            del self.sessions[key]
-            key = handle.id
-            self.sessions[key] = session
-            persona_id = session.conversation.persona_id
-            if persona_id is not None:
-                self.current[persona_id] = key
+                return
+            handle = self.store.create(self.owner, session.conversation, conversation_id=key)
         else:
             handle = self.store.save(self.owner, handle, session.conversation)
         self.handles[key] = handle
-        return key
 
     # --- this owner's personas ----------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.limits import RATE_LIMITS
 from tests.openai_server import OpenAIServer, running_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +44,7 @@ DEPLOYER_SETTINGS = (
     "MAX_MESSAGE_CHARS",
     "RATE_LIMIT_REQUESTS_PER_MIN",
     "RATE_LIMIT_TOKENS_PER_MIN",
+    "RATE_LIMIT_DEPLOYMENT_REQUESTS_PER_MIN",
     "RATE_LIMIT_TOKENS_PER_DAY",
     # who sees what, where it is kept (core/owners.py, core/store.py)
     "ACCESS_MODE",
@@ -101,6 +103,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> pytest.Monk
     conversations go to this test's own database."""
     for name in DEPLOYER_SETTINGS:
         monkeypatch.delenv(name, raising=False)
+    RATE_LIMITS.clear()  # the process's rate limiters: each test is a fresh deployment
     monkeypatch.setenv("OFFLINE_CHUNK_DELAY_S", "0")
     monkeypatch.setenv("DATABASE_URL", database_url)
     return monkeypatch

@@ -41,7 +41,7 @@ def card_png(name: str) -> bytes:
 
 
 def show_personas(at: AppTest) -> AppTest:
-    at.button_group(key="view").set_value("personas").run()
+    at.switch_page("app_pages/personas.py").run()
     assert not at.exception, at.exception
     return at
 
@@ -119,13 +119,13 @@ def test_editing_an_imported_persona_keeps_what_the_form_does_not_show(app: AppT
     show_personas(app)
     uploader(app).set_value([("aria.png", card_png("Aria"), "image/png")]).run()
     app.button(key="persona_import_save").click().run()
-    imported = app.session_state["workspace"].custom_personas()["aria"]
+    imported = app.session_state["service"].workspace.custom_personas()["aria"]
     assert imported.examples and imported.avatar_image and imported.extensions
     app.button(key="edit::aria").click().run()
     next(w for w in app.text_input if w.label == "Name").input("Aria Two")
     app.button(key="FormSubmitter:persona_form-Save").click().run()
     assert not app.error, [e.value for e in app.error]
-    edited = app.session_state["workspace"].custom_personas()["aria"]
+    edited = app.session_state["service"].workspace.custom_personas()["aria"]
     assert edited.name == "Aria Two"
     assert edited.model_copy(update={"name": "Aria"}) == imported
 

@@ -11,7 +11,7 @@ def test_a_smaller_budget_says_what_it_would_cost_and_forget(app: AppTest) -> No
     for i in range(8):
         send(app, f"question {i}: which noodles should I try first in Lanzhou, and why? " * 2)
     turns_before = len(conversation(app).turns)
-    app.button_group(key="view").set_value("whatif").run()
+    app.switch_page("app_pages/whatif.py").run()
     assert not app.exception, app.exception
     app.number_input(key="whatif_budget").set_value(256).run()
     metrics = {m.label: m for m in app.metric}

@@ -17,6 +17,8 @@ from core.personas import (
     Example,
     Persona,
     chat_avatar,
+    examples_from_text,
+    examples_text,
     parse_persona,
     persona_yaml,
     system_message,
@@ -134,3 +136,15 @@ def test_a_decompression_bomb_is_refused_from_its_header() -> None:
 def test_extensions_are_capped() -> None:
     with pytest.raises(ValueError, match="extensions are limited"):
         persona(extensions={"x": "y" * 40_000})
+
+
+def test_examples_as_text_read_back() -> None:
+    examples = [
+        Example(role="user", content="Q?"),
+        Example(role="assistant", content="A.\n\nMore, with User: inside."),
+        Example(role="assistant", content="Again."),
+    ]
+    text = examples_text(examples)
+    assert text == "User: Q?\nAssistant: A.\n\nMore, with User: inside.\nAssistant: Again."
+    assert [Example(**m) for m in examples_from_text(text)] == examples
+    assert examples_from_text("notes first\nUser:hi") == [{"role": "user", "content": "hi"}]

@@ -106,6 +106,16 @@ def test_a_v2_card_maps_as_the_issue_says() -> None:
     assert 0 < report.system_tokens < report.context_budget and not report.budget_warning
 
 
+def test_fields_beside_a_v2_cards_data_are_reported_not_kept() -> None:
+    card = {**v2_card(), "name": "Old copy", "description": "old", "fav": False}
+    result = import_file("aria.json", json.dumps(card).encode())
+    assert only(result).name == "Aria"
+    assert {d.theirs: d.reason for d in result.personas[0].report.dropped}["name, description, fav"] == (
+        "outside the card's data; not read"
+    )
+    assert "name" not in only(result).extensions["character_card"]  # type: ignore[operator]
+
+
 def test_the_user_name_defaults_to_user() -> None:
     persona = only(import_file("aria.json", json.dumps(v2_card()).encode()))
     assert persona.greeting == "Well met, User!"
@@ -571,3 +581,14 @@ def test_the_command_line_exports_and_imports(tmp_path: Any, capsys: pytest.Capt
     assert sorted(catalog.personas) == ["foodie", "foodie-2", "foodie-3"] and not catalog.errors
     assert all(p.model_copy(update={"id": "foodie"}) == foodie for p in catalog.personas.values())
     assert main([str(BUNDLED_PERSONAS_DIR)]) == 0  # checking a folder still works
+
+
+def test_a_card_in_a_decompression_bomb_imports_without_its_picture() -> None:
+    header = struct.pack(">IIBBBBB", 50_000, 50_000, 8, 2, 0, 0, 0)
+    card = chunk(b"tEXt", b"chara\0" + b64json(v2_card()).encode())
+    bomb = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + card + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+    result = import_file("bomb.png", bomb + chunk(b"IEND", b""))
+    persona = only(result)
+    assert persona.name == "Aria" and persona.avatar_image is None
+    reasons = {d.theirs: d.reason for d in result.personas[0].report.dropped}
+    assert "declares too many pixels" in reasons["the PNG picture"]

@@ -4,27 +4,23 @@ prompt tokens per turn, what each turn would have dropped or summarized, and the
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import streamlit as st
 
 from core import replay
 from core.charts import replay_spec
-from core.model_info import ModelTable
-from core.session import ChatSession
 from core.settings import MAX_CONTEXT_BUDGET, POLICY_NAMES, PolicyName
-
-Translate = Callable[..., str]
-#: Results kept per browser session: (conversation identity, its size, the scenario) -> comparison.
-CACHE = "whatif_results"
+from ui.frame import Frame
+from ui.state import Key
+from ui.text import tr
 
 
 def money(value: float | None) -> str:
     return "—" if value is None else f"${value:,.4f}"
 
 
-def whatif(session: ChatSession, prices: ModelTable, tr: Translate) -> None:
+def page(frame: Frame) -> None:
+    service = frame.service
+    key, session, _ = service.session_for(frame.persona)
     conversation = session.conversation
     st.subheader(tr("whatif.header"))
     st.caption(tr("whatif.caption"))
@@ -40,7 +36,7 @@ def whatif(session: ChatSession, prices: ModelTable, tr: Translate) -> None:
             max_value=MAX_CONTEXT_BUDGET,
             value=min(4096, settings.context_budget),
             step=256,
-            key="whatif_budget",
+            key=Key.WHATIF_BUDGET,
         )
     )
     labels = {name: tr(f"policy.{name}") for name in POLICY_NAMES}
@@ -49,22 +45,18 @@ def whatif(session: ChatSession, prices: ModelTable, tr: Translate) -> None:
         list(POLICY_NAMES),
         index=POLICY_NAMES.index(settings.context_policy),
         format_func=labels.__getitem__,
-        key="whatif_policy",
+        key=Key.WHATIF_POLICY,
     )
-    model = columns[2].text_input(tr("sidebar.model.label"), value=settings.model, key="whatif_model").strip()
+    model = (
+        columns[2].text_input(tr("sidebar.model.label"), value=settings.model, key=Key.WHATIF_MODEL).strip()
+    )
     scenario = replay.Scenario(budget=budget, policy=policy, model=model or None)
-    cache: dict[tuple[Any, ...], replay.Comparison] = st.session_state.setdefault(CACHE, {})
-    cache_key = (id(conversation), len(conversation.messages), len(conversation.turns), scenario)
-    result = cache.get(cache_key)
-    if result is None:
-        with st.spinner(tr("whatif.running")):
-            result = replay.compare(conversation, scenario, prices)
-        cache.clear()  # one result per browser session is enough
-        cache[cache_key] = result
-    show(result, tr)
+    with st.spinner(tr("whatif.running")):
+        result = service.replay(key, scenario)
+    show(result)
 
 
-def show(result: replay.Comparison, tr: Translate) -> None:
+def show(result: replay.Comparison) -> None:
     recorded, replayed = result.recorded, result.replayed
     metrics = st.columns(3)
     metrics[0].metric(

@@ -15,13 +15,11 @@ CATALOG: dict[str, str] = {
         "conversations**, and anyone with it can read them."
     ),
     "workspace.start_new": "Start a new workspace",
-    "views.label": "View",
     "views.chat": "💬 Chat",
     "views.personas": "🎭 Personas",
     "views.compare": "⚖️ Compare",
     # --- saving, notices -----------------------------------------------------------------------
     "store.not_saving": "Conversations are not being saved: {error}",
-    "store.unsaved": "Your last change is not saved yet: {error}",
     "store.reload.label": "Reload this conversation",
     "store.reload.help": "Another tab or server saved it since this page read it.",
     "notice.open_failed": "That conversation cannot be opened: {error}",
@@ -30,6 +28,18 @@ CATALOG: dict[str, str] = {
     "notice.not_restored": "“{title}” could not be restored: {error}",
     "notice.import_failed": "Import of {file} failed: {error}",
     "notice.imported": "Imported {count} messages from {file} into {persona} as a new conversation.",
+    "notice.store_unsaved": "Your last change is not saved yet: {error}",
+    "notice.stale": "Not saved: {error}",
+    "notice.limit_applied": "Limited by this deployment: {note}",
+    "notice.comparison_not_started": "The comparison cannot start: {error}",
+    "notice.comparison_not_opened": "That comparison cannot be opened: {error}",
+    "notice.comparison_unsaved": "The comparison is not saved yet: {error}",
+    "notice.persona_shipped_id": "Import failed: id '{id}' is a shipped persona; rename the file",
+    "notice.persona_not_utf8": "{file} is not UTF-8 text.",
+    "notice.persona_import_failed": "Import failed: {error}",
+    "notice.persona_imported": "Imported the persona {avatar} {name}.",
+    "notice.compare_refused": "Not done: {error}",
+    "notice.persona_saved": "Saved {avatar} {name}.",
     # --- sidebar -------------------------------------------------------------------------------
     "sidebar.language": "🌐 Language",
     "sidebar.persona.header": "Persona",
@@ -175,10 +185,6 @@ CATALOG: dict[str, str] = {
     "dashboard.trims.preview": "oldest dropped",
     "dashboard.turns.header": "Every turn",
     # --- personas: gallery, cards, editor (ui/personas_view.py) ----------------------------------
-    "personas.import.shipped_id": "id '{id}' is a shipped persona; rename the file",
-    "personas.import.not_utf8": "{file} is not UTF-8 text.",
-    "personas.import.failed": "Import failed: {error}",
-    "personas.import.done": "Imported the persona {avatar} {name}.",
     "personas.gallery.header": "Personas",
     "personas.gallery.caption": (
         "Start a chat with a persona, or duplicate one to make it yours. The shipped personas are "
@@ -216,7 +222,6 @@ CATALOG: dict[str, str] = {
     "personas.editor.cancel": "Cancel",
     "personas.editor.id_taken": "The id '{id}' is taken; choose another.",
     "personas.editor.not_saved": "Not saved: {error}",
-    "personas.editor.saved": "Saved {avatar} {name}.",
     # --- importing from and exporting to other apps (ui/persona_exchange.py) ---------------------
     "personas.exchange.header": "Import from other apps",
     "personas.exchange.caption": (

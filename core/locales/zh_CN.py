@@ -12,13 +12,11 @@ CATALOG: dict[str, str] = {
         "这是你的私人工作区。**请收藏本页链接：它是打开你的对话的钥匙**，任何拿到该链接的人都能阅读这些对话。"
     ),
     "workspace.start_new": "新建工作区",
-    "views.label": "视图",
     "views.chat": "💬 聊天",
     "views.personas": "🎭 角色",
     "views.compare": "⚖️ 对比",
     # --- saving, notices -----------------------------------------------------------------------
     "store.not_saving": "对话目前无法保存：{error}",
-    "store.unsaved": "你的最近一次更改尚未保存：{error}",
     "store.reload.label": "重新载入此对话",
     "store.reload.help": "自本页读取以来，另一个标签页或服务器已保存过此对话。",
     "notice.open_failed": "无法打开该对话：{error}",
@@ -27,6 +25,18 @@ CATALOG: dict[str, str] = {
     "notice.not_restored": "无法恢复“{title}”：{error}",
     "notice.import_failed": "导入 {file} 失败：{error}",
     "notice.imported": "已从 {file} 导入 {count} 条消息，作为 {persona} 的新对话。",
+    "notice.store_unsaved": "你的最近一次更改尚未保存：{error}",
+    "notice.stale": "未保存：{error}",
+    "notice.limit_applied": "受此部署限制：{note}",
+    "notice.comparison_not_started": "无法开始对比：{error}",
+    "notice.comparison_not_opened": "无法打开该对比：{error}",
+    "notice.comparison_unsaved": "对比尚未保存：{error}",
+    "notice.persona_shipped_id": "导入失败：ID“{id}”属于内置角色；请重命名该文件",
+    "notice.persona_not_utf8": "{file} 不是 UTF-8 文本。",
+    "notice.persona_import_failed": "导入失败：{error}",
+    "notice.persona_imported": "已导入角色 {avatar} {name}。",
+    "notice.compare_refused": "未完成：{error}",
+    "notice.persona_saved": "已保存 {avatar} {name}。",
     # --- sidebar -------------------------------------------------------------------------------
     "sidebar.language": "🌐 语言",
     "sidebar.persona.header": "角色",
@@ -160,10 +170,6 @@ CATALOG: dict[str, str] = {
     "dashboard.trims.preview": "最早丢弃的消息",
     "dashboard.turns.header": "所有轮次",
     # --- personas: gallery, cards, editor (ui/personas_view.py) ----------------------------------
-    "personas.import.shipped_id": "ID“{id}”属于内置角色；请重命名该文件",
-    "personas.import.not_utf8": "{file} 不是 UTF-8 文本。",
-    "personas.import.failed": "导入失败：{error}",
-    "personas.import.done": "已导入角色 {avatar} {name}。",
     "personas.gallery.header": "角色",
     "personas.gallery.caption": (
         "选择一个角色开始聊天，或复制一个改成你自己的。内置角色为只读；你的角色保存在你的工作区中。"
@@ -200,7 +206,6 @@ CATALOG: dict[str, str] = {
     "personas.editor.cancel": "取消",
     "personas.editor.id_taken": "ID“{id}”已被占用，请另选一个。",
     "personas.editor.not_saved": "未保存：{error}",
-    "personas.editor.saved": "已保存 {avatar} {name}。",
     # --- importing from and exporting to other apps (ui/persona_exchange.py) ---------------------
     "personas.exchange.header": "从其他应用导入",
     "personas.exchange.caption": (

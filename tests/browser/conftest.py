@@ -396,6 +396,11 @@ class AppPage:
         """Send one chat message and wait for the reply (or the error box)."""
         return self.wait_reply(self.submit(text), expect, error=error)
 
+    def show_view(self, label: str) -> None:
+        """Go to a view by its link in the page's navigation ("Chat", "Personas", "Compare", ...)."""
+        self.page.locator('[data-testid="stTopNavLink"]').filter(has_text=label).first.click()
+        self.wait_idle()
+
     def select_persona(self, label: str) -> None:
         """Pick the persona whose option text contains `label` from the sidebar selectbox."""
         self.page.locator(SIDEBAR).get_by_role("combobox", name="Persona").click()
