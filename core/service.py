@@ -114,6 +114,7 @@ class VisitorService:
         self.comparison_id: str | None = None
         self._notices: list[Notice] = []
         self._replays: dict[tuple[Any, ...], replay.Comparison] = {}
+        self._policy_replays: dict[tuple[Any, ...], tuple[replay.PolicyOutcome, ...]] = {}
 
     # --- the deployment and the connection ---------------------------------------------------
 
@@ -482,6 +483,17 @@ class VisitorService:
         return limits
 
     # --- what if -----------------------------------------------------------------------------
+
+    def replay_policies(self, key: str, scenario: replay.Scenario) -> tuple[replay.PolicyOutcome, ...]:
+        """Every policy replayed under `scenario` on its simulated prompt cache; the last result
+        is kept, as `replay`'s."""
+        conversation = self.workspace.sessions[key].conversation
+        cache_key = (key, len(conversation.messages), len(conversation.turns), scenario)
+        outcomes = self._policy_replays.get(cache_key)
+        if outcomes is None:
+            outcomes = replay.compare_policies(conversation, scenario, self.prices)
+            self._policy_replays = {cache_key: outcomes}
+        return outcomes
 
     def replay(self, key: str, scenario: replay.Scenario) -> replay.Comparison:
         """The open conversation replayed under `scenario` (no model is called); the last result
