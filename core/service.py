@@ -115,6 +115,7 @@ class VisitorService:
         self.comparison_id: str | None = None
         self._notices: list[Notice] = []
         self._replays: dict[tuple[Any, ...], replay.Comparison] = {}
+        self._policy_replays: dict[tuple[Any, ...], tuple[replay.PolicyOutcome, ...]] = {}
 
     # --- the deployment and the connection ---------------------------------------------------
 
@@ -456,9 +457,9 @@ class VisitorService:
     def saved_comparisons(self) -> list[tuple[str, str]]:
         return self.workspace.list_comparisons()
 
-    def comparison_picks(self) -> list[Pick]:
-        """The blind picks in this owner's saved comparisons (for the leaderboard)."""
-        return self.workspace.comparison_picks()
+    def leaderboard_picks(self) -> list[Pick]:
+        """Every vote of this owner, in comparisons and on test-set results (for the leaderboard)."""
+        return self.workspace.leaderboard_picks()
 
     def _open_comparison(self) -> Comparison:
         if self.comparison is None:
@@ -485,6 +486,17 @@ class VisitorService:
         return limits
 
     # --- what if -----------------------------------------------------------------------------
+
+    def replay_policies(self, key: str, scenario: replay.Scenario) -> tuple[replay.PolicyOutcome, ...]:
+        """Every policy replayed under `scenario` on its simulated prompt cache; the last result
+        is kept, as `replay`'s."""
+        conversation = self.workspace.sessions[key].conversation
+        cache_key = (key, len(conversation.messages), len(conversation.turns), scenario)
+        outcomes = self._policy_replays.get(cache_key)
+        if outcomes is None:
+            outcomes = replay.compare_policies(conversation, scenario, self.prices)
+            self._policy_replays = {cache_key: outcomes}
+        return outcomes
 
     def replay(self, key: str, scenario: replay.Scenario) -> replay.Comparison:
         """The open conversation replayed under `scenario` (no model is called); the last result

@@ -26,6 +26,7 @@ from core.i18n import (
 )
 from core.locales import en, zh_CN
 from core.persona_formats import EXPORT_FORMATS
+from core.prompt_cache import CACHE_RULES
 from core.settings import POLICY_NAMES
 from core.stats import ContextGauge
 from tests.conftest import APP_PATH, REPO_ROOT
@@ -66,6 +67,7 @@ DERIVED_FAMILIES = {
     "chart.trim.": {field for field, _, _ in TRIM_TOOLTIP},
     "offline.reply.role.": {"user", "assistant"},
     "chart.compare.": set(ComparisonChartTexts.__dataclass_fields__),
+    "whatif.cache_rule.": {*CACHE_RULES, "none"},
 }
 
 

@@ -283,6 +283,30 @@ CATALOG: dict[str, str] = {
     "whatif.prompt_tokens": "Prompt tokens, what if",
     "whatif.forgotten": "Messages forgotten only in the replay",
     "whatif.forgotten.list": "What the model would have forgotten ({count} messages)",
+    "whatif.cache_rule.label": "Prompt cache",
+    "whatif.cache_rule.help": (
+        "The server's prompt cache the replayed calls are served from, simulated: OpenAI's rule "
+        "(the prefix shared with a recent request, from 1,024 tokens in blocks of 128), a plain "
+        "prefix cache (llama.cpp, vLLM), or none."
+    ),
+    "whatif.cache_rule.none": "none",
+    "whatif.cache_rule.openai": "OpenAI's rule",
+    "whatif.cache_rule.prefix": "plain prefix cache",
+    "whatif.cache": "From cache, what if",
+    "whatif.cache.delta": "recorded {recorded}",
+    "whatif.cache.help": (
+        "The share of prompt tokens served from the prompt cache: simulated for the replay, as the "
+        "server reported it for the record."
+    ),
+    "whatif.table.cached_recorded": "from cache, recorded",
+    "whatif.table.cached_replayed": "from cache, what if",
+    "whatif.policies.header": "Every policy on the same cache",
+    "whatif.policies.policy": "policy",
+    "whatif.policies.prompt": "prompt tokens",
+    "whatif.policies.cached": "from cache",
+    "whatif.policies.hit_rate": "hit rate",
+    "whatif.policies.cost": "cost",
+    "whatif.policies.forgotten": "messages forgotten",
     "whatif.table.turn": "turn",
     "whatif.table.recorded": "prompt, recorded",
     "whatif.table.replayed": "prompt, what if",
