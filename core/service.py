@@ -38,6 +38,7 @@ from core.errors import (
     MessageTooLong,
     PersonaFileError,
 )
+from core.i18n import Language
 from core.limits import RATE_LIMITS, DeployerLimits, RateLimits
 from core.model_info import ModelTable
 from core.netguard import allowed_base_urls_from
@@ -130,10 +131,12 @@ class VisitorService:
         """The deployer's limits when calls are paid with the deployer's key, else None."""
         return self.deployment.limits if self.connection.uses_deployer_key else None
 
-    def connect(self, *, typed_key: str = "", typed_base_url: str = "") -> Connection:
+    def connect(
+        self, *, typed_key: str = "", typed_base_url: str = "", language: Language = "en"
+    ) -> Connection:
         """Use the connection these typed values make with the deployer's settings. A refused base
         URL falls back to the deployer's own connection (`refused_base_url` says why); a malformed
-        deployer setting raises `ConfigError`."""
+        deployer setting raises `ConfigError`. The offline model answers in `language` (the page's)."""
         deployment = self.deployment
         settings: dict[str, Any] = {
             "typed_key": typed_key,
@@ -149,7 +152,7 @@ class VisitorService:
             self.refused_base_url = error
             connection = resolve_connection(**settings)
         self.connection = connection
-        self.backend = self.backends.for_connection(connection)
+        self.backend = self.backends.for_connection(connection, language)
         return connection
 
     # --- notices -----------------------------------------------------------------------------

@@ -93,7 +93,7 @@ def show(result: replay.Comparison) -> None:
         delta_arrow="off",
         help=tr("whatif.cache.help"),
     )
-    st.vega_lite_chart(spec=replay_spec(result), width="stretch", height=260)
+    st.vega_lite_chart(spec=replay_spec(result, tr), width="stretch", height=260)
     for note in replayed.notes:
         st.caption(note)
     if result.forgotten_only_in_replay:

@@ -367,6 +367,26 @@ CATALOG: dict[str, str] = {
     "leaderboard.total": "{votes} pairwise votes.",
     "leaderboard.export_csv": "Leaderboard as CSV",
     "leaderboard.export_json": "Leaderboard as JSON",
+    # --- charts (core/charts.py): axes, legends, tooltips ---
+    "chart.axis.turn": "turn",
+    "chart.axis.tokens": "tokens",
+    "chart.axis.series": "series",
+    "chart.series.counted": "prompt, counted",
+    "chart.series.reported": "prompt, API",
+    "chart.series.cached": "prompt, from cache",
+    "chart.series.reply": "reply",
+    "chart.series.budget": "budget",
+    "chart.series.summary": "summary",
+    "chart.series.trimmed": "trimmed",
+    "chart.trim.turn": "trimmed before turn",
+    "chart.trim.messages_dropped": "messages dropped",
+    "chart.trim.tokens_freed": "tokens freed",
+    "chart.trim.tokens_before": "tokens before",
+    "chart.trim.tokens_after": "tokens after",
+    "chart.trim.preview": "dropped",
+    "chart.budget_off_scale": "budget {budget:,} ↑",
+    "chart.gauge.part": "part",
+    "chart.gauge.axis": "tokens of the {budget:,}-token budget",
     # --- the comparison chart (core/charts.py ComparisonChartTexts) ------------------------------
     "chart.compare.message": "message",
     "chart.compare.prompt_tokens": "prompt tokens",
@@ -374,5 +394,21 @@ CATALOG: dict[str, str] = {
     "chart.compare.first_token_s": "first token (s)",
     "chart.compare.total_s": "total (s)",
     "chart.compare.cost_usd": "cost (USD)",
+    "chart.replay.recorded": "recorded",
+    "chart.replay.what_if": "what if",
+    "chart.replay.run": "run",
+    # --- the offline model's reply (core/offline.py) ---
+    "offline.reply.received": (
+        "[Offline model] I received {messages} messages ({tokens} prompt tokens): the system prompt, "
+        "{summary}{exchanges} and your message."
+    ),
+    "offline.reply.summary": "a summary of the earlier conversation, ",
+    "offline.reply.exchanges.one": "{count} earlier exchange",
+    "offline.reply.exchanges.other": "{count} earlier exchanges",
+    "offline.reply.role.user": "user",
+    "offline.reply.role.assistant": "assistant",
+    "offline.reply.oldest": "The oldest message I can still see is from the {role}: “{text}”",
+    "offline.reply.you_said": "You said: “{text}”",
+    "offline.reply.hint": "Set an API key in the sidebar to talk to a real model.",
     "chart.compare.budget": "budget",
 }
