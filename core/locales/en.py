@@ -34,6 +34,8 @@ CATALOG: dict[str, str] = {
     "notice.comparison_not_started": "The comparison cannot start: {error}",
     "notice.comparison_not_opened": "That comparison cannot be opened: {error}",
     "notice.comparison_unsaved": "The comparison is not saved yet: {error}",
+    "notice.test_set_unsaved": "The test set is not saved yet: {error}",
+    "notice.test_run_unsaved": "The test run is not saved yet: {error}",
     "notice.persona_shipped_id": "Import failed: id '{id}' is a shipped persona; rename the file",
     "notice.persona_not_utf8": "{file} is not UTF-8 text.",
     "notice.persona_import_failed": "Import failed: {error}",

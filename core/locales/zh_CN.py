@@ -31,6 +31,8 @@ CATALOG: dict[str, str] = {
     "notice.comparison_not_started": "无法开始对比：{error}",
     "notice.comparison_not_opened": "无法打开该对比：{error}",
     "notice.comparison_unsaved": "对比尚未保存：{error}",
+    "notice.test_set_unsaved": "测试集尚未保存：{error}",
+    "notice.test_run_unsaved": "测试运行结果尚未保存：{error}",
     "notice.persona_shipped_id": "导入失败：ID“{id}”属于内置角色；请重命名该文件",
     "notice.persona_not_utf8": "{file} 不是 UTF-8 文本。",
     "notice.persona_import_failed": "导入失败：{error}",
