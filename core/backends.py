@@ -48,6 +48,7 @@ from core.settings import MAX_REPLY_CAP, Sampling
 
 if TYPE_CHECKING:
     from core.connection import Connection
+    from core.i18n import Language
 
 #: Token counts a server may report; more is not a real reply (and would not fit the store).
 MAX_REPORTED_TOKENS = 1_000_000_000
@@ -859,7 +860,9 @@ class OpenAICompatible:
     def handles(self, connection: Connection) -> bool:
         return not connection.offline
 
-    def backend(self, connection: Connection, *, offline_chunk_delay_s: float = 0.0) -> ChatBackend:
+    def backend(
+        self, connection: Connection, *, offline_chunk_delay_s: float = 0.0, language: Language = "en"
+    ) -> ChatBackend:
         return OpenAIBackend(
             api_key=connection.api_key or KEYLESS_PLACEHOLDER,
             base_url=connection.base_url,

@@ -10,12 +10,15 @@ browser: an unchanged conversation costs no chart or table work.
 
 from __future__ import annotations
 
+import json
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa  # type: ignore[import-untyped]  # ships with Streamlit, untyped
 
+from core.i18n import Translator
 from core.stats import CONTEXT_COLUMNS, TURN_COLUMNS, ContextGauge, DashboardFigures, Row
 
 if TYPE_CHECKING:
@@ -24,6 +27,9 @@ if TYPE_CHECKING:
     from core.replay import Comparison as ReplayComparison
 
 Spec = dict[str, Any]
+#: The page's text in its language (a `core.i18n.Translator`): `text("chart.axis.turn")`. Every
+#: title, legend entry and tooltip label a chart shows comes from it.
+Text = Callable[..., str]
 
 #: The Vega-Lite major version Streamlit's frontend draws with.
 VEGA_LITE_SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json"
@@ -42,16 +48,17 @@ OKABE_ITO = {
     "black": "#000000",
 }
 
-# turn_rows column -> (legend name, colour); every layer below filters on these names.
+# turn_rows column -> (series id, colour). A series is shown as `chart.series.<id>` in the page's
+# language, and every layer below filters on that name.
 SERIES = {
-    "counted_prompt_tokens": ("prompt, counted", OKABE_ITO["blue"]),
-    "reported_prompt_tokens": ("prompt, API", OKABE_ITO["orange"]),
-    "cached_prompt_tokens": ("prompt, from cache", OKABE_ITO["sky"]),
+    "counted_prompt_tokens": ("counted", OKABE_ITO["blue"]),
+    "reported_prompt_tokens": ("reported", OKABE_ITO["orange"]),
+    "cached_prompt_tokens": ("cached", OKABE_ITO["sky"]),
     "reply_tokens": ("reply", OKABE_ITO["green"]),
     "context_budget": ("budget", OKABE_ITO["vermillion"]),
     "summary_tokens": ("summary", OKABE_ITO["purple"]),
 }
-#: The trim markers' legend name and colour.
+#: The trim markers' series id and colour.
 TRIMS = ("trimmed", OKABE_ITO["black"])
 #: The budget is left out of the y scale, and named in a note at the top instead of drawn as a
 #: rule, when it is more than this many times the largest figure drawn: at a 64,000-token budget
@@ -68,13 +75,14 @@ GAUGE_COLORS = {
     "priming": OKABE_ITO["vermillion"],
     "free": OKABE_ITO["black"],
 }
+# A trim marker's tooltip: field, type, format; each titled `chart.trim.<field>`.
 TRIM_TOOLTIP = (
-    ("turn", "quantitative", "trimmed before turn", None),
-    ("messages_dropped", "quantitative", "messages dropped", None),
-    ("tokens_freed", "quantitative", "tokens freed", ","),
-    ("tokens_before", "quantitative", "tokens before", ","),
-    ("tokens_after", "quantitative", "tokens after", ","),
-    ("preview", "nominal", "dropped", None),
+    ("turn", "quantitative", None),
+    ("messages_dropped", "quantitative", None),
+    ("tokens_freed", "quantitative", ","),
+    ("tokens_before", "quantitative", ","),
+    ("tokens_after", "quantitative", ","),
+    ("preview", "nominal", None),
 )
 # Each layer has its own colour scale, so its own legend, whose symbol is set to match its mark
 # (a layered chart's shared legend draws every entry with one layer's symbol).
@@ -87,11 +95,11 @@ def _legend(**symbol: Any) -> Spec:
     return {**_LEGEND, **symbol}
 
 
-#: Series -> the legend symbol its mark is drawn with (`usage_spec`), in the legends' order.
+#: Series id -> the legend symbol its mark is drawn with (`usage_spec`), in the legends' order.
 USAGE_LEGENDS: dict[str, Spec] = {
-    "prompt, counted": _legend(symbolType="stroke", symbolStrokeWidth=2),
-    "prompt, API": _legend(symbolType="circle", symbolFillColor="transparent", symbolStrokeWidth=1.5),
-    "prompt, from cache": _legend(symbolType="diamond"),
+    "counted": _legend(symbolType="stroke", symbolStrokeWidth=2),
+    "reported": _legend(symbolType="circle", symbolFillColor="transparent", symbolStrokeWidth=1.5),
+    "cached": _legend(symbolType="diamond"),
     "reply": _legend(symbolType="square", symbolOpacity=0.6),
     "summary": _legend(symbolType="square", symbolOpacity=0.45),
     "budget": _legend(symbolType="stroke", symbolDash=BUDGET_DASH, symbolStrokeWidth=2),
@@ -99,12 +107,12 @@ USAGE_LEGENDS: dict[str, Spec] = {
 }
 
 
-def usage_series(turns: list[Row]) -> list[Row]:
+def usage_series(turns: list[Row], text: Text) -> list[Row]:
     """The per-turn rows (`core.stats.turn_rows`) in long form, one row per (turn, series) that
-    has a value."""
+    has a value, the series by its name in the page's language."""
     return [
-        {"turn": row["turn"], "series": name, "tokens": row[column]}
-        for column, (name, _) in SERIES.items()
+        {"turn": row["turn"], "series": text(f"chart.series.{series}"), "tokens": row[column]}
+        for column, (series, _) in SERIES.items()
         for row in turns
         if row[column] is not None
     ]
@@ -124,7 +132,7 @@ def usage_scale(turns: list[Row], trims: list[Row]) -> tuple[int, list[int]]:
     return max([data, *on, 1]), off
 
 
-def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
+def usage_spec(turns: list[Row], trims: list[Row], text: Text) -> Spec:
     """Per-turn prompt tokens (counted vs reported, and the part served from the server's cache)
     with the running summary's share as a band at
     their bottom, reply tokens and the budget, with trims marked (from `core.stats.turn_rows` and
@@ -132,37 +140,40 @@ def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
     # Half a turn of room either side, so the first and last bars are drawn whole.
     last_turn = max((row["turn"] for row in turns), default=1)
     turn_scale = {"domain": [0.5, last_turn + 0.5], "nice": False}
+    turn_title = text("chart.axis.turn")
     x = {
         "field": "turn",
         "type": "quantitative",
-        "title": "turn",
+        "title": turn_title,
         "scale": turn_scale,
         "axis": {"tickMinStep": 1, "format": "d"},
     }
     top, off_scale = usage_scale(turns, trims)
-    y = {"field": "tokens", "type": "quantitative", "title": "tokens", "scale": {"domain": [0, top]}}
+    tokens_title = text("chart.axis.tokens")
+    y = {"field": "tokens", "type": "quantitative", "title": tokens_title, "scale": {"domain": [0, top]}}
     tooltip = [
-        {"field": "turn", "type": "quantitative"},
-        {"field": "series", "type": "nominal"},
-        {"field": "tokens", "type": "quantitative", "format": ","},
+        {"field": "turn", "type": "quantitative", "title": turn_title},
+        {"field": "series", "type": "nominal", "title": text("chart.axis.series")},
+        {"field": "tokens", "type": "quantitative", "format": ",", "title": tokens_title},
     ]
 
-    def color(name: str, colour: str) -> Spec:
+    def color(series: str, colour: str) -> Spec:
         return {
             "field": "series",
             "type": "nominal",
-            "scale": {"domain": [name], "range": [colour]},
-            "legend": USAGE_LEGENDS[name],
+            "scale": {"domain": [text(f"chart.series.{series}")], "range": [colour]},
+            "legend": USAGE_LEGENDS[series],
         }
 
     def series_layer(column: str, mark: Spec, **encoding: Any) -> Spec:
-        name, colour = SERIES[column]
+        series, colour = SERIES[column]
+        name = text(f"chart.series.{series}")
         return {
-            "name": _layer_name(name),
+            "name": _layer_name(series),
             "data": {"name": "usage"},
             "transform": [{"filter": {"field": "series", "oneOf": [name]}}],
             "mark": mark,
-            "encoding": {"x": x, "y": y, "color": color(name, colour), "tooltip": tooltip, **encoding},
+            "encoding": {"x": x, "y": y, "color": color(series, colour), "tooltip": tooltip, **encoding},
         }
 
     def per_turn(layer: Spec) -> Spec:
@@ -172,7 +183,7 @@ def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
             {"calculate": "datum.turn + 0.5", "as": "end"},
         ]
         layer["encoding"] |= {
-            "x": {"field": "start", "type": "quantitative", "title": "turn", "scale": turn_scale},
+            "x": {"field": "start", "type": "quantitative", "title": turn_title, "scale": turn_scale},
             "x2": {"field": "end"},
         }
         return layer
@@ -199,19 +210,24 @@ def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
     cached = series_layer(
         "cached_prompt_tokens", {"type": "point", "shape": "diamond", "size": 60, "filled": True}
     )
-    trim_name, trim_colour = TRIMS
+    trim_series, trim_colour = TRIMS
     trim_marks = {
-        "name": _layer_name(trim_name),
+        "name": _layer_name(trim_series),
         "data": {"name": "trims"},
-        "transform": [{"calculate": f"'{trim_name}'", "as": "series"}],
+        "transform": [{"calculate": _vega_string(text(f"chart.series.{trim_series}")), "as": "series"}],
         "mark": {"type": "point", "shape": "triangle-down", "size": 160, "filled": True},
         "encoding": {
             "x": x,
             "y": {"field": "tokens_before", "type": "quantitative", "scale": y["scale"]},
-            "color": color(trim_name, trim_colour),
+            "color": color(trim_series, trim_colour),
             "tooltip": [
-                {"field": field, "type": kind, "title": title, **({"format": fmt} if fmt else {})}
-                for field, kind, title, fmt in TRIM_TOOLTIP
+                {
+                    "field": field,
+                    "type": kind,
+                    "title": text(f"chart.trim.{field}"),
+                    **({"format": fmt} if fmt else {}),
+                }
+                for field, kind, fmt in TRIM_TOOLTIP
             ],
         },
     }
@@ -219,8 +235,8 @@ def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
     # Only the series drawn have a layer, so a legend entry: no API figure offline, no band
     # without a summary, no budget rule when it is off the scale, no marker without a trim.
     has = {
-        "prompt, API": any(row["reported_prompt_tokens"] is not None for row in turns),
-        "prompt, from cache": any(row["cached_prompt_tokens"] for row in turns),
+        "reported": any(row["reported_prompt_tokens"] is not None for row in turns),
+        "cached": any(row["cached_prompt_tokens"] for row in turns),
         "summary": any(row["summary_tokens"] for row in turns),
         "budget": len(off_scale) < len({row["context_budget"] for row in turns}),
         "trimmed": bool(trims),
@@ -228,13 +244,13 @@ def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
     layers = [layer for layer in layers if has.get(_series_of(layer), True)]
     if off_scale:
         # Named above the top right of the plot, above the scale it is left off.
-        layers.append(budget_note(f"budget {off_scale[-1]:,} ↑"))
+        layers.append(budget_note(text("chart.budget_off_scale", budget=off_scale[-1])))
     return {
         "$schema": VEGA_LITE_SCHEMA,
         "height": 240,
         "layer": layers,
         "resolve": {"scale": {"color": "independent"}, "legend": {"color": "independent"}},
-        "datasets": {"usage": usage_series(turns), "trims": trims},
+        "datasets": {"usage": usage_series(turns, text), "trims": trims},
     }
 
 
@@ -256,35 +272,42 @@ def budget_note(text: str) -> Spec:
 
 
 def _layer_name(series: str) -> str:
-    return "series_" + "".join(c if c.isalnum() else "_" for c in series)
+    return f"series_{series}"
 
 
 def _series_of(layer: Spec) -> str:
-    """The series a usage layer draws (its legend's one entry)."""
-    return str(layer["encoding"]["color"]["scale"]["domain"][0]) if "color" in layer["encoding"] else ""
+    """The id of the series a usage layer draws (its legend's one entry)."""
+    return str(layer.get("name", "")).removeprefix("series_")
 
 
-def gauge_spec(gauge: ContextGauge) -> Spec:
+def _vega_string(value: str) -> str:
+    """`value` as a Vega expression string literal (JSON's string syntax is one)."""
+    return json.dumps(value)
+
+
+def gauge_spec(gauge: ContextGauge, text: Text) -> Spec:
     """One bar: what fills the context budget now, part by part, left to right, with the free
     room as a dashed outline; a legend names each part."""
     parts: list[Row] = []
     start = 0
     for order, (part, tokens) in enumerate(gauge.parts()):
-        parts.append({"part": part, "tokens": tokens, "order": order, "start": start, "end": start + tokens})
+        label = text(f"gauge.part.{part}")
+        parts.append({"part": label, "tokens": tokens, "order": order, "start": start, "end": start + tokens})
         start += tokens
     used = [part for part in GAUGE_COLORS if part != "free"]
     tooltip = [
-        {"field": "part", "type": "nominal"},
-        {"field": "tokens", "type": "quantitative", "format": ","},
+        {"field": "part", "type": "nominal", "title": text("chart.gauge.part")},
+        {"field": "tokens", "type": "quantitative", "format": ",", "title": text("chart.axis.tokens")},
     ]
     x = {
         "field": "start",
         "type": "quantitative",
-        "title": f"tokens of the {gauge.budget:,}-token budget",
+        "title": text("chart.gauge.axis", budget=gauge.budget),
         "scale": {"domain": [0, max(start, 1)], "nice": False},
     }
 
-    def layer(names: list[str], mark: Spec, legend: Spec) -> Spec:
+    def layer(ids: list[str], mark: Spec, legend: Spec) -> Spec:
+        names = [text(f"gauge.part.{part}") for part in ids]
         return {
             "transform": [{"filter": {"field": "part", "oneOf": names}}, {"filter": "datum.tokens > 0"}],
             "mark": mark,
@@ -294,7 +317,7 @@ def gauge_spec(gauge: ContextGauge) -> Spec:
                 "color": {
                     "field": "part",
                     "type": "nominal",
-                    "scale": {"domain": names, "range": [GAUGE_COLORS[name] for name in names]},
+                    "scale": {"domain": names, "range": [GAUGE_COLORS[part] for part in ids]},
                     "legend": {**_LEGEND, "orient": "bottom", **legend},
                 },
                 "tooltip": tooltip,
@@ -376,18 +399,21 @@ class DashboardDrawing:
     mismatched: pa.Table
 
 
-_drawings: weakref.WeakKeyDictionary[DashboardFigures, DashboardDrawing] = weakref.WeakKeyDictionary()
+_drawings: weakref.WeakKeyDictionary[DashboardFigures, dict[str, DashboardDrawing]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def dashboard_drawing(figures: DashboardFigures) -> DashboardDrawing:
-    """The charts and tables of `figures`, built once per figures object (which
-    `core.stats.dashboard_figures` builds once per version of a conversation)."""
-    drawing = _drawings.get(figures)
+def dashboard_drawing(figures: DashboardFigures, text: Translator) -> DashboardDrawing:
+    """The charts and tables of `figures` in `text`'s language, built once per figures object
+    (which `core.stats.dashboard_figures` builds once per version of a conversation) and language."""
+    drawings = _drawings.setdefault(figures, {})
+    drawing = drawings.get(text.language)
     if drawing is None:
         turns, trims = figures.turns, figures.trims
-        drawing = _drawings[figures] = DashboardDrawing(
-            usage=for_streamlit(usage_spec(turns, trims)) if turns else None,
-            gauge=for_streamlit(gauge_spec(figures.gauge)),
+        drawing = drawings[text.language] = DashboardDrawing(
+            usage=for_streamlit(usage_spec(turns, trims, text)) if turns else None,
+            gauge=for_streamlit(gauge_spec(figures.gauge, text)),
             context=_table(figures.context, CONTEXT_COLUMNS),
             trims=_table(trims, TRIM_LOG_COLUMNS),
             turns=_table(turns, TURN_COLUMNS),
@@ -516,22 +542,29 @@ def comparison_spec(snapshot: ComparisonSnapshot, texts: ComparisonChartTexts | 
     }
 
 
-def replay_spec(result: ReplayComparison) -> Spec:
+def replay_spec(result: ReplayComparison, text: Text) -> Spec:
     """Prompt tokens per turn as recorded and as replayed (two lines, told apart by colour and by
     dash), with the replay's budget as a dashed rule."""
+    recorded, replayed = text("chart.replay.recorded"), text("chart.replay.what_if")
     rows = [
         {"turn": row.number, "run": run, "prompt tokens": turn.prompt_tokens}
         for row in result.turns
-        for run, turn in (("recorded", row.recorded), ("what if", row.replayed))
+        for run, turn in ((recorded, row.recorded), (replayed, row.replayed))
     ]
     budget = result.scenario.budget
-    runs = {"domain": ["recorded", "what if"], "range": ["#0072B2", "#E69F00"]}
+    runs = {"domain": [recorded, replayed], "range": [OKABE_ITO["blue"], OKABE_ITO["orange"]]}
+    turn_title, tokens_title = text("chart.axis.turn"), text("chart.compare.prompt_tokens")
     layers: list[Spec] = [
         {
             "mark": {"type": "line", "point": True},
             "encoding": {
-                "x": {"field": "turn", "type": "quantitative", "axis": {"tickMinStep": 1, "format": "d"}},
-                "y": {"field": "prompt tokens", "type": "quantitative"},
+                "x": {
+                    "field": "turn",
+                    "type": "quantitative",
+                    "title": turn_title,
+                    "axis": {"tickMinStep": 1, "format": "d"},
+                },
+                "y": {"field": "prompt tokens", "type": "quantitative", "title": tokens_title},
                 "color": {
                     "field": "run",
                     "type": "nominal",
@@ -545,9 +578,9 @@ def replay_spec(result: ReplayComparison) -> Spec:
                     "legend": None,
                 },
                 "tooltip": [
-                    {"field": "turn", "type": "quantitative"},
-                    {"field": "run", "type": "nominal"},
-                    {"field": "prompt tokens", "type": "quantitative", "format": ","},
+                    {"field": "turn", "type": "quantitative", "title": turn_title},
+                    {"field": "run", "type": "nominal", "title": text("chart.replay.run")},
+                    {"field": "prompt tokens", "type": "quantitative", "format": ",", "title": tokens_title},
                 ],
             },
         }

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 
 from core.backends import Capabilities, ChatBackend, ChatRequest, ReplyStream, Usage
 from core.conversation import preview
+from core.i18n import Language, translator
 from core.providers import register
 from core.server_tokens import TokenizeClient
 from core.summaries import offline_summary
@@ -29,42 +30,48 @@ if TYPE_CHECKING:
 _WORDS = re.compile(r"\S+\s*|\s+")
 
 
-def offline_reply(messages: list[dict[str, str]], prompt_tokens: int) -> str:
-    """The full text the offline model answers to `messages`, whose prompt is `prompt_tokens` long."""
+def offline_reply(messages: list[dict[str, str]], prompt_tokens: int, language: Language = "en") -> str:
+    """The full text the offline model answers to `messages`, whose prompt is `prompt_tokens` long,
+    in `language` (the page's: the offline model stands in for a model, and speaks to the visitor)."""
+    text = translator(language)
     conversation = messages[1:] if messages and messages[0]["role"] == "system" else messages
     # A second system message is the running summary of folded exchanges (policy "summarize").
     summarized = bool(conversation) and conversation[0]["role"] == "system"
     conversation = conversation[1:] if summarized else conversation
     newest = conversation[-1]["content"] if conversation else ""
     oldest = conversation[0] if conversation else None
-    exchanges = (len(conversation) - 1) // 2
-    summary = "a summary of the earlier conversation, " if summarized else ""
     lines = [
-        f"[Offline model] I received {len(messages)} messages ({prompt_tokens} prompt tokens): "
-        f"the system prompt, {summary}{exchanges} earlier exchange{'s' if exchanges != 1 else ''} "
-        "and your message.",
+        text(
+            "offline.reply.received",
+            messages=len(messages),
+            tokens=prompt_tokens,
+            summary=text("offline.reply.summary") if summarized else "",
+            exchanges=text.plural("offline.reply.exchanges", (len(conversation) - 1) // 2),
+        )
     ]
     if oldest is not None and len(conversation) > 1:
-        lines.append(
-            f"The oldest message I can still see is from the {oldest['role']}: “{preview(oldest['content'])}”"
-        )
-    lines.append(f"You said: “{preview(newest)}”")
-    lines.append("Set an API key in the sidebar to talk to a real model.")
+        role = text(f"offline.reply.role.{oldest['role']}")
+        lines.append(text("offline.reply.oldest", role=role, text=preview(oldest["content"])))
+    lines.append(text("offline.reply.you_said", text=preview(newest)))
+    lines.append(text("offline.reply.hint"))
     return "\n\n".join(lines)
 
 
 class OfflineReplyStream(ReplyStream):
-    def __init__(self, request: ChatRequest, chunk_delay_s: float) -> None:
+    def __init__(self, request: ChatRequest, chunk_delay_s: float, language: Language = "en") -> None:
         super().__init__()
         self._request = request
         self._chunk_delay_s = chunk_delay_s
+        self._language: Language = language
 
     def _chunks(self) -> Iterator[str]:
         request = self._request
         tokenizer = tokenizer_for(request.model)
         prompt_tokens = count_prompt_tokens(request.messages, request.model)
         summary = offline_summary(request.messages, tokenizer)
-        reply = summary if summary is not None else offline_reply(request.messages, prompt_tokens)
+        reply = (
+            summary if summary is not None else offline_reply(request.messages, prompt_tokens, self._language)
+        )
         reply_tokens = tokenizer.encoding.encode(reply, disallowed_special=())
         finish_reason = "stop"
         if request.max_reply_tokens is not None and len(reply_tokens) > request.max_reply_tokens:
@@ -84,11 +91,13 @@ class OfflineBackend:
 
     capabilities = Capabilities(server_usage=False, counting="local", cached_tokens=False, thread_safe=True)
 
-    def __init__(self, *, chunk_delay_s: float = 0.0) -> None:
+    def __init__(self, *, chunk_delay_s: float = 0.0, language: Language = "en") -> None:
         self.chunk_delay_s = chunk_delay_s
+        #: The language it answers in (the page's).
+        self.language: Language = language
 
     def stream(self, request: ChatRequest) -> OfflineReplyStream:
-        return OfflineReplyStream(request, self.chunk_delay_s)
+        return OfflineReplyStream(request, self.chunk_delay_s, self.language)
 
     def tokenize_client(self) -> TokenizeClient | None:
         return None  # counted here, with tiktoken
@@ -102,8 +111,10 @@ class Offline:
     def handles(self, connection: Connection) -> bool:
         return connection.offline
 
-    def backend(self, connection: Connection, *, offline_chunk_delay_s: float = 0.0) -> ChatBackend:
-        return OfflineBackend(chunk_delay_s=offline_chunk_delay_s)
+    def backend(
+        self, connection: Connection, *, offline_chunk_delay_s: float = 0.0, language: Language = "en"
+    ) -> ChatBackend:
+        return OfflineBackend(chunk_delay_s=offline_chunk_delay_s, language=language)
 
 
 register(Offline())

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from core.conversation import Conversation
 from core.tokens import Tokenizer
 
 CacheRuleName = Literal["openai", "prefix"]
@@ -46,8 +47,8 @@ PREFIX_RULE = CacheRule("prefix", min_tokens=0, block_tokens=1)
 CACHE_RULES: dict[CacheRuleName, CacheRule] = {"openai": OPENAI_RULE, "prefix": PREFIX_RULE}
 
 
-def shared_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens `a` and `b` have in common."""
+def shared_prefix(a: Sequence[Hashable], b: Sequence[Hashable]) -> int:
+    """How many leading items (tokens, messages) `a` and `b` have in common."""
     shared = 0
     for x, y in zip(a, b, strict=False):
         if x != y:
@@ -61,7 +62,7 @@ class PromptCache:
 
     def __init__(self, rule: CacheRule = OPENAI_RULE) -> None:
         self.rule = rule
-        self._recent: deque[tuple[int, ...]] = deque(maxlen=rule.remembered)
+        self._recent: deque[tuple[Hashable, ...]] = deque(maxlen=rule.remembered)
         self._lock = threading.Lock()
 
     def serve(self, tokens: Sequence[int]) -> int:
@@ -71,6 +72,16 @@ class PromptCache:
             shared = max((shared_prefix(prompt, seen) for seen in self._recent), default=0)
             self._recent.append(prompt)
         return self.rule.cached(shared)
+
+    def serve_messages(self, messages: Sequence[tuple[Hashable, int]]) -> int:
+        """As `serve`, for a prompt given message by message as (what it says, its tokens): the
+        shared prefix is the leading messages it has in common with a remembered prompt (a
+        message's framing comes before its text, so no token past them can be shared)."""
+        prompt = tuple(messages)
+        with self._lock:
+            common = max((shared_prefix(prompt, seen) for seen in self._recent), default=0)
+            self._recent.append(prompt)
+        return self.rule.cached(sum(tokens for _, tokens in prompt[:common]))
 
     def clear(self) -> None:
         with self._lock:
@@ -95,3 +106,14 @@ def prompt_token_ids(messages: Iterable[Mapping[str, Any]], tokenizer: Tokenizer
             if key == "name":
                 ids += [_NAME_FRAME] * tokenizer.tokens_per_name
     return ids + [_PRIMING] * tokenizer.reply_priming
+
+
+def prompt_messages(conversation: Conversation) -> list[tuple[Hashable, int]]:
+    """What the next call sends, message by message as `PromptCache.serve_messages` takes it:
+    (the message's id, or the summary's text, and its prompt tokens), the summary after the
+    system prompt; no encoding, so a replay can ask it every turn."""
+    blocks: list[tuple[Hashable, int]] = [(m.id, m.tokens) for m in conversation.context_messages()]
+    summary = conversation.summary
+    if summary is not None:
+        blocks.insert(1, (("summary", summary.text), conversation.summary_tokens))
+    return blocks

@@ -7,7 +7,7 @@ safety, and the HTTP client that counts on its server) and registers a `Provider
     class AnthropicMessages:                      # core/anthropic.py
         name = "anthropic"
         def handles(self, connection): return connection.host == "api.anthropic.com"
-        def backend(self, connection, *, offline_chunk_delay_s=0.0): return AnthropicBackend(...)
+        def backend(self, connection, **options): return AnthropicBackend(...)
 
     register(AnthropicMessages())
 
@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from core.backends import ChatBackend
     from core.connection import Connection
+    from core.i18n import Language
 
 #: The modules that register the providers, in the order they are asked.
 PROVIDER_MODULES: tuple[str, ...] = ("core.offline", "core.backends")
@@ -37,8 +38,11 @@ class Provider(Protocol):
         """True when this provider serves `connection`."""
         ...
 
-    def backend(self, connection: Connection, *, offline_chunk_delay_s: float = 0.0) -> ChatBackend:
-        """A new backend for `connection` (kept per connection by `core.connection.Backends`)."""
+    def backend(
+        self, connection: Connection, *, offline_chunk_delay_s: float = 0.0, language: Language = "en"
+    ) -> ChatBackend:
+        """A new backend for `connection` (kept per connection by `core.connection.Backends`);
+        `language` is the page's, for a backend that writes text itself (the offline model)."""
         ...
 
 

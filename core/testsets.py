@@ -12,8 +12,8 @@ persona or model changes.
 
 Each prompt is sent through `core.compare.Comparison`, so its columns stream at once and a
 failing column fails alone; at most `max_parallel` prompts are in flight, so at most
-`max_parallel × columns` requests. `before_each(prompt)` runs before a prompt is sent (the
-application service checks the deployer's limits there); an error it raises is recorded for
+`max_parallel × columns` requests. `before_each(prompt, columns)` runs before a prompt is
+sent (the application service checks the deployer's limits there); an error it raises is recorded for
 that prompt's cells and the run goes on.
 """
 
@@ -33,8 +33,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from core.compare import Column, Comparison, ErrorInfo
-from core.errors import DashboardError, TestSetError
+from core.compare import Candidate, Column, Comparison, ErrorInfo, Pick, PickOutcome, settings_summary
+from core.errors import ConversationStateError, DashboardError, TestSetError
 from core.validation import describe_validation_error
 
 logger = logging.getLogger(__name__)
@@ -133,6 +133,8 @@ class ColumnSpec(BaseModel):
     persona_id: str | None
     model: str
     context_budget: int
+    #: What tells two columns of one persona on one model apart (`core.compare.settings_summary`).
+    settings: str = ""
 
 
 class Cell(BaseModel):
@@ -152,6 +154,16 @@ class Cell(BaseModel):
     skipped: bool = False
 
 
+class PromptVote(BaseModel):
+    """The user's vote on one prompt's answers: one column preferred, a tie, or all bad."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    prompt: int = Field(ge=0)
+    outcome: PickOutcome
+    column: int | None = None
+
+
 class TestRunRecord(BaseModel):
     """One run of a test set: every prompt's answer in every column, with its figures."""
 
@@ -165,9 +177,48 @@ class TestRunRecord(BaseModel):
     started_at: datetime
     seconds: float
     cancelled: bool = False
+    votes: tuple[PromptVote, ...] = ()
 
     def cell(self, prompt: int, column: int) -> Cell | None:
         return next((c for c in self.cells if c.prompt == prompt and c.column == column), None)
+
+    def vote(self, prompt: int, outcome: PickOutcome, column: int | None = None) -> TestRunRecord:
+        """This record with the vote on `prompt` cast (or changed)."""
+        if not 0 <= prompt < len(self.test_set.prompts):
+            raise ConversationStateError(f"This run has no prompt {prompt + 1}.")
+        if (outcome == "preferred") != (column is not None) or (column or 0) >= len(self.columns):
+            raise ConversationStateError("Name the preferred column, and only for a preferred answer.")
+        cell = self.cell(prompt, column) if column is not None else None
+        if column is not None and (cell is None or cell.skipped or cell.error is not None):
+            raise ConversationStateError(f"Column {column + 1} has no answer to prompt {prompt + 1}.")
+        votes = [v for v in self.votes if v.prompt != prompt]
+        votes.append(PromptVote(prompt=prompt, outcome=outcome, column=column))
+        return self.model_copy(update={"votes": tuple(sorted(votes, key=lambda v: v.prompt))})
+
+    def picks(self) -> list[Pick]:
+        """The votes as comparison picks, for the leaderboard."""
+        candidates = tuple(
+            Candidate(label=c.label, persona_id=c.persona_id, model=c.model, settings=c.settings)
+            for c in self.columns
+        )
+        picks = []
+        for vote in self.votes:
+            winner = self.columns[vote.column] if vote.column is not None else None
+            picks.append(
+                Pick(
+                    id=f"{self.id}-{vote.prompt}",
+                    round=vote.prompt + 1,
+                    outcome=vote.outcome,
+                    column=vote.column,
+                    label=winner.label if winner else None,
+                    persona_id=winner.persona_id if winner else None,
+                    model=winner.model if winner else None,
+                    blind=False,
+                    candidates=candidates,
+                    at=self.started_at,
+                )
+            )
+        return picks
 
 
 class CellChange(BaseModel):
@@ -232,7 +283,7 @@ class TestSetRun:
         make_columns: Callable[[], Sequence[Column]],
         *,
         max_parallel: int = DEFAULT_PARALLEL,
-        before_each: Callable[[str], None] | None = None,
+        before_each: Callable[[str, Sequence[Column]], None] | None = None,
     ) -> None:
         self.test_set = test_set
         self._make_columns = make_columns
@@ -320,6 +371,7 @@ class TestSetRun:
                 persona_id=column.session.conversation.persona_id,
                 model=column.session.settings.model,
                 context_budget=column.session.settings.context_budget,
+                settings=settings_summary(column.session.settings),
             )
             for column in columns
         )
@@ -331,7 +383,7 @@ class TestSetRun:
             return
         try:
             if self._before_each is not None:
-                self._before_each(prompt)
+                self._before_each(prompt, columns)
         except DashboardError as error:
             info = ErrorInfo.of(error)
             self._record(index, [Cell(prompt=index, column=n, error=info) for n in range(len(columns))])

@@ -15,12 +15,13 @@ import json
 from dataclasses import dataclass, field
 
 from core.backends import ChatBackend
-from core.compare import Comparison, Pick
+from core.compare import LETTERS, Comparison, Pick
 from core.conversation import Conversation, preview
 from core.errors import PersonaFileError
 from core.personas import Persona, parse_persona, persona_yaml
 from core.session import ChatSession
 from core.store import ConversationSummary, Store, StoredConversation, StoreUnavailable, new_conversation_id
+from core.testsets import TestRunRecord, TestSet
 
 
 @dataclass
@@ -152,7 +153,11 @@ class Workspace:
             return None
         rounds = comparison.rounds
         title = preview(rounds[0].text) if rounds else "Comparison"
-        labels = " · ".join(column.label for column in comparison.columns)
+        # Blind until the vote: the list must not name who answered.
+        if comparison.labels_hidden:
+            labels = "🙈 " + " · ".join(LETTERS[: len(comparison.columns)])
+        else:
+            labels = " · ".join(column.label for column in comparison.columns)
         return self.store.save_comparison(
             self.owner, comparison_id, f"{title} ({labels})", comparison.to_json()
         )
@@ -173,6 +178,41 @@ class Workspace:
             data = json.loads(record)
             picks += [Pick.model_validate(pick) for pick in data.get("picks", [])]
         return picks
+
+    # --- test sets -----------------------------------------------------------------------------
+
+    def save_test_set(self, test_set: TestSet) -> None:
+        if self.store is not None:
+            self.store.save_test_set(self.owner, test_set.name, json.dumps(list(test_set.prompts)))
+
+    def test_sets(self) -> builtins.list[TestSet]:
+        """This owner's test sets, most recently saved first (a stored one that no longer
+        validates is skipped)."""
+        if self.store is None:
+            return []
+        sets = []
+        for name, prompts in self.store.list_test_sets(self.owner):
+            try:
+                sets.append(TestSet(name=name, prompts=tuple(json.loads(prompts))))
+            except (ValueError, TypeError):
+                continue
+        return sets
+
+    def save_test_run(self, record: TestRunRecord) -> None:
+        if self.store is not None:
+            self.store.save_test_run(self.owner, record.id, record.test_set.name, record.model_dump_json())
+
+    def test_runs(self, test_set: str | None = None) -> builtins.list[TestRunRecord]:
+        """This owner's runs (of `test_set`, or all), newest first."""
+        if self.store is None:
+            return []
+        return [
+            TestRunRecord.model_validate_json(r) for r in self.store.test_run_records(self.owner, test_set)
+        ]
+
+    def leaderboard_picks(self) -> builtins.list[Pick]:
+        """Every vote this owner cast, in comparisons and on test-set results."""
+        return [*self.comparison_picks(), *(pick for run in self.test_runs() for pick in run.picks())]
 
     def conversation_counts(self) -> dict[str, int]:
         return self.store.conversation_counts(self.owner) if self.store else {}

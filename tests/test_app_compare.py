@@ -73,6 +73,9 @@ def test_blind_mode_hides_labels_until_a_pick_and_the_leaderboard_counts_it(app:
     assert [view.label for view in snapshot.columns] == ["Answer A", "Answer B", "Answer C"]
     assert all(view.model is None for view in snapshot.columns)
     assert not any("gpt-" in c.value for c in app.caption if "budget" in c.value)
+    # Saved, and listed without naming who answered.
+    [(_, title)] = app.session_state.service.saved_comparisons()
+    assert title == "which is best? (🙈 A · B · C)"
     click(app, "Prefer Answer B")
     snapshot = app.session_state.service.comparison.snapshot()
     assert snapshot.picks[-1].persona_id == "translator"

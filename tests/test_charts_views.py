@@ -6,6 +6,7 @@ from core.charts import ComparisonChartTexts, comparison_spec, replay_spec
 from core.compare import Column, Comparison
 from core.context import DropOldest
 from core.conversation import Conversation
+from core.i18n import translator
 from core.model_info import load_model_table
 from core.offline import OfflineBackend
 from core.personas import BUNDLED_PERSONAS_DIR, load_personas
@@ -13,6 +14,7 @@ from core.replay import Scenario, compare
 from core.settings import ChatSettings
 from tests.test_stats import assert_valid_vega_lite
 
+EN = translator("en")
 PERSONAS = load_personas(BUNDLED_PERSONAS_DIR).personas
 
 
@@ -79,7 +81,7 @@ def test_the_replay_chart_shows_both_runs_and_the_budget() -> None:
         DropOldest().fit(conversation)
         conversation.add_assistant(f"answer {i} " + "word " * 30)
     result = compare(conversation, Scenario(budget=200), load_model_table())
-    spec = replay_spec(result)
+    spec = replay_spec(result, EN)
     assert_valid_vega_lite(spec)
     runs = {row["run"] for row in spec["datasets"]["replay"]}
     assert runs == {"recorded", "what if"}

@@ -11,7 +11,7 @@ from typing import Any, get_args
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.charts import ComparisonChartTexts
+from core.charts import SERIES, TRIM_TOOLTIP, TRIMS, ComparisonChartTexts
 from core.connection import KeySource
 from core.conversation import MessageState, SummaryVersion
 from core.i18n import (
@@ -26,19 +26,25 @@ from core.i18n import (
 )
 from core.locales import en, zh_CN
 from core.persona_formats import EXPORT_FORMATS
+from core.prompt_cache import CACHE_RULES
 from core.settings import POLICY_NAMES
 from core.stats import ContextGauge
 from tests.conftest import APP_PATH, REPO_ROOT
 
+#: The page, its views, and the core modules that write text the page shows (with a translator
+#: called `text`: chart titles, the offline model's reply).
 SOURCES = [
     REPO_ROOT / "streamlit_app.py",
     *sorted((REPO_ROOT / "ui").glob("*.py")),
     *sorted((REPO_ROOT / "app_pages").glob("*.py")),
+    REPO_ROOT / "core" / "charts.py",
+    REPO_ROOT / "core" / "offline.py",
 ]
-#: `tr("key"` and `tr_plural("key"` with a literal key (either quote, inside f-strings too).
-LITERAL_KEY = re.compile(r"""\btr(_plural)?\(\s*["']([^"'{}]+)["']""")
+#: `tr("key"`, `tr_plural("key"`, `text("key"` and `text.plural("key"` with a literal key (either
+#: quote, inside f-strings too).
+LITERAL_KEY = re.compile(r"""\b(?:tr|text)(_plural|\.plural)?\(\s*["']([^"'{}]+)["']""")
 #: `tr(f"prefix.{value}"`: a key family derived from a value (of core, or of the page's VIEWS).
-DERIVED_KEY = re.compile(r"""\btr(?:_plural)?\(\s*f["']([^"'{]*)\{""")
+DERIVED_KEY = re.compile(r"""\b(?:tr|text)(?:_plural|\.plural)?\(\s*f["']([^"'{]*)\{""")
 
 
 def page_views() -> set[str]:
@@ -57,7 +63,11 @@ DERIVED_FAMILIES = {
     "connection.key_source.": {*get_args(KeySource), "none"},
     "policy.": set(POLICY_NAMES),
     "summary.source.": set(get_args(SummaryVersion.model_fields["source"].annotation)),
+    "chart.series.": {series for series, _ in SERIES.values()} | {TRIMS[0]},
+    "chart.trim.": {field for field, _, _ in TRIM_TOOLTIP},
+    "offline.reply.role.": {"user", "assistant"},
     "chart.compare.": set(ComparisonChartTexts.__dataclass_fields__),
+    "whatif.cache_rule.": {*CACHE_RULES, "none"},
 }
 
 

@@ -53,3 +53,18 @@ def test_prompt_token_ids_are_as_long_as_the_prompt_count_and_share_the_history(
         assert len(prompt_token_ids(messages, tokenizer)) == count_prompt_tokens(messages, "gpt-4o")
     shared = shared_prefix(prompt_token_ids(first, tokenizer), prompt_token_ids(second, tokenizer))
     assert shared == count_prompt_tokens(first, "gpt-4o") - tokenizer.reply_priming
+
+
+def test_a_prompt_given_message_by_message_is_cached_as_its_tokens_would_be() -> None:
+    tokenizer = tokenizer_for("gpt-4o")
+    history = [{"role": "system", "content": "Be brief. " * 400}]
+    by_tokens, by_messages = PromptCache(OPENAI_RULE), PromptCache(OPENAI_RULE)
+    for i in range(4):
+        history += [{"role": "user", "content": f"question {i} " * 30}]
+        tokens = by_tokens.serve(prompt_token_ids(history, tokenizer))
+        messages = by_messages.serve_messages(
+            [((m["role"], m["content"]), tokenizer.count_message(m)) for m in history]
+        )
+        assert tokens == messages
+        history += [{"role": "assistant", "content": f"answer {i} " * 30}]
+    assert tokens > 1024

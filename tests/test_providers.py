@@ -14,6 +14,7 @@ from core.compare import Column, Comparison
 from core.connection import Backends, Connection
 from core.counting import counting_for
 from core.errors import ConversationStateError
+from core.i18n import Language
 from core.offline import OfflineBackend, OfflineReplyStream
 from core.personas import load_personas
 from core.server_tokens import TokenizeClient
@@ -41,7 +42,9 @@ class EchoProvider:
     def handles(self, connection: Connection) -> bool:
         return connection.host == "echo.invalid"
 
-    def backend(self, connection: Connection, *, offline_chunk_delay_s: float = 0.0) -> ChatBackend:
+    def backend(
+        self, connection: Connection, *, offline_chunk_delay_s: float = 0.0, language: Language = "en"
+    ) -> ChatBackend:
         return EchoBackend()
 
 

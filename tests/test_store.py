@@ -1058,6 +1058,24 @@ def test_comparisons_are_saved_per_owner(store: Store) -> None:
     assert store.load_comparison("alice", first) == '{"n": 3}'
 
 
+def test_test_sets_and_their_runs_are_saved_per_owner(store: Store) -> None:
+    store.save_test_set("alice", "menus", '["a", "b"]')
+    store.save_test_set("alice", "travel", '["c"]')
+    store.save_test_set("alice", "menus", '["a", "b", "c"]')  # replaced, and now the newest
+    assert store.list_test_sets("alice") == [("menus", '["a", "b", "c"]'), ("travel", '["c"]')]
+    store.save_test_run("alice", "run1", "menus", '{"n": 1}')
+    store.save_test_run("alice", "run2", "menus", '{"n": 2}')
+    store.save_test_run("alice", "run3", "travel", '{"n": 3}')
+    store.save_test_run("alice", "run1", "menus", '{"n": 1, "votes": 1}')  # a vote replaces the record
+    assert store.test_run_records("alice", "menus") == ['{"n": 2}', '{"n": 1, "votes": 1}']
+    assert len(store.test_run_records("alice")) == 3
+    # Bob sees none of Alice's, and saving his own run under her run's id changes nothing of hers.
+    assert store.list_test_sets("bob") == [] and store.test_run_records("bob") == []
+    with pytest.raises(StoreError):
+        store.save_test_run("bob", "run1", "menus", "{}")
+    assert store.test_run_records("alice", "menus")[-1] == '{"n": 1, "votes": 1}'
+
+
 def test_the_default_database_goes_to_data_dir_when_it_exists(tmp_path: Path) -> None:
     mounted, default = tmp_path / "data", tmp_path / "app" / "data" / "dashboard.db"
     with Store.from_environ({"DATA_DIR": str(mounted)}, default_path=default) as store:

@@ -6,18 +6,23 @@ persona's system prompt changes."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import pytest
 
 from core.backends import OpenAIBackend
 from core.compare import Column
 from core.conversation import Conversation
-from core.errors import RateLimitedLocally, TestSetError
+from core.errors import ConversationStateError, RateLimitedLocally, TestSetError
+from core.leaderboard import leaderboard, votes_from_picks
 from core.offline import OfflineBackend
 from core.session import ChatSession
 from core.settings import ChatSettings
-from core.testsets import MAX_PROMPTS, TestSet, TestSetRun, compare_runs, parse_test_set
+from core.store import Store
+from core.testsets import MAX_PROMPTS, TestRunRecord, TestSet, TestSetRun, compare_runs, parse_test_set
 from core.tokens import get_encoding
+from core.workspace import Workspace
 from tests.openai_server import OpenAIServer
 
 PROMPTS = ("北京烤鸭怎么吃？", "What is a good ramen?", "Name one spice 🌶️")
@@ -99,7 +104,8 @@ def test_a_set_runs_every_prompt_in_every_column_over_http(openai_server: OpenAI
 def test_a_failing_column_and_a_refused_prompt_fail_alone(openai_server: OpenAIServer) -> None:
     openai_server.fail(429, "Rate limit reached.", type="requests")
 
-    def refuse_the_second(prompt: str) -> None:
+    def refuse_the_second(prompt: str, columns: Sequence[Column]) -> None:
+        assert len(columns) == 2
         if prompt == PROMPTS[1]:
             raise RateLimitedLocally(
                 "Too many requests.", retry_after=30, limit="RATE_LIMIT_REQUESTS_PER_MIN"
@@ -176,3 +182,48 @@ def test_the_next_run_after_an_edit_shows_what_changed() -> None:
     assert all(change.prompt_tokens_delta == added for change in changes)
     assert all(change.answer_changed for change in changes)  # the offline model reports its prompt size
     assert all(change.cost_delta_usd is not None and change.cost_delta_usd > 0 for change in changes)
+
+
+# --- votes, storage and the leaderboard -----------------------------------------------------------
+
+
+def finished_run(columns: Callable[[], list[Column]]) -> TestRunRecord:
+    run = TestSetRun(TestSet(name="menus", prompts=PROMPTS), columns)
+    run.start()
+    assert run.wait(TIMEOUT)
+    return run.result()
+
+
+def offline_columns() -> list[Column]:
+    backend = OfflineBackend()
+    critic = Conversation("You are a critic.", ChatSettings(model="gpt-4o-mini", context_budget=4000))
+    tutor = Conversation("You are a tutor.", ChatSettings(model="gpt-4.1", context_budget=2000))
+    critic.persona_id, tutor.persona_id = "critic", "tutor"
+    return [Column(ChatSession(critic, backend)), Column(ChatSession(tutor, backend))]
+
+
+def test_votes_on_results_become_leaderboard_picks_and_are_stored(tmp_path: Path) -> None:
+    record = finished_run(offline_columns)
+    with pytest.raises(ConversationStateError, match="preferred"):
+        record.vote(0, "tie", 1)
+    voted = record.vote(0, "preferred", 1).vote(1, "tie").vote(0, "preferred", 0)  # changed its mind
+    assert [(v.prompt, v.outcome, v.column) for v in voted.votes] == [(0, "preferred", 0), (1, "tie", None)]
+    assert record.votes == ()  # records are values
+    picks = voted.picks()
+    assert [(p.round, p.outcome, p.persona_id) for p in picks] == [
+        (1, "preferred", "critic"),
+        (2, "tie", None),
+    ]
+    assert picks[0].candidates[1].settings == "budget 2,000 · reply cap 1,024 · drop_oldest"
+    board = {row.contestant.persona: row for row in leaderboard(votes_from_picks(picks)).ratings}
+    assert (board["critic"].wins, board["critic"].ties, board["tutor"].losses) == (1, 1, 1)
+
+    with Store.from_environ({"DATABASE_URL": f"sqlite:///{tmp_path / 'dashboard.db'}"}) as store:
+        workspace = Workspace(store, "alice")
+        workspace.save_test_set(voted.test_set)
+        workspace.save_test_run(record)
+        workspace.save_test_run(voted)  # the same run, voted on: replaced, not added
+        assert workspace.test_sets() == [voted.test_set]
+        assert workspace.test_runs("menus") == [voted]
+        assert [p.id for p in workspace.leaderboard_picks()] == [p.id for p in picks]
+        assert Workspace(store, "bob").test_runs() == []

@@ -14,6 +14,7 @@ import streamlit as st
 from core.charts import dashboard_drawing
 from core.conversation import MAX_IMPORT_BYTES, Message, MessageState
 from core.errors import BackendError, DashboardError
+from core.i18n import current as session_translator
 from core.personas import Persona
 from core.service import VisitorService
 from core.session import ChatSession
@@ -489,7 +490,7 @@ def dashboard(session: ChatSession, offline: bool) -> None:
     # Figures and charts are built once per version of the conversation (a message, turn, trim,
     # pin or setting): a rerun that changed none of them walks no history and builds no chart.
     figures = dashboard_figures(conversation, session.policy, model_table())
-    drawing = dashboard_drawing(figures)
+    drawing = dashboard_drawing(figures, session_translator(st.session_state))
     gauge, total = figures.gauge, figures.totals
     st.subheader(tr("dashboard.header"))
     priced = model_table().lookup(conversation.model)

@@ -141,7 +141,7 @@ def saved_list(service: VisitorService) -> None:
             on_click=open_saved,
             args=(service, comparison_id),
         )
-    leaderboard_section(service.comparison_picks())
+    leaderboard_section(service.leaderboard_picks())
 
 
 def open_saved(service: VisitorService, comparison_id: str) -> None:

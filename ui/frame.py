@@ -301,6 +301,7 @@ def sidebar(
             connection = service.connect(
                 typed_key=st.session_state.get(Key.API_KEY, ""),
                 typed_base_url=st.session_state.get(Key.BASE_URL, ""),
+                language=session_translator(st.session_state).language,
             )
         except DashboardError as error:  # a deployer's setting is malformed
             st.error(str(error))

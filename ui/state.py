@@ -43,6 +43,7 @@ class Key(StrEnum):
     WHATIF_BUDGET = "whatif_budget"
     WHATIF_POLICY = "whatif_policy"
     WHATIF_MODEL = "whatif_model"
+    WHATIF_CACHE_RULE = "whatif_cache_rule"
 
 
 class Action(StrEnum):

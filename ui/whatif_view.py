@@ -8,6 +8,7 @@ import streamlit as st
 
 from core import replay
 from core.charts import replay_spec
+from core.prompt_cache import CACHE_RULES, CacheRuleName
 from core.settings import MAX_CONTEXT_BUDGET, POLICY_NAMES, PolicyName
 from ui.frame import Frame
 from ui.state import Key
@@ -28,7 +29,7 @@ def page(frame: Frame) -> None:
         st.info(tr("whatif.empty"))
         return
     settings = session.settings
-    columns = st.columns(3)
+    columns = st.columns(4)
     budget = int(
         columns[0].number_input(
             tr("sidebar.budget.label"),
@@ -50,15 +51,26 @@ def page(frame: Frame) -> None:
     model = (
         columns[2].text_input(tr("sidebar.model.label"), value=settings.model, key=Key.WHATIF_MODEL).strip()
     )
-    scenario = replay.Scenario(budget=budget, policy=policy, model=model or None)
+    rule: CacheRuleName | None = columns[3].selectbox(
+        tr("whatif.cache_rule.label"),
+        [None, *CACHE_RULES],
+        index=1,
+        format_func=lambda name: tr(f"whatif.cache_rule.{name or 'none'}"),
+        key=Key.WHATIF_CACHE_RULE,
+        help=tr("whatif.cache_rule.help"),
+    )
+    scenario = replay.Scenario(budget=budget, policy=policy, model=model or None, cache_rule=rule)
     with st.spinner(tr("whatif.running")):
         result = service.replay(key, scenario)
+        outcomes = service.replay_policies(key, scenario) if rule else ()
     show(result)
+    if outcomes:
+        show_policies(outcomes)
 
 
 def show(result: replay.Comparison) -> None:
     recorded, replayed = result.recorded, result.replayed
-    metrics = st.columns(3)
+    metrics = st.columns(4)
     metrics[0].metric(
         tr("whatif.cost"),
         money(replayed.cost if replayed.priced else None),
@@ -73,7 +85,15 @@ def show(result: replay.Comparison) -> None:
         delta_color="inverse",
     )
     metrics[2].metric(tr("whatif.forgotten"), f"{len(result.forgotten_only_in_replay):,}")
-    st.vega_lite_chart(spec=replay_spec(result), width="stretch", height=260)
+    metrics[3].metric(
+        tr("whatif.cache"),
+        f"{replayed.cache_hit_rate:.0%}",
+        tr("whatif.cache.delta", recorded=f"{recorded.cache_hit_rate:.0%}"),
+        delta_color="off",
+        delta_arrow="off",
+        help=tr("whatif.cache.help"),
+    )
+    st.vega_lite_chart(spec=replay_spec(result, tr), width="stretch", height=260)
     for note in replayed.notes:
         st.caption(note)
     if result.forgotten_only_in_replay:
@@ -86,6 +106,8 @@ def show(result: replay.Comparison) -> None:
             tr("whatif.table.recorded"): row.recorded.prompt_tokens,
             tr("whatif.table.replayed"): row.replayed.prompt_tokens,
             tr("whatif.table.difference"): row.prompt_tokens_difference,
+            tr("whatif.table.cached_recorded"): row.recorded.cached_tokens,
+            tr("whatif.table.cached_replayed"): row.replayed.cached_tokens,
             tr("whatif.table.dropped"): " | ".join(m.preview for m in row.replayed.dropped),
             tr("whatif.table.summarized"): " | ".join(m.preview for m in row.replayed.summarized),
             tr("whatif.table.cost_difference"): row.cost_difference,
@@ -93,3 +115,22 @@ def show(result: replay.Comparison) -> None:
         for row in result.turns
     ]
     st.dataframe(rows, hide_index=True)
+
+
+def show_policies(outcomes: tuple[replay.PolicyOutcome, ...]) -> None:
+    """Every policy under the same scenario and simulated cache, side by side."""
+    st.markdown(f"**{tr('whatif.policies.header')}**")
+    st.dataframe(
+        [
+            {
+                tr("whatif.policies.policy"): tr(f"policy.{outcome.policy}"),
+                tr("whatif.policies.prompt"): outcome.prompt_tokens,
+                tr("whatif.policies.cached"): outcome.cached_tokens,
+                tr("whatif.policies.hit_rate"): f"{outcome.cache_hit_rate:.0%}",
+                tr("whatif.policies.cost"): money(outcome.cost),
+                tr("whatif.policies.forgotten"): outcome.forgotten,
+            }
+            for outcome in outcomes
+        ],
+        hide_index=True,
+    )

@@ -34,6 +34,8 @@ CATALOG: dict[str, str] = {
     "notice.comparison_not_started": "The comparison cannot start: {error}",
     "notice.comparison_not_opened": "That comparison cannot be opened: {error}",
     "notice.comparison_unsaved": "The comparison is not saved yet: {error}",
+    "notice.test_set_unsaved": "The test set is not saved yet: {error}",
+    "notice.test_run_unsaved": "The test run is not saved yet: {error}",
     "notice.persona_shipped_id": "Import failed: id '{id}' is a shipped persona; rename the file",
     "notice.persona_not_utf8": "{file} is not UTF-8 text.",
     "notice.persona_import_failed": "Import failed: {error}",
@@ -283,6 +285,30 @@ CATALOG: dict[str, str] = {
     "whatif.prompt_tokens": "Prompt tokens, what if",
     "whatif.forgotten": "Messages forgotten only in the replay",
     "whatif.forgotten.list": "What the model would have forgotten ({count} messages)",
+    "whatif.cache_rule.label": "Prompt cache",
+    "whatif.cache_rule.help": (
+        "The server's prompt cache the replayed calls are served from, simulated: OpenAI's rule "
+        "(the prefix shared with a recent request, from 1,024 tokens in blocks of 128), a plain "
+        "prefix cache (llama.cpp, vLLM), or none."
+    ),
+    "whatif.cache_rule.none": "none",
+    "whatif.cache_rule.openai": "OpenAI's rule",
+    "whatif.cache_rule.prefix": "plain prefix cache",
+    "whatif.cache": "From cache, what if",
+    "whatif.cache.delta": "recorded {recorded}",
+    "whatif.cache.help": (
+        "The share of prompt tokens served from the prompt cache: simulated for the replay, as the "
+        "server reported it for the record."
+    ),
+    "whatif.table.cached_recorded": "from cache, recorded",
+    "whatif.table.cached_replayed": "from cache, what if",
+    "whatif.policies.header": "Every policy on the same cache",
+    "whatif.policies.policy": "policy",
+    "whatif.policies.prompt": "prompt tokens",
+    "whatif.policies.cached": "from cache",
+    "whatif.policies.hit_rate": "hit rate",
+    "whatif.policies.cost": "cost",
+    "whatif.policies.forgotten": "messages forgotten",
     "whatif.table.turn": "turn",
     "whatif.table.recorded": "prompt, recorded",
     "whatif.table.replayed": "prompt, what if",
@@ -341,6 +367,26 @@ CATALOG: dict[str, str] = {
     "leaderboard.total": "{votes} pairwise votes.",
     "leaderboard.export_csv": "Leaderboard as CSV",
     "leaderboard.export_json": "Leaderboard as JSON",
+    # --- charts (core/charts.py): axes, legends, tooltips ---
+    "chart.axis.turn": "turn",
+    "chart.axis.tokens": "tokens",
+    "chart.axis.series": "series",
+    "chart.series.counted": "prompt, counted",
+    "chart.series.reported": "prompt, API",
+    "chart.series.cached": "prompt, from cache",
+    "chart.series.reply": "reply",
+    "chart.series.budget": "budget",
+    "chart.series.summary": "summary",
+    "chart.series.trimmed": "trimmed",
+    "chart.trim.turn": "trimmed before turn",
+    "chart.trim.messages_dropped": "messages dropped",
+    "chart.trim.tokens_freed": "tokens freed",
+    "chart.trim.tokens_before": "tokens before",
+    "chart.trim.tokens_after": "tokens after",
+    "chart.trim.preview": "dropped",
+    "chart.budget_off_scale": "budget {budget:,} ↑",
+    "chart.gauge.part": "part",
+    "chart.gauge.axis": "tokens of the {budget:,}-token budget",
     # --- the comparison chart (core/charts.py ComparisonChartTexts) ------------------------------
     "chart.compare.message": "message",
     "chart.compare.prompt_tokens": "prompt tokens",
@@ -348,5 +394,21 @@ CATALOG: dict[str, str] = {
     "chart.compare.first_token_s": "first token (s)",
     "chart.compare.total_s": "total (s)",
     "chart.compare.cost_usd": "cost (USD)",
+    "chart.replay.recorded": "recorded",
+    "chart.replay.what_if": "what if",
+    "chart.replay.run": "run",
+    # --- the offline model's reply (core/offline.py) ---
+    "offline.reply.received": (
+        "[Offline model] I received {messages} messages ({tokens} prompt tokens): the system prompt, "
+        "{summary}{exchanges} and your message."
+    ),
+    "offline.reply.summary": "a summary of the earlier conversation, ",
+    "offline.reply.exchanges.one": "{count} earlier exchange",
+    "offline.reply.exchanges.other": "{count} earlier exchanges",
+    "offline.reply.role.user": "user",
+    "offline.reply.role.assistant": "assistant",
+    "offline.reply.oldest": "The oldest message I can still see is from the {role}: “{text}”",
+    "offline.reply.you_said": "You said: “{text}”",
+    "offline.reply.hint": "Set an API key in the sidebar to talk to a real model.",
     "chart.compare.budget": "budget",
 }
