@@ -47,7 +47,7 @@ from core.owners import AccessMode, access_mode
 from core.personas import Persona, parse_persona
 from core.session import ChatSession
 from core.settings import ChatSettings
-from core.store import StaleConversation
+from core.store import ConversationSummary, StaleConversation
 from core.testsets import TestRunRecord, TestSet, TestSetRun
 from core.workspace import Workspace
 
@@ -175,6 +175,31 @@ class VisitorService:
 
     def session(self, key: str) -> ChatSession:
         return self.workspace.sessions[key]
+
+    def open_session(self, persona_id: str) -> ChatSession | None:
+        """The conversation open for `persona_id`, if one is (nothing is started)."""
+        key = self.workspace.current.get(persona_id)
+        return self.workspace.sessions.get(key) if key is not None else None
+
+    def is_saved(self, key: str) -> bool:
+        """True once the conversation is in the store (listed); False for a draft."""
+        return self.workspace.is_saved(key)
+
+    @property
+    def saving(self) -> bool:
+        """True when conversations are written to a store (False: kept in memory only)."""
+        return self.workspace.store is not None
+
+    def list_conversations(
+        self, *, persona_id: str | None = None, search: str | None = None
+    ) -> list[ConversationSummary]:
+        """This visitor's conversations, newest first (raises the store's `DashboardError`)."""
+        return self.workspace.list(persona_id=persona_id, search=search)
+
+    @property
+    def persona_errors(self) -> list[PersonaFileError]:
+        """This visitor's saved personas that no longer pass the checks."""
+        return self.workspace.persona_errors
 
     def new_conversation(self, persona: Persona) -> None:
         """Start a new conversation with `persona` (the one open before stays listed)."""
