@@ -34,7 +34,7 @@ from ui.state import (
     summary_key,
     title_key,
 )
-from ui.text import as_markdown, tr, tr_plural
+from ui.text import as_markdown, error_text, tr, tr_plural
 
 CHAT_HEIGHT_PX = 560
 DASHBOARD_HEIGHT_PX = 640
@@ -117,7 +117,7 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
     try:
         listed = workspace.list(persona_id=None if search else persona.id, search=search or None)
     except DashboardError as error:
-        st.error(tr("conversations.list_failed", error=error))
+        st.error(tr("conversations.list_failed", error=error_text(error)))
         return
     if search and not listed:
         st.caption(tr("conversations.no_match"))
@@ -332,7 +332,7 @@ def render_summary(service: VisitorService, key: str) -> None:
             try:
                 service.edit_summary(key, edited)
             except DashboardError as error:
-                st.error(str(error))
+                st.error(error_text(error))
                 return
             st.rerun()
 
@@ -434,7 +434,7 @@ def chat_controls(session: ChatSession, persona: Persona) -> None:
     conversation = session.conversation
     state = page_state()
     if session.error is not None:
-        st.error(as_markdown(str(session.error)), icon="⚠️")
+        st.error(as_markdown(error_text(session.error)), icon="⚠️")
         if details := error_details(session.error):
             st.caption(details)
     if not conversation.turns and not conversation.pending_user_message and persona.starter_prompts:

@@ -29,6 +29,7 @@ from core.persona_formats import (
 )
 from core.persona_mapping import DEFAULT_USER_NAME
 from core.personas import Persona
+from ui.text import error_text
 
 #: {"round", "signature", "results": list[FileImport], "saved", "failed"}: the panel between reruns.
 IMPORT_STATE = "persona_import"
@@ -72,7 +73,7 @@ def import_panel(save: Callable[[Persona], None], taken_ids: Iterable[str]) -> N
         for name in state["saved"]:
             st.success(tr("personas.exchange.saved", name=name))
         for name, error in state["failed"]:
-            st.error(tr("personas.exchange.not_saved", name=name, error=error))
+            st.error(tr("personas.exchange.not_saved", name=name, error=error_text(error)))
         uploads = list(files or [])
         signature = (tuple((f.file_id, f.name, f.size) for f in uploads), user_name.strip())
         if signature != state["signature"]:
@@ -102,7 +103,7 @@ def import_panel(save: Callable[[Persona], None], taken_ids: Iterable[str]) -> N
 
 def preview_file(file_index: int, result: FileImport) -> None:
     if result.error is not None:
-        st.error(tr("personas.exchange.failed", error=str(result.error)), icon="⚠️")
+        st.error(tr("personas.exchange.failed", error=error_text(result.error)), icon="⚠️")
         return
     for persona_index, imported in enumerate(result.personas):
         persona, report = imported.persona, imported.report
