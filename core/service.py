@@ -27,7 +27,7 @@ from typing import Any
 
 from core import replay
 from core.backends import ChatBackend
-from core.compare import Column, Comparison, Pick
+from core.compare import Column, Comparison, Pick, PickOutcome
 from core.connection import Backends, Connection, resolve_connection
 from core.conversation import MAX_IMPORT_BYTES, Conversation
 from core.errors import (
@@ -48,6 +48,7 @@ from core.personas import Persona, parse_persona
 from core.session import ChatSession
 from core.settings import ChatSettings
 from core.store import StaleConversation
+from core.testsets import TestRunRecord, TestSet, TestSetRun
 from core.workspace import Workspace
 
 
@@ -113,6 +114,8 @@ class VisitorService:
         #: The open comparison and its id in the store once saved.
         self.comparison: Comparison | None = None
         self.comparison_id: str | None = None
+        #: The running (or ended, not yet saved) test set.
+        self.test_run: TestSetRun | None = None
         self._notices: list[Notice] = []
         self._replays: dict[tuple[Any, ...], replay.Comparison] = {}
         self._policy_replays: dict[tuple[Any, ...], tuple[replay.PolicyOutcome, ...]] = {}
@@ -389,19 +392,21 @@ class VisitorService:
         self, personas: Mapping[str, Persona], choices: Sequence[ColumnChoice], *, blind: bool
     ) -> Comparison | None:
         """A new comparison of these columns, each within the limits (changes said as notices)."""
+        return self._start(
+            lambda: Comparison(self._columns(personas, choices), blind=blind, model_table=self.prices)
+        )
+
+    def start_blind_pair(
+        self, personas: Mapping[str, Persona], first: ColumnChoice, second: ColumnChoice
+    ) -> Comparison | None:
+        """Two columns in random order, anonymous until the vote, for every message (a blind pair)."""
+        return self._start(
+            lambda: Comparison.blind_pair(*self._columns(personas, (first, second)), model_table=self.prices)
+        )
+
+    def _start(self, build: Callable[[], Comparison]) -> Comparison | None:
         try:
-            columns = [
-                Column.start(
-                    persona,
-                    self.backend,
-                    label=f"{persona.avatar} {persona.name} · {choice.model}",
-                    model=choice.model,
-                    context_budget=choice.context_budget,
-                )
-                for choice in choices
-                for persona in [personas[choice.persona_id]]
-            ]
-            comparison = Comparison(columns, blind=blind, model_table=self.prices)
+            comparison = build()
         except (DashboardError, ValueError) as error:
             self.notify(error_notice("comparison_not_started", error))
             return None
@@ -409,6 +414,19 @@ class VisitorService:
         self.comparison, self.comparison_id = comparison, None
         self._columns_within_limits(comparison, notify=True)
         return comparison
+
+    def _columns(self, personas: Mapping[str, Persona], choices: Sequence[ColumnChoice]) -> list[Column]:
+        return [
+            Column.start(
+                persona,
+                self.backend,
+                label=f"{persona.avatar} {persona.name} · {choice.model}",
+                model=choice.model,
+                context_budget=choice.context_budget,
+            )
+            for choice in choices
+            for persona in [personas[choice.persona_id]]
+        ]
 
     def open_comparison(self, comparison_id: str) -> Comparison | None:
         try:
@@ -444,7 +462,12 @@ class VisitorService:
         self._open_comparison().stop(index)
 
     def compare_pick(self, index: int) -> None:
-        self._open_comparison().pick(index)
+        self.compare_vote("preferred", index)
+
+    def compare_vote(self, outcome: PickOutcome, index: int | None = None) -> None:
+        """Vote on the latest message (column `index` preferred, a tie, or all bad); reveals the
+        labels and saves."""
+        self._open_comparison().vote(outcome, index)
         self.save_comparison()
 
     def save_comparison(self) -> None:
@@ -460,6 +483,84 @@ class VisitorService:
     def leaderboard_picks(self) -> list[Pick]:
         """Every vote of this owner, in comparisons and on test-set results (for the leaderboard)."""
         return self.workspace.leaderboard_picks()
+
+    # --- test sets ---------------------------------------------------------------------------
+
+    def save_test_set(self, test_set: TestSet) -> None:
+        try:
+            self.workspace.save_test_set(test_set)
+        except DashboardError as error:
+            self.store_problem = error_notice("test_set_unsaved", error)
+
+    def test_sets(self) -> list[TestSet]:
+        return self.workspace.test_sets()
+
+    def test_runs(self, name: str) -> list[TestRunRecord]:
+        """The runs of test set `name`, newest first."""
+        return self.workspace.test_runs(name)
+
+    def start_test_set(
+        self, personas: Mapping[str, Persona], test_set: TestSet, choices: Sequence[ColumnChoice]
+    ) -> TestSetRun:
+        """Run every prompt of `test_set` against these columns (each prompt a fresh conversation
+        per column), within the deployer's limits: every prompt's size is checked before anything
+        is sent, every column's settings are held to the limits, and each prompt counts one
+        request per column against the rate limits (a refused prompt is recorded as refused and
+        the run goes on). Returns at once; `finish_test_set()` saves the record once it ended."""
+        if self.test_run is not None and not self.test_run.finished:
+            raise ConversationStateError("A test set is already running: cancel it or wait for it.")
+        limits = self.limits
+        if limits is not None:
+            longest = max(test_set.prompts, key=len)
+            if len(longest) > limits.max_message_chars:
+                raise MessageTooLong(length=len(longest), limit=limits.max_message_chars)
+        self._columns(personas, choices)  # a choice that cannot start fails here, not in a worker
+        self.save_test_set(test_set)
+
+        def make_columns() -> list[Column]:
+            columns = self._columns(personas, choices)
+            for column in columns:
+                column.session.admit_summary = self._admit_summary
+                if limits is not None:
+                    enforced, _ = limits.enforce(column.session.settings)
+                    column.session.update_settings(**enforced.model_dump())
+            return columns
+
+        def admit(prompt: str, columns: Sequence[Column]) -> None:
+            self._admit([column.session for column in columns], prompt)
+
+        run = TestSetRun(test_set, make_columns, before_each=admit)
+        self.test_run = run
+        run.start()
+        return run
+
+    def cancel_test_set(self) -> None:
+        if self.test_run is not None:
+            self.test_run.cancel()
+
+    def finish_test_set(self) -> TestRunRecord | None:
+        """Once the running test set has ended: its record, saved (None while it runs)."""
+        run = self.test_run
+        if run is None or not run.finished:
+            return None
+        self.test_run = None
+        record = run.result()
+        try:
+            self.workspace.save_test_run(record)
+        except DashboardError as error:
+            self.store_problem = error_notice("test_run_unsaved", error)
+        return record
+
+    def vote_on_test_result(
+        self, record: TestRunRecord, prompt: int, outcome: PickOutcome, column: int | None = None
+    ) -> TestRunRecord:
+        """Cast (or change) the vote on one prompt's answers; saved; it feeds the leaderboard."""
+        voted = record.vote(prompt, outcome, column)
+        try:
+            self.workspace.save_test_run(voted)
+        except DashboardError as error:
+            self.store_problem = error_notice("test_run_unsaved", error)
+        return voted
 
     def _open_comparison(self) -> Comparison:
         if self.comparison is None:

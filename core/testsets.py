@@ -12,8 +12,8 @@ persona or model changes.
 
 Each prompt is sent through `core.compare.Comparison`, so its columns stream at once and a
 failing column fails alone; at most `max_parallel` prompts are in flight, so at most
-`max_parallel × columns` requests. `before_each(prompt)` runs before a prompt is sent (the
-application service checks the deployer's limits there); an error it raises is recorded for
+`max_parallel × columns` requests. `before_each(prompt, columns)` runs before a prompt is
+sent (the application service checks the deployer's limits there); an error it raises is recorded for
 that prompt's cells and the run goes on.
 """
 
@@ -283,7 +283,7 @@ class TestSetRun:
         make_columns: Callable[[], Sequence[Column]],
         *,
         max_parallel: int = DEFAULT_PARALLEL,
-        before_each: Callable[[str], None] | None = None,
+        before_each: Callable[[str, Sequence[Column]], None] | None = None,
     ) -> None:
         self.test_set = test_set
         self._make_columns = make_columns
@@ -383,7 +383,7 @@ class TestSetRun:
             return
         try:
             if self._before_each is not None:
-                self._before_each(prompt)
+                self._before_each(prompt, columns)
         except DashboardError as error:
             info = ErrorInfo.of(error)
             self._record(index, [Cell(prompt=index, column=n, error=info) for n in range(len(columns))])

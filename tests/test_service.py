@@ -17,6 +17,7 @@ from core.model_info import load_model_table
 from core.personas import Persona
 from core.service import ColumnChoice, Deployment, VisitorService
 from core.store import Store
+from core.testsets import TestSet
 from core.workspace import Workspace
 from tests.openai_server import OpenAIServer
 
@@ -277,3 +278,50 @@ def test_the_offline_model_and_a_visitors_own_key_are_not_limited(make_service: 
     assert service.limits is None
     _, session, notes = service.session_for(GREEDY)
     assert notes == [] and session.settings.model == "o1-pro"
+
+
+# --- test sets and votes (issue 20) ---------------------------------------------------------------
+
+
+def test_a_test_set_holds_every_column_and_prompt_to_the_limits(
+    make_service: MakeService, openai_server: OpenAIServer
+) -> None:
+    """Two columns typed to o1-pro with a 2,000,000 budget and three prompts, at 2 requests a
+    minute: the first prompt goes out (two requests, on the allowed model with the capped reply),
+    the next two are refused and recorded as refused; a prompt over the size limit stops the run
+    before anything is sent."""
+    service = make_service()
+    choices = [ColumnChoice("greedy", "o1-pro", 2_000_000)] * 2
+    with pytest.raises(MessageTooLong):
+        service.start_test_set(PERSONAS, TestSet(name="long", prompts=("hi", "x" * 201)), choices)
+    assert openai_server.chat_requests == []
+    run = service.start_test_set(PERSONAS, TestSet(name="menus", prompts=("one", "two", "three")), choices)
+    assert run.wait(20)
+    record = service.finish_test_set()
+    assert record is not None and service.test_run is None
+    assert_within_limits(openai_server, 2)
+    refused = {cell.prompt for cell in record.cells if cell.error and cell.error.kind == "RateLimitedLocally"}
+    answered = {cell.prompt for cell in record.cells if cell.error is None}
+    assert len(answered) == 1 and len(refused) == 2
+    assert {spec.model for spec in record.columns} == {"gpt-4o-mini"}
+    # Saved with its set, and a vote on it reaches the leaderboard's picks.
+    assert [t.name for t in service.test_sets()] == ["menus"]
+    voted = service.vote_on_test_result(record, min(answered), "preferred", 0)
+    assert service.test_runs("menus") == [voted]
+    assert [p.outcome for p in service.leaderboard_picks()] == ["preferred"]
+
+
+def test_a_blind_pair_is_held_to_the_limits_and_a_vote_is_saved(
+    make_service: MakeService, openai_server: OpenAIServer
+) -> None:
+    service = make_service()
+    pair = service.start_blind_pair(
+        PERSONAS, ColumnChoice("greedy", "o1-pro", 2_000_000), ColumnChoice("greedy", "gpt-4.1", 900)
+    )
+    assert pair is not None and pair.labels_hidden and len(pair.columns) == 2
+    service.compare_send("hello")
+    assert pair.wait(20)
+    assert_within_limits(openai_server, 2)
+    service.compare_vote("both_bad")
+    assert [p.outcome for p in service.leaderboard_picks()] == ["both_bad"]
+    assert not pair.labels_hidden

@@ -6,7 +6,7 @@ persona's system prompt changes."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -104,7 +104,8 @@ def test_a_set_runs_every_prompt_in_every_column_over_http(openai_server: OpenAI
 def test_a_failing_column_and_a_refused_prompt_fail_alone(openai_server: OpenAIServer) -> None:
     openai_server.fail(429, "Rate limit reached.", type="requests")
 
-    def refuse_the_second(prompt: str) -> None:
+    def refuse_the_second(prompt: str, columns: Sequence[Column]) -> None:
+        assert len(columns) == 2
         if prompt == PROMPTS[1]:
             raise RateLimitedLocally(
                 "Too many requests.", retry_after=30, limit="RATE_LIMIT_REQUESTS_PER_MIN"

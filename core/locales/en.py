@@ -34,6 +34,8 @@ CATALOG: dict[str, str] = {
     "notice.comparison_not_started": "The comparison cannot start: {error}",
     "notice.comparison_not_opened": "That comparison cannot be opened: {error}",
     "notice.comparison_unsaved": "The comparison is not saved yet: {error}",
+    "notice.test_set_unsaved": "The test set is not saved yet: {error}",
+    "notice.test_run_unsaved": "The test run is not saved yet: {error}",
     "notice.persona_shipped_id": "Import failed: id '{id}' is a shipped persona; rename the file",
     "notice.persona_not_utf8": "{file} is not UTF-8 text.",
     "notice.persona_import_failed": "Import failed: {error}",
@@ -146,6 +148,13 @@ CATALOG: dict[str, str] = {
         "What the same tokens would have cost with no cache, less what they cost; negative when "
         "cache writes cost more than the reads saved."
     ),
+    "dashboard.server_cut": (
+        "The server cut the last prompt without saying so: it read {read} of the {sent} tokens "
+        "sent, so the model never saw the oldest of them. Its context window is probably about "
+        "{read} tokens; a budget of {budget:,} keeps prompts below it. This turn was not used to "
+        "calibrate the token estimate."
+    ),
+    "dashboard.server_cut.fix": "Set the budget to {budget:,}",
     "dashboard.usage.header": "Tokens per turn",
     "dashboard.usage.empty": "The chart fills in as you chat: one point per turn.",
     "dashboard.usage.offline": (
