@@ -14,8 +14,9 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpcore2
 import httpx2
@@ -41,7 +42,13 @@ from core.errors import (
     StreamInterrupted,
 )
 from core.netguard import PublicOnlyTransport, RefusedAddressError
+from core.providers import register
+from core.server_tokens import TokenizeClient
 from core.settings import MAX_REPLY_CAP, Sampling
+
+if TYPE_CHECKING:
+    from core.connection import Connection
+    from core.i18n import Language
 
 #: Token counts a server may report; more is not a real reply (and would not fit the store).
 MAX_REPORTED_TOKENS = 1_000_000_000
@@ -128,13 +135,33 @@ class ReplyStream:
         """Stop reading (e.g. the user pressed stop) and release the connection, if any."""
 
 
-class ChatBackend(Protocol):
-    """Anything that can stream a reply: the OpenAI-compatible backend and the offline model."""
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend supports. The rest of core asks this, never the backend's type, so a new
+    provider (`core.providers`) is one module that declares its own."""
 
-    #: True when usage comes from a real server's report, False when it is computed locally.
-    reports_server_usage: bool
+    #: A reply's usage is the server's report (False: computed here, e.g. the offline model).
+    server_usage: bool
+    #: How its tokens are counted: "local" with tiktoken here (exact for OpenAI's models, an
+    #: estimate otherwise); "server" by its server's tokenizer when it offers one, else an estimate
+    #: calibrated to the usage it reports (`core.counting`, through `tokenize_client()`).
+    counting: Literal["local", "server"]
+    #: Its usage may say how many prompt tokens were read from (or written to) a prompt cache.
+    cached_tokens: bool
+    #: One instance may stream several replies at once (compare columns may then share it).
+    thread_safe: bool
+
+
+class ChatBackend(Protocol):
+    """Anything that can stream a reply: the OpenAI-compatible backend, the offline model, ..."""
+
+    capabilities: Capabilities
 
     def stream(self, request: ChatRequest) -> ReplyStream: ...
+
+    def tokenize_client(self) -> TokenizeClient | None:
+        """The HTTP client that asks this backend's server to count tokens (None: it cannot)."""
+        ...
 
 
 # --- The OpenAI-compatible backend -----------------------------------------------------------
@@ -358,7 +385,7 @@ class OpenAIBackend:
       ("could not reach the server"), whether the port was closed, filtered or not HTTP.
     """
 
-    reports_server_usage = True
+    capabilities = Capabilities(server_usage=True, counting="server", cached_tokens=True, thread_safe=True)
 
     def __init__(
         self,
@@ -433,6 +460,13 @@ class OpenAIBackend:
         self.reply_time_limit_s = reply_time_limit_s
         self._clock = clock
         self._send_stream_options = True
+        self._tokenize_client: TokenizeClient | None = None
+
+    def tokenize_client(self) -> TokenizeClient:
+        """The tokenize endpoints of this server (vLLM, llama.cpp), on this backend's HTTP client."""
+        if self._tokenize_client is None:
+            self._tokenize_client = TokenizeClient(self._client)
+        return self._tokenize_client
 
     @property
     def host(self) -> str:
@@ -808,3 +842,39 @@ class OpenAIReplyStream(ReplyStream):
                 f"was finished; the {len(self.text)} characters received are kept. Try again.",
                 partial_text=self.text,
             )
+
+
+# --- the provider ----------------------------------------------------------------------------
+
+#: Local OpenAI-compatible servers (Ollama, vLLM, LM Studio, llama.cpp) accept any key; the SDK
+#: insists on one.
+KEYLESS_PLACEHOLDER = "not-needed"
+
+
+class OpenAICompatible:
+    """OpenAI, and every server that speaks its Chat Completions API: any connection with a key
+    or a base URL (registered last, it serves what no other provider claims)."""
+
+    name = "openai"
+
+    def handles(self, connection: Connection) -> bool:
+        return not connection.offline
+
+    def backend(
+        self, connection: Connection, *, offline_chunk_delay_s: float = 0.0, language: Language = "en"
+    ) -> ChatBackend:
+        return OpenAIBackend(
+            api_key=connection.api_key or KEYLESS_PLACEHOLDER,
+            base_url=connection.base_url,
+            timeout=connection.timeout_s,
+            max_retries=connection.max_retries,
+            isolated=connection.base_url_typed,
+            organization=connection.organization,
+            project=connection.project,
+            public_addresses_only=connection.public_addresses_only,
+            quote_server_text=connection.quote_server_text,
+            reply_time_limit_s=connection.reply_time_limit_s or None,
+        )
+
+
+register(OpenAICompatible())

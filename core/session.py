@@ -218,7 +218,7 @@ class ChatSession:
         self.last_turn = self.conversation.add_assistant(
             stream.text,
             stream.usage,
-            usage_source="server" if self.backend.reports_server_usage else "local",
+            usage_source="server" if self.backend.capabilities.server_usage else "local",
             latency_s=self._clock() - started,
             finish_reason=stream.finish_reason,
         )
@@ -247,7 +247,7 @@ class ChatSession:
             text,
             model=model,
             usage=stream.usage,
-            usage_source="server" if backend.reports_server_usage else "local",
+            usage_source="server" if backend.capabilities.server_usage else "local",
         )
 
     def _end(self, in_progress: _ReplyInProgress, *, partial: str | None = None) -> Turn | None:

@@ -11,6 +11,7 @@ from typing import Literal
 
 import streamlit as st
 
+from core.calibration import SilentTruncation
 from core.charts import dashboard_drawing
 from core.conversation import MAX_IMPORT_BYTES, Message, MessageState
 from core.errors import BackendError, DashboardError
@@ -75,7 +76,7 @@ def page(frame: Frame) -> None:
     with chat_column:
         chat(service, key, persona)
     with dashboard_slot:
-        dashboard(service.session(key), frame.connection.offline)
+        dashboard(service.session(key), key, frame.connection.offline)
 
 
 # --- sidebar -----------------------------------------------------------------------------------
@@ -485,7 +486,7 @@ def pins(service: VisitorService, key: str) -> None:
 
 
 # --- dashboard ---------------------------------------------------------------------------------
-def dashboard(session: ChatSession, offline: bool) -> None:
+def dashboard(session: ChatSession, key: str, offline: bool) -> None:
     conversation = session.conversation
     # Figures and charts are built once per version of the conversation (a message, turn, trim,
     # pin or setting): a rerun that changed none of them walks no history and builds no chart.
@@ -540,6 +541,8 @@ def dashboard(session: ChatSession, offline: bool) -> None:
         st.vega_lite_chart(spec=drawing.usage, width="stretch", height=330)
     if offline:
         st.caption(tr("dashboard.usage.offline"))
+    if figures.server_cut is not None:
+        server_cut(figures.server_cut, key)
     if figures.mismatched:
         st.warning(tr("dashboard.usage.mismatch", count=len(figures.mismatched)))
         st.dataframe(drawing.mismatched, hide_index=True)
@@ -589,6 +592,21 @@ def dashboard(session: ChatSession, offline: bool) -> None:
         )
     with st.expander(tr("dashboard.turns.header")):
         st.dataframe(drawing.turns, hide_index=True)
+
+
+def server_cut(cut: SilentTruncation, key: str) -> None:
+    """The server read only part of the last prompt: say so, and offer a budget below what it read."""
+    read, sent = f"{cut.read:,}", f"{cut.sent:,}"
+    st.warning(tr("dashboard.server_cut", read=read, sent=sent, budget=cut.suggested_budget))
+
+    def lower_budget() -> None:
+        st.session_state[setting_key("budget", key)] = cut.suggested_budget
+
+    st.button(
+        tr("dashboard.server_cut.fix", budget=cut.suggested_budget),
+        key=f"server_cut::{key}",
+        on_click=lower_budget,
+    )
 
 
 def counting_status(session: ChatSession) -> None:

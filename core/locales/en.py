@@ -144,6 +144,13 @@ CATALOG: dict[str, str] = {
         "What the same tokens would have cost with no cache, less what they cost; negative when "
         "cache writes cost more than the reads saved."
     ),
+    "dashboard.server_cut": (
+        "The server cut the last prompt without saying so: it read {read} of the {sent} tokens "
+        "sent, so the model never saw the oldest of them. Its context window is probably about "
+        "{read} tokens; a budget of {budget:,} keeps prompts below it. This turn was not used to "
+        "calibrate the token estimate."
+    ),
+    "dashboard.server_cut.fix": "Set the budget to {budget:,}",
     "dashboard.usage.header": "Tokens per turn",
     "dashboard.usage.empty": "The chart fills in as you chat: one point per turn.",
     "dashboard.usage.offline": (

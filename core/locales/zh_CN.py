@@ -133,6 +133,12 @@ CATALOG: dict[str, str] = {
     "dashboard.cache_saved.help": (
         "同样的 token 不用缓存时的费用减去实际费用；缓存写入比读取节省得更多时为负数。"
     ),
+    "dashboard.server_cut": (
+        "服务器悄悄截断了上一次的提示：发送的 {sent} 个 token 中只读取了 {read} 个，"
+        "模型没有看到最早的部分。它的上下文窗口大约是 {read} 个 token；把预算设为 {budget:,} "
+        "可让提示保持在其之下。这一轮没有用于校准 token 估算。"
+    ),
+    "dashboard.server_cut.fix": "把预算设为 {budget:,}",
     "dashboard.usage.header": "每轮 token 数",
     "dashboard.usage.empty": "图表会随聊天逐步填充：每轮一个点。",
     "dashboard.usage.offline": "🔌 离线模型：其用量在本地计算，与 API 的报告方式完全相同。",
