@@ -16,7 +16,7 @@ from core.charts import dashboard_drawing
 from core.conversation import MAX_IMPORT_BYTES, Message, MessageState
 from core.errors import BackendError, DashboardError
 from core.i18n import current as session_translator
-from core.personas import Persona
+from core.personas import Persona, chat_avatar
 from core.service import VisitorService
 from core.session import ChatSession
 from core.settings import MAX_CONTEXT_BUDGET, MAX_REPLY_CAP, POLICY_NAMES
@@ -276,7 +276,7 @@ def render_message(message: Message, persona: Persona) -> None:
     if message.automatic:  # the dashboard's own request to continue a cut reply
         st.caption(tr("chat.continued", preview=message.preview(80)))
         return
-    avatar = persona.avatar if message.role == "assistant" else "🧑"
+    avatar = chat_avatar(persona) if message.role == "assistant" else "🧑"
     with st.chat_message(message.role, avatar=avatar):
         if message.state in BADGE_COLORS:
             st.badge(tr(f"state.{message.state.value}"), color=BADGE_COLORS[message.state])
@@ -298,7 +298,7 @@ def stream_reply(
 ) -> None:
     """Stream a reply into the chat (the service saves the turn); every outcome ends in a rerun,
     which redraws the history (with this turn's trims, badges and any error) and the dashboard."""
-    with st.chat_message("assistant", avatar=persona.avatar):
+    with st.chat_message("assistant", avatar=chat_avatar(persona)):
         try:
             show_streaming(reply())
         except DashboardError:
@@ -392,7 +392,7 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
         ):
             history = history[hidden:]
         elif persona.greeting:
-            with st.chat_message("assistant", avatar=persona.avatar):
+            with st.chat_message("assistant", avatar=chat_avatar(persona)):
                 st.markdown(as_markdown(persona.greeting))
         summary = conversation.summary
         if summary is not None and summary.through_id is None:

@@ -36,10 +36,6 @@ CATALOG: dict[str, str] = {
     "notice.comparison_unsaved": "The comparison is not saved yet: {error}",
     "notice.test_set_unsaved": "The test set is not saved yet: {error}",
     "notice.test_run_unsaved": "The test run is not saved yet: {error}",
-    "notice.persona_shipped_id": "Import failed: id '{id}' is a shipped persona; rename the file",
-    "notice.persona_not_utf8": "{file} is not UTF-8 text.",
-    "notice.persona_import_failed": "Import failed: {error}",
-    "notice.persona_imported": "Imported the persona {avatar} {name}.",
     "notice.compare_refused": "Not done: {error}",
     "notice.persona_saved": "Saved {avatar} {name}.",
     # --- sidebar -------------------------------------------------------------------------------
@@ -200,7 +196,6 @@ CATALOG: dict[str, str] = {
         "read-only; yours are saved in your workspace."
     ),
     "personas.gallery.new": "New persona",
-    "personas.gallery.import": "Import a persona (YAML)",
     "personas.card.budget": "budget {budget:,}",
     "personas.card.reply_cap": "reply cap {reply_cap:,}",
     "personas.card.tags": "Tags: {tags}",
@@ -226,6 +221,11 @@ CATALOG: dict[str, str] = {
     "personas.editor.reply_cap": "Reply cap (tokens per reply)",
     "personas.editor.greeting": "Greeting (shown, not sent)",
     "personas.editor.starters": "Starter prompts (one per line)",
+    "personas.editor.examples": "Few-shot examples (optional)",
+    "personas.editor.examples_help": (
+        "Example messages sent after the system prompt on every call (they count against the budget). "
+        "Start each message on a new line with `User:` or `Assistant:`."
+    ),
     "personas.editor.tags": "Tags (comma-separated)",
     "personas.editor.save": "Save",
     "personas.editor.cancel": "Cancel",

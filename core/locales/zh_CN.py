@@ -33,10 +33,6 @@ CATALOG: dict[str, str] = {
     "notice.comparison_unsaved": "对比尚未保存：{error}",
     "notice.test_set_unsaved": "测试集尚未保存：{error}",
     "notice.test_run_unsaved": "测试运行结果尚未保存：{error}",
-    "notice.persona_shipped_id": "导入失败：ID“{id}”属于内置角色；请重命名该文件",
-    "notice.persona_not_utf8": "{file} 不是 UTF-8 文本。",
-    "notice.persona_import_failed": "导入失败：{error}",
-    "notice.persona_imported": "已导入角色 {avatar} {name}。",
     "notice.compare_refused": "未完成：{error}",
     "notice.persona_saved": "已保存 {avatar} {name}。",
     # --- sidebar -------------------------------------------------------------------------------
@@ -183,7 +179,6 @@ CATALOG: dict[str, str] = {
         "选择一个角色开始聊天，或复制一个改成你自己的。内置角色为只读；你的角色保存在你的工作区中。"
     ),
     "personas.gallery.new": "新建角色",
-    "personas.gallery.import": "导入角色（YAML）",
     "personas.card.budget": "预算 {budget:,}",
     "personas.card.reply_cap": "回复上限 {reply_cap:,}",
     "personas.card.tags": "标签：{tags}",
@@ -209,6 +204,11 @@ CATALOG: dict[str, str] = {
     "personas.editor.reply_cap": "回复上限（每条回复的 token 数）",
     "personas.editor.greeting": "问候语（仅显示，不发送）",
     "personas.editor.starters": "开场提示（每行一条）",
+    "personas.editor.examples": "少样本示例（可选）",
+    "personas.editor.examples_help": (
+        "每次调用都会在系统提示词之后发送的示例消息（计入预算）。"
+        "每条消息另起一行，以 `User:` 或 `Assistant:` 开头。"
+    ),
     "personas.editor.tags": "标签（用逗号分隔）",
     "personas.editor.save": "保存",
     "personas.editor.cancel": "取消",
