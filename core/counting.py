@@ -370,7 +370,9 @@ class Counting:
             pending = self._pending.pop(conversation, None)
             if turn is None or not self.counts(conversation.model):
                 return
-            if pending is not None and turn.reported_prompt_tokens and turn.usage_source == "server":
+            # A prompt the server cut (it read less than it was sent) says nothing of its count.
+            usable = turn.usage_source == "server" and turn.server_cut is None
+            if pending is not None and turn.reported_prompt_tokens and usable:
                 self._calibrate(conversation, pending, turn)
                 self._check_server(conversation, turn)
             tokenizer = self.attach(conversation)
