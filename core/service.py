@@ -36,6 +36,7 @@ from core.errors import (
     ConversationStateError,
     DashboardError,
     MessageTooLong,
+    PersonaFileError,
 )
 from core.i18n import Language
 from core.limits import RATE_LIMITS, DeployerLimits, RateLimits
