@@ -12,6 +12,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.charts import SERIES, TRIM_TOOLTIP, TRIMS, ComparisonChartTexts
+from core.compare import PickOutcome
 from core.connection import KeySource
 from core.conversation import MessageState, SummaryVersion
 from core.i18n import (
@@ -30,6 +31,8 @@ from core.prompt_cache import CACHE_RULES
 from core.settings import POLICY_NAMES
 from core.stats import ContextGauge
 from tests.conftest import APP_PATH, REPO_ROOT
+from ui.compare_view import MODES as COMPARE_MODES
+from ui.testsets_view import OTHER_VOTES
 
 #: The page, its views, and the core modules that write text the page shows (with a translator
 #: called `text`: chart titles, the offline model's reply).
@@ -68,6 +71,10 @@ DERIVED_FAMILIES = {
     "offline.reply.role.": {"user", "assistant"},
     "chart.compare.": set(ComparisonChartTexts.__dataclass_fields__),
     "whatif.cache_rule.": {*CACHE_RULES, "none"},
+    "compare.mode.": set(COMPARE_MODES),
+    "compare.state.": {"waiting", "streaming", "stopped"},
+    "compare.vote.": set(OTHER_VOTES),
+    "compare.vote.done_": set(get_args(PickOutcome)),
 }
 
 
