@@ -31,7 +31,7 @@ from ui import testsets_view
 from ui.frame import Frame
 from ui.leaderboard_view import leaderboard_section
 from ui.state import Key, compare_key
-from ui.text import as_markdown, tr, tr_plural
+from ui.text import as_markdown, error_text, tr, tr_plural
 
 #: How often the columns redraw while any streams (seconds).
 LIVE_S = 0.25
@@ -170,7 +170,7 @@ def saved_list(service: VisitorService) -> None:
     try:
         saved = service.saved_comparisons()
     except DashboardError as error:
-        st.error(tr("compare.saved.failed", error=error))
+        st.error(tr("compare.saved.failed", error=error_text(error)))
         return
     if not saved:
         return
@@ -240,7 +240,7 @@ def comparison_view(service: VisitorService, comparison: Comparison) -> None:
         try:
             service.compare_send(prompt)
         except DashboardError as error:
-            st.error(as_markdown(str(error)))
+            st.error(error_text(error))
         snapshot = comparison.snapshot()
     # While any column streams the columns redraw themselves; the rest of the page waits.
     live = st.fragment(run_every=LIVE_S if snapshot.busy else None)(columns_part)
