@@ -114,6 +114,7 @@ class VisitorService:
         #: The open comparison and its id in the store once saved.
         self.comparison: Comparison | None = None
         self.comparison_id: str | None = None
+        self._saved_version = -1  # the open comparison's snapshot version last saved
         #: The running (or ended, not yet saved) test set.
         self.test_run: TestSetRun | None = None
         self._notices: list[Notice] = []
@@ -461,6 +462,7 @@ class VisitorService:
             return None
         self.close_comparison()
         self.comparison, self.comparison_id = comparison, comparison_id
+        self._saved_version = comparison.snapshot().version
         return comparison
 
     def close_comparison(self) -> None:
@@ -496,11 +498,17 @@ class VisitorService:
         self.save_comparison()
 
     def save_comparison(self) -> None:
+        """Save the open comparison if it changed since it was last saved or opened."""
         comparison = self._open_comparison()
+        version = comparison.snapshot().version
+        if self.comparison_id is not None and version == self._saved_version:
+            return
         try:
             self.comparison_id = self.workspace.save_comparison(self.comparison_id, comparison)
         except DashboardError as error:
             self.store_problem = error_notice("comparison_unsaved", error)
+            return
+        self._saved_version = version
 
     def saved_comparisons(self) -> list[tuple[str, str]]:
         return self.workspace.list_comparisons()
