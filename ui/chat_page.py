@@ -16,7 +16,7 @@ from core.charts import dashboard_drawing
 from core.conversation import MAX_IMPORT_BYTES, Message, MessageState
 from core.errors import BackendError, DashboardError
 from core.i18n import current as session_translator
-from core.personas import Persona
+from core.personas import Persona, chat_avatar
 from core.service import VisitorService
 from core.session import ChatSession
 from core.settings import MAX_CONTEXT_BUDGET, MAX_REPLY_CAP, POLICY_NAMES
@@ -35,7 +35,7 @@ from ui.state import (
     summary_key,
     title_key,
 )
-from ui.text import as_markdown, tr, tr_plural
+from ui.text import as_markdown, error_text, tr, tr_plural
 
 CHAT_HEIGHT_PX = 560
 DASHBOARD_HEIGHT_PX = 640
@@ -61,7 +61,7 @@ def page(frame: Frame) -> None:
         export_import(frame, key)
         html_lang()
     # The open conversation is in the link, so a reload (or a bookmark) returns to it.
-    if service.workspace.is_saved(key):
+    if service.is_saved(key):
         st.query_params[CONVERSATION_PARAM] = key
     elif CONVERSATION_PARAM in st.query_params:
         del st.query_params[CONVERSATION_PARAM]
@@ -95,19 +95,18 @@ def rename_conversation(service: VisitorService, conversation_id: str) -> None:
 
 def conversation_list(service: VisitorService, persona: Persona, key: str) -> None:
     """This persona's conversations, newest first, with search, rename and delete (undoable)."""
-    workspace = service.workspace
     st.button(
         tr("conversations.new"),
         icon="🆕",
         on_click=service.new_conversation,
         args=(persona,),
         width="stretch",
-        disabled=not workspace.is_saved(key) and len(workspace.sessions[key].conversation.messages) < 2,
+        disabled=not service.is_saved(key) and len(service.session(key).conversation.messages) < 2,
     )
     if service.deleted is not None:
         st.info(tr("conversations.deleted", title=service.deleted[1]), icon="🗑️")
         st.button(tr("conversations.undo_delete"), icon="↩️", on_click=service.undo_delete, key="undo_delete")
-    if workspace.store is None:
+    if not service.saving:
         return
     search = st.text_input(
         tr("conversations.search.label"),
@@ -116,9 +115,9 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
         label_visibility="collapsed",
     )
     try:
-        listed = workspace.list(persona_id=None if search else persona.id, search=search or None)
+        listed = service.list_conversations(persona_id=None if search else persona.id, search=search or None)
     except DashboardError as error:
-        st.error(tr("conversations.list_failed", error=error))
+        st.error(tr("conversations.list_failed", error=error_text(error)))
         return
     if search and not listed:
         st.caption(tr("conversations.no_match"))
@@ -135,7 +134,7 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
         )
     if len(listed) > CONVERSATIONS_LISTED:
         st.caption(tr("conversations.older", count=len(listed) - CONVERSATIONS_LISTED))
-    if workspace.is_saved(key):
+    if service.is_saved(key):
         with st.expander(tr("conversations.manage")):
             current = next((c for c in listed if c.id == key), None)
             title = current.display_title if current else ""
@@ -276,7 +275,7 @@ def render_message(message: Message, persona: Persona) -> None:
     if message.automatic:  # the dashboard's own request to continue a cut reply
         st.caption(tr("chat.continued", preview=message.preview(80)))
         return
-    avatar = persona.avatar if message.role == "assistant" else "🧑"
+    avatar = chat_avatar(persona) if message.role == "assistant" else "🧑"
     with st.chat_message(message.role, avatar=avatar):
         if message.state in BADGE_COLORS:
             st.badge(tr(f"state.{message.state.value}"), color=BADGE_COLORS[message.state])
@@ -298,7 +297,7 @@ def stream_reply(
 ) -> None:
     """Stream a reply into the chat (the service saves the turn); every outcome ends in a rerun,
     which redraws the history (with this turn's trims, badges and any error) and the dashboard."""
-    with st.chat_message("assistant", avatar=persona.avatar):
+    with st.chat_message("assistant", avatar=chat_avatar(persona)):
         try:
             show_streaming(reply())
         except DashboardError:
@@ -333,7 +332,7 @@ def render_summary(service: VisitorService, key: str) -> None:
             try:
                 service.edit_summary(key, edited)
             except DashboardError as error:
-                st.error(str(error))
+                st.error(error_text(error))
                 return
             st.rerun()
 
@@ -392,7 +391,7 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
         ):
             history = history[hidden:]
         elif persona.greeting:
-            with st.chat_message("assistant", avatar=persona.avatar):
+            with st.chat_message("assistant", avatar=chat_avatar(persona)):
                 st.markdown(as_markdown(persona.greeting))
         summary = conversation.summary
         if summary is not None and summary.through_id is None:
@@ -435,7 +434,7 @@ def chat_controls(session: ChatSession, persona: Persona) -> None:
     conversation = session.conversation
     state = page_state()
     if session.error is not None:
-        st.error(as_markdown(str(session.error)), icon="⚠️")
+        st.error(as_markdown(error_text(session.error)), icon="⚠️")
         if details := error_details(session.error):
             st.caption(details)
     if not conversation.turns and not conversation.pending_user_message and persona.starter_prompts:

@@ -36,9 +36,17 @@ class Key(StrEnum):
     COMPARE_COUNT = "compare_count"
     COMPARE_BLIND = "blind"
     COMPARE_INPUT = "compare_input"
+    COMPARE_MODE = "compare_mode"  # side by side, blind pair or test sets
+    TEST_SET_CHOICE = "test_set_choice"  # the test set shown ("" for a new one)
+    TEST_SET_NAME = "test_set_name"
+    TEST_SET_TEXT = "test_set_text"
+    TEST_SET_FILE = "test_set_file"
+    TEST_SET_COUNT = "test_set_count"
     # personas
     PERSONA_EDITOR = "persona_editor"  # {"base": Persona | None, "custom": bool} while editing
-    PERSONA_UPLOAD = "persona_upload"
+    PERSONA_IMPORT = "persona_import"  # the import panel between runs (ui/persona_exchange.py)
+    PERSONA_IMPORT_USER = "persona_import_user_name"
+    PERSONA_IMPORT_SAVE = "persona_import_save"
     # what if
     WHATIF_BUDGET = "whatif_budget"
     WHATIF_POLICY = "whatif_policy"
@@ -85,9 +93,27 @@ def summary_key(conversation_key: str, versions: int) -> str:
     return f"summary::{conversation_key}::{versions}"
 
 
+def test_vote_key(run_id: str, prompt: int) -> str:
+    """The vote on one prompt's answers in one test run."""
+    return f"test_vote::{run_id}::{prompt}"
+
+
 def compare_key(field: str, index: int, persona_id: str | None = None) -> str:
     """A compare column's widget: `persona`, `model`, `budget` (the last two per persona)."""
     return f"compare_{field}::{index}" + (f"::{persona_id}" if persona_id is not None else "")
+
+
+def persona_import_files_key(round_: int) -> str:
+    """The import panel's uploader: a new key after each save empties it."""
+    return f"persona_import_files_{round_}"
+
+
+def persona_import_pick_key(file_index: int, persona_index: int) -> str:
+    return f"persona_import_pick::{file_index}::{persona_index}"
+
+
+def persona_export_key(export_format: str, persona_id: str) -> str:
+    return f"export::{export_format}::{persona_id}"
 
 
 class PageState:
