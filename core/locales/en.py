@@ -254,6 +254,7 @@ CATALOG: dict[str, str] = {
     "personas.exchange.saved": "Saved {name}.",
     "personas.exchange.not_saved": "{name} was not saved: {error}",
     "personas.export.label": "Export",
+    "personas.export.yaml": "Persona YAML (this app)",
     "personas.export.card-v3": "Character card V3 (JSON)",
     "personas.export.card-png": "Character card (PNG)",
     "personas.export.lobehub": "LobeHub agent (JSON)",

@@ -237,6 +237,7 @@ CATALOG: dict[str, str] = {
     "personas.exchange.saved": "已保存 {name}。",
     "personas.exchange.not_saved": "{name} 未保存：{error}",
     "personas.export.label": "导出",
+    "personas.export.yaml": "角色 YAML（本应用）",
     "personas.export.card-v3": "角色卡 V3（JSON）",
     "personas.export.card-png": "角色卡（PNG）",
     "personas.export.lobehub": "LobeHub 助手（JSON）",
