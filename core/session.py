@@ -213,7 +213,10 @@ class ChatSession:
             message = f"The model sent an empty reply (finish reason: {stream.finish_reason})."
             if stream.finish_reason == "length":
                 message += " Raise the reply cap: reasoning models can spend all of it on thinking."
-            self.error = EmptyReply(message, finish_reason=stream.finish_reason)
+            self.error = EmptyReply(message, finish_reason=stream.finish_reason).coded(
+                "empty_reply_length" if stream.finish_reason == "length" else "empty_reply",
+                finish_reason=stream.finish_reason or "?",
+            )
             raise self.error
         self.last_turn = self.conversation.add_assistant(
             stream.text,

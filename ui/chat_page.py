@@ -35,7 +35,7 @@ from ui.state import (
     summary_key,
     title_key,
 )
-from ui.text import as_markdown, tr, tr_plural
+from ui.text import as_markdown, error_text, tr, tr_plural
 
 CHAT_HEIGHT_PX = 560
 DASHBOARD_HEIGHT_PX = 640
@@ -61,7 +61,7 @@ def page(frame: Frame) -> None:
         export_import(frame, key)
         html_lang()
     # The open conversation is in the link, so a reload (or a bookmark) returns to it.
-    if service.workspace.is_saved(key):
+    if service.is_saved(key):
         st.query_params[CONVERSATION_PARAM] = key
     elif CONVERSATION_PARAM in st.query_params:
         del st.query_params[CONVERSATION_PARAM]
@@ -95,19 +95,18 @@ def rename_conversation(service: VisitorService, conversation_id: str) -> None:
 
 def conversation_list(service: VisitorService, persona: Persona, key: str) -> None:
     """This persona's conversations, newest first, with search, rename and delete (undoable)."""
-    workspace = service.workspace
     st.button(
         tr("conversations.new"),
         icon="🆕",
         on_click=service.new_conversation,
         args=(persona,),
         width="stretch",
-        disabled=not workspace.is_saved(key) and len(workspace.sessions[key].conversation.messages) < 2,
+        disabled=not service.is_saved(key) and len(service.session(key).conversation.messages) < 2,
     )
     if service.deleted is not None:
         st.info(tr("conversations.deleted", title=service.deleted[1]), icon="🗑️")
         st.button(tr("conversations.undo_delete"), icon="↩️", on_click=service.undo_delete, key="undo_delete")
-    if workspace.store is None:
+    if not service.saving:
         return
     search = st.text_input(
         tr("conversations.search.label"),
@@ -116,9 +115,9 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
         label_visibility="collapsed",
     )
     try:
-        listed = workspace.list(persona_id=None if search else persona.id, search=search or None)
+        listed = service.list_conversations(persona_id=None if search else persona.id, search=search or None)
     except DashboardError as error:
-        st.error(tr("conversations.list_failed", error=error))
+        st.error(tr("conversations.list_failed", error=error_text(error)))
         return
     if search and not listed:
         st.caption(tr("conversations.no_match"))
@@ -135,7 +134,7 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
         )
     if len(listed) > CONVERSATIONS_LISTED:
         st.caption(tr("conversations.older", count=len(listed) - CONVERSATIONS_LISTED))
-    if workspace.is_saved(key):
+    if service.is_saved(key):
         with st.expander(tr("conversations.manage")):
             current = next((c for c in listed if c.id == key), None)
             title = current.display_title if current else ""
@@ -333,7 +332,7 @@ def render_summary(service: VisitorService, key: str) -> None:
             try:
                 service.edit_summary(key, edited)
             except DashboardError as error:
-                st.error(str(error))
+                st.error(error_text(error))
                 return
             st.rerun()
 
@@ -435,7 +434,7 @@ def chat_controls(session: ChatSession, persona: Persona) -> None:
     conversation = session.conversation
     state = page_state()
     if session.error is not None:
-        st.error(as_markdown(str(session.error)), icon="⚠️")
+        st.error(as_markdown(error_text(session.error)), icon="⚠️")
         if details := error_details(session.error):
             st.caption(details)
     if not conversation.turns and not conversation.pending_user_message and persona.starter_prompts:

@@ -39,7 +39,7 @@ from core.store import Store
 from core.tokens import BUNDLED_ENCODINGS, get_encoding
 from core.workspace import Workspace
 from ui.state import Key, page_state
-from ui.text import show_notice, tr
+from ui.text import error_text, show_notice, tr
 
 APP_DIR = Path(__file__).resolve().parent.parent
 #: The query parameter naming the open conversation, so a reload returns to it.
@@ -169,7 +169,7 @@ def visitor_owner(mode: AccessMode) -> str:
     try:
         owner = owner_for_token(token)
     except InvalidWorkspaceLink as error:
-        st.error(str(error))
+        st.error(error_text(error))
         st.button(tr("workspace.start_new"), on_click=st.query_params.clear)
         st.stop()
     st.session_state[Key.WORKSPACE_TOKEN] = token
@@ -240,7 +240,7 @@ def frame() -> Frame:
     try:
         deployment = Deployment.from_settings(deployer_secrets(), os.environ)
     except DashboardError as error:  # a deployer's setting is malformed
-        st.error(str(error))
+        st.error(error_text(error))
         st.stop()
     if deployment.access_mode == "private":  # a public deployment shows no traceback or path
         st.set_option("client.showErrorDetails", "none")
@@ -258,7 +258,7 @@ def frame() -> Frame:
     # The shipped personas, then this visitor's own (which never replace a shipped one).
     own = {pid: p for pid, p in service.custom_personas().items() if pid not in catalog.personas}
     catalog = PersonaCatalog(
-        catalog.directory, {**catalog.personas, **own}, [*catalog.errors, *service.workspace.persona_errors]
+        catalog.directory, {**catalog.personas, **own}, [*catalog.errors, *service.persona_errors]
     )
     state = page_state()
     state.catalog_ids = tuple(catalog.personas)
@@ -291,7 +291,7 @@ def sidebar(
         if catalog.errors:
             with st.expander(tr("sidebar.persona_errors", count=len(catalog.errors)), expanded=True):
                 for error in catalog.errors:
-                    st.error(str(error), icon="📄")
+                    st.error(error_text(error), icon="📄")
         st.header(tr("sidebar.connection.header"))
         st.text_input(
             tr("sidebar.api_key.label"), type="password", key=Key.API_KEY, help=tr("sidebar.api_key.help")
@@ -304,10 +304,10 @@ def sidebar(
                 language=session_translator(st.session_state).language,
             )
         except DashboardError as error:  # a deployer's setting is malformed
-            st.error(str(error))
+            st.error(error_text(error))
             st.stop()
         if service.refused_base_url is not None:
-            st.error(tr("sidebar.base_url.refused", error=str(service.refused_base_url)))
+            st.error(tr("sidebar.base_url.refused", error=error_text(service.refused_base_url)))
         connection_status(service, persona, connection)
         # The chat page adds the conversation's settings below.
     return persona, connection, under_persona
@@ -318,8 +318,7 @@ def connection_status(service: VisitorService, persona: Persona, connection: Con
         st.info(tr("connection.offline"), icon="🔌")
         return
     key_note = tr(f"connection.key_source.{connection.key_source or 'none'}")
-    open_key = service.workspace.current.get(persona.id)
-    session = service.workspace.sessions.get(open_key) if open_key else None
+    session = service.open_session(persona.id)
     if session is None or not isinstance(session.error, CONNECTION_ERRORS):
         st.success(tr("connection.connected", host=connection.host, key_source=key_note), icon="🔗")
     else:  # never a green "connected" beside "could not connect"

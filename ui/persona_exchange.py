@@ -29,7 +29,7 @@ from core.persona_formats import (
 from core.persona_mapping import DEFAULT_USER_NAME
 from core.personas import Persona, persona_yaml
 from ui.state import Key, page_state, persona_export_key, persona_import_files_key, persona_import_pick_key
-from ui.text import tr
+from ui.text import error_text, tr
 
 
 def uploader_key() -> str:
@@ -68,7 +68,7 @@ def import_panel(save: Callable[[Persona], None], taken_ids: Iterable[str]) -> N
         for name in state["saved"]:
             st.success(tr("personas.exchange.saved", name=name))
         for name, error in state["failed"]:
-            st.error(tr("personas.exchange.not_saved", name=name, error=error))
+            st.error(tr("personas.exchange.not_saved", name=name, error=error_text(error)))
         uploads = list(files or [])
         signature = (tuple((f.file_id, f.name, f.size) for f in uploads), user_name.strip())
         if signature != state["signature"]:
@@ -98,7 +98,7 @@ def import_panel(save: Callable[[Persona], None], taken_ids: Iterable[str]) -> N
 
 def preview_file(file_index: int, result: FileImport) -> None:
     if result.error is not None:
-        st.error(tr("personas.exchange.failed", error=str(result.error)), icon="⚠️")
+        st.error(tr("personas.exchange.failed", error=error_text(result.error)), icon="⚠️")
         return
     for persona_index, imported in enumerate(result.personas):
         persona, report = imported.persona, imported.report

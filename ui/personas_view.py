@@ -28,7 +28,7 @@ from core.validation import describe_problems
 from ui.frame import Frame, switch_page
 from ui.persona_exchange import export_menu, import_panel
 from ui.state import Key, page_state
-from ui.text import as_markdown, tr, tr_plural
+from ui.text import as_markdown, error_text, tr, tr_plural
 
 GALLERY_COLUMNS = 3
 #: Set by a card's Chat button; the next run goes to the chat page.
@@ -230,7 +230,7 @@ def editor(service: VisitorService, personas: dict[str, Persona]) -> None:
     try:
         service.save_persona(persona)
     except DashboardError as error:
-        st.error(tr("personas.editor.not_saved", error=error))
+        st.error(tr("personas.editor.not_saved", error=error_text(error)))
         return
     close_editor()
     service.notify(

@@ -419,4 +419,179 @@ CATALOG: dict[str, str] = {
     "offline.reply.you_said": "You said: “{text}”",
     "offline.reply.hint": "Set an API key in the sidebar to talk to a real model.",
     "chart.compare.budget": "budget",
+    # --- compare, blind pairs, test sets (ui/compare_view.py, ui/testsets_view.py) ---------------
+    "compare.header": "Compare",
+    "compare.mode.label": "What to compare",
+    "compare.mode.columns": "⚖️ Side by side",
+    "compare.mode.blind": "🙈 Blind pair",
+    "compare.mode.tests": "🧪 Test sets",
+    "compare.columns.about": (
+        "Send one message to 2 to 4 personas or models at once and see, column by column, what each "
+        "model saw, its tokens, speed and cost."
+    ),
+    "compare.columns.count": "Columns",
+    "compare.columns.blind": "Blind: hide which column is which until I vote",
+    "compare.column": "Column {number}",
+    "compare.model": "Model",
+    "compare.budget": "Context budget",
+    "compare.start": "Start comparing",
+    "compare.blind.about": (
+        "Two answers side by side, in random order, without saying whose: chat as long as you like, "
+        "then vote for the better one (or a tie, or both bad). Who answered, their sizes and their "
+        "costs show after the vote."
+    ),
+    "compare.blind.start": "Start the blind pair",
+    "compare.blind.header": "Blind comparison",
+    "compare.blind.hidden": "Who answered is hidden until you vote: their sizes and costs too.",
+    "compare.saved.header.one": "{count} saved comparison",
+    "compare.saved.header.other": "{count} saved comparisons",
+    "compare.saved.failed": "Saved comparisons cannot be read: {error}",
+    "compare.new": "New comparison",
+    "compare.input": "Ask every column…",
+    "compare.column.caption": "`{model}` · budget {budget}",
+    "compare.state.waiting": "⏳ waiting",
+    "compare.state.streaming": "✍️ streaming",
+    "compare.state.stopped": "⏹ stopped",
+    "compare.stop": "Stop",
+    "compare.retry": "Retry",
+    "compare.figures.prompt": "prompt {tokens}",
+    "compare.figures.api": " (API {tokens})",
+    "compare.figures.reply": "reply {tokens}",
+    "compare.figures.first_token": "first token {seconds} s",
+    "compare.figures.total": "total {seconds} s",
+    "compare.figures.trimmed": "trimmed {messages} ({tokens} tokens)",
+    "compare.chart.header": "Per message, by column",
+    "compare.vote.header": "Which answer is better?",
+    "compare.vote.preferred": "{label} is better",
+    "compare.vote.tie": "🤝 Tie",
+    "compare.vote.both_bad": "👎 All bad",
+    "compare.vote.done_preferred": "You preferred {label} on message {number}.",
+    "compare.vote.done_tie": "You called message {number} a tie.",
+    "compare.vote.done_both_bad": "You found every answer to message {number} bad.",
+    "testsets.about": (
+        "A named list of prompts, run against 2 to 4 personas or models, each prompt a fresh "
+        "conversation. Run it again after editing a persona to see what changed; vote on the answers "
+        "to feed the leaderboard."
+    ),
+    "testsets.choose": "Test set",
+    "testsets.new": "➕ New test set",
+    "testsets.name": "Name",
+    "testsets.text": "Prompts, one per line",
+    "testsets.text_help": "How do I cook Peking duck?\nWhat is a good ramen?",
+    "testsets.file": "…or a file: text (one prompt per line), CSV (a “prompt” column) or YAML (a list)",
+    "testsets.save": "Save the test set",
+    "testsets.prompts.one": "{count} prompt",
+    "testsets.prompts.other": "{count} prompts",
+    "testsets.run": "Run the test set",
+    "testsets.progress": "{done} of {total} prompts answered",
+    "testsets.cancel": "Cancel",
+    "testsets.results": "Last run, {when}",
+    "testsets.cancelled": "This run was cancelled: the prompts it did not reach are marked skipped.",
+    "testsets.difference": (
+        "Against the run before: {changed} of {total} answers changed · prompt tokens {prompt} · "
+        "reply tokens {reply} · cost {cost} USD"
+    ),
+    "testsets.skipped": "skipped",
+    "testsets.changed": "🔁 changed since the last run",
+    "testsets.same": "= same as the last run",
+    "testsets.vote": "Which answer is better?",
+    "testsets.col.column": "Column",
+    "testsets.col.answered": "Answered",
+    "testsets.col.prompt_tokens": "Prompt tokens",
+    "testsets.col.reply_tokens": "Reply tokens",
+    "testsets.col.latency": "Mean time (s)",
+    "testsets.col.cost": "Cost (USD)",
+    "testsets.col.changed": "Answers changed",
+    "notice.test_set_needs_name": "Give the test set a name.",
+    "notice.test_set_unusable": "The test set was not saved: {error}",
+    "notice.test_set_not_started": "The test set cannot run: {error}",
+    "notice.test_vote_refused": "The vote was not saved: {error}",
+    # --- errors from core (core/errors.py: error.<code> with the error's fields) ---
+    "error.generic": "{message}",
+    "error.details.server_said": "Server says: {text}",
+    "error.prompt_too_long": (
+        "The system prompt and your message need {tokens:,} prompt tokens, {overflow:,} more than the "
+        "context budget of {budget:,}. Shorten the message or raise the context budget; your text was "
+        "not sent and is kept."
+    ),
+    "error.prompt_too_long_pinned": (
+        "The system prompt, your message and the pinned messages ({pinned:,} tokens) need {tokens:,} "
+        "prompt tokens, {overflow:,} more than the context budget of {budget:,}. Unpin a message, "
+        "shorten yours or raise the context budget; your text was not sent and is kept."
+    ),
+    "error.message_too_long": (
+        "This message has {length:,} characters; this deployment takes at most {limit:,}. Shorten it and "
+        "send it again."
+    ),
+    "error.address_refused": (
+        "{host} resolves to {reason}. For a base URL typed here, this deployment connects only to public "
+        "addresses; nothing was sent."
+    ),
+    "error.unreachable": (
+        "Could not reach the server at {host} for model “{model}”. Check the base URL {base_url}."
+    ),
+    "error.stalled": (
+        "{host} stopped sending the reply of model “{model}” for over {seconds:g} s; the text received "
+        "so far is kept. Try again."
+    ),
+    "error.timed_out": (
+        "{host} did not answer within {seconds:g} s (model “{model}”). Try again; a slow or busy server "
+        "may need a longer timeout."
+    ),
+    "error.stream_broken": (
+        "The connection to {host} broke while model “{model}” was replying; the {chars:,} characters "
+        "received are kept. Try again."
+    ),
+    "error.connection_failed": (
+        "Could not connect to {host}{cause} — is the server running? Check the base URL {base_url}."
+    ),
+    "error.auth_failed": (
+        "{host} rejected the API key (HTTP 401) for model “{model}”. Check the key (or OPENAI_API_KEY)."
+    ),
+    "error.permission_denied": (
+        "{host} does not let this API key use model “{model}” (HTTP 403). Choose a model the key may "
+        "use, or a key with access to it."
+    ),
+    "error.model_not_found": (
+        "{host} does not know model “{model}” (HTTP 404). Check the model name; the base URL {base_url} "
+        "may also be wrong."
+    ),
+    "error.bad_request": (
+        "{host} refused the request for model “{model}” (HTTP {status}). An option may not be supported "
+        "by this server or model."
+    ),
+    "error.no_quota": (
+        "{host} is rate-limiting requests for model “{model}” (HTTP 429). No quota is left: check the "
+        "account's plan and billing."
+    ),
+    "error.rate_limited_wait": (
+        "{host} is rate-limiting requests for model “{model}” (HTTP 429). Try again in {seconds} s."
+    ),
+    "error.rate_limited_now": (
+        "{host} is rate-limiting requests for model “{model}” (HTTP 429). Try again now."
+    ),
+    "error.rate_limited": (
+        "{host} is rate-limiting requests for model “{model}” (HTTP 429). Wait a little and try again."
+    ),
+    "error.server_error": (
+        "{host} failed with HTTP {status} for model “{model}”. The problem is on the server's side; try "
+        "again later."
+    ),
+    "error.http_status": "{host} answered HTTP {status} for model “{model}”.",
+    "error.reply_time_limit": (
+        "The reply of model “{model}” from {host} was still going after {seconds:g} s, the time limit "
+        "for one reply; reading stopped and the {chars:,} characters received are kept."
+    ),
+    "error.reply_too_long": (
+        "The reply of model “{model}” from {host} passed {limit:,} bytes, the most its reply cap allows; "
+        "reading stopped and the {chars:,} characters received are kept."
+    ),
+    "error.empty_reply": "The model sent an empty reply (finish reason: {finish_reason}).",
+    "error.empty_reply_length": (
+        "The model sent an empty reply (finish reason: {finish_reason}). Raise the reply cap: reasoning "
+        "models can spend all of it on thinking."
+    ),
+    "error.test_set_too_large": "{file} is larger than {limit:,} bytes.",
+    "error.test_set_not_utf8": "{file} is not UTF-8 text.",
+    "error.test_set_invalid": "{file} holds no usable prompts: {problem}",
 }

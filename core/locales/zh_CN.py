@@ -386,4 +386,151 @@ CATALOG: dict[str, str] = {
     "chart.compare.total_s": "总耗时（秒）",
     "chart.compare.cost_usd": "费用（美元）",
     "chart.compare.budget": "预算",
+    # --- compare, blind pairs, test sets (ui/compare_view.py, ui/testsets_view.py) ---------------
+    "compare.header": "对比",
+    "compare.mode.label": "对比方式",
+    "compare.mode.columns": "⚖️ 并排对比",
+    "compare.mode.blind": "🙈 盲测对决",
+    "compare.mode.tests": "🧪 测试集",
+    "compare.columns.about": (
+        "把同一条消息同时发给 2 到 4 个角色或模型，逐栏查看每个模型看到了什么、用了多少 token、速度和费用。"
+    ),
+    "compare.columns.count": "栏数",
+    "compare.columns.blind": "盲测：投票前隐藏每一栏是谁",
+    "compare.column": "第 {number} 栏",
+    "compare.model": "模型",
+    "compare.budget": "上下文预算",
+    "compare.start": "开始对比",
+    "compare.blind.about": (
+        "两个回答并排显示，顺序随机，不告诉你是谁：想聊多久都可以，然后为更好的那个投票（"
+        "或平局、或都不好）。投票后才显示是谁回答的、用了多少 token 和费用。"
+    ),
+    "compare.blind.start": "开始盲测对决",
+    "compare.blind.header": "盲测对比",
+    "compare.blind.hidden": "投票前隐藏回答者，以及他们的 token 数和费用。",
+    "compare.saved.header.one": "{count} 个已保存的对比",
+    "compare.saved.header.other": "{count} 个已保存的对比",
+    "compare.saved.failed": "无法读取已保存的对比：{error}",
+    "compare.new": "新建对比",
+    "compare.input": "向每一栏提问…",
+    "compare.column.caption": "`{model}` · 预算 {budget}",
+    "compare.state.waiting": "⏳ 等待中",
+    "compare.state.streaming": "✍️ 输出中",
+    "compare.state.stopped": "⏹ 已停止",
+    "compare.stop": "停止",
+    "compare.retry": "重试",
+    "compare.figures.prompt": "提示词 {tokens}",
+    "compare.figures.api": "（接口报告 {tokens}）",
+    "compare.figures.reply": "回复 {tokens}",
+    "compare.figures.first_token": "首个 token {seconds} 秒",
+    "compare.figures.total": "总计 {seconds} 秒",
+    "compare.figures.trimmed": "裁剪 {messages} 条（{tokens} 个 token）",
+    "compare.chart.header": "每条消息，按栏",
+    "compare.vote.header": "哪个回答更好？",
+    "compare.vote.preferred": "{label} 更好",
+    "compare.vote.tie": "🤝 平局",
+    "compare.vote.both_bad": "👎 都不好",
+    "compare.vote.done_preferred": "你在第 {number} 条消息上选择了 {label}。",
+    "compare.vote.done_tie": "你认为第 {number} 条消息打成平局。",
+    "compare.vote.done_both_bad": "你认为第 {number} 条消息的回答都不好。",
+    "testsets.about": (
+        "一组命名的提示词，针对 2 到 4 个角色或模型运行，每条提示词都是全新的对话。编辑角"
+        "色后再运行一次，看看有什么变化；为回答投票，结果计入排行榜。"
+    ),
+    "testsets.choose": "测试集",
+    "testsets.new": "➕ 新建测试集",
+    "testsets.name": "名称",
+    "testsets.text": "提示词，每行一条",
+    "testsets.text_help": "北京烤鸭怎么做？\n什么样的拉面好吃？",
+    "testsets.file": "……或上传文件：文本（每行一条）、CSV（“prompt”列）或 YAML（列表）",
+    "testsets.save": "保存测试集",
+    "testsets.prompts.one": "{count} 条提示词",
+    "testsets.prompts.other": "{count} 条提示词",
+    "testsets.run": "运行测试集",
+    "testsets.progress": "已回答 {done} / {total} 条提示词",
+    "testsets.cancel": "取消",
+    "testsets.results": "最近一次运行，{when}",
+    "testsets.cancelled": "这次运行已取消：未运行到的提示词标记为已跳过。",
+    "testsets.difference": (
+        "与上一次运行相比：{total} 个回答中有 {changed} 个变化 · 提示词 token"
+        " {prompt} · 回复 token {reply} · 费用 {cost} 美元"
+    ),
+    "testsets.skipped": "已跳过",
+    "testsets.changed": "🔁 与上次运行不同",
+    "testsets.same": "= 与上次运行相同",
+    "testsets.vote": "哪个回答更好？",
+    "testsets.col.column": "栏",
+    "testsets.col.answered": "已回答",
+    "testsets.col.prompt_tokens": "提示词 token",
+    "testsets.col.reply_tokens": "回复 token",
+    "testsets.col.latency": "平均耗时（秒）",
+    "testsets.col.cost": "费用（美元）",
+    "testsets.col.changed": "变化的回答",
+    "notice.test_set_needs_name": "请为测试集命名。",
+    "notice.test_set_unusable": "测试集未保存：{error}",
+    "notice.test_set_not_started": "测试集无法运行：{error}",
+    "notice.test_vote_refused": "投票未保存：{error}",
+    # --- errors from core (core/errors.py: error.<code> with the error's fields) ---
+    "error.generic": "出错了：{message}",
+    "error.details.server_said": "服务器回复：{text}",
+    "error.prompt_too_long": (
+        "系统提示和你的消息共需 {tokens:,} 个提示词 token，比上下文预算 {budget:,} 多 {overflow:,} 个。请"
+        "缩短消息或提高上下文预算；你的文字尚未发送，已保留。"
+    ),
+    "error.prompt_too_long_pinned": (
+        "系统提示、你的消息和已固定的消息（{pinned:,} 个 token）共需 {tokens:,} 个提示词 token，比上下文"
+        "预算 {budget:,} 多 {overflow:,} 个。请取消固定某条消息、缩短你的消息或提高上下文预算；你的文字尚"
+        "未发送，已保留。"
+    ),
+    "error.message_too_long": "这条消息有 {length:,} 个字符，本部署最多接受 {limit:,} 个。请缩短后再发送。",
+    "error.address_refused": (
+        "{host} 解析到{reason}。对于在此输入的接口地址，本部署只连接公网地址；没有发送任何内容。"
+    ),
+    "error.unreachable": "无法连接到 {host} 上的服务器（模型“{model}”）。请检查接口地址 {base_url}。",
+    "error.stalled": (
+        "{host} 在回复模型“{model}”时超过 {seconds:g} 秒没有继续发送；已收到的文字已保留。请重试。"
+    ),
+    "error.timed_out": (
+        "{host} 在 {seconds:g} 秒内没有响应（模型“{model}”）。请重试；较慢或繁忙的服务器可能需要更长的超"
+        "时时间。"
+    ),
+    "error.stream_broken": (
+        "模型“{model}”回复时与 {host} 的连接中断；已收到的 {chars:,} 个字符已保留。请重试。"
+    ),
+    "error.connection_failed": "无法连接到 {host}{cause}——服务器在运行吗？请检查接口地址 {base_url}。",
+    "error.auth_failed": (
+        "{host} 拒绝了该 API 密钥（HTTP 401，模型“{model}”）。请检查密钥（或 OPENAI_API_KEY）。"
+    ),
+    "error.permission_denied": (
+        "{host} 不允许该 API 密钥使用模型“{model}”（HTTP 403）。请选择该密钥可用的模型，或换用有权限的密钥。"
+    ),
+    "error.model_not_found": (
+        "{host} 不认识模型“{model}”（HTTP 404）。请检查模型名称；接口地址 {base_url} 也可能有误。"
+    ),
+    "error.bad_request": (
+        "{host} 拒绝了模型“{model}”的请求（HTTP {status}）。该服务器或模型可能不支持某个选项。"
+    ),
+    "error.no_quota": "{host} 正在限制模型“{model}”的请求（HTTP 429）。额度已用完：请检查账户的套餐和账单。",
+    "error.rate_limited_wait": "{host} 正在限制模型“{model}”的请求（HTTP 429）。请在 {seconds} 秒后重试。",
+    "error.rate_limited_now": "{host} 正在限制模型“{model}”的请求（HTTP 429）。现在可以重试。",
+    "error.rate_limited": "{host} 正在限制模型“{model}”的请求（HTTP 429）。请稍等片刻再试。",
+    "error.server_error": (
+        "{host} 处理模型“{model}”的请求失败（HTTP {status}）。问题出在服务器端；请稍后再试。"
+    ),
+    "error.http_status": "{host} 对模型“{model}”的请求返回了 HTTP {status}。",
+    "error.reply_time_limit": (
+        "模型“{model}”（{host}）的回复在 {seconds:g} 秒后仍未结束，已达到单条回复的时间上限；已停止读取，"
+        "收到的 {chars:,} 个字符已保留。"
+    ),
+    "error.reply_too_long": (
+        "模型“{model}”（{host}）的回复超过了 {limit:,} 字节，即回复上限所允许的最大值；已停止读取，收到的"
+        " {chars:,} 个字符已保留。"
+    ),
+    "error.empty_reply": "模型返回了空回复（结束原因：{finish_reason}）。",
+    "error.empty_reply_length": (
+        "模型返回了空回复（结束原因：{finish_reason}）。请提高回复上限：推理模型可能把它全部用于思考。"
+    ),
+    "error.test_set_too_large": "{file} 超过 {limit:,} 字节。",
+    "error.test_set_not_utf8": "{file} 不是 UTF-8 文本。",
+    "error.test_set_invalid": "{file} 中没有可用的提示词：{problem}",
 }
