@@ -170,7 +170,7 @@ def save_picked(save: Callable[[Persona], None]) -> None:
             try:
                 save(persona)
             except DashboardError as error:
-                failed.append((label, str(error)))
+                failed.append((label, error))
                 continue
             saved.append(label)
     state.update(round=state["round"] + 1, signature=None, results=[], saved=saved, failed=failed)
