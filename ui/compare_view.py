@@ -28,7 +28,7 @@ from core.settings import MAX_CONTEXT_BUDGET
 from ui.frame import Frame
 from ui.leaderboard_view import leaderboard_section
 from ui.state import Key, compare_key
-from ui.text import as_markdown, error_text
+from ui.text import as_markdown, error_text, tr
 
 POLL_S = 0.1
 #: The query parameter naming the open (saved) comparison.
@@ -62,28 +62,31 @@ def figures_line(figures: RunFigures | None) -> str:
     parts = []
     if figures.prompt_tokens_counted is not None:
         reported = figures.prompt_tokens_reported
-        api = f" (API {reported:,})" if reported is not None else ""
-        parts.append(f"prompt {figures.prompt_tokens_counted:,}{api}")
+        if reported is not None:
+            parts.append(tr("compare.figures.prompt_api", tokens=figures.prompt_tokens_counted, api=reported))
+        else:
+            parts.append(tr("compare.figures.prompt", tokens=figures.prompt_tokens_counted))
     if figures.reply_tokens is not None:
-        parts.append(f"reply {figures.reply_tokens:,}")
+        parts.append(tr("compare.figures.reply", tokens=figures.reply_tokens))
     if figures.time_to_first_token_s is not None:
-        parts.append(f"first token {figures.time_to_first_token_s:.2f} s")
+        parts.append(tr("compare.figures.first_token", seconds=figures.time_to_first_token_s))
     if figures.total_s is not None:
-        parts.append(f"total {figures.total_s:.2f} s")
+        parts.append(tr("compare.figures.total", seconds=figures.total_s))
     if figures.cost_usd is not None:
         parts.append(f"${figures.cost_usd:.5f}")
     if figures.trimmed_messages:
-        parts.append(f"trimmed {figures.trimmed_messages} ({figures.tokens_freed:,} tokens)")
+        parts.append(
+            tr("compare.figures.trimmed", count=figures.trimmed_messages, tokens=figures.tokens_freed)
+        )
     return " · ".join(parts)
 
 
 def setup(service: VisitorService, personas: dict[str, Persona]) -> None:
-    st.subheader("Compare")
-    st.caption(
-        "Send one message to 2 to 4 personas or models at once and see, column by column, what each "
-        "model saw, its tokens, speed and cost."
+    st.subheader(tr("compare.header"))
+    st.caption(tr("compare.purpose"))
+    count = int(
+        st.number_input(tr("compare.columns"), min_value=2, max_value=4, value=3, key=Key.COMPARE_COUNT)
     )
-    count = int(st.number_input("Columns", min_value=2, max_value=4, value=3, key=Key.COMPARE_COUNT))
     ids = list(personas)
     columns = st.columns(count)
     limits = service.limits
@@ -93,7 +96,7 @@ def setup(service: VisitorService, personas: dict[str, Persona]) -> None:
         with column:
             default = ids[index % len(ids)]
             persona_id = st.selectbox(
-                f"Column {index + 1}",
+                tr("compare.column", number=index + 1),
                 ids,
                 index=ids.index(default),
                 format_func=lambda pid: f"{personas[pid].avatar} {personas[pid].name}",
@@ -104,11 +107,11 @@ def setup(service: VisitorService, personas: dict[str, Persona]) -> None:
             if limits is not None and limits.allowed_models:  # on the deployer's key: its models
                 models = list(limits.allowed_models)
                 first = models.index(persona.model) if persona.model in models else 0
-                model = st.selectbox("Model", models, index=first, key=model_key)
+                model = st.selectbox(tr("compare.model"), models, index=first, key=model_key)
             else:
-                model = st.text_input("Model", value=persona.model, key=model_key)
+                model = st.text_input(tr("compare.model"), value=persona.model, key=model_key)
             budget = st.number_input(
-                "Context budget",
+                tr("compare.budget"),
                 min_value=64,
                 max_value=max_budget,
                 value=min(persona.context_budget, max_budget),
@@ -116,10 +119,8 @@ def setup(service: VisitorService, personas: dict[str, Persona]) -> None:
                 key=compare_key("budget", index, persona_id),
             )
             chosen.append(ColumnChoice(persona_id, model.strip() or persona.model, int(budget)))
-    blind = st.toggle(
-        "Blind: hide which column is which until I pick the answer I prefer", key=Key.COMPARE_BLIND
-    )
-    started = st.button("Start comparing", type="primary", icon="⚖️")
+    blind = st.toggle(tr("compare.blind"), key=Key.COMPARE_BLIND)
+    started = st.button(tr("compare.start"), type="primary", icon="⚖️")
     if started and service.start_comparison(personas, chosen, blind=blind) is not None:
         st.rerun()
     saved_list(service)
@@ -129,11 +130,11 @@ def saved_list(service: VisitorService) -> None:
     try:
         saved = service.saved_comparisons()
     except DashboardError as error:
-        st.error(f"Saved comparisons cannot be read: {error}")
+        st.error(tr("compare.saved_failed", error=error_text(error)))
         return
     if not saved:
         return
-    st.markdown("**Saved comparisons**")
+    st.markdown(f"**{tr('compare.saved')}**")
     for comparison_id, title in saved:
         st.button(
             title,
@@ -167,7 +168,7 @@ def draw_column(view: ColumnView, service: VisitorService) -> Callable[[ColumnVi
     """Draw one column's history and controls; returns the function that redraws its live part."""
     st.markdown(f"**{view.label}**")
     if not view.hidden and view.model:
-        st.caption(f"`{view.model}` · budget {view.context_budget:,}")
+        st.caption(tr("compare.column_settings", model=view.model, budget=view.context_budget))
     for message in view.messages[1:]:  # the system prompt would tell a hidden column's persona
         if message.state is not MessageState.CONTEXT:
             continue
@@ -178,14 +179,14 @@ def draw_column(view: ColumnView, service: VisitorService) -> Callable[[ColumnVi
     with buttons:
         if view.running:
             st.button(
-                "Stop",
+                tr("compare.stop"),
                 key=f"stop_column::{view.index}",
                 on_click=act,
                 args=(service, lambda: service.compare_stop(view.index)),
             )
         elif view.can_retry:
             st.button(
-                "Retry",
+                tr("compare.retry"),
                 key=f"retry_column::{view.index}",
                 on_click=act,
                 args=(service, lambda: service.compare_retry(view.index)),
@@ -201,9 +202,11 @@ def draw_column(view: ColumnView, service: VisitorService) -> Callable[[ColumnVi
                 and current.figures is not None
                 and current.figures.error is not None
             ):
-                st.error(current.figures.error.message)
-            state = {"waiting": "⏳ waiting", "streaming": "✍️ streaming", "stopped": "⏹ stopped"}.get(
-                current.state
+                st.error(error_text(current.figures.error))
+            state = (
+                tr(f"compare.state.{current.state}")
+                if current.state in ("waiting", "streaming", "stopped")
+                else None
             )
             line = figures_line(current.figures)
             st.caption(" · ".join(part for part in (state, line) if part))
@@ -215,8 +218,8 @@ def draw_column(view: ColumnView, service: VisitorService) -> Callable[[ColumnVi
 def comparison_view(service: VisitorService, comparison: Comparison) -> None:
     snapshot = comparison.snapshot()
     top = st.columns([2, 1, 1, 1])
-    top[0].subheader("Compare")
-    top[1].button("New comparison", on_click=close, args=(service,), disabled=snapshot.busy)
+    top[0].subheader(tr("compare.header"))
+    top[1].button(tr("compare.new"), on_click=close, args=(service,), disabled=snapshot.busy)
     if not snapshot.busy and snapshot.rounds:
         top[2].download_button(
             "JSON",
@@ -227,14 +230,14 @@ def comparison_view(service: VisitorService, comparison: Comparison) -> None:
         )
         top[3].download_button(
             "Markdown",
-            comparison.to_markdown("Comparison"),
+            comparison.to_markdown(tr("compare.export_title")),
             file_name="comparison.md",
             mime="text/markdown",
             on_click="ignore",
         )
     limits = service.limits
     prompt = st.chat_input(
-        "Ask every column…",
+        tr("compare.input"),
         key=Key.COMPARE_INPUT,
         disabled=snapshot.busy,
         max_chars=limits.max_message_chars if limits else None,
@@ -265,18 +268,18 @@ def comparison_view(service: VisitorService, comparison: Comparison) -> None:
                 st.rerun()  # draw the recorded answers as history
         chart = comparison_spec(snapshot, chart_texts())
         if chart is not None:
-            st.markdown("**Per message, by column**")
+            st.markdown(f"**{tr('compare.chart_header')}**")
             st.vega_lite_chart(spec=chart, width="stretch", height=260)
     if snapshot.blind and snapshot.can_pick:
-        st.markdown("**Which answer do you prefer?**")
+        st.markdown(f"**{tr('compare.which')}**")
         picks = st.columns(len(snapshot.columns))
         for index, view in enumerate(snapshot.columns):
             picks[index].button(
-                f"Prefer {view.label}",
+                tr("compare.prefer", label=view.label),
                 key=f"pick::{index}",
                 on_click=act,
                 args=(service, functools.partial(service.compare_pick, index)),
             )
     if snapshot.picks:
         last = snapshot.picks[-1]
-        st.caption(f"You preferred {last.label} on message {last.round}.")
+        st.caption(tr("compare.preferred", label=last.label, round=last.round))

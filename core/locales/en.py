@@ -503,4 +503,37 @@ CATALOG: dict[str, str] = {
         "The model sent an empty reply (finish reason: {finish_reason}). Raise the reply cap: reasoning "
         "models can spend all of it on thinking."
     ),
+    # --- the compare view (ui/compare_view.py) ---
+    "compare.header": "Compare",
+    "compare.purpose": (
+        "Send one message to 2 to 4 personas or models at once and see, column by column, what each "
+        "model saw, its tokens, speed and cost."
+    ),
+    "compare.columns": "Columns",
+    "compare.column": "Column {number}",
+    "compare.model": "Model",
+    "compare.budget": "Context budget",
+    "compare.blind": "Blind: hide which column is which until I pick the answer I prefer",
+    "compare.start": "Start comparing",
+    "compare.saved_failed": "Saved comparisons cannot be read: {error}",
+    "compare.saved": "Saved comparisons",
+    "compare.column_settings": "`{model}` · budget {budget:,}",
+    "compare.stop": "Stop",
+    "compare.retry": "Retry",
+    "compare.state.waiting": "⏳ waiting",
+    "compare.state.streaming": "✍️ streaming",
+    "compare.state.stopped": "⏹ stopped",
+    "compare.new": "New comparison",
+    "compare.export_title": "Comparison",
+    "compare.input": "Ask every column…",
+    "compare.chart_header": "Per message, by column",
+    "compare.which": "Which answer do you prefer?",
+    "compare.prefer": "Prefer {label}",
+    "compare.preferred": "You preferred {label} on message {round}.",
+    "compare.figures.prompt": "prompt {tokens:,}",
+    "compare.figures.prompt_api": "prompt {tokens:,} (API {api:,})",
+    "compare.figures.reply": "reply {tokens:,}",
+    "compare.figures.first_token": "first token {seconds:.2f} s",
+    "compare.figures.total": "total {seconds:.2f} s",
+    "compare.figures.trimmed": "trimmed {count} ({tokens:,} tokens)",
 }

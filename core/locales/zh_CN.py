@@ -445,4 +445,36 @@ CATALOG: dict[str, str] = {
     "error.empty_reply_length": (
         "模型返回了空回复（结束原因：{finish_reason}）。请提高回复上限：推理模型可能把它全部用于思考。"
     ),
+    # --- the compare view (ui/compare_view.py) ---
+    "compare.header": "对比",
+    "compare.purpose": (
+        "把一条消息同时发给 2 到 4 个角色或模型，逐列查看每个模型看到了什么、用了多少 token、速度和费用。"
+    ),
+    "compare.columns": "列数",
+    "compare.column": "第 {number} 列",
+    "compare.model": "模型",
+    "compare.budget": "上下文预算",
+    "compare.blind": "盲评：在我选出更喜欢的回答之前，隐藏每列是谁",
+    "compare.start": "开始对比",
+    "compare.saved_failed": "无法读取已保存的对比：{error}",
+    "compare.saved": "已保存的对比",
+    "compare.column_settings": "`{model}` · 预算 {budget:,}",
+    "compare.stop": "停止",
+    "compare.retry": "重试",
+    "compare.state.waiting": "⏳ 等待中",
+    "compare.state.streaming": "✍️ 生成中",
+    "compare.state.stopped": "⏹ 已停止",
+    "compare.new": "新对比",
+    "compare.export_title": "对比",
+    "compare.input": "向每一列提问…",
+    "compare.chart_header": "每条消息，按列",
+    "compare.which": "你更喜欢哪个回答？",
+    "compare.prefer": "选择 {label}",
+    "compare.preferred": "你在第 {round} 条消息上选择了 {label}。",
+    "compare.figures.prompt": "提示词 {tokens:,}",
+    "compare.figures.prompt_api": "提示词 {tokens:,}（接口报告 {api:,}）",
+    "compare.figures.reply": "回复 {tokens:,}",
+    "compare.figures.first_token": "首个 token {seconds:.2f} 秒",
+    "compare.figures.total": "总计 {seconds:.2f} 秒",
+    "compare.figures.trimmed": "裁剪 {count} 条（{tokens:,} 个 token）",
 }
