@@ -103,7 +103,14 @@ class TestSetError(DashboardError, ValueError):
     def __init__(self, reason: str, **fields: str | int) -> None:
         self.reason = reason
         super().__init__(self._MESSAGES[reason].format(**fields))
-        self.fields = fields
+        self.coded(
+            "test_set_too_large"
+            if reason == "too_large"
+            else "test_set_not_utf8"
+            if reason == "not_utf8"
+            else "test_set_invalid",
+            **fields,
+        )
 
 
 # --- Backends ------------------------------------------------------------------------------

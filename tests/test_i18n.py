@@ -13,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.charts import SERIES, TRIM_TOOLTIP, TRIMS, ComparisonChartTexts
+from core.compare import PickOutcome
 from core.connection import KeySource
 from core.conversation import MessageState, SummaryVersion
 from core.i18n import (
@@ -31,6 +32,8 @@ from core.prompt_cache import CACHE_RULES
 from core.settings import POLICY_NAMES
 from core.stats import ContextGauge
 from tests.conftest import APP_PATH, REPO_ROOT
+from ui.compare_view import MODES as COMPARE_MODES
+from ui.testsets_view import OTHER_VOTES
 
 #: The page, its views, and the core modules that write text the page shows (with a translator
 #: called `text`: chart titles, the offline model's reply).
@@ -69,8 +72,11 @@ DERIVED_FAMILIES = {
     "offline.reply.role.": {"user", "assistant"},
     "chart.compare.": set(ComparisonChartTexts.__dataclass_fields__),
     "error.": set(),  # error codes: checked by test_every_error_code_has_its_text
-    "compare.state.": {"waiting", "streaming", "stopped"},
     "whatif.cache_rule.": {*CACHE_RULES, "none"},
+    "compare.mode.": set(COMPARE_MODES),
+    "compare.vote.": set(OTHER_VOTES),
+    "compare.vote.done_": set(get_args(PickOutcome)),
+    "compare.state.": {"waiting", "streaming", "stopped"},
 }
 
 
@@ -296,6 +302,7 @@ ALLOWED_WORDS = {
     "API", "URL", "JSON", "YAML", "Markdown", "OpenAI", "Azure", "Ollama", "vLLM", "Studio",
     "token", "tokens", "English", "UTC", "HTTP", "tiktoken",
     "PNG", "charx", "LobeHub", "NextChat", "Open", "WebUI", "LibreChat", "modelSpecs",
+    "Bradley", "Terry",  # a method named for its authors
 }  # fmt: skip
 #: Code-like tokens: identifiers, file and folder names, URLs, model ids (a digit, `_`, `.`, `/`, `:`).
 CODE_LIKE = re.compile(r"[A-Za-z0-9_]+(?:[-./:]+[A-Za-z0-9_]+)+/?|\w*[0-9_]\w*|[A-Za-z]+/")
@@ -493,6 +500,8 @@ def test_every_view_under_lang_zh_cn_shows_no_english(clean_env):
     seen["compare"] = english_shown(at)
     next(b for b in at.button if b.label == "开始对比").click().run()
     at.chat_input(key="compare_input").set_value("你好").run()
+    assert at.session_state.service.comparison.wait(30)
+    at.run()  # what the columns' fragment asks for when the last one ends
     assert not at.exception, at.exception
     assert at.get("vega_lite_chart")
     seen["comparison"] = english_shown(at)
