@@ -179,6 +179,10 @@ class ServerError(BackendError):
     retryable_by_default = True
 
 
+class Overloaded(ServerError):
+    """529: the provider is overloaded (Anthropic); trying again in a little while may work."""
+
+
 class RequestTimedOut(BackendError):
     """The server did not answer in time, or stalled mid-reply for longer than the timeout."""
 
