@@ -19,7 +19,7 @@ import streamlit as st
 from core.backends import ChatBackend
 from core.charts import dashboard_drawing
 from core.connection import Backends, Connection, resolve_connection
-from core.conversation import MAX_IMPORT_BYTES, Conversation, Message, MessageState, without_images
+from core.conversation import MAX_IMPORT_BYTES, Conversation, Message, MessageState
 from core.errors import (
     AddressRefused,
     AuthenticationFailed,
@@ -28,6 +28,7 @@ from core.errors import (
     ConnectionFailed,
     ConversationImportError,
     DashboardError,
+    InvalidSettings,
     PermissionDenied,
     RateLimitedLocally,
 )
@@ -41,14 +42,17 @@ from core.owners import (
     WORKSPACE_PARAM,
     AccessMode,
     InvalidWorkspaceLink,
-    access_mode,
+    VisitorAccess,
+    is_local_visitor,
     new_workspace_token,
     owner_for_token,
     owner_for_user,
+    visitor_access,
 )
 from core.personas import Persona, PersonaCatalog, load_personas
+from core.safe_markdown import page_markdown
 from core.session import ChatSession
-from core.settings import MAX_CONTEXT_BUDGET, MAX_REPLY_CAP, POLICY_NAMES
+from core.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, MAX_REPLY_CAP, POLICY_NAMES
 from core.stats import dashboard_figures
 from core.store import StaleConversation, Store
 from core.tokens import (
@@ -193,6 +197,14 @@ def open_store(database_url: str) -> Store:
     return Store.from_environ({"DATABASE_URL": database_url})
 
 
+def current_access() -> VisitorAccess:
+    """How this browser session is treated (core/owners.py): from ACCESS_MODE and, when that is
+    unset, whether the visitor is on this machine. The handshake's peer and headers do not change
+    within a session."""
+    local = is_local_visitor(st.context.ip_address, st.context.headers.items())
+    return visitor_access(os.environ, local=local)
+
+
 def visitor_owner(mode: AccessMode) -> str:
     """Whose conversations this browser session sees (see core/owners.py); may stop the page to
     ask for sign-in."""
@@ -214,7 +226,7 @@ def visitor_owner(mode: AccessMode) -> str:
     try:
         return owner_for_token(token)
     except InvalidWorkspaceLink as error:
-        st.error(str(error))
+        st.error(page_markdown(str(error)))
         st.button(tr("workspace.start_new"), on_click=st.query_params.clear)
         st.stop()
 
@@ -223,7 +235,7 @@ def visitor_workspace() -> Workspace:
     """This browser session's workspace, opened on its first run."""
     workspace: Workspace | None = st.session_state.get("workspace")
     if workspace is None:
-        owner = visitor_owner(access_mode(os.environ))
+        owner = visitor_owner(current_access().mode)
         store: Store | None = None
         try:
             store = open_store(os.environ.get("DATABASE_URL", ""))
@@ -398,7 +410,7 @@ def conversation_list(workspace: Workspace, persona: Persona, key: str, backend:
     for summary in listed[:CONVERSATIONS_LISTED]:
         is_open = summary.id == key
         st.button(
-            ("▸ " if is_open else "") + summary.display_title,
+            page_markdown(("▸ " if is_open else "") + summary.display_title),
             key=f"open::{summary.id}",
             on_click=open_conversation,
             args=(workspace, summary.id, backend),
@@ -472,7 +484,7 @@ def visitor_connection(mode: AccessMode, secrets: dict[str, object], allowed: li
     except BaseUrlRefused as error:
         st.error(tr("sidebar.base_url.refused", error=str(error)))
     except DashboardError as error:  # a deployer's setting is malformed
-        st.error(str(error))
+        st.error(page_markdown(str(error)))
         st.stop()
     return resolve_connection(
         typed_key=typed_key, secrets=secrets, environ=os.environ, access_mode=mode, allowed_base_urls=allowed
@@ -492,12 +504,12 @@ def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str
             label_visibility="collapsed",
         )
         persona = catalog.personas[persona_id]
-        st.caption(persona.description)
+        st.caption(page_markdown(persona.description))
         conversations = st.container()
         if catalog.errors:
             with st.expander(tr("sidebar.persona_errors", count=len(catalog.errors)), expanded=True):
                 for error in catalog.errors:
-                    st.error(str(error), icon="📄")
+                    st.error(page_markdown(str(error)), icon="📄")
 
         st.header(tr("sidebar.connection.header"))
         st.text_input(
@@ -506,12 +518,12 @@ def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str
             key="api_key",
             help=tr("sidebar.api_key.help"),
         )
-        mode, secrets = access_mode(os.environ), deployer_secrets()
+        mode, secrets = current_access().mode, deployer_secrets()
         try:
             allowed = allowed_base_urls_from(secrets, os.environ)
             limits = DeployerLimits.from_settings(secrets, os.environ)
         except DashboardError as error:  # a deployer's setting is malformed
-            st.error(str(error))
+            st.error(page_markdown(str(error)))
             st.stop()
         base_url_field(mode, allowed)
         connection = visitor_connection(mode, secrets, allowed)
@@ -543,6 +555,7 @@ def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str
                 tr("sidebar.model.label"),
                 value=settings.model,
                 key=f"model::{key}",
+                max_chars=MAX_MODEL_NAME,
                 help=tr("sidebar.model.help", model=persona.model),
             )
         if connection.offline:
@@ -584,12 +597,16 @@ def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str
             key=f"policy::{key}",
             help=tr("sidebar.policy.help"),
         )
-        changed = session.update_settings(
-            model=model.strip() or persona.model,
-            context_budget=int(budget),
-            max_reply_tokens=int(reply_cap),
-            context_policy=policy,
-        )
+        try:
+            changed = session.update_settings(
+                model=model.strip() or persona.model,
+                context_budget=int(budget),
+                max_reply_tokens=int(reply_cap),
+                context_policy=policy,
+            )
+        except InvalidSettings as error:  # the previous settings stay
+            st.error(page_markdown(str(error)))
+            changed = settings
         if changed is not settings:  # saved with the conversation, so a reload keeps them
             key = save(workspace, key)
         st.session_state.limits = limits if limited else None
@@ -630,12 +647,6 @@ def sidebar(catalog: PersonaCatalog, workspace: Workspace) -> tuple[Persona, str
 # --- chat --------------------------------------------------------------------------------------
 
 
-def as_markdown(text: str) -> str:
-    """Text from a user, a model, a file or a server for st.markdown: images become links (never
-    loaded from their server), and a `$` is a price, not the start of a LaTeX formula."""
-    return without_images(text).replace("$", "\\$")
-
-
 def render_message(message: Message, persona: Persona) -> None:
     if message.automatic:  # the dashboard's own request to continue a cut reply
         st.caption(tr("chat.continued", preview=message.preview(80)))
@@ -652,9 +663,9 @@ def render_message(message: Message, persona: Persona) -> None:
             st.badge(tr("chat.badge.pinned"), color="blue", icon="📌")
         # Markdown without HTML: user, persona and model text is never rendered as raw HTML.
         if message.state is MessageState.CONTEXT:
-            st.markdown(as_markdown(message.content))
+            st.markdown(page_markdown(message.content))
         else:
-            st.caption(as_markdown(message.content))
+            st.caption(page_markdown(message.content))
 
 
 def stream_reply(
@@ -687,7 +698,7 @@ def render_summary(workspace: Workspace, key: str) -> None:
         return
     folded = sum(len(event.folded) for event in conversation.summary_events)
     with st.expander(tr("summary.title", count=folded, tokens=summary.tokens), icon="📝"):
-        st.markdown(as_markdown(summary.text))
+        st.markdown(page_markdown(summary.text))
         for number, version in enumerate(summary.versions, start=1):
             source = tr(f"summary.source.{version.source}")
             st.caption(tr("summary.version", number=number, source=source, at=version.at))
@@ -700,7 +711,7 @@ def render_summary(workspace: Workspace, key: str) -> None:
             try:
                 conversation.edit_summary(edited)
             except DashboardError as error:
-                st.error(str(error))
+                st.error(page_markdown(str(error)))
                 return
             save(workspace, key)
             st.rerun()
@@ -715,9 +726,9 @@ def show_streaming(chunks: Iterator[str]) -> None:
     for chunk in chunks:
         text += chunk
         if time.monotonic() - drawn_at >= STREAM_REDRAW_S:
-            placeholder.markdown(as_markdown(text) + " ▌")
+            placeholder.markdown(page_markdown(text) + " ▌")
             drawn_at = time.monotonic()
-    placeholder.markdown(as_markdown(text))
+    placeholder.markdown(page_markdown(text))
 
 
 def error_details(error: DashboardError) -> str:
@@ -761,7 +772,7 @@ def chat(workspace: Workspace, key: str, persona: Persona) -> None:
             history = history[hidden:]
         elif persona.greeting:
             with st.chat_message("assistant", avatar=persona.avatar):
-                st.markdown(as_markdown(persona.greeting))
+                st.markdown(page_markdown(persona.greeting))
         summary = conversation.summary
         if summary is not None and summary.through_id is None:
             render_summary(workspace, key)
@@ -781,7 +792,7 @@ def chat(workspace: Workspace, key: str, persona: Persona) -> None:
             action = None
         if action and action[0] == "send":
             with st.chat_message("user", avatar="🧑"):
-                st.markdown(as_markdown(action[1]))
+                st.markdown(page_markdown(action[1]))
             stream_reply(workspace, key, persona, lambda: session.send(action[1]))
         elif action == ("retry",) and session.can_retry:
             stream_reply(workspace, key, persona, session.retry)
@@ -819,13 +830,18 @@ def chat_controls(session: ChatSession, persona: Persona) -> None:
     """The last call's error with its data, starter prompts, and Retry / Regenerate / Continue."""
     conversation = session.conversation
     if session.error is not None:
-        st.error(as_markdown(str(session.error)), icon="⚠️")
+        st.error(page_markdown(str(session.error)), icon="⚠️")
         if details := error_details(session.error):
             st.caption(details)
     if not conversation.turns and not conversation.pending_user_message and persona.starter_prompts:
         st.caption(tr("chat.starters"))
         for index, starter in enumerate(persona.starter_prompts):
-            st.button(starter, key=f"starter::{persona.id}::{index}", on_click=queue, args=("send", starter))
+            st.button(
+                page_markdown(starter),
+                key=f"starter::{persona.id}::{index}",
+                on_click=queue,
+                args=("send", starter),
+            )
     if session.can_retry:
         st.button(tr("chat.retry"), icon="🔁", on_click=queue, args=("retry",), key="retry")
     elif session.can_regenerate:
@@ -998,7 +1014,11 @@ def counting_status(session: ChatSession) -> None:
 def main() -> None:
     page_language()
     st.set_page_config(page_title=tr("page.name"), page_icon="💬", layout="wide")
-    if access_mode(os.environ) == "private":  # a public deployment shows no traceback or path
+    access = current_access()
+    if not access.error_details:
+        # No traceback or server path for anyone not at this machine. The option is the
+        # process's, so once a stranger has visited it stays "none" (never back to a traceback
+        # that another session's run could show them).
         st.set_option("client.showErrorDetails", "none")
     session_defaults()
     load_tokenizers()
@@ -1009,7 +1029,7 @@ def main() -> None:
     if not catalog.personas:
         st.error(tr("page.no_personas", directory=directory))
         for error in catalog.errors:
-            st.error(str(error))
+            st.error(page_markdown(str(error)))
         st.stop()
     workspace = visitor_workspace()
     # The shipped personas, then this visitor's own (which never replace a shipped one).
@@ -1030,7 +1050,7 @@ def main() -> None:
     notice = st.session_state.notice
     if notice:
         st.session_state.notice = None
-        {"error": st.error, "info": st.info}.get(notice[0], st.success)(notice[1])
+        {"error": st.error, "info": st.info}.get(notice[0], st.success)(page_markdown(notice[1]))
     if st.session_state.store_error:
         st.warning(st.session_state.store_error, icon="💾")
         if st.session_state.stale:
@@ -1041,7 +1061,9 @@ def main() -> None:
                 help=tr("store.reload.help"),
             )
 
-    st.title(f"{persona.avatar} {persona.name}")
+    if access.shared_with_strangers:
+        st.warning(tr("access.shared_with_strangers"), icon="👥")
+    st.title(page_markdown(f"{persona.avatar} {persona.name}"))
     st.caption(tr("page.tagline"))
     # Labels fixed for this run: Streamlit (and AppTest) may format an option outside the run.
     view_labels = {name: tr(f"views.{name}") for name in VIEWS}

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 from core.backends import ChatRequest, ReplyStream, Usage
 from core.conversation import preview
-from core.summaries import offline_summary
+from core.summaries import is_summary_message, offline_summary
 from core.tokens import count_prompt_tokens, tokenizer_for
 
 _WORDS = re.compile(r"\S+\s*|\s+")
@@ -26,8 +26,8 @@ _WORDS = re.compile(r"\S+\s*|\s+")
 def offline_reply(messages: list[dict[str, str]], prompt_tokens: int) -> str:
     """The full text the offline model answers to `messages`, whose prompt is `prompt_tokens` long."""
     conversation = messages[1:] if messages and messages[0]["role"] == "system" else messages
-    # A second system message is the running summary of folded exchanges (policy "summarize").
-    summarized = bool(conversation) and conversation[0]["role"] == "system"
+    # The running summary of folded exchanges (policy "summarize") comes first.
+    summarized = bool(conversation) and is_summary_message(conversation[0])
     conversation = conversation[1:] if summarized else conversation
     newest = conversation[-1]["content"] if conversation else ""
     oldest = conversation[0] if conversation else None

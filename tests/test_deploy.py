@@ -761,6 +761,7 @@ def page_env(monkeypatch):
     monkeypatch.setenv("OFFLINE_CHUNK_DELAY_S", "0")
     for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PERSONAS_DIR"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("ACCESS_MODE", "single-user")  # AppTest's visitor is not on this machine
 
 
 def test_page_starts_without_a_secrets_file(page_env, monkeypatch, tmp_path):

@@ -16,9 +16,10 @@ import streamlit as st
 from core.backends import ChatBackend
 from core.charts import comparison_spec
 from core.compare import Column, ColumnView, Comparison, RunFigures, Tally
-from core.conversation import MessageState, without_images
+from core.conversation import MessageState
 from core.errors import DashboardError
 from core.personas import Persona
+from core.safe_markdown import page_markdown
 from core.workspace import Workspace
 
 POLL_S = 0.1
@@ -93,7 +94,7 @@ def setup(personas: dict[str, Persona], workspace: Workspace, backend: ChatBacke
             ]
             st.session_state[STATE] = Comparison(built, blind=blind)
         except (DashboardError, ValueError) as error:
-            st.error(f"The comparison cannot start: {error}")
+            st.error(page_markdown(f"The comparison cannot start: {error}"))
             return
         st.session_state.pop(SAVED_ID, None)
         st.rerun()
@@ -104,14 +105,14 @@ def saved_list(workspace: Workspace, backend: ChatBackend) -> None:
     try:
         saved = workspace.list_comparisons()
     except DashboardError as error:
-        st.error(f"Saved comparisons cannot be read: {error}")
+        st.error(page_markdown(f"Saved comparisons cannot be read: {error}"))
         return
     if not saved:
         return
     st.markdown("**Saved comparisons**")
     for comparison_id, title in saved:
         st.button(
-            title,
+            page_markdown(title),
             key=f"open_comparison::{comparison_id}",
             on_click=open_saved,
             args=(workspace, comparison_id, backend),
@@ -164,14 +165,14 @@ def act(action: Callable[[], Any]) -> None:
 
 def draw_column(view: ColumnView, comparison: Comparison) -> Callable[[ColumnView], None]:
     """Draw one column's history and controls; returns the function that redraws its live part."""
-    st.markdown(f"**{view.label}**")
+    st.markdown(page_markdown(f"**{view.label}**"))
     if not view.hidden and view.model:
-        st.caption(f"`{view.model}` · budget {view.context_budget:,}")
+        st.caption(page_markdown(f"`{view.model}` · budget {view.context_budget:,}"))
     for message in view.messages[1:]:  # the system prompt would tell a hidden column's persona
         if message.state is not MessageState.CONTEXT:
             continue
         with st.chat_message(message.role):
-            st.markdown(without_images(message.content).replace("$", "\\$"))
+            st.markdown(page_markdown(message.content))
     live = st.empty()
     buttons = st.container()
     with buttons:
@@ -194,13 +195,13 @@ def draw_column(view: ColumnView, comparison: Comparison) -> Callable[[ColumnVie
         with live.container():
             if current.running or current.state in ("stopped", "failed"):
                 with st.chat_message("assistant"):
-                    st.markdown(without_images(current.text or "…").replace("$", "\\$"))
+                    st.markdown(page_markdown(current.text or "…"))
             if (
                 current.state == "failed"
                 and current.figures is not None
                 and current.figures.error is not None
             ):
-                st.error(current.figures.error.message)
+                st.error(page_markdown(current.figures.error.message))
             state = {"waiting": "⏳ waiting", "streaming": "✍️ streaming", "stopped": "⏹ stopped"}.get(
                 current.state
             )
@@ -237,7 +238,7 @@ def comparison_view(workspace: Workspace) -> None:
         try:
             comparison.send(prompt)
         except DashboardError as error:
-            st.error(str(error))
+            st.error(page_markdown(str(error)))
         snapshot = comparison.snapshot()
     redraws = []
     for column, view in zip(st.columns(len(snapshot.columns)), snapshot.columns, strict=True):
@@ -262,14 +263,14 @@ def comparison_view(workspace: Workspace) -> None:
         picks = st.columns(len(snapshot.columns))
         for index, view in enumerate(snapshot.columns):
             picks[index].button(
-                f"Prefer {view.label}",
+                page_markdown(f"Prefer {view.label}"),
                 key=f"pick::{index}",
                 on_click=pick,
                 args=(workspace, comparison, index),
             )
     if snapshot.picks:
         last = snapshot.picks[-1]
-        st.caption(f"You preferred {last.label} on message {last.round}.")
+        st.caption(page_markdown(f"You preferred {last.label} on message {last.round}."))
 
 
 def pick(workspace: Workspace, comparison: Comparison, index: int) -> None:

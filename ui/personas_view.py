@@ -15,6 +15,7 @@ from pydantic import ValidationError
 from core.errors import DashboardError, PersonaFileError
 from core.i18n import current as session_translator
 from core.personas import Persona, PersonaFile, parse_persona, persona_yaml
+from core.safe_markdown import page_markdown
 from core.validation import describe_problems
 from core.workspace import Workspace
 
@@ -93,14 +94,14 @@ def gallery(personas: dict[str, Persona], custom: set[str], conversation_counts:
 
 
 def card(persona: Persona, is_custom: bool, conversations: int) -> None:
-    st.markdown(f"#### {persona.avatar} {persona.name}")
-    st.caption(persona.description)
+    st.markdown(page_markdown(f"#### {persona.avatar} {persona.name}"))
+    st.caption(page_markdown(persona.description))
     details = [
         f"`{persona.model}`",
         tr("personas.card.budget", budget=persona.context_budget),
         tr("personas.card.reply_cap", reply_cap=persona.max_reply_tokens),
     ]
-    st.caption(" · ".join(details))
+    st.caption(page_markdown(" · ".join(details)))
     if persona.tags:
         st.caption(tr("personas.card.tags", tags=" · ".join(persona.tags)))
     st.caption(
@@ -222,11 +223,11 @@ def editor(personas: dict[str, Persona]) -> None:
         persona = parse_persona(persona_yaml(checked), persona_id.strip())
     except ValidationError as exc:
         for problem in describe_problems(exc, model=PersonaFile):
-            st.error(problem)
+            st.error(page_markdown(problem))
         return
     except PersonaFileError as error:
         for problem in error.problems:
-            st.error(problem)
+            st.error(page_markdown(problem))
         return
     if not custom and persona.id in personas:
         st.error(tr("personas.editor.id_taken", id=persona.id))

@@ -12,6 +12,7 @@ import streamlit as st
 from core import replay
 from core.charts import replay_spec
 from core.model_info import ModelTable
+from core.safe_markdown import page_markdown
 from core.session import ChatSession
 from core.settings import MAX_CONTEXT_BUDGET, POLICY_NAMES, PolicyName
 
@@ -83,11 +84,11 @@ def show(result: replay.Comparison, tr: Translate) -> None:
     metrics[2].metric(tr("whatif.forgotten"), f"{len(result.forgotten_only_in_replay):,}")
     st.vega_lite_chart(spec=replay_spec(result), width="stretch", height=260)
     for note in replayed.notes:
-        st.caption(note)
+        st.caption(page_markdown(note))
     if result.forgotten_only_in_replay:
         with st.expander(tr("whatif.forgotten.list", count=len(result.forgotten_only_in_replay))):
             for message in result.forgotten_only_in_replay:
-                st.caption(f"{message.role}: {message.preview}")
+                st.caption(page_markdown(f"{message.role}: {message.preview}"))
     rows = [
         {
             tr("whatif.table.turn"): row.number,

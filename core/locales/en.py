@@ -15,6 +15,10 @@ CATALOG: dict[str, str] = {
         "conversations**, and anyone with it can read them."
     ),
     "workspace.start_new": "Start a new workspace",
+    "access.shared_with_strangers": (
+        "**Everyone with this page's link sees these conversations**, and can use any base URL "
+        "from this server: its deployer set ACCESS_MODE=single-user."
+    ),
     "views.label": "View",
     "views.chat": "💬 Chat",
     "views.personas": "🎭 Personas",

@@ -12,6 +12,10 @@ CATALOG: dict[str, str] = {
         "这是你的私人工作区。**请收藏本页链接：它是打开你的对话的钥匙**，任何拿到该链接的人都能阅读这些对话。"
     ),
     "workspace.start_new": "新建工作区",
+    "access.shared_with_strangers": (
+        "**任何拿到本页链接的人都能看到这些对话**，并能让本服务器访问任意 API 基础地址："
+        "部署者设置了 ACCESS_MODE=single-user。"
+    ),
     "views.label": "视图",
     "views.chat": "💬 聊天",
     "views.personas": "🎭 角色",
