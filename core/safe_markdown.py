@@ -27,6 +27,9 @@ IMAGE_MARK: Final = "🖼"
 _MAX_ROUNDS: Final = 8
 _IMAGE_START: Final = re.compile(r"!\[")
 _FOUND: Final = "safe_markdown_images"
+#: An absolute POSIX path of two or more parts, not inside a URL (no letter, ':', '/' or '.' just
+#: before its first slash): the server's folders, which a visitor has no business seeing.
+_SERVER_PATH: Final = re.compile(r"(?<![\w:/.~-])/(?:[^\s/'\"`()<>]+/)+([^\s/'\"`()<>]+)")
 
 
 def _recording_image(state: StateInline, silent: bool) -> bool:
@@ -114,7 +117,18 @@ def safe_markdown(text: str) -> str:
     return _IMAGE_START.sub(IMAGE_MARK + "[", text)
 
 
+def without_server_paths(text: str) -> str:
+    """`text` with each absolute file path cut to its last part (`/srv/app/data/dashboard.db` ->
+    `dashboard.db`): errors name the file without telling anyone how the server is laid out."""
+    return _SERVER_PATH.sub(r"\1", text)
+
+
+def shown_text(text: str) -> str:
+    """Text from input, a file or an error as the page may show it: no server path, no image."""
+    return safe_markdown(without_server_paths(text))
+
+
 def page_markdown(text: str) -> str:
-    """Text as the page draws it with st.markdown or in a label: images as links, and `$` a price
-    rather than the start of LaTeX."""
-    return safe_markdown(text).replace("$", "\\$")
+    """Text as the page draws it with st.markdown or in a label: no server path, images as links,
+    and `$` a price rather than the start of LaTeX."""
+    return shown_text(text).replace("$", "\\$")

@@ -21,8 +21,6 @@ from pathlib import Path
 
 import pytest
 from dockerfile_parse import DockerfileParser
-from markdown_it import MarkdownIt
-from markdown_it.token import Token
 from streamlit.testing.v1 import AppTest
 
 from core.backends import (
@@ -66,12 +64,12 @@ from core.owners import (
     owner_for_token,
     visitor_access,
 )
-from core.safe_markdown import safe_markdown
+from core.safe_markdown import safe_markdown, without_server_paths
 from core.scripted import ScriptedBackend
 from core.session import ChatSession
 from core.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, MAX_REPLY_CAP, ChatSettings
 from core.summaries import SUMMARIZE_INSTRUCTION, SUMMARY_FRAME, neutralize_markup, summarize_request
-from tests.apptest import conversation, page_text, send
+from tests.apptest import conversation, images_in, page_text, send
 from tests.conftest import REPO_ROOT, StartApp
 from tests.openai_server import Fault, OpenAIServer, running_server, unused_port
 
@@ -857,23 +855,6 @@ def test_a_short_link_is_refused_on_the_page_not_opened_as_a_new_workspace(start
 
 # --- issue 17: images never load ----------------------------------------------------------------
 
-_CHECK_PARSER = MarkdownIt("commonmark").enable(["table", "strikethrough"])
-
-
-def images_in(text: str) -> list[str]:
-    """The address of every image a CommonMark reader (with GitHub's tables) would load."""
-    found: list[str] = []
-
-    def walk(tokens: list[Token]) -> None:
-        for token in tokens:
-            if token.type == "image":
-                found.append(str(token.attrs.get("src")))
-            walk(token.children or [])
-
-    walk(_CHECK_PARSER.parse(text))
-    return found
-
-
 IMAGE_TRICKS = [
     "![x\ny](http://h/p.png)",
     "![a [b] c](http://h/p.png)",
@@ -1017,7 +998,7 @@ def test_a_model_name_too_long_is_cut_at_the_field_and_refused_by_the_conversati
     assert conversation(at).model == "m" * MAX_MODEL_NAME
 
 
-@pytest.mark.parametrize("avatar", ["🙂🙂", "/🙂", "🍜 ", "🍜x", "https://h/a.png"])
+@pytest.mark.parametrize("avatar", ["🙂🙂", "/🙂", "🍜x", "https://h/a.png", ":material/home:"])
 def test_an_avatar_streamlit_would_take_for_a_path_is_refused(avatar: str) -> None:
     from core.personas import parse_persona
 
@@ -1038,3 +1019,23 @@ def test_every_emoji_streamlit_draws_is_an_avatar(avatar: str) -> None:
         "max_reply_tokens: 50\n"
     )
     assert parse_persona(text, "n").avatar == avatar
+
+
+# --- issue 17: clear refusals -----------------------------------------------------------------------
+
+
+def test_a_store_error_names_no_server_folder(start_app: StartApp, tmp_path: Path) -> None:
+    folder = tmp_path / "deployment" / "dashboard.db"
+    folder.mkdir(parents=True)  # a folder where the database file should be
+    at = start_app(DATABASE_URL=f"sqlite:///{folder}")
+    assert not at.exception
+    shown = page_text(at)
+    assert "dashboard.db is a folder" in shown
+    assert str(tmp_path) not in shown
+
+
+def test_server_paths_are_cut_to_their_last_part_and_urls_kept() -> None:
+    assert without_server_paths("The database /srv/app/data/x.db is locked") == "The database x.db is locked"
+    assert (
+        without_server_paths("http://10.0.0.5:8000/v1/chat failed") == "http://10.0.0.5:8000/v1/chat failed"
+    )
