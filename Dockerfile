@@ -11,10 +11,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 
-# Spaces run the container as UID 1000: that user, with its home and an app folder it owns.
+# Spaces run the container as UID 1000: that user, with its home, an app folder and a /data folder
+# it owns (a Docker volume mounted on /data starts with that owner, so the user can write to it).
 RUN useradd -m -u 1000 user \
-    && mkdir /home/user/app \
-    && chown user:user /home/user/app
+    && mkdir /home/user/app /data \
+    && chown user:user /home/user/app /data
 
 WORKDIR /home/user/app
 
@@ -37,8 +38,8 @@ ENV HOME=/home/user \
 # errors show no tracebacks (no server paths). Run with -e ACCESS_MODE=single-user for your own use.
 ENV ACCESS_MODE=private \
     STREAMLIT_CLIENT_SHOW_ERROR_DETAILS=none
-# Conversations go to /data when a Space's persistent storage is mounted there, else to data/ in
-# the app folder (kept until the container restarts).
+# Conversations go to /data/dashboard.db: a Space's persistent storage or a Docker volume mounted
+# there keeps them; without one they last until the container restarts (docs/deploy.md).
 ENV DATA_DIR=/data
 
 COPY --chown=user . .

@@ -84,8 +84,8 @@ def open_session(at: AppTest) -> ChatSession:
     """The foodie session the dashboard has open (in its workspace, or before workspaces, in its
     per-persona sessions)."""
     state = at.session_state
-    if "workspace" in state:
-        workspace = state["workspace"]
+    if "service" in state or "workspace" in state:
+        workspace = state["service"].workspace if "service" in state else state["workspace"]
         session: ChatSession = workspace.sessions[workspace.current["foodie"]]
         return session
     session = state["sessions"]["foodie"]

@@ -22,7 +22,7 @@ import httpx2
 import openai
 from openai import Stream
 from openai.types.chat import ChatCompletionChunk
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from core.errors import (
     AddressRefused,
@@ -67,10 +67,31 @@ MAX_EVENT_BYTES = 6 * reply_size_limit(None) + REPLY_BYTES_MARGIN
 
 
 class Usage(BaseModel):
-    """Token usage as the server reported it."""
+    """Token usage as the server reported it. `prompt_tokens` is every prompt token, however it
+    was billed; of them, `cached_prompt_tokens` were read from the server's prompt cache and
+    `cache_write_tokens` were written to it (Anthropic bills writes apart). None: not reported."""
 
     prompt_tokens: int = Field(ge=0, le=MAX_REPORTED_TOKENS)
     completion_tokens: int = Field(ge=0, le=MAX_REPORTED_TOKENS)
+    cached_prompt_tokens: int | None = Field(None, ge=0, le=MAX_REPORTED_TOKENS)
+    cache_write_tokens: int | None = Field(None, ge=0, le=MAX_REPORTED_TOKENS)
+
+    @model_validator(mode="after")
+    def _cache_within_prompt(self) -> Usage:
+        if (self.cached_prompt_tokens or 0) + (self.cache_write_tokens or 0) > self.prompt_tokens:
+            raise ValueError("more prompt tokens read from and written to the cache than the prompt has")
+        return self
+
+
+def cached_tokens_reported(usage: Any) -> int | None:
+    """The prompt tokens an OpenAI-compatible usage object says were served from cache: OpenAI's,
+    vLLM's and llama.cpp's `prompt_tokens_details.cached_tokens`, or DeepSeek's
+    `prompt_cache_hit_tokens` (its `prompt_cache_miss_tokens` are the rest). None: not reported."""
+    details = getattr(usage, "prompt_tokens_details", None)
+    figures = [getattr(details, "cached_tokens", None), getattr(usage, "prompt_cache_hit_tokens", None)]
+    # DeepSeek may also send OpenAI's field, left at 0: the larger figure is the real one.
+    reported = [n for n in figures if isinstance(n, int) and not isinstance(n, bool)]
+    return max(reported) if reported else None
 
 
 class ChatRequest(BaseModel):
@@ -717,7 +738,11 @@ class OpenAIReplyStream(ReplyStream):
 
     def _take_usage(self, usage: Any) -> None:
         try:
-            self.usage = Usage(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+            self.usage = Usage(
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+                cached_prompt_tokens=cached_tokens_reported(usage),
+            )
         except (ValidationError, AttributeError, TypeError):
             self.usage = None
             self.usage_note = (

@@ -10,19 +10,26 @@ browser: an unchanged conversation costs no chart or table work.
 
 from __future__ import annotations
 
+import json
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa  # type: ignore[import-untyped]  # ships with Streamlit, untyped
 
+from core.i18n import Translator
 from core.stats import CONTEXT_COLUMNS, TURN_COLUMNS, ContextGauge, DashboardFigures, Row
 
 if TYPE_CHECKING:
     from core.compare import ComparisonSnapshot
+    from core.leaderboard import Leaderboard
     from core.replay import Comparison as ReplayComparison
 
 Spec = dict[str, Any]
+#: The page's text in its language (a `core.i18n.Translator`): `text("chart.axis.turn")`. Every
+#: title, legend entry and tooltip label a chart shows comes from it.
+Text = Callable[..., str]
 
 #: The Vega-Lite major version Streamlit's frontend draws with.
 VEGA_LITE_SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json"
@@ -41,15 +48,17 @@ OKABE_ITO = {
     "black": "#000000",
 }
 
-# turn_rows column -> (legend name, colour); every layer below filters on these names.
+# turn_rows column -> (series id, colour). A series is shown as `chart.series.<id>` in the page's
+# language, and every layer below filters on that name.
 SERIES = {
-    "counted_prompt_tokens": ("prompt, counted", OKABE_ITO["blue"]),
-    "reported_prompt_tokens": ("prompt, API", OKABE_ITO["orange"]),
+    "counted_prompt_tokens": ("counted", OKABE_ITO["blue"]),
+    "reported_prompt_tokens": ("reported", OKABE_ITO["orange"]),
+    "cached_prompt_tokens": ("cached", OKABE_ITO["sky"]),
     "reply_tokens": ("reply", OKABE_ITO["green"]),
     "context_budget": ("budget", OKABE_ITO["vermillion"]),
     "summary_tokens": ("summary", OKABE_ITO["purple"]),
 }
-#: The trim markers' legend name and colour.
+#: The trim markers' series id and colour.
 TRIMS = ("trimmed", OKABE_ITO["black"])
 #: The budget is left out of the y scale, and named in a note at the top instead of drawn as a
 #: rule, when it is more than this many times the largest figure drawn: at a 64,000-token budget
@@ -66,13 +75,14 @@ GAUGE_COLORS = {
     "priming": OKABE_ITO["vermillion"],
     "free": OKABE_ITO["black"],
 }
+# A trim marker's tooltip: field, type, format; each titled `chart.trim.<field>`.
 TRIM_TOOLTIP = (
-    ("turn", "quantitative", "trimmed before turn", None),
-    ("messages_dropped", "quantitative", "messages dropped", None),
-    ("tokens_freed", "quantitative", "tokens freed", ","),
-    ("tokens_before", "quantitative", "tokens before", ","),
-    ("tokens_after", "quantitative", "tokens after", ","),
-    ("preview", "nominal", "dropped", None),
+    ("turn", "quantitative", None),
+    ("messages_dropped", "quantitative", None),
+    ("tokens_freed", "quantitative", ","),
+    ("tokens_before", "quantitative", ","),
+    ("tokens_after", "quantitative", ","),
+    ("preview", "nominal", None),
 )
 # Each layer has its own colour scale, so its own legend, whose symbol is set to match its mark
 # (a layered chart's shared legend draws every entry with one layer's symbol).
@@ -85,10 +95,11 @@ def _legend(**symbol: Any) -> Spec:
     return {**_LEGEND, **symbol}
 
 
-#: Series -> the legend symbol its mark is drawn with (`usage_spec`), in the legends' order.
+#: Series id -> the legend symbol its mark is drawn with (`usage_spec`), in the legends' order.
 USAGE_LEGENDS: dict[str, Spec] = {
-    "prompt, counted": _legend(symbolType="stroke", symbolStrokeWidth=2),
-    "prompt, API": _legend(symbolType="circle", symbolFillColor="transparent", symbolStrokeWidth=1.5),
+    "counted": _legend(symbolType="stroke", symbolStrokeWidth=2),
+    "reported": _legend(symbolType="circle", symbolFillColor="transparent", symbolStrokeWidth=1.5),
+    "cached": _legend(symbolType="diamond"),
     "reply": _legend(symbolType="square", symbolOpacity=0.6),
     "summary": _legend(symbolType="square", symbolOpacity=0.45),
     "budget": _legend(symbolType="stroke", symbolDash=BUDGET_DASH, symbolStrokeWidth=2),
@@ -96,12 +107,12 @@ USAGE_LEGENDS: dict[str, Spec] = {
 }
 
 
-def usage_series(turns: list[Row]) -> list[Row]:
+def usage_series(turns: list[Row], text: Text) -> list[Row]:
     """The per-turn rows (`core.stats.turn_rows`) in long form, one row per (turn, series) that
-    has a value."""
+    has a value, the series by its name in the page's language."""
     return [
-        {"turn": row["turn"], "series": name, "tokens": row[column]}
-        for column, (name, _) in SERIES.items()
+        {"turn": row["turn"], "series": text(f"chart.series.{series}"), "tokens": row[column]}
+        for column, (series, _) in SERIES.items()
         for row in turns
         if row[column] is not None
     ]
@@ -121,44 +132,48 @@ def usage_scale(turns: list[Row], trims: list[Row]) -> tuple[int, list[int]]:
     return max([data, *on, 1]), off
 
 
-def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
-    """Per-turn prompt tokens (counted vs reported) with the running summary's share as a band at
+def usage_spec(turns: list[Row], trims: list[Row], text: Text) -> Spec:
+    """Per-turn prompt tokens (counted vs reported, and the part served from the server's cache)
+    with the running summary's share as a band at
     their bottom, reply tokens and the budget, with trims marked (from `core.stats.turn_rows` and
     `trim_rows`). The y scale follows the data: a budget far above it is named, not drawn."""
     # Half a turn of room either side, so the first and last bars are drawn whole.
     last_turn = max((row["turn"] for row in turns), default=1)
     turn_scale = {"domain": [0.5, last_turn + 0.5], "nice": False}
+    turn_title = text("chart.axis.turn")
     x = {
         "field": "turn",
         "type": "quantitative",
-        "title": "turn",
+        "title": turn_title,
         "scale": turn_scale,
         "axis": {"tickMinStep": 1, "format": "d"},
     }
     top, off_scale = usage_scale(turns, trims)
-    y = {"field": "tokens", "type": "quantitative", "title": "tokens", "scale": {"domain": [0, top]}}
+    tokens_title = text("chart.axis.tokens")
+    y = {"field": "tokens", "type": "quantitative", "title": tokens_title, "scale": {"domain": [0, top]}}
     tooltip = [
-        {"field": "turn", "type": "quantitative"},
-        {"field": "series", "type": "nominal"},
-        {"field": "tokens", "type": "quantitative", "format": ","},
+        {"field": "turn", "type": "quantitative", "title": turn_title},
+        {"field": "series", "type": "nominal", "title": text("chart.axis.series")},
+        {"field": "tokens", "type": "quantitative", "format": ",", "title": tokens_title},
     ]
 
-    def color(name: str, colour: str) -> Spec:
+    def color(series: str, colour: str) -> Spec:
         return {
             "field": "series",
             "type": "nominal",
-            "scale": {"domain": [name], "range": [colour]},
-            "legend": USAGE_LEGENDS[name],
+            "scale": {"domain": [text(f"chart.series.{series}")], "range": [colour]},
+            "legend": USAGE_LEGENDS[series],
         }
 
     def series_layer(column: str, mark: Spec, **encoding: Any) -> Spec:
-        name, colour = SERIES[column]
+        series, colour = SERIES[column]
+        name = text(f"chart.series.{series}")
         return {
-            "name": _layer_name(name),
+            "name": _layer_name(series),
             "data": {"name": "usage"},
             "transform": [{"filter": {"field": "series", "oneOf": [name]}}],
             "mark": mark,
-            "encoding": {"x": x, "y": y, "color": color(name, colour), "tooltip": tooltip, **encoding},
+            "encoding": {"x": x, "y": y, "color": color(series, colour), "tooltip": tooltip, **encoding},
         }
 
     def per_turn(layer: Spec) -> Spec:
@@ -168,7 +183,7 @@ def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
             {"calculate": "datum.turn + 0.5", "as": "end"},
         ]
         layer["encoding"] |= {
-            "x": {"field": "start", "type": "quantitative", "title": "turn", "scale": turn_scale},
+            "x": {"field": "start", "type": "quantitative", "title": turn_title, "scale": turn_scale},
             "x2": {"field": "end"},
         }
         return layer
@@ -191,27 +206,37 @@ def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
     reported = series_layer(
         "reported_prompt_tokens", {"type": "point", "size": 70, "filled": False, "strokeWidth": 1.5}
     )
-    trim_name, trim_colour = TRIMS
+    # What the server read from its prompt cache, as filled diamonds under the prompt it is part of.
+    cached = series_layer(
+        "cached_prompt_tokens", {"type": "point", "shape": "diamond", "size": 60, "filled": True}
+    )
+    trim_series, trim_colour = TRIMS
     trim_marks = {
-        "name": _layer_name(trim_name),
+        "name": _layer_name(trim_series),
         "data": {"name": "trims"},
-        "transform": [{"calculate": f"'{trim_name}'", "as": "series"}],
+        "transform": [{"calculate": _vega_string(text(f"chart.series.{trim_series}")), "as": "series"}],
         "mark": {"type": "point", "shape": "triangle-down", "size": 160, "filled": True},
         "encoding": {
             "x": x,
             "y": {"field": "tokens_before", "type": "quantitative", "scale": y["scale"]},
-            "color": color(trim_name, trim_colour),
+            "color": color(trim_series, trim_colour),
             "tooltip": [
-                {"field": field, "type": kind, "title": title, **({"format": fmt} if fmt else {})}
-                for field, kind, title, fmt in TRIM_TOOLTIP
+                {
+                    "field": field,
+                    "type": kind,
+                    "title": text(f"chart.trim.{field}"),
+                    **({"format": fmt} if fmt else {}),
+                }
+                for field, kind, fmt in TRIM_TOOLTIP
             ],
         },
     }
-    layers = [counted, reported, bars, summary, budget, trim_marks]
+    layers = [counted, reported, cached, bars, summary, budget, trim_marks]
     # Only the series drawn have a layer, so a legend entry: no API figure offline, no band
     # without a summary, no budget rule when it is off the scale, no marker without a trim.
     has = {
-        "prompt, API": any(row["reported_prompt_tokens"] is not None for row in turns),
+        "reported": any(row["reported_prompt_tokens"] is not None for row in turns),
+        "cached": any(row["cached_prompt_tokens"] for row in turns),
         "summary": any(row["summary_tokens"] for row in turns),
         "budget": len(off_scale) < len({row["context_budget"] for row in turns}),
         "trimmed": bool(trims),
@@ -219,60 +244,70 @@ def usage_spec(turns: list[Row], trims: list[Row]) -> Spec:
     layers = [layer for layer in layers if has.get(_series_of(layer), True)]
     if off_scale:
         # Named above the top right of the plot, above the scale it is left off.
-        layers.append(
-            {
-                "name": "budget_note",
-                "data": {"values": [{"note": f"budget {off_scale[-1]:,} ↑"}]},
-                "mark": {
-                    "type": "text",
-                    "align": "right",
-                    "baseline": "bottom",
-                    "dy": -4,
-                    "fontWeight": "bold",
-                    "color": SERIES["context_budget"][1],
-                },
-                "encoding": {"text": {"field": "note"}, "x": {"value": "width"}, "y": {"value": 0}},
-            }
-        )
+        layers.append(budget_note(text("chart.budget_off_scale", budget=off_scale[-1])))
     return {
         "$schema": VEGA_LITE_SCHEMA,
         "height": 240,
         "layer": layers,
         "resolve": {"scale": {"color": "independent"}, "legend": {"color": "independent"}},
-        "datasets": {"usage": usage_series(turns), "trims": trims},
+        "datasets": {"usage": usage_series(turns, text), "trims": trims},
+    }
+
+
+def budget_note(text: str) -> Spec:
+    """A budget left off the y scale, named above the top right of the plot."""
+    return {
+        "name": "budget_note",
+        "data": {"values": [{"note": text}]},
+        "mark": {
+            "type": "text",
+            "align": "right",
+            "baseline": "bottom",
+            "dy": -4,
+            "fontWeight": "bold",
+            "color": SERIES["context_budget"][1],
+        },
+        "encoding": {"text": {"field": "note"}, "x": {"value": "width"}, "y": {"value": 0}},
     }
 
 
 def _layer_name(series: str) -> str:
-    return "series_" + "".join(c if c.isalnum() else "_" for c in series)
+    return f"series_{series}"
 
 
 def _series_of(layer: Spec) -> str:
-    """The series a usage layer draws (its legend's one entry)."""
-    return str(layer["encoding"]["color"]["scale"]["domain"][0]) if "color" in layer["encoding"] else ""
+    """The id of the series a usage layer draws (its legend's one entry)."""
+    return str(layer.get("name", "")).removeprefix("series_")
 
 
-def gauge_spec(gauge: ContextGauge) -> Spec:
+def _vega_string(value: str) -> str:
+    """`value` as a Vega expression string literal (JSON's string syntax is one)."""
+    return json.dumps(value)
+
+
+def gauge_spec(gauge: ContextGauge, text: Text) -> Spec:
     """One bar: what fills the context budget now, part by part, left to right, with the free
     room as a dashed outline; a legend names each part."""
     parts: list[Row] = []
     start = 0
     for order, (part, tokens) in enumerate(gauge.parts()):
-        parts.append({"part": part, "tokens": tokens, "order": order, "start": start, "end": start + tokens})
+        label = text(f"gauge.part.{part}")
+        parts.append({"part": label, "tokens": tokens, "order": order, "start": start, "end": start + tokens})
         start += tokens
     used = [part for part in GAUGE_COLORS if part != "free"]
     tooltip = [
-        {"field": "part", "type": "nominal"},
-        {"field": "tokens", "type": "quantitative", "format": ","},
+        {"field": "part", "type": "nominal", "title": text("chart.gauge.part")},
+        {"field": "tokens", "type": "quantitative", "format": ",", "title": text("chart.axis.tokens")},
     ]
     x = {
         "field": "start",
         "type": "quantitative",
-        "title": f"tokens of the {gauge.budget:,}-token budget",
+        "title": text("chart.gauge.axis", budget=gauge.budget),
         "scale": {"domain": [0, max(start, 1)], "nice": False},
     }
 
-    def layer(names: list[str], mark: Spec, legend: Spec) -> Spec:
+    def layer(ids: list[str], mark: Spec, legend: Spec) -> Spec:
+        names = [text(f"gauge.part.{part}") for part in ids]
         return {
             "transform": [{"filter": {"field": "part", "oneOf": names}}, {"filter": "datum.tokens > 0"}],
             "mark": mark,
@@ -282,7 +317,7 @@ def gauge_spec(gauge: ContextGauge) -> Spec:
                 "color": {
                     "field": "part",
                     "type": "nominal",
-                    "scale": {"domain": names, "range": [GAUGE_COLORS[name] for name in names]},
+                    "scale": {"domain": names, "range": [GAUGE_COLORS[part] for part in ids]},
                     "legend": {**_LEGEND, "orient": "bottom", **legend},
                 },
                 "tooltip": tooltip,
@@ -320,6 +355,7 @@ _TYPES = {
     "turn": _INTEGER,
     "counted_prompt_tokens": _INTEGER,
     "reported_prompt_tokens": _INTEGER,
+    "cached_prompt_tokens": _INTEGER,
     "difference": _INTEGER,
     "reply_tokens": _INTEGER,
     "context_budget": _INTEGER,
@@ -363,18 +399,21 @@ class DashboardDrawing:
     mismatched: pa.Table
 
 
-_drawings: weakref.WeakKeyDictionary[DashboardFigures, DashboardDrawing] = weakref.WeakKeyDictionary()
+_drawings: weakref.WeakKeyDictionary[DashboardFigures, dict[str, DashboardDrawing]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
-def dashboard_drawing(figures: DashboardFigures) -> DashboardDrawing:
-    """The charts and tables of `figures`, built once per figures object (which
-    `core.stats.dashboard_figures` builds once per version of a conversation)."""
-    drawing = _drawings.get(figures)
+def dashboard_drawing(figures: DashboardFigures, text: Translator) -> DashboardDrawing:
+    """The charts and tables of `figures` in `text`'s language, built once per figures object
+    (which `core.stats.dashboard_figures` builds once per version of a conversation) and language."""
+    drawings = _drawings.setdefault(figures, {})
+    drawing = drawings.get(text.language)
     if drawing is None:
         turns, trims = figures.turns, figures.trims
-        drawing = _drawings[figures] = DashboardDrawing(
-            usage=for_streamlit(usage_spec(turns, trims)) if turns else None,
-            gauge=for_streamlit(gauge_spec(figures.gauge)),
+        drawing = drawings[text.language] = DashboardDrawing(
+            usage=for_streamlit(usage_spec(turns, trims, text)) if turns else None,
+            gauge=for_streamlit(gauge_spec(figures.gauge, text)),
             context=_table(figures.context, CONTEXT_COLUMNS),
             trims=_table(trims, TRIM_LOG_COLUMNS),
             turns=_table(turns, TURN_COLUMNS),
@@ -396,71 +435,136 @@ def _arrow(table: pa.Table) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def comparison_spec(snapshot: ComparisonSnapshot) -> Spec | None:
-    """Per message, each column's prompt tokens (billed) with its budget as a dashed rule, and in
-    the tooltip its reply tokens, speed and cost; None before any answer."""
-    rows = [
-        {
-            "round": run.round,
-            "column": view.label,
-            "prompt tokens": run.prompt_tokens,
-            "budget": run.context_budget,
-            "reply tokens": run.reply_tokens,
-            "first token s": run.time_to_first_token_s,
-            "total s": run.total_s,
-            "cost usd": run.cost_usd,
-        }
+@dataclass(frozen=True)
+class ComparisonChartTexts:
+    """The comparison chart's words, in the page's language."""
+
+    message: str = "message"
+    prompt_tokens: str = "prompt tokens"
+    reply_tokens: str = "reply tokens"
+    first_token_s: str = "first token (s)"
+    total_s: str = "total (s)"
+    cost_usd: str = "cost (USD)"
+    budget: str = "budget"
+
+
+def comparison_spec(snapshot: ComparisonSnapshot, texts: ComparisonChartTexts | None = None) -> Spec | None:
+    """Per message, each column's prompt tokens (billed) as a line with points, and its budget as
+    a dashed tick where it is near the data (a budget more than BUDGET_OFF_SCALE times the
+    largest prompt is named above the plot instead, as in the usage chart); reply tokens, speed
+    and cost in the tooltip. None before any answer, and while the labels are hidden: the sizes
+    and costs would tell the columns apart before the vote. The legend lists one column per row
+    under the plot, so long labels never overlap and fit a phone."""
+    if snapshot.labels_hidden:
+        return None
+    texts = texts or ComparisonChartTexts()
+    answered = [
+        (view.label, run, run.prompt_tokens)
         for view in snapshot.columns
         for run in view.runs
         if run.prompt_tokens is not None and not run.running
     ]
-    if not rows:
+    if not answered:
         return None
-    color = {"field": "column", "type": "nominal", "legend": {"orient": "bottom", "title": None}}
-    x = {"field": "round", "type": "ordinal", "title": "message"}
-    tooltip = [
-        {"field": name, "type": "quantitative" if name not in ("column",) else "nominal"}
-        for name in ("column", "prompt tokens", "reply tokens", "first token s", "total s", "cost usd")
+    rows = [
+        {
+            "round": run.round,
+            "column": label,
+            "prompt": prompt,
+            "budget": run.context_budget,
+            "reply": run.reply_tokens,
+            "first_token_s": run.time_to_first_token_s,
+            "total_s": run.total_s,
+            "cost_usd": run.cost_usd,
+        }
+        for label, run, prompt in answered
     ]
+    largest = max(prompt for _, _, prompt in answered)
+    budgets = sorted({run.context_budget for _, run, _ in answered})
+    off_scale = [budget for budget in budgets if budget > BUDGET_OFF_SCALE * largest]
+    top = max([largest, *(budget for budget in budgets if budget not in off_scale)])
+    legend = {"orient": "bottom", "title": None, "columns": 1, "labelLimit": 0}
+    color = {
+        "field": "column",
+        "type": "nominal",
+        "legend": legend,
+        "scale": {"range": list(OKABE_ITO.values())},
+    }
+    x = {"field": "round", "type": "ordinal", "title": texts.message, "axis": {"labelAngle": 0}}
+    y_scale = {"domain": [0, top]}
+    tooltip = [
+        {"field": "column", "type": "nominal", "title": " "},
+        {"field": "prompt", "type": "quantitative", "title": texts.prompt_tokens, "format": ","},
+        {"field": "reply", "type": "quantitative", "title": texts.reply_tokens, "format": ","},
+        {"field": "first_token_s", "type": "quantitative", "title": texts.first_token_s, "format": ".2f"},
+        {"field": "total_s", "type": "quantitative", "title": texts.total_s, "format": ".2f"},
+        {"field": "cost_usd", "type": "quantitative", "title": texts.cost_usd, "format": ".5f"},
+    ]
+    layers: list[Spec] = [
+        {
+            "mark": {"type": "line", "point": {"filled": True, "size": 70}},
+            "encoding": {
+                "x": x,
+                "y": {
+                    "field": "prompt",
+                    "type": "quantitative",
+                    "title": texts.prompt_tokens,
+                    "scale": y_scale,
+                },
+                "color": color,
+                "tooltip": tooltip,
+            },
+        }
+    ]
+    if len(off_scale) < len(budgets):
+        layers.append(
+            {
+                "transform": [{"filter": {"field": "budget", "lte": top}}],
+                "mark": {"type": "tick", "strokeDash": BUDGET_DASH, "thickness": 2},
+                "encoding": {
+                    "x": x,
+                    "y": {"field": "budget", "type": "quantitative", "scale": y_scale},
+                    "color": color,
+                    "tooltip": [
+                        {"field": "column", "type": "nominal", "title": " "},
+                        {"field": "budget", "type": "quantitative", "title": texts.budget, "format": ","},
+                    ],
+                },
+            }
+        )
+    if off_scale:
+        layers.append(budget_note(f"{texts.budget} {off_scale[-1]:,} ↑"))
     return {
         "$schema": VEGA_LITE_SCHEMA,
         "data": {"name": "runs"},
-        "layer": [
-            {
-                "mark": {"type": "line", "point": True},
-                "encoding": {
-                    "x": x,
-                    "y": {"field": "prompt tokens", "type": "quantitative", "title": "prompt tokens"},
-                    "color": color,
-                    "shape": {"field": "column", "type": "nominal", "legend": None},
-                    "tooltip": tooltip,
-                },
-            },
-            {
-                "mark": {"type": "tick", "strokeDash": [6, 4], "thickness": 2},
-                "encoding": {"x": x, "y": {"field": "budget", "type": "quantitative"}, "color": color},
-            },
-        ],
+        "layer": layers,
         "datasets": {"runs": rows},
     }
 
 
-def replay_spec(result: ReplayComparison) -> Spec:
+def replay_spec(result: ReplayComparison, text: Text) -> Spec:
     """Prompt tokens per turn as recorded and as replayed (two lines, told apart by colour and by
     dash), with the replay's budget as a dashed rule."""
+    recorded, replayed = text("chart.replay.recorded"), text("chart.replay.what_if")
     rows = [
         {"turn": row.number, "run": run, "prompt tokens": turn.prompt_tokens}
         for row in result.turns
-        for run, turn in (("recorded", row.recorded), ("what if", row.replayed))
+        for run, turn in ((recorded, row.recorded), (replayed, row.replayed))
     ]
     budget = result.scenario.budget
-    runs = {"domain": ["recorded", "what if"], "range": ["#0072B2", "#E69F00"]}
+    runs = {"domain": [recorded, replayed], "range": [OKABE_ITO["blue"], OKABE_ITO["orange"]]}
+    turn_title, tokens_title = text("chart.axis.turn"), text("chart.compare.prompt_tokens")
     layers: list[Spec] = [
         {
             "mark": {"type": "line", "point": True},
             "encoding": {
-                "x": {"field": "turn", "type": "quantitative", "axis": {"tickMinStep": 1, "format": "d"}},
-                "y": {"field": "prompt tokens", "type": "quantitative"},
+                "x": {
+                    "field": "turn",
+                    "type": "quantitative",
+                    "title": turn_title,
+                    "axis": {"tickMinStep": 1, "format": "d"},
+                },
+                "y": {"field": "prompt tokens", "type": "quantitative", "title": tokens_title},
                 "color": {
                     "field": "run",
                     "type": "nominal",
@@ -474,9 +578,9 @@ def replay_spec(result: ReplayComparison) -> Spec:
                     "legend": None,
                 },
                 "tooltip": [
-                    {"field": "turn", "type": "quantitative"},
-                    {"field": "run", "type": "nominal"},
-                    {"field": "prompt tokens", "type": "quantitative", "format": ","},
+                    {"field": "turn", "type": "quantitative", "title": turn_title},
+                    {"field": "run", "type": "nominal", "title": text("chart.replay.run")},
+                    {"field": "prompt tokens", "type": "quantitative", "format": ",", "title": tokens_title},
                 ],
             },
         }
@@ -493,4 +597,51 @@ def replay_spec(result: ReplayComparison) -> Spec:
         "data": {"name": "replay"},
         "layer": layers,
         "datasets": {"replay": rows},
+    }
+
+
+def leaderboard_spec(board: Leaderboard, *, rating_title: str, interval_title: str, votes_title: str) -> Spec:
+    """Each contestant's rating as a point on its 95% interval (a rule), best at the top; the
+    axis and tooltip titles are the page's, in its language."""
+    rows = [
+        {
+            "contestant": row.contestant.label,
+            "rating": round(row.rating, 1),
+            "lower": round(row.lower, 1),
+            "upper": round(row.upper, 1),
+            "votes": row.votes,
+        }
+        for row in board.ratings
+    ]
+    y = {"field": "contestant", "type": "nominal", "sort": None, "title": None, "axis": {"labelLimit": 220}}
+    tooltip = [
+        {"field": "contestant", "type": "nominal"},
+        {"field": "rating", "type": "quantitative", "title": rating_title},
+        {"field": "lower", "type": "quantitative", "title": f"{interval_title} −"},
+        {"field": "upper", "type": "quantitative", "title": f"{interval_title} +"},
+        {"field": "votes", "type": "quantitative", "title": votes_title},
+    ]
+    return {
+        "$schema": VEGA_LITE_SCHEMA,
+        "data": {"name": "ratings"},
+        "encoding": {"y": y, "tooltip": tooltip},
+        "layer": [
+            {
+                "mark": {"type": "rule", "strokeWidth": 2, "color": OKABE_ITO["sky"]},
+                "encoding": {
+                    "x": {
+                        "field": "lower",
+                        "type": "quantitative",
+                        "scale": {"zero": False},
+                        "title": rating_title,
+                    },
+                    "x2": {"field": "upper"},
+                },
+            },
+            {
+                "mark": {"type": "point", "filled": True, "size": 80, "color": OKABE_ITO["blue"]},
+                "encoding": {"x": {"field": "rating", "type": "quantitative"}},
+            },
+        ],
+        "datasets": {"ratings": rows},
     }

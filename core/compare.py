@@ -13,7 +13,7 @@ concurrently, with each column's tokens, cost and speed.
     comparison.stop(1); comparison.retry(2)
     comparison.update_settings(1, context_budget=2000)    # between messages, per column
     pick = comparison.pick(0)             # blind mode: reveals the labels, records the preference
-    tally.record(pick)                    # the owner's running count of wins
+    # (or comparison.vote("tie")); core/leaderboard.py rates the contestants from the picks
 
 Threads and what they may touch:
 
@@ -47,6 +47,7 @@ import functools
 import html
 import json
 import logging
+import random
 import re
 import threading
 import time
@@ -66,6 +67,7 @@ from core.offline import OfflineBackend
 from core.personas import Persona
 from core.safe_markdown import safe_markdown
 from core.session import ChatSession
+from core.settings import ChatSettings
 from core.validation import describe_validation_error
 
 logger = logging.getLogger(__name__)
@@ -204,87 +206,32 @@ class Candidate(BaseModel):
     label: str
     persona_id: str | None
     model: str
+    #: The settings that tell two columns of one persona on one model apart (budget, reply cap,
+    #: policy, sampling), as `settings_summary()` writes them; what a leaderboard ranks.
+    settings: str = ""
+
+
+#: A vote on one message: one answer preferred, a tie, or every answer bad.
+PickOutcome = Literal["preferred", "tie", "both_bad"]
 
 
 class Pick(BaseModel):
-    """The answer the user preferred for one message, with who it came from and who it beat."""
+    """The user's vote on one message: the answer preferred (with who it came from and who it
+    beat), or a tie, or all bad (then the winner's fields are None)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     id: str = Field(default_factory=lambda: uuid.uuid4().hex, max_length=64)
     round: int = Field(ge=1)
-    column: int = Field(ge=0, lt=MAX_COLUMNS)
-    label: str
+    outcome: PickOutcome = "preferred"
+    column: int | None = Field(ge=0, lt=MAX_COLUMNS)
+    label: str | None
     persona_id: str | None
-    model: str
+    model: str | None
     #: True when the labels were still hidden when the user chose.
     blind: bool
     candidates: tuple[Candidate, ...]
     at: datetime = Field(default_factory=_now)
-
-
-class Standing(BaseModel):
-    """One persona's (or model's) record in a tally."""
-
-    model_config = ConfigDict(frozen=True)
-
-    name: str
-    wins: int
-    rounds: int
-
-    @property
-    def win_rate(self) -> float:
-        return self.wins / self.rounds if self.rounds else 0.0
-
-
-class Tally(BaseModel):
-    """One owner's count of picks: how often each persona and model was preferred, out of how
-    many picks it took part in. Plain data: `to_dict()` for the store, `from_dict()` back."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    owner: str
-    picks: int = Field(0, ge=0)
-    blind_picks: int = Field(0, ge=0)
-    persona_wins: dict[str, int] = {}
-    persona_rounds: dict[str, int] = {}
-    model_wins: dict[str, int] = {}
-    model_rounds: dict[str, int] = {}
-
-    def record(self, pick: Pick) -> None:
-        self.picks += 1
-        self.blind_picks += pick.blind
-        for rounds, names in (
-            (self.persona_rounds, {c.persona_id or NO_PERSONA for c in pick.candidates}),
-            (self.model_rounds, {c.model for c in pick.candidates}),
-        ):
-            for name in names:
-                rounds[name] = rounds.get(name, 0) + 1
-        persona = pick.persona_id or NO_PERSONA
-        self.persona_wins[persona] = self.persona_wins.get(persona, 0) + 1
-        self.model_wins[pick.model] = self.model_wins.get(pick.model, 0) + 1
-
-    def standings(self, by: Literal["persona", "model"] = "persona") -> list[Standing]:
-        """Most wins first (then the best rate, then the name)."""
-        wins, rounds = (
-            (self.persona_wins, self.persona_rounds)
-            if by == "persona"
-            else (self.model_wins, self.model_rounds)
-        )
-        rows = [Standing(name=name, wins=wins.get(name, 0), rounds=count) for name, count in rounds.items()]
-        return sorted(rows, key=lambda row: (-row.wins, -row.win_rate, row.name))
-
-    def to_dict(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    @classmethod
-    def from_dict(cls, data: Any) -> Tally:
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            raise ConversationImportError(
-                f"The pick tally is not valid: {describe_validation_error(exc)}"
-            ) from None
 
 
 # --- What the page reads ----------------------------------------------------------------------
@@ -534,6 +481,21 @@ class Column:
         return next((m.content for m in self._published.messages if m.id == last.reply_id), "")
 
 
+def settings_summary(settings: ChatSettings) -> str:
+    """What tells two columns of one persona on one model apart, in a few words."""
+    parts = [f"budget {settings.context_budget:,}", f"reply cap {settings.max_reply_tokens:,}"]
+    parts.append(settings.context_policy)
+    sampling = settings.sampling.model_dump(exclude_none=True)
+    parts += [f"{name} {value}" for name, value in sorted(sampling.items())]
+    return " · ".join(parts)
+
+
+def _vote_cell(pick: Pick, labels: Sequence[str]) -> str:
+    if pick.column is not None:
+        return labels[pick.column]
+    return {"tie": "tie", "both_bad": "all bad"}.get(pick.outcome, pick.outcome)
+
+
 def default_label(session: ChatSession) -> str:
     conversation = session.conversation
     return f"{conversation.persona_id or 'Chat'} · {conversation.model}"
@@ -728,10 +690,28 @@ class Comparison:
 
     # --- blind mode and picks ------------------------------------------------------------------
 
+    @classmethod
+    def blind_pair(
+        cls, first: Column, second: Column, *, rng: random.Random | None = None, **options: Any
+    ) -> Comparison:
+        """Two columns in random order with their labels hidden until the vote: a blind pair.
+        The same pair answers every message of the comparison."""
+        pair = [first, second]
+        (rng or random.SystemRandom()).shuffle(pair)
+        return cls(pair, blind=True, **options)
+
     def pick(self, index: int) -> Pick:
         """Record column `index`'s answer to the latest message as the preferred one, and reveal
         the labels. One pick per message, once every column has finished."""
-        column = self._column(index)
+        return self.vote("preferred", index)
+
+    def vote(self, outcome: PickOutcome, index: int | None = None) -> Pick:
+        """Record a vote on the latest message: column `index`'s answer preferred, or a tie, or
+        all bad (no index); then reveal the labels. One vote per message, once every column has
+        finished."""
+        if (outcome == "preferred") != (index is not None):
+            raise ConversationStateError("Name the preferred column, and only for a preferred answer.")
+        column = self._column(index) if index is not None else None
         with self._control, self._lock:
             if not self._rounds:
                 raise ConversationStateError("Nothing has been asked yet.")
@@ -740,20 +720,26 @@ class Comparison:
             number = len(self._rounds)
             if any(pick.round == number for pick in self._picks):
                 raise ConversationStateError("An answer to this message has already been picked.")
-            if not _answered(column._figures(), number):
+            if column is not None and index is not None and not _answered(column._figures(), number):
                 raise ConversationStateError(
                     f"Column {LETTERS[index]} has no answer to this message to pick."
                 )
             candidates = tuple(
-                Candidate(label=c.label, persona_id=c._published.persona_id, model=c._published.model)
+                Candidate(
+                    label=c.label,
+                    persona_id=c._published.persona_id,
+                    model=c._published.model,
+                    settings=settings_summary(c.session.settings),
+                )
                 for c in self.columns
             )
             pick = Pick(
                 round=number,
+                outcome=outcome,
                 column=index,
-                label=column.label,
-                persona_id=column._published.persona_id,
-                model=column._published.model,
+                label=column.label if column else None,
+                persona_id=column._published.persona_id if column else None,
+                model=column._published.model if column else None,
                 blind=self.labels_hidden,
                 candidates=candidates,
             )
@@ -818,9 +804,10 @@ class Comparison:
         if [r.number for r in record.rounds] != list(range(1, rounds + 1)):
             problems.append(f"its messages are not numbered 1 to {rounds}")
         problems += [
-            f"pick {pick.id} names column {pick.column + 1} or message {pick.round}, which do not exist"
+            f"pick {pick.id} names column {(pick.column or 0) + 1} or message {pick.round}, "
+            "which do not exist"
             for pick in record.picks
-            if pick.column >= len(record.columns) or pick.round > rounds
+            if (pick.column or 0) >= len(record.columns) or pick.round > rounds
         ]
         problems += [
             f"column {LETTERS[i]} has a run for message {run.round}, which does not exist"
@@ -869,7 +856,7 @@ class Comparison:
                 lines += [
                     "",
                     "Picked: "
-                    + "; ".join(f"#{n}: {labels[pick.column]}" for n, pick in sorted(picked.items())),
+                    + "; ".join(f"#{n}: {_vote_cell(pick, labels)}" for n, pick in sorted(picked.items())),
                 ]
             lines += [
                 "",

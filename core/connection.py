@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 
 from core.backends import DEFAULT_REPLY_TIME_LIMIT_S, ChatBackend, OpenAIBackend
 from core.errors import ConfigError
+from core.i18n import Language
 from core.netguard import allowed_base_urls_from, typed_base_url_allowed
 from core.offline import OfflineBackend
 from core.owners import AccessMode
@@ -65,9 +66,10 @@ class Connection:
         """Whether errors may quote what the server said (never for a URL typed on a public deployment)."""
         return not self.public_addresses_only
 
-    def backend(self, *, offline_chunk_delay_s: float = 0.0) -> ChatBackend:
+    def backend(self, *, offline_chunk_delay_s: float = 0.0, language: Language = "en") -> ChatBackend:
+        """The backend for this connection; the offline model answers in `language`."""
         if self.offline:
-            return OfflineBackend(chunk_delay_s=offline_chunk_delay_s)
+            return OfflineBackend(chunk_delay_s=offline_chunk_delay_s, language=language)
         return OpenAIBackend(
             api_key=self.api_key or KEYLESS_PLACEHOLDER,
             base_url=self.base_url,
@@ -92,20 +94,22 @@ class Backends:
     def __init__(self, *, offline_chunk_delay_s: float = 0.0, keep: int = 4) -> None:
         self.offline_chunk_delay_s = offline_chunk_delay_s
         self._keep = keep
-        self._backends: OrderedDict[Connection, ChatBackend] = OrderedDict()
+        self._backends: OrderedDict[tuple[Connection, Language | None], ChatBackend] = OrderedDict()
 
     def __len__(self) -> int:
         return len(self._backends)
 
-    def for_connection(self, connection: Connection) -> ChatBackend:
-        backend = self._backends.get(connection)
+    def for_connection(self, connection: Connection, language: Language = "en") -> ChatBackend:
+        """The backend kept for `connection`; offline, one per language (the page's)."""
+        key = (connection, language if connection.offline else None)
+        backend = self._backends.get(key)
         if backend is None:
-            backend = self._backends[connection] = connection.backend(
-                offline_chunk_delay_s=self.offline_chunk_delay_s
+            backend = self._backends[key] = connection.backend(
+                offline_chunk_delay_s=self.offline_chunk_delay_s, language=language
             )
             while len(self._backends) > self._keep:
                 self._backends.popitem(last=False)
-        self._backends.move_to_end(connection)
+        self._backends.move_to_end(key)
         return backend
 
 

@@ -10,8 +10,10 @@ Every policy keeps the system prompt, the pending user message and pinned messag
 out whole user/assistant pairs, so what is sent always reads system, user, assistant, ..., user
 (with the running summary, when there is one, as a second system message after the first).
 
-Two policies: `DropOldest` drops the oldest exchanges; `Summarize` folds them into a running
-summary written by a model (see `core.summaries`), and drops them instead when it cannot.
+Three policies: `DropOldest` drops the oldest exchanges; `StablePrefix` drops them too, but
+down to a low-water mark, so the turns after a drop only append and a server's prompt cache keeps
+serving the prefix; `Summarize` folds them into a running summary written by a model (see
+`core.summaries`), and drops them instead when it cannot.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import ClassVar, Literal, Protocol
 from core.backends import Usage
 from core.conversation import Conversation, Message
 from core.errors import ConversationStateError, DashboardError, EmptyReply, PromptTooLong
-from core.settings import PolicyName
+from core.settings import DEFAULT_LOW_WATER, PolicyName
 from core.summaries import condense_request, summarize_request, truncate_to_tokens
 
 
@@ -122,17 +124,22 @@ class DropOldest:
 
     name: ClassVar[PolicyName] = "drop_oldest"
 
+    def target(self, conversation: Conversation) -> int:
+        """The prompt tokens a call that must drop drops down to."""
+        return conversation.context_budget
+
     def plan(self, conversation: Conversation, *, extra_tokens: int = 0) -> ContextPlan:
         total = conversation.prompt_tokens + extra_tokens
         budget = conversation.context_budget
         remove: list[str] = []
         if total > budget:
+            target = self.target(conversation)
             for user, reply in exchanges(conversation):
                 if user.pinned or reply.pinned:
                     continue
                 remove += [user.id, reply.id]
                 total -= user.tokens + reply.tokens
-                if total <= budget:
+                if total <= target:
                     break
         pinned, summary = conversation.pinned_tokens, conversation.summary_tokens
         return ContextPlan(tuple(remove), total, budget, pinned, summary_tokens=summary)
@@ -147,6 +154,29 @@ class DropOldest:
         if plan.remove:
             conversation.record_trim(list(plan.remove), tokens_before=conversation.prompt_tokens)
         return conversation.api_messages()
+
+
+def low_water_tokens(conversation: Conversation) -> int:
+    """The prompt tokens a stable-prefix step cuts down to: the low-water share of the budget."""
+    share = conversation.settings.low_water
+    return int(conversation.context_budget * (DEFAULT_LOW_WATER if share is None else share))
+
+
+class StablePrefix(DropOldest):
+    """Drop the oldest exchanges as `DropOldest` does, but only when the prompt would not fit,
+    and then down to the low-water mark (`ChatSettings.low_water`, 65% of the budget unless set).
+
+    Prompt caches serve the longest prefix a prompt shares with a recent one. Dropping one
+    exchange per turn at the limit changes the prompt's start on every turn, so almost nothing
+    is served from cache; dropping several at once, now and then, leaves the turns between two
+    steps appending to the same prefix. Pins hold as in `DropOldest`: when they leave no way down
+    to the mark, it drops what it can, as long as the prompt fits the budget.
+    """
+
+    name: ClassVar[PolicyName] = "stable_prefix"
+
+    def target(self, conversation: Conversation) -> int:
+        return low_water_tokens(conversation)
 
 
 #: The summary's share of the budget: past it, the summary is summarized again.
@@ -200,12 +230,13 @@ class Summarize:
             return ContextPlan((), total, budget, pinned, summary_tokens=current)
         base = total - current  # the prompt without the summary
         least = conversation.count_summary("") + MIN_SUMMARY_TEXT_TOKENS
+        # Folded down to the low-water mark when one is set, as a stable_prefix step drops.
+        low_water = conversation.settings.low_water
+        mark = budget - headroom if low_water is None else low_water_tokens(conversation)
         fold: list[str] = []
         folded_exchanges = 0
         for user, reply in exchanges(conversation):
-            if base + cap + headroom <= budget and (
-                folded_exchanges >= 2 or conversation.summary is not None
-            ):
+            if base + cap <= mark and (folded_exchanges >= 2 or conversation.summary is not None):
                 break
             if user.pinned or reply.pinned:
                 continue
@@ -339,7 +370,11 @@ class _SummaryWriter:
         return text
 
 
-POLICIES: dict[PolicyName, ContextPolicy] = {DropOldest.name: DropOldest(), Summarize.name: Summarize()}
+POLICIES: dict[PolicyName, ContextPolicy] = {
+    DropOldest.name: DropOldest(),
+    Summarize.name: Summarize(),
+    StablePrefix.name: StablePrefix(),
+}
 
 
 def policy_named(name: PolicyName) -> ContextPolicy:

@@ -131,6 +131,10 @@ class Turn(BaseModel):
     count_exact: bool = True
     reported_prompt_tokens: int | None = Field(None, ge=0, le=MAX_TOKEN_COUNT)
     reported_completion_tokens: int | None = Field(None, ge=0, le=MAX_TOKEN_COUNT)
+    #: Of the reported prompt tokens, those the server read from its prompt cache, and those it
+    #: wrote to it (Anthropic bills cache writes apart); None: the server did not say.
+    reported_cached_tokens: int | None = Field(None, ge=0, le=MAX_TOKEN_COUNT)
+    reported_cache_write_tokens: int | None = Field(None, ge=0, le=MAX_TOKEN_COUNT)
     counted_completion_tokens: int = Field(ge=0, le=MAX_TOKEN_COUNT)
     #: "server": usage as the API reported it; "local": computed by the offline model; None: no usage.
     usage_source: Literal["server", "local"] | None = None
@@ -153,6 +157,21 @@ class Turn(BaseModel):
         return (
             self.counted_prompt_tokens if self.reported_prompt_tokens is None else self.reported_prompt_tokens
         )
+
+    @property
+    def cached_tokens(self) -> int:
+        """Prompt tokens served from the server's cache (0 when it reported none)."""
+        return self.reported_cached_tokens or 0
+
+    @property
+    def cache_write_tokens(self) -> int:
+        """Prompt tokens written to the server's cache and billed as such (0 when none reported)."""
+        return self.reported_cache_write_tokens or 0
+
+    @property
+    def uncached_tokens(self) -> int:
+        """Prompt tokens billed at the full input price: neither read from nor written to a cache."""
+        return max(self.prompt_tokens - self.cached_tokens - self.cache_write_tokens, 0)
 
     @property
     def reply_tokens(self) -> int:
@@ -527,6 +546,8 @@ class Conversation:
             count_exact=self._tokenizer.exact,
             reported_prompt_tokens=usage.prompt_tokens if usage else None,
             reported_completion_tokens=usage.completion_tokens if usage else None,
+            reported_cached_tokens=usage.cached_prompt_tokens if usage else None,
+            reported_cache_write_tokens=usage.cache_write_tokens if usage else None,
             counted_completion_tokens=self._tokenizer.count_text(text),
             usage_source=usage_source if usage else None,
             latency_s=latency_s,

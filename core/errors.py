@@ -6,6 +6,8 @@ and never contain an API key.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 
 class DashboardError(Exception):
     """Base class of every error raised by `core`."""
@@ -68,6 +70,23 @@ class InvalidSettings(DashboardError, ValueError):
 
 class ConversationImportError(DashboardError, ValueError):
     """An imported conversation file was rejected; the current conversation is untouched."""
+
+
+class TestSetError(DashboardError, ValueError):
+    """A test set's prompts could not be read. `reason` says why ("too_large", "not_utf8",
+    "invalid"); `fields` carry what a translated message needs (`file`, `limit`, `problem`)."""
+
+    __test__ = False  # not a pytest class, whatever its name
+    _MESSAGES: ClassVar[dict[str, str]] = {
+        "too_large": "{file} is larger than {limit:,} bytes.",
+        "not_utf8": "{file} is not UTF-8 text.",
+        "invalid": "{file} holds no usable prompts: {problem}",
+    }
+
+    def __init__(self, reason: str, **fields: str | int) -> None:
+        self.reason = reason
+        self.fields = fields
+        super().__init__(self._MESSAGES[reason].format(**fields))
 
 
 # --- Backends ------------------------------------------------------------------------------
@@ -242,4 +261,16 @@ class RateLimitedLocally(DashboardError):
     def __init__(self, message: str, *, retry_after: float | None, limit: str) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.limit = limit
+
+
+class MessageTooLong(DashboardError, ValueError):
+    """A message longer than the deployment allows (MAX_MESSAGE_CHARS); nothing was sent."""
+
+    def __init__(self, *, length: int, limit: int) -> None:
+        super().__init__(
+            f"This message has {length:,} characters; this deployment takes at most {limit:,}. "
+            "Shorten it and send it again."
+        )
+        self.length = length
         self.limit = limit

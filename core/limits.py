@@ -1,10 +1,11 @@
 """What a deployer lets visitors spend with the deployer's key: which models, how large a reply cap
-and context budget, how long a message, and how many requests and tokens a minute per session.
+and context budget, how long a message, and how many requests and tokens a visitor's workspace and
+the whole deployment may use.
 
     limits = DeployerLimits.from_settings(st.secrets, os.environ)   # ConfigError on a bad value
     settings, notes = limits.enforce(session.settings)               # clamp a persona's settings
-    limiter = limits.rate_limiter()                                  # one per session
-    limiter.check(prompt_tokens + settings.max_reply_tokens)         # RateLimitedLocally when over
+    RATE_LIMITS.admit(limits, owner, tokens=prompt_tokens + settings.max_reply_tokens)
+                                            # RateLimitedLocally when the owner or the deployment is over
 
 Every setting is optional; unset means no limit beyond the app's own (`core.settings`).
 """
@@ -41,6 +42,11 @@ class DeployerLimits(BaseModel):
     | `MAX_MESSAGE_CHARS` | `max_message_chars` |
     | `RATE_LIMIT_REQUESTS_PER_MIN` | `requests_per_min` (None: no limit) |
     | `RATE_LIMIT_TOKENS_PER_MIN` | `tokens_per_min` (None: no limit) |
+    | `RATE_LIMIT_DEPLOYMENT_REQUESTS_PER_MIN` | `deployment_requests_per_min` (every visitor together) |
+    | `RATE_LIMIT_TOKENS_PER_DAY` | `tokens_per_day` (every visitor together, a sliding 24 hours) |
+
+    The per-minute rates hold per workspace (owner), not per browser session: every tab and
+    session of one visitor shares them (`RateLimits`).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -51,6 +57,8 @@ class DeployerLimits(BaseModel):
     max_message_chars: int = Field(DEFAULT_MAX_MESSAGE_CHARS, ge=1, le=1_000_000)
     requests_per_min: int | None = Field(None, ge=1, le=_MAX_RATE)
     tokens_per_min: int | None = Field(None, ge=1, le=_MAX_RATE)
+    deployment_requests_per_min: int | None = Field(None, ge=1, le=_MAX_RATE)
+    tokens_per_day: int | None = Field(None, ge=1, le=_MAX_RATE * 1000)
 
     #: Field name -> the setting the deployer writes.
     SETTINGS: ClassVar[dict[str, str]] = {
@@ -60,6 +68,8 @@ class DeployerLimits(BaseModel):
         "max_message_chars": "MAX_MESSAGE_CHARS",
         "requests_per_min": "RATE_LIMIT_REQUESTS_PER_MIN",
         "tokens_per_min": "RATE_LIMIT_TOKENS_PER_MIN",
+        "deployment_requests_per_min": "RATE_LIMIT_DEPLOYMENT_REQUESTS_PER_MIN",
+        "tokens_per_day": "RATE_LIMIT_TOKENS_PER_DAY",
     }
 
     @classmethod
@@ -96,6 +106,10 @@ class DeployerLimits(BaseModel):
         if not self.model_allowed(settings.model):
             changes["model"] = self.allowed_models[0]
             notes.append(f"Model {settings.model!r} is not available here; using {self.allowed_models[0]!r}.")
+        if settings.summarizer_model is not None and not self.model_allowed(settings.summarizer_model):
+            # The summary is then written by the conversation's own (allowed) model.
+            changes["summarizer_model"] = None
+            notes.append(f"Summarizer model {settings.summarizer_model!r} is not available here.")
         if settings.max_reply_tokens > self.max_reply_cap:
             changes["max_reply_tokens"] = self.max_reply_cap
             notes.append(f"The reply cap is at most {self.max_reply_cap:,} tokens here.")
@@ -107,10 +121,83 @@ class DeployerLimits(BaseModel):
         return ChatSettings.model_validate({**settings.model_dump(), **changes}), notes
 
     def rate_limiter(self, *, clock: Callable[[], float] = time.monotonic) -> RateLimiter:
-        """A new limiter with these rates (keep one per session)."""
+        """A new limiter with the per-minute rates of one workspace."""
         return RateLimiter(
             requests_per_min=self.requests_per_min, tokens_per_min=self.tokens_per_min, clock=clock
         )
+
+    def deployment_limiters(self, *, clock: Callable[[], float] = time.monotonic) -> tuple[RateLimiter, ...]:
+        """New limiters for every visitor together: requests a minute, tokens a day."""
+        return (
+            RateLimiter(
+                requests_per_min=self.deployment_requests_per_min,
+                clock=clock,
+                scope="This deployment",
+                request_setting="RATE_LIMIT_DEPLOYMENT_REQUESTS_PER_MIN",
+            ),
+            RateLimiter(
+                tokens_per_min=self.tokens_per_day,
+                window_s=DAY_S,
+                clock=clock,
+                scope="This deployment",
+                token_setting="RATE_LIMIT_TOKENS_PER_DAY",
+            ),
+        )
+
+    @property
+    def rated(self) -> bool:
+        """True when any rate is limited."""
+        rates = (
+            self.requests_per_min,
+            self.tokens_per_min,
+            self.deployment_requests_per_min,
+            self.tokens_per_day,
+        )
+        return any(rate is not None for rate in rates)
+
+
+DAY_S = 86_400.0
+
+
+class RateLimits:
+    """The process's rate limiters: one per owner (every browser session of a visitor shares it)
+    and one set for the whole deployment, per configuration of limits. Thread-safe."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._owners: dict[tuple[DeployerLimits, str], RateLimiter] = {}
+        self._deployment: dict[DeployerLimits, tuple[RateLimiter, ...]] = {}
+
+    def limiters(self, limits: DeployerLimits, owner: str) -> tuple[RateLimiter, ...]:
+        with self._lock:
+            own = self._owners.get((limits, owner))
+            if own is None:
+                own = self._owners[(limits, owner)] = limits.rate_limiter(clock=self._clock)
+            shared = self._deployment.get(limits)
+            if shared is None:
+                shared = self._deployment[limits] = limits.deployment_limiters(clock=self._clock)
+            return (own, *shared)
+
+    def admit(self, limits: DeployerLimits, owner: str, *, tokens: int = 0, requests: int = 1) -> None:
+        """Admit `requests` requests expected to use `tokens` tokens in all, counted against the
+        owner's and the deployment's limits, or raise `RateLimitedLocally` (nothing counted)."""
+        limiters = self.limiters(limits, owner)
+        with self._lock:  # all or nothing: no limiter counts a request another refuses
+            for limiter in limiters:
+                limiter.check(tokens, requests=requests, dry_run=True)
+            for limiter in limiters:
+                limiter.check(tokens, requests=requests)
+
+    def clear(self) -> None:
+        """Forget every count (tests: each starts with a fresh deployment)."""
+        with self._lock:
+            self._owners.clear()
+            self._deployment.clear()
+
+
+#: The process's limiters, shared by every visitor.
+RATE_LIMITS = RateLimits()
 
 
 def _whole_number(setting: str, raw: object) -> int:
@@ -138,11 +225,12 @@ def _models(setting: str, raw: object) -> tuple[str, ...]:
 
 
 class RateLimiter:
-    """A sliding-window limit on requests and tokens per minute (one per session; thread-safe).
+    """A sliding-window limit on requests and tokens (a minute unless told; thread-safe).
 
     `check(tokens)` admits one request expected to use `tokens` tokens (counted from then on) or
     raises `RateLimitedLocally` with `retry_after`, the seconds until it would be admitted.
     `add_tokens(n)` counts tokens learned of later (e.g. the reply's, beyond the estimate).
+    `requests_per_min` and `tokens_per_min` are the most per window.
     """
 
     def __init__(
@@ -152,17 +240,25 @@ class RateLimiter:
         tokens_per_min: int | None = None,
         window_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
+        scope: str = "This session",
+        request_setting: str = "RATE_LIMIT_REQUESTS_PER_MIN",
+        token_setting: str = "RATE_LIMIT_TOKENS_PER_MIN",
     ) -> None:
         self.requests_per_min = requests_per_min
         self.tokens_per_min = tokens_per_min
         self.window_s = window_s
+        self.scope = scope
+        self.request_setting = request_setting
+        self.token_setting = token_setting
+        self._window_name = "day" if window_s == DAY_S else "minute"
         self._clock = clock
         self._requests: deque[float] = deque()
         self._tokens: deque[tuple[float, int]] = deque()
         self._token_sum = 0
         self._lock = threading.Lock()
 
-    def check(self, tokens: int = 0) -> None:
+    def check(self, tokens: int = 0, *, requests: int = 1, dry_run: bool = False) -> None:
+        """Admit `requests` requests using `tokens` tokens in all (`dry_run`: only say whether)."""
         tokens = max(int(tokens), 0)
         with self._lock:
             now = self._clock()
@@ -170,21 +266,24 @@ class RateLimiter:
             if self.tokens_per_min is not None and tokens > self.tokens_per_min:
                 raise RateLimitedLocally(
                     f"This request needs about {tokens:,} tokens, more than the {self.tokens_per_min:,} "
-                    "tokens a minute this deployment allows. Lower the reply cap or the context budget.",
+                    f"tokens a {self._window_name} this deployment allows. "
+                    "Lower the reply cap or the context budget.",
                     retry_after=None,
-                    limit="RATE_LIMIT_TOKENS_PER_MIN",
+                    limit=self.token_setting,
                 )
-            wait = self._wait(now, tokens)
+            wait = self._wait(now, tokens, requests)
             if wait is not None:
                 seconds, limit, what = wait
                 shown = max(math.ceil(seconds), 1)
                 raise RateLimitedLocally(
-                    f"This session has used {what} in the last minute, the most this deployment allows. "
-                    f"Try again in {shown} s.",
+                    f"{self.scope} has used {what} in the last {self._window_name}, the most this "
+                    f"deployment allows. Try again in {shown} s.",
                     retry_after=seconds,
                     limit=limit,
                 )
-            self._requests.append(now)
+            if dry_run:
+                return
+            self._requests.extend([now] * requests)
             if tokens:
                 self._tokens.append((now, tokens))
                 self._token_sum += tokens
@@ -201,7 +300,7 @@ class RateLimiter:
         with self._lock:
             now = self._clock()
             self._expire(now)
-            wait = self._wait(now, max(int(tokens), 0))
+            wait = self._wait(now, max(int(tokens), 0), 1)
             return 0.0 if wait is None else wait[0]
 
     def _expire(self, now: float) -> None:
@@ -211,16 +310,19 @@ class RateLimiter:
         while self._tokens and self._tokens[0][0] <= start:
             self._token_sum -= self._tokens.popleft()[1]
 
-    def _wait(self, now: float, tokens: int) -> tuple[float, str, str] | None:
-        """(seconds, setting, what was used) for the limit that blocks a request now, or None."""
+    def _wait(self, now: float, tokens: int, requests: int) -> tuple[float, str, str] | None:
+        """(seconds, setting, what was used) for the limit that blocks `requests` now, or None."""
         waits: list[tuple[float, str, str]] = []
-        if self.requests_per_min is not None and len(self._requests) >= self.requests_per_min:
-            # The request fits once enough of the oldest ones have left the window.
-            oldest_to_leave = self._requests[len(self._requests) - self.requests_per_min]
+        limit = self.requests_per_min
+        if limit is not None and len(self._requests) + requests > limit:
+            # The requests fit once enough of the oldest ones have left the window (never, when
+            # more are asked for at once than the limit: the wait is then a whole window).
+            leave = len(self._requests) + requests - limit
+            oldest_to_leave = self._requests[leave - 1] if leave <= len(self._requests) else now
             waits.append(
                 (
                     oldest_to_leave + self.window_s - now,
-                    "RATE_LIMIT_REQUESTS_PER_MIN",
+                    self.request_setting,
                     f"{len(self._requests)} requests",
                 )
             )
@@ -232,7 +334,7 @@ class RateLimiter:
                     waits.append(
                         (
                             when + self.window_s - now,
-                            "RATE_LIMIT_TOKENS_PER_MIN",
+                            self.token_setting,
                             f"{self._token_sum:,} tokens",
                         )
                     )

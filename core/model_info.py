@@ -18,9 +18,34 @@ class ModelInfo(BaseModel):
     context_window: int = Field(gt=0, description="Prompt plus reply tokens the model accepts.")
     input_per_million: float = Field(ge=0, description="US dollars per million prompt tokens.")
     output_per_million: float = Field(ge=0, description="US dollars per million reply tokens.")
+    cached_input_per_million: float | None = Field(
+        None, ge=0, description="US dollars per million prompt tokens read from the prompt cache."
+    )
+    cache_write_per_million: float | None = Field(
+        None, ge=0, description="US dollars per million prompt tokens written to the prompt cache."
+    )
 
-    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
-        return (prompt_tokens * self.input_per_million + completion_tokens * self.output_per_million) / 1e6
+    def cost(
+        self,
+        prompt_tokens: int,
+        completion_tokens: int,
+        *,
+        cached_tokens: int = 0,
+        cache_write_tokens: int = 0,
+    ) -> float:
+        """US dollars for one call: of its `prompt_tokens`, `cached_tokens` at the cached price and
+        `cache_write_tokens` at the cache-write price (each the input price when not listed)."""
+        uncached = max(prompt_tokens - cached_tokens - cache_write_tokens, 0)
+        cached_price = self.cached_input_per_million
+        write_price = self.cache_write_per_million
+        cached_price = self.input_per_million if cached_price is None else cached_price
+        write_price = self.input_per_million if write_price is None else write_price
+        return (
+            uncached * self.input_per_million
+            + cached_tokens * cached_price
+            + cache_write_tokens * write_price
+            + completion_tokens * self.output_per_million
+        ) / 1e6
 
 
 class ModelTable:

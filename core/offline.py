@@ -17,48 +17,55 @@ from collections.abc import Iterator
 
 from core.backends import ChatRequest, ReplyStream, Usage
 from core.conversation import preview
+from core.i18n import Language, translator
 from core.summaries import is_summary_message, offline_summary
 from core.tokens import count_prompt_tokens, tokenizer_for
 
 _WORDS = re.compile(r"\S+\s*|\s+")
 
 
-def offline_reply(messages: list[dict[str, str]], prompt_tokens: int) -> str:
-    """The full text the offline model answers to `messages`, whose prompt is `prompt_tokens` long."""
+def offline_reply(messages: list[dict[str, str]], prompt_tokens: int, language: Language = "en") -> str:
+    """The full text the offline model answers to `messages`, whose prompt is `prompt_tokens` long,
+    in `language` (the page's: the offline model stands in for a model, and speaks to the visitor)."""
+    text = translator(language)
     conversation = messages[1:] if messages and messages[0]["role"] == "system" else messages
     # The running summary of folded exchanges (policy "summarize") comes first.
     summarized = bool(conversation) and is_summary_message(conversation[0])
     conversation = conversation[1:] if summarized else conversation
     newest = conversation[-1]["content"] if conversation else ""
     oldest = conversation[0] if conversation else None
-    exchanges = (len(conversation) - 1) // 2
-    summary = "a summary of the earlier conversation, " if summarized else ""
     lines = [
-        f"[Offline model] I received {len(messages)} messages ({prompt_tokens} prompt tokens): "
-        f"the system prompt, {summary}{exchanges} earlier exchange{'s' if exchanges != 1 else ''} "
-        "and your message.",
+        text(
+            "offline.reply.received",
+            messages=len(messages),
+            tokens=prompt_tokens,
+            summary=text("offline.reply.summary") if summarized else "",
+            exchanges=text.plural("offline.reply.exchanges", (len(conversation) - 1) // 2),
+        )
     ]
     if oldest is not None and len(conversation) > 1:
-        lines.append(
-            f"The oldest message I can still see is from the {oldest['role']}: “{preview(oldest['content'])}”"
-        )
-    lines.append(f"You said: “{preview(newest)}”")
-    lines.append("Set an API key in the sidebar to talk to a real model.")
+        role = text(f"offline.reply.role.{oldest['role']}")
+        lines.append(text("offline.reply.oldest", role=role, text=preview(oldest["content"])))
+    lines.append(text("offline.reply.you_said", text=preview(newest)))
+    lines.append(text("offline.reply.hint"))
     return "\n\n".join(lines)
 
 
 class OfflineReplyStream(ReplyStream):
-    def __init__(self, request: ChatRequest, chunk_delay_s: float) -> None:
+    def __init__(self, request: ChatRequest, chunk_delay_s: float, language: Language = "en") -> None:
         super().__init__()
         self._request = request
         self._chunk_delay_s = chunk_delay_s
+        self._language: Language = language
 
     def _chunks(self) -> Iterator[str]:
         request = self._request
         tokenizer = tokenizer_for(request.model)
         prompt_tokens = count_prompt_tokens(request.messages, request.model)
         summary = offline_summary(request.messages, tokenizer)
-        reply = summary if summary is not None else offline_reply(request.messages, prompt_tokens)
+        reply = (
+            summary if summary is not None else offline_reply(request.messages, prompt_tokens, self._language)
+        )
         reply_tokens = tokenizer.encoding.encode(reply, disallowed_special=())
         finish_reason = "stop"
         if request.max_reply_tokens is not None and len(reply_tokens) > request.max_reply_tokens:
@@ -78,8 +85,10 @@ class OfflineBackend:
 
     reports_server_usage = False
 
-    def __init__(self, *, chunk_delay_s: float = 0.0) -> None:
+    def __init__(self, *, chunk_delay_s: float = 0.0, language: Language = "en") -> None:
         self.chunk_delay_s = chunk_delay_s
+        #: The language it answers in (the page's).
+        self.language: Language = language
 
     def stream(self, request: ChatRequest) -> OfflineReplyStream:
-        return OfflineReplyStream(request, self.chunk_delay_s)
+        return OfflineReplyStream(request, self.chunk_delay_s, self.language)

@@ -15,18 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import stat
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 from pydantic.config import JsonDict
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from core.avatars import AvatarImageError, check_avatar_png, decode_avatar
 from core.errors import PersonaFileError
 from core.settings import PolicyName, Sampling
 from core.validation import LineOf, describe_problems, describe_value
@@ -37,14 +39,20 @@ __all__ = [
     "MAX_FILE_BYTES",
     "SCHEMA_FILE_NAME",
     "SEED_PERSONA_ID",
+    "Example",
     "Persona",
     "PersonaCatalog",
     "PersonaFile",
     "PersonaFileError",
+    "chat_avatar",
+    "examples_from_text",
+    "examples_text",
     "load_personas",
     "parse_persona",
     "persona_json_schema",
     "persona_yaml",
+    "read_yaml",
+    "system_message",
     "write_persona_schema",
 ]
 
@@ -59,6 +67,10 @@ MAX_FILE_BYTES = 256 * 1024
 MAX_NODES = 2_000  # keys and values
 MAX_DEPTH = 32
 MAX_PROBLEMS_SHOWN = 10
+MAX_EXTENSIONS_BYTES = 32 * 1024
+MAX_EXAMPLES = 40
+#: Introduces the few-shot examples in the system message (see `system_message`).
+EXAMPLES_HEADING = "Example exchanges (they show how to answer; they are not part of this conversation):"
 
 # --- The model -----------------------------------------------------------------------------
 
@@ -80,6 +92,23 @@ def _emoji(value: str) -> str:
     return value
 
 
+def _avatar_image(value: str) -> str:
+    try:
+        check_avatar_png(decode_avatar(value))
+    except AvatarImageError as exc:
+        raise ValueError(f"the avatar image {exc}") from None
+    return value
+
+
+def _small_json(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
+    size = len(json.dumps(value, ensure_ascii=False).encode())
+    if size > MAX_EXTENSIONS_BYTES:
+        raise ValueError(
+            f"holds {size // 1024} KiB as JSON; extensions are limited to {MAX_EXTENSIONS_BYTES // 1024} KiB"
+        )
+    return value
+
+
 _ONE_LINE_SCHEMA: JsonDict = {"pattern": "^[^\\r\\n]*$"}
 OneLine = Annotated[str, AfterValidator(_one_line)]
 StarterPrompt = Annotated[str, Field(min_length=1, max_length=300)]
@@ -89,6 +118,15 @@ _ID_ADAPTER: TypeAdapter[str] = TypeAdapter(PersonaId)
 Tag = Annotated[
     str, Field(min_length=1, max_length=40, json_schema_extra=_ONE_LINE_SCHEMA), AfterValidator(_one_line)
 ]
+
+
+class Example(BaseModel):
+    """One message of a few-shot example exchange."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=True, title="Example message")
+
+    role: Literal["user", "assistant"] = Field(description="Who says it: user or assistant.")
+    content: str = Field(min_length=1, max_length=4_000, description="What is said (1-4,000 characters).")
 
 
 class PersonaFile(BaseModel):
@@ -159,7 +197,16 @@ class PersonaFile(BaseModel):
         "drop_oldest",
         description="How a conversation that outgrows its context budget is fitted: drop_oldest drops "
         "the oldest exchanges; summarize folds them into a running summary written by a model (sent "
-        "after the system prompt, at most a quarter of the budget). Users can switch it per conversation.",
+        "after the system prompt, at most a quarter of the budget); stable_prefix drops them several "
+        "at a time, down to low_water of the budget, so the turns after only append and a server's "
+        "prompt cache keeps serving the prefix. Users can switch it per conversation.",
+    )
+    low_water: float | None = Field(
+        None,
+        ge=0.1,
+        le=0.95,
+        description="The share of the budget (0.1-0.95) a stable_prefix step drops the prompt down to "
+        "(0.65 when left out); when set, summarize folds down to it too.",
     )
     summarizer_model: str | None = Field(
         None,
@@ -168,12 +215,64 @@ class PersonaFile(BaseModel):
         description="Model that writes the summaries (context_policy: summarize), e.g. a cheaper one "
         "such as gpt-4o-mini; left out, the conversation's own model writes them.",
     )
+    examples: list[Example] = Field(
+        default_factory=list,
+        max_length=MAX_EXAMPLES,
+        description="Few-shot example messages (role and content, up to 40), sent in the system "
+        "message after the system prompt on every request; they count against the context budget.",
+    )
+    avatar_image: Annotated[str, AfterValidator(_avatar_image)] | None = Field(
+        None,
+        description="A PNG picture (base64, at most 96 KiB and 256 pixels a side) drawn instead of "
+        "the emoji; imports write it. Never a URL: nothing is fetched.",
+    )
+    extensions: Annotated[dict[str, JsonValue], AfterValidator(_small_json)] = Field(
+        default_factory=dict,
+        description="Fields of another tool's format with no place here, by format (e.g. "
+        "character_card, lobehub), kept so an export to that format gives them back (at most 32 KiB).",
+    )
 
 
 class Persona(PersonaFile):
     """A loaded persona: the file's fields plus `id`, the file stem."""
 
     id: PersonaId = Field(description="The file name without .yaml/.yml.")
+
+
+def system_message(persona: PersonaFile) -> str:
+    """The system message a conversation with `persona` starts with: the system prompt, then the
+    few-shot examples under a heading. One message, so the examples are counted, trimmed never,
+    stored and shown with it (the next-call view shows them as part of the system message)."""
+    if not persona.examples:
+        return persona.system_prompt
+    return "\n\n".join([persona.system_prompt, EXAMPLES_HEADING + "\n" + examples_text(persona.examples)])
+
+
+_SPEAKERS = {"user": "User", "assistant": "Assistant"}
+_SPEAKER_LINE = re.compile(r"^(User|Assistant):[ \t]?", re.MULTILINE)
+
+
+def examples_text(examples: Sequence[Example]) -> str:
+    """Examples as lines `User: …` / `Assistant: …` (a message's own lines follow its first);
+    `examples_from_text` reads them back."""
+    return "\n".join(f"{_SPEAKERS[example.role]}: {example.content}" for example in examples)
+
+
+def examples_from_text(text: str) -> list[dict[str, str]]:
+    """`examples_text` read back (for the editor): a line starting `User:` or `Assistant:` starts
+    a message; text before the first is ignored. Validation is the model's."""
+    starts = list(_SPEAKER_LINE.finditer(text))
+    messages = []
+    for index, start in enumerate(starts):
+        end = starts[index + 1].start() if index + 1 < len(starts) else len(text)
+        role = "user" if start.group(1) == "User" else "assistant"
+        messages.append({"role": role, "content": text[start.end() : end].strip()})
+    return messages
+
+
+def chat_avatar(persona: PersonaFile) -> str | bytes:
+    """What a view draws for the persona: its avatar image (PNG bytes) if it has one, else its emoji."""
+    return decode_avatar(persona.avatar_image) if persona.avatar_image else persona.avatar
 
 
 def persona_json_schema() -> dict[str, Any]:
@@ -232,10 +331,11 @@ class _PersonaLoader(yaml.SafeLoader):  # type: ignore[misc, unused-ignore]  # A
     with values fails in milliseconds rather than seconds.
     """
 
-    def __init__(self, stream: str) -> None:
+    def __init__(self, stream: str, max_nodes: int = MAX_NODES) -> None:
         super().__init__(stream)
         self._depth = 0
         self._nodes = 0
+        self._max_nodes = max_nodes
 
     def compose_node(self, parent: Node | None, index: Any) -> Node | None:
         event: Any = self.peek_event()  # type: ignore[no-untyped-call, unused-ignore]
@@ -248,9 +348,9 @@ class _PersonaLoader(yaml.SafeLoader):  # type: ignore[misc, unused-ignore]  # A
                 f"line {line}: YAML {kind} ({used}) are not allowed in persona files; write the value out"
             )
         self._nodes += 1
-        if self._nodes > MAX_NODES:
+        if self._nodes > self._max_nodes:
             raise _FileProblem(
-                f"line {line}, column {column}: more than {MAX_NODES} keys and values; "
+                f"line {line}, column {column}: more than {self._max_nodes} keys and values; "
                 "a persona needs far fewer"
             )
         if self._depth >= MAX_DEPTH:
@@ -322,9 +422,20 @@ def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
     return f"YAML error: {exc}"
 
 
-def _parse(text: str) -> tuple[Any, Node | None]:
+def read_yaml(text: str, *, max_nodes: int = MAX_NODES) -> Any:
+    """One YAML document read as persona files are (plain values, no aliases, capped size and
+    nesting), for other tools' YAML; raises `ValueError` saying what is wrong and where."""
+    try:
+        return _parse(text, max_nodes)[0]
+    except yaml.YAMLError as exc:
+        raise ValueError(_yaml_problem(exc, text)) from None
+    except _FileProblem as problem:
+        raise ValueError("; ".join(problem.problems)) from None
+
+
+def _parse(text: str, max_nodes: int = MAX_NODES) -> tuple[Any, Node | None]:
     """The document's value and its root node (for line numbers); (None, None) for an empty file."""
-    loader = _PersonaLoader(text)
+    loader = _PersonaLoader(text, max_nodes)
     try:
         try:
             root = loader.get_single_node()
@@ -572,21 +683,97 @@ def _is_persona_name(name: str) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.personas", description="Check a persona folder.")
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["import"]:
+        return _import_command(args[1:])
+    if args[:1] == ["export"]:
+        return _export_command(args[1:])
+    parser = argparse.ArgumentParser(
+        prog="python -m core.personas",
+        description="Check a persona folder. Also: 'import FILE... --out DIR' (character cards, LobeHub, "
+        "NextChat, Open WebUI, LibreChat) and 'export PERSONA.yaml --format FORMAT --out DIR'.",
+    )
     parser.add_argument("directory", nargs="?", default=str(BUNDLED_PERSONAS_DIR), help="persona folder")
     parser.add_argument(
         "--write-schema", action="store_true", help=f"regenerate {SCHEMA_FILE_NAME} in the bundled folder"
     )
-    args = parser.parse_args(argv)
-    if args.write_schema:
+    parsed = parser.parse_args(args)
+    if parsed.write_schema:
         print(f"wrote {write_persona_schema()}")
         return 0
-    catalog = load_personas(args.directory)
+    catalog = load_personas(parsed.directory)
     for persona in catalog.personas.values():
         print(f"ok     {persona.id}: {persona.avatar} {persona.name} ({persona.model})")
     for error in catalog.errors:
         print(f"error  {error}")
     return 1 if catalog.errors else 0
+
+
+def _import_command(argv: list[str]) -> int:
+    """Write one persona YAML per persona found in each file, and print each file's report."""
+    from core.persona_formats import FileImport, import_files, read_import_file
+    from core.persona_mapping import DEFAULT_USER_NAME
+
+    parser = argparse.ArgumentParser(
+        prog="python -m core.personas import",
+        description="Import personas from character cards (JSON, PNG, .charx), LobeHub agents, NextChat "
+        "masks, Open WebUI model exports and LibreChat modelSpecs YAML.",
+    )
+    parser.add_argument("files", nargs="+", metavar="FILE")
+    parser.add_argument(
+        "--out", required=True, metavar="DIR", help="folder the persona YAML files are written to"
+    )
+    parser.add_argument(
+        "--user-name", default=DEFAULT_USER_NAME, help="what {{user}} becomes (default: %(default)s)"
+    )
+    parsed = parser.parse_args(argv)
+    out = Path(parsed.out)
+    out.mkdir(parents=True, exist_ok=True)
+    taken = {entry.stem for entry in out.iterdir() if _is_persona_name(entry.name)}
+    read: list[tuple[str, bytes]] = []
+    failed: list[FileImport] = []
+    for name in parsed.files:
+        try:
+            read.append((Path(name).name, read_import_file(name)))
+        except PersonaFileError as error:
+            failed.append(FileImport(Path(name).name, error=error))
+    errors = 0
+    for result in [*import_files(read, user_name=parsed.user_name, taken_ids=taken), *failed]:
+        if result.error is not None:
+            errors += 1
+            print(f"error  {result.error}")
+            continue
+        for imported in result.personas:
+            target = out / f"{imported.persona.id}.yaml"
+            target.write_text(persona_yaml(imported.persona), encoding="utf-8")
+            print(f"ok     {result.file_name} -> {target}")
+            print("\n".join("       " + line for line in imported.report.lines()))
+    return 1 if errors else 0
+
+
+def _export_command(argv: list[str]) -> int:
+    from core.persona_formats import EXPORT_FORMATS, export_persona
+
+    parser = argparse.ArgumentParser(
+        prog="python -m core.personas export",
+        description="Export a persona as a V3 character card (JSON or PNG) or a LobeHub agent.",
+    )
+    parser.add_argument("persona", metavar="PERSONA.yaml")
+    parser.add_argument("--format", required=True, choices=EXPORT_FORMATS, dest="export_format")
+    parser.add_argument("--out", required=True, metavar="DIR")
+    parsed = parser.parse_args(argv)
+    source = Path(parsed.persona)
+    try:
+        persona = _load_file(source, source.resolve().parent)
+    except _FileProblem as problem:
+        print(f"error  {PersonaFileError(source.name, list(problem.problems))}")
+        return 1
+    exported = export_persona(persona, parsed.export_format)
+    out = Path(parsed.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / exported.file_name).write_bytes(exported.data)
+    print(f"ok     {source.name} -> {out / exported.file_name}")
+    return 0
 
 
 if __name__ == "__main__":

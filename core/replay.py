@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Final
 
 from core.backends import Usage
@@ -33,7 +33,8 @@ from core.context import Completion, policy_named
 from core.conversation import Conversation, Message, MessageState, Turn
 from core.errors import PromptTooLong
 from core.model_info import ModelTable
-from core.settings import ChatSettings, PolicyName
+from core.prompt_cache import CACHE_RULES, CacheRuleName, PromptCache, prompt_messages
+from core.settings import POLICY_NAMES, ChatSettings, PolicyName
 from core.summaries import offline_summary
 from core.tokens import count_prompt_tokens, tokenizer_for
 
@@ -54,6 +55,9 @@ class Scenario:
     model: str | None = None
     #: Who would have written summaries (policy "summarize"); None: the conversation's setting.
     summarizer_model: str | None = None
+    #: The prompt cache the replayed calls are served from (`core.prompt_cache`): OpenAI's rule
+    #: (1,024 tokens on, blocks of 128), a plain prefix cache (llama.cpp, vLLM), or None: none.
+    cache_rule: CacheRuleName | None = None
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,8 @@ class ReplayTurn:
     budget: int
     #: Prompt tokens as billed (recorded) or counted (replayed); 0 when the call was refused.
     prompt_tokens: int
+    #: Of which served from the server's prompt cache: as reported (recorded) or simulated with
+    #: the scenario's rule (replayed); and written to it (as reported; Anthropic bills writes).
     #: Of which the running summary's message.
     summary_tokens: int
     pinned_tokens: int
@@ -103,8 +109,10 @@ class ReplayTurn:
     #: The prompt could not fit the budget (pinned messages and the question alone exceed it):
     #: the call would have been refused and its answer never given.
     refused: bool = False
-    #: US dollars for the call (None: the model has no price in the table).
+    #: US dollars for the call, cached tokens at the cached price (None: the model has no price).
     cost: float | None = None
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
     summarizer_model: str | None = None
     summarizer_prompt_tokens: int = 0
     summarizer_completion_tokens: int = 0
@@ -147,6 +155,15 @@ class Replay:
     @property
     def completion_tokens(self) -> int:
         return sum(turn.completion_tokens for turn in self.turns)
+
+    @property
+    def cached_tokens(self) -> int:
+        return sum(turn.cached_tokens for turn in self.turns)
+
+    @property
+    def cache_hit_rate(self) -> float:
+        """The share of prompt tokens served from cache (0 with no prompt tokens)."""
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
     @property
     def summarizer_tokens(self) -> int:
@@ -275,7 +292,9 @@ def recorded(conversation: Conversation, prices: ModelTable) -> Replay:
         model = turn.model if turn is not None else conversation.model
         prompt = turn.prompt_tokens if turn is not None else 0
         completion = turn.reply_tokens if turn is not None else item.answer.tokens
-        cost = _cost(prices, model, prompt, completion)
+        cached = turn.cached_tokens if turn is not None else 0
+        written = turn.cache_write_tokens if turn is not None else 0
+        cost = _cost(prices, model, prompt, completion, cached=cached, written=written)
         summarizer_model = next((m for m, _, _ in summarizer[index] if m), None)
         summarizer_prompt = sum(p for _, p, _ in summarizer[index])
         summarizer_completion = sum(c for _, _, c in summarizer[index])
@@ -302,6 +321,8 @@ def recorded(conversation: Conversation, prices: ModelTable) -> Replay:
                 summarized=refs.many(folded[index]),
                 fallback=fallback[index],
                 cost=cost,
+                cached_tokens=cached,
+                cache_write_tokens=written,
                 summarizer_model=summarizer_model,
                 summarizer_prompt_tokens=summarizer_prompt,
                 summarizer_completion_tokens=summarizer_completion,
@@ -310,7 +331,17 @@ def recorded(conversation: Conversation, prices: ModelTable) -> Replay:
         )
     matched = {n for n in numbers if n is not None}
     others = [turn for turn in conversation.turns if turn.number not in matched]
-    other_costs = [_cost(prices, t.model, t.prompt_tokens, t.reply_tokens) for t in others]
+    other_costs = [
+        _cost(
+            prices,
+            t.model,
+            t.prompt_tokens,
+            t.reply_tokens,
+            cached=t.cached_tokens,
+            written=t.cache_write_tokens,
+        )
+        for t in others
+    ]
     models = {row.model for row in rows}
     budgets = {row.budget for row in rows}
     summary = conversation.summary
@@ -369,6 +400,7 @@ def replay(conversation: Conversation, scenario: Scenario, prices: ModelTable) -
     rows: list[ReplayTurn] = []
     priced = True
     summarized_any = False
+    cache = PromptCache(CACHE_RULES[scenario.cache_rule]) if scenario.cache_rule else None
     for index, item in enumerate(found):
         step = settings_for(item)
         if step != replayed.settings:
@@ -393,10 +425,11 @@ def replay(conversation: Conversation, scenario: Scenario, prices: ModelTable) -
         summarized_any = summarized_any or bool(folded)
         model = step.model
         if refused:
-            prompt = completion = 0
+            prompt = completion = cached = 0
             summary_tokens = pinned = sent = 0
         else:
             prompt = replayed.prompt_tokens
+            cached = cache.serve_messages(prompt_messages(replayed)) if cache is not None else 0
             summary_tokens, pinned = replayed.summary_tokens, replayed.pinned_tokens
             sent = len(replayed.api_messages())
             recorded_turn = item.turn
@@ -406,7 +439,7 @@ def replay(conversation: Conversation, scenario: Scenario, prices: ModelTable) -
                 completion = replayed.tokenizer.count_text(item.answer.content)
             replayed.add_assistant(
                 item.answer.content,
-                Usage(prompt_tokens=prompt, completion_tokens=completion),
+                Usage(prompt_tokens=prompt, completion_tokens=completion, cached_prompt_tokens=cached),
                 usage_source="local",
                 interrupted=item.answer.interrupted,
             )
@@ -414,7 +447,7 @@ def replay(conversation: Conversation, scenario: Scenario, prices: ModelTable) -
             original_of[answer.id] = item.answer.id
             if item.answer.pinned:
                 replayed.pin(answer.id)
-        cost = _cost(prices, model, prompt, completion)
+        cost = _cost(prices, model, prompt, completion, cached=cached)
         summarizer_prompt = sum(p for p, _ in calls)
         summarizer_completion = sum(c for _, c in calls)
         summarizer_cost = (
@@ -439,6 +472,7 @@ def replay(conversation: Conversation, scenario: Scenario, prices: ModelTable) -
                 fallback=fallback,
                 refused=refused,
                 cost=cost,
+                cached_tokens=cached,
                 summarizer_model=summarizer_model if calls else None,
                 summarizer_prompt_tokens=summarizer_prompt,
                 summarizer_completion_tokens=summarizer_completion,
@@ -479,6 +513,41 @@ def compare(conversation: Conversation, scenario: Scenario, prices: ModelTable) 
     )
 
 
+@dataclass(frozen=True)
+class PolicyOutcome:
+    """One policy's replay under a scenario: its prompt tokens, those served from cache, cost."""
+
+    policy: PolicyName
+    prompt_tokens: int
+    cached_tokens: int
+    cache_hit_rate: float
+    #: US dollars, cached tokens at the cached price (None: a model without a price).
+    cost: float | None
+    #: Messages dropped (forgotten) by the end.
+    forgotten: int
+
+
+def compare_policies(
+    conversation: Conversation, scenario: Scenario, prices: ModelTable
+) -> tuple[PolicyOutcome, ...]:
+    """The scenario replayed under every policy, each served from the same simulated prompt
+    cache: what caching gives each, and what each costs."""
+    outcomes = []
+    for name in POLICY_NAMES:
+        result = replay(conversation, replace(scenario, policy=name), prices)
+        outcomes.append(
+            PolicyOutcome(
+                policy=name,
+                prompt_tokens=result.prompt_tokens,
+                cached_tokens=result.cached_tokens,
+                cache_hit_rate=result.cache_hit_rate,
+                cost=result.cost if result.priced else None,
+                forgotten=len(result.forgotten),
+            )
+        )
+    return tuple(outcomes)
+
+
 # --- internals ---------------------------------------------------------------------------------
 
 
@@ -498,6 +567,10 @@ class _Refs:
         return MessageRef(original, message.role, message.preview(), message.tokens)
 
 
-def _cost(prices: ModelTable, model: str | None, prompt: int, completion: int) -> float | None:
+def _cost(
+    prices: ModelTable, model: str | None, prompt: int, completion: int, *, cached: int = 0, written: int = 0
+) -> float | None:
     info = prices.lookup(model) if model else None
-    return info.cost(prompt, completion) if info is not None else None
+    if info is None:
+        return None
+    return info.cost(prompt, completion, cached_tokens=cached, cache_write_tokens=written)

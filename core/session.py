@@ -27,7 +27,7 @@ from core.context import Completion, ContextPolicy, policy_named, summary_cap
 from core.conversation import Conversation, Turn
 from core.counting import Counting, counting_for
 from core.errors import BackendError, ConversationStateError, DashboardError, EmptyReply
-from core.personas import Persona
+from core.personas import Persona, system_message
 from core.settings import MAX_REPLY_CAP, ChatSettings, Sampling
 
 #: Sent (as a user message the dashboard writes) to continue a reply cut off by the reply cap.
@@ -62,6 +62,10 @@ class ChatSession:
         self.last_turn: Turn | None = conversation.turns[-1] if conversation.turns else None
         self._clock = clock
         self._in_progress: _ReplyInProgress | None = None
+        #: Called before each summarizer call with (this session, its prompt tokens, its reply
+        #: cap); raising a `DashboardError` refuses it (the policy then drops instead). The
+        #: application service checks the deployer's rate limits here.
+        self.admit_summary: Callable[[ChatSession, int, int], None] | None = None
 
     @classmethod
     def start(cls, persona: Persona, backend: ChatBackend) -> ChatSession:
@@ -73,9 +77,10 @@ class ChatSession:
             # As plain data: a cached persona may hold a Sampling of a module version since reloaded.
             sampling=Sampling.model_validate(persona.sampling.model_dump()),
             context_policy=persona.context_policy,
+            low_water=persona.low_water,
             summarizer_model=persona.summarizer_model,
         )
-        return cls(Conversation(persona.system_prompt, settings, persona_id=persona.id), backend)
+        return cls(Conversation(system_message(persona), settings, persona_id=persona.id), backend)
 
     # --- reading -----------------------------------------------------------------------------
 
@@ -229,15 +234,11 @@ class ChatSession:
         settings = self.settings
         backend = self.summarizer_backend or self.backend
         model = settings.effective_summarizer_model
-        stream = backend.stream(
-            ChatRequest(
-                messages=messages,
-                model=model,
-                max_reply_tokens=min(
-                    MAX_REPLY_CAP, max(settings.max_reply_tokens, summary_cap(settings.context_budget))
-                ),
-            )
-        )
+        reply_cap = min(MAX_REPLY_CAP, max(settings.max_reply_tokens, summary_cap(settings.context_budget)))
+        if self.admit_summary is not None:
+            count = self.conversation.tokenizer.count_text
+            self.admit_summary(self, sum(count(m["content"]) for m in messages), reply_cap)
+        stream = backend.stream(ChatRequest(messages=messages, model=model, max_reply_tokens=reply_cap))
         try:
             text = "".join(stream)
         finally:

@@ -18,7 +18,9 @@ MAX_MODEL_NAME = 200
 DEFAULT_REPLY_CAP = 1_024
 
 #: How a conversation is fitted to its budget; see `core.context`.
-PolicyName = Literal["drop_oldest", "summarize"]
+PolicyName = Literal["drop_oldest", "summarize", "stable_prefix"]
+#: The share of the budget a `stable_prefix` step cuts the prompt down to, when not set.
+DEFAULT_LOW_WATER = 0.65
 POLICY_NAMES: Final[tuple[PolicyName, ...]] = get_args(PolicyName)
 
 
@@ -48,6 +50,11 @@ class ChatSettings(BaseModel):
     max_reply_tokens: int = Field(DEFAULT_REPLY_CAP, ge=1, le=MAX_REPLY_CAP)
     sampling: Sampling = Sampling()
     context_policy: PolicyName = "drop_oldest"
+    #: The share of the budget a step cuts the prompt down to when it must take something out, so
+    #: the turns after it only append and the prompt's prefix stays in the server's cache:
+    #: `stable_prefix` drops down to it (DEFAULT_LOW_WATER when None), `summarize` folds down to
+    #: it when set (else to its own mark, a summary's share and an eighth below the budget).
+    low_water: float | None = Field(None, ge=0.1, le=0.95)
     #: The model that writes summaries (policy "summarize"); None: the conversation's own model.
     summarizer_model: str | None = Field(None, min_length=1, max_length=MAX_MODEL_NAME)
 

@@ -22,6 +22,7 @@ TURN_COLUMNS = [
     "turn",
     "counted_prompt_tokens",
     "reported_prompt_tokens",
+    "cached_prompt_tokens",
     "difference",
     "reply_tokens",
     "context_budget",
@@ -55,6 +56,7 @@ def turn_rows(conversation: Conversation) -> list[Row]:
             "turn": t.number,
             "counted_prompt_tokens": t.counted_prompt_tokens,
             "reported_prompt_tokens": t.reported_prompt_tokens,
+            "cached_prompt_tokens": t.reported_cached_tokens,
             "difference": (
                 t.reported_prompt_tokens - t.counted_prompt_tokens
                 if t.reported_prompt_tokens is not None
@@ -74,7 +76,7 @@ def turn_rows(conversation: Conversation) -> list[Row]:
 def turns_frame(conversation: Conversation) -> pd.DataFrame:
     """`turn_rows` as a frame."""
     return pd.DataFrame(turn_rows(conversation), columns=TURN_COLUMNS).astype(
-        {"reported_prompt_tokens": "Int64", "difference": "Int64"}
+        {"reported_prompt_tokens": "Int64", "cached_prompt_tokens": "Int64", "difference": "Int64"}
     )
 
 
@@ -207,21 +209,54 @@ class Totals:
     cost: float | None
     #: True when any prompt figure is the local count because the server reported none.
     includes_counted: bool
+    #: Prompt tokens the servers said they read from their prompt cache, and wrote to it.
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
+    #: US dollars the same tokens would have cost with no cache at all, less `cost` (negative
+    #: when cache writes cost more than the reads saved); None when `cost` is.
+    cache_saved: float | None = None
+    #: True when any turn's server said how many prompt tokens came from its cache.
+    cache_reported: bool = False
+
+    @property
+    def cache_hit_rate(self) -> float:
+        """The share of prompt tokens served from cache (0 with no prompt tokens)."""
+        return self.cached_tokens / self.prompt_tokens if self.prompt_tokens else 0.0
 
 
 def totals(conversation: Conversation, table: ModelTable) -> Totals:
-    """Tokens in and out over the whole conversation, each turn priced at its own model."""
-    prompt = completion = 0
+    """Tokens in and out over the whole conversation, each turn priced at its own model, with
+    the tokens its server read from (or wrote to) a prompt cache at their own prices."""
+    prompt = completion = cached = written = 0
     cost: float | None = 0.0
+    uncached_cost: float | None = 0.0
     for turn in conversation.turns:
         prompt += turn.prompt_tokens
         completion += turn.reply_tokens
+        cached += turn.cached_tokens
+        written += turn.cache_write_tokens
         info = table.lookup(turn.model)
-        cost = (
-            None if info is None or cost is None else cost + info.cost(turn.prompt_tokens, turn.reply_tokens)
+        if info is None or cost is None or uncached_cost is None:
+            cost = uncached_cost = None
+            continue
+        cost += info.cost(
+            turn.prompt_tokens,
+            turn.reply_tokens,
+            cached_tokens=turn.cached_tokens,
+            cache_write_tokens=turn.cache_write_tokens,
         )
+        uncached_cost += info.cost(turn.prompt_tokens, turn.reply_tokens)
     includes_counted = any(turn.reported_prompt_tokens is None for turn in conversation.turns)
-    return Totals(prompt, completion, cost, includes_counted)
+    return Totals(
+        prompt,
+        completion,
+        cost,
+        includes_counted,
+        cached_tokens=cached,
+        cache_write_tokens=written,
+        cache_saved=None if cost is None or uncached_cost is None else uncached_cost - cost,
+        cache_reported=any(turn.reported_cached_tokens is not None for turn in conversation.turns),
+    )
 
 
 @dataclass(frozen=True, eq=False)

@@ -132,12 +132,15 @@ NAMING_CONVENTION: Final = {
     "pk": "pk_%(table_name)s",
 }
 metadata = sa.MetaData(naming_convention=NAMING_CONVENTION)
+#: Who owns a row (core/owners.py): unbounded, since an OIDC owner is `oidc:` + the issuer + a subject
+#: of up to 255 characters. SQLite never enforces a VARCHAR's length (see migration 0005).
+OWNER_TYPE: Final = sa.String(255).with_variant(sa.Text(), "postgresql")
 
 conversations = sa.Table(
     "conversations",
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("owner", OWNER_TYPE, nullable=False),
     sa.Column("persona_id", sa.String(200)),
     sa.Column("title", sa.Text, nullable=False),
     sa.Column("title_is_auto", sa.Boolean, nullable=False),
@@ -191,6 +194,8 @@ turns = sa.Table(
     sa.Column("count_exact", sa.Boolean, nullable=False),
     sa.Column("reported_prompt_tokens", sa.Integer),
     sa.Column("reported_completion_tokens", sa.Integer),
+    sa.Column("reported_cached_tokens", sa.Integer),
+    sa.Column("reported_cache_write_tokens", sa.Integer),
     sa.Column("counted_completion_tokens", sa.Integer, nullable=False),
     sa.Column("usage_source", sa.String(16)),
     sa.Column("latency_s", sa.Float),
@@ -257,7 +262,7 @@ comparisons = sa.Table(
     "comparisons",
     metadata,
     sa.Column("id", sa.String(32), primary_key=True),
-    sa.Column("owner", sa.String(255), nullable=False),
+    sa.Column("owner", OWNER_TYPE, nullable=False),
     sa.Column("title", sa.Text, nullable=False),
     sa.Column("record", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
@@ -265,11 +270,34 @@ comparisons = sa.Table(
     sa.Index("ix_comparisons_owner_updated_at", "owner", "updated_at"),
 )
 
+#: Test sets (core/testsets.py): an owner's named lists of prompts, as JSON.
+test_sets = sa.Table(
+    "test_sets",
+    metadata,
+    sa.Column("owner", OWNER_TYPE, primary_key=True),
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("prompts", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+
+#: Runs of a test set, each as its record (`TestRunRecord`: every prompt's answer per column, with
+#: its figures and the votes cast on them).
+test_runs = sa.Table(
+    "test_runs",
+    metadata,
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("owner", OWNER_TYPE, nullable=False),
+    sa.Column("test_set", sa.String(200), nullable=False),
+    sa.Column("record", sa.Text, nullable=False),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+    sa.Index("ix_test_runs_owner_test_set_created_at", "owner", "test_set", "created_at"),
+)
+
 #: Personas an owner created or imported in the app, as the YAML text of a persona file.
 personas = sa.Table(
     "personas",
     metadata,
-    sa.Column("owner", sa.String(255), primary_key=True),
+    sa.Column("owner", OWNER_TYPE, primary_key=True),
     sa.Column("persona_id", sa.String(64), primary_key=True),
     sa.Column("yaml", sa.Text, nullable=False),
     sa.Column("created_at", UTCDateTime, nullable=False),
@@ -278,6 +306,11 @@ personas = sa.Table(
 
 
 # --- what callers hold ---------------------------------------------------------------------
+
+
+def new_conversation_id() -> str:
+    """A conversation's id, given when it is started and kept when it is first saved."""
+    return uuid4().hex
 
 
 @dataclass(frozen=True)
@@ -399,14 +432,20 @@ class Store:
     # --- writing -----------------------------------------------------------------------------
 
     def create(
-        self, owner: str, conversation: Conversation, *, title: str | None = None
+        self,
+        owner: str,
+        conversation: Conversation,
+        *,
+        title: str | None = None,
+        conversation_id: str | None = None,
     ) -> StoredConversation:
-        """Save a new conversation (all of it: a fresh one or an imported file); its handle."""
+        """Save a new conversation (all of it: a fresh one or an imported file); its handle.
+        `conversation_id`: the id it was given when it was started (`new_conversation_id`)."""
         _check_owner(owner)
         title = _clean_title(title or "")
         title_is_auto = not title
         title = title or _auto_title(conversation.messages)
-        conversation_id = uuid4().hex
+        conversation_id = conversation_id or new_conversation_id()
         settings_json = conversation.settings.model_dump_json()
         now = _utcnow()
         changed = conversation.pop_changed_message_ids()  # everything is written as it stands
@@ -818,6 +857,58 @@ class Store:
         _check_owner(owner)
         query = sa.select(comparisons.c.record).where(comparisons.c.owner == owner)
         with self._read("reading comparisons") as conn:
+            return [str(record) for record in conn.execute(query).scalars()]
+
+    # --- test sets -----------------------------------------------------------------------------
+
+    def save_test_set(self, owner: str, name: str, prompts: str) -> None:
+        """Create or replace this owner's test set `name` (its prompts as JSON)."""
+        _check_owner(owner)
+        values = {"prompts": prompts, "updated_at": _utcnow()}
+        with self._write("saving the test set") as conn:
+            updated = conn.execute(
+                test_sets.update()
+                .where(test_sets.c.owner == owner, test_sets.c.name == name)
+                .values(**values)
+            )
+            if updated.rowcount == 0:
+                conn.execute(test_sets.insert().values(owner=owner, name=name, **values))
+
+    def list_test_sets(self, owner: str) -> builtins.list[tuple[str, str]]:
+        """This owner's test sets as (name, prompts JSON), most recently saved first."""
+        _check_owner(owner)
+        c = test_sets.c
+        query = sa.select(c.name, c.prompts).where(c.owner == owner).order_by(c.updated_at.desc())
+        with self._read("listing test sets") as conn:
+            return [(row.name, row.prompts) for row in conn.execute(query)]
+
+    def save_test_run(self, owner: str, run_id: str, test_set: str, record: str) -> None:
+        """Create or replace one run of a test set (replaced when a vote is cast on it)."""
+        _check_owner(owner)
+        with self._write("saving the test run") as conn:
+            updated = conn.execute(
+                test_runs.update()
+                .where(test_runs.c.owner == owner, test_runs.c.id == run_id)
+                .values(record=record)
+            )
+            if updated.rowcount == 0:
+                conn.execute(
+                    test_runs.insert().values(
+                        id=run_id, owner=owner, test_set=test_set, record=record, created_at=_utcnow()
+                    )
+                )
+
+    def test_run_records(
+        self, owner: str, test_set: str | None = None, *, limit: int = 200
+    ) -> builtins.list[str]:
+        """This owner's test runs (of `test_set`, or all), newest first, as JSON records."""
+        _check_owner(owner)
+        c = test_runs.c
+        query = sa.select(c.record).where(c.owner == owner)
+        if test_set is not None:
+            query = query.where(c.test_set == test_set)
+        query = query.order_by(c.created_at.desc()).limit(limit)
+        with self._read("reading test runs") as conn:
             return [str(record) for record in conn.execute(query).scalars()]
 
     def conversation_counts(self, owner: str) -> dict[str, int]:

@@ -1,8 +1,9 @@
 """One owner's conversations as one browser session sees them: the live `ChatSession`s it has
 open, written through to the store on every change, and read back when a conversation is opened.
 
-The store is the durable copy; the live sessions keep reruns fast. A new conversation is a
-draft until its first message, then it is saved and listed. When the store is missing or
+The store is the durable copy; the live sessions keep reruns fast. A conversation has its id
+from the moment it is started; it is a draft (not in `handles`) until its first message, then it
+is saved under that id and listed. When the store is missing or
 failing, the workspace keeps working in memory and every save raises the store's error for the
 page to show; nothing typed is lost.
 """
@@ -14,21 +15,20 @@ import json
 from dataclasses import dataclass, field
 
 from core.backends import ChatBackend
-from core.compare import Comparison, Pick
+from core.compare import LETTERS, Comparison, Pick
 from core.conversation import Conversation, preview
 from core.errors import PersonaFileError
 from core.personas import Persona, parse_persona, persona_yaml
 from core.session import ChatSession
-from core.store import ConversationSummary, Store, StoredConversation, StoreUnavailable
-
-DRAFT_PREFIX = "draft:"
+from core.store import ConversationSummary, Store, StoredConversation, StoreUnavailable, new_conversation_id
+from core.testsets import TestRunRecord, TestSet
 
 
 @dataclass
 class Workspace:
     store: Store | None
     owner: str
-    #: Open conversations: store id (or "draft:<persona id>" before the first save) -> session.
+    #: Open conversations: id (the store's, kept from the moment one is started) -> session.
     sessions: dict[str, ChatSession] = field(default_factory=dict)
     handles: dict[str, StoredConversation] = field(default_factory=dict)
     #: Persona id -> the key of the conversation open for it.
@@ -75,21 +75,23 @@ class Workspace:
                 context_budget=settings.context_budget,
                 max_reply_tokens=settings.max_reply_tokens,
             )
-        key = DRAFT_PREFIX + persona.id
+        key = new_conversation_id()
+        if old is not None and len(old.conversation.messages) < 2:
+            del self.sessions[self.current[persona.id]]  # an empty draft is replaced, not kept
         self.sessions[key] = session
-        self.handles.pop(key, None)
         self.current[persona.id] = key
         return key
+
+    def is_saved(self, key: str) -> bool:
+        """True once the conversation is in the store (listed); False for a draft."""
+        return key in self.handles
 
     def add_imported(self, conversation: Conversation, backend: ChatBackend) -> str:
         """An imported conversation becomes a new one (never overwriting another) and is opened."""
         session = ChatSession(conversation, backend)
+        key = new_conversation_id()
         if self.store is not None:
-            handle = self.store.create(self.owner, conversation)
-            key = handle.id
-            self.handles[key] = handle
-        else:
-            key = DRAFT_PREFIX + (conversation.persona_id or "")
+            self.handles[key] = self.store.create(self.owner, conversation, conversation_id=key)
         self.sessions[key] = session
         if conversation.persona_id is not None:
             self.current[conversation.persona_id] = key
@@ -103,30 +105,23 @@ class Workspace:
 
     # --- saving ------------------------------------------------------------------------------
 
-    def save(self, key: str) -> str:
-        """Write what changed to the store; the conversation's key (a saved draft gets its id).
+    def save(self, key: str) -> None:
+        """Write what changed to the store, under the conversation's id.
 
         A draft with no message yet is not saved. Raises the store's errors (StaleConversation,
         StoreUnavailable, ...) with the session left as it is, so nothing typed is lost.
         """
         session = self.sessions[key]
         if self.store is None:
-            return key
+            return
         handle = self.handles.get(key)
         if handle is None:
             if len(session.conversation.messages) < 2:
-                return key
-            handle = self.store.create(self.owner, session.conversation)
-            del self.sessions[key]
-            key = handle.id
-            self.sessions[key] = session
-            persona_id = session.conversation.persona_id
-            if persona_id is not None:
-                self.current[persona_id] = key
+                return
+            handle = self.store.create(self.owner, session.conversation, conversation_id=key)
         else:
             handle = self.store.save(self.owner, handle, session.conversation)
         self.handles[key] = handle
-        return key
 
     # --- this owner's personas ----------------------------------------------------------------
 
@@ -158,7 +153,11 @@ class Workspace:
             return None
         rounds = comparison.rounds
         title = preview(rounds[0].text) if rounds else "Comparison"
-        labels = " · ".join(column.label for column in comparison.columns)
+        # Blind until the vote: the list must not name who answered.
+        if comparison.labels_hidden:
+            labels = "🙈 " + " · ".join(LETTERS[: len(comparison.columns)])
+        else:
+            labels = " · ".join(column.label for column in comparison.columns)
         return self.store.save_comparison(
             self.owner, comparison_id, f"{title} ({labels})", comparison.to_json()
         )
@@ -179,6 +178,41 @@ class Workspace:
             data = json.loads(record)
             picks += [Pick.model_validate(pick) for pick in data.get("picks", [])]
         return picks
+
+    # --- test sets -----------------------------------------------------------------------------
+
+    def save_test_set(self, test_set: TestSet) -> None:
+        if self.store is not None:
+            self.store.save_test_set(self.owner, test_set.name, json.dumps(list(test_set.prompts)))
+
+    def test_sets(self) -> builtins.list[TestSet]:
+        """This owner's test sets, most recently saved first (a stored one that no longer
+        validates is skipped)."""
+        if self.store is None:
+            return []
+        sets = []
+        for name, prompts in self.store.list_test_sets(self.owner):
+            try:
+                sets.append(TestSet(name=name, prompts=tuple(json.loads(prompts))))
+            except (ValueError, TypeError):
+                continue
+        return sets
+
+    def save_test_run(self, record: TestRunRecord) -> None:
+        if self.store is not None:
+            self.store.save_test_run(self.owner, record.id, record.test_set.name, record.model_dump_json())
+
+    def test_runs(self, test_set: str | None = None) -> builtins.list[TestRunRecord]:
+        """This owner's runs (of `test_set`, or all), newest first."""
+        if self.store is None:
+            return []
+        return [
+            TestRunRecord.model_validate_json(r) for r in self.store.test_run_records(self.owner, test_set)
+        ]
+
+    def leaderboard_picks(self) -> builtins.list[Pick]:
+        """Every vote this owner cast, in comparisons and on test-set results."""
+        return [*self.comparison_picks(), *(pick for run in self.test_runs() for pick in run.picks())]
 
     def conversation_counts(self) -> dict[str, int]:
         return self.store.conversation_counts(self.owner) if self.store else {}

@@ -25,6 +25,13 @@ def select_persona(at: AppTest, persona_id: str) -> AppTest:
     return at
 
 
+def show_page(at: AppTest, name: str) -> AppTest:
+    """Go to one of the views: chat, personas, compare, whatif (app_pages/<name>.py)."""
+    at.switch_page(f"app_pages/{name}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
 def click(at: AppTest, label: str) -> AppTest:
     """Click the button labelled `label`."""
     next(b for b in at.button if b.label == label).click().run()
@@ -34,7 +41,7 @@ def click(at: AppTest, label: str) -> AppTest:
 
 def session(at: AppTest, persona_id: str = "foodie") -> ChatSession:
     """The session open for `persona_id` in this browser session."""
-    workspace = at.session_state.workspace
+    workspace = at.session_state.service.workspace
     return workspace.sessions[workspace.current[persona_id]]
 
 
@@ -50,7 +57,7 @@ def page_text(at: AppTest) -> str:
 
 def open_key(at: AppTest, persona_id: str = "foodie") -> str:
     """The key of the conversation open for `persona_id` (its store id once saved)."""
-    return str(at.session_state.workspace.current[persona_id])
+    return str(at.session_state.service.workspace.current[persona_id])
 
 
 def setting(at: AppTest, name: str, persona_id: str = "foodie") -> Any:

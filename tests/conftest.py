@@ -9,22 +9,80 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.limits import RATE_LIMITS
 from tests.openai_server import OpenAIServer, running_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 APP_PATH = REPO_ROOT / "streamlit_app.py"
-#: Deployer settings the app reads from the environment; cleared so the developer's own never leak in.
+#: Every setting the app reads from the environment or Streamlit secrets (core/, ui/, the pages),
+#: and those the OpenAI SDK reads itself: cleared so a developer's own never leak into a test.
+#: tests/test_settings_cleared.py fails when the app reads one this list lacks.
 DEPLOYER_SETTINGS = (
+    # the connection (core/connection.py)
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",
+    "OPENAI_ORG_ID",
+    "OPENAI_PROJECT_ID",
     "OPENAI_TIMEOUT_S",
     "OPENAI_MAX_RETRIES",
-    "PERSONAS_DIR",
+    "REPLY_TIME_LIMIT_S",
+    # read by the openai SDK itself
+    "OPENAI_ADMIN_KEY",
+    "OPENAI_WEBHOOK_SECRET",
+    "OPENAI_CUSTOM_HEADERS",
+    "OPENAI_LOG",
+    "OPENAI_API_TYPE",
+    "OPENAI_API_VERSION",
+    "AZURE_OPENAI_API_KEY",
+    "AZURE_OPENAI_AD_TOKEN",
+    "AZURE_OPENAI_ENDPOINT",
+    # what visitors may spend (core/limits.py, core/netguard.py)
+    "ALLOWED_BASE_URLS",
+    "ALLOWED_MODELS",
+    "MAX_REPLY_CAP",
+    "MAX_CONTEXT_BUDGET",
+    "MAX_MESSAGE_CHARS",
+    "RATE_LIMIT_REQUESTS_PER_MIN",
+    "RATE_LIMIT_TOKENS_PER_MIN",
+    "RATE_LIMIT_DEPLOYMENT_REQUESTS_PER_MIN",
+    "RATE_LIMIT_TOKENS_PER_DAY",
+    # who sees what, where it is kept (core/owners.py, core/store.py)
     "ACCESS_MODE",
     "DATABASE_URL",
+    "DATA_DIR",
+    "PERSONAS_DIR",
+    # the page's pacing of the offline model
+    "OFFLINE_CHUNK_DELAY_S",
 )
+#: The checkout's own database folder: the developer's conversations, which no test may touch.
+CHECKOUT_DATA = REPO_ROOT / "data"
 
 StartApp = Callable[..., AppTest]
+
+
+def folder_state(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every file under `folder` with its size and modification time (empty if there is no folder)."""
+    state = {}
+    for path in folder.rglob("*"):
+        if path.is_file():
+            stat = path.stat()
+            state[str(path.relative_to(folder))] = (stat.st_size, stat.st_mtime_ns)
+    return state
+
+
+@pytest.fixture(autouse=True)
+def checkout_data_untouched() -> Iterator[None]:
+    """Fails the test that created, changed or removed anything in the checkout's `data/` (a
+    fresh clone must not hold a test's "hello" conversation). The store's SQLite files change on
+    every write, so a test that opened the default database is caught even if it wrote nothing."""
+    before = folder_state(CHECKOUT_DATA)
+    yield
+    after = folder_state(CHECKOUT_DATA)
+    touched = sorted(name for name in before.keys() | after.keys() if before.get(name) != after.get(name))
+    assert not touched, (
+        f"this test touched the checkout's {CHECKOUT_DATA}: {touched} (tests must use a temporary "
+        "database: the clean_env / database_url fixtures)"
+    )
 
 
 @pytest.fixture
@@ -45,6 +103,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> pytest.Monk
     conversations go to this test's own database."""
     for name in DEPLOYER_SETTINGS:
         monkeypatch.delenv(name, raising=False)
+    RATE_LIMITS.clear()  # the process's rate limiters: each test is a fresh deployment
     # AppTest has no real connection, so with ACCESS_MODE unset its visitor is a stranger and
     # gets a private workspace (tests/test_security.py checks that default with ACCESS_MODE="").
     # The page's own features are tested as a deployer's explicit single-user choice.

@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 import tiktoken
 
+from core.prompt_cache import CACHE_RULES, OPENAI_RULE, PromptCache, prompt_token_ids
 from core.tokens import count_prompt_tokens, get_encoding, tokenizer_for
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "o3-mini", "gpt-5-mini", "llama3.2")
@@ -215,6 +216,12 @@ class OpenAIServer:
         self.chunk_delay = 0.0
         #: When set, usage is billed as a server that is not OpenAI's would (see `Billing`).
         self.billing: Billing | None = None
+        #: The prompt cache usage reports hits from: OpenAI's rule by default (1,024 tokens on, in
+        #: blocks of 128); `PromptCache(PREFIX_RULE)` for a plain prefix cache, as llama.cpp's.
+        self.prompt_cache = PromptCache(OPENAI_RULE)
+        #: "openai": `prompt_tokens_details.cached_tokens`; "deepseek": DeepSeek's
+        #: `prompt_cache_hit_tokens` and `prompt_cache_miss_tokens` instead.
+        self.cache_fields: Literal["openai", "deepseek"] = "openai"
         #: Responses the client hung up on before they were complete.
         self.disconnects = 0
         #: Bytes of streamed reply bodies written (per request, in order).
@@ -327,10 +334,11 @@ class OpenAIServer:
         self.enqueue(Fault(usage_tokens=tokens))
 
     def reset(self) -> None:
-        """Forget recorded requests and queued faults."""
+        """Forget recorded requests, queued faults and the prompt cache."""
         with self._lock:
             self._faults.clear()
             self.requests.clear()
+        self.prompt_cache.clear()
 
     @property
     def chat_requests(self) -> list[RecordedRequest]:
@@ -363,19 +371,23 @@ class _HTTPServer(ThreadingHTTPServer):
             super().handle_error(request, client_address)
 
 
-def _usage(body: dict[str, Any], reply: str, billing: Billing | None = None) -> dict[str, Any]:
-    model = str(body.get("model", ""))
+def _usage(body: dict[str, Any], reply: str, server: OpenAIServer) -> dict[str, Any]:
+    """The usage object for this request and reply, its cache hits from the server's cache."""
+    model, messages, billing = str(body.get("model", "")), body.get("messages", []), server.billing
     if billing is None:
-        prompt = count_prompt_tokens(body.get("messages", []), model)
+        prompt = count_prompt_tokens(messages, model)
         completion = tokenizer_for(model).count_text(reply)
+        tokens = prompt_token_ids(messages, tokenizer_for(model))
     else:
-        prompt = billing.prompt_tokens(body.get("messages", []))
+        tokens = billing.tokens(billing.render(messages))
+        prompt = len(tokens)
         completion = len(billing.tokens(reply)) + 1  # and the end-of-turn token it stopped at
-    return {
+    cached = server.prompt_cache.serve(tokens)
+    usage: dict[str, Any] = {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": 0,
             "audio_tokens": 0,
@@ -383,6 +395,10 @@ def _usage(body: dict[str, Any], reply: str, billing: Billing | None = None) -> 
             "rejected_prediction_tokens": 0,
         },
     }
+    if server.cache_fields == "deepseek":
+        del usage["prompt_tokens_details"]
+        usage |= {"prompt_cache_hit_tokens": cached, "prompt_cache_miss_tokens": prompt - cached}
+    return usage
 
 
 def _capped(body: dict[str, Any], text: str, finish_reason: str) -> tuple[str, str]:
@@ -592,7 +608,7 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                     "choices": [
                         {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
                     ],
-                    "usage": _usage(body, text, server.billing),
+                    "usage": _usage(body, text, server),
                     "service_tier": "default",
                     "system_fingerprint": "fp_test",
                 },
@@ -665,7 +681,7 @@ def _make_handler(server: OpenAIServer) -> type[BaseHTTPRequestHandler]:
                 return
             event(choice({}, finish_reason))
             if include_usage and not fault.omit_usage:
-                usage = _usage(body, text, server.billing)
+                usage = _usage(body, text, server)
                 if fault.usage_tokens is not None:
                     usage.update(prompt_tokens=fault.usage_tokens, completion_tokens=fault.usage_tokens)
                     usage["total_tokens"] = 2 * fault.usage_tokens
@@ -728,7 +744,7 @@ def running_server(**kwargs: Any) -> Iterator[OpenAIServer]:
 
 
 @contextlib.contextmanager
-def server_process(*, chunk_delay: float = 0.0) -> Iterator[str]:
+def server_process(*, chunk_delay: float = 0.0, prompt_cache: str = "openai") -> Iterator[str]:
     """The server in a process of its own (so it does not share the caller's interpreter and
     GIL, as in the benchmarks); yields its root URL (without /v1), stopped on exit."""
     port = unused_port()
@@ -740,6 +756,8 @@ def server_process(*, chunk_delay: float = 0.0) -> Iterator[str]:
         str(port),
         "--chunk-delay",
         str(chunk_delay),
+        "--prompt-cache",
+        prompt_cache,
     ]
     root = Path(__file__).resolve().parent.parent
     server = subprocess.Popen(command, cwd=root, stdout=subprocess.DEVNULL)
@@ -767,8 +785,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key", default=None, help="reject requests that do not carry this key")
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between streamed chunks")
     parser.add_argument("--verbose", action="store_true", help="log every request")
+    parser.add_argument(
+        "--prompt-cache", choices=sorted(CACHE_RULES), default="openai", help="the prompt cache's rule"
+    )
     args = parser.parse_args(argv)
     server = OpenAIServer(args.host, args.port, quiet=not args.verbose)
+    server.prompt_cache = PromptCache(CACHE_RULES[args.prompt_cache])
     server.api_key = args.api_key
     server.chunk_delay = args.chunk_delay
     print(f"OpenAI-compatible test server on http://{args.host}:{server.port}/v1", flush=True)

@@ -10,7 +10,7 @@ from tests.conftest import APP_PATH
 
 
 def show_compare(at: AppTest) -> AppTest:
-    at.button_group(key="view").set_value("compare").run()
+    at.switch_page("app_pages/compare.py").run()
     assert not at.exception, at.exception
     return at
 
@@ -35,7 +35,7 @@ def ask(at: AppTest, text: str) -> AppTest:
 def test_three_columns_answer_with_their_own_figures(app: AppTest) -> None:
     start(app)
     ask(app, "北京烤鸭怎么吃？")
-    comparison = app.session_state.comparison
+    comparison = app.session_state.service.comparison
     snapshot = comparison.snapshot()
     assert not snapshot.busy and len(snapshot.columns) == 3
     assert [view.model for view in snapshot.columns] == ["gpt-4o-mini", "gpt-4.1-mini", "gpt-4.1-mini"]
@@ -61,23 +61,28 @@ def test_a_comparison_is_saved_and_reopens(app: AppTest) -> None:
     again = AppTest.from_file(str(APP_PATH), default_timeout=60).run()
     show_compare(again)
     next(b for b in again.button if b.key and b.key.startswith("open_comparison::")).click().run()
-    reopened = again.session_state.comparison.snapshot()
+    reopened = again.session_state.service.comparison.snapshot()
     assert [r.text for r in reopened.rounds] == ["first question to compare"]
     assert all(view.messages[-1].role == "assistant" for view in reopened.columns)
 
 
-def test_blind_mode_hides_labels_until_a_pick_and_tallies_it(app: AppTest) -> None:
+def test_blind_mode_hides_labels_until_a_pick_and_the_leaderboard_counts_it(app: AppTest) -> None:
     start(app, blind=True)
     ask(app, "which is best?")
-    snapshot = app.session_state.comparison.snapshot()
+    snapshot = app.session_state.service.comparison.snapshot()
     assert [view.label for view in snapshot.columns] == ["Answer A", "Answer B", "Answer C"]
     assert all(view.model is None for view in snapshot.columns)
     assert not any("gpt-" in c.value for c in app.caption if "budget" in c.value)
+    # Saved, and listed without naming who answered.
+    [(_, title)] = app.session_state.service.saved_comparisons()
+    assert title == "which is best? (🙈 A · B · C)"
     click(app, "Prefer Answer B")
-    snapshot = app.session_state.comparison.snapshot()
+    snapshot = app.session_state.service.comparison.snapshot()
     assert snapshot.picks[-1].persona_id == "translator"
     assert "Answer B" not in [view.label for view in snapshot.columns]  # revealed
     click(app, "New comparison")
-    tally = next(d.value for d in app.dataframe if "wins" in d.value.columns)
-    wins = dict(zip(tally["persona"], tally["wins"], strict=True))
-    assert wins["translator"] == 1 and wins["foodie"] == 0
+    board = next(d.value for d in app.dataframe if "Won · lost · tied" in d.value.columns)
+    records = dict(zip(board["Persona"], board["Won · lost · tied"], strict=True))
+    # The preferred answer beat each of the two others.
+    assert records["translator"] == "2 · 0 · 0" and records["foodie"] == "0 · 1 · 0"
+    assert board["Persona"].iloc[0] == "translator"  # rated first

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.apptest import conversation, open_key, send, setting
+from tests.apptest import click, conversation, open_key, send, setting, show_page
 from tests.conftest import StartApp
 from tests.openai_server import Billing, OpenAIServer
 
@@ -90,3 +90,30 @@ def test_the_dashboard_says_how_tokens_are_counted(deployed, openai_server: Open
     assert "The server reports a context window of 32,768 tokens." in captions
     turn = conversation(at).turns[-1]
     assert turn.counted_prompt_tokens == turn.reported_prompt_tokens
+
+
+def test_the_compare_page_is_held_to_the_limits(deployed, openai_server: OpenAIServer) -> None:
+    """The compare view used to ignore every limit (12 calls on o1-pro, 200,000-token replies)."""
+    at = deployed(
+        ACCESS_MODE="private",
+        ALLOWED_MODELS="gpt-4o-mini",
+        MAX_REPLY_CAP="100",
+        MAX_CONTEXT_BUDGET="2048",
+        MAX_MESSAGE_CHARS="200",
+        RATE_LIMIT_REQUESTS_PER_MIN="3",
+    )
+    show_page(at, "compare")
+    for index in range(3):  # the model is a choice of the allowed ones, the budget capped
+        persona = at.selectbox(key=f"compare_persona::{index}").value
+        assert at.selectbox(key=f"compare_model::{index}::{persona}").options == ["gpt-4o-mini"]
+        assert at.number_input(key=f"compare_budget::{index}::{persona}").max == 2048
+    click(at, "Start comparing")
+    assert at.chat_input(key="compare_input").proto.max_chars == 200
+    at.chat_input(key="compare_input").set_value("x" * 5_010).run()  # the input keeps 200
+    at.chat_input(key="compare_input").set_value("again").run()  # three more requests: over the limit
+    assert any("Try again in" in e.value for e in at.error)
+    requests = openai_server.chat_requests
+    assert len(requests) == 3
+    for request in requests:
+        assert request.body["model"] == "gpt-4o-mini" and request.body["max_tokens"] <= 100
+        assert len(request.messages[-1]["content"]) <= 200

@@ -12,7 +12,7 @@ SHIPPED = load_personas(BUNDLED_PERSONAS_DIR).personas
 
 
 def show_personas(at: AppTest) -> AppTest:
-    at.button_group(key="view").set_value("personas").run()
+    at.switch_page("app_pages/personas.py").run()
     assert not at.exception, at.exception
     return at
 

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.owners import LOCAL_OWNER
+from core.store import Store
 from tests.apptest import click, conversation, open_key, send, setting
 from tests.conftest import APP_PATH, StartApp
 
@@ -154,3 +157,18 @@ def test_a_stale_tab_is_told_to_reload_and_loses_no_saved_message(app: AppTest) 
     assert not [w for w in other_tab.warning if w.icon == "💾"]
     again = new_browser_session(app.query_params)
     assert [m.content for m in conversation(again).messages if m.role == "user"] == ["one", "two", "four"]
+
+
+def test_the_page_saves_to_data_dir_when_no_database_url_is_set(
+    clean_env: pytest.MonkeyPatch, start_app: StartApp, tmp_path: Path
+) -> None:
+    """As in the Docker image on a Space with persistent storage: DATA_DIR=/data, no DATABASE_URL."""
+    mounted = tmp_path / "mounted"
+    mounted.mkdir()
+    clean_env.delenv("DATABASE_URL")
+    at = start_app(DATA_DIR=str(mounted))
+    send(at, "kept across restarts")
+    assert (mounted / "dashboard.db").is_file()
+    with Store.from_environ({"DATABASE_URL": f"sqlite:///{mounted / 'dashboard.db'}"}) as store:
+        [saved] = store.list(LOCAL_OWNER)
+    assert saved.id == open_key(at) and saved.title == "kept across restarts"

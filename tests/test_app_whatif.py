@@ -11,7 +11,7 @@ def test_a_smaller_budget_says_what_it_would_cost_and_forget(app: AppTest) -> No
     for i in range(8):
         send(app, f"question {i}: which noodles should I try first in Lanzhou, and why? " * 2)
     turns_before = len(conversation(app).turns)
-    app.button_group(key="view").set_value("whatif").run()
+    app.switch_page("app_pages/whatif.py").run()
     assert not app.exception, app.exception
     app.number_input(key="whatif_budget").set_value(256).run()
     metrics = {m.label: m for m in app.metric}
@@ -24,3 +24,17 @@ def test_a_smaller_budget_says_what_it_would_cost_and_forget(app: AppTest) -> No
     assert any(table["would drop"].astype(bool))
     assert len(conversation(app).turns) == turns_before  # nothing was sent
     assert len(app.get("vega_lite_chart")) == 1
+    # The replay is served from a simulated prompt cache (OpenAI's rule unless chosen otherwise),
+    # and every policy is compared on it.
+    assert "From cache, what if" in metrics and "from cache, what if" in table.columns
+    policies = next(d.value for d in app.dataframe if "hit rate" in d.value.columns)
+    assert list(policies["policy"]) == [
+        "Drop the oldest exchanges",
+        "Summarize the oldest exchanges",
+        "Keep a stable prefix (cache-friendly)",
+    ]
+    app.selectbox(key="whatif_cache_rule").set_value("prefix").run()
+    assert not app.exception, app.exception
+    by_prefix = next(d.value for d in app.dataframe if "hit rate" in d.value.columns)
+    assert (by_prefix["from cache"] >= policies["from cache"]).all()
+    assert (by_prefix["from cache"] > 0).any()

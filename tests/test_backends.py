@@ -38,6 +38,7 @@ from core.errors import (
     ServerError,
     StreamInterrupted,
 )
+from core.prompt_cache import PREFIX_RULE, PromptCache
 from core.settings import MAX_REPLY_CAP, Sampling
 from core.tokens import count_prompt_tokens, tokenizer_for
 from tests.openai_server import OpenAIServer, echo_reply, split_chunks, unused_port
@@ -80,6 +81,50 @@ def assert_recovers(server: OpenAIServer, backend: OpenAIBackend) -> None:
 # --- happy path --------------------------------------------------------------------------------
 
 
+def long_chat(turns: int) -> list[list[dict[str, str]]]:
+    """The prompts of a chat that only appends, from about 1,100 tokens up."""
+    history = [{"role": "system", "content": "You are a patient cook. " + "Knead gently. " * 300}]
+    prompts = []
+    for i in range(turns):
+        history.append({"role": "user", "content": f"Question {i}: " + "how long should dough rest? " * 20})
+        prompts.append(list(history))
+        history.append({"role": "assistant", "content": f"Answer {i}: " + "an hour, covered. " * 20})
+    return prompts
+
+
+@pytest.mark.parametrize("fields", ["openai", "deepseek"])
+def test_cached_tokens_follow_openais_rule_through_the_sdk(openai_server: OpenAIServer, fields: str) -> None:
+    openai_server.cache_fields = fields  # type: ignore[assignment]
+    backend = make_backend(openai_server)
+    usages = []
+    for messages in long_chat(3):
+        stream = backend.stream(ChatRequest(messages=messages, model=MODEL))
+        list(stream)
+        assert stream.usage is not None
+        usages.append(stream.usage)
+    assert usages[0].prompt_tokens > 1024 and usages[0].cached_prompt_tokens == 0  # nothing seen yet
+    tokenizer = tokenizer_for(MODEL)
+    for before, usage in zip(long_chat(3), usages[1:], strict=False):
+        # The earlier prompt, up to its reply priming, is this prompt's prefix: 1,024 tokens and
+        # then whole blocks of 128.
+        shared = count_prompt_tokens(before, MODEL) - tokenizer.reply_priming
+        assert usage.cached_prompt_tokens == 1024 + (shared - 1024) // 128 * 128
+        assert usage.cached_prompt_tokens < shared  # a partial block is not served from cache
+
+
+def test_a_plain_prefix_cache_serves_short_prompts(openai_server: OpenAIServer) -> None:
+    openai_server.prompt_cache = PromptCache(PREFIX_RULE)
+    backend = make_backend(openai_server)
+    first = backend.stream(ChatRequest(messages=MESSAGES[:2], model=MODEL))
+    list(first)
+    second = backend.stream(make_request())
+    list(second)
+    assert first.usage is not None and first.usage.cached_prompt_tokens == 0
+    tokenizer = tokenizer_for(MODEL)
+    shared = count_prompt_tokens(MESSAGES[:2], MODEL) - tokenizer.reply_priming
+    assert second.usage is not None and second.usage.cached_prompt_tokens == shared < 1024
+
+
 def test_streams_the_reply_in_order_with_usage_and_finish_reason(openai_server: OpenAIServer) -> None:
     backend = make_backend(openai_server)
     request = make_request(max_reply_tokens=100, sampling=Sampling(temperature=0.2, top_p=0.9, seed=7))
@@ -95,6 +140,7 @@ def test_streams_the_reply_in_order_with_usage_and_finish_reason(openai_server: 
     assert stream.usage == Usage(
         prompt_tokens=count_prompt_tokens(MESSAGES, MODEL),
         completion_tokens=tokenizer_for(MODEL).count_text(REPLY),
+        cached_prompt_tokens=0,  # a short prompt, never cached by OpenAI's rule
     )
 
     [sent] = openai_server.chat_requests

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from core.charts import comparison_spec, replay_spec
+from core.charts import ComparisonChartTexts, comparison_spec, replay_spec
 from core.compare import Column, Comparison
 from core.context import DropOldest
 from core.conversation import Conversation
+from core.i18n import translator
 from core.model_info import load_model_table
 from core.offline import OfflineBackend
 from core.personas import BUNDLED_PERSONAS_DIR, load_personas
@@ -13,6 +14,7 @@ from core.replay import Scenario, compare
 from core.settings import ChatSettings
 from tests.test_stats import assert_valid_vega_lite
 
+EN = translator("en")
 PERSONAS = load_personas(BUNDLED_PERSONAS_DIR).personas
 
 
@@ -30,6 +32,46 @@ def test_the_comparison_chart_has_a_point_per_column_and_message() -> None:
     assert sorted((row["round"], row["column"]) for row in rows) == sorted(
         (n, column.label) for n in (1, 2) for column in comparison.columns
     )
+    assert spec["layer"][0]["encoding"]["color"]["legend"]["columns"] == 1  # one label per row
+
+
+def test_the_comparison_chart_follows_the_data_and_names_a_far_budget() -> None:
+    """A 200,000-token column beside prompts of a few hundred tokens: the y scale stops near the
+    prompts and the far budget is named, not drawn (it used to flatten every line onto zero)."""
+    backend = OfflineBackend()
+    comparison = Comparison(
+        [
+            Column.start(PERSONAS["foodie"], backend, context_budget=150, label="near"),
+            Column.start(PERSONAS["foodie"], backend, context_budget=200_000, label="wide"),
+        ]
+    )
+    comparison.send("one")
+    assert comparison.wait(30)
+    texts = ComparisonChartTexts(budget="预算", prompt_tokens="提示词 token")
+    spec = comparison_spec(comparison.snapshot(), texts)
+    assert spec is not None
+    assert_valid_vega_lite(spec)
+    prompts = [row["prompt"] for row in spec["datasets"]["runs"]]
+    top = spec["layer"][0]["encoding"]["y"]["scale"]["domain"][1]
+    assert max(prompts) <= top < 200_000
+    assert top == 150  # the near budget is still drawn
+    notes = [
+        layer["data"]["values"][0]["note"] for layer in spec["layer"] if "values" in layer.get("data", {})
+    ]
+    assert notes == ["预算 200,000 ↑"]
+    assert spec["layer"][0]["encoding"]["y"]["title"] == "提示词 token"
+
+
+def test_the_comparison_chart_waits_for_the_vote_in_blind_mode() -> None:
+    backend = OfflineBackend()
+    pair = Comparison.blind_pair(
+        Column.start(PERSONAS["foodie"], backend), Column.start(PERSONAS["socratic-tutor"], backend)
+    )
+    pair.send("one")
+    assert pair.wait(30)
+    assert comparison_spec(pair.snapshot()) is None  # sizes would tell the columns apart
+    pair.vote("both_bad")
+    assert comparison_spec(pair.snapshot()) is not None
 
 
 def test_the_replay_chart_shows_both_runs_and_the_budget() -> None:
@@ -39,7 +81,7 @@ def test_the_replay_chart_shows_both_runs_and_the_budget() -> None:
         DropOldest().fit(conversation)
         conversation.add_assistant(f"answer {i} " + "word " * 30)
     result = compare(conversation, Scenario(budget=200), load_model_table())
-    spec = replay_spec(result)
+    spec = replay_spec(result, EN)
     assert_valid_vega_lite(spec)
     runs = {row["run"] for row in spec["datasets"]["replay"]}
     assert runs == {"recorded", "what if"}

@@ -1,10 +1,11 @@
 """Compare mode's core (core/compare.py): columns that stream at the same time, a failure that
-stays in its column, stop and retry per column, blind picks and the tally, and the exports;
+stays in its column, stop and retry per column, blind picks and votes, and the exports;
 with the scripted backend, and with the real SDK over HTTP against the local test server."""
 
 from __future__ import annotations
 
 import json
+import random
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -16,7 +17,6 @@ from core.compare import (
     Column,
     Comparison,
     ComparisonSnapshot,
-    Tally,
     markdown_cell,
 )
 from core.conversation import Conversation
@@ -26,6 +26,7 @@ from core.errors import (
     RateLimited,
     StreamInterrupted,
 )
+from core.leaderboard import leaderboard, votes_from_picks
 from core.model_info import load_model_table
 from core.offline import OfflineBackend
 from core.scripted import ScriptedBackend, ScriptedReply
@@ -347,10 +348,10 @@ def test_a_column_changes_settings_and_backend_between_messages(gates: list[thre
     assert b.session.conversation.turns[-1].model == "gpt-4.1-mini"
 
 
-# --- Blind mode and the tally --------------------------------------------------------------------
+# --- Blind mode and votes -----------------------------------------------------------------------
 
 
-def test_blind_mode_hides_the_labels_until_a_pick_and_the_tally_counts_wins() -> None:
+def test_blind_mode_hides_the_labels_until_a_pick_and_the_leaderboard_counts_wins() -> None:
     a = column("Duck answer.", "Second duck answer.", persona="foodie", model="gpt-4o-mini", label="Foodie")
     b = column("Tutor answer.", "Second tutor answer.", persona="tutor", model="gpt-4.1-mini", label="Tutor")
     comparison = Comparison([a, b], blind=True, model_table=PRICES)
@@ -393,19 +394,40 @@ def test_blind_mode_hides_the_labels_until_a_pick_and_the_tally_counts_wins() ->
     assert second.round == 2 and not second.blind  # the labels were already shown
     assert comparison.picks == (pick, second)
 
-    tally = Tally(owner="owner-1")
-    tally.record(pick)
-    tally.record(second)
-    assert (tally.picks, tally.blind_picks) == (2, 1)
-    assert [(s.name, s.wins, s.rounds, s.win_rate) for s in tally.standings("persona")] == [
-        ("foodie", 1, 2, 0.5),
-        ("tutor", 1, 2, 0.5),
-    ]
-    assert [(s.name, s.wins) for s in tally.standings("model")] == [("gpt-4.1-mini", 1), ("gpt-4o-mini", 1)]
-    stored = json.loads(json.dumps(tally.to_dict()))
-    assert Tally.from_dict(stored) == tally
-    with pytest.raises(ConversationImportError, match="tally"):
-        Tally.from_dict({**stored, "picks": -1})
+    records = {
+        (row.contestant.persona, row.contestant.model): (row.wins, row.losses, row.ties)
+        for row in leaderboard(votes_from_picks(comparison.picks)).ratings
+    }
+    assert records == {("foodie", "gpt-4o-mini"): (1, 1, 0), ("tutor", "gpt-4.1-mini"): (1, 1, 0)}
+
+
+def test_a_blind_pair_keeps_its_random_order_over_turns_and_a_tie_reveals_it() -> None:
+    orders = set()
+    for seed in range(8):
+        a = column("Duck.", persona="foodie", label="Foodie")
+        b = column("Tutor.", persona="tutor", model="gpt-4.1-mini", label="Tutor")
+        pair = Comparison.blind_pair(a, b, rng=random.Random(seed))
+        orders.add(tuple(c.label for c in pair.columns))
+    assert orders == {("Foodie", "Tutor"), ("Tutor", "Foodie")}  # either may be A
+
+    a = column("Duck.", "More duck.", persona="foodie", budget=1000, label="Foodie")
+    b = column("Tutor.", "More tutor.", persona="tutor", model="gpt-4.1-mini", label="Tutor")
+    pair = Comparison.blind_pair(a, b, rng=random.Random(1), model_table=PRICES)
+    pair.send("Peking duck?")
+    finished(pair)
+    pair.send("And the pancakes?")
+    view = finished(pair)
+    assert view.labels_hidden and view.can_pick  # two turns, still anonymous
+    assert [len(c.turns) for c in view.columns] == [2, 2]  # each column kept its own history
+    with pytest.raises(ConversationStateError, match="preferred"):
+        pair.vote("tie", 0)
+    vote = pair.vote("tie")
+    assert (vote.outcome, vote.column, vote.model, vote.blind) == ("tie", None, None, True)
+    assert {c.settings for c in vote.candidates} == {"budget 1,000 · reply cap 1,024 · drop_oldest"}
+    assert not pair.snapshot().labels_hidden
+    restored = Comparison.from_dict(pair.to_dict(), [OfflineBackend(), OfflineBackend()])
+    assert restored.picks == (vote,)
+    assert "tie" in pair.to_markdown()
 
 
 def test_a_column_without_an_answer_cannot_be_picked() -> None:

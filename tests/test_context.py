@@ -15,8 +15,10 @@ from core.context import (
     POLICIES,
     Completion,
     DropOldest,
+    StablePrefix,
     Summarize,
     exchanges,
+    low_water_tokens,
     policy_named,
     summary_cap,
 )
@@ -56,16 +58,24 @@ def test_every_policy_is_registered_under_its_name():
 
 
 @settings(max_examples=100, deadline=None)
-@given(count=st.integers(0, 12), budget=st.integers(40, 600), pins=st.sets(st.integers(0, 11), max_size=3))
-def test_the_plan_is_exactly_what_fit_does(count, budget, pins):
+@given(
+    count=st.integers(0, 12),
+    budget=st.integers(40, 600),
+    pins=st.sets(st.integers(0, 11), max_size=3),
+    policy=st.sampled_from([DropOldest(), StablePrefix()]),
+    low_water=st.sampled_from([None, 0.1, 0.5, 0.95]),
+)
+def test_the_plan_is_exactly_what_fit_does(count, budget, pins, policy, low_water):
     conversation = conversation_with(count, budget)
+    conversation.update_settings(low_water=low_water)
     for index in pins:
         if index < count:
             conversation.pin(conversation.messages[1 + 2 * index].id)
     conversation.add_user("the new question " + "word " * 5)
-    plan = POLICY.plan(conversation)
+    plan = policy.plan(conversation)
+    before = conversation.prompt_tokens
     try:
-        sent = POLICY.fit(conversation)
+        sent = policy.fit(conversation)
     except PromptTooLong as error:
         assert not plan.fits and error.prompt_tokens == plan.prompt_tokens
         assert error.pinned_tokens == plan.pinned_tokens
@@ -79,6 +89,58 @@ def test_the_plan_is_exactly_what_fit_does(count, budget, pins):
     assert not any(conversation.message(i).pinned for i in dropped)
     pinned_contents = {m.content for m in conversation.messages if m.pinned}
     assert pinned_contents <= {m["content"] for m in sent}
+    if isinstance(policy, StablePrefix):
+        # Nothing is dropped while the prompt fits; a drop goes down to the low-water mark, or
+        # as far as the pins allow.
+        assert not dropped if before <= budget else dropped or before <= budget
+        left = [u for u, r in exchanges(conversation) if not (u.pinned or r.pinned)]
+        assert not dropped or plan.prompt_tokens <= low_water_tokens(conversation) or not left
+
+
+def test_stable_prefix_drops_down_to_the_low_water_mark_then_only_appends():
+    conversation = Conversation("sys", ChatSettings(model="gpt-4o", context_budget=600))
+    policy = StablePrefix()
+    prompts: list[list[dict[str, str]]] = []
+    for i in range(30):
+        conversation.add_user(f"question {i} " + "word " * 10)
+        prompts.append(policy.fit(conversation))
+        conversation.add_assistant(f"answer {i} " + "word " * 10)
+    steps = [event.turn for event in conversation.trim_events]
+    assert len(steps) >= 3
+    for event in conversation.trim_events:
+        assert event.tokens_after <= low_water_tokens(conversation) == 390 < event.tokens_before
+        assert len(event.dropped) >= 4  # several exchanges at once, not one per turn
+    for turn in range(1, len(prompts)):
+        previous, sent = prompts[turn - 1], prompts[turn]
+        if turn + 1 not in steps:  # between steps every prompt extends the one before
+            assert sent[: len(previous)] == previous
+    assert len(steps) <= 6  # drop_oldest drops on every turn past the limit (about 20 of them)
+
+
+def test_stable_prefix_is_a_persona_and_sidebar_choice(tmp_path):
+    conversation = conversation_with(3, 1000)
+    conversation.update_settings(context_policy="stable_prefix", low_water=0.5)
+    assert policy_named(conversation.settings.context_policy).name == "stable_prefix"
+    assert low_water_tokens(conversation) == 500
+    with pytest.raises(ValueError):
+        conversation.update_settings(low_water=1.5)
+
+
+def test_summarize_with_a_low_water_mark_folds_down_to_it():
+    conversation = summarize_conversation(0, 800)
+    conversation.update_settings(low_water=0.5)
+    sent_before = None
+    rewrites = 0
+    for i in range(24):
+        sent = turn(conversation, f"question {i} " + "word " * 12, f"answer {i} " + "word " * 12)
+        if sent_before is not None and sent[: len(sent_before)] != sent_before:
+            rewrites += 1
+        sent_before = sent
+        assert count_prompt_tokens(sent, "gpt-4o") <= 800
+    events = conversation.summary_events
+    assert events and rewrites == len(events)  # the prefix changed only where a summary was written
+    for event in events:
+        assert event.tokens_after <= 400  # the low-water mark, summary included
 
 
 def test_pins_that_cannot_fit_are_named_before_sending():

@@ -37,6 +37,7 @@ from dockerfile_parse import DockerfileParser
 from dockerfile_parse.util import WordSplitter
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
+from packaging.utils import canonicalize_name
 from streamlit import config as st_config
 from streamlit.proto.BackMsg_pb2 import BackMsg
 from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
@@ -312,7 +313,7 @@ def stage_image(dockerfile: Dockerfile, ignore: DockerIgnore, root: Path) -> Pat
 class StagedImage:
     root: Path
     app_dir: Path
-    env: dict[str, str]  # the image's ENV, with HOME mapped under root
+    env: dict[str, str]  # the image's ENV, with HOME and DATA_DIR mapped under root
 
     @property
     def home(self) -> Path:
@@ -326,7 +327,10 @@ def staged(dockerfile: Dockerfile, dockerignore: DockerIgnore, tmp_path_factory)
     env = dockerfile.env
     home = root / PurePosixPath(env.get("HOME", "/root")).relative_to("/")
     home.mkdir(parents=True, exist_ok=True)
-    return StagedImage(root, app_dir, {**env, "HOME": str(home)})
+    # The image's DATA_DIR, created as its RUN does, under root like HOME: never this machine's /data.
+    data_dir = root / PurePosixPath(env["DATA_DIR"]).relative_to("/")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    return StagedImage(root, app_dir, {**env, "HOME": str(home), "DATA_DIR": str(data_dir)})
 
 
 # --- the Dockerfile ------------------------------------------------------------------------------
@@ -382,6 +386,32 @@ def test_the_user_owns_its_home_and_the_app(dockerfile):
     for step in dockerfile.all("COPY"):
         owner = copy_args(step)[0].get("chown", "").split(":")[0]
         assert owner in {user, "1000"}, f"line {step.line}: COPY --chown={user}, or root owns the files"
+
+
+def test_the_user_owns_the_data_dir_a_volume_is_mounted_on(dockerfile):
+    """DATA_DIR exists in the image and belongs to the app's user: a Docker volume mounted there
+    starts with that owner, so conversations saved there outlive the container."""
+    data_dir = dockerfile.env["DATA_DIR"]
+    user = useradd_args(dockerfile)[-1]
+    [setup] = [r for r in dockerfile.all("RUN") if re.search(r"\buseradd\b", r.value)]
+    commands = [command.split() for command in re.split(r"&&|;", setup.value)]
+    assert any(words[0] == "mkdir" and data_dir in words for words in commands), setup.value
+    chowns = [words for words in commands if words[0] == "chown" and data_dir in words]
+    assert any(words[1].split(":")[0] in {user, "1000"} for words in chowns), setup.value
+
+
+def test_the_docs_give_the_python_range_pyproject_requires():
+    """One Python range everywhere: pyproject.toml's requires-python, said the same way in the docs."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    requires = SpecifierSet(project["requires-python"])
+    supported = [f"3.{minor}" for minor in range(8, 20) if requires.contains(f"3.{minor}")]
+    assert len(supported) >= 2 and not requires.contains("3.99"), f"{requires} has no upper end"
+    phrase = f"Python {supported[0]} to {supported[-1]}"
+    for doc in ("README.md", "docs/deploy.md"):
+        text = (REPO / doc).read_text(encoding="utf-8")
+        assert phrase in text, f"{doc} should say {phrase!r} (pyproject.toml's requires-python {requires})"
+        others = set(re.findall(r"Python (3\.\d+)", text)) - set(supported)
+        assert not others, f"{doc} names a Python outside {phrase}: {sorted(others)}"
 
 
 def test_requirements_installed_before_the_app_is_copied(dockerfile):
@@ -500,9 +530,14 @@ def _dedent_blocks(markdown: str) -> str:
 # --- dependencies --------------------------------------------------------------------------------
 
 
-def pinned_requirements() -> dict[str, str]:
-    pins = {}
-    for raw in (REPO / "requirements.txt").read_text(encoding="utf-8").splitlines():
+#: requirements.txt's line between what the app imports (the roots) and what those depend on.
+DEPENDENCIES_MARKER = "# --- what those depend on"
+
+
+def requirements(text: str) -> list[Requirement]:
+    """The requirement lines of `text`, each checked to be pinned with == to one version."""
+    found = []
+    for raw in text.splitlines():
         line = raw.split("#", 1)[0].strip()
         if not line:
             continue
@@ -512,21 +547,55 @@ def pinned_requirements() -> dict[str, str]:
             f"not pinned with ==: {raw!r}"
         )
         assert not requirement.url and not requirement.marker, raw
-        pins[requirement.name] = specifiers[0].version
-    return pins
+        found.append(requirement)
+    return found
 
 
-def test_requirements_are_pinned_to_the_tested_versions():
-    pins = pinned_requirements()
-    assert "streamlit" in pins
-    mismatched = {
-        name: (pinned, importlib.metadata.version(name))
-        for name, pinned in pins.items()
-        if importlib.metadata.version(name) != pinned
+def pinned_requirements() -> dict[str, str]:
+    return {
+        requirement.name: next(iter(requirement.specifier)).version
+        for requirement in requirements((REPO / "requirements.txt").read_text(encoding="utf-8"))
     }
-    assert not mismatched, (
-        f"requirements.txt pins differ from what the tests run (pin, installed): {mismatched}"
-    )
+
+
+def installed_tree(roots: list[Requirement]) -> dict[str, str]:
+    """Every distribution pip installs for `roots` (their requirements, with the extras asked for,
+    on this Python), by canonical name, with the version installed here."""
+    extras_of: dict[str, set[str]] = {}
+    versions: dict[str, str] = {}
+    pending = [(root.name, set(root.extras)) for root in roots]
+    while pending:
+        name, extras = pending.pop()
+        key = canonicalize_name(name)
+        if key in versions and extras <= extras_of[key]:
+            continue
+        extras_of.setdefault(key, set()).update(extras)
+        versions[key] = importlib.metadata.version(name)
+        for line in importlib.metadata.requires(name) or []:
+            requirement = Requirement(line)
+            wanted = requirement.marker is None or any(
+                requirement.marker.evaluate({"extra": extra}) for extra in extras_of[key] | {""}
+            )
+            if wanted:
+                pending.append((requirement.name, set(requirement.extras)))
+    return versions
+
+
+def test_requirements_pin_the_whole_installed_tree_at_the_tested_versions():
+    """requirements.txt is the lock: every distribution the app's requirements pull in, and
+    nothing else, at the version installed where the tests run."""
+    text = (REPO / "requirements.txt").read_text(encoding="utf-8")
+    assert DEPENDENCIES_MARKER in text
+    roots = requirements(text.split(DEPENDENCIES_MARKER, 1)[0])
+    assert "streamlit" in {root.name for root in roots}
+    pins = {canonicalize_name(name): version for name, version in pinned_requirements().items()}
+    installed = installed_tree(roots)
+    unpinned = {name: version for name, version in sorted(installed.items()) if name not in pins}
+    assert not unpinned, f"installed for the app but not pinned in requirements.txt: {unpinned}"
+    stale = sorted(set(pins) - set(installed))
+    assert not stale, f"pinned but nothing the app needs requires them: {stale}"
+    mismatched = {name: (pin, installed[name]) for name, pin in pins.items() if installed[name] != pin}
+    assert not mismatched, f"pins differ from what is installed (pin, installed): {mismatched}"
 
 
 def test_every_third_party_import_is_a_requirement():
@@ -726,13 +795,16 @@ def test_image_cmd_serves_the_app_and_passes_its_healthcheck(apps, dockerfile, s
     assert down.returncode != 0, "the health check passes with nothing listening"
 
 
-def test_image_cmd_runs_the_page_on_the_offline_model_without_secrets(apps):
+def test_image_cmd_runs_the_page_on_the_offline_model_without_secrets(apps, staged):
     app_without_key = apps.without_key
     session = b"".join(m.SerializeToString() for m in browser_session(app_without_key))
     assert OFFLINE_NOTICE.encode() in session
     assert b"Connected to" not in session
     log = app_without_key.log_text()
     assert "Traceback" not in log, log
+    # The store opened in the image's DATA_DIR (a mounted volume), not in the app folder.
+    assert (Path(staged.env["DATA_DIR"]) / "dashboard.db").is_file()
+    assert not (staged.app_dir / "data").exists()
 
 
 def test_image_cmd_never_logs_or_shows_the_key(apps):
@@ -757,11 +829,9 @@ def test_image_cmd_never_logs_or_shows_the_key(apps):
 
 
 @pytest.fixture
-def page_env(monkeypatch):
-    monkeypatch.setenv("OFFLINE_CHUNK_DELAY_S", "0")
-    for name in ("OPENAI_API_KEY", "OPENAI_BASE_URL", "PERSONAS_DIR"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("ACCESS_MODE", "single-user")  # AppTest's visitor is not on this machine
+def page_env(clean_env):
+    """No deployer setting of the developer's, the offline model at once, a temporary database."""
+    return clean_env
 
 
 def test_page_starts_without_a_secrets_file(page_env, monkeypatch, tmp_path):

@@ -3,7 +3,6 @@ exists, the language follows `?lang=`, the sidebar choice and the browser, in th
 
 from __future__ import annotations
 
-import ast
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -12,6 +11,7 @@ from typing import Any, get_args
 import pytest
 from streamlit.testing.v1 import AppTest
 
+from core.charts import SERIES, TRIM_TOOLTIP, TRIMS, ComparisonChartTexts
 from core.connection import KeySource
 from core.conversation import MessageState, SummaryVersion
 from core.i18n import (
@@ -25,34 +25,49 @@ from core.i18n import (
     translator,
 )
 from core.locales import en, zh_CN
+from core.persona_formats import EXPORT_FORMATS
+from core.prompt_cache import CACHE_RULES
 from core.settings import POLICY_NAMES
 from core.stats import ContextGauge
 from tests.conftest import APP_PATH, REPO_ROOT
 
-SOURCES = [REPO_ROOT / "streamlit_app.py", *sorted((REPO_ROOT / "ui").glob("*.py"))]
-#: `tr("key"` and `tr_plural("key"` with a literal key (either quote, inside f-strings too).
-LITERAL_KEY = re.compile(r"""\btr(_plural)?\(\s*["']([^"'{}]+)["']""")
+#: The page, its views, and the core modules that write text the page shows (with a translator
+#: called `text`: chart titles, the offline model's reply).
+SOURCES = [
+    REPO_ROOT / "streamlit_app.py",
+    *sorted((REPO_ROOT / "ui").glob("*.py")),
+    *sorted((REPO_ROOT / "app_pages").glob("*.py")),
+    REPO_ROOT / "core" / "charts.py",
+    REPO_ROOT / "core" / "offline.py",
+]
+#: `tr("key"`, `tr_plural("key"`, `text("key"` and `text.plural("key"` with a literal key (either
+#: quote, inside f-strings too).
+LITERAL_KEY = re.compile(r"""\b(?:tr|text)(_plural|\.plural)?\(\s*["']([^"'{}]+)["']""")
 #: `tr(f"prefix.{value}"`: a key family derived from a value (of core, or of the page's VIEWS).
-DERIVED_KEY = re.compile(r"""\btr(?:_plural)?\(\s*f["']([^"'{]*)\{""")
+DERIVED_KEY = re.compile(r"""\b(?:tr|text)(?:_plural|\.plural)?\(\s*f["']([^"'{]*)\{""")
 
 
 def page_views() -> set[str]:
-    """The keys of streamlit_app.VIEWS, read from the source (importing the page runs it)."""
-    tree = ast.parse((REPO_ROOT / "streamlit_app.py").read_text(encoding="utf-8"))
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "VIEWS" for t in node.targets):
-            assert isinstance(node.value, ast.Dict)
-            return {ast.literal_eval(key) for key in node.value.keys if key is not None}
-    raise AssertionError("no VIEWS in streamlit_app.py")
+    """The views: one page file each in app_pages/ (the navigation's titles are `views.<name>`)."""
+    views = {path.stem for path in (REPO_ROOT / "app_pages").glob("*.py")}
+    assert views, "no pages in app_pages/"
+    return views
+
 
 #: Families of keys derived from values of core, and every value each can take.
 DERIVED_FAMILIES = {
+    "personas.export.": set(EXPORT_FORMATS),
     "state.": {state.value for state in MessageState},
     "gauge.part.": {part for part, _ in ContextGauge(1, system=0, pinned=0, history=0, newest=0).parts()},
     "views.": page_views(),
     "connection.key_source.": {*get_args(KeySource), "none"},
     "policy.": set(POLICY_NAMES),
     "summary.source.": set(get_args(SummaryVersion.model_fields["source"].annotation)),
+    "chart.series.": {series for series, _ in SERIES.values()} | {TRIMS[0]},
+    "chart.trim.": {field for field, _, _ in TRIM_TOOLTIP},
+    "offline.reply.role.": {"user", "assistant"},
+    "chart.compare.": set(ComparisonChartTexts.__dataclass_fields__),
+    "whatif.cache_rule.": {*CACHE_RULES, "none"},
 }
 
 
@@ -122,8 +137,28 @@ def test_every_key_derived_from_a_value_of_core_exists():
         assert [v for v in DERIVED_FAMILIES[prefix] if f"{prefix}{v}" not in en.CATALOG] == [], prefix
 
 
+#: A notice's code where core or the page makes one: `Notice(code="x"` or `error_notice("x"`.
+NOTICE_CODE = re.compile(r"""(?:\bcode=|\berror_notice\()\s*["']([a-z0-9_]+)["']""")
+NOTICE_SOURCES = [*sorted((REPO_ROOT / "core").glob("*.py")), *SOURCES]
+
+
+def notice_keys() -> set[str]:
+    """`notice.<code>` for every notice made (the page shows `tr(notice.key, **notice.fields)`)."""
+    return {
+        f"notice.{code}"
+        for path in NOTICE_SOURCES
+        for code in NOTICE_CODE.findall(path.read_text(encoding="utf-8"))
+    }
+
+
+def test_every_notice_has_its_text():
+    keys = notice_keys()
+    assert {"notice.imported", "notice.open_failed"} <= keys, "the pattern found too few notices"
+    assert sorted(keys - set(en.CATALOG)) == []
+
+
 def test_every_catalog_key_is_used():
-    used = {key for _, key in used_keys()}
+    used = {key for _, key in used_keys()} | notice_keys()
     prefixes = {m for path in SOURCES for m in DERIVED_KEY.findall(path.read_text(encoding="utf-8"))}
     derived = {f"{prefix}{value}" for prefix in prefixes for value in DERIVED_FAMILIES[prefix]}
     assert sorted(set(en.CATALOG) - used - derived) == []
@@ -336,7 +371,7 @@ def test_the_page_lang_follows_the_language(app):
 
 def test_the_persona_gallery_and_editor_in_chinese(clean_env):
     at = zh_page(clean_env)
-    at.button_group(key="view").set_value("personas").run()
+    at.switch_page("app_pages/personas.py").run()
     assert not at.exception, at.exception
     assert at.subheader[0].value == "角色"
     captions = "\n".join(c.value for c in at.caption)

@@ -1,5 +1,7 @@
 """The built-in offline model: deterministic, shows what it sees, reports usage as the API would."""
 
+import re
+
 from core.backends import ChatRequest
 from core.conversation import Conversation
 from core.offline import OfflineBackend
@@ -57,3 +59,18 @@ def test_reply_cap_cuts_the_reply_like_the_api():
 def test_unknown_model_still_answers():
     stream, _ = run(ChatRequest(messages=[{"role": "user", "content": "hi"}], model="llama3.2"))
     assert stream.usage.prompt_tokens > 0 and stream.text
+
+
+def test_reply_is_in_the_language_it_was_given():
+    """The offline model speaks for the page: under Chinese its whole reply is Chinese (the user's
+    own words quoted as they were), with the same figures."""
+    conversation = Conversation("sys", ChatSettings(model="gpt-4o", context_budget=150))
+    session = ChatSession(conversation, OfflineBackend(language="zh-CN"))
+    for i in range(4):
+        reply = "".join(session.send(f"question number {i}"))
+    turn = conversation.turns[-1]
+    assert reply.startswith("[离线模型] 我收到了") and f"{turn.counted_prompt_tokens} 个提示词 token" in reply
+    assert "我仍能看到的最早一条消息来自" in reply and "你说：“question number 3”" in reply
+    quoted = re.findall(r"“[^”]*”", reply)
+    english = set(re.findall(r"[A-Za-z]+", re.sub(r"“[^”]*”", "", reply))) - {"token", "API"}
+    assert quoted and not english, english

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from core.backends import OpenAIBackend
 from core.context import summary_cap
 from core.conversation import Conversation, MessageState
 from core.errors import ServerError
 from core.model_info import ModelInfo, ModelTable, load_model_table
 from core.offline import OfflineBackend
-from core.replay import STAND_IN_NOTE, Scenario, compare, exchanges, recorded, replay
+from core.replay import STAND_IN_NOTE, Scenario, compare, compare_policies, exchanges, recorded, replay
 from core.scripted import ScriptedBackend, ScriptedReply
 from core.session import ChatSession
 from core.settings import ChatSettings
@@ -218,3 +219,49 @@ def test_a_question_that_cannot_fit_the_budget_is_refused_and_the_replay_goes_on
     refused = whatif.turns[1]
     assert refused.prompt_tokens == refused.completion_tokens == 0 and refused.cost == 0
     assert whatif.turns[2].prompt_tokens <= 200 and whatif.turns[2].messages_sent == 4
+
+
+def test_the_replay_simulates_the_cache_as_the_server_reports_it(openai_server):
+    """The same chat through the real SDK and the local server (OpenAI's cache rule), then
+    replayed under its own settings: every turn's cached tokens are what the server reported."""
+    backend = OpenAIBackend("sk-test", openai_server.base_url, max_retries=0)
+    settings = ChatSettings(model="gpt-4o", context_budget=2_000, context_policy="stable_prefix")
+    session = ChatSession(Conversation("You plan trips. " * 200, settings), backend)
+    for i in range(14):
+        list(session.send(question(i)))
+    conversation = session.conversation
+    reported = [turn.reported_cached_tokens for turn in conversation.turns]
+    assert conversation.trim_events and sum(reported) > 0 and 0 in reported  # steps, and hits between
+
+    whatif = compare(conversation, Scenario(policy="stable_prefix", cache_rule="openai"), PRICES)
+
+    assert [row.replayed.cached_tokens for row in whatif.turns] == reported
+    assert [row.recorded.cached_tokens for row in whatif.turns] == reported
+    gpt_4o = PRICES.lookup("gpt-4o")
+    assert gpt_4o is not None and gpt_4o.cached_input_per_million is not None
+    for row in whatif.turns:
+        assert row.replayed.cost == pytest.approx(
+            gpt_4o.cost(
+                row.replayed.prompt_tokens,
+                row.replayed.completion_tokens,
+                cached_tokens=reported[row.number - 1],
+            )
+        )
+    assert whatif.replayed.cache_hit_rate == pytest.approx(sum(reported) / whatif.replayed.prompt_tokens)
+
+
+def test_every_policy_is_compared_on_the_same_cache():
+    session = recorded_session(40, budget=3_000)
+    scenario = Scenario(budget=3_000, cache_rule="openai")
+    outcomes = {o.policy: o for o in compare_policies(session.conversation, scenario, PRICES)}
+    assert set(outcomes) == {"drop_oldest", "summarize", "stable_prefix"}
+    drop, stable = outcomes["drop_oldest"], outcomes["stable_prefix"]
+    # At the limit drop_oldest changes the prompt's start every turn; stable_prefix only now and then.
+    assert stable.cache_hit_rate > 0.6 > drop.cache_hit_rate
+    assert stable.cost is not None and drop.cost is not None and stable.cost < drop.cost
+    by_prefix = compare_policies(session.conversation, Scenario(budget=3_000, cache_rule="prefix"), PRICES)
+    # A plain prefix cache also serves what is shorter than OpenAI's 1,024 tokens or a 128 block.
+    assert all(
+        prefix.cached_tokens >= openai.cached_tokens
+        for prefix, openai in zip(by_prefix, outcomes.values(), strict=True)
+    )

@@ -30,7 +30,7 @@ from core.backends import (
     reply_size_limit,
     scrub_secrets,
 )
-from core.connection import Connection, resolve_connection
+from core.connection import Backends, Connection, resolve_connection
 from core.conversation import MAX_IMPORT_BYTES, Conversation
 from core.errors import (
     AddressRefused,
@@ -46,6 +46,7 @@ from core.errors import (
     ReplyTooLong,
 )
 from core.limits import DeployerLimits, RateLimiter
+from core.model_info import load_model_table
 from core.netguard import (
     PublicAddressBackend,
     address_refusal,
@@ -64,13 +65,17 @@ from core.owners import (
     owner_for_token,
     visitor_access,
 )
+from core.personas import BUNDLED_PERSONAS_DIR, load_personas
 from core.safe_markdown import safe_markdown, without_server_paths
 from core.scripted import ScriptedBackend
+from core.service import Deployment, VisitorService
 from core.session import ChatSession
 from core.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, MAX_REPLY_CAP, ChatSettings
+from core.store import Store
 from core.summaries import SUMMARIZE_INSTRUCTION, SUMMARY_FRAME, neutralize_markup, summarize_request
+from core.workspace import Workspace
 from tests.apptest import conversation, images_in, page_text, send
-from tests.conftest import REPO_ROOT, StartApp
+from tests.conftest import APP_PATH, REPO_ROOT, StartApp
 from tests.openai_server import Fault, OpenAIServer, running_server, unused_port
 
 MODEL = "gpt-4o-mini"
@@ -816,14 +821,14 @@ def test_a_visitor_of_the_default_page_gets_a_private_workspace(start_app: Start
     at = start_app(ACCESS_MODE="")
     assert WORKSPACE_PARAM in at.query_params
     assert not [field for field in at.text_input if field.key == "base_url"]
-    assert at.session_state.workspace.owner.startswith("link:")
+    assert at.session_state.service.workspace.owner.startswith("link:")
     assert config.get_option("client.showErrorDetails") == "none"
     assert "Everyone with this page's link" not in page_text(at)
 
 
 def test_an_explicit_single_user_setting_tells_a_remote_visitor(start_app: StartApp) -> None:
     at = start_app(ACCESS_MODE="single-user")
-    assert at.session_state.workspace.owner == LOCAL_OWNER
+    assert at.session_state.service.workspace.owner == LOCAL_OWNER
     assert "Everyone with this page's link sees these conversations" in page_text(at)
 
 
@@ -842,15 +847,15 @@ def test_every_private_link_the_app_makes_is_accepted() -> None:
 
 
 def test_a_short_link_is_refused_on_the_page_not_opened_as_a_new_workspace(start_app: StartApp) -> None:
-    at = start_app(ACCESS_MODE="private")
-    token = at.query_params[WORKSPACE_PARAM]
+    token = start_app(ACCESS_MODE="private").query_params[WORKSPACE_PARAM]
     token = token[0] if isinstance(token, list) else token
-    at.query_params[WORKSPACE_PARAM] = token[:-1]
-    at.session_state.workspace = None
-    at.run()
-    assert not at.exception
-    assert any("This private link is not valid" in error.value for error in at.error)
-    assert not at.chat_input  # nothing opened behind the refusal
+    for wrong in (token[:-1], "A" * 32):
+        at = AppTest.from_file(str(APP_PATH), default_timeout=60)
+        at.query_params[WORKSPACE_PARAM] = wrong
+        at.run()
+        assert not at.exception
+        assert any("This private link is not valid" in error.value for error in at.error)
+        assert not at.chat_input  # nothing opened behind the refusal
 
 
 # --- issue 17: images never load ----------------------------------------------------------------
@@ -1039,3 +1044,35 @@ def test_server_paths_are_cut_to_their_last_part_and_urls_kept() -> None:
     assert (
         without_server_paths("http://10.0.0.5:8000/v1/chat failed") == "http://10.0.0.5:8000/v1/chat failed"
     )
+
+
+# --- issue 17: nothing lost ---------------------------------------------------------------------------
+
+
+def test_the_users_message_is_saved_before_the_model_is_called(
+    openai_server: OpenAIServer, tmp_path: Path
+) -> None:
+    store = Store.from_environ({"DATABASE_URL": f"sqlite:///{tmp_path / 'dashboard.db'}"})
+    environ = {
+        "OPENAI_API_KEY": "sk-test",
+        "OPENAI_BASE_URL": openai_server.base_url,
+        "OPENAI_MAX_RETRIES": "0",
+    }
+    service = VisitorService(
+        Workspace(store, "alice"),
+        Backends(),
+        prices=load_model_table(),
+        deployment=Deployment.from_settings({}, environ),
+    )
+    service.connect()
+    persona = load_personas(BUNDLED_PERSONAS_DIR).personas["foodie"]
+    key, _, _ = service.session_for(persona)
+    chunks = service.send(key, "kept even if the server dies now")
+    assert openai_server.chat_requests == []  # the model has not been asked yet
+    [listed] = store.list("alice")
+    saved, _ = store.load("alice", listed.id)
+    pending = saved.pending_user_message
+    assert pending is not None and pending.content == "kept even if the server dies now"
+    assert "".join(chunks).startswith("You said")
+    again, _ = store.load("alice", listed.id)
+    assert again.pending_user_message is None and again.messages[-1].role == "assistant"

@@ -1,6 +1,7 @@
 """Dashboard figures computed from a conversation's record, and the charts drawn from them."""
 
 import json
+import re
 
 import pyarrow as pa
 import pytest
@@ -22,6 +23,7 @@ from core.charts import (
 )
 from core.context import DropOldest, Summarize
 from core.conversation import Conversation
+from core.i18n import translator
 from core.model_info import load_model_table
 from core.settings import ChatSettings
 from core.stats import (
@@ -39,6 +41,8 @@ from core.stats import (
 from core.summaries import offline_summary
 from core.tokens import count_prompt_tokens, tokenizer_for
 
+EN = translator("en")
+
 POLICY = DropOldest()
 
 
@@ -46,13 +50,17 @@ def new_conversation(system: str, model: str, context_budget: int) -> Conversati
     return Conversation(system, ChatSettings(model=model, context_budget=context_budget))
 
 
-def chat(conversation: Conversation, n: int, usage_offset: int = 0) -> None:
+def chat(conversation: Conversation, n: int, usage_offset: int = 0, cached_share: float = 0.0) -> None:
+    """`n` turns; the server reports `usage_offset` more prompt tokens than counted and, when
+    `cached_share` is set, that share of them as read from its cache."""
     for i in range(n):
         conversation.add_user(f"question {i} " + "about dumplings " * 5)
         POLICY.fit(conversation)
+        prompt = conversation.prompt_tokens + usage_offset
+        cached = int(prompt * cached_share) if cached_share else None
         conversation.add_assistant(
             f"answer {i} " + "steam them " * 8,
-            Usage(prompt_tokens=conversation.prompt_tokens + usage_offset, completion_tokens=20),
+            Usage(prompt_tokens=prompt, completion_tokens=20, cached_prompt_tokens=cached),
         )
 
 
@@ -154,6 +162,23 @@ def test_totals_price_each_turn_and_flag_unknown_models():
     assert totals(conversation, table).cost is None
 
 
+def test_totals_price_cached_tokens_and_say_what_caching_saved():
+    table = load_model_table()
+    conversation = new_conversation("sys", "gpt-4o-mini", 10_000)
+    chat(conversation, 3)
+    assert totals(conversation, table).cache_reported is False
+    chat(conversation, 3, cached_share=0.5)
+    result = totals(conversation, table)
+    prompt = sum(t.prompt_tokens for t in conversation.turns)
+    cached = sum(t.cached_tokens for t in conversation.turns)
+    assert cached == sum(int(t.prompt_tokens * 0.5) for t in conversation.turns[3:]) > 0
+    assert result.cache_reported and result.cached_tokens == cached
+    assert result.cache_hit_rate == pytest.approx(cached / prompt)
+    assert result.cost == pytest.approx(((prompt - cached) * 0.15 + cached * 0.075 + 120 * 0.60) / 1e6)
+    assert result.cache_saved == pytest.approx(cached * (0.15 - 0.075) / 1e6)
+    assert all(t.uncached_tokens == t.prompt_tokens - t.cached_tokens for t in conversation.turns)
+
+
 def assert_valid_vega_lite(spec):
     """The spec is JSON and Vega-Lite's own JSON schema (the one Altair ships) accepts it."""
     error = validate_jsonschema(json.loads(json.dumps(spec)), load_schema(), raise_error=False)
@@ -161,12 +186,17 @@ def assert_valid_vega_lite(spec):
 
 
 def layers_by_series(spec):
-    """The usage chart's layers by the one series each draws (its colour scale's one entry)."""
+    """The usage chart's layers by the id of the one series each draws (its colour scale's one
+    entry is the series' name)."""
     return {
-        layer["encoding"]["color"]["scale"]["domain"][0]: layer
+        layer["name"].removeprefix("series_"): layer
         for layer in spec["layer"]
         if "color" in layer["encoding"]
     }
+
+
+def series_name(series):
+    return EN(f"chart.series.{series}")
 
 
 def colours(spec):
@@ -192,26 +222,33 @@ def colours(spec):
 
 def test_usage_chart_is_valid_vega_lite_and_draws_every_series():
     conversation = new_conversation("sys", "gpt-4o", 150)
-    chat(conversation, 6, usage_offset=1)
+    chat(conversation, 6, usage_offset=1, cached_share=0.5)
     turns = turns_frame(conversation)
-    spec = usage_spec(turn_rows(conversation), trim_rows(conversation))
+    spec = usage_spec(turn_rows(conversation), trim_rows(conversation), EN)
     assert_valid_vega_lite(spec)
     layers = layers_by_series(spec)
     # No summary in a drop-oldest conversation: no band, and no legend entry for one.
-    assert list(layers) == ["prompt, counted", "prompt, API", "reply", "budget", "trimmed"]
-    counted, reported, bars, budget, trim_marks = layers.values()
-    assert [layer["mark"]["type"] for layer in layers.values()] == ["line", "point", "bar", "rule", "point"]
+    assert list(layers) == ["counted", "reported", "cached", "reply", "budget", "trimmed"]
+    counted, reported, cached, bars, budget, trim_marks = layers.values()
+    marks = [layer["mark"]["type"] for layer in layers.values()]
+    assert marks == ["line", "point", "point", "bar", "rule", "point"]
     # Every filtered layer draws something: its filter names a series that is in its data.
     rows = spec["datasets"]["usage"]
-    assert {row["series"] for row in rows} == {name for name, _ in SERIES.values()}
+    assert {row["series"] for row in rows} == {series_name(series) for series, _ in SERIES.values()}
     for layer, column in zip(
-        (bars, budget, counted, reported),
-        ("reply_tokens", "context_budget", "counted_prompt_tokens", "reported_prompt_tokens"),
+        (bars, budget, counted, reported, cached),
+        (
+            "reply_tokens",
+            "context_budget",
+            "counted_prompt_tokens",
+            "reported_prompt_tokens",
+            "cached_prompt_tokens",
+        ),
         strict=True,
     ):
         assert layer["data"] == {"name": "usage"}
         (name,) = layer["transform"][0]["filter"]["oneOf"]
-        assert name == SERIES[column][0]
+        assert name == series_name(SERIES[column][0])
         assert [(r["turn"], r["tokens"]) for r in rows if r["series"] == name] == list(
             zip(turns["turn"], turns[column], strict=True)
         )
@@ -232,25 +269,26 @@ def test_usage_chart_is_valid_vega_lite_and_draws_every_series():
 
 def test_usage_legend_symbols_match_the_marks():
     conversation = new_conversation("sys", "gpt-4o", 150)
-    chat(conversation, 6, usage_offset=1)
+    chat(conversation, 6, usage_offset=1, cached_share=0.5)
     rows = turn_rows(conversation)
     for row in rows[2:]:
         row["summary_tokens"] = 25
-    spec = usage_spec(rows, trim_rows(conversation))
+    spec = usage_spec(rows, trim_rows(conversation), EN)
     assert_valid_vega_lite(spec)
     layers = layers_by_series(spec)
     # Every series drawn has its own legend (a shared one draws every entry with one symbol).
-    assert set(layers) == set(USAGE_LEGENDS) == {name for name, _ in SERIES.values()} | {TRIMS[0]}
+    assert set(layers) == set(USAGE_LEGENDS) == {series for series, _ in SERIES.values()} | {TRIMS[0]}
     assert spec["resolve"] == {"scale": {"color": "independent"}, "legend": {"color": "independent"}}
     symbols = {}
     for name, layer in layers.items():
         legend = layer["encoding"]["color"]["legend"]
         assert legend is not None and legend == USAGE_LEGENDS[name]
-        assert layer["encoding"]["color"]["scale"]["domain"] == [name]
+        assert layer["encoding"]["color"]["scale"]["domain"] == [series_name(name)]
         symbols[name] = (layer["mark"]["type"], legend["symbolType"])
     assert symbols == {
-        "prompt, counted": ("line", "stroke"),
-        "prompt, API": ("point", "circle"),
+        "counted": ("line", "stroke"),
+        "reported": ("point", "circle"),
+        "cached": ("point", "diamond"),
         "reply": ("bar", "square"),
         "summary": ("bar", "square"),
         "budget": ("rule", "stroke"),
@@ -259,10 +297,12 @@ def test_usage_legend_symbols_match_the_marks():
     # Redundant encodings, repeated in the legend: dashed budget, hollow circles, down triangles.
     budget = layers["budget"]
     assert budget["mark"]["strokeDash"] == budget["encoding"]["color"]["legend"]["symbolDash"]
-    assert "strokeDash" not in layers["prompt, counted"]["mark"]
-    assert layers["prompt, API"]["mark"]["filled"] is False
-    assert layers["prompt, API"]["encoding"]["color"]["legend"]["symbolFillColor"] == "transparent"
+    assert "strokeDash" not in layers["counted"]["mark"]
+    assert layers["reported"]["mark"]["filled"] is False
+    assert layers["reported"]["encoding"]["color"]["legend"]["symbolFillColor"] == "transparent"
     assert layers["trimmed"]["mark"]["shape"] == "triangle-down"
+    cached = layers["cached"]["mark"]
+    assert cached["shape"] == "diamond" and cached["filled"]
     # The summary band spans each turn from 0 up to the summary's tokens.
     band = layers["summary"]
     assert band["encoding"]["y2"] == {"datum": 0} and band["encoding"]["x2"] == {"field": "end"}
@@ -277,13 +317,13 @@ def test_the_summary_band_is_each_turns_summary_tokens():
         conversation.add_assistant(f"answer {i} " + "steam them " * 8)
     summarized = [turn.summary_tokens for turn in conversation.turns]
     assert any(summarized), "300 tokens cannot hold eight exchanges"
-    spec = usage_spec(turn_rows(conversation), trim_rows(conversation))
+    spec = usage_spec(turn_rows(conversation), trim_rows(conversation), EN)
     assert_valid_vega_lite(spec)
     rows = spec["datasets"]["usage"]
-    band = [(row["turn"], row["tokens"]) for row in rows if row["series"] == SERIES["summary_tokens"][0]]
+    band = [(row["turn"], row["tokens"]) for row in rows if row["series"] == series_name("summary")]
     assert band == [(turn.number, turn.summary_tokens) for turn in conversation.turns]
     # No figure from an API (none was reported): no circles, and no legend entry for them.
-    assert set(layers_by_series(spec)) == {"prompt, counted", "reply", "summary", "budget"}
+    assert set(layers_by_series(spec)) == {"counted", "reply", "summary", "budget"}
     # The band sits under the prompt line: the prompt sent includes the summary.
     assert all(turn.summary_tokens <= turn.counted_prompt_tokens for turn in conversation.turns)
 
@@ -294,7 +334,7 @@ def test_the_y_scale_follows_the_data_under_a_far_higher_budget():
     turns = turn_rows(conversation)
     largest = max(max(row["counted_prompt_tokens"], row["reported_prompt_tokens"]) for row in turns)
     assert largest < 400
-    spec = usage_spec(turns, trim_rows(conversation))
+    spec = usage_spec(turns, trim_rows(conversation), EN)
     assert_valid_vega_lite(spec)
     layers = layers_by_series(spec)
     # Every layer's y scale ends at the data, not at the budget: usage is not a flat line at 0.
@@ -308,7 +348,7 @@ def test_the_y_scale_follows_the_data_under_a_far_higher_budget():
     # A budget that changes to one near the data is drawn again, only where it is on the scale.
     conversation.update_settings(context_budget=500)
     chat(conversation, 1)
-    spec = usage_spec(turn_rows(conversation), trim_rows(conversation))
+    spec = usage_spec(turn_rows(conversation), trim_rows(conversation), EN)
     assert_valid_vega_lite(spec)
     budget = layers_by_series(spec)["budget"]
     assert {"filter": {"field": "tokens", "lte": 500}} in budget["transform"]
@@ -323,9 +363,9 @@ def test_charts_use_only_colour_blind_safe_colours():
     big = new_conversation("sys", "gpt-4o", 64_000)
     chat(big, 2)
     specs = [
-        usage_spec(rows, trim_rows(conversation)),
-        usage_spec(turn_rows(big), trim_rows(big)),
-        gauge_spec(context_gauge(conversation)),
+        usage_spec(rows, trim_rows(conversation), EN),
+        usage_spec(turn_rows(big), trim_rows(big), EN),
+        gauge_spec(context_gauge(conversation), EN),
     ]
     palette = set(OKABE_ITO.values())
     assert palette == {"#0072B2", "#E69F00", "#009E73", "#D55E00", "#CC79A7", "#56B4E9", "#F0E442", "#000000"}
@@ -343,11 +383,12 @@ def test_gauge_chart_is_valid_vega_lite():
     conversation = new_conversation("sys", "gpt-4o", 1000)
     chat(conversation, 2)
     gauge = context_gauge(conversation)
-    spec = gauge_spec(gauge)
+    spec = gauge_spec(gauge, EN)
     assert_valid_vega_lite(spec)
     assert [layer["mark"]["type"] for layer in spec["layer"]] == ["bar", "bar"]
     parts = [(row["part"], row["tokens"]) for row in spec["datasets"]["gauge"]]
-    assert parts == gauge.parts() and sum(tokens for _, tokens in parts) == 1000
+    assert parts == [(EN(f"gauge.part.{part}"), tokens) for part, tokens in gauge.parts()]
+    assert sum(tokens for _, tokens in parts) == 1000
     # Each part from where the one before it ends.
     ends = [row["end"] for row in spec["datasets"]["gauge"]]
     assert [row["start"] for row in spec["datasets"]["gauge"]] == [0, *ends[:-1]] and ends[-1] == 1000
@@ -360,7 +401,8 @@ def test_gauge_chart_is_valid_vega_lite():
         assert color["legend"] is not None and color["legend"]["symbolType"] == "square"
         assert color["scale"]["domain"] == layer["transform"][0]["filter"]["oneOf"]
         legend_entries += color["scale"]["domain"]
-    assert legend_entries == [part for part, _ in gauge.parts()] == list(GAUGE_COLORS)
+    assert legend_entries == [EN(f"gauge.part.{part}") for part, _ in gauge.parts()]
+    assert legend_entries == [EN(f"gauge.part.{part}") for part in GAUGE_COLORS]
     assert free["mark"]["filled"] is False
     assert free["mark"]["strokeDash"] == free["encoding"]["color"]["legend"]["symbolDash"]
     assert free["encoding"]["color"]["legend"]["symbolFillColor"] == "transparent"
@@ -369,7 +411,7 @@ def test_gauge_chart_is_valid_vega_lite():
 def test_a_spec_vega_lite_rejects_fails_the_check():
     conversation = new_conversation("sys", "gpt-4o", 150)
     chat(conversation, 3)
-    spec = usage_spec(turn_rows(conversation), trim_rows(conversation))
+    spec = usage_spec(turn_rows(conversation), trim_rows(conversation), EN)
     spec["layer"][0]["mark"]["type"] = "lines"
     with pytest.raises(AssertionError):
         assert_valid_vega_lite(spec)
@@ -378,7 +420,7 @@ def test_a_spec_vega_lite_rejects_fails_the_check():
 def test_charts_go_to_streamlit_with_their_data_in_arrow():
     conversation = new_conversation("sys", "gpt-4o", 150)
     chat(conversation, 4)
-    spec = usage_spec(turn_rows(conversation), trim_rows(conversation))
+    spec = usage_spec(turn_rows(conversation), trim_rows(conversation), EN)
     ready = for_streamlit(spec)
     assert {key: value for key, value in ready.items() if key != "datasets"} == {
         key: value for key, value in spec.items() if key != "datasets"
@@ -393,10 +435,10 @@ def test_figures_and_drawing_are_built_once_per_version():
     conversation = new_conversation("sys", "gpt-4o", 150)
     chat(conversation, 3)
     figures = dashboard_figures(conversation, POLICY, table)
-    drawing = dashboard_drawing(figures)
+    drawing = dashboard_drawing(figures, EN)
     # Nothing changed: the same objects, nothing walked or built again.
     assert dashboard_figures(conversation, POLICY, table) is figures
-    assert dashboard_drawing(figures) is drawing
+    assert dashboard_drawing(figures, EN) is drawing
     # Tables keep their columns when empty, and show what the frames show.
     assert drawing.trims.num_rows == len(conversation.trim_events) == 0
     assert drawing.trims.column_names == TRIM_LOG_COLUMNS
@@ -427,7 +469,42 @@ def test_figures_and_drawing_are_built_once_per_version():
         assert after.trims == trim_rows(conversation)
         assert after.context == context_rows(conversation, POLICY)
         assert list(after.next_drops) == next_turn_drops(conversation, POLICY)
-        assert dashboard_drawing(after) is not drawing
+        assert dashboard_drawing(after, EN) is not drawing
     assert len(conversation.trim_events) == 1 and conversation.messages[-1].state == "replaced"
     assert len(conversation.summary_versions) == 2
     assert [row["turn"] for row in dashboard_figures(conversation, POLICY, table).mismatched] == [4]
+
+
+def test_chart_titles_legends_and_tooltips_follow_the_page_language():
+    """Under Chinese, every text a chart shows (titles, series and part names, notes) is Chinese:
+    no English word but the unit "token"."""
+    zh = translator("zh-CN")
+    conversation = new_conversation("sys", "gpt-4o", 150)
+    chat(conversation, 6, usage_offset=1, cached_share=0.5)
+    big = new_conversation("sys", "gpt-4o", 64_000)
+    chat(big, 2)
+    specs = [
+        usage_spec(turn_rows(conversation), trim_rows(conversation), zh),
+        usage_spec(turn_rows(big), trim_rows(big), zh),
+        gauge_spec(context_gauge(conversation), zh),
+    ]
+    shown: list[str] = []
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("title", "note", "series", "part") and isinstance(value, str):
+                    shown.append(value)
+                elif key == "calculate" and isinstance(value, str) and value.startswith('"'):
+                    shown.append(json.loads(value))
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    for spec in specs:
+        walk(spec)
+    assert "已裁剪" in shown and "轮次" in shown and any("预算" in text for text in shown)
+    english = {word for text in shown for word in re.findall(r"[A-Za-z]+", text)} - {"token"}
+    assert not english, english

@@ -34,6 +34,7 @@ from core.backends import Usage
 from core.context import Completion, DropOldest, Summarize
 from core.conversation import Conversation, Message, SummaryEvent, SummaryVersion, Turn
 from core.errors import ConfigError, DashboardError, ServerError
+from core.owners import owner_for_user
 from core.settings import ChatSettings
 from core.store import (
     ConversationNotFound,
@@ -120,7 +121,10 @@ def rich_conversation() -> Conversation:
     chat(conversation, "What goes with lamb?", "Mint, garlic and rosemary.")
     conversation.regenerate()
     POLICY.fit(conversation)
-    conversation.add_assistant("Rosemary, garlic, anchovy.", Usage(prompt_tokens=90, completion_tokens=9))
+    conversation.add_assistant(
+        "Rosemary, garlic, anchovy.",
+        Usage(prompt_tokens=90, completion_tokens=9, cached_prompt_tokens=64, cache_write_tokens=10),
+    )
     assert conversation.trim_events, "the small budget must have trimmed"
     return conversation
 
@@ -209,6 +213,7 @@ def test_round_trip_keeps_every_message_turn_trim_and_flag(store: Store):
     # The rebuilt conversation carries on exactly like the original.
     assert loaded.prompt_tokens == conversation.prompt_tokens
     assert loaded.api_messages() == conversation.api_messages()
+    assert (loaded.turns[-1].cached_tokens, loaded.turns[-1].cache_write_tokens) == (64, 10)
 
 
 def test_incremental_saves_load_as_the_conversation_in_memory(store: Store):
@@ -687,16 +692,34 @@ def test_saves_write_only_the_new_summary_versions_and_events(store: Store):
     }
 
 
-def test_a_database_from_before_summaries_upgrades_and_keeps_its_conversations(backend_url: str):
+def upgraded_from(backend_url: str, revision: str) -> tuple[Conversation, dict, StoredConversation]:
+    """A conversation saved, the database downgraded to `revision`, then opened (so upgraded to the
+    newest again): the conversation as it loads then, as it was saved, and its handle."""
     with Store(backend_url) as store:
         handle = store.create(ALICE, conversation_with(9, budget=200))
         before = store.load(ALICE, handle.id)[0].to_dict()
-    command.downgrade(alembic_config(backend_url), "0002_personas")
-    with Store(backend_url) as store:  # upgrades to the newest again
+    command.downgrade(alembic_config(backend_url), revision)
+    with Store(backend_url) as store:
         assert store.schema_revision() == ScriptDirectory.from_config(alembic_config()).get_current_head()
-        loaded = store.load(ALICE, handle.id)[0]
+        loaded, handle = store.load(ALICE, handle.id)
+    return loaded, before, handle
+
+
+def test_a_database_from_before_summaries_upgrades_and_keeps_its_conversations(backend_url: str):
+    loaded, before, _ = upgraded_from(backend_url, "0002_personas")
     assert loaded.to_dict() == before
     assert all(turn.summary_tokens == 0 for turn in loaded.turns)
+
+
+def test_a_database_from_before_cached_tokens_upgrades_and_keeps_its_turns(backend_url: str):
+    loaded, before, handle = upgraded_from(backend_url, "0005_long_owners")
+    assert loaded.to_dict() == before
+    assert all(turn.reported_cached_tokens is None for turn in loaded.turns)
+    chat(loaded, "A cached question?", "A cached answer.")
+    loaded.turns[-1].reported_cached_tokens = 128
+    with Store(backend_url) as store:
+        store.save(ALICE, handle, loaded)
+        assert store.load(ALICE, handle.id)[0].turns[-1].cached_tokens == 128
 
 
 def test_the_summary_tables_hold_every_field_of_a_version_and_an_event():
@@ -1035,6 +1058,24 @@ def test_comparisons_are_saved_per_owner(store: Store) -> None:
     assert store.load_comparison("alice", first) == '{"n": 3}'
 
 
+def test_test_sets_and_their_runs_are_saved_per_owner(store: Store) -> None:
+    store.save_test_set("alice", "menus", '["a", "b"]')
+    store.save_test_set("alice", "travel", '["c"]')
+    store.save_test_set("alice", "menus", '["a", "b", "c"]')  # replaced, and now the newest
+    assert store.list_test_sets("alice") == [("menus", '["a", "b", "c"]'), ("travel", '["c"]')]
+    store.save_test_run("alice", "run1", "menus", '{"n": 1}')
+    store.save_test_run("alice", "run2", "menus", '{"n": 2}')
+    store.save_test_run("alice", "run3", "travel", '{"n": 3}')
+    store.save_test_run("alice", "run1", "menus", '{"n": 1, "votes": 1}')  # a vote replaces the record
+    assert store.test_run_records("alice", "menus") == ['{"n": 2}', '{"n": 1, "votes": 1}']
+    assert len(store.test_run_records("alice")) == 3
+    # Bob sees none of Alice's, and saving his own run under her run's id changes nothing of hers.
+    assert store.list_test_sets("bob") == [] and store.test_run_records("bob") == []
+    with pytest.raises(StoreError):
+        store.save_test_run("bob", "run1", "menus", "{}")
+    assert store.test_run_records("alice", "menus")[-1] == '{"n": 1, "votes": 1}'
+
+
 def test_the_default_database_goes_to_data_dir_when_it_exists(tmp_path: Path) -> None:
     mounted, default = tmp_path / "data", tmp_path / "app" / "data" / "dashboard.db"
     with Store.from_environ({"DATA_DIR": str(mounted)}, default_path=default) as store:
@@ -1046,3 +1087,22 @@ def test_the_default_database_goes_to_data_dir_when_it_exists(tmp_path: Path) ->
         {"DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}", "DATA_DIR": str(mounted)}
     ) as store:
         assert store.where == str(tmp_path / "x.db")  # DATABASE_URL wins
+
+
+def test_an_oidc_owner_with_a_255_character_subject_is_stored(backend_url: str):
+    """OIDC allows subjects of up to 255 characters; with `oidc:` and the issuer in front the owner
+    is longer than that, and the store keeps it whole (PostgreSQL refused it before 0005)."""
+    issuer = "https://login.example.org/realms/" + "tenant-" * 20
+    owner = owner_for_user(issuer, "s" * 255)
+    assert len(owner) > 255 + len(issuer)
+    Store(backend_url).close()
+    command.downgrade(alembic_config(backend_url), "0004_comparisons")  # the columns as they were
+    with Store(backend_url) as store:  # upgrades them
+        handle = store.create(owner, conversation_with(3))
+        store.save_persona(owner, "mine", "name: Mine\n")
+        comparison_id = store.save_comparison(owner, None, "a comparison", "{}")
+        assert [summary.owner for summary in store.list(owner)] == [owner]
+        assert store.load(owner, handle.id)[1].id == handle.id
+        assert store.list_personas(owner) == [("mine", "name: Mine\n")]
+        assert store.load_comparison(owner, comparison_id) == "{}"
+        assert store.list(owner[:255]) == []  # no prefix of it is the same owner

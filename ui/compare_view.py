@@ -3,28 +3,57 @@ thread (core/compare.py), with what each column saw, its tokens, speed and cost.
 
 The page only draws snapshots: while columns stream it polls `Comparison.wait_for_change` and
 redraws the live parts at most every POLL_S; a click (stop one column, for instance) reruns the
-page, which picks up the same running comparison from the session state.
+page, which picks up the same running comparison from the visitor's service. Every start, send,
+retry, stop and pick goes through the service, which holds them to the deployer's limits. The
+open comparison's id is in the link (`?cmp=`), so a reload returns to it.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
+from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 
-from core.backends import ChatBackend
-from core.charts import comparison_spec
-from core.compare import Column, ColumnView, Comparison, RunFigures, Tally
+from core.charts import ComparisonChartTexts, comparison_spec
+from core.compare import ColumnView, Comparison, RunFigures
 from core.conversation import MessageState
 from core.errors import DashboardError
+from core.i18n import current
+from core.notices import error_notice
 from core.personas import Persona
-from core.safe_markdown import page_markdown
-from core.workspace import Workspace
+from core.service import ColumnChoice, VisitorService
+from core.settings import MAX_CONTEXT_BUDGET
+from ui.frame import Frame
+from ui.leaderboard_view import leaderboard_section
+from ui.state import Key, compare_key
+from ui.text import as_markdown
 
 POLL_S = 0.1
-STATE = "comparison"  # the open Comparison, in st.session_state
-SAVED_ID = "comparison_id"  # its id in the store, once saved
+#: The query parameter naming the open (saved) comparison.
+COMPARISON_PARAM = "cmp"
+
+
+def page(frame: Frame) -> None:
+    service = frame.service
+    wanted = st.query_params.get(COMPARISON_PARAM)
+    if wanted and service.comparison_id != wanted:
+        service.open_comparison(wanted)
+    if service.comparison is not None:
+        comparison_view(service, service.comparison)
+    else:
+        if COMPARISON_PARAM in st.query_params:
+            del st.query_params[COMPARISON_PARAM]
+        setup(service, frame.catalog.personas)
+
+
+def chart_texts() -> ComparisonChartTexts:
+    tr = current(st.session_state)
+    return ComparisonChartTexts(
+        **{name: tr(f"chart.compare.{name}") for name in ComparisonChartTexts.__dataclass_fields__}
+    )
 
 
 def figures_line(figures: RunFigures | None) -> str:
@@ -49,16 +78,18 @@ def figures_line(figures: RunFigures | None) -> str:
     return " · ".join(parts)
 
 
-def setup(personas: dict[str, Persona], workspace: Workspace, backend: ChatBackend) -> None:
+def setup(service: VisitorService, personas: dict[str, Persona]) -> None:
     st.subheader("Compare")
     st.caption(
         "Send one message to 2 to 4 personas or models at once and see, column by column, what each "
         "model saw, its tokens, speed and cost."
     )
-    count = int(st.number_input("Columns", min_value=2, max_value=4, value=3, key="compare_count"))
+    count = int(st.number_input("Columns", min_value=2, max_value=4, value=3, key=Key.COMPARE_COUNT))
     ids = list(personas)
     columns = st.columns(count)
-    chosen: list[tuple[str, str, int]] = []
+    limits = service.limits
+    max_budget = limits.max_context_budget if limits else MAX_CONTEXT_BUDGET
+    chosen: list[ColumnChoice] = []
     for index, column in enumerate(columns):
         with column:
             default = ids[index % len(ids)]
@@ -67,112 +98,82 @@ def setup(personas: dict[str, Persona], workspace: Workspace, backend: ChatBacke
                 ids,
                 index=ids.index(default),
                 format_func=lambda pid: f"{personas[pid].avatar} {personas[pid].name}",
-                key=f"compare_persona::{index}",
+                key=compare_key("persona", index),
             )
             persona = personas[persona_id]
-            model = st.text_input("Model", value=persona.model, key=f"compare_model::{index}::{persona_id}")
+            model_key = compare_key("model", index, persona_id)
+            if limits is not None and limits.allowed_models:  # on the deployer's key: its models
+                models = list(limits.allowed_models)
+                first = models.index(persona.model) if persona.model in models else 0
+                model = st.selectbox("Model", models, index=first, key=model_key)
+            else:
+                model = st.text_input("Model", value=persona.model, key=model_key)
             budget = st.number_input(
                 "Context budget",
                 min_value=64,
-                value=persona.context_budget,
+                max_value=max_budget,
+                value=min(persona.context_budget, max_budget),
                 step=64,
-                key=f"compare_budget::{index}::{persona_id}",
+                key=compare_key("budget", index, persona_id),
             )
-            chosen.append((persona_id, model.strip() or persona.model, int(budget)))
-    blind = st.toggle("Blind: hide which column is which until I pick the answer I prefer", key="blind")
-    if st.button("Start comparing", type="primary", icon="⚖️"):
-        try:
-            built = [
-                Column.start(
-                    personas[pid],
-                    backend,
-                    label=f"{personas[pid].avatar} {personas[pid].name} · {model}",
-                    model=model,
-                    context_budget=budget,
-                )
-                for pid, model, budget in chosen
-            ]
-            st.session_state[STATE] = Comparison(built, blind=blind)
-        except (DashboardError, ValueError) as error:
-            st.error(page_markdown(f"The comparison cannot start: {error}"))
-            return
-        st.session_state.pop(SAVED_ID, None)
+            chosen.append(ColumnChoice(persona_id, model.strip() or persona.model, int(budget)))
+    blind = st.toggle(
+        "Blind: hide which column is which until I pick the answer I prefer", key=Key.COMPARE_BLIND
+    )
+    started = st.button("Start comparing", type="primary", icon="⚖️")
+    if started and service.start_comparison(personas, chosen, blind=blind) is not None:
         st.rerun()
-    saved_list(workspace, backend)
+    saved_list(service)
 
 
-def saved_list(workspace: Workspace, backend: ChatBackend) -> None:
+def saved_list(service: VisitorService) -> None:
     try:
-        saved = workspace.list_comparisons()
+        saved = service.saved_comparisons()
     except DashboardError as error:
-        st.error(page_markdown(f"Saved comparisons cannot be read: {error}"))
+        st.error(as_markdown(f"Saved comparisons cannot be read: {error}"))
         return
     if not saved:
         return
     st.markdown("**Saved comparisons**")
     for comparison_id, title in saved:
         st.button(
-            page_markdown(title),
+            as_markdown(title),
             key=f"open_comparison::{comparison_id}",
             on_click=open_saved,
-            args=(workspace, comparison_id, backend),
+            args=(service, comparison_id),
         )
-    tally = Tally(owner=workspace.owner)
-    for pick in workspace.comparison_picks():
-        tally.record(pick)
-    standings = tally.standings("persona")
-    if standings:
-        st.markdown("**Blind picks so far**")
-        st.dataframe(
-            [
-                {"persona": s.name, "wins": s.wins, "rounds": s.rounds, "win rate": f"{s.win_rate:.0%}"}
-                for s in standings
-            ],
-            hide_index=True,
-        )
+    leaderboard_section(service.leaderboard_picks())
 
 
-def open_saved(workspace: Workspace, comparison_id: str, backend: ChatBackend) -> None:
-    try:
-        st.session_state[STATE] = workspace.load_comparison(comparison_id, backend)
-        st.session_state[SAVED_ID] = comparison_id
-    except DashboardError as error:
-        st.session_state.notice = ("error", f"That comparison cannot be opened: {error}")
+def open_saved(service: VisitorService, comparison_id: str) -> None:
+    if service.open_comparison(comparison_id) is not None:
+        st.query_params[COMPARISON_PARAM] = comparison_id
 
 
-def close() -> None:
-    comparison: Comparison | None = st.session_state.get(STATE)
-    if comparison is not None:
-        comparison.stop_all()
-    st.session_state.pop(STATE, None)
-    st.session_state.pop(SAVED_ID, None)
+def close(service: VisitorService) -> None:
+    service.close_comparison()
+    if COMPARISON_PARAM in st.query_params:
+        del st.query_params[COMPARISON_PARAM]
 
 
-def save(workspace: Workspace, comparison: Comparison) -> None:
-    try:
-        st.session_state[SAVED_ID] = workspace.save_comparison(st.session_state.get(SAVED_ID), comparison)
-    except DashboardError as error:
-        st.session_state.store_error = f"The comparison is not saved yet: {error}"
-
-
-def act(action: Callable[[], Any]) -> None:
+def act(service: VisitorService, action: Callable[[], Any]) -> None:
     """A button's callback: do it, or show why not."""
     try:
         action()
     except DashboardError as error:
-        st.session_state.notice = ("error", str(error))
+        service.notify(error_notice("compare_refused", error))
 
 
-def draw_column(view: ColumnView, comparison: Comparison) -> Callable[[ColumnView], None]:
+def draw_column(view: ColumnView, service: VisitorService) -> Callable[[ColumnView], None]:
     """Draw one column's history and controls; returns the function that redraws its live part."""
-    st.markdown(page_markdown(f"**{view.label}**"))
+    st.markdown(as_markdown(f"**{view.label}**"))
     if not view.hidden and view.model:
-        st.caption(page_markdown(f"`{view.model}` · budget {view.context_budget:,}"))
+        st.caption(as_markdown(f"`{view.model}` · budget {view.context_budget:,}"))
     for message in view.messages[1:]:  # the system prompt would tell a hidden column's persona
         if message.state is not MessageState.CONTEXT:
             continue
         with st.chat_message(message.role):
-            st.markdown(page_markdown(message.content))
+            st.markdown(as_markdown(message.content))
     live = st.empty()
     buttons = st.container()
     with buttons:
@@ -181,27 +182,27 @@ def draw_column(view: ColumnView, comparison: Comparison) -> Callable[[ColumnVie
                 "Stop",
                 key=f"stop_column::{view.index}",
                 on_click=act,
-                args=(lambda: comparison.stop(view.index),),
+                args=(service, lambda: service.compare_stop(view.index)),
             )
         elif view.can_retry:
             st.button(
                 "Retry",
                 key=f"retry_column::{view.index}",
                 on_click=act,
-                args=(lambda: comparison.retry(view.index),),
+                args=(service, lambda: service.compare_retry(view.index)),
             )
 
     def redraw(current: ColumnView) -> None:
         with live.container():
             if current.running or current.state in ("stopped", "failed"):
                 with st.chat_message("assistant"):
-                    st.markdown(page_markdown(current.text or "…"))
+                    st.markdown(as_markdown(current.text or "…"))
             if (
                 current.state == "failed"
                 and current.figures is not None
                 and current.figures.error is not None
             ):
-                st.error(page_markdown(current.figures.error.message))
+                st.error(as_markdown(current.figures.error.message))
             state = {"waiting": "⏳ waiting", "streaming": "✍️ streaming", "stopped": "⏹ stopped"}.get(
                 current.state
             )
@@ -212,12 +213,11 @@ def draw_column(view: ColumnView, comparison: Comparison) -> Callable[[ColumnVie
     return redraw
 
 
-def comparison_view(workspace: Workspace) -> None:
-    comparison: Comparison = st.session_state[STATE]
+def comparison_view(service: VisitorService, comparison: Comparison) -> None:
     snapshot = comparison.snapshot()
     top = st.columns([2, 1, 1, 1])
     top[0].subheader("Compare")
-    top[1].button("New comparison", on_click=close, disabled=snapshot.busy)
+    top[1].button("New comparison", on_click=close, args=(service,), disabled=snapshot.busy)
     if not snapshot.busy and snapshot.rounds:
         top[2].download_button(
             "JSON",
@@ -233,28 +233,44 @@ def comparison_view(workspace: Workspace) -> None:
             mime="text/markdown",
             on_click="ignore",
         )
-    prompt = st.chat_input("Ask every column…", key="compare_input", disabled=snapshot.busy)
+    limits = service.limits
+    prompt = st.chat_input(
+        "Ask every column…",
+        key=Key.COMPARE_INPUT,
+        disabled=snapshot.busy,
+        max_chars=limits.max_message_chars if limits else None,
+    )
+    sent = False
     if prompt and not snapshot.busy:
         try:
-            comparison.send(prompt)
+            service.compare_send(prompt)
+            sent = True
         except DashboardError as error:
-            st.error(page_markdown(str(error)))
+            st.error(as_markdown(str(error)))
         snapshot = comparison.snapshot()
     redraws = []
     for column, view in zip(st.columns(len(snapshot.columns)), snapshot.columns, strict=True):
         with column:
-            redraws.append(draw_column(view, comparison))
-    while snapshot.busy:
-        comparison.wait_for_change(snapshot.version, timeout=POLL_S)
-        snapshot = comparison.snapshot()
-        for redraw, view in zip(redraws, snapshot.columns, strict=True):
-            redraw(view)
+            redraws.append(draw_column(view, service))
+    try:
+        while snapshot.busy:
+            comparison.wait_for_change(snapshot.version, timeout=POLL_S)
+            snapshot = comparison.snapshot()
+            for redraw, view in zip(redraws, snapshot.columns, strict=True):
+                redraw(view)
+    except StopException:
+        # The tab closed (or the run was stopped): the columns' threads would run on for nobody,
+        # holding their replies in memory; they stop and keep what arrived.
+        comparison.stop_all()
+        raise
     if snapshot.rounds:
-        if prompt or st.session_state.get(SAVED_ID) is None:
-            save(workspace, comparison)
-            if prompt:
+        if sent or service.comparison_id is None:
+            service.save_comparison()
+            if service.comparison_id is not None:
+                st.query_params[COMPARISON_PARAM] = service.comparison_id
+            if sent:
                 st.rerun()  # draw the recorded answers as history
-        chart = comparison_spec(snapshot)
+        chart = comparison_spec(snapshot, chart_texts())
         if chart is not None:
             st.markdown("**Per message, by column**")
             st.vega_lite_chart(spec=chart, width="stretch", height=260)
@@ -263,16 +279,11 @@ def comparison_view(workspace: Workspace) -> None:
         picks = st.columns(len(snapshot.columns))
         for index, view in enumerate(snapshot.columns):
             picks[index].button(
-                page_markdown(f"Prefer {view.label}"),
+                as_markdown(f"Prefer {view.label}"),
                 key=f"pick::{index}",
-                on_click=pick,
-                args=(workspace, comparison, index),
+                on_click=act,
+                args=(service, functools.partial(service.compare_pick, index)),
             )
     if snapshot.picks:
         last = snapshot.picks[-1]
-        st.caption(page_markdown(f"You preferred {last.label} on message {last.round}."))
-
-
-def pick(workspace: Workspace, comparison: Comparison, index: int) -> None:
-    act(lambda: comparison.pick(index))
-    save(workspace, comparison)
+        st.caption(as_markdown(f"You preferred {last.label} on message {last.round}."))

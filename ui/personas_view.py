@@ -13,66 +13,56 @@ import streamlit as st
 from pydantic import ValidationError
 
 from core.errors import DashboardError, PersonaFileError
-from core.i18n import current as session_translator
+from core.notices import Notice
 from core.personas import Persona, PersonaFile, parse_persona, persona_yaml
 from core.safe_markdown import page_markdown
+from core.service import VisitorService
 from core.validation import describe_problems
-from core.workspace import Workspace
+from ui.frame import Frame, switch_page
+from ui.persona_exchange import export_menu, import_panel
+from ui.state import Key, page_state
+from ui.text import tr, tr_plural
 
 GALLERY_COLUMNS = 3
-EDITOR_STATE = "persona_editor"  # {"base": Persona | None, "id": str, "custom": bool} while editing
+#: Set by a card's Chat button; the next run goes to the chat page.
+GO_CHAT = "go_chat"
 
 
-def tr(key: str, /, **fields: object) -> str:
-    """This session's text for `key`, formatted with `fields` (catalogs: core/locales)."""
-    return session_translator(st.session_state)(key, **fields)
-
-
-def tr_plural(key: str, count: int, /, **fields: object) -> str:
-    """`key.one` or `key.other` for `count` (also passed as the field `count`)."""
-    return session_translator(st.session_state).plural(key, count, **fields)
+def page(frame: Frame) -> None:
+    state = page_state()
+    if state.get(GO_CHAT):
+        state.pop(GO_CHAT)
+        switch_page("app_pages/chat.py")
+    if state.has(Key.PERSONA_EDITOR):
+        editor(frame.service, frame.catalog.personas)
+    else:
+        gallery(frame.service, frame.catalog.personas, set(frame.own))
 
 
 def start_chat(persona_id: str) -> None:
-    st.session_state.persona_id = persona_id
-    st.session_state.view = "chat"
+    state = page_state()
+    state.persona_id = persona_id
+    state.set(GO_CHAT, True)
 
 
 def open_editor(base: Persona | None, *, custom: bool) -> None:
     """Edit `base` (a custom persona), or a copy of it (duplicate), or a blank one (None)."""
-    st.session_state[EDITOR_STATE] = {"base": base, "custom": custom}
+    page_state().set(Key.PERSONA_EDITOR, {"base": base, "custom": custom})
 
 
 def close_editor() -> None:
-    st.session_state.pop(EDITOR_STATE, None)
+    page_state().pop(Key.PERSONA_EDITOR)
 
 
-def import_persona(workspace: Workspace, shipped: set[str]) -> None:
-    uploaded = st.session_state.get("persona_upload")
-    if uploaded is None:
-        return
-    persona_id = uploaded.name.rsplit(".", 1)[0]
-    try:
-        data = uploaded.getvalue().decode("utf-8")
-        persona = parse_persona(data, persona_id, name=uploaded.name)
-        if persona.id in shipped:
-            raise PersonaFileError(uploaded.name, tr("personas.import.shipped_id", id=persona.id))
-        workspace.save_persona(persona)
-    except UnicodeDecodeError:
-        st.session_state.notice = ("error", tr("personas.import.not_utf8", file=uploaded.name))
-        return
-    except DashboardError as error:
-        st.session_state.notice = ("error", tr("personas.import.failed", error=error))
-        return
-    st.session_state.notice = (
-        "success",
-        tr("personas.import.done", avatar=persona.avatar, name=persona.name),
-    )
+def import_persona(service: VisitorService, shipped: set[str]) -> None:
+    uploaded = st.session_state.get(Key.PERSONA_UPLOAD)
+    if uploaded is not None:
+        service.import_persona(uploaded.getvalue(), uploaded.name, shipped=shipped)
 
 
-def gallery(personas: dict[str, Persona], custom: set[str], conversation_counts: dict[str, int]) -> None:
+def gallery(service: VisitorService, personas: dict[str, Persona], custom: set[str]) -> None:
     """Cards: avatar, name, description, tags, model, budget, and how many conversations each has."""
-    workspace: Workspace = st.session_state.workspace
+    conversation_counts = service.conversation_counts()
     st.subheader(tr("personas.gallery.header"))
     st.caption(tr("personas.gallery.caption"))
     top = st.columns([1, 3])
@@ -82,11 +72,12 @@ def gallery(personas: dict[str, Persona], custom: set[str], conversation_counts:
     top[1].file_uploader(
         tr("personas.gallery.import"),
         type=["yaml", "yml"],
-        key="persona_upload",
+        key=Key.PERSONA_UPLOAD,
         on_change=import_persona,
-        args=(workspace, set(personas) - custom),
+        args=(service, set(personas) - custom),
         max_upload_size=1,
     )
+    import_panel(service.save_persona, taken_ids=personas)
     columns = st.columns(GALLERY_COLUMNS)
     for index, persona in enumerate(personas.values()):
         with columns[index % GALLERY_COLUMNS].container(border=True):
@@ -141,14 +132,14 @@ def card(persona: Persona, is_custom: bool, conversations: int) -> None:
         key=f"yaml::{persona.id}",
         on_click="ignore",
     )
+    export_menu(persona)
 
 
-def editor(personas: dict[str, Persona]) -> None:
+def editor(service: VisitorService, personas: dict[str, Persona]) -> None:
     """The form: every field of a persona file, checked like a file when saved."""
-    editing: dict[str, Any] = st.session_state[EDITOR_STATE]
+    editing: dict[str, Any] = page_state().get(Key.PERSONA_EDITOR)
     base: Persona | None = editing["base"]
     custom: bool = editing["custom"]
-    workspace: Workspace = st.session_state.workspace
     if base is None:
         title, default_id = tr("personas.editor.new"), "my-persona"
     elif custom:
@@ -218,6 +209,14 @@ def editor(personas: dict[str, Persona]) -> None:
         "starter_prompts": [line.strip() for line in starters.splitlines() if line.strip()],
         "tags": [tag.strip() for tag in tags.split(",") if tag.strip()],
     }
+    if base is not None:  # what the form does not show is kept from the persona edited or duplicated
+        fields.update(
+            context_policy=base.context_policy,
+            summarizer_model=base.summarizer_model,
+            examples=[example.model_dump() for example in base.examples],
+            avatar_image=base.avatar_image,
+            extensions=dict(base.extensions),
+        )
     try:
         checked = PersonaFile.model_validate(fields)
         persona = parse_persona(persona_yaml(checked), persona_id.strip())
@@ -233,13 +232,12 @@ def editor(personas: dict[str, Persona]) -> None:
         st.error(tr("personas.editor.id_taken", id=persona.id))
         return
     try:
-        workspace.save_persona(persona)
+        service.save_persona(persona)
     except DashboardError as error:
         st.error(tr("personas.editor.not_saved", error=error))
         return
     close_editor()
-    st.session_state.notice = (
-        "success",
-        tr("personas.editor.saved", avatar=persona.avatar, name=persona.name),
+    service.notify(
+        Notice(code="persona_saved", level="success", fields={"avatar": persona.avatar, "name": persona.name})
     )
     st.rerun()

@@ -4,28 +4,25 @@ prompt tokens per turn, what each turn would have dropped or summarized, and the
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
-
 import streamlit as st
 
 from core import replay
 from core.charts import replay_spec
-from core.model_info import ModelTable
+from core.prompt_cache import CACHE_RULES, CacheRuleName
 from core.safe_markdown import page_markdown
-from core.session import ChatSession
 from core.settings import MAX_CONTEXT_BUDGET, POLICY_NAMES, PolicyName
-
-Translate = Callable[..., str]
-#: Results kept per browser session: (conversation identity, its size, the scenario) -> comparison.
-CACHE = "whatif_results"
+from ui.frame import Frame
+from ui.state import Key
+from ui.text import tr
 
 
 def money(value: float | None) -> str:
     return "—" if value is None else f"${value:,.4f}"
 
 
-def whatif(session: ChatSession, prices: ModelTable, tr: Translate) -> None:
+def page(frame: Frame) -> None:
+    service = frame.service
+    key, session, _ = service.session_for(frame.persona)
     conversation = session.conversation
     st.subheader(tr("whatif.header"))
     st.caption(tr("whatif.caption"))
@@ -33,7 +30,7 @@ def whatif(session: ChatSession, prices: ModelTable, tr: Translate) -> None:
         st.info(tr("whatif.empty"))
         return
     settings = session.settings
-    columns = st.columns(3)
+    columns = st.columns(4)
     budget = int(
         columns[0].number_input(
             tr("sidebar.budget.label"),
@@ -41,7 +38,7 @@ def whatif(session: ChatSession, prices: ModelTable, tr: Translate) -> None:
             max_value=MAX_CONTEXT_BUDGET,
             value=min(4096, settings.context_budget),
             step=256,
-            key="whatif_budget",
+            key=Key.WHATIF_BUDGET,
         )
     )
     labels = {name: tr(f"policy.{name}") for name in POLICY_NAMES}
@@ -50,24 +47,31 @@ def whatif(session: ChatSession, prices: ModelTable, tr: Translate) -> None:
         list(POLICY_NAMES),
         index=POLICY_NAMES.index(settings.context_policy),
         format_func=labels.__getitem__,
-        key="whatif_policy",
+        key=Key.WHATIF_POLICY,
     )
-    model = columns[2].text_input(tr("sidebar.model.label"), value=settings.model, key="whatif_model").strip()
-    scenario = replay.Scenario(budget=budget, policy=policy, model=model or None)
-    cache: dict[tuple[Any, ...], replay.Comparison] = st.session_state.setdefault(CACHE, {})
-    cache_key = (id(conversation), len(conversation.messages), len(conversation.turns), scenario)
-    result = cache.get(cache_key)
-    if result is None:
-        with st.spinner(tr("whatif.running")):
-            result = replay.compare(conversation, scenario, prices)
-        cache.clear()  # one result per browser session is enough
-        cache[cache_key] = result
-    show(result, tr)
+    model = (
+        columns[2].text_input(tr("sidebar.model.label"), value=settings.model, key=Key.WHATIF_MODEL).strip()
+    )
+    rule: CacheRuleName | None = columns[3].selectbox(
+        tr("whatif.cache_rule.label"),
+        [None, *CACHE_RULES],
+        index=1,
+        format_func=lambda name: tr(f"whatif.cache_rule.{name or 'none'}"),
+        key=Key.WHATIF_CACHE_RULE,
+        help=tr("whatif.cache_rule.help"),
+    )
+    scenario = replay.Scenario(budget=budget, policy=policy, model=model or None, cache_rule=rule)
+    with st.spinner(tr("whatif.running")):
+        result = service.replay(key, scenario)
+        outcomes = service.replay_policies(key, scenario) if rule else ()
+    show(result)
+    if outcomes:
+        show_policies(outcomes)
 
 
-def show(result: replay.Comparison, tr: Translate) -> None:
+def show(result: replay.Comparison) -> None:
     recorded, replayed = result.recorded, result.replayed
-    metrics = st.columns(3)
+    metrics = st.columns(4)
     metrics[0].metric(
         tr("whatif.cost"),
         money(replayed.cost if replayed.priced else None),
@@ -82,7 +86,15 @@ def show(result: replay.Comparison, tr: Translate) -> None:
         delta_color="inverse",
     )
     metrics[2].metric(tr("whatif.forgotten"), f"{len(result.forgotten_only_in_replay):,}")
-    st.vega_lite_chart(spec=replay_spec(result), width="stretch", height=260)
+    metrics[3].metric(
+        tr("whatif.cache"),
+        f"{replayed.cache_hit_rate:.0%}",
+        tr("whatif.cache.delta", recorded=f"{recorded.cache_hit_rate:.0%}"),
+        delta_color="off",
+        delta_arrow="off",
+        help=tr("whatif.cache.help"),
+    )
+    st.vega_lite_chart(spec=replay_spec(result, tr), width="stretch", height=260)
     for note in replayed.notes:
         st.caption(page_markdown(note))
     if result.forgotten_only_in_replay:
@@ -95,6 +107,8 @@ def show(result: replay.Comparison, tr: Translate) -> None:
             tr("whatif.table.recorded"): row.recorded.prompt_tokens,
             tr("whatif.table.replayed"): row.replayed.prompt_tokens,
             tr("whatif.table.difference"): row.prompt_tokens_difference,
+            tr("whatif.table.cached_recorded"): row.recorded.cached_tokens,
+            tr("whatif.table.cached_replayed"): row.replayed.cached_tokens,
             tr("whatif.table.dropped"): " | ".join(m.preview for m in row.replayed.dropped),
             tr("whatif.table.summarized"): " | ".join(m.preview for m in row.replayed.summarized),
             tr("whatif.table.cost_difference"): row.cost_difference,
@@ -102,3 +116,22 @@ def show(result: replay.Comparison, tr: Translate) -> None:
         for row in result.turns
     ]
     st.dataframe(rows, hide_index=True)
+
+
+def show_policies(outcomes: tuple[replay.PolicyOutcome, ...]) -> None:
+    """Every policy under the same scenario and simulated cache, side by side."""
+    st.markdown(f"**{tr('whatif.policies.header')}**")
+    st.dataframe(
+        [
+            {
+                tr("whatif.policies.policy"): tr(f"policy.{outcome.policy}"),
+                tr("whatif.policies.prompt"): outcome.prompt_tokens,
+                tr("whatif.policies.cached"): outcome.cached_tokens,
+                tr("whatif.policies.hit_rate"): f"{outcome.cache_hit_rate:.0%}",
+                tr("whatif.policies.cost"): money(outcome.cost),
+                tr("whatif.policies.forgotten"): outcome.forgotten,
+            }
+            for outcome in outcomes
+        ],
+        hide_index=True,
+    )

@@ -19,13 +19,11 @@ CATALOG: dict[str, str] = {
         "**Everyone with this page's link sees these conversations**, and can use any base URL "
         "from this server: its deployer set ACCESS_MODE=single-user."
     ),
-    "views.label": "View",
     "views.chat": "💬 Chat",
     "views.personas": "🎭 Personas",
     "views.compare": "⚖️ Compare",
     # --- saving, notices -----------------------------------------------------------------------
     "store.not_saving": "Conversations are not being saved: {error}",
-    "store.unsaved": "Your last change is not saved yet: {error}",
     "store.reload.label": "Reload this conversation",
     "store.reload.help": "Another tab or server saved it since this page read it.",
     "notice.open_failed": "That conversation cannot be opened: {error}",
@@ -34,6 +32,21 @@ CATALOG: dict[str, str] = {
     "notice.not_restored": "“{title}” could not be restored: {error}",
     "notice.import_failed": "Import of {file} failed: {error}",
     "notice.imported": "Imported {count} messages from {file} into {persona} as a new conversation.",
+    "notice.store_unsaved": "Your last change is not saved yet: {error}",
+    "notice.stale": "Not saved: {error}",
+    "notice.settings_refused": "Settings not changed: {error}",
+    "notice.limit_applied": "Limited by this deployment: {note}",
+    "notice.comparison_not_started": "The comparison cannot start: {error}",
+    "notice.comparison_not_opened": "That comparison cannot be opened: {error}",
+    "notice.comparison_unsaved": "The comparison is not saved yet: {error}",
+    "notice.test_set_unsaved": "The test set is not saved yet: {error}",
+    "notice.test_run_unsaved": "The test run is not saved yet: {error}",
+    "notice.persona_shipped_id": "Import failed: id '{id}' is a shipped persona; rename the file",
+    "notice.persona_not_utf8": "{file} is not UTF-8 text.",
+    "notice.persona_import_failed": "Import failed: {error}",
+    "notice.persona_imported": "Imported the persona {avatar} {name}.",
+    "notice.compare_refused": "Not done: {error}",
+    "notice.persona_saved": "Saved {avatar} {name}.",
     # --- sidebar -------------------------------------------------------------------------------
     "sidebar.language": "🌐 Language",
     "sidebar.persona.header": "Persona",
@@ -127,6 +140,19 @@ CATALOG: dict[str, str] = {
     "dashboard.tokens_in.help_some_counted": "Prompt tokens of all turns (some counted locally).",
     "dashboard.tokens_out.label": "Tokens out",
     "dashboard.tokens_out.help": "Reply tokens of all turns.",
+    "dashboard.cache.label": "Cache hit rate",
+    "dashboard.cache.delta": "{cached} prompt tokens from cache",
+    "dashboard.cache.help": (
+        "The share of prompt tokens the server says it read from its prompt cache (billed at the "
+        "cached price in models.yaml). Trimming the oldest messages changes the prompt's start and "
+        "empties the cache; the stable-prefix policy keeps it."
+    ),
+    "dashboard.cache_saved.label": "Saved by caching",
+    "dashboard.cache_saved.unknown": "unknown price",
+    "dashboard.cache_saved.help": (
+        "What the same tokens would have cost with no cache, less what they cost; negative when "
+        "cache writes cost more than the reads saved."
+    ),
     "dashboard.usage.header": "Tokens per turn",
     "dashboard.usage.empty": "The chart fills in as you chat: one point per turn.",
     "dashboard.usage.offline": (
@@ -166,10 +192,6 @@ CATALOG: dict[str, str] = {
     "dashboard.trims.preview": "oldest dropped",
     "dashboard.turns.header": "Every turn",
     # --- personas: gallery, cards, editor (ui/personas_view.py) ----------------------------------
-    "personas.import.shipped_id": "id '{id}' is a shipped persona; rename the file",
-    "personas.import.not_utf8": "{file} is not UTF-8 text.",
-    "personas.import.failed": "Import failed: {error}",
-    "personas.import.done": "Imported the persona {avatar} {name}.",
     "personas.gallery.header": "Personas",
     "personas.gallery.caption": (
         "Start a chat with a persona, or duplicate one to make it yours. The shipped personas are "
@@ -207,14 +229,42 @@ CATALOG: dict[str, str] = {
     "personas.editor.cancel": "Cancel",
     "personas.editor.id_taken": "The id '{id}' is taken; choose another.",
     "personas.editor.not_saved": "Not saved: {error}",
-    "personas.editor.saved": "Saved {avatar} {name}.",
+    # --- importing from and exporting to other apps (ui/persona_exchange.py) ---------------------
+    "personas.exchange.header": "Import from other apps",
+    "personas.exchange.caption": (
+        "Character cards (JSON, PNG, .charx), LobeHub agents, NextChat masks, Open WebUI model "
+        "exports, LibreChat modelSpecs (YAML) and persona YAML files, several at once. Nothing is "
+        "saved until you choose; links to pictures are never opened."
+    ),
+    "personas.exchange.files": "Files to import",
+    "personas.exchange.user_name": "Your name (character cards write it as a placeholder)",
+    "personas.exchange.failed": "Not imported: {error}",
+    "personas.exchange.pick": "Save {name} as “{id}”",
+    "personas.exchange.source": "From {file} · {format}",
+    "personas.exchange.tokens": "System message: {tokens:,} tokens of a {budget:,}-token budget ({share})",
+    "personas.exchange.col.ours": "Persona field",
+    "personas.exchange.col.theirs": "From",
+    "personas.exchange.col.note": "Note",
+    "personas.exchange.col.why": "Why",
+    "personas.exchange.dropped": "Not used or kept for export ({count})",
+    "personas.exchange.prompt": "System prompt and examples as imported",
+    "personas.exchange.save": "Save the ticked personas",
+    "personas.exchange.saved": "Saved {name}.",
+    "personas.exchange.not_saved": "{name} was not saved: {error}",
+    "personas.export.label": "Export",
+    "personas.export.card-v3": "Character card V3 (JSON)",
+    "personas.export.card-png": "Character card (PNG)",
+    "personas.export.lobehub": "LobeHub agent (JSON)",
     "sidebar.policy.label": "When the budget is full",
     "sidebar.policy.help": (
         "Drop the oldest exchanges, or fold them into a running summary written by a model (the "
-        "summary is sent after the system prompt and counts against the budget)."
+        "summary is sent after the system prompt and counts against the budget), or keep a stable "
+        "prefix: drop several exchanges at once, down to 65% of the budget, so the turns after only "
+        "append and the server keeps serving the prompt from its cache (cheaper, faster)."
     ),
     "policy.drop_oldest": "Drop the oldest exchanges",
     "policy.summarize": "Summarize the oldest exchanges",
+    "policy.stable_prefix": "Keep a stable prefix (cache-friendly)",
     "summary.title": "Summary of {count} earlier messages · {tokens} tokens, sent after the system prompt",
     "summary.version": "Version {number}: {source}, {at:%Y-%m-%d %H:%M} UTC",
     "summary.source.model": "written by the model",
@@ -240,6 +290,30 @@ CATALOG: dict[str, str] = {
     "whatif.prompt_tokens": "Prompt tokens, what if",
     "whatif.forgotten": "Messages forgotten only in the replay",
     "whatif.forgotten.list": "What the model would have forgotten ({count} messages)",
+    "whatif.cache_rule.label": "Prompt cache",
+    "whatif.cache_rule.help": (
+        "The server's prompt cache the replayed calls are served from, simulated: OpenAI's rule "
+        "(the prefix shared with a recent request, from 1,024 tokens in blocks of 128), a plain "
+        "prefix cache (llama.cpp, vLLM), or none."
+    ),
+    "whatif.cache_rule.none": "none",
+    "whatif.cache_rule.openai": "OpenAI's rule",
+    "whatif.cache_rule.prefix": "plain prefix cache",
+    "whatif.cache": "From cache, what if",
+    "whatif.cache.delta": "recorded {recorded}",
+    "whatif.cache.help": (
+        "The share of prompt tokens served from the prompt cache: simulated for the replay, as the "
+        "server reported it for the record."
+    ),
+    "whatif.table.cached_recorded": "from cache, recorded",
+    "whatif.table.cached_replayed": "from cache, what if",
+    "whatif.policies.header": "Every policy on the same cache",
+    "whatif.policies.policy": "policy",
+    "whatif.policies.prompt": "prompt tokens",
+    "whatif.policies.cached": "from cache",
+    "whatif.policies.hit_rate": "hit rate",
+    "whatif.policies.cost": "cost",
+    "whatif.policies.forgotten": "messages forgotten",
     "whatif.table.turn": "turn",
     "whatif.table.recorded": "prompt, recorded",
     "whatif.table.replayed": "prompt, what if",
@@ -270,4 +344,76 @@ CATALOG: dict[str, str] = {
         "budget, nothing is sent and you are told."
     ),
     "connection.failing": "The last call to **{host}** failed (key {key_source}): see the error in the chat.",
+    # --- leaderboard (ui/leaderboard_view.py) ------------------------------------------------
+    "leaderboard.header": "Leaderboard",
+    "leaderboard.about": (
+        "Bradley–Terry ratings from your votes in comparisons, with 95% intervals from {samples} "
+        "bootstrap resamples. What is ranked is a persona on a model with its settings; a "
+        "preferred answer beats every other column's, a tie or “all bad” ties them."
+    ),
+    "leaderboard.empty": (
+        "No votes yet: vote for the better answer in a comparison and the ranking starts here."
+    ),
+    "leaderboard.not_enough": (
+        "Not enough votes yet: the ranking firms up once at least two contestants have {minimum} "
+        "votes each. Until then the intervals are wide and the order may change."
+    ),
+    "leaderboard.row_not_enough": "not enough votes yet",
+    "leaderboard.column.rank": "Rank",
+    "leaderboard.column.persona": "Persona",
+    "leaderboard.column.model": "Model",
+    "leaderboard.column.settings": "Settings",
+    "leaderboard.column.rating": "Rating",
+    "leaderboard.column.interval": "95% interval",
+    "leaderboard.column.record": "Won · lost · tied",
+    "leaderboard.column.status": "Status",
+    "leaderboard.record": "{wins} · {losses} · {ties}",
+    "leaderboard.votes": "votes",
+    "leaderboard.total": "{votes} pairwise votes.",
+    "leaderboard.export_csv": "Leaderboard as CSV",
+    "leaderboard.export_json": "Leaderboard as JSON",
+    # --- charts (core/charts.py): axes, legends, tooltips ---
+    "chart.axis.turn": "turn",
+    "chart.axis.tokens": "tokens",
+    "chart.axis.series": "series",
+    "chart.series.counted": "prompt, counted",
+    "chart.series.reported": "prompt, API",
+    "chart.series.cached": "prompt, from cache",
+    "chart.series.reply": "reply",
+    "chart.series.budget": "budget",
+    "chart.series.summary": "summary",
+    "chart.series.trimmed": "trimmed",
+    "chart.trim.turn": "trimmed before turn",
+    "chart.trim.messages_dropped": "messages dropped",
+    "chart.trim.tokens_freed": "tokens freed",
+    "chart.trim.tokens_before": "tokens before",
+    "chart.trim.tokens_after": "tokens after",
+    "chart.trim.preview": "dropped",
+    "chart.budget_off_scale": "budget {budget:,} ↑",
+    "chart.gauge.part": "part",
+    "chart.gauge.axis": "tokens of the {budget:,}-token budget",
+    # --- the comparison chart (core/charts.py ComparisonChartTexts) ------------------------------
+    "chart.compare.message": "message",
+    "chart.compare.prompt_tokens": "prompt tokens",
+    "chart.compare.reply_tokens": "reply tokens",
+    "chart.compare.first_token_s": "first token (s)",
+    "chart.compare.total_s": "total (s)",
+    "chart.compare.cost_usd": "cost (USD)",
+    "chart.replay.recorded": "recorded",
+    "chart.replay.what_if": "what if",
+    "chart.replay.run": "run",
+    # --- the offline model's reply (core/offline.py) ---
+    "offline.reply.received": (
+        "[Offline model] I received {messages} messages ({tokens} prompt tokens): the system prompt, "
+        "{summary}{exchanges} and your message."
+    ),
+    "offline.reply.summary": "a summary of the earlier conversation, ",
+    "offline.reply.exchanges.one": "{count} earlier exchange",
+    "offline.reply.exchanges.other": "{count} earlier exchanges",
+    "offline.reply.role.user": "user",
+    "offline.reply.role.assistant": "assistant",
+    "offline.reply.oldest": "The oldest message I can still see is from the {role}: “{text}”",
+    "offline.reply.you_said": "You said: “{text}”",
+    "offline.reply.hint": "Set an API key in the sidebar to talk to a real model.",
+    "chart.compare.budget": "budget",
 }

@@ -16,13 +16,11 @@ CATALOG: dict[str, str] = {
         "**任何拿到本页链接的人都能看到这些对话**，并能让本服务器访问任意 API 基础地址："
         "部署者设置了 ACCESS_MODE=single-user。"
     ),
-    "views.label": "视图",
     "views.chat": "💬 聊天",
     "views.personas": "🎭 角色",
     "views.compare": "⚖️ 对比",
     # --- saving, notices -----------------------------------------------------------------------
     "store.not_saving": "对话目前无法保存：{error}",
-    "store.unsaved": "你的最近一次更改尚未保存：{error}",
     "store.reload.label": "重新载入此对话",
     "store.reload.help": "自本页读取以来，另一个标签页或服务器已保存过此对话。",
     "notice.open_failed": "无法打开该对话：{error}",
@@ -31,6 +29,21 @@ CATALOG: dict[str, str] = {
     "notice.not_restored": "无法恢复“{title}”：{error}",
     "notice.import_failed": "导入 {file} 失败：{error}",
     "notice.imported": "已从 {file} 导入 {count} 条消息，作为 {persona} 的新对话。",
+    "notice.store_unsaved": "你的最近一次更改尚未保存：{error}",
+    "notice.stale": "未保存：{error}",
+    "notice.settings_refused": "设置未更改：{error}",
+    "notice.limit_applied": "受此部署限制：{note}",
+    "notice.comparison_not_started": "无法开始对比：{error}",
+    "notice.comparison_not_opened": "无法打开该对比：{error}",
+    "notice.comparison_unsaved": "对比尚未保存：{error}",
+    "notice.test_set_unsaved": "测试集尚未保存：{error}",
+    "notice.test_run_unsaved": "测试运行结果尚未保存：{error}",
+    "notice.persona_shipped_id": "导入失败：ID“{id}”属于内置角色；请重命名该文件",
+    "notice.persona_not_utf8": "{file} 不是 UTF-8 文本。",
+    "notice.persona_import_failed": "导入失败：{error}",
+    "notice.persona_imported": "已导入角色 {avatar} {name}。",
+    "notice.compare_refused": "未完成：{error}",
+    "notice.persona_saved": "已保存 {avatar} {name}。",
     # --- sidebar -------------------------------------------------------------------------------
     "sidebar.language": "🌐 语言",
     "sidebar.persona.header": "角色",
@@ -118,6 +131,17 @@ CATALOG: dict[str, str] = {
     "dashboard.tokens_in.help_some_counted": "所有轮次的提示词 token 数（部分为本地计数）。",
     "dashboard.tokens_out.label": "输出 token",
     "dashboard.tokens_out.help": "所有轮次的回复 token 数。",
+    "dashboard.cache.label": "缓存命中率",
+    "dashboard.cache.delta": "{cached} 个提示 token 来自缓存",
+    "dashboard.cache.help": (
+        "服务器报告从提示缓存读取的提示 token 所占比例（按 models.yaml 中的缓存价格计费）。"
+        "裁剪最早的消息会改变提示的开头，使缓存失效；“稳定前缀”策略能保住缓存。"
+    ),
+    "dashboard.cache_saved.label": "缓存节省",
+    "dashboard.cache_saved.unknown": "价格未知",
+    "dashboard.cache_saved.help": (
+        "同样的 token 不用缓存时的费用减去实际费用；缓存写入比读取节省得更多时为负数。"
+    ),
     "dashboard.usage.header": "每轮 token 数",
     "dashboard.usage.empty": "图表会随聊天逐步填充：每轮一个点。",
     "dashboard.usage.offline": "🔌 离线模型：其用量在本地计算，与 API 的报告方式完全相同。",
@@ -153,10 +177,6 @@ CATALOG: dict[str, str] = {
     "dashboard.trims.preview": "最早丢弃的消息",
     "dashboard.turns.header": "所有轮次",
     # --- personas: gallery, cards, editor (ui/personas_view.py) ----------------------------------
-    "personas.import.shipped_id": "ID“{id}”属于内置角色；请重命名该文件",
-    "personas.import.not_utf8": "{file} 不是 UTF-8 文本。",
-    "personas.import.failed": "导入失败：{error}",
-    "personas.import.done": "已导入角色 {avatar} {name}。",
     "personas.gallery.header": "角色",
     "personas.gallery.caption": (
         "选择一个角色开始聊天，或复制一个改成你自己的。内置角色为只读；你的角色保存在你的工作区中。"
@@ -193,13 +213,41 @@ CATALOG: dict[str, str] = {
     "personas.editor.cancel": "取消",
     "personas.editor.id_taken": "ID“{id}”已被占用，请另选一个。",
     "personas.editor.not_saved": "未保存：{error}",
-    "personas.editor.saved": "已保存 {avatar} {name}。",
+    # --- importing from and exporting to other apps (ui/persona_exchange.py) ---------------------
+    "personas.exchange.header": "从其他应用导入",
+    "personas.exchange.caption": (
+        "角色卡（JSON、PNG、.charx）、LobeHub 助手、NextChat 面具、Open WebUI 模型导出、"
+        "LibreChat modelSpecs（YAML）以及角色 YAML 文件，可一次选多个。在你选择之前不会保存任何内容；"
+        "图片链接从不打开。"
+    ),
+    "personas.exchange.files": "要导入的文件",
+    "personas.exchange.user_name": "你的名字（角色卡中用占位符表示）",
+    "personas.exchange.failed": "未导入：{error}",
+    "personas.exchange.pick": "保存 {name}，编号为“{id}”",
+    "personas.exchange.source": "来自 {file} · {format}",
+    "personas.exchange.tokens": "系统消息：{tokens:,} 个词元，预算 {budget:,}（{share}）",
+    "personas.exchange.col.ours": "角色字段",
+    "personas.exchange.col.theirs": "来源",
+    "personas.exchange.col.note": "说明",
+    "personas.exchange.col.why": "原因",
+    "personas.exchange.dropped": "未使用或为导出而保留（{count}）",
+    "personas.exchange.prompt": "导入后的系统提示词和示例",
+    "personas.exchange.save": "保存勾选的角色",
+    "personas.exchange.saved": "已保存 {name}。",
+    "personas.exchange.not_saved": "{name} 未保存：{error}",
+    "personas.export.label": "导出",
+    "personas.export.card-v3": "角色卡 V3（JSON）",
+    "personas.export.card-png": "角色卡（PNG）",
+    "personas.export.lobehub": "LobeHub 助手（JSON）",
     "sidebar.policy.label": "预算用满时",
     "sidebar.policy.help": (
-        "丢弃最早的对话轮次，或把它们折叠进由模型撰写的滚动摘要（摘要紧跟系统提示词发送，并计入预算）。"
+        "丢弃最早的对话轮次，或把它们折叠进由模型撰写的滚动摘要（摘要紧跟系统提示词发送，并计入预算），"
+        "或保持稳定前缀：一次丢弃多轮，降到预算的 65%，之后的轮次只追加内容，服务器便能继续从缓存"
+        "提供提示（更便宜、更快）。"
     ),
     "policy.drop_oldest": "丢弃最早的对话轮次",
     "policy.summarize": "摘要最早的对话轮次",
+    "policy.stable_prefix": "保持稳定前缀（利于缓存）",
     "summary.title": "前 {count} 条消息的摘要 · {tokens} 个 token，紧跟系统提示词发送",
     "summary.version": "第 {number} 版：{source}，{at:%Y-%m-%d %H:%M} UTC",
     "summary.source.model": "由模型撰写",
@@ -222,6 +270,26 @@ CATALOG: dict[str, str] = {
     "whatif.prompt_tokens": "提示词 token（假如）",
     "whatif.forgotten": "仅在重放中被遗忘的消息",
     "whatif.forgotten.list": "模型会遗忘的内容（{count} 条消息）",
+    "whatif.cache_rule.label": "提示缓存",
+    "whatif.cache_rule.help": (
+        "模拟重放调用所用的服务器提示缓存：OpenAI 的规则（与近期请求共享的前缀，从 1,024 个 token 起、"
+        "以 128 个为一块计）、普通前缀缓存（llama.cpp、vLLM），或不用缓存。"
+    ),
+    "whatif.cache_rule.none": "无",
+    "whatif.cache_rule.openai": "OpenAI 的规则",
+    "whatif.cache_rule.prefix": "普通前缀缓存",
+    "whatif.cache": "来自缓存（假如）",
+    "whatif.cache.delta": "实际 {recorded}",
+    "whatif.cache.help": "来自提示缓存的提示 token 所占比例：重放中为模拟值，实际记录中为服务器报告的值。",
+    "whatif.table.cached_recorded": "来自缓存（实际）",
+    "whatif.table.cached_replayed": "来自缓存（假如）",
+    "whatif.policies.header": "同一缓存下的各策略",
+    "whatif.policies.policy": "策略",
+    "whatif.policies.prompt": "提示 token",
+    "whatif.policies.cached": "来自缓存",
+    "whatif.policies.hit_rate": "命中率",
+    "whatif.policies.cost": "费用",
+    "whatif.policies.forgotten": "遗忘的消息",
     "whatif.table.turn": "轮次",
     "whatif.table.recorded": "提示词（实际）",
     "whatif.table.replayed": "提示词（假如）",
@@ -248,4 +316,72 @@ CATALOG: dict[str, str] = {
     "pins.label": "始终保留在上下文中",
     "pins.help": ("任何上下文策略都不会丢弃或摘要置顶消息；如果仅置顶消息就超出预算，将不会发送并提示你。"),
     "connection.failing": "上一次调用 **{host}** 失败（密钥{key_source}）：请查看聊天中的错误。",
+    # --- leaderboard (ui/leaderboard_view.py) ------------------------------------------------
+    "leaderboard.header": "排行榜",
+    "leaderboard.about": (
+        "根据你在对比中的投票计算的 Bradley–Terry 评分，95% 区间来自 {samples} 次自助重抽样。"
+        "排名的对象是“角色 + 模型 + 设置”；被选中的回答胜过其他每一栏，平局或“都不好”算作平局。"
+    ),
+    "leaderboard.empty": "还没有投票：在对比中为更好的回答投票后，排名就从这里开始。",
+    "leaderboard.not_enough": (
+        "票数还不够：至少有两个参赛者各得到 {minimum} 票后排名才稳定。在此之前区间较宽，顺序可能变化。"
+    ),
+    "leaderboard.row_not_enough": "票数还不够",
+    "leaderboard.column.rank": "名次",
+    "leaderboard.column.persona": "角色",
+    "leaderboard.column.model": "模型",
+    "leaderboard.column.settings": "设置",
+    "leaderboard.column.rating": "评分",
+    "leaderboard.column.interval": "95% 区间",
+    "leaderboard.column.record": "战绩",
+    "leaderboard.column.status": "状态",
+    "leaderboard.record": "{wins} 胜 · {losses} 负 · {ties} 平",
+    "leaderboard.votes": "票数",
+    "leaderboard.total": "共 {votes} 次两两投票。",
+    "leaderboard.export_csv": "导出排行榜 CSV",
+    "leaderboard.export_json": "导出排行榜 JSON",
+    # --- charts (core/charts.py): axes, legends, tooltips ---
+    "chart.axis.turn": "轮次",
+    "chart.axis.tokens": "token 数",
+    "chart.axis.series": "数据系列",
+    "chart.series.counted": "提示词（本地计数）",
+    "chart.series.reported": "提示词（接口报告）",
+    "chart.series.cached": "提示词（来自缓存）",
+    "chart.series.reply": "回复",
+    "chart.series.budget": "预算",
+    "chart.series.summary": "摘要",
+    "chart.series.trimmed": "已裁剪",
+    "chart.trim.turn": "裁剪发生在此轮之前",
+    "chart.trim.messages_dropped": "丢弃的消息数",
+    "chart.trim.tokens_freed": "释放的 token 数",
+    "chart.trim.tokens_before": "裁剪前 token 数",
+    "chart.trim.tokens_after": "裁剪后 token 数",
+    "chart.trim.preview": "丢弃内容",
+    "chart.budget_off_scale": "预算 {budget:,} ↑",
+    "chart.gauge.part": "部分",
+    "chart.gauge.axis": "占 {budget:,} token 预算的 token 数",
+    "chart.replay.recorded": "实际记录",
+    "chart.replay.what_if": "假设情形",
+    "chart.replay.run": "运行",
+    # --- the offline model's reply (core/offline.py) ---
+    "offline.reply.received": (
+        "[离线模型] 我收到了 {messages} 条消息（{tokens} 个提示词 token）："
+        "系统提示、{summary}{exchanges}，以及你的消息。"
+    ),
+    "offline.reply.summary": "先前对话的摘要、",
+    "offline.reply.exchanges.one": "{count} 轮较早的问答",
+    "offline.reply.exchanges.other": "{count} 轮较早的问答",
+    "offline.reply.role.user": "用户",
+    "offline.reply.role.assistant": "助手",
+    "offline.reply.oldest": "我仍能看到的最早一条消息来自{role}：“{text}”",
+    "offline.reply.you_said": "你说：“{text}”",
+    "offline.reply.hint": "在侧边栏设置 API 密钥，即可与真实模型对话。",
+    # --- the comparison chart (core/charts.py ComparisonChartTexts) ------------------------------
+    "chart.compare.message": "消息",
+    "chart.compare.prompt_tokens": "提示词 token 数",
+    "chart.compare.reply_tokens": "回复 token 数",
+    "chart.compare.first_token_s": "首个 token（秒）",
+    "chart.compare.total_s": "总耗时（秒）",
+    "chart.compare.cost_usd": "费用（美元）",
+    "chart.compare.budget": "预算",
 }

@@ -163,7 +163,9 @@ def _server_env(home: Path, extra: dict[str, str] | None) -> dict[str, str]:
         name: value
         for name, value in os.environ.items()
         # The app must see only what the test gives it: no key, URL or Streamlit setting of ours.
-        if not name.startswith(("OPENAI_", "STREAMLIT_", "PERSONAS_DIR", "DATABASE_URL", "ACCESS_MODE"))
+        if not name.startswith(
+            ("OPENAI_", "STREAMLIT_", "PERSONAS_DIR", "DATABASE_URL", "DATA_DIR", "ACCESS_MODE")
+        )
     }
     env.update(
         HOME=str(home),
@@ -393,6 +395,11 @@ class AppPage:
     def send(self, text: str, expect: str | None = "[Offline model]", *, error: bool = False) -> str:
         """Send one chat message and wait for the reply (or the error box)."""
         return self.wait_reply(self.submit(text), expect, error=error)
+
+    def show_view(self, label: str) -> None:
+        """Go to a view by its link in the page's navigation ("Chat", "Personas", "Compare", ...)."""
+        self.page.locator('[data-testid="stTopNavLink"]').filter(has_text=label).first.click()
+        self.wait_idle()
 
     def select_persona(self, label: str) -> None:
         """Pick the persona whose option text contains `label` from the sidebar selectbox."""

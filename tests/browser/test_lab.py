@@ -95,8 +95,7 @@ def test_three_columns_at_once_one_failing_alone_and_after_a_reload(
             {"OPENAI_BASE_URL": model.base_url, "OPENAI_API_KEY": "sk-lab-test", "OPENAI_MAX_RETRIES": "0"}
         )
         app = open_app(server)
-        app.page.get_by_role("radio", name="Compare").click()
-        app.wait_idle()
+        app.show_view("Compare")
         app.page.locator(MAIN).get_by_role("button", name="Start comparing").click()
         app.wait_idle()
         # One column's model fails: the server answers that model (the code reviewer's) with a 429.
@@ -120,10 +119,14 @@ def test_three_columns_at_once_one_failing_alone_and_after_a_reload(
         assert "rate-limiting" in body  # the failing column's error, in that column only
         assert body.count("first token") == 2  # the failing column has none
         app.screenshot("lab-02-compare")
-        # The comparison is saved: a reload lists it and opens it intact.
+        # The comparison is saved and in the link: a reload returns to the compare view with it open.
+        assert "/compare" in app.page.url and "cmp=" in app.page.url
         app.page.reload()
         app.wait_loaded()
-        app.page.get_by_role("radio", name="Compare").click()
+        app.wait_idle()
+        assert app.body_text().count("You said: 北京烤鸭怎么吃？") == 2
+        # And from the list of saved comparisons.
+        app.page.locator(MAIN).get_by_role("button", name="New comparison").click()
         app.wait_idle()
         app.page.locator(MAIN).get_by_role("button", name="北京烤鸭怎么吃？", exact=False).first.click()
         app.wait_idle()

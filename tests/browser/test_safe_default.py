@@ -1,4 +1,5 @@
-"""With no ACCESS_MODE, only the person at this machine is trusted (issue 17, item 1).
+"""With no ACCESS_MODE, only the person at this machine is trusted (issue 17, item 1); a reply
+whose tab closed stops (item 7).
 
 One real server with nothing set, one Chromium told to resolve `rebind.test` to 127.0.0.1 (as a
 DNS-rebinding page in the local user's browser, or a proxy in front of the app, would reach it
@@ -9,12 +10,14 @@ no Base URL field, and another workspace than the local user's.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import pytest
 
 from tests.browser.conftest import (
+    CHAT_MESSAGE,
     CHROMIUM,
     CHROMIUM_ARGS,
     SIDEBAR,
@@ -25,6 +28,7 @@ from tests.browser.conftest import (
     StreamlitServer,
     sync_playwright,
 )
+from tests.openai_server import Fault, running_server
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -90,3 +94,31 @@ def test_an_explicit_single_user_setting_warns_a_remote_visitor(
     assert "Everyone with this page's link sees these conversations" in stranger.body_text()
     local = visit(rebinding_browser, f"http://127.0.0.1:{server.port}/", server)
     assert "Everyone with this page's link" not in local.body_text()
+
+
+def test_a_reply_whose_tab_closed_is_cancelled_within_seconds(
+    rebinding_browser: Browser, start_streamlit: StartStreamlit
+) -> None:
+    """Reported: a reply streaming when its tab closed ran on for 117 s (until its time limit).
+    Streamlit stops a closed tab's run; the service then ends the call and saves what arrived."""
+    with running_server() as model_server:
+        model_server.chunk_delay = 0.05
+        model_server.enqueue(Fault(reply="word " * 1200))  # about a minute of streaming
+        server = start_streamlit(
+            {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": model_server.base_url, "OPENAI_MAX_RETRIES": "0"}
+        )
+        app = visit(rebinding_browser, f"http://127.0.0.1:{server.port}/", server)
+        app.submit("a long answer please")
+        app.wait_until(
+            f"() => [...document.querySelectorAll('{CHAT_MESSAGE}')]"
+            ".some(m => m.innerText.includes('word word'))",
+            "the reply is streaming",
+            timeout_ms=60_000,
+        )
+        assert model_server.disconnects == 0
+        app.page.context.close()
+        closed_at = time.monotonic()
+        while model_server.disconnects == 0 and time.monotonic() - closed_at < 30:
+            time.sleep(0.2)
+        assert model_server.disconnects == 1
+        assert time.monotonic() - closed_at <= 10

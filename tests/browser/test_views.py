@@ -31,11 +31,6 @@ def keep(path: Path, name: str) -> None:
         copy_artifact(path, REPO_ROOT / "docs" / name)
 
 
-def switch_view(app: AppPage, label: str) -> None:
-    app.page.get_by_role("radio", name=label).click()
-    app.wait_idle()
-
-
 def card(app: AppPage, name: str) -> Locator:
     """The gallery card of the persona called `name` (the innermost block holding its heading)."""
     heading = app.page.locator("h4", has_text=name)
@@ -46,7 +41,7 @@ def test_gallery_editor_round_trip(
     offline_server: StreamlitServer, open_app: OpenApp, tmp_path: Path
 ) -> None:
     app = open_app(offline_server)
-    switch_view(app, "Personas")
+    app.show_view("Personas")
     cards = app.page.locator(f"{MAIN} h4")
     assert cards.count() >= 6
     keep(app.screenshot("views-01-gallery"), "gallery.png")
@@ -71,7 +66,7 @@ def test_gallery_editor_round_trip(
     assert "I received 2 messages" in reply
 
     # Export it as YAML and import it again under another name.
-    switch_view(app, "Personas")
+    app.show_view("Personas")
     with app.page.expect_download() as download:
         card(app, "火锅专家").get_by_role("button", name="YAML").click()
     exported = tmp_path / "hotpot-copy.yaml"

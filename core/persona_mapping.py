@@ -1,0 +1,533 @@
+"""What every persona import shares: the report, the builder that maps another tool's fields onto
+a `Persona` and says what it did, and bounded readers for the JSON and YAML those tools write.
+
+A format module (`core.character_cards`, `core.agent_formats`) reads its file, hands each value to
+a `PersonaBuilder` with the name the source gave it, and asks for the persona: the builder cuts or
+drops what a persona cannot hold (with the reason), fills what the source lacks, validates the
+result exactly as a persona file is validated (the YAML it would save is parsed back), and counts
+the system message against the context budget.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from core.avatars import AvatarImageError, avatar_from_data_url, avatar_png, encode_avatar
+from core.errors import PersonaFileError
+from core.personas import (
+    DEFAULT_MODEL,
+    MAX_EXAMPLES,
+    Persona,
+    PersonaFile,
+    _emoji,
+    parse_persona,
+    persona_yaml,
+    system_message,
+)
+from core.settings import POLICY_NAMES, Sampling
+from core.tokens import tokenizer_for
+from core.validation import describe_problems, describe_value
+
+__all__ = [
+    "DEFAULT_IMPORT_BUDGET",
+    "DEFAULT_IMPORT_REPLY_CAP",
+    "DEFAULT_USER_NAME",
+    "MAX_IMPORT_BYTES",
+    "Dropped",
+    "ImportProblem",
+    "ImportReport",
+    "ImportedPersona",
+    "Mapped",
+    "PersonaBuilder",
+    "dashboard_block",
+    "kept_fields",
+    "measure",
+    "persona_id_from",
+    "read_json",
+]
+
+#: The largest file an import reads (a character card PNG with a large picture is a few MiB).
+MAX_IMPORT_BYTES: Final = 8 * 1024 * 1024
+#: JSON text (a card's JSON, the base64 inside a PNG once decoded, an agent file).
+MAX_JSON_BYTES: Final = 4 * 1024 * 1024
+MAX_JSON_DEPTH: Final = 64
+MAX_JSON_CONTAINERS: Final = 100_000
+DEFAULT_IMPORT_BUDGET: Final = 8_192
+DEFAULT_IMPORT_REPLY_CAP: Final = 1_024
+DEFAULT_USER_NAME: Final = "User"
+#: Over this share of the context budget the system message leaves little room for the chat
+#: (SillyTavern warns at the same point).
+BUDGET_WARNING_SHARE: Final = 0.5
+_LIMITS = {"name": 60, "description": 200, "greeting": 2_000, "system_prompt": 20_000}
+_RANGES = {"context_budget": (64, 2_000_000), "max_reply_tokens": (1, 200_000)}
+_REQUIRED = {"name", "avatar", "description", "system_prompt", "context_budget", "max_reply_tokens"}
+
+
+class ImportProblem(Exception):
+    """Internal: this file (or this persona in it) cannot be imported, for the reasons given."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__(*problems)
+        self.problems = problems
+
+
+@dataclass(frozen=True)
+class Mapped:
+    """A persona field filled from the source: `ours` from `theirs` (with a note when changed)."""
+
+    ours: str
+    theirs: str
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Dropped:
+    """A source field not used, and why (kept ones are named in `reason`)."""
+
+    theirs: str
+    reason: str
+
+
+@dataclass
+class ImportReport:
+    """What one import did: the source format, what was mapped, dropped and filled in, warnings,
+    and the system message's tokens against the persona's context budget."""
+
+    file_name: str
+    source_format: str
+    mapped: list[Mapped] = field(default_factory=list)
+    dropped: list[Dropped] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    system_tokens: int = 0
+    context_budget: int = 0
+
+    @property
+    def budget_share(self) -> float:
+        """The system message's share of the context budget (0 before the persona is built)."""
+        return self.system_tokens / self.context_budget if self.context_budget else 0.0
+
+    @property
+    def budget_warning(self) -> bool:
+        return self.budget_share > BUDGET_WARNING_SHARE
+
+    def lines(self) -> list[str]:
+        """The report as text lines (the command line prints them)."""
+        lines = [f"format: {self.source_format}"]
+        for item in self.mapped:
+            lines.append(
+                f"  mapped   {item.ours} <- {item.theirs}" + (f" ({item.note})" if item.note else "")
+            )
+        for drop in self.dropped:
+            lines.append(f"  dropped  {drop.theirs}: {drop.reason}")
+        lines.append(
+            f"  tokens   system message {self.system_tokens:,} of a {self.context_budget:,}-token budget "
+            f"({self.budget_share:.0%})"
+        )
+        lines.extend(f"  warning  {warning}" for warning in self.warnings)
+        return lines
+
+
+@dataclass(frozen=True)
+class ImportedPersona:
+    """One persona an import made, with its report."""
+
+    persona: Persona
+    report: ImportReport
+
+
+def read_json(data: bytes, what: str = "the file") -> Any:
+    """JSON from bytes, bounded: size, depth and container count are capped, so a file nested or
+    sized to exhaust memory or the stack fails with a sentence instead."""
+    if len(data) > MAX_JSON_BYTES:
+        raise ImportProblem(
+            f"{what} holds {_size(len(data))} of JSON; at most {_size(MAX_JSON_BYTES)} is read"
+        )
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImportProblem(
+            f"{what} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
+        ) from None
+    # Counted before parsing: every container costs memory, and the text bounds how many can exist.
+    containers = text.count("{") + text.count("[")
+    if containers > MAX_JSON_CONTAINERS:
+        raise ImportProblem(
+            f"{what} has {containers:,} JSON objects and lists; at most {MAX_JSON_CONTAINERS:,}"
+        )
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise ImportProblem(f"{what} is JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
+    except json.JSONDecodeError as exc:
+        raise ImportProblem(
+            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+        ) from None
+    except ValueError as exc:  # e.g. an integer of more than 4,300 digits
+        raise ImportProblem(f"{what} is not valid JSON: {exc}") from None
+    _check_depth(value, what)
+    return value
+
+
+def _check_depth(value: Any, what: str) -> None:
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ImportProblem(f"{what} is JSON nested more than {MAX_JSON_DEPTH} levels deep")
+        if isinstance(item, dict):
+            stack.extend((child, depth + 1) for child in item.values())
+        elif isinstance(item, list):
+            stack.extend((child, depth + 1) for child in item)
+
+
+def _size(size: int) -> str:
+    return f"{size / 1024 / 1024:.1f} MiB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KiB"
+
+
+def kept_fields(source: dict[str, Any], used: Iterable[str]) -> dict[str, Any]:
+    """`source` without the `used` dotted paths and without empty values: what an import keeps
+    under `extensions` so that an export to the same format gives it back."""
+    used_paths = {tuple(path.split(".")) for path in used}
+
+    def keep(value: Any, prefix: tuple[str, ...]) -> Any:
+        if prefix in used_paths:
+            return None
+        if isinstance(value, dict):
+            kept = {str(k): keep(v, (*prefix, str(k))) for k, v in value.items()}
+            return {k: v for k, v in kept.items() if v is not None} or None
+        if value in ("", [], {}, None):
+            return None
+        return value
+
+    kept = keep(source, ())
+    return kept if isinstance(kept, dict) else {}
+
+
+def persona_id_from(*candidates: str | None) -> str:
+    """A persona id (letters, digits, '_', '-', '.') from the first candidate that gives one."""
+    for candidate in candidates:
+        if not candidate:
+            continue
+        slug = re.sub(r"[^\w.-]+", "-", candidate.strip().lower()).strip("-._")[:64].strip("-._")
+        if slug:
+            return slug
+    return "persona"
+
+
+def dashboard_block(persona: Persona, *, keys: Iterable[str], skip: str) -> dict[str, Any]:
+    """The persona's settings that another format has no place for (`keys`), for an export to
+    carry; `extensions` holds the other formats' kept fields (all but `skip`, the format's own)."""
+    values: dict[str, Any] = {
+        "id": persona.id,
+        "avatar": persona.avatar,
+        "model": persona.model,
+        "sampling": persona.sampling.model_dump(exclude_none=True),
+        "context_budget": persona.context_budget,
+        "max_reply_tokens": persona.max_reply_tokens,
+        "context_policy": persona.context_policy,
+        "summarizer_model": persona.summarizer_model,
+        "starter_prompts": list(persona.starter_prompts),
+        "has_avatar_image": persona.avatar_image is not None,
+        "extensions": {k: v for k, v in persona.extensions.items() if k != skip},
+    }
+    return {key: values[key] for key in keys if values[key] not in (None, {}, [])}
+
+
+def substitute_macros(text: str, char: str, user: str) -> str:
+    """`{{char}}`/`<BOT>` and `{{user}}`/`<USER>` (any case) replaced by the names, as the tools that
+    write them do before sending; `{{original}}` (SillyTavern: "the prompt this replaces") removed."""
+    text = re.sub(r"\{\{\s*char\s*\}\}|<bot>", lambda _: char, text, flags=re.IGNORECASE)
+    text = re.sub(r"\{\{\s*user\s*\}\}|<user>", lambda _: user, text, flags=re.IGNORECASE)
+    return re.sub(r"\{\{\s*original\s*\}\}", "", text, flags=re.IGNORECASE)
+
+
+def measure(report: ImportReport, persona: Persona) -> None:
+    """Count the persona's system message against its budget into `report` (warning above half)."""
+    message = {"role": "system", "content": system_message(persona)}
+    tokens = tokenizer_for(persona.model).count_message(message)
+    report.system_tokens, report.context_budget = tokens, persona.context_budget
+    if report.budget_warning:
+        report.warnings.append(
+            f"the system message takes {tokens:,} of the {persona.context_budget:,}-token budget "
+            f"({report.budget_share:.0%}), leaving little room for the conversation"
+        )
+
+
+class PersonaBuilder:
+    """Collects a persona's fields from a source, recording each mapping and each drop."""
+
+    def __init__(self, file_name: str, source_format: str, *, user_name: str = DEFAULT_USER_NAME) -> None:
+        self.file_name = file_name
+        self.user_name = user_name or DEFAULT_USER_NAME
+        self.report = ImportReport(file_name=file_name, source_format=source_format)
+        self.fields: dict[str, Any] = {}
+        self.sampling: dict[str, Any] = {}
+        self.extensions: dict[str, Any] = {}
+        self._sources: dict[str, str] = {}
+        #: The id the source asks for (this app's own export says which), else None.
+        self.suggested_id: str | None = None
+
+    # --- recording ---------------------------------------------------------------------------
+
+    def drop(self, theirs: str, reason: str) -> None:
+        self.report.dropped.append(Dropped(theirs, reason))
+
+    def warn(self, warning: str) -> None:
+        self.report.warnings.append(warning)
+
+    def _map(self, ours: str, theirs: str, value: Any, note: str = "") -> None:
+        self.fields[ours] = value
+        self._sources[ours] = theirs
+        self.report.mapped = [m for m in self.report.mapped if m.ours != ours]
+        self.report.mapped.append(Mapped(ours, theirs, note))
+
+    # --- fields ------------------------------------------------------------------------------
+
+    def text(self, ours: str, theirs: str, value: Any) -> None:
+        """A text field; a one-line field takes the first line, a long one is cut (and reported)."""
+        if value is None or value == "":
+            return
+        if not isinstance(value, str):
+            self.drop(theirs, f"is {describe_value(value)}, not text")
+            return
+        text, notes = value.strip(), []
+        if not text:
+            return
+        if ours in {"name", "description"} and ("\n" in text or "\r" in text):
+            text = " ".join(text.split())
+            notes.append("joined into one line")
+        limit = _LIMITS[ours]
+        if len(text) > limit:
+            if ours == "system_prompt":
+                raise ImportProblem(
+                    f"the system prompt is {len(text):,} characters ({theirs}); a persona holds at most "
+                    f"{limit:,}, and a prompt is not cut"
+                )
+            text = text[: limit - 1].rstrip() + "…"
+            notes.append(f"cut to {limit:,} characters")
+        self._map(ours, theirs, text, ", ".join(notes))
+
+    def emoji(self, theirs: str, value: Any) -> bool:
+        """The avatar emoji when `value` is one; False (nothing recorded) otherwise."""
+        if not isinstance(value, str) or not value.strip() or len(value.strip()) > 8:
+            return False
+        try:
+            self._map("avatar", theirs, _emoji(value.strip()))
+        except ValueError:
+            return False
+        return True
+
+    def image(self, theirs: str, data: bytes) -> None:
+        """An avatar picture from bytes (normalised to a small PNG); a bad one is dropped."""
+        try:
+            self._map("avatar_image", theirs, encode_avatar(avatar_png(data)))
+        except AvatarImageError as exc:
+            self.drop(theirs, f"the picture {exc}; the emoji avatar is used")
+
+    def image_url(self, theirs: str, url: Any) -> None:
+        """An avatar from a URL: a data: URL is decoded here; any other URL is never fetched."""
+        if not isinstance(url, str) or not url.strip():
+            return
+        if url.strip().lower().startswith("data:"):
+            try:
+                self._map("avatar_image", theirs, encode_avatar(avatar_from_data_url(url.strip())))
+            except AvatarImageError as exc:
+                self.drop(theirs, f"the picture {exc}; the emoji avatar is used")
+            return
+        shown = url if len(url) <= 80 else url[:79] + "…"
+        self.drop(theirs, f"{shown} is a link to a picture; it is never fetched, so the emoji avatar is used")
+
+    def integer(self, ours: str, theirs: str, value: Any) -> None:
+        """A whole-number field within the persona's limits; anything else is dropped with why."""
+        if value is None:
+            return
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int) or isinstance(value, bool):
+            self.drop(theirs, f"is {describe_value(value)}, not a whole number")
+            return
+        low, high = _RANGES[ours]
+        if not low <= value <= high:
+            self.drop(theirs, f"{value:,} is outside {ours}'s range {low:,}-{high:,}")
+            return
+        self._map(ours, theirs, value)
+
+    def sample(self, key: str, theirs: str, value: Any) -> None:
+        """One sampling option, checked alone so a bad one costs only itself."""
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            self.drop(theirs, f"is {describe_value(value)}, not a number")
+            return
+        try:
+            Sampling.model_validate({key: value}, strict=False)
+        except ValidationError as exc:
+            self.drop(theirs, exc.errors(include_url=False)[0]["msg"])
+            return
+        self.sampling[key] = int(value) if key == "seed" else float(value)
+        self.report.mapped.append(Mapped(f"sampling.{key}", theirs))
+
+    def model(self, theirs: str, value: Any) -> None:
+        if isinstance(value, str) and value.strip() and len(value.strip()) <= 200:
+            self._map("model", theirs, value.strip())
+        elif value not in (None, ""):
+            self.drop(theirs, f"is {describe_value(value)}, not a model name")
+
+    def text_list(self, ours: str, theirs: str, values: Any, *, most: int | None = None) -> None:
+        """A list of short texts (tags, starter prompts): the items a persona can hold, the rest
+        dropped with why."""
+        if values in (None, []):
+            return
+        if not isinstance(values, list):
+            self.drop(theirs, f"is {describe_value(values)}, not a list")
+            return
+        limit = 40 if ours == "tags" else 300
+        kept: list[str] = []
+        for index, item in enumerate(values):
+            text = item.strip() if isinstance(item, str) else ""
+            if not text or len(text) > limit or (ours == "tags" and "\n" in text):
+                self.drop(
+                    f"{theirs}[{index}]", f"{describe_value(item)} is not one line of 1-{limit} characters"
+                )
+            elif most is not None and len(kept) >= most:
+                self.drop(f"{theirs}[{index}]", f"a persona holds at most {most}")
+            elif text not in kept:
+                kept.append(text)
+        if kept:
+            self._map(ours, theirs, kept)
+
+    def examples(self, theirs: str, messages: list[tuple[str, str]]) -> None:
+        """Few-shot examples as (role, text) pairs: "user" or "assistant" roles, non-empty text."""
+        kept = [{"role": role, "content": text.strip()} for role, text in messages if text.strip()]
+        for index, message in enumerate(kept):
+            if len(message["content"]) > 4_000:
+                message["content"] = message["content"][:3_999].rstrip() + "…"
+                self.warn(f"example {index + 1} was cut to 4,000 characters")
+        if len(kept) > MAX_EXAMPLES:
+            self.drop(theirs, f"{len(kept) - MAX_EXAMPLES} example messages past the first {MAX_EXAMPLES}")
+            kept = kept[:MAX_EXAMPLES]
+        if kept:
+            self._map("examples", theirs, kept, f"{len(kept)} messages")
+
+    def keep(self, format_key: str, kept: dict[str, Any], *, reasons: dict[str, str] | None = None) -> None:
+        """Fields with no place in a persona, kept under `extensions[format_key]` (each reported,
+        with its own reason where `reasons` has one)."""
+        if not kept:
+            return
+        self.extensions[format_key] = kept
+        for name, value in kept.items():
+            inner = list(value) if isinstance(value, dict) and value and name == "extensions" else [None]
+            for key in inner:
+                path = name if key is None else f"{name}.{key}"
+                self.drop(path, (reasons or {}).get(path, "no place in a persona; kept for export"))
+
+    def settings_block(self, theirs: str, block: dict[str, Any]) -> None:
+        """The persona's own settings as `dashboard_block` wrote them into another format."""
+        for key, value in block.items():
+            where = f"{theirs}.{key}"
+            if key == "avatar":
+                if not self.emoji(where, value):
+                    self.drop(where, f"{describe_value(value)} is not an emoji")
+            elif key == "model":
+                self.model(where, value)
+            elif key == "sampling" and isinstance(value, dict):
+                for option, number in value.items():
+                    if option in Sampling.model_fields:
+                        self.sample(option, f"{where}.{option}", number)
+                    else:
+                        self.drop(f"{where}.{option}", "not a sampling option")
+            elif key in _RANGES:
+                self.integer(key, where, value)
+            elif key == "context_policy" and value in POLICY_NAMES:
+                self._map(key, where, value)
+            elif key == "summarizer_model" and isinstance(value, str) and 0 < len(value.strip()) <= 200:
+                self._map(key, where, value.strip())
+            elif key == "starter_prompts":
+                self.text_list(key, where, value, most=6)
+            elif key == "extensions" and isinstance(value, dict):
+                self.extensions.update({str(k): v for k, v in value.items() if isinstance(v, dict)})
+            elif key == "id" and isinstance(value, str):
+                self.suggested_id = value
+            elif key != "has_avatar_image":
+                self.drop(where, f"{describe_value(value)} is not a setting this version reads")
+
+    # --- the persona -------------------------------------------------------------------------
+
+    def build(self, persona_id: str, *, default_avatar: str = "🤖") -> ImportedPersona:
+        """The persona, validated as a persona file is (its YAML parsed back); raises `ImportProblem`."""
+        fields = dict(self.fields)
+        if "name" not in fields:
+            raise ImportProblem("it has no name")
+        name = fields["name"]
+        if "avatar" not in fields:
+            fields["avatar"] = default_avatar
+        if "description" not in fields:
+            fields["description"] = f"Imported from {self.report.source_format}."
+            self.report.mapped.append(Mapped("description", "(none in the source)", "filled in"))
+        if "system_prompt" not in fields:
+            fields["system_prompt"] = f"You are {name}."
+            self.warn(f"the source has no system prompt; it was set to 'You are {name}.'")
+        if self.sampling:
+            fields["sampling"] = dict(self.sampling)
+        fields.setdefault("context_budget", DEFAULT_IMPORT_BUDGET)
+        fields.setdefault("max_reply_tokens", DEFAULT_IMPORT_REPLY_CAP)
+        fields.setdefault("model", DEFAULT_MODEL)
+        if self.extensions:
+            fields["extensions"] = dict(self.extensions)
+        persona = self._validated(fields, persona_id)
+        measure(self.report, persona)
+        return ImportedPersona(persona, self.report)
+
+    def _validated(self, fields: dict[str, Any], persona_id: str) -> Persona:
+        """Validate; an optional field that fails is dropped (with the reason) and the rest tried
+        again; kept extensions too large for a persona file are let go largest first."""
+        for _ in range(len(PersonaFile.model_fields) + 16):
+            try:
+                persona = Persona.model_validate({**fields, "id": persona_id})
+                return parse_persona(persona_yaml(persona), persona_id)
+            except ValidationError as exc:
+                failed: dict[str, str] = {}
+                for error, problem in zip(
+                    exc.errors(include_url=False),
+                    describe_problems(exc, model=Persona, max_shown=10_000),
+                    strict=True,
+                ):
+                    failed.setdefault(str(error["loc"][0]) if error["loc"] else "", problem)
+                if set(failed) & _REQUIRED or "" in failed:
+                    raise ImportProblem(*failed.values()) from None
+                for name, problem in failed.items():
+                    if name == "extensions":
+                        self._shed_extension(fields, problem)
+                    else:
+                        self.drop(self._sources.get(name, name), problem)
+                        fields.pop(name, None)
+            except PersonaFileError as error:  # the YAML it would save does not load back
+                if not fields.get("extensions"):
+                    raise ImportProblem(*error.problems) from None
+                self._shed_extension(fields, "; ".join(error.problems))
+        raise ImportProblem("the persona could not be made valid")
+
+    def _shed_extension(self, fields: dict[str, Any], problem: str) -> None:
+        extensions: dict[str, Any] = dict(fields.get("extensions") or {})
+        for format_key, kept in list(extensions.items()):
+            if isinstance(kept, dict) and kept:
+                largest = max(kept, key=lambda k: len(json.dumps(kept[k], ensure_ascii=False)))
+                extensions[format_key] = {k: v for k, v in kept.items() if k != largest}
+                if not extensions[format_key]:
+                    del extensions[format_key]
+                self.report.dropped = [
+                    d
+                    for d in self.report.dropped
+                    if d.theirs != largest and not d.theirs.startswith(largest + ".")
+                ]
+                self.drop(largest, f"too large to keep in a persona file ({problem}); not kept")
+                break
+        else:
+            extensions = {}
+        fields["extensions"] = extensions

@@ -1,0 +1,670 @@
+"""The application service: the one way a view changes a visitor's state or calls a model.
+
+    service = VisitorService(workspace, backends, prices=load_model_table())
+    service.configure(Deployment.from_settings(secrets, os.environ))   # every run: the deployer's policy
+    service.connect(typed_key="", typed_base_url="")                    # which backend calls go to
+    key, session = service.session_for(persona)
+    for chunk in service.send(key, "北京烤鸭怎么吃？"):                    # limits checked, saved at the end
+        ...
+    service.take_notices()                                              # typed, for the page to translate
+
+One `VisitorService` per browser session, kept in its session state. It owns the workspace (the
+conversations, personas and comparisons, and saving them: one save path), the connection and its
+backend, and the deployer's policy, enforced here once for every view: the models allowed (for the
+chat, every compare column and the summarizer), the reply cap, the context budget, the message size
+and the rate limits, which hold per workspace and for the whole deployment (`core.limits.RATE_LIMITS`),
+not per browser session. The limits apply to calls paid with the deployer's key.
+
+A refusal is a `DashboardError` (raised, and kept as the session's error for the chat); anything
+else worth telling the visitor is a `core.notices.Notice`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from core import replay
+from core.backends import ChatBackend
+from core.compare import Column, Comparison, Pick, PickOutcome
+from core.connection import Backends, Connection, resolve_connection
+from core.conversation import MAX_IMPORT_BYTES, Conversation
+from core.errors import (
+    BaseUrlRefused,
+    ConversationImportError,
+    ConversationStateError,
+    DashboardError,
+    InvalidSettings,
+    MessageTooLong,
+    PersonaFileError,
+)
+from core.i18n import Language
+from core.limits import RATE_LIMITS, DeployerLimits, RateLimits
+from core.model_info import ModelTable
+from core.netguard import allowed_base_urls_from
+from core.notices import Notice, error_notice
+from core.owners import AccessMode, visitor_access
+from core.personas import Persona, parse_persona
+from core.session import ChatSession
+from core.settings import ChatSettings
+from core.store import StaleConversation
+from core.testsets import TestRunRecord, TestSet, TestSetRun
+from core.workspace import Workspace
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """The deployer's policy, read from Streamlit secrets and the environment (secrets win)."""
+
+    #: How this visitor is treated: the deployer's ACCESS_MODE, or by where they are when unset.
+    access_mode: AccessMode = "single-user"
+    #: The visitor is on this machine (`core.owners.is_local_visitor`).
+    local_visitor: bool = False
+    allowed_base_urls: tuple[str, ...] = ()
+    limits: DeployerLimits = field(default_factory=DeployerLimits)
+    secrets: Mapping[str, object] = field(default_factory=dict, repr=False)
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False)
+
+    @classmethod
+    def from_settings(
+        cls, secrets: Mapping[str, object], environ: Mapping[str, str], *, local_visitor: bool = False
+    ) -> Deployment:
+        """The policy for one visitor (`local_visitor`: on this machine). Raises `ConfigError`
+        naming a malformed setting."""
+        return cls(
+            access_mode=visitor_access(environ, local=local_visitor).mode,
+            local_visitor=local_visitor,
+            allowed_base_urls=tuple(allowed_base_urls_from(secrets, environ)),
+            limits=DeployerLimits.from_settings(secrets, environ),
+            secrets=secrets,
+            environ=environ,
+        )
+
+    @property
+    def shared_with_strangers(self) -> bool:
+        """The deployer chose single-user and this visitor is not on this machine: everyone with
+        the link sees the same conversations, and the page must say so."""
+        return self.access_mode == "single-user" and not self.local_visitor
+
+
+@dataclass(frozen=True)
+class ColumnChoice:
+    """One compare column as the visitor set it up."""
+
+    persona_id: str
+    model: str
+    context_budget: int
+
+
+class VisitorService:
+    """Everything one visitor does, through one object (see the module docstring)."""
+
+    def __init__(
+        self,
+        workspace: Workspace,
+        backends: Backends,
+        *,
+        prices: ModelTable,
+        deployment: Deployment | None = None,
+        rate_limits: RateLimits = RATE_LIMITS,
+    ) -> None:
+        self.workspace = workspace
+        self.backends = backends
+        self.prices = prices
+        self.deployment = deployment or Deployment()
+        self.rate_limits = rate_limits
+        self.connection = Connection()
+        self.backend: ChatBackend = backends.for_connection(self.connection)
+        #: Why the typed base URL is not used (None when it is, or none was typed).
+        self.refused_base_url: BaseUrlRefused | None = None
+        #: Why the store could not be opened (then everything is kept in memory only).
+        self.store_error: DashboardError | None = None
+        #: The last failed save (None after a save that worked), and whether it was a stale copy.
+        self.store_problem: Notice | None = None
+        self.stale = False
+        #: (conversation id, title) of the last deleted conversation, for undo.
+        self.deleted: tuple[str, str] | None = None
+        #: The open comparison and its id in the store once saved.
+        self.comparison: Comparison | None = None
+        self.comparison_id: str | None = None
+        #: The running (or ended, not yet saved) test set.
+        self.test_run: TestSetRun | None = None
+        self._notices: list[Notice] = []
+        self._replays: dict[tuple[Any, ...], replay.Comparison] = {}
+        self._policy_replays: dict[tuple[Any, ...], tuple[replay.PolicyOutcome, ...]] = {}
+
+    # --- the deployment and the connection ---------------------------------------------------
+
+    def configure(self, deployment: Deployment) -> None:
+        """The deployer's policy for this run (it is read on every run, so a change applies)."""
+        self.deployment = deployment
+
+    @property
+    def limits(self) -> DeployerLimits | None:
+        """The deployer's limits when calls are paid with the deployer's key, else None."""
+        return self.deployment.limits if self.connection.uses_deployer_key else None
+
+    def connect(
+        self, *, typed_key: str = "", typed_base_url: str = "", language: Language = "en"
+    ) -> Connection:
+        """Use the connection these typed values make with the deployer's settings. A refused base
+        URL falls back to the deployer's own connection (`refused_base_url` says why); a malformed
+        deployer setting raises `ConfigError`. The offline model answers in `language` (the page's)."""
+        deployment = self.deployment
+        settings: dict[str, Any] = {
+            "typed_key": typed_key,
+            "secrets": deployment.secrets,
+            "environ": deployment.environ,
+            "access_mode": deployment.access_mode,
+            "allowed_base_urls": list(deployment.allowed_base_urls),
+        }
+        self.refused_base_url = None
+        try:
+            connection = resolve_connection(typed_base_url=typed_base_url, **settings)
+        except BaseUrlRefused as error:
+            self.refused_base_url = error
+            connection = resolve_connection(**settings)
+        self.connection = connection
+        self.backend = self.backends.for_connection(connection, language)
+        return connection
+
+    # --- notices -----------------------------------------------------------------------------
+
+    def notify(self, notice: Notice) -> None:
+        self._notices.append(notice)
+
+    def take_notices(self) -> list[Notice]:
+        """The notices since the last call, oldest first (each is shown once)."""
+        notices, self._notices = self._notices, []
+        return notices
+
+    # --- conversations -----------------------------------------------------------------------
+
+    def session_for(self, persona: Persona) -> tuple[str, ChatSession, list[str]]:
+        """The conversation open for `persona`, on the current backend, within the limits; one
+        sentence per setting the limits changed."""
+        key, session = self.workspace.session_for(persona, self.backend)
+        return key, session, self._within_limits(key, session)
+
+    def session(self, key: str) -> ChatSession:
+        return self.workspace.sessions[key]
+
+    def new_conversation(self, persona: Persona) -> None:
+        """Start a new conversation with `persona` (the one open before stays listed)."""
+        self.workspace.new(persona, self.backend)
+
+    def open_conversation(self, conversation_id: str) -> str | None:
+        """Open a saved conversation; its persona id (None when it failed, with a notice)."""
+        try:
+            self.workspace.open(conversation_id, self.backend)
+        except DashboardError as error:
+            self.notify(error_notice("open_failed", error))
+            return None
+        return self.workspace.sessions[conversation_id].conversation.persona_id
+
+    def rename(self, conversation_id: str, title: str) -> None:
+        try:
+            self.workspace.rename(conversation_id, title)
+        except DashboardError as error:
+            self.notify(error_notice("not_renamed", error))
+
+    def delete(self, conversation_id: str, title: str) -> None:
+        try:
+            self.workspace.delete(conversation_id)
+        except DashboardError as error:
+            self.notify(error_notice("not_deleted", error))
+            return
+        self.deleted = (conversation_id, title)
+
+    def undo_delete(self) -> None:
+        if self.deleted is None:
+            return
+        conversation_id, title = self.deleted
+        self.deleted = None
+        try:
+            self.workspace.restore(conversation_id, self.backend)
+        except DashboardError as error:
+            self.notify(error_notice("not_restored", error, title=title))
+
+    def reload(self, key: str) -> None:
+        """Read the conversation again after a stale write (another tab saved it since)."""
+        self.workspace.reload(key, self.backend)
+        self.store_problem, self.stale = None, False
+
+    def import_conversation(
+        self, data: bytes, file_name: str, *, personas: Mapping[str, Persona], fallback_persona_id: str
+    ) -> str | None:
+        """A conversation file becomes a new conversation (nothing is overwritten) and is opened;
+        its persona id, or None when the file was refused (with a notice)."""
+        try:
+            if len(data) > MAX_IMPORT_BYTES:
+                raise ConversationImportError(f"The file is larger than {MAX_IMPORT_BYTES:,} bytes.")
+            conversation = Conversation.from_json(data)
+            target = conversation.persona_id or fallback_persona_id
+            if target not in personas:
+                target = fallback_persona_id
+            conversation.persona_id = target
+            key = self.workspace.add_imported(conversation, self.backend)
+        except DashboardError as error:
+            self.notify(error_notice("import_failed", error, file=file_name))
+            return None
+        self._within_limits(key, self.workspace.sessions[key])
+        self.notify(
+            Notice(
+                code="imported",
+                level="success",
+                fields={
+                    "count": len(conversation.messages),
+                    "file": file_name,
+                    "persona": personas[target].name,
+                },
+            )
+        )
+        return target
+
+    def save(self, key: str) -> None:
+        """Write the conversation through to the store (the one save path). A failure becomes
+        `store_problem` for the page to show; the conversation stays as it is, nothing is lost."""
+        try:
+            self.workspace.save(key)
+        except StaleConversation as error:
+            self.store_problem, self.stale = error_notice("stale", error), True
+        except DashboardError as error:
+            self.store_problem, self.stale = error_notice("store_unsaved", error), False
+        else:
+            self.store_problem, self.stale = None, False
+
+    # --- settings, pins, summaries -----------------------------------------------------------
+
+    def change_settings(self, key: str, **changes: Any) -> tuple[ChatSettings, list[str]]:
+        """Change a conversation's settings (model, context_budget, max_reply_tokens,
+        context_policy, ...) within the deployer's limits; saved when they changed. Returns the
+        settings in force and one sentence per limit that changed them."""
+        session = self.workspace.sessions[key]
+        before = session.settings
+        try:
+            session.update_settings(**changes)
+        except InvalidSettings as error:  # the previous settings stay; the visitor is told why
+            self.notify(error_notice("settings_refused", error))
+            return before, []
+        notes = self._within_limits(key, session, save=False)
+        if session.settings is not before:
+            self.save(key)
+        return session.settings, notes
+
+    def pin(self, key: str, pinned_ids: Sequence[str], candidates: Sequence[str]) -> bool:
+        """Pin exactly `pinned_ids` among `candidates`; True when anything changed (and was saved)."""
+        conversation = self.workspace.sessions[key].conversation
+        chosen = set(pinned_ids)
+        changed = False
+        for message in conversation.messages:
+            if message.id in candidates and message.pinned != (message.id in chosen):
+                conversation.pin(message.id, message.id in chosen)
+                changed = True
+        if changed:
+            self.save(key)
+        return changed
+
+    def edit_summary(self, key: str, text: str) -> None:
+        """The visitor's version of the running summary (the model sees it from the next call).
+        Raises `DashboardError` when it is refused (e.g. empty, or over its share of the budget)."""
+        self.workspace.sessions[key].conversation.edit_summary(text)
+        self.save(key)
+
+    # --- turns -------------------------------------------------------------------------------
+
+    def send(self, key: str, text: str) -> Iterator[str]:
+        """Send `text` and return the reply's chunks; the turn is saved when they end (or fail, or
+        stop). A refusal (message size, rate) raises before anything is sent; a message refused
+        by the rate limit is kept, pending, for Retry."""
+        session = self.workspace.sessions[key]
+        self._within_limits(key, session)
+        limits = self.limits
+        if limits is not None and len(text) > limits.max_message_chars:
+            error = MessageTooLong(length=len(text), limit=limits.max_message_chars)
+            session.error = error
+            raise error
+        try:
+            self._admit([session], text)
+        except DashboardError as error:
+            session.conversation.add_user(text)
+            session.error = error
+            self.save(key)
+            raise
+        chunks = session.send(text)  # the message is in the conversation now; the call starts lazily
+        self.save(key)  # saved before the model is called: a crash mid-reply cannot lose it
+        return self._saved(key, chunks)
+
+    def retry(self, key: str) -> Iterator[str]:
+        return self._turn(key, ChatSession.retry)
+
+    def regenerate(self, key: str) -> Iterator[str]:
+        return self._turn(key, ChatSession.regenerate)
+
+    def continue_reply(self, key: str) -> Iterator[str]:
+        return self._turn(key, ChatSession.continue_reply)
+
+    def stop(self, key: str) -> None:
+        """End the reply in progress, keep what arrived, and save it."""
+        session = self.workspace.sessions.get(key)
+        if session is not None:
+            session.stop()
+            self.save(key)
+
+    def _turn(self, key: str, start: Callable[[ChatSession], Iterator[str]]) -> Iterator[str]:
+        session = self.workspace.sessions[key]
+        self._within_limits(key, session)
+        try:
+            self._admit([session])
+        except DashboardError as error:
+            session.error = error
+            raise
+        return self._saved(key, start(session))
+
+    def _saved(self, key: str, chunks: Iterator[str]) -> Iterator[str]:
+        """`chunks`, then the turn saved, however they end."""
+        try:
+            yield from chunks
+        finally:
+            self.workspace.sessions[key].stop()  # a consumer that walked away: keep what arrived
+            self.save(key)
+
+    # --- the deployer's policy ---------------------------------------------------------------
+
+    def _within_limits(self, key: str, session: ChatSession, *, save: bool = True) -> list[str]:
+        """Bring a conversation's settings within the deployer's limits (saved when changed);
+        one sentence per change. Also installs the summarizer's admission check."""
+        session.backend = self.backend
+        session.admit_summary = self._admit_summary
+        limits = self.limits
+        if limits is None:
+            return []
+        enforced, notes = limits.enforce(session.settings)
+        if notes:
+            session.update_settings(**enforced.model_dump())
+            if save:
+                self.save(key)
+        return notes
+
+    def _admit(self, sessions: Sequence[ChatSession], text: str = "") -> None:
+        """Count one request per session against the rate limits (all or none)."""
+        limits = self.limits
+        if limits is None or not limits.rated:
+            return
+        tokens = sum(
+            s.conversation.prompt_tokens
+            + s.settings.max_reply_tokens
+            + s.conversation.tokenizer.count_text(text)
+            for s in sessions
+        )
+        self.rate_limits.admit(limits, self.workspace.owner, tokens=tokens, requests=len(sessions))
+
+    def _admit_summary(self, session: ChatSession, prompt_tokens: int, reply_cap: int) -> None:
+        """A summarizer call is a request on the deployer's key too; refused, the policy drops."""
+        limits = self.limits
+        if limits is not None and limits.rated:
+            self.rate_limits.admit(limits, self.workspace.owner, tokens=prompt_tokens + reply_cap)
+
+    # --- compare -----------------------------------------------------------------------------
+
+    def start_comparison(
+        self, personas: Mapping[str, Persona], choices: Sequence[ColumnChoice], *, blind: bool
+    ) -> Comparison | None:
+        """A new comparison of these columns, each within the limits (changes said as notices)."""
+        return self._start(
+            lambda: Comparison(self._columns(personas, choices), blind=blind, model_table=self.prices)
+        )
+
+    def start_blind_pair(
+        self, personas: Mapping[str, Persona], first: ColumnChoice, second: ColumnChoice
+    ) -> Comparison | None:
+        """Two columns in random order, anonymous until the vote, for every message (a blind pair)."""
+        return self._start(
+            lambda: Comparison.blind_pair(*self._columns(personas, (first, second)), model_table=self.prices)
+        )
+
+    def _start(self, build: Callable[[], Comparison]) -> Comparison | None:
+        try:
+            comparison = build()
+        except (DashboardError, ValueError) as error:
+            self.notify(error_notice("comparison_not_started", error))
+            return None
+        self.close_comparison()
+        self.comparison, self.comparison_id = comparison, None
+        self._columns_within_limits(comparison, notify=True)
+        return comparison
+
+    def _columns(self, personas: Mapping[str, Persona], choices: Sequence[ColumnChoice]) -> list[Column]:
+        return [
+            Column.start(
+                persona,
+                self.backend,
+                label=f"{persona.avatar} {persona.name} · {choice.model}",
+                model=choice.model,
+                context_budget=choice.context_budget,
+            )
+            for choice in choices
+            for persona in [personas[choice.persona_id]]
+        ]
+
+    def open_comparison(self, comparison_id: str) -> Comparison | None:
+        try:
+            comparison = self.workspace.load_comparison(comparison_id, self.backend)
+        except DashboardError as error:
+            self.notify(error_notice("comparison_not_opened", error))
+            return None
+        self.close_comparison()
+        self.comparison, self.comparison_id = comparison, comparison_id
+        return comparison
+
+    def close_comparison(self) -> None:
+        if self.comparison is not None:
+            self.comparison.stop_all()
+        self.comparison, self.comparison_id = None, None
+
+    def compare_send(self, text: str) -> None:
+        """Send `text` to every column at once (one request each against the rate limits)."""
+        comparison = self._open_comparison()
+        limits = self._columns_within_limits(comparison)
+        if limits is not None and len(text) > limits.max_message_chars:
+            raise MessageTooLong(length=len(text), limit=limits.max_message_chars)
+        self._admit([column.session for column in comparison.columns], text)
+        comparison.send(text)
+
+    def compare_retry(self, index: int) -> None:
+        comparison = self._open_comparison()
+        self._columns_within_limits(comparison)
+        self._admit([comparison.columns[index].session])
+        comparison.retry(index)
+
+    def compare_stop(self, index: int) -> None:
+        self._open_comparison().stop(index)
+
+    def compare_pick(self, index: int) -> None:
+        self.compare_vote("preferred", index)
+
+    def compare_vote(self, outcome: PickOutcome, index: int | None = None) -> None:
+        """Vote on the latest message (column `index` preferred, a tie, or all bad); reveals the
+        labels and saves."""
+        self._open_comparison().vote(outcome, index)
+        self.save_comparison()
+
+    def save_comparison(self) -> None:
+        comparison = self._open_comparison()
+        try:
+            self.comparison_id = self.workspace.save_comparison(self.comparison_id, comparison)
+        except DashboardError as error:
+            self.store_problem = error_notice("comparison_unsaved", error)
+
+    def saved_comparisons(self) -> list[tuple[str, str]]:
+        return self.workspace.list_comparisons()
+
+    def leaderboard_picks(self) -> list[Pick]:
+        """Every vote of this owner, in comparisons and on test-set results (for the leaderboard)."""
+        return self.workspace.leaderboard_picks()
+
+    # --- test sets ---------------------------------------------------------------------------
+
+    def save_test_set(self, test_set: TestSet) -> None:
+        try:
+            self.workspace.save_test_set(test_set)
+        except DashboardError as error:
+            self.store_problem = error_notice("test_set_unsaved", error)
+
+    def test_sets(self) -> list[TestSet]:
+        return self.workspace.test_sets()
+
+    def test_runs(self, name: str) -> list[TestRunRecord]:
+        """The runs of test set `name`, newest first."""
+        return self.workspace.test_runs(name)
+
+    def start_test_set(
+        self, personas: Mapping[str, Persona], test_set: TestSet, choices: Sequence[ColumnChoice]
+    ) -> TestSetRun:
+        """Run every prompt of `test_set` against these columns (each prompt a fresh conversation
+        per column), within the deployer's limits: every prompt's size is checked before anything
+        is sent, every column's settings are held to the limits, and each prompt counts one
+        request per column against the rate limits (a refused prompt is recorded as refused and
+        the run goes on). Returns at once; `finish_test_set()` saves the record once it ended."""
+        if self.test_run is not None and not self.test_run.finished:
+            raise ConversationStateError("A test set is already running: cancel it or wait for it.")
+        limits = self.limits
+        if limits is not None:
+            longest = max(test_set.prompts, key=len)
+            if len(longest) > limits.max_message_chars:
+                raise MessageTooLong(length=len(longest), limit=limits.max_message_chars)
+        self._columns(personas, choices)  # a choice that cannot start fails here, not in a worker
+        self.save_test_set(test_set)
+
+        def make_columns() -> list[Column]:
+            columns = self._columns(personas, choices)
+            for column in columns:
+                column.session.admit_summary = self._admit_summary
+                if limits is not None:
+                    enforced, _ = limits.enforce(column.session.settings)
+                    column.session.update_settings(**enforced.model_dump())
+            return columns
+
+        def admit(prompt: str, columns: Sequence[Column]) -> None:
+            self._admit([column.session for column in columns], prompt)
+
+        run = TestSetRun(test_set, make_columns, before_each=admit)
+        self.test_run = run
+        run.start()
+        return run
+
+    def cancel_test_set(self) -> None:
+        if self.test_run is not None:
+            self.test_run.cancel()
+
+    def finish_test_set(self) -> TestRunRecord | None:
+        """Once the running test set has ended: its record, saved (None while it runs)."""
+        run = self.test_run
+        if run is None or not run.finished:
+            return None
+        self.test_run = None
+        record = run.result()
+        try:
+            self.workspace.save_test_run(record)
+        except DashboardError as error:
+            self.store_problem = error_notice("test_run_unsaved", error)
+        return record
+
+    def vote_on_test_result(
+        self, record: TestRunRecord, prompt: int, outcome: PickOutcome, column: int | None = None
+    ) -> TestRunRecord:
+        """Cast (or change) the vote on one prompt's answers; saved; it feeds the leaderboard."""
+        voted = record.vote(prompt, outcome, column)
+        try:
+            self.workspace.save_test_run(voted)
+        except DashboardError as error:
+            self.store_problem = error_notice("test_run_unsaved", error)
+        return voted
+
+    def _open_comparison(self) -> Comparison:
+        if self.comparison is None:
+            raise ConversationStateError("There is no comparison open.")
+        return self.comparison
+
+    def _columns_within_limits(
+        self, comparison: Comparison, *, notify: bool = False
+    ) -> DeployerLimits | None:
+        """Every column on the current backend and within the limits, before any of its calls."""
+        if not comparison.busy:
+            comparison.use_backend(self.backend)
+        limits = self.limits
+        for column in comparison.columns:
+            column.session.admit_summary = self._admit_summary
+        if limits is None:
+            return None
+        for index, column in enumerate(comparison.columns):
+            enforced, notes = limits.enforce(column.session.settings)
+            if notes:
+                comparison.update_settings(index, **enforced.model_dump())
+                for note in notes if notify else ():
+                    self.notify(Notice(code="limit_applied", level="info", fields={"note": note}))
+        return limits
+
+    # --- what if -----------------------------------------------------------------------------
+
+    def replay_policies(self, key: str, scenario: replay.Scenario) -> tuple[replay.PolicyOutcome, ...]:
+        """Every policy replayed under `scenario` on its simulated prompt cache; the last result
+        is kept, as `replay`'s."""
+        conversation = self.workspace.sessions[key].conversation
+        cache_key = (key, len(conversation.messages), len(conversation.turns), scenario)
+        outcomes = self._policy_replays.get(cache_key)
+        if outcomes is None:
+            outcomes = replay.compare_policies(conversation, scenario, self.prices)
+            self._policy_replays = {cache_key: outcomes}
+        return outcomes
+
+    def replay(self, key: str, scenario: replay.Scenario) -> replay.Comparison:
+        """The open conversation replayed under `scenario` (no model is called); the last result
+        is kept, so a rerun with the same scenario costs nothing."""
+        conversation = self.workspace.sessions[key].conversation
+        cache_key = (key, len(conversation.messages), len(conversation.turns), scenario)
+        result = self._replays.get(cache_key)
+        if result is None:
+            result = replay.compare(conversation, scenario, self.prices)
+            self._replays = {cache_key: result}
+        return result
+
+    # --- personas ----------------------------------------------------------------------------
+
+    def custom_personas(self) -> dict[str, Persona]:
+        return self.workspace.custom_personas()
+
+    def save_persona(self, persona: Persona) -> None:
+        """Create or replace one of this visitor's personas; raises the store's `DashboardError`."""
+        self.workspace.save_persona(persona)
+
+    def import_persona(self, data: bytes, file_name: str, *, shipped: set[str]) -> Persona | None:
+        """A persona YAML file becomes one of this visitor's personas; None when it was refused
+        (with a notice)."""
+        persona_id = file_name.rsplit(".", 1)[0]
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            self.notify(Notice(code="persona_not_utf8", level="error", fields={"file": file_name}))
+            return None
+        try:
+            persona = parse_persona(text, persona_id, name=file_name)
+            if persona.id in shipped:
+                self.notify(Notice(code="persona_shipped_id", level="error", fields={"id": persona.id}))
+                return None
+            self.workspace.save_persona(persona)
+        except (PersonaFileError, DashboardError) as error:
+            self.notify(error_notice("persona_import_failed", error))
+            return None
+        self.notify(
+            Notice(
+                code="persona_imported",
+                level="success",
+                fields={"avatar": persona.avatar, "name": persona.name},
+            )
+        )
+        return persona
+
+    def conversation_counts(self) -> dict[str, int]:
+        return self.workspace.conversation_counts()

@@ -1,0 +1,615 @@
+"""The chat page: the conversation with the persona beside the dashboard of what the model sees,
+and in the sidebar the persona's conversations, the conversation's settings, export and import.
+Every change goes through the visitor's `VisitorService`."""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator
+from typing import Literal
+
+import streamlit as st
+
+from core.charts import dashboard_drawing
+from core.conversation import MAX_IMPORT_BYTES, Message, MessageState
+from core.errors import BackendError, DashboardError
+from core.i18n import current as session_translator
+from core.personas import Persona
+from core.service import VisitorService
+from core.session import ChatSession
+from core.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, MAX_REPLY_CAP, POLICY_NAMES
+from core.stats import dashboard_figures
+from core.tokens import METHOD_CALIBRATED, METHOD_SERVER, METHOD_TIKTOKEN
+from ui.cache_metrics import cache_metrics
+from ui.frame import CONVERSATION_PARAM, Frame, html_lang, model_table
+from ui.state import (
+    Action,
+    Key,
+    PendingAction,
+    page_state,
+    pins_key,
+    setting_key,
+    show_all_key,
+    summary_key,
+    title_key,
+)
+from ui.text import as_markdown, tr, tr_plural
+
+CHAT_HEIGHT_PX = 560
+DASHBOARD_HEIGHT_PX = 640
+HISTORY_SHOWN = 200  # newest messages drawn on every rerun; older ones behind a toggle
+BADGE_COLORS: dict[MessageState, Literal["gray", "orange"]] = {
+    MessageState.TRIMMED: "gray",
+    MessageState.UNANSWERED: "orange",
+    MessageState.REPLACED: "gray",
+    MessageState.SUMMARIZED: "gray",
+}
+CONVERSATIONS_LISTED = 30
+#: How often a streaming reply is redrawn (seconds).
+STREAM_REDRAW_S = 0.1
+
+
+def page(frame: Frame) -> None:
+    service, persona = frame.service, frame.persona
+    key, _, notes = service.session_for(persona)
+    with frame.under_persona:
+        conversation_list(service, persona, key)
+    with st.sidebar:
+        settings_sidebar(service, persona, key, notes)
+        export_import(frame, key)
+        html_lang()
+    # The open conversation is in the link, so a reload (or a bookmark) returns to it.
+    if service.workspace.is_saved(key):
+        st.query_params[CONVERSATION_PARAM] = key
+    elif CONVERSATION_PARAM in st.query_params:
+        del st.query_params[CONVERSATION_PARAM]
+    if service.stale:
+        st.button(
+            tr("store.reload.label"), on_click=service.reload, args=(key,), help=tr("store.reload.help")
+        )
+    chat_column, dashboard_column = st.columns([5, 4], gap="large")
+    with dashboard_column:
+        # Its own scrolling box too: the page fits the window and does not jump on each turn.
+        dashboard_slot = st.container(height=DASHBOARD_HEIGHT_PX, border=False)
+    with chat_column:
+        chat(service, key, persona)
+    with dashboard_slot:
+        dashboard(service.session(key), frame.connection.offline)
+
+
+# --- sidebar -----------------------------------------------------------------------------------
+
+
+def open_conversation(service: VisitorService, conversation_id: str) -> None:
+    persona_id = service.open_conversation(conversation_id)
+    state = page_state()
+    if persona_id in state.catalog_ids:  # a search may list another persona's
+        state.persona_id = persona_id
+
+
+def rename_conversation(service: VisitorService, conversation_id: str) -> None:
+    service.rename(conversation_id, page_state().get(title_key(conversation_id), ""))
+
+
+def conversation_list(service: VisitorService, persona: Persona, key: str) -> None:
+    """This persona's conversations, newest first, with search, rename and delete (undoable)."""
+    workspace = service.workspace
+    st.button(
+        tr("conversations.new"),
+        icon="🆕",
+        on_click=service.new_conversation,
+        args=(persona,),
+        width="stretch",
+        disabled=not workspace.is_saved(key) and len(workspace.sessions[key].conversation.messages) < 2,
+    )
+    if service.deleted is not None:
+        st.info(tr("conversations.deleted", title=service.deleted[1]), icon="🗑️")
+        st.button(tr("conversations.undo_delete"), icon="↩️", on_click=service.undo_delete, key="undo_delete")
+    if workspace.store is None:
+        return
+    search = st.text_input(
+        tr("conversations.search.label"),
+        key=Key.CONVERSATION_SEARCH,
+        placeholder=tr("conversations.search.placeholder"),
+        label_visibility="collapsed",
+    )
+    try:
+        listed = workspace.list(persona_id=None if search else persona.id, search=search or None)
+    except DashboardError as error:
+        st.error(tr("conversations.list_failed", error=error))
+        return
+    if search and not listed:
+        st.caption(tr("conversations.no_match"))
+    for summary in listed[:CONVERSATIONS_LISTED]:
+        is_open = summary.id == key
+        st.button(
+            as_markdown(("▸ " if is_open else "") + summary.display_title),
+            key=f"open::{summary.id}",
+            on_click=open_conversation,
+            args=(service, summary.id),
+            disabled=is_open,
+            width="stretch",
+            help=tr("conversations.item.help", count=summary.message_count - 1, updated=summary.updated_at),
+        )
+    if len(listed) > CONVERSATIONS_LISTED:
+        st.caption(tr("conversations.older", count=len(listed) - CONVERSATIONS_LISTED))
+    if workspace.is_saved(key):
+        with st.expander(tr("conversations.manage")):
+            current = next((c for c in listed if c.id == key), None)
+            title = current.display_title if current else ""
+            st.text_input(tr("conversations.title"), value=title, key=title_key(key), max_chars=200)
+            columns = st.columns(2)
+            columns[0].button(
+                tr("conversations.rename"), on_click=rename_conversation, args=(service, key), width="stretch"
+            )
+            columns[1].button(
+                tr("conversations.delete"),
+                icon="🗑️",
+                on_click=service.delete,
+                args=(key, title),
+                width="stretch",
+                key="delete_conversation",
+            )
+
+
+def settings_sidebar(service: VisitorService, persona: Persona, key: str, notes: list[str]) -> None:
+    """The model, context budget, reply cap and policy of the open conversation, within the
+    deployer's limits on the deployer's key."""
+    settings = service.session(key).settings
+    limits = service.limits
+    for note in notes:
+        st.caption(tr("sidebar.limits.applied", note=note))
+    if limits is not None and limits.allowed_models:
+        models = list(limits.allowed_models)
+        model = st.selectbox(
+            tr("sidebar.model.label"),
+            models,
+            index=models.index(settings.model) if settings.model in models else 0,
+            key=setting_key("model", key),
+            help=tr("sidebar.model.help", model=persona.model),
+        )
+    else:
+        model = st.text_input(
+            tr("sidebar.model.label"),
+            value=settings.model,
+            key=setting_key("model", key),
+            max_chars=MAX_MODEL_NAME,
+            help=tr("sidebar.model.help", model=persona.model),
+        )
+    st.header(tr("sidebar.budget.header"))
+    max_budget = limits.max_context_budget if limits else MAX_CONTEXT_BUDGET
+    max_cap = limits.max_reply_cap if limits else MAX_REPLY_CAP
+    budget = st.number_input(
+        tr("sidebar.budget.label"),
+        min_value=64,
+        max_value=max_budget,
+        value=min(settings.context_budget, max_budget),
+        step=64,
+        key=setting_key("budget", key),
+        help=tr("sidebar.budget.help"),
+    )
+    reply_cap = st.number_input(
+        tr("sidebar.reply_cap.label"),
+        min_value=1,
+        max_value=max_cap,
+        value=min(settings.max_reply_tokens, max_cap),
+        step=50,
+        key=setting_key("reply_cap", key),
+        help=tr("sidebar.reply_cap.help"),
+    )
+    # Labels fixed for this run: Streamlit (and AppTest) may format an option outside the run.
+    policy_labels = {name: tr(f"policy.{name}") for name in POLICY_NAMES}
+    policy = st.selectbox(
+        tr("sidebar.policy.label"),
+        list(POLICY_NAMES),
+        index=POLICY_NAMES.index(settings.context_policy),
+        format_func=policy_labels.__getitem__,
+        key=setting_key("policy", key),
+        help=tr("sidebar.policy.help"),
+    )
+    _, more_notes = service.change_settings(
+        key,
+        model=model.strip() or persona.model,
+        context_budget=int(budget),
+        max_reply_tokens=int(reply_cap),
+        context_policy=policy,
+    )
+    for note in more_notes:
+        st.caption(tr("sidebar.limits.applied", note=note))
+
+
+def import_conversation(frame: Frame) -> None:
+    """on_change of the uploader: runs before the page, so it may switch the persona selector.
+    The file becomes a new conversation; nothing is overwritten."""
+    uploaded = st.session_state.get(Key.IMPORT_FILE)
+    if uploaded is None:
+        return
+    state = page_state()
+    persona_id = frame.service.import_conversation(
+        uploaded.getvalue(),
+        uploaded.name,
+        personas=frame.catalog.personas,
+        fallback_persona_id=state.persona_id or frame.persona.id,
+    )
+    if persona_id is not None:
+        state.persona_id = persona_id
+
+
+def export_import(frame: Frame, key: str) -> None:
+    persona = frame.persona
+    conversation = frame.service.session(key).conversation
+    st.header(tr("sidebar.export.header"))
+    columns = st.columns(2)
+    columns[0].download_button(
+        "JSON",
+        conversation.to_json,  # built when clicked, not on every rerun
+        file_name=f"{persona.id}-conversation.json",
+        mime="application/json",
+        icon="⬇️",
+        on_click="ignore",
+        width="stretch",
+    )
+    columns[1].download_button(
+        "Markdown",
+        functools.partial(conversation.to_markdown, f"{persona.avatar} {persona.name}"),
+        file_name=f"{persona.id}-conversation.md",
+        mime="text/markdown",
+        icon="⬇️",
+        on_click="ignore",
+        width="stretch",
+    )
+    st.file_uploader(
+        tr("sidebar.import.label"),
+        type=["json"],
+        key=Key.IMPORT_FILE,
+        on_change=import_conversation,
+        args=(frame,),
+        max_upload_size=max(1, MAX_IMPORT_BYTES // (1024 * 1024)),
+    )
+
+
+# --- chat --------------------------------------------------------------------------------------
+
+
+def render_message(message: Message, persona: Persona) -> None:
+    if message.automatic:  # the dashboard's own request to continue a cut reply
+        st.caption(tr("chat.continued", preview=message.preview(80)))
+        return
+    avatar = persona.avatar if message.role == "assistant" else "🧑"
+    with st.chat_message(message.role, avatar=avatar):
+        if message.state in BADGE_COLORS:
+            st.badge(tr(f"state.{message.state.value}"), color=BADGE_COLORS[message.state])
+        if message.interrupted:
+            st.badge(tr("chat.badge.interrupted"), color="orange")
+        if message.cut_off:
+            st.badge(tr("chat.badge.cut_off"), color="orange")
+        if message.pinned:
+            st.badge(tr("chat.badge.pinned"), color="blue", icon="📌")
+        # Markdown without HTML: user, persona and model text is never rendered as raw HTML.
+        if message.state is MessageState.CONTEXT:
+            st.markdown(as_markdown(message.content))
+        else:
+            st.caption(as_markdown(message.content))
+
+
+def stream_reply(
+    service: VisitorService, key: str, persona: Persona, reply: Callable[[], Iterator[str]]
+) -> None:
+    """Stream a reply into the chat (the service saves the turn); every outcome ends in a rerun,
+    which redraws the history (with this turn's trims, badges and any error) and the dashboard."""
+    with st.chat_message("assistant", avatar=persona.avatar):
+        try:
+            show_streaming(reply())
+        except DashboardError:
+            pass  # the session holds the error; the rerun shows it
+        except BaseException:
+            # Stopped (the chat input's stop button) or interrupted by another interaction:
+            # keep what streamed, hang up on the server, and save what was kept.
+            service.stop(key)
+            raise
+    st.rerun()
+
+
+def render_summary(service: VisitorService, key: str) -> None:
+    """The running summary where the folded messages end: what the model is sent instead of
+    them, its versions, and an editor (the model sees the edited version from the next call)."""
+    conversation = service.session(key).conversation
+    summary = conversation.summary
+    if summary is None:
+        return
+    folded = sum(len(event.folded) for event in conversation.summary_events)
+    with st.expander(tr("summary.title", count=folded, tokens=summary.tokens), icon="📝"):
+        st.markdown(as_markdown(summary.text))
+        for number, version in enumerate(summary.versions, start=1):
+            source = tr(f"summary.source.{version.source}")
+            st.caption(tr("summary.version", number=number, source=source, at=version.at))
+        edited = st.text_area(
+            tr("summary.edit.label"), value=summary.text, key=summary_key(key, len(summary.versions))
+        )
+        if edited.strip() and edited != summary.text:
+            st.caption(tr("summary.edit.tokens", tokens=conversation.count_summary(edited)))
+        if st.button(tr("summary.edit.save"), key=f"summary_save::{key}", disabled=edited == summary.text):
+            try:
+                service.edit_summary(key, edited)
+            except DashboardError as error:
+                st.error(as_markdown(str(error)))
+                return
+            st.rerun()
+
+
+def show_streaming(chunks: Iterator[str]) -> None:
+    """Draw a reply as it arrives, at most every STREAM_REDRAW_S: each redraw sends the whole text
+    so far to the browser, so redrawing per chunk (as st.write_stream does) would cost memory
+    and bandwidth in proportion to the reply times its chunks."""
+    placeholder = st.empty()
+    text, drawn_at = "", 0.0
+    # A tab that closes stops this run (Streamlit raises StopException at the next redraw); the
+    # service's generator then stops the call and saves what arrived.
+    for chunk in chunks:
+        text += chunk
+        if time.monotonic() - drawn_at >= STREAM_REDRAW_S:
+            placeholder.markdown(as_markdown(text) + " ▌")
+            drawn_at = time.monotonic()
+    placeholder.markdown(as_markdown(text))
+
+
+def error_details(error: DashboardError) -> str:
+    """The data an error carries, in one line: status, how long to wait, the server's request id."""
+    if not isinstance(error, BackendError):
+        return ""
+    parts = [tr("error.details.status", status=error.status_code)] if error.status_code else []
+    if error.retry_after:
+        parts.append(tr("error.details.wait", seconds=error.retry_after))
+    if error.request_id:
+        parts.append(tr("error.details.request_id", request_id=error.request_id))
+    if not error.retryable:
+        parts.append(tr("error.details.not_retryable"))
+    return " · ".join(parts)
+
+
+def chat(service: VisitorService, key: str, persona: Persona) -> None:
+    session = service.session(key)
+    conversation = session.conversation
+    # The history scrolls in a box of its own, so the dashboard stays in view beside the newest
+    # messages; errors and buttons, then the chat input, sit under it. The input is not pinned
+    # to the page bottom, so the page opens at the top (and on a phone, with the chat first).
+    history_box = st.container(height=CHAT_HEIGHT_PX, border=False)
+    controls = st.container()
+    limits = service.limits
+    prompt = st.chat_input(
+        tr("chat.input.placeholder", name=persona.name),
+        key=Key.CHAT_INPUT,
+        submit_mode="stop",
+        max_chars=limits.max_message_chars if limits else None,
+    )
+    with history_box:
+        history = conversation.messages[1:]
+        hidden = max(len(history) - HISTORY_SHOWN, 0)
+        # Every rerun redraws the chat: past a few hundred messages, draw the oldest on request.
+        if hidden and not st.toggle(
+            tr("chat.show_earlier.label", count=hidden),
+            key=show_all_key(key),
+            help=tr("chat.show_earlier.help"),
+        ):
+            history = history[hidden:]
+        elif persona.greeting:
+            with st.chat_message("assistant", avatar=persona.avatar):
+                st.markdown(as_markdown(persona.greeting))
+        summary = conversation.summary
+        if summary is not None and summary.through_id is None:
+            render_summary(service, key)
+        for message in history:
+            render_message(message, persona)
+            if summary is not None and message.id == summary.through_id:
+                render_summary(service, key)
+        for event in conversation.summary_events:
+            if event.fallback:
+                st.caption(tr("summary.fallback", turn=event.turn, reason=event.fallback_reason or "?"))
+
+        pending = page_state().take_action()
+        if prompt:
+            pending = PendingAction(Action.SEND, prompt)
+        if pending is not None:
+            run_action(service, key, persona, pending)
+
+    with controls:
+        chat_controls(session, persona)
+        pins(service, key)
+
+
+def run_action(service: VisitorService, key: str, persona: Persona, pending: PendingAction) -> None:
+    session = service.session(key)
+    if pending.action is Action.SEND:
+        with st.chat_message("user", avatar="🧑"):
+            st.markdown(as_markdown(pending.text))
+        stream_reply(service, key, persona, lambda: service.send(key, pending.text))
+    elif pending.action is Action.RETRY and session.can_retry:
+        stream_reply(service, key, persona, lambda: service.retry(key))
+    elif pending.action is Action.REGENERATE and session.can_regenerate:
+        stream_reply(service, key, persona, lambda: service.regenerate(key))
+    elif pending.action is Action.CONTINUE and session.can_continue:
+        stream_reply(service, key, persona, lambda: service.continue_reply(key))
+
+
+def chat_controls(session: ChatSession, persona: Persona) -> None:
+    """The last call's error with its data, starter prompts, and Retry / Regenerate / Continue."""
+    conversation = session.conversation
+    state = page_state()
+    if session.error is not None:
+        st.error(as_markdown(str(session.error)), icon="⚠️")
+        if details := error_details(session.error):
+            st.caption(details)
+    if not conversation.turns and not conversation.pending_user_message and persona.starter_prompts:
+        st.caption(tr("chat.starters"))
+        for index, starter in enumerate(persona.starter_prompts):
+            st.button(
+                as_markdown(starter),
+                key=f"starter::{persona.id}::{index}",
+                on_click=state.queue,
+                args=(Action.SEND, starter),
+            )
+    if session.can_retry:
+        st.button(tr("chat.retry"), icon="🔁", on_click=state.queue, args=(Action.RETRY,), key="retry")
+    elif session.can_regenerate:
+        columns = st.columns(2) if session.can_continue else [st.container()]
+        columns[0].button(
+            tr("chat.regenerate"),
+            icon="🔄",
+            on_click=state.queue,
+            args=(Action.REGENERATE,),
+            key="regenerate",
+        )
+        if session.can_continue:
+            columns[1].button(
+                tr("chat.continue"), icon="⏩", on_click=state.queue, args=(Action.CONTINUE,), key="continue"
+            )
+
+
+def pins(service: VisitorService, key: str) -> None:
+    """Pin messages in context: no policy drops or summarizes a pinned message (one widget for
+    the whole chat, not a button per message, so long chats stay quick)."""
+    conversation = service.session(key).conversation
+    candidates = [m for m in conversation.context_messages()[1:] if not m.automatic]
+    if not candidates:
+        return
+    labels = {m.id: f"{'🧑' if m.role == 'user' else '🤖'} {m.preview(70)}" for m in candidates}
+    with st.expander(tr("pins.header", count=sum(m.pinned for m in candidates)), icon="📌"):
+        chosen = st.multiselect(
+            tr("pins.label"),
+            list(labels),
+            default=[m.id for m in candidates if m.pinned],
+            format_func=labels.__getitem__,
+            key=pins_key(key, len(conversation.messages)),
+            help=tr("pins.help"),
+        )
+        if service.pin(key, chosen, list(labels)):
+            st.rerun()
+
+
+# --- dashboard ---------------------------------------------------------------------------------
+def dashboard(session: ChatSession, offline: bool) -> None:
+    conversation = session.conversation
+    # Figures and charts are built once per version of the conversation (a message, turn, trim,
+    # pin or setting): a rerun that changed none of them walks no history and builds no chart.
+    figures = dashboard_figures(conversation, session.policy, model_table())
+    drawing = dashboard_drawing(figures, session_translator(st.session_state))
+    gauge, total = figures.gauge, figures.totals
+    st.subheader(tr("dashboard.header"))
+    priced = model_table().lookup(conversation.model)
+    top, bottom = st.columns(2), st.columns(2)
+    over = gauge.used > gauge.budget
+    top[0].metric(
+        tr("dashboard.in_context.label"),
+        f"{gauge.used:,}",
+        tr("dashboard.in_context.delta", fraction=gauge.fraction, budget=gauge.budget),
+        delta_color="inverse" if over else "off",
+        delta_arrow="off",
+        help=tr("dashboard.in_context.help"),
+    )
+    if total.cost is None or priced is None:
+        top[1].metric(
+            tr("dashboard.cost.label"),
+            tr("dashboard.cost.unknown"),
+            help=tr("dashboard.cost.unknown_help", model=conversation.model),
+        )
+    elif offline:
+        top[1].metric(
+            tr("dashboard.cost.label"),
+            tr("dashboard.cost.offline"),
+            tr("dashboard.cost.offline_delta", cost=total.cost, model=conversation.model),
+            delta_color="off",
+            delta_arrow="off",
+            help=tr("dashboard.cost.offline_help"),
+        )
+    else:
+        top[1].metric(tr("dashboard.cost.label"), f"${total.cost:.4f}", help=tr("dashboard.cost.help"))
+    tokens_in_help = (
+        tr("dashboard.tokens_in.help_some_counted")
+        if total.includes_counted
+        else tr("dashboard.tokens_in.help")
+    )
+    bottom[0].metric(tr("dashboard.tokens_in.label"), f"{total.prompt_tokens:,}", help=tokens_in_help)
+    bottom[1].metric(
+        tr("dashboard.tokens_out.label"), f"{total.completion_tokens:,}", help=tr("dashboard.tokens_out.help")
+    )
+    if total.cache_reported:
+        cache_metrics(total, tr)
+
+    st.markdown(f"**{tr('dashboard.usage.header')}**")
+    if drawing.usage is None:
+        st.caption(tr("dashboard.usage.empty"))
+    else:
+        st.vega_lite_chart(spec=drawing.usage, width="stretch", height=330)
+    if offline:
+        st.caption(tr("dashboard.usage.offline"))
+    if figures.mismatched:
+        st.warning(tr("dashboard.usage.mismatch", count=len(figures.mismatched)))
+        st.dataframe(drawing.mismatched, hide_index=True)
+    elif figures.any_reported:
+        st.caption(tr("dashboard.usage.match"))
+
+    st.markdown(f"**{tr('dashboard.gauge.header')}**")
+    # As tall as the bar and its legend.
+    st.vega_lite_chart(spec=drawing.gauge, width="stretch", height="content")
+    parts = " · ".join(f"{tr(f'gauge.part.{part}')} {tokens:,}" for part, tokens in gauge.parts())
+    st.caption(tr("dashboard.gauge.parts", parts=parts))
+    in_context, drops = figures.in_context, figures.next_drops
+    if drops:
+        st.caption(
+            tr_plural(
+                "dashboard.context.drops", in_context, drops=len(drops), preview=figures.next_drop_preview
+            )
+        )
+    else:
+        st.caption(tr_plural("dashboard.context.fits", in_context))
+    counting_status(session)
+
+    with st.expander(tr("dashboard.next_call.header")):
+        st.dataframe(
+            drawing.context,
+            hide_index=True,
+            column_config={
+                "tokens": st.column_config.NumberColumn(tr("dashboard.next_call.tokens"), format="%d"),
+                "text": st.column_config.TextColumn(tr("dashboard.next_call.text"), width="large"),
+            },
+        )
+        st.caption(tr("dashboard.next_call.total", used=gauge.used))
+
+    st.markdown(f"**{tr('dashboard.trims.header')}**")
+    if not figures.trims:
+        st.caption(tr("dashboard.trims.empty"))
+    else:
+        st.dataframe(
+            drawing.trims,
+            hide_index=True,
+            column_config={
+                "messages_dropped": tr("dashboard.trims.dropped"),
+                "tokens_before": tr("dashboard.trims.before"),
+                "tokens_after": tr("dashboard.trims.after"),
+                "preview": tr("dashboard.trims.preview"),
+            },
+        )
+    with st.expander(tr("dashboard.turns.header")):
+        st.dataframe(drawing.turns, hide_index=True)
+
+
+def counting_status(session: ChatSession) -> None:
+    """Which method counts this conversation's tokens, how far off it may be, and the budget calls
+    are really fitted to (capped to the server's context window, less a margin while learning)."""
+    status = session.counting.describe(session.conversation)
+    if status.method == METHOD_TIKTOKEN:
+        label = tr("counting.tiktoken")
+    elif status.method == METHOD_SERVER:
+        label = tr("counting.server")
+    elif status.method.startswith(METHOD_CALIBRATED):
+        label = tr(
+            "counting.calibrated", error=100 * (status.error or status.margin), turns=status.calibrated_turns
+        )
+    else:
+        label = tr("counting.uncalibrated", model=session.conversation.model)
+    (st.caption if status.exact or status.calibrated_turns else st.warning)(label)
+    if status.context_window:
+        st.caption(tr("counting.window", window=status.context_window))
+    if status.budget != status.budget_setting:
+        st.caption(tr("counting.budget", budget=status.budget, setting=status.budget_setting))

@@ -1,0 +1,384 @@
+"""What every page shares: the process's resources, the page's language, this visitor's
+application service, the sidebar's persona selector and connection, and the notices on top."""
+
+from __future__ import annotations
+
+import gc
+import os
+from contextvars import ContextVar
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
+
+from core.connection import Backends, Connection
+from core.errors import (
+    AddressRefused,
+    AuthenticationFailed,
+    ConnectionFailed,
+    DashboardError,
+    PermissionDenied,
+)
+from core.i18n import LANGUAGE_PARAM, LANGUAGE_STATE, LANGUAGES, Language, language_for
+from core.i18n import current as session_translator
+from core.model_info import ModelTable, load_model_table
+from core.netguard import base_url_choices
+from core.owners import (
+    LOCAL_OWNER,
+    WORKSPACE_PARAM,
+    AccessMode,
+    InvalidWorkspaceLink,
+    is_local_visitor,
+    new_workspace_token,
+    owner_for_token,
+    owner_for_user,
+)
+from core.personas import Persona, PersonaCatalog, load_personas
+from core.service import Deployment, VisitorService
+from core.store import Store
+from core.tokens import BUNDLED_ENCODINGS, get_encoding
+from core.workspace import Workspace
+from ui.state import Key, page_state
+from ui.text import as_markdown, show_notice, tr
+
+APP_DIR = Path(__file__).resolve().parent.parent
+#: The query parameter naming the open conversation, so a reload returns to it.
+CONVERSATION_PARAM = "c"
+#: Failures that say the connection itself does not work (not the model or the request).
+CONNECTION_ERRORS = (ConnectionFailed, AuthenticationFailed, PermissionDenied, AddressRefused)
+
+
+# --- process-wide resources: loaded once per process, shared read-only by every session ---------
+
+
+def personas_dir() -> Path:
+    return Path(os.environ.get("PERSONAS_DIR") or APP_DIR / "personas")
+
+
+def directory_stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
+    """Changes when a persona file is added, removed or edited, so the cached catalog reloads."""
+    try:
+        entries = [(path.name, path.lstat()) for path in directory.iterdir()]
+    except OSError:
+        return ()
+    return tuple(sorted((name, info.st_mtime_ns, info.st_size) for name, info in entries))
+
+
+@st.cache_resource(show_spinner=False)
+def persona_catalog(directory: str, stamp: tuple[tuple[str, int, int], ...]) -> PersonaCatalog:
+    return load_personas(directory)
+
+
+@st.cache_resource(show_spinner=False)
+def model_table() -> ModelTable:
+    return load_model_table()
+
+
+@st.cache_resource(show_spinner=False)
+def load_tokenizers() -> None:
+    for name in BUNDLED_ENCODINGS:
+        get_encoding(name)
+
+
+@st.cache_resource(show_spinner=False)
+def freeze_startup_objects() -> None:
+    """Move what start-up loaded (modules, tokenizers, personas) out of the garbage collector's
+    way: Streamlit runs a full collection after every script run, and without this it walks
+    them each time (about 70 ms a run; benchmarks/load.py)."""
+    gc.freeze()
+
+
+@st.cache_resource(show_spinner=False)
+def open_store(database_url: str, data_dir: str) -> Store:
+    """The process's store (one connection pool shared by every session); errors are not cached,
+    so a fixed database is picked up on the next rerun."""
+    return Store.from_environ({"DATABASE_URL": database_url, "DATA_DIR": data_dir})
+
+
+def deployer_secrets() -> dict[str, object]:
+    """st.secrets as a dict; a deployment with no secrets.toml simply has none."""
+    try:
+        return dict(st.secrets)
+    except FileNotFoundError:
+        return {}
+
+
+# --- language ----------------------------------------------------------------------------------
+
+
+def page_language() -> Language:
+    """This run's language: `?lang=`, else the sidebar choice, else the browser's locale. Kept in
+    the session state, where `tr` and the callbacks (which run before the page) read it."""
+    language = language_for(
+        st.query_params.get(LANGUAGE_PARAM), st.session_state.get(Key.LANGUAGE_CHOSEN), st.context.locale
+    )
+    st.session_state[LANGUAGE_STATE] = language
+    return language
+
+
+def choose_language() -> None:
+    """on_change of the language switch; the link keeps the choice, so a reload does too."""
+    st.session_state[Key.LANGUAGE_CHOSEN] = st.session_state[Key.LANGUAGE_SWITCH]
+    st.query_params[LANGUAGE_PARAM] = st.session_state[Key.LANGUAGE_SWITCH]
+
+
+def language_switch() -> None:
+    # whichever source chose it
+    st.session_state[Key.LANGUAGE_SWITCH] = session_translator(st.session_state).language
+    st.selectbox(
+        tr("sidebar.language"),
+        list(LANGUAGES),
+        format_func=LANGUAGES.__getitem__,
+        key=Key.LANGUAGE_SWITCH,
+        on_change=choose_language,
+    )
+
+
+def html_lang() -> None:
+    """Streamlit's page says <html lang="en">: say the language shown instead (screen readers
+    pick their voice by it, browsers their CJK font and translation offer). Nothing to say while
+    the page has only been English. Called last in the sidebar: the element is empty but has a gap."""
+    language = session_translator(st.session_state).language
+    if language == "en" and not st.session_state.get(Key.HTML_LANG_SET):
+        return
+    st.session_state[Key.HTML_LANG_SET] = True
+    st.html(f'<script>document.documentElement.lang = "{language}";</script>', unsafe_allow_javascript=True)
+
+
+# --- this visitor ------------------------------------------------------------------------------
+
+
+def visitor_owner(mode: AccessMode) -> str:
+    """Whose conversations this browser session sees (see core/owners.py); may stop the page to
+    ask for sign-in."""
+    if mode == "single-user":
+        return LOCAL_OWNER
+    user = st.user.to_dict()
+    if "is_logged_in" in user:  # the deployer configured OIDC sign-in ([auth] in secrets)
+        if not user["is_logged_in"]:
+            st.title(f"💬 {tr('page.name')}")
+            st.write(tr("signin.prompt"))
+            st.button(tr("signin.button"), on_click=st.login, type="primary")
+            st.stop()
+        return owner_for_user(str(user.get("iss", "")), str(user.get("sub", "")))
+    token = st.query_params.get(WORKSPACE_PARAM)
+    if not token:
+        token = new_workspace_token()
+        st.query_params[WORKSPACE_PARAM] = token
+        st.info(tr("workspace.private_notice"))
+    try:
+        owner = owner_for_token(token)
+    except InvalidWorkspaceLink as error:
+        st.error(as_markdown(str(error)))
+        st.button(tr("workspace.start_new"), on_click=st.query_params.clear)
+        st.stop()
+    st.session_state[Key.WORKSPACE_TOKEN] = token
+    return owner
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What a page is drawn in: this visitor's service, the personas, the persona chosen in the
+    sidebar and the connection."""
+
+    service: VisitorService
+    catalog: PersonaCatalog
+    #: The visitor's own personas (ids), beside the shipped ones in `catalog`.
+    own: frozenset[str]
+    persona: Persona
+    connection: Connection
+    #: The sidebar's place under the persona selector (the chat page lists conversations there).
+    under_persona: DeltaGenerator
+
+
+def visitor_service(deployment: Deployment) -> VisitorService:
+    """This browser session's service, made on its first run (its workspace opened then)."""
+    state = page_state()
+    if st.session_state.get(Key.SERVICE) is None:
+        owner = visitor_owner(deployment.access_mode)
+        store: Store | None = None
+        store_error: DashboardError | None = None
+        try:
+            store = open_store(os.environ.get("DATABASE_URL", ""), os.environ.get("DATA_DIR", ""))
+        except DashboardError as error:
+            store_error = error
+        # Word-by-word pacing of the offline model's reply, so streaming is visible; tests set 0.
+        delay = float(os.environ.get("OFFLINE_CHUNK_DELAY_S", "0.02"))
+        service = VisitorService(
+            Workspace(store, owner), Backends(offline_chunk_delay_s=delay), prices=model_table()
+        )
+        service.store_error = store_error
+        st.session_state[Key.SERVICE] = service
+        opened = st.query_params.get(CONVERSATION_PARAM)
+        if opened:  # a reload, or a shared link of one's own: reopen that conversation
+            persona_id = service.open_conversation(opened)
+            if persona_id is not None:
+                state.persona_id = persona_id
+    else:
+        token = st.session_state.get(Key.WORKSPACE_TOKEN)
+        if token and WORKSPACE_PARAM not in st.query_params:  # a page switch clears the link's query
+            st.query_params[WORKSPACE_PARAM] = token
+    service = state.service
+    service.configure(deployment)
+    return service
+
+
+#: This run's frame, for the page the entry point runs (a script run is one thread, one context).
+_CURRENT: ContextVar[Frame] = ContextVar("frame")
+
+
+def current_frame() -> Frame:
+    """The frame the entry point drew for this run."""
+    return _CURRENT.get()
+
+
+def frame() -> Frame:
+    """Set up the page (language, resources, this visitor) and draw what every page shows: the
+    sidebar's persona selector and connection, and the notices. Returns what the page needs."""
+    page_language()
+    st.set_page_config(page_title=tr("page.name"), page_icon="💬", layout="wide")
+    # With ACCESS_MODE unset, only the person at this machine is trusted (core/owners.py). The
+    # handshake's peer and headers do not change within a session.
+    local = is_local_visitor(st.context.ip_address, st.context.headers.items())
+    if not local:
+        # No traceback or server path for anyone not at this machine. The option is the
+        # process's, so once a stranger has visited it stays "none" (never back to a traceback
+        # that another session's run could show them).
+        st.set_option("client.showErrorDetails", "none")
+    try:
+        deployment = Deployment.from_settings(deployer_secrets(), os.environ, local_visitor=local)
+    except DashboardError as error:  # a deployer's setting is malformed
+        st.error(as_markdown(str(error)))
+        st.stop()
+    load_tokenizers()
+    directory = personas_dir()
+    catalog = persona_catalog(str(directory), directory_stamp(directory))
+    model_table()
+    freeze_startup_objects()
+    if not catalog.personas:
+        st.error(tr("page.no_personas", directory=directory))
+        for problem in catalog.errors:
+            st.error(as_markdown(str(problem)))
+        st.stop()
+    service = visitor_service(deployment)
+    # The shipped personas, then this visitor's own (which never replace a shipped one).
+    own = {pid: p for pid, p in service.custom_personas().items() if pid not in catalog.personas}
+    catalog = PersonaCatalog(
+        catalog.directory, {**catalog.personas, **own}, [*catalog.errors, *service.workspace.persona_errors]
+    )
+    state = page_state()
+    state.catalog_ids = tuple(catalog.personas)
+    if state.persona_id not in catalog.personas:
+        state.persona_id = next(iter(catalog.personas))
+    persona, connection, under_persona = sidebar(service, catalog, deployment)
+    drawn = Frame(service, catalog, frozenset(own), persona, connection, under_persona)
+    _CURRENT.set(drawn)
+    notices(service)
+    if deployment.shared_with_strangers:
+        st.warning(tr("access.shared_with_strangers"), icon="👥")
+    title(persona)
+    return drawn
+
+
+def sidebar(
+    service: VisitorService, catalog: PersonaCatalog, deployment: Deployment
+) -> tuple[Persona, Connection, DeltaGenerator]:
+    with st.sidebar:
+        language_switch()
+        st.header(tr("sidebar.persona.header"))
+        persona_id = st.selectbox(
+            tr("sidebar.persona.label"),
+            list(catalog.personas),
+            format_func=lambda pid: f"{catalog.personas[pid].avatar} {catalog.personas[pid].name}",
+            key=Key.PERSONA,
+            label_visibility="collapsed",
+        )
+        persona = catalog.personas[persona_id]
+        st.caption(as_markdown(persona.description))
+        under_persona = st.container()
+        if catalog.errors:
+            with st.expander(tr("sidebar.persona_errors", count=len(catalog.errors)), expanded=True):
+                for error in catalog.errors:
+                    st.error(as_markdown(str(error)), icon="📄")
+        st.header(tr("sidebar.connection.header"))
+        st.text_input(
+            tr("sidebar.api_key.label"), type="password", key=Key.API_KEY, help=tr("sidebar.api_key.help")
+        )
+        base_url_field(deployment.access_mode, list(deployment.allowed_base_urls))
+        try:
+            connection = service.connect(
+                typed_key=st.session_state.get(Key.API_KEY, ""),
+                typed_base_url=st.session_state.get(Key.BASE_URL, ""),
+                language=session_translator(st.session_state).language,
+            )
+        except DashboardError as error:  # a deployer's setting is malformed
+            st.error(as_markdown(str(error)))
+            st.stop()
+        if service.refused_base_url is not None:
+            st.error(tr("sidebar.base_url.refused", error=str(service.refused_base_url)))
+        connection_status(service, persona, connection)
+        # The chat page adds the conversation's settings below.
+    return persona, connection, under_persona
+
+
+def connection_status(service: VisitorService, persona: Persona, connection: Connection) -> None:
+    if connection.offline:
+        st.info(tr("connection.offline"), icon="🔌")
+        return
+    key_note = tr(f"connection.key_source.{connection.key_source or 'none'}")
+    open_key = service.workspace.current.get(persona.id)
+    session = service.workspace.sessions.get(open_key) if open_key else None
+    if session is None or not isinstance(session.error, CONNECTION_ERRORS):
+        st.success(tr("connection.connected", host=connection.host, key_source=key_note), icon="🔗")
+    else:  # never a green "connected" beside "could not connect"
+        st.warning(tr("connection.failing", host=connection.host, key_source=key_note), icon="🔗")
+
+
+def base_url_field(mode: AccessMode, allowed: list[str]) -> None:
+    """Any base URL on your own machine; on a public deployment only the deployer's choices."""
+    if mode == "single-user":
+        st.text_input(
+            tr("sidebar.base_url.label"),
+            key=Key.BASE_URL,
+            placeholder="https://api.openai.com/v1",
+            help=tr("sidebar.base_url.help"),
+        )
+        return
+    choices = base_url_choices(allowed)
+    if not choices:
+        st.session_state[Key.BASE_URL] = ""
+        st.caption(tr("sidebar.base_url.locked"))
+        return
+    if st.session_state.get(Key.BASE_URL) not in ("", *choices):
+        st.session_state[Key.BASE_URL] = ""
+    st.selectbox(
+        tr("sidebar.base_url.label"),
+        ["", *choices],
+        key=Key.BASE_URL,
+        format_func=lambda url: url or tr("sidebar.base_url.deployer"),
+        help=tr("sidebar.base_url.help"),
+    )
+
+
+def notices(service: VisitorService) -> None:
+    """What the service has to say since the last run, and a store that is not saving."""
+    for notice in service.take_notices():
+        show_notice(notice)
+    if service.store_error is not None:
+        st.warning(tr("store.not_saving", error=service.store_error), icon="💾")
+    elif service.store_problem is not None:
+        show_notice(service.store_problem.model_copy(update={"level": "warning"}), icon="💾")
+
+
+def switch_page(page_file: str) -> None:
+    """Go to another page (`app_pages/chat.py`), keeping the link's workspace and language."""
+    kept = {
+        name: st.query_params[name] for name in (WORKSPACE_PARAM, LANGUAGE_PARAM) if name in st.query_params
+    }
+    st.switch_page(page_file, query_params=kept)
+
+
+def title(persona: Persona) -> None:
+    st.title(as_markdown(f"{persona.avatar} {persona.name}"))
+    st.caption(tr("page.tagline"))

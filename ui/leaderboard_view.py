@@ -1,0 +1,79 @@
+"""The leaderboard: which persona, on which model with which settings, wins the votes cast in
+comparisons (core/leaderboard.py), with 95% intervals, records and exports."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import streamlit as st
+
+from core.charts import leaderboard_spec
+from core.compare import Pick
+from core.i18n import current
+from core.leaderboard import BOOTSTRAP_SAMPLES, MIN_VOTES, Leaderboard, leaderboard, votes_from_picks
+
+#: The last table built, with the picks it was built from (a rerun with no new vote fits nothing).
+CACHE_STATE = "leaderboard_cache"
+
+
+def board_for(picks: Sequence[Pick]) -> Leaderboard:
+    key = tuple(pick.id for pick in picks)
+    cached: tuple[tuple[str, ...], Leaderboard] | None = st.session_state.get(CACHE_STATE)
+    if cached is not None and cached[0] == key:
+        return cached[1]
+    board = leaderboard(votes_from_picks(picks))
+    st.session_state[CACHE_STATE] = (key, board)
+    return board
+
+
+def leaderboard_section(picks: Sequence[Pick]) -> None:
+    tr = current(st.session_state)
+    st.subheader(tr("leaderboard.header"))
+    st.caption(tr("leaderboard.about", samples=f"{BOOTSTRAP_SAMPLES:,}"))
+    board = board_for(picks)
+    if not board.ratings:
+        st.info(tr("leaderboard.empty"), icon="🗳️")
+        return
+    if not board.enough_votes:
+        st.warning(tr("leaderboard.not_enough", minimum=MIN_VOTES), icon="⏳")
+    rows = [
+        {
+            tr("leaderboard.column.rank"): rank if row.enough_votes else None,
+            tr("leaderboard.column.persona"): row.contestant.persona or "—",
+            tr("leaderboard.column.model"): row.contestant.model,
+            tr("leaderboard.column.settings"): row.contestant.settings,
+            tr("leaderboard.column.rating"): round(row.rating),
+            tr("leaderboard.column.interval"): f"{row.lower:.0f} – {row.upper:.0f}",
+            tr("leaderboard.column.record"): tr(
+                "leaderboard.record", wins=row.wins, losses=row.losses, ties=row.ties
+            ),
+            tr("leaderboard.column.status"): "" if row.enough_votes else tr("leaderboard.row_not_enough"),
+        }
+        for rank, row in enumerate(board.ratings, start=1)
+    ]
+    st.dataframe(rows, hide_index=True, width="stretch")
+    spec = leaderboard_spec(
+        board,
+        rating_title=tr("leaderboard.column.rating"),
+        interval_title=tr("leaderboard.column.interval"),
+        votes_title=tr("leaderboard.votes"),
+    )
+    st.vega_lite_chart(spec=spec, width="stretch", height=40 + 28 * len(board.ratings))
+    st.caption(tr("leaderboard.total", votes=f"{board.votes:,}"))
+    columns = st.columns(2)
+    columns[0].download_button(
+        tr("leaderboard.export_csv"),
+        board.to_csv(),
+        file_name="leaderboard.csv",
+        mime="text/csv",
+        icon="⬇️",
+        on_click="ignore",
+    )
+    columns[1].download_button(
+        tr("leaderboard.export_json"),
+        board.to_json(),
+        file_name="leaderboard.json",
+        mime="application/json",
+        icon="⬇️",
+        on_click="ignore",
+    )

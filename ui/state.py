@@ -1,0 +1,143 @@
+"""The page's state: every `st.session_state` key the pages use, in one place, typed.
+
+Values a page keeps between runs are read and written through `PageState` (`page_state()`);
+widgets are given their keys from `Key` or the per-conversation helpers below, so no key is a
+string typed in two places. An action a button queues for the next run is an `Action`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, cast
+
+import streamlit as st
+
+from core.service import VisitorService
+
+
+class Key(StrEnum):
+    """Every fixed session-state key (widgets' keys included)."""
+
+    SERVICE = "service"  # this visitor's VisitorService
+    ACTION = "action"  # the PendingAction a button queued for the chat
+    PERSONA = "persona_id"  # the persona selector
+    CATALOG_IDS = "catalog_ids"  # the persona ids this run lists (callbacks check against it)
+    LANGUAGE_SWITCH = "lang"  # the sidebar's language selector
+    LANGUAGE_CHOSEN = "lang_chosen"  # the language picked there (kept over a reload by ?lang=)
+    HTML_LANG_SET = "html_lang_set"
+    WORKSPACE_TOKEN = "workspace_token"  # the private link's token, put back in the URL on every page
+    API_KEY = "api_key"
+    BASE_URL = "base_url"
+    CONVERSATION_SEARCH = "conversation_search"
+    IMPORT_FILE = "import_file"
+    CHAT_INPUT = "chat_input"
+    # compare
+    COMPARE_COUNT = "compare_count"
+    COMPARE_BLIND = "blind"
+    COMPARE_INPUT = "compare_input"
+    # personas
+    PERSONA_EDITOR = "persona_editor"  # {"base": Persona | None, "custom": bool} while editing
+    PERSONA_UPLOAD = "persona_upload"
+    # what if
+    WHATIF_BUDGET = "whatif_budget"
+    WHATIF_POLICY = "whatif_policy"
+    WHATIF_MODEL = "whatif_model"
+    WHATIF_CACHE_RULE = "whatif_cache_rule"
+
+
+class Action(StrEnum):
+    """What a chat button asks the next run to do."""
+
+    SEND = "send"
+    RETRY = "retry"
+    REGENERATE = "regenerate"
+    CONTINUE = "continue"
+
+
+@dataclass(frozen=True)
+class PendingAction:
+    action: Action
+    text: str = ""  # the message, for SEND
+
+
+# --- keys of widgets that belong to one conversation (its settings survive switching) ----------
+
+
+def setting_key(setting: str, conversation_key: str) -> str:
+    """A conversation's setting widget: `model`, `budget`, `reply_cap`, `policy`."""
+    return f"{setting}::{conversation_key}"
+
+
+def title_key(conversation_key: str) -> str:
+    return f"title::{conversation_key}"
+
+
+def show_all_key(conversation_key: str) -> str:
+    return f"show_all::{conversation_key}"
+
+
+def pins_key(conversation_key: str, messages: int) -> str:
+    return f"pins::{conversation_key}::{messages}"
+
+
+def summary_key(conversation_key: str, versions: int) -> str:
+    return f"summary::{conversation_key}::{versions}"
+
+
+def compare_key(field: str, index: int, persona_id: str | None = None) -> str:
+    """A compare column's widget: `persona`, `model`, `budget` (the last two per persona)."""
+    return f"compare_{field}::{index}" + (f"::{persona_id}" if persona_id is not None else "")
+
+
+class PageState:
+    """Typed access to the values the pages keep in `st.session_state`."""
+
+    def __init__(self, state: Any) -> None:
+        self._state = state
+
+    @property
+    def service(self) -> VisitorService:
+        return cast(VisitorService, self._state[Key.SERVICE])
+
+    @property
+    def persona_id(self) -> str | None:
+        return cast("str | None", self._state.get(Key.PERSONA))
+
+    @persona_id.setter
+    def persona_id(self, value: str) -> None:
+        self._state[Key.PERSONA] = value
+
+    @property
+    def catalog_ids(self) -> tuple[str, ...]:
+        return cast("tuple[str, ...]", self._state.get(Key.CATALOG_IDS, ()))
+
+    @catalog_ids.setter
+    def catalog_ids(self, value: tuple[str, ...]) -> None:
+        self._state[Key.CATALOG_IDS] = value
+
+    def queue(self, action: Action, text: str = "") -> None:
+        """A button's callback: do `action` in the next run."""
+        self._state[Key.ACTION] = PendingAction(action, text)
+
+    def take_action(self) -> PendingAction | None:
+        action = cast("PendingAction | None", self._state.get(Key.ACTION))
+        self._state[Key.ACTION] = None
+        return action
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """A widget's value (for the keys built by the helpers above)."""
+        return self._state.get(key, default)
+
+    def set(self, key: str, value: Any) -> None:
+        self._state[key] = value
+
+    def has(self, key: str) -> bool:
+        return key in self._state
+
+    def pop(self, key: str) -> None:
+        self._state.pop(key, None)
+
+
+def page_state() -> PageState:
+    return PageState(st.session_state)

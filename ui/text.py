@@ -1,0 +1,37 @@
+"""The pages' one way to put words on screen: this session's catalog (`tr`), notices from the
+service, and text from users, models and files made safe for `st.markdown`."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from core.i18n import current as session_translator
+from core.notices import Notice
+from core.safe_markdown import page_markdown
+
+
+def tr(key: str, /, **fields: object) -> str:
+    """This session's text for `key`, formatted with `fields` (catalogs: core/locales)."""
+    return session_translator(st.session_state)(key, **fields)
+
+
+def tr_plural(key: str, count: int, /, **fields: object) -> str:
+    """`key.one` or `key.other` for `count` (also passed as the field `count`)."""
+    return session_translator(st.session_state).plural(key, count, **fields)
+
+
+def notice_text(notice: Notice) -> str:
+    return tr(notice.key, **notice.fields)
+
+
+def show_notice(notice: Notice, *, icon: str | None = None) -> None:
+    """A notice as an alert of its level."""
+    show = {"error": st.error, "warning": st.warning, "info": st.info, "success": st.success}[notice.level]
+    show(as_markdown(notice_text(notice)), icon=icon)
+
+
+def as_markdown(text: str) -> str:
+    """Text from a user, a model, a file or a server for st.markdown or a label: no server path,
+    images become links (never loaded from their server), and a `$` is a price, not the start of
+    a LaTeX formula (`core.safe_markdown.page_markdown`)."""
+    return page_markdown(text)
