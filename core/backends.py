@@ -14,8 +14,9 @@ import math
 import re
 import time
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpcore2
 import httpx2
@@ -41,7 +42,13 @@ from core.errors import (
     StreamInterrupted,
 )
 from core.netguard import PublicOnlyTransport, RefusedAddressError
+from core.providers import register
+from core.server_tokens import TokenizeClient
 from core.settings import MAX_REPLY_CAP, Sampling
+
+if TYPE_CHECKING:
+    from core.connection import Connection
+    from core.i18n import Language
 
 #: Token counts a server may report; more is not a real reply (and would not fit the store).
 MAX_REPORTED_TOKENS = 1_000_000_000
@@ -128,13 +135,33 @@ class ReplyStream:
         """Stop reading (e.g. the user pressed stop) and release the connection, if any."""
 
 
-class ChatBackend(Protocol):
-    """Anything that can stream a reply: the OpenAI-compatible backend and the offline model."""
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend supports. The rest of core asks this, never the backend's type, so a new
+    provider (`core.providers`) is one module that declares its own."""
 
-    #: True when usage comes from a real server's report, False when it is computed locally.
-    reports_server_usage: bool
+    #: A reply's usage is the server's report (False: computed here, e.g. the offline model).
+    server_usage: bool
+    #: How its tokens are counted: "local" with tiktoken here (exact for OpenAI's models, an
+    #: estimate otherwise); "server" by its server's tokenizer when it offers one, else an estimate
+    #: calibrated to the usage it reports (`core.counting`, through `tokenize_client()`).
+    counting: Literal["local", "server"]
+    #: Its usage may say how many prompt tokens were read from (or written to) a prompt cache.
+    cached_tokens: bool
+    #: One instance may stream several replies at once (compare columns may then share it).
+    thread_safe: bool
+
+
+class ChatBackend(Protocol):
+    """Anything that can stream a reply: the OpenAI-compatible backend, the offline model, ..."""
+
+    capabilities: Capabilities
 
     def stream(self, request: ChatRequest) -> ReplyStream: ...
+
+    def tokenize_client(self) -> TokenizeClient | None:
+        """The HTTP client that asks this backend's server to count tokens (None: it cannot)."""
+        ...
 
 
 # --- The OpenAI-compatible backend -----------------------------------------------------------
@@ -358,7 +385,7 @@ class OpenAIBackend:
       ("could not reach the server"), whether the port was closed, filtered or not HTTP.
     """
 
-    reports_server_usage = True
+    capabilities = Capabilities(server_usage=True, counting="server", cached_tokens=True, thread_safe=True)
 
     def __init__(
         self,
@@ -433,6 +460,13 @@ class OpenAIBackend:
         self.reply_time_limit_s = reply_time_limit_s
         self._clock = clock
         self._send_stream_options = True
+        self._tokenize_client: TokenizeClient | None = None
+
+    def tokenize_client(self) -> TokenizeClient:
+        """The tokenize endpoints of this server (vLLM, llama.cpp), on this backend's HTTP client."""
+        if self._tokenize_client is None:
+            self._tokenize_client = TokenizeClient(self._client)
+        return self._tokenize_client
 
     @property
     def host(self) -> str:
@@ -533,7 +567,7 @@ class OpenAIBackend:
                 f"{host} resolves to {exc.reason}. For a base URL typed here, this deployment "
                 "connects only to public addresses; nothing was sent.",
                 **kept,
-            )
+            ).coded("address_refused", host=host, reason=exc.reason)
         if isinstance(exc, ResponseCut):
             return self.cut_error(exc.reason, model, partial_text, detail=exc.detail, mid_stream=mid_stream)
         if not self.quote_server_text and not mid_stream and isinstance(exc, openai.APIConnectionError):
@@ -542,31 +576,31 @@ class OpenAIBackend:
                 f"Could not reach the server at {host} for model {model!r}. Check the base URL "
                 f"{self.base_url}.",
                 **kept,
-            )
+            ).coded("unreachable", host=host, model=model, base_url=self.base_url)
         if isinstance(exc, openai.APITimeoutError):
             if mid_stream:
                 return RequestTimedOut(
                     f"{host} stopped sending the reply of model {model!r} for over {self.timeout:g} s; "
                     "the text received so far is kept. Try again.",
                     **kept,
-                )
+                ).coded("stalled", host=host, model=model, seconds=self.timeout)
             return RequestTimedOut(
                 f"{host} did not answer within {self.timeout:g} s (model {model!r}). Try again; "
                 "a slow or busy server may need a longer timeout.",
                 **kept,
-            )
+            ).coded("timed_out", host=host, model=model, seconds=self.timeout)
         if isinstance(exc, openai.APIConnectionError):
             if mid_stream:
                 return StreamInterrupted(
                     f"The connection to {host} broke while model {model!r} was replying; the "
                     f"{len(partial_text)} characters received are kept. Try again.",
                     **kept,
-                )
+                ).coded("stream_broken", host=host, model=model, chars=len(partial_text))
             return ConnectionFailed(
                 f"Could not connect to {host}{self._cause(exc)} — is the server running? "
                 f"Check the base URL {self.base_url}.",
                 **kept,
-            )
+            ).coded("connection_failed", host=host, cause=self._cause(exc), base_url=self.base_url)
         if isinstance(exc, openai.APIStatusError):
             return self._status_error(exc, model, said, kept)
         if isinstance(exc, openai.APIResponseValidationError):
@@ -597,13 +631,14 @@ class OpenAIBackend:
                 partial_text=partial_text,
             )
         kept = f"reading stopped and the {len(partial_text):,} characters received are kept"
+        chars = len(partial_text)
         if reason == "time":
             return ReplyTimeLimit(
                 f"The reply of model {model!r} from {host} was still going after "
                 f"{self.reply_time_limit_s:g} s, the time limit for one reply (REPLY_TIME_LIMIT_S); "
                 f"{kept}.",
                 partial_text=partial_text,
-            )
+            ).coded("reply_time_limit", model=model, host=host, seconds=self.reply_time_limit_s, chars=chars)
         if detail:
             what = f"sent {detail}"
         else:
@@ -613,6 +648,9 @@ class OpenAIBackend:
                 f"passed {limit:,} bytes, the most a reply with {cap} may hold "
                 f"({REPLY_BYTES_PER_TOKEN} bytes a token plus {REPLY_BYTES_MARGIN // 1024} KiB)"
             )
+            return ReplyTooLong(
+                f"The reply of model {model!r} from {host} {what}; {kept}.", partial_text=partial_text
+            ).coded("reply_too_long", model=model, host=host, limit=limit, chars=chars)
         return ReplyTooLong(
             f"The reply of model {model!r} from {host} {what}; {kept}.", partial_text=partial_text
         )
@@ -631,53 +669,66 @@ class OpenAIBackend:
                 "not followed. Use the address it redirects to as the base URL.",
                 **kept,
             )
+        fields = {
+            "host": host,
+            "model": model,
+            "status": status,
+            "base_url": self.base_url,
+            "server_said": self._server_message(exc),
+        }
         if status == 401:
             return AuthenticationFailed(
                 f"{host} rejected the API key (HTTP 401) for model {model!r}.{said} "
                 "Check the key (or OPENAI_API_KEY).",
                 **kept,
-            )
+            ).coded("auth_failed", **fields)
         if status == 403:
             return PermissionDenied(
                 f"{host} does not let this API key use model {model!r} (HTTP 403).{said} "
                 "Choose a model the key may use, or a key with access to it.",
                 **kept,
-            )
+            ).coded("permission_denied", **fields)
         if status == 404:
             return ModelNotFound(
                 f"{host} does not know model {model!r} (HTTP 404).{said} Check the model name; "
                 f"the base URL {self.base_url} may also be wrong.",
                 **kept,
-            )
+            ).coded("model_not_found", **fields)
         if status in (400, 422):
             return BadRequest(
                 f"{host} refused the request for model {model!r} (HTTP {status}).{said} "
                 "An option may not be supported by this server or model.",
                 **kept,
-            )
+            ).coded("bad_request", **fields)
         if status == 429:
             retry_after = parse_retry_after(exc.response.headers)
+            seconds = math.ceil(retry_after) if retry_after is not None else 0
             if exc.code == "insufficient_quota":
-                when = "No quota is left: check the account's plan and billing."
-            elif retry_after is not None and (seconds := math.ceil(retry_after)) > 0:
-                when = f"Try again in {seconds} second{'s' if seconds != 1 else ''}."
+                when, code = "No quota is left: check the account's plan and billing.", "no_quota"
+            elif retry_after is not None and seconds > 0:
+                when, code = (
+                    f"Try again in {seconds} second{'s' if seconds != 1 else ''}.",
+                    "rate_limited_wait",
+                )
             elif retry_after is not None:
-                when = "Try again now."
+                when, code = "Try again now.", "rate_limited_now"
             else:
-                when = "Wait a little and try again."
+                when, code = "Wait a little and try again.", "rate_limited"
             return RateLimited(
                 f"{host} is rate-limiting requests for model {model!r} (HTTP 429).{said} {when}",
                 retry_after=retry_after,
                 retryable=exc.code != "insufficient_quota",
                 **kept,
-            )
+            ).coded(code, seconds=seconds, **fields)
         if status >= 500:
             return ServerError(
                 f"{host} failed with HTTP {status} for model {model!r}.{said} "
                 "The problem is on the server's side; try again later.",
                 **kept,
-            )
-        return BackendError(f"{host} answered HTTP {status} for model {model!r}.{said}", **kept)
+            ).coded("server_error", **fields)
+        return BackendError(f"{host} answered HTTP {status} for model {model!r}.{said}", **kept).coded(
+            "http_status", **fields
+        )
 
     def _scrub(self, text: str) -> str:
         return scrub_secrets(text, self._client.api_key)
@@ -685,6 +736,11 @@ class OpenAIBackend:
     def _server_says(self, exc: openai.OpenAIError) -> str:
         """' Server says: …' with the server's own (scrubbed) message, or '' when it gave none
         (or when this backend does not quote its server)."""
+        text = self._server_message(exc)
+        return f" Server says: {text}." if text else ""
+
+    def _server_message(self, exc: openai.OpenAIError) -> str:
+        """The server's own (scrubbed, shortened) message, or '' (see `_server_says`)."""
         if not self.quote_server_text:
             return ""
         message: object = None
@@ -701,7 +757,7 @@ class OpenAIBackend:
         text = " ".join(self._scrub(message).split())
         if len(text) > _SERVER_MESSAGE_CHARS:
             text = text[: _SERVER_MESSAGE_CHARS - 1] + "…"
-        return f" Server says: {text.rstrip('. ')}."
+        return text.rstrip(". ")
 
     def _cause(self, exc: BaseException) -> str:
         cause = exc.__cause__
@@ -808,3 +864,39 @@ class OpenAIReplyStream(ReplyStream):
                 f"was finished; the {len(self.text)} characters received are kept. Try again.",
                 partial_text=self.text,
             )
+
+
+# --- the provider ----------------------------------------------------------------------------
+
+#: Local OpenAI-compatible servers (Ollama, vLLM, LM Studio, llama.cpp) accept any key; the SDK
+#: insists on one.
+KEYLESS_PLACEHOLDER = "not-needed"
+
+
+class OpenAICompatible:
+    """OpenAI, and every server that speaks its Chat Completions API: any connection with a key
+    or a base URL (registered last, it serves what no other provider claims)."""
+
+    name = "openai"
+
+    def handles(self, connection: Connection) -> bool:
+        return not connection.offline
+
+    def backend(
+        self, connection: Connection, *, offline_chunk_delay_s: float = 0.0, language: Language = "en"
+    ) -> ChatBackend:
+        return OpenAIBackend(
+            api_key=connection.api_key or KEYLESS_PLACEHOLDER,
+            base_url=connection.base_url,
+            timeout=connection.timeout_s,
+            max_retries=connection.max_retries,
+            isolated=connection.base_url_typed,
+            organization=connection.organization,
+            project=connection.project,
+            public_addresses_only=connection.public_addresses_only,
+            quote_server_text=connection.quote_server_text,
+            reply_time_limit_s=connection.reply_time_limit_s or None,
+        )
+
+
+register(OpenAICompatible())

@@ -82,6 +82,14 @@ MARGIN_CAP: Final = 0.5
 TURNS_TO_LEARN: Final = 3
 #: A report this far off the fit (relative), and 5 times the typical one, is left out.
 OUTLIER: Final = 0.1
+#: A server that reports more than CUT_EXACT (relative) less than the prompt was counted,
+#: plus twice the margin an estimate's count may be short by, read less than it was sent: it cut
+#: the prompt to its own context window without saying so (Ollama does, to its num_ctx). Such a
+#: turn is not a calibration sample. Below MIN_CUT tokens short, it is not called a cut.
+CUT_EXACT: Final = 0.05
+MIN_CUT: Final = 16
+#: The budget offered after a cut: this share of what the server read.
+CUT_BUDGET_SHARE: Final = 0.9
 
 _CJK = re.compile(
     "[\u2e80-\u2fff\u3000-\u30ff\u3100-\u31ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af"
@@ -94,6 +102,34 @@ Content = tuple[int, int, int, int, int]
 CONTENT_SIZE: Final = 5
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
 _NO_CONTENT: Final = (0, 0, 0, 0, 0)
+
+
+@dataclass(frozen=True)
+class SilentTruncation:
+    """A server read `read` of the `sent` prompt tokens: its context window is probably about
+    `read`, and `suggested_budget` keeps the prompt below it."""
+
+    read: int
+    sent: int
+
+    @property
+    def suggested_budget(self) -> int:
+        return max(64, math.floor(self.read * CUT_BUDGET_SHARE))
+
+
+def silent_truncation(
+    counted: int, reported: int | None, *, margin: float = 0.0, cached: int = 0
+) -> SilentTruncation | None:
+    """Whether a server that reported `reported` prompt tokens (`cached` of them from its cache)
+    for a prompt counted as `counted` (exactly, or by an estimate that may be `margin` short)
+    read only part of it."""
+    if reported is None:
+        return None
+    limit = counted * (1 - CUT_EXACT - 2 * margin)
+    # A server reporting only the uncached part of the prompt has not cut it.
+    if reported >= limit or reported + cached >= limit or counted - reported < MIN_CUT:
+        return None
+    return SilentTruncation(read=reported, sent=counted)
 
 
 # --- what is kept --------------------------------------------------------------------------
@@ -441,6 +477,10 @@ class CalibratedTokenizer(Tokenizer):
     @property
     def reply_priming(self) -> int:
         return round(self.params.c)
+
+    @property
+    def margin(self) -> float:
+        return self.fit.margin
 
     @property
     def method(self) -> str:

@@ -24,12 +24,13 @@ Threads and what they may touch:
   and reads the figures off the session. The page reads columns only through `snapshot()` (or
   the `Column` read properties), which copy what the workers published under one lock. A
   column's session may be used directly again (settings, export, store) once `busy` is False.
-- Sessions must not share a backend object unless it is thread-safe. `OpenAIBackend` is (the
-  SDK's client and its httpx connection pool are made for concurrent requests; its only mutable
-  flag, dropping `stream_options` after a server rejects it, only ever goes one way), and so is
-  `OfflineBackend` (stateless). `ScriptedBackend` is not (a shared queue would hand the replies
-  out in whatever order the workers ask): give each column its own. `Comparison` refuses
-  columns that share any other backend object, and columns that share a session.
+- Sessions must not share a backend object unless it declares itself thread-safe
+  (`backend.capabilities.thread_safe`). The OpenAI-compatible backend is (the SDK's client and
+  its httpx connection pool are made for concurrent requests; its only mutable flag, dropping
+  `stream_options` after a server rejects it, only ever goes one way), and so is the offline
+  model (stateless). `ScriptedBackend` is not (a shared queue would hand the replies out in whatever
+  order the workers ask): give each column its own. `Comparison` refuses columns that share any
+  other backend object, and columns that share a session.
 - `stop(i)` only raises a flag. The worker acts on it at the column's next chunk: it calls the
   session's `stop()`, which keeps what arrived (as an interrupted reply). A stream that is
   stalled inside a network read ends at its next chunk or at the backend's read timeout;
@@ -59,11 +60,10 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from core.backends import ChatBackend, OpenAIBackend
+from core.backends import ChatBackend
 from core.conversation import Conversation, Message, TrimEvent, Turn
 from core.errors import ConversationImportError, ConversationStateError, DashboardError
 from core.model_info import ModelTable, load_model_table
-from core.offline import OfflineBackend
 from core.personas import Persona
 from core.safe_markdown import safe_markdown
 from core.session import ChatSession
@@ -77,7 +77,6 @@ MAX_COLUMNS: Final = 4
 COMPARISON_FORMAT: Final = "persona-dashboard/comparison"
 COMPARISON_VERSION: Final = 1
 #: Backends that several columns may share (see the module docstring).
-THREAD_SAFE_BACKENDS: Final = (OpenAIBackend, OfflineBackend)
 LETTERS: Final = "ABCD"
 NO_PERSONA: Final = "(no persona)"
 
@@ -533,7 +532,7 @@ class Comparison:
         backends = [column.session.backend for column in columns]
         for backend in backends:
             shared = sum(other is backend for other in backends) > 1
-            if shared and not isinstance(backend, THREAD_SAFE_BACKENDS):
+            if shared and not backend.capabilities.thread_safe:
                 raise ConversationStateError(
                     f"Columns share a {type(backend).__name__}, which is not thread-safe: "
                     "give each column its own."
@@ -681,7 +680,7 @@ class Comparison:
                 self._refuse_while_running(self._column(target), target)
             others = [c.session.backend for i, c in enumerate(self.columns) if i not in targets]
             shared = len(targets) > 1 or any(other is backend for other in others)
-            if shared and not isinstance(backend, THREAD_SAFE_BACKENDS):
+            if shared and not backend.capabilities.thread_safe:
                 raise ConversationStateError(
                     f"A {type(backend).__name__} is not thread-safe: give each column its own."
                 )

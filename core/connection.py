@@ -9,18 +9,15 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
-from core.backends import DEFAULT_REPLY_TIME_LIMIT_S, ChatBackend, OpenAIBackend
+from core.backends import DEFAULT_REPLY_TIME_LIMIT_S, ChatBackend
 from core.errors import ConfigError
 from core.i18n import Language
 from core.netguard import allowed_base_urls_from, typed_base_url_allowed
-from core.offline import OfflineBackend
 from core.owners import AccessMode
+from core.providers import provider_for
 
 KeySource = Literal["typed", "secrets", "environment"]
 
-# Local OpenAI-compatible servers (Ollama, vLLM, LM Studio, llama.cpp) accept any key; the SDK
-# insists on one.
-KEYLESS_PLACEHOLDER = "not-needed"
 DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_MAX_RETRIES = 2
 
@@ -67,20 +64,10 @@ class Connection:
         return not self.public_addresses_only
 
     def backend(self, *, offline_chunk_delay_s: float = 0.0, language: Language = "en") -> ChatBackend:
-        """The backend for this connection; the offline model answers in `language`."""
-        if self.offline:
-            return OfflineBackend(chunk_delay_s=offline_chunk_delay_s, language=language)
-        return OpenAIBackend(
-            api_key=self.api_key or KEYLESS_PLACEHOLDER,
-            base_url=self.base_url,
-            timeout=self.timeout_s,
-            max_retries=self.max_retries,
-            isolated=self.base_url_typed,
-            organization=self.organization,
-            project=self.project,
-            public_addresses_only=self.public_addresses_only,
-            quote_server_text=self.quote_server_text,
-            reply_time_limit_s=self.reply_time_limit_s or None,
+        """A new backend from the provider that serves this connection (`core.providers`); the
+        offline model answers in `language`."""
+        return provider_for(self).backend(
+            self, offline_chunk_delay_s=offline_chunk_delay_s, language=language
         )
 
 

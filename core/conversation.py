@@ -25,7 +25,7 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.backends import MAX_REPORTED_TOKENS, Usage
-from core.calibration import Calibration, CalibrationRecord
+from core.calibration import Calibration, CalibrationRecord, SilentTruncation, silent_truncation
 from core.errors import ConversationImportError, ConversationStateError, InvalidSettings
 from core.safe_markdown import safe_markdown
 from core.settings import DEFAULT_REPLY_CAP, MAX_CONTEXT_BUDGET, ChatSettings
@@ -129,6 +129,9 @@ class Turn(BaseModel):
     counted_prompt_tokens: int = Field(ge=0, le=MAX_TOKEN_COUNT)
     #: False when the model is unknown to tiktoken and the count is an estimate.
     count_exact: bool = True
+    #: How far (relative) the count may have been short of the server's: 0 when exact, the
+    #: estimate's safety margin otherwise (0.1 before any calibration).
+    count_margin: float = Field(0.0, ge=0, le=1, allow_inf_nan=False)
     reported_prompt_tokens: int | None = Field(None, ge=0, le=MAX_TOKEN_COUNT)
     reported_completion_tokens: int | None = Field(None, ge=0, le=MAX_TOKEN_COUNT)
     #: Of the reported prompt tokens, those the server read from its prompt cache, and those it
@@ -156,6 +159,19 @@ class Turn(BaseModel):
         """Prompt tokens as billed: the server's report, or the local count when it sent none."""
         return (
             self.counted_prompt_tokens if self.reported_prompt_tokens is None else self.reported_prompt_tokens
+        )
+
+    @property
+    def server_cut(self) -> SilentTruncation | None:
+        """Set when the server reported far fewer prompt tokens than were sent: it cut the prompt
+        to its context window without saying so."""
+        if self.usage_source != "server":
+            return None
+        return silent_truncation(
+            self.counted_prompt_tokens,
+            self.reported_prompt_tokens,
+            margin=self.count_margin,
+            cached=self.cached_tokens,
         )
 
     @property
@@ -544,6 +560,7 @@ class Conversation:
             messages_sent=messages_sent,
             counted_prompt_tokens=counted_prompt,
             count_exact=self._tokenizer.exact,
+            count_margin=self._tokenizer.margin,
             reported_prompt_tokens=usage.prompt_tokens if usage else None,
             reported_completion_tokens=usage.completion_tokens if usage else None,
             reported_cached_tokens=usage.cached_prompt_tokens if usage else None,

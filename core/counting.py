@@ -46,9 +46,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final
 
-import openai
-
-from core.backends import ChatBackend, OpenAIBackend
+from core.backends import ChatBackend
 from core.calibration import (
     CalibratedTokenizer,
     Features,
@@ -201,13 +199,9 @@ class Counting:
     """
 
     def __init__(self, backend: ChatBackend | None, *, clock: Callable[[], float] = time.monotonic) -> None:
-        client = getattr(backend, "_client", None)
-        # Only an OpenAI-compatible server reports usage worth calibrating to and may count.
-        self._client = (
-            TokenizeClient(client)
-            if isinstance(backend, OpenAIBackend) and isinstance(client, openai.OpenAI)
-            else None
-        )
+        # Only a backend whose server counts (or reports usage worth calibrating to) is asked.
+        counted_there = backend is not None and backend.capabilities.counting == "server"
+        self._client = backend.tokenize_client() if backend is not None and counted_there else None
         self._clock = clock
         self._lock = threading.Lock()
         self._models: dict[str, ServerModel] = {}
@@ -376,7 +370,9 @@ class Counting:
             pending = self._pending.pop(conversation, None)
             if turn is None or not self.counts(conversation.model):
                 return
-            if pending is not None and turn.reported_prompt_tokens and turn.usage_source == "server":
+            # A prompt the server cut (it read less than it was sent) says nothing of its count.
+            usable = turn.usage_source == "server" and turn.server_cut is None
+            if pending is not None and turn.reported_prompt_tokens and usable:
                 self._calibrate(conversation, pending, turn)
                 self._check_server(conversation, turn)
             tokenizer = self.attach(conversation)
@@ -599,14 +595,14 @@ class Counting:
 
 # --- one per backend -----------------------------------------------------------------------
 
-_countings: weakref.WeakKeyDictionary[OpenAIBackend, Counting] = weakref.WeakKeyDictionary()
+_countings: weakref.WeakKeyDictionary[ChatBackend, Counting] = weakref.WeakKeyDictionary()
 _countings_lock = threading.Lock()
 
 
 def counting_for(backend: ChatBackend) -> Counting:
     """The `Counting` of `backend`: what was learned about its server lasts as long as it does.
-    A backend that is not an OpenAI-compatible server (the offline model) counts with tiktoken."""
-    if not isinstance(backend, OpenAIBackend):
+    A backend counted locally (the offline model) counts with tiktoken."""
+    if backend.capabilities.counting != "server":
         return _TIKTOKEN_ONLY
     with _countings_lock:
         counting = _countings.get(backend)

@@ -1,16 +1,31 @@
 """Every error the core raises, as one hierarchy a UI can catch by kind.
 
 Messages are written for the person using the app: they say what went wrong and what to do,
-and never contain an API key.
+and never contain an API key. Each error also carries a `code` and its `fields`: the page shows
+`error.<code>` from core/locales with those fields, in its own language; str(error) is the English
+sentence (logs, tests, and any error not given a code yet, code "generic").
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import Any, ClassVar, Self
 
 
 class DashboardError(Exception):
     """Base class of every error raised by `core`."""
+
+    #: The catalog key's last part: the page shows `error.<code>` formatted with `fields`.
+    code: str = "generic"
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        self.fields: dict[str, Any] = {}
+
+    def coded(self, code: str, **fields: Any) -> Self:
+        """This error with the code and fields of its translated text (`raise X(...).coded(...)`)."""
+        self.code = code
+        self.fields = fields
+        return self
 
 
 class ConfigError(DashboardError):
@@ -57,6 +72,13 @@ class PromptTooLong(DashboardError, ValueError):
             f"{what} need {prompt_tokens} prompt tokens, {self.overflow} more than the context budget "
             f"of {budget}. {advice}; your text was not sent and is kept."
         )
+        self.coded(
+            "prompt_too_long_pinned" if pinned_tokens else "prompt_too_long",
+            tokens=prompt_tokens,
+            overflow=self.overflow,
+            budget=budget,
+            pinned=pinned_tokens,
+        )
 
 
 class ConversationStateError(DashboardError, ValueError):
@@ -85,8 +107,8 @@ class TestSetError(DashboardError, ValueError):
 
     def __init__(self, reason: str, **fields: str | int) -> None:
         self.reason = reason
-        self.fields = fields
         super().__init__(self._MESSAGES[reason].format(**fields))
+        self.fields = fields
 
 
 # --- Backends ------------------------------------------------------------------------------
@@ -274,3 +296,4 @@ class MessageTooLong(DashboardError, ValueError):
         )
         self.length = length
         self.limit = limit
+        self.coded("message_too_long", length=length, limit=limit)

@@ -14,7 +14,7 @@ A base URL typed into the sidebar is a request the *server* makes. On a public d
   connection (DNS rebinding) cannot switch it to an internal one. It ignores proxy settings from
   the environment (a proxy would resolve the host itself).
 
-Redirects and server texts are handled by the backend (`core.backends.OpenAIBackend`).
+Redirects and server texts are handled by the backend (the OpenAI-compatible backend, `core.backends`).
 """
 
 from __future__ import annotations

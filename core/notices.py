@@ -27,5 +27,6 @@ class Notice(BaseModel):
 
 
 def error_notice(code: str, error: Exception, **fields: Any) -> Notice:
-    """A failure to report: `code`'s text with the error's own message as the field `error`."""
-    return Notice(code=code, level="error", fields={**fields, "error": str(error)})
+    """A failure to report: `code`'s text with the error itself as the field `error` (the page
+    writes it in its language, from its code and fields)."""
+    return Notice(code=code, level="error", fields={**fields, "error": error})

@@ -14,12 +14,18 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-from core.backends import ChatRequest, ReplyStream, Usage
+from core.backends import Capabilities, ChatBackend, ChatRequest, ReplyStream, Usage
 from core.conversation import preview
 from core.i18n import Language, translator
+from core.providers import register
+from core.server_tokens import TokenizeClient
 from core.summaries import is_summary_message, offline_summary
 from core.tokens import count_prompt_tokens, tokenizer_for
+
+if TYPE_CHECKING:
+    from core.connection import Connection
 
 _WORDS = re.compile(r"\S+\s*|\s+")
 
@@ -83,7 +89,7 @@ class OfflineReplyStream(ReplyStream):
 class OfflineBackend:
     """The default backend when no API key is configured."""
 
-    reports_server_usage = False
+    capabilities = Capabilities(server_usage=False, counting="local", cached_tokens=False, thread_safe=True)
 
     def __init__(self, *, chunk_delay_s: float = 0.0, language: Language = "en") -> None:
         self.chunk_delay_s = chunk_delay_s
@@ -92,3 +98,23 @@ class OfflineBackend:
 
     def stream(self, request: ChatRequest) -> OfflineReplyStream:
         return OfflineReplyStream(request, self.chunk_delay_s, self.language)
+
+    def tokenize_client(self) -> TokenizeClient | None:
+        return None  # counted here, with tiktoken
+
+
+class Offline:
+    """The offline model serves a connection with neither a key nor a base URL."""
+
+    name = "offline"
+
+    def handles(self, connection: Connection) -> bool:
+        return connection.offline
+
+    def backend(
+        self, connection: Connection, *, offline_chunk_delay_s: float = 0.0, language: Language = "en"
+    ) -> ChatBackend:
+        return OfflineBackend(chunk_delay_s=offline_chunk_delay_s, language=language)
+
+
+register(Offline())

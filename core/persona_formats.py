@@ -186,7 +186,7 @@ def _yaml_personas(file_name: str, data: bytes, user_name: str) -> list[Imported
         value = read_yaml(text, max_nodes=MAX_YAML_NODES)
     except ValueError as exc:
         raise ImportProblem(f"is not readable YAML: {exc}") from None
-    if isinstance(value, dict) and "system_prompt" in value and "context_budget" in value:
+    if _is_persona_yaml(value):
         persona_id = persona_id_from(Path(file_name).stem)
         persona = parse_persona(text, persona_id, name=file_name)
         report = ImportReport(file_name, "persona YAML (this app's own)")
@@ -194,6 +194,16 @@ def _yaml_personas(file_name: str, data: bytes, user_name: str) -> list[Imported
         measure(report, persona)
         return [ImportedPersona(persona, report)]
     return import_librechat(file_name, value, user_name=user_name)
+
+
+def _is_persona_yaml(value: object) -> bool:
+    """This app's persona file (checked, with its line numbers, as one) rather than LibreChat's."""
+    librechat = {"modelSpecs", "list", "preset", "endpoints", "version"}
+    return (
+        isinstance(value, dict)
+        and not librechat & set(value)
+        and bool(set(PersonaFile.model_fields) & set(value))
+    )
 
 
 # --- Export ----------------------------------------------------------------------------------

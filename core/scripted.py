@@ -16,8 +16,9 @@ from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from core.backends import ChatRequest, ReplyStream, Usage
+from core.backends import Capabilities, ChatRequest, ReplyStream, Usage
 from core.errors import BackendError
+from core.server_tokens import TokenizeClient
 from core.tokens import count_prompt_tokens, tokenizer_for
 
 
@@ -77,18 +78,25 @@ class ScriptedReplyStream(ReplyStream):
             )
 
 
+#: Not thread-safe: a shared queue would hand the replies to whichever column asks first.
+SCRIPTED = Capabilities(server_usage=True, counting="local", cached_tokens=True, thread_safe=False)
+
+
 @dataclass
 class ScriptedBackend:
     """Streams the queued replies in order; raises `LookupError` when none is left."""
 
     replies: deque[ScriptedReply] = field(default_factory=deque)
     requests: list[ChatRequest] = field(default_factory=list)
-    reports_server_usage: bool = True
+    capabilities: Capabilities = SCRIPTED
 
     def enqueue(self, *replies: str | ScriptedReply) -> ScriptedBackend:
         for reply in replies:
             self.replies.append(ScriptedReply(text=reply) if isinstance(reply, str) else reply)
         return self
+
+    def tokenize_client(self) -> TokenizeClient | None:
+        return None
 
     def stream(self, request: ChatRequest) -> ScriptedReplyStream:
         self.requests.append(request)

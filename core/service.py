@@ -37,7 +37,6 @@ from core.errors import (
     DashboardError,
     InvalidSettings,
     MessageTooLong,
-    PersonaFileError,
 )
 from core.i18n import Language
 from core.limits import RATE_LIMITS, DeployerLimits, RateLimits
@@ -45,7 +44,7 @@ from core.model_info import ModelTable
 from core.netguard import allowed_base_urls_from
 from core.notices import Notice, error_notice
 from core.owners import AccessMode, visitor_access
-from core.personas import Persona, parse_persona
+from core.personas import Persona
 from core.session import ChatSession
 from core.settings import ChatSettings
 from core.store import StaleConversation
@@ -638,33 +637,6 @@ class VisitorService:
     def save_persona(self, persona: Persona) -> None:
         """Create or replace one of this visitor's personas; raises the store's `DashboardError`."""
         self.workspace.save_persona(persona)
-
-    def import_persona(self, data: bytes, file_name: str, *, shipped: set[str]) -> Persona | None:
-        """A persona YAML file becomes one of this visitor's personas; None when it was refused
-        (with a notice)."""
-        persona_id = file_name.rsplit(".", 1)[0]
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            self.notify(Notice(code="persona_not_utf8", level="error", fields={"file": file_name}))
-            return None
-        try:
-            persona = parse_persona(text, persona_id, name=file_name)
-            if persona.id in shipped:
-                self.notify(Notice(code="persona_shipped_id", level="error", fields={"id": persona.id}))
-                return None
-            self.workspace.save_persona(persona)
-        except (PersonaFileError, DashboardError) as error:
-            self.notify(error_notice("persona_import_failed", error))
-            return None
-        self.notify(
-            Notice(
-                code="persona_imported",
-                level="success",
-                fields={"avatar": persona.avatar, "name": persona.name},
-            )
-        )
-        return persona
 
     def conversation_counts(self) -> dict[str, int]:
         return self.workspace.conversation_counts()

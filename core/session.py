@@ -213,12 +213,15 @@ class ChatSession:
             message = f"The model sent an empty reply (finish reason: {stream.finish_reason})."
             if stream.finish_reason == "length":
                 message += " Raise the reply cap: reasoning models can spend all of it on thinking."
-            self.error = EmptyReply(message, finish_reason=stream.finish_reason)
+            self.error = EmptyReply(message, finish_reason=stream.finish_reason).coded(
+                "empty_reply_length" if stream.finish_reason == "length" else "empty_reply",
+                finish_reason=stream.finish_reason or "?",
+            )
             raise self.error
         self.last_turn = self.conversation.add_assistant(
             stream.text,
             stream.usage,
-            usage_source="server" if self.backend.reports_server_usage else "local",
+            usage_source="server" if self.backend.capabilities.server_usage else "local",
             latency_s=self._clock() - started,
             finish_reason=stream.finish_reason,
         )
@@ -247,7 +250,7 @@ class ChatSession:
             text,
             model=model,
             usage=stream.usage,
-            usage_source="server" if backend.reports_server_usage else "local",
+            usage_source="server" if backend.capabilities.server_usage else "local",
         )
 
     def _end(self, in_progress: _ReplyInProgress, *, partial: str | None = None) -> Turn | None:

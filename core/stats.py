@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 
+from core.calibration import SilentTruncation
 from core.context import ContextPolicy
 from core.conversation import Conversation
 from core.model_info import ModelTable
@@ -279,6 +280,8 @@ class DashboardFigures:
     next_drops: tuple[str, ...]
     #: A preview of the oldest of them; None when the next turn fits.
     next_drop_preview: str | None
+    #: The last turn's prompt as the server cut it without saying so (None: read whole).
+    server_cut: SilentTruncation | None = None
 
 
 def record_version(conversation: Conversation, policy: ContextPolicy) -> tuple[object, ...]:
@@ -328,6 +331,7 @@ def dashboard_figures(
         in_context=len(conversation.context_messages()),
         next_drops=drops,
         next_drop_preview=conversation.message(drops[0]).preview(40) if drops else None,
+        server_cut=conversation.turns[-1].server_cut if conversation.turns else None,
     )
     _figures[conversation] = (version, figures)
     return figures

@@ -192,6 +192,7 @@ turns = sa.Table(
     sa.Column("messages_sent", sa.Integer, nullable=False),
     sa.Column("counted_prompt_tokens", sa.Integer, nullable=False),
     sa.Column("count_exact", sa.Boolean, nullable=False),
+    sa.Column("count_margin", sa.Float, nullable=False, server_default=sa.text("0")),
     sa.Column("reported_prompt_tokens", sa.Integer),
     sa.Column("reported_completion_tokens", sa.Integer),
     sa.Column("reported_cached_tokens", sa.Integer),

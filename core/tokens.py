@@ -34,6 +34,9 @@ REPLY_PRIMING = 3  # every reply is primed with <|start|>assistant<|message|>
 FALLBACK_ENCODING = "o200k_base"
 BUNDLED_ENCODINGS = ("cl100k_base", "o200k_base")
 
+#: How far an estimate nothing was fitted to may be short (`Tokenizer.margin`).
+MARGIN_UNKNOWN = 0.10
+
 #: How a conversation's tokens are counted, as the dashboard says it (`Tokenizer.method`).
 METHOD_TIKTOKEN = "exact (tiktoken)"
 METHOD_SERVER = "server tokenizer"
@@ -115,6 +118,12 @@ class Tokenizer:
     def method(self) -> str:
         """How this tokenizer counts, as the dashboard says it."""
         return METHOD_TIKTOKEN if self.exact else METHOD_UNCALIBRATED
+
+    @property
+    def margin(self) -> float:
+        """How far (relative) a count may be short of the server's: 0 for an exact count, an
+        estimate's safety margin otherwise."""
+        return 0.0 if self.exact else MARGIN_UNKNOWN
 
     def prompt_budget(self, budget: int, max_reply_tokens: int) -> int:
         """The prompt tokens calls are fitted to, for a conversation whose budget is `budget`:

@@ -219,6 +219,9 @@ class OpenAIServer:
         #: The prompt cache usage reports hits from: OpenAI's rule by default (1,024 tokens on, in
         #: blocks of 128); `PromptCache(PREFIX_RULE)` for a plain prefix cache, as llama.cpp's.
         self.prompt_cache = PromptCache(OPENAI_RULE)
+        #: When set, a prompt longer than this many tokens is cut to its last `num_ctx` silently,
+        #: as Ollama cuts a prompt to its num_ctx: usage reports only what was read.
+        self.num_ctx: int | None = None
         #: "openai": `prompt_tokens_details.cached_tokens`; "deepseek": DeepSeek's
         #: `prompt_cache_hit_tokens` and `prompt_cache_miss_tokens` instead.
         self.cache_fields: Literal["openai", "deepseek"] = "openai"
@@ -382,6 +385,9 @@ def _usage(body: dict[str, Any], reply: str, server: OpenAIServer) -> dict[str, 
         tokens = billing.tokens(billing.render(messages))
         prompt = len(tokens)
         completion = len(billing.tokens(reply)) + 1  # and the end-of-turn token it stopped at
+    if server.num_ctx is not None and prompt > server.num_ctx:
+        tokens = tokens[-server.num_ctx :]
+        prompt = len(tokens)
     cached = server.prompt_cache.serve(tokens)
     usage: dict[str, Any] = {
         "prompt_tokens": prompt,

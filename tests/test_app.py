@@ -123,7 +123,7 @@ def test_too_long_message_is_an_error_and_is_kept(app):
     chat = conversation(app)
     assert chat.pending_user_message.content == long_text
     assert chat.turns == []
-    assert any("more than the context budget of 1024" in e.value for e in app.error)
+    assert any("more than the context budget of 1,024" in e.value for e in app.error)
     assert not any("[Offline model]" in m.value for m in app.markdown)
     assert "Retry" in [b.label for b in app.button]
     # Raise the budget and retry: the same message goes through.

@@ -9,6 +9,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from tests.apptest import conversation, page_text, send, session
+from tests.conftest import APP_PATH
 from tests.openai_server import Fault, OpenAIServer, unused_port
 
 KEY = "sk-SECRET-fault-test-0123456789abcdef"
@@ -39,7 +40,7 @@ FAULTS = {
     "404 unknown model": (lambda s: s.fail(404, "The model does not exist"), "does not know model"),
     "429 with Retry-After": (
         lambda s: s.fail(429, "Rate limit reached", headers={"Retry-After": "7"}),
-        "Try again in 7 seconds",
+        "Try again in 7 s",
     ),
     "429 without Retry-After": (lambda s: s.fail(429, "Rate limit reached"), "Wait a little and try again"),
     "500": (lambda s: s.fail(500, "Internal error"), "HTTP 500"),
@@ -187,3 +188,24 @@ def test_the_connection_status_never_says_connected_beside_a_failure(connect):
     assert any("Could not connect" in e.value or "could not reach" in e.value.lower() for e in at.error)
     assert not at.sidebar.success
     assert any("The last call to" in w.value for w in at.sidebar.warning)
+
+
+def test_a_model_servers_error_is_shown_in_the_pages_language(clean_env, openai_server):
+    """Under ?lang=zh-CN a failed call reads in Chinese, from the error's code and fields; only
+    what the server itself said is quoted as it said it."""
+    for name, value in {"OPENAI_BASE_URL": openai_server.base_url, "OPENAI_API_KEY": KEY}.items():
+        clean_env.setenv(name, value)
+    clean_env.setenv("OPENAI_MAX_RETRIES", "0")
+    at = AppTest.from_file(str(APP_PATH), default_timeout=60)
+    at.query_params["lang"] = "zh-CN"
+    at.run()
+    openai_server.fail(429, "Rate limit reached", headers={"Retry-After": "7"})
+    send(at, "第一个问题")
+    [error] = [e.value for e in at.error]
+    assert "正在限制模型" in error and "请在 7 秒后重试" in error
+    assert "服务器回复：Rate limit reached" in error
+    assert KEY not in error
+    openai_server.fail(401, "Incorrect API key provided")
+    at.button(key="retry").click().run()
+    [error] = [e.value for e in at.error]
+    assert "拒绝了该 API 密钥" in error and "rejected" not in error

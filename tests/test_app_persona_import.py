@@ -143,3 +143,28 @@ def test_the_next_call_view_shows_the_examples_with_their_tokens(app: AppTest) -
     assert row["tokens"] == tokenizer_for("gpt-4o-mini").count_message(
         {"role": "system", "content": row["text"]}
     )
+
+
+def test_the_chat_draws_an_imported_persona_with_its_picture(app: AppTest) -> None:
+    show_personas(app)
+    uploader(app).set_value([("aria.png", card_png("Aria"), "image/png")]).run()
+    app.button(key="persona_import_save").click().run()
+    assert any(i.value for i in app.get("image"))  # the gallery card shows the picture
+    app.button(key="chat::aria").click().run()
+    greeting = next(m for m in app.chat_message if m.name == "assistant")
+    assert "/media/" in greeting.avatar, greeting.avatar  # a picture Streamlit serves, not the emoji
+
+
+def test_the_editor_writes_few_shot_examples(app: AppTest) -> None:
+    show_personas(app)
+    app.button(key="duplicate::foodie").click().run()
+    next(w for w in app.text_input if w.label.startswith("Id")).input("snacks")
+    examples = next(w for w in app.text_area if w.label == "Few-shot examples (optional)")
+    examples.input("User: 小笼包？\nAssistant: 上海的。\n皮薄汤多。")
+    app.button(key="FormSubmitter:persona_form-Save").click().run()
+    assert not app.error, [e.value for e in app.error]
+    saved = app.session_state["service"].custom_personas()["snacks"]
+    assert [(e.role, e.content) for e in saved.examples] == [
+        ("user", "小笼包？"),
+        ("assistant", "上海的。\n皮薄汤多。"),
+    ]

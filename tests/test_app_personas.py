@@ -79,10 +79,16 @@ def test_the_editor_refuses_bad_fields_with_the_files_messages(app: AppTest) -> 
 def test_a_persona_yaml_round_trips_through_import(app: AppTest) -> None:
     show_personas(app)
     text = persona_yaml(SHIPPED["translator"]).replace("name: ", "name: My ", 1)
-    upload = ("my-translator.yaml", text.encode(), "application/yaml")
-    app.file_uploader(key="persona_upload").set_value(upload).run()
-    assert any("Imported the persona" in s.value for s in app.success), [e.value for e in app.error]
+    uploads = [
+        ("my-translator.yaml", text.encode(), "application/yaml"),
+        ("translator.yaml", text.encode(), "application/yaml"),  # a shipped id: saved under another
+        ("broken.yaml", b"name: x\navatar: abc\n", "application/yaml"),
+    ]
+    uploader = next(u for u in app.file_uploader if u.key == "persona_import_files_0")
+    uploader.set_value(uploads).run()
+    assert any("Not imported: broken.yaml: line 2: avatar" in e.value for e in app.error)
+    app.button(key="persona_import_save").click().run()
+    assert [s.value for s in app.success] == ["Saved 🌐 My Translator.", "Saved 🌐 My Translator."]
     assert app.button(key="edit::my-translator") is not None
-    bad = b"name: x\navatar: abc\n"
-    app.file_uploader(key="persona_upload").set_value(("broken.yaml", bad, "application/yaml")).run()
-    assert any("Import failed: broken.yaml: line 2: avatar" in e.value for e in app.error)
+    assert app.button(key="edit::translator-2") is not None
+    assert not [b for b in app.button if b.key == "edit::translator"]  # the shipped one is untouched

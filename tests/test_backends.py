@@ -210,7 +210,7 @@ def test_no_usage_chunk_leaves_usage_none(openai_server: OpenAIServer) -> None:
 def test_host_and_repr_name_the_server_never_the_key(openai_server: OpenAIServer) -> None:
     backend = make_backend(openai_server)
     assert backend.host == f"127.0.0.1:{openai_server.port}"
-    assert backend.reports_server_usage is True
+    assert backend.capabilities.server_usage is True
     assert openai_server.base_url in repr(backend)
     assert_no_key(backend, backend.host)
 

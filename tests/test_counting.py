@@ -407,3 +407,54 @@ def test_server_counts_are_kept_per_model(openai_server: OpenAIServer) -> None:
     assert len(tokenize_requests(openai_server)) - counts_before >= 4 + 5
     turn = session.last_turn
     assert turn is not None and turn.counted_prompt_tokens == turn.reported_prompt_tokens
+
+
+# --- a server that cuts the prompt silently (Ollama's num_ctx) -----------------------------
+
+
+@pytest.mark.parametrize("exact", [True, False], ids=["tiktoken-exact", "calibrated-estimate"])
+def test_a_prompt_the_server_cut_is_named_and_not_calibrated_to(
+    openai_server: OpenAIServer, exact: bool
+) -> None:
+    if exact:
+        session = ChatSession(
+            Conversation(
+                SYSTEM, ChatSettings(model="gpt-4o-mini", context_budget=4_000, max_reply_tokens=200)
+            ),
+            OpenAIBackend("sk-test", openai_server.base_url, max_retries=0),
+        )
+    else:
+        serve(openai_server, tokenize=None)
+        session = chat(openai_server, budget=4_000)
+    openai_server.num_ctx = 400  # the server reads at most 400 tokens and says nothing
+    results = run_turns(session, openai_server, 10)
+    turns = session.conversation.turns
+    cut = [turn for turn in turns if turn.server_cut is not None]
+    assert cut and cut[0] is not turns[0]  # the first prompts fit in 400 tokens
+    for turn in turns:
+        truncation = turn.server_cut
+        if turn.reported_prompt_tokens < 400:  # read whole
+            assert truncation is None
+        else:  # It read 400 of the tokens sent; the budget offered stays below that.
+            assert truncation is not None and truncation.read == 400
+            assert truncation.sent == turn.counted_prompt_tokens > 400
+            assert truncation.suggested_budget == 360
+    assert [reported for _, reported in results if reported >= 400] and max(r for _, r in results) == 400
+    if not exact:
+        # Only the turns the server read whole were calibration samples.
+        observations = session.conversation.calibration.observations(MODEL)
+        assert len(observations) == len(turns) - len(cut) and all(o.reported < 400 for o in observations)
+        assert session.conversation.calibration.fit(MODEL).error is not None
+
+
+def test_a_short_report_within_the_estimates_error_is_not_a_cut() -> None:
+    assert cal.silent_truncation(1_000, 960) is None  # 4% short of an exact count
+    assert cal.silent_truncation(1_000, 900) == cal.SilentTruncation(read=900, sent=1_000)
+    # An uncalibrated estimate may be 10% short: a report 20% below it is not yet a cut.
+    assert cal.silent_truncation(1_000, 800, margin=0.10) is None
+    assert cal.silent_truncation(1_000, 700, margin=0.10) is not None
+    assert cal.silent_truncation(1_000, 880, margin=0.02) is not None  # a calibrated one, 2%
+    assert cal.silent_truncation(100, 90) is None  # 10 tokens short: too few to say
+    # A server reporting only the uncached part of the prompt did not cut it.
+    assert cal.silent_truncation(2_000, 500, cached=1_500) is None
+    assert cal.silent_truncation(2_000, None) is None

@@ -3,6 +3,7 @@ exists, the language follows `?lang=`, the sidebar choice and the browser, in th
 
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -67,6 +68,7 @@ DERIVED_FAMILIES = {
     "chart.trim.": {field for field, _, _ in TRIM_TOOLTIP},
     "offline.reply.role.": {"user", "assistant"},
     "chart.compare.": set(ComparisonChartTexts.__dataclass_fields__),
+    "error.": set(),  # error codes: checked by test_every_error_code_has_its_text
     "whatif.cache_rule.": {*CACHE_RULES, "none"},
 }
 
@@ -76,6 +78,7 @@ def sample(field: str) -> Any:
     if field in {"updated", "at"}:
         return datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
     numbers = {"count", "budget", "reply_cap", "used", "drops", "status", "seconds", "cost", "fraction"}
+    numbers |= {"length", "limit", "chars", "pinned", "overflow"}
     if field in numbers | {"tokens", "turn", "number", "error", "turns", "window", "setting"}:
         return 1234
     return f"<{field}>"
@@ -157,8 +160,49 @@ def test_every_notice_has_its_text():
     assert sorted(keys - set(en.CATALOG)) == []
 
 
+def code_values(node: ast.expr, assigned: dict[str, set[str]], where: str) -> set[str]:
+    """The strings an error code expression can be: a literal, either side of `a if ... else b`,
+    or what the module assigned to the variable it names."""
+    if isinstance(node, ast.Constant):
+        return {str(node.value)}
+    if isinstance(node, ast.IfExp):
+        return code_values(node.body, assigned, where) | code_values(node.orelse, assigned, where)
+    if isinstance(node, ast.Name):
+        return assigned.get(node.id, set())
+    raise AssertionError(f"{where}:{node.lineno}: an error code this test cannot read")
+
+
+def error_codes() -> set[str]:
+    """Every code core gives an error (`.coded(...)` in core/*.py)."""
+    codes = {"generic"}
+    for path in sorted((REPO_ROOT / "core").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        assigned: dict[str, set[str]] = {}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    pairs = (
+                        zip(target.elts, node.value.elts, strict=False)
+                        if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple)
+                        else [(target, node.value)]
+                    )
+                    for name, value in pairs:
+                        if isinstance(name, ast.Name) and isinstance(value, ast.Constant):
+                            assigned.setdefault(name.id, set()).add(str(value.value))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "coded" and node.args:
+                codes |= code_values(node.args[0], assigned, path.name)
+    return codes
+
+
+def test_every_error_code_has_its_text():
+    codes = error_codes()
+    assert {"auth_failed", "prompt_too_long_pinned", "no_quota", "empty_reply_length"} <= codes
+    assert sorted(f"error.{code}" for code in codes if f"error.{code}" not in en.CATALOG) == []
+
+
 def test_every_catalog_key_is_used():
-    used = {key for _, key in used_keys()} | notice_keys()
+    used = {key for _, key in used_keys()} | notice_keys() | {f"error.{code}" for code in error_codes()}
     prefixes = {m for path in SOURCES for m in DERIVED_KEY.findall(path.read_text(encoding="utf-8"))}
     derived = {f"{prefix}{value}" for prefix in prefixes for value in DERIVED_FAMILIES[prefix]}
     assert sorted(set(en.CATALOG) - used - derived) == []

@@ -722,6 +722,12 @@ def test_a_database_from_before_cached_tokens_upgrades_and_keeps_its_turns(backe
         assert store.load(ALICE, handle.id)[0].turns[-1].cached_tokens == 128
 
 
+def test_a_database_from_before_count_margins_upgrades_and_keeps_its_turns(backend_url: str):
+    loaded, before, _ = upgraded_from(backend_url, "0007_test_sets")
+    assert loaded.to_dict() == before
+    assert all(turn.count_margin == 0 for turn in loaded.turns)
+
+
 def test_the_summary_tables_hold_every_field_of_a_version_and_an_event():
     version_columns = set(metadata.tables["summary_versions"].columns.keys()) - {"conversation_id", "seq"}
     assert version_columns == set(SummaryVersion.model_fields)

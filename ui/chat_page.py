@@ -11,11 +11,12 @@ from typing import Literal
 
 import streamlit as st
 
+from core.calibration import SilentTruncation
 from core.charts import dashboard_drawing
 from core.conversation import MAX_IMPORT_BYTES, Message, MessageState
 from core.errors import BackendError, DashboardError
 from core.i18n import current as session_translator
-from core.personas import Persona
+from core.personas import Persona, chat_avatar
 from core.service import VisitorService
 from core.session import ChatSession
 from core.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, MAX_REPLY_CAP, POLICY_NAMES
@@ -34,7 +35,7 @@ from ui.state import (
     summary_key,
     title_key,
 )
-from ui.text import as_markdown, tr, tr_plural
+from ui.text import as_markdown, error_text, tr, tr_plural
 
 CHAT_HEIGHT_PX = 560
 DASHBOARD_HEIGHT_PX = 640
@@ -75,7 +76,7 @@ def page(frame: Frame) -> None:
     with chat_column:
         chat(service, key, persona)
     with dashboard_slot:
-        dashboard(service.session(key), frame.connection.offline)
+        dashboard(service.session(key), key, frame.connection.offline)
 
 
 # --- sidebar -----------------------------------------------------------------------------------
@@ -117,7 +118,7 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
     try:
         listed = workspace.list(persona_id=None if search else persona.id, search=search or None)
     except DashboardError as error:
-        st.error(tr("conversations.list_failed", error=error))
+        st.error(tr("conversations.list_failed", error=error_text(error)))
         return
     if search and not listed:
         st.caption(tr("conversations.no_match"))
@@ -276,7 +277,7 @@ def render_message(message: Message, persona: Persona) -> None:
     if message.automatic:  # the dashboard's own request to continue a cut reply
         st.caption(tr("chat.continued", preview=message.preview(80)))
         return
-    avatar = persona.avatar if message.role == "assistant" else "🧑"
+    avatar = chat_avatar(persona) if message.role == "assistant" else "🧑"
     with st.chat_message(message.role, avatar=avatar):
         if message.state in BADGE_COLORS:
             st.badge(tr(f"state.{message.state.value}"), color=BADGE_COLORS[message.state])
@@ -298,7 +299,7 @@ def stream_reply(
 ) -> None:
     """Stream a reply into the chat (the service saves the turn); every outcome ends in a rerun,
     which redraws the history (with this turn's trims, badges and any error) and the dashboard."""
-    with st.chat_message("assistant", avatar=persona.avatar):
+    with st.chat_message("assistant", avatar=chat_avatar(persona)):
         try:
             show_streaming(reply())
         except DashboardError:
@@ -333,7 +334,7 @@ def render_summary(service: VisitorService, key: str) -> None:
             try:
                 service.edit_summary(key, edited)
             except DashboardError as error:
-                st.error(as_markdown(str(error)))
+                st.error(error_text(error))
                 return
             st.rerun()
 
@@ -394,7 +395,7 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
         ):
             history = history[hidden:]
         elif persona.greeting:
-            with st.chat_message("assistant", avatar=persona.avatar):
+            with st.chat_message("assistant", avatar=chat_avatar(persona)):
                 st.markdown(as_markdown(persona.greeting))
         summary = conversation.summary
         if summary is not None and summary.through_id is None:
@@ -437,7 +438,7 @@ def chat_controls(session: ChatSession, persona: Persona) -> None:
     conversation = session.conversation
     state = page_state()
     if session.error is not None:
-        st.error(as_markdown(str(session.error)), icon="⚠️")
+        st.error(as_markdown(error_text(session.error)), icon="⚠️")
         if details := error_details(session.error):
             st.caption(details)
     if not conversation.turns and not conversation.pending_user_message and persona.starter_prompts:
@@ -488,7 +489,7 @@ def pins(service: VisitorService, key: str) -> None:
 
 
 # --- dashboard ---------------------------------------------------------------------------------
-def dashboard(session: ChatSession, offline: bool) -> None:
+def dashboard(session: ChatSession, key: str, offline: bool) -> None:
     conversation = session.conversation
     # Figures and charts are built once per version of the conversation (a message, turn, trim,
     # pin or setting): a rerun that changed none of them walks no history and builds no chart.
@@ -543,6 +544,8 @@ def dashboard(session: ChatSession, offline: bool) -> None:
         st.vega_lite_chart(spec=drawing.usage, width="stretch", height=330)
     if offline:
         st.caption(tr("dashboard.usage.offline"))
+    if figures.server_cut is not None:
+        server_cut(figures.server_cut, key)
     if figures.mismatched:
         st.warning(tr("dashboard.usage.mismatch", count=len(figures.mismatched)))
         st.dataframe(drawing.mismatched, hide_index=True)
@@ -592,6 +595,21 @@ def dashboard(session: ChatSession, offline: bool) -> None:
         )
     with st.expander(tr("dashboard.turns.header")):
         st.dataframe(drawing.turns, hide_index=True)
+
+
+def server_cut(cut: SilentTruncation, key: str) -> None:
+    """The server read only part of the last prompt: say so, and offer a budget below what it read."""
+    read, sent = f"{cut.read:,}", f"{cut.sent:,}"
+    st.warning(tr("dashboard.server_cut", read=read, sent=sent, budget=cut.suggested_budget))
+
+    def lower_budget() -> None:
+        st.session_state[setting_key("budget", key)] = cut.suggested_budget
+
+    st.button(
+        tr("dashboard.server_cut.fix", budget=cut.suggested_budget),
+        key=f"server_cut::{key}",
+        on_click=lower_budget,
+    )
 
 
 def counting_status(session: ChatSession) -> None:

@@ -29,7 +29,7 @@ from core.settings import MAX_CONTEXT_BUDGET
 from ui.frame import Frame
 from ui.leaderboard_view import leaderboard_section
 from ui.state import Key, compare_key
-from ui.text import as_markdown
+from ui.text import as_markdown, error_text
 
 POLL_S = 0.1
 #: The query parameter naming the open (saved) comparison.
@@ -246,7 +246,7 @@ def comparison_view(service: VisitorService, comparison: Comparison) -> None:
             service.compare_send(prompt)
             sent = True
         except DashboardError as error:
-            st.error(as_markdown(str(error)))
+            st.error(error_text(error))
         snapshot = comparison.snapshot()
     redraws = []
     for column, view in zip(st.columns(len(snapshot.columns)), snapshot.columns, strict=True):

@@ -40,7 +40,7 @@ from core.store import Store
 from core.tokens import BUNDLED_ENCODINGS, get_encoding
 from core.workspace import Workspace
 from ui.state import Key, page_state
-from ui.text import as_markdown, show_notice, tr
+from ui.text import as_markdown, error_text, show_notice, tr
 
 APP_DIR = Path(__file__).resolve().parent.parent
 #: The query parameter naming the open conversation, so a reload returns to it.
@@ -170,7 +170,7 @@ def visitor_owner(mode: AccessMode) -> str:
     try:
         owner = owner_for_token(token)
     except InvalidWorkspaceLink as error:
-        st.error(as_markdown(str(error)))
+        st.error(error_text(error))
         st.button(tr("workspace.start_new"), on_click=st.query_params.clear)
         st.stop()
     st.session_state[Key.WORKSPACE_TOKEN] = token
@@ -249,7 +249,7 @@ def frame() -> Frame:
     try:
         deployment = Deployment.from_settings(deployer_secrets(), os.environ, local_visitor=local)
     except DashboardError as error:  # a deployer's setting is malformed
-        st.error(as_markdown(str(error)))
+        st.error(error_text(error))
         st.stop()
     load_tokenizers()
     directory = personas_dir()
@@ -259,7 +259,7 @@ def frame() -> Frame:
     if not catalog.personas:
         st.error(tr("page.no_personas", directory=directory))
         for problem in catalog.errors:
-            st.error(as_markdown(str(problem)))
+            st.error(error_text(problem))
         st.stop()
     service = visitor_service(deployment)
     # The shipped personas, then this visitor's own (which never replace a shipped one).
@@ -300,7 +300,7 @@ def sidebar(
         if catalog.errors:
             with st.expander(tr("sidebar.persona_errors", count=len(catalog.errors)), expanded=True):
                 for error in catalog.errors:
-                    st.error(as_markdown(str(error)), icon="📄")
+                    st.error(error_text(error), icon="📄")
         st.header(tr("sidebar.connection.header"))
         st.text_input(
             tr("sidebar.api_key.label"), type="password", key=Key.API_KEY, help=tr("sidebar.api_key.help")
@@ -313,10 +313,10 @@ def sidebar(
                 language=session_translator(st.session_state).language,
             )
         except DashboardError as error:  # a deployer's setting is malformed
-            st.error(as_markdown(str(error)))
+            st.error(error_text(error))
             st.stop()
         if service.refused_base_url is not None:
-            st.error(tr("sidebar.base_url.refused", error=str(service.refused_base_url)))
+            st.error(tr("sidebar.base_url.refused", error=error_text(service.refused_base_url)))
         connection_status(service, persona, connection)
         # The chat page adds the conversation's settings below.
     return persona, connection, under_persona

@@ -16,7 +16,6 @@ from typing import Any
 import streamlit as st
 
 from core.errors import DashboardError
-from core.i18n import current as session_translator
 from core.persona_formats import (
     EXPORT_FILES,
     EXPORT_FORMATS,
@@ -29,26 +28,22 @@ from core.persona_formats import (
 )
 from core.persona_mapping import DEFAULT_USER_NAME
 from core.personas import Persona
-from core.safe_markdown import page_markdown
-
-#: {"round", "signature", "results": list[FileImport], "saved", "failed"}: the panel between reruns.
-IMPORT_STATE = "persona_import"
-USER_NAME_KEY = "persona_import_user_name"
-
-
-def tr(key: str, /, **fields: object) -> str:
-    return session_translator(st.session_state)(key, **fields)
+from ui.state import Key, page_state, persona_export_key, persona_import_files_key, persona_import_pick_key
+from ui.text import as_markdown, error_text, tr
 
 
 def uploader_key() -> str:
     """The uploader's key; a new one after a save empties it (an uploader's value cannot be set)."""
-    return f"persona_import_files_{_state()['round']}"
+    return persona_import_files_key(_state()["round"])
 
 
 def _state() -> dict[str, Any]:
-    state: dict[str, Any] = st.session_state.setdefault(
-        IMPORT_STATE, {"round": 0, "signature": None, "results": [], "saved": [], "failed": []}
-    )
+    """The panel between runs: the uploader's round, the files read and their results, what the
+    last save saved and what it could not."""
+    state: dict[str, Any] | None = page_state().get(Key.PERSONA_IMPORT)
+    if state is None:
+        state = {"round": 0, "signature": None, "results": [], "saved": [], "failed": []}
+        page_state().set(Key.PERSONA_IMPORT, state)
     return state
 
 
@@ -68,12 +63,12 @@ def import_panel(save: Callable[[Persona], None], taken_ids: Iterable[str]) -> N
             max_upload_size=MAX_IMPORT_BYTES // (1024 * 1024),
         )
         user_name = st.text_input(
-            tr("personas.exchange.user_name"), value=DEFAULT_USER_NAME, key=USER_NAME_KEY
+            tr("personas.exchange.user_name"), value=DEFAULT_USER_NAME, key=Key.PERSONA_IMPORT_USER
         )
         for name in state["saved"]:
             st.success(tr("personas.exchange.saved", name=name))
         for name, error in state["failed"]:
-            st.error(tr("personas.exchange.not_saved", name=name, error=error))
+            st.error(tr("personas.exchange.not_saved", name=name, error=error_text(error)))
         uploads = list(files or [])
         signature = (tuple((f.file_id, f.name, f.size) for f in uploads), user_name.strip())
         if signature != state["signature"]:
@@ -95,7 +90,7 @@ def import_panel(save: Callable[[Persona], None], taken_ids: Iterable[str]) -> N
             tr("personas.exchange.save"),
             type="primary",
             icon="💾",
-            key="persona_import_save",
+            key=Key.PERSONA_IMPORT_SAVE,
             on_click=save_picked,
             args=(save,),
         )
@@ -103,7 +98,7 @@ def import_panel(save: Callable[[Persona], None], taken_ids: Iterable[str]) -> N
 
 def preview_file(file_index: int, result: FileImport) -> None:
     if result.error is not None:
-        st.error(tr("personas.exchange.failed", error=str(result.error)), icon="⚠️")
+        st.error(tr("personas.exchange.failed", error=error_text(result.error)), icon="⚠️")
         return
     for persona_index, imported in enumerate(result.personas):
         persona, report = imported.persona, imported.report
@@ -116,7 +111,7 @@ def preview_file(file_index: int, result: FileImport) -> None:
             head[1].checkbox(
                 tr("personas.exchange.pick", name=persona.name, id=persona.id),
                 value=True,
-                key=pick_key(file_index, persona_index),
+                key=persona_import_pick_key(file_index, persona_index),
             )
             head[1].caption(
                 tr("personas.exchange.source", file=result.file_name, format=report.source_format)
@@ -130,7 +125,7 @@ def preview_file(file_index: int, result: FileImport) -> None:
             )
             st.progress(min(share, 1.0), text=tokens)
             for warning in report.warnings:
-                st.warning(page_markdown(warning), icon="⚠️")
+                st.warning(as_markdown(warning), icon="⚠️")
             st.dataframe(
                 [
                     {
@@ -162,17 +157,13 @@ def preview_file(file_index: int, result: FileImport) -> None:
                     st.code(f"{example.role}: {example.content}", language=None, wrap_lines=True)
 
 
-def pick_key(file_index: int, persona_index: int) -> str:
-    return f"persona_import_pick::{file_index}::{persona_index}"
-
-
 def save_picked(save: Callable[[Persona], None]) -> None:
     """Save the personas still ticked; each save that fails says why and costs only itself."""
     state = _state()
     saved, failed = [], []
     for file_index, result in enumerate(state["results"]):
         for persona_index, imported in enumerate(result.personas):
-            if not st.session_state.get(pick_key(file_index, persona_index), True):
+            if not page_state().get(persona_import_pick_key(file_index, persona_index), True):
                 continue
             persona = imported.persona
             label = f"{persona.avatar} {persona.name}"
@@ -199,7 +190,7 @@ def export_button(persona: Persona, export_format: ExportFormat) -> None:
         functools.partial(export_bytes, persona, export_format),  # built when clicked
         file_name=persona.id + suffix,
         mime=mime,
-        key=f"export::{export_format}::{persona.id}",
+        key=persona_export_key(export_format, persona.id),
         on_click="ignore",
         icon="⬇️",
         width="stretch",

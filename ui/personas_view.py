@@ -14,14 +14,21 @@ from pydantic import ValidationError
 
 from core.errors import DashboardError, PersonaFileError
 from core.notices import Notice
-from core.personas import Persona, PersonaFile, parse_persona, persona_yaml
-from core.safe_markdown import page_markdown
+from core.personas import (
+    Persona,
+    PersonaFile,
+    chat_avatar,
+    examples_from_text,
+    examples_text,
+    parse_persona,
+    persona_yaml,
+)
 from core.service import VisitorService
 from core.validation import describe_problems
 from ui.frame import Frame, switch_page
 from ui.persona_exchange import export_menu, import_panel
 from ui.state import Key, page_state
-from ui.text import tr, tr_plural
+from ui.text import as_markdown, error_text, tr, tr_plural
 
 GALLERY_COLUMNS = 3
 #: Set by a card's Chat button; the next run goes to the chat page.
@@ -54,28 +61,13 @@ def close_editor() -> None:
     page_state().pop(Key.PERSONA_EDITOR)
 
 
-def import_persona(service: VisitorService, shipped: set[str]) -> None:
-    uploaded = st.session_state.get(Key.PERSONA_UPLOAD)
-    if uploaded is not None:
-        service.import_persona(uploaded.getvalue(), uploaded.name, shipped=shipped)
-
-
 def gallery(service: VisitorService, personas: dict[str, Persona], custom: set[str]) -> None:
     """Cards: avatar, name, description, tags, model, budget, and how many conversations each has."""
     conversation_counts = service.conversation_counts()
     st.subheader(tr("personas.gallery.header"))
     st.caption(tr("personas.gallery.caption"))
-    top = st.columns([1, 3])
-    top[0].button(
+    st.button(
         tr("personas.gallery.new"), icon="➕", on_click=open_editor, args=(None,), kwargs={"custom": False}
-    )
-    top[1].file_uploader(
-        tr("personas.gallery.import"),
-        type=["yaml", "yml"],
-        key=Key.PERSONA_UPLOAD,
-        on_change=import_persona,
-        args=(service, set(personas) - custom),
-        max_upload_size=1,
     )
     import_panel(service.save_persona, taken_ids=personas)
     columns = st.columns(GALLERY_COLUMNS)
@@ -85,14 +77,19 @@ def gallery(service: VisitorService, personas: dict[str, Persona], custom: set[s
 
 
 def card(persona: Persona, is_custom: bool, conversations: int) -> None:
-    st.markdown(page_markdown(f"#### {persona.avatar} {persona.name}"))
-    st.caption(page_markdown(persona.description))
+    if persona.avatar_image:
+        picture, title = st.columns([1, 4], vertical_alignment="center")
+        picture.image(chat_avatar(persona), width=48)
+        title.markdown(f"#### {as_markdown(persona.name)}")
+    else:
+        st.markdown(f"#### {persona.avatar} {as_markdown(persona.name)}")
+    st.caption(as_markdown(persona.description))  # imported text: images become links
     details = [
         f"`{persona.model}`",
         tr("personas.card.budget", budget=persona.context_budget),
         tr("personas.card.reply_cap", reply_cap=persona.max_reply_tokens),
     ]
-    st.caption(page_markdown(" · ".join(details)))
+    st.caption(as_markdown(" · ".join(details)))
     if persona.tags:
         st.caption(tr("personas.card.tags", tags=" · ".join(persona.tags)))
     st.caption(
@@ -186,6 +183,12 @@ def editor(service: VisitorService, personas: dict[str, Persona]) -> None:
             value="\n".join(base.starter_prompts) if base else "",
             height=90,
         )
+        examples = st.text_area(
+            tr("personas.editor.examples"),
+            value=examples_text(base.examples) if base else "",
+            height=90,
+            help=tr("personas.editor.examples_help"),
+        )
         tags = st.text_input(tr("personas.editor.tags"), value=", ".join(base.tags) if base else "")
         saved = st.form_submit_button(tr("personas.editor.save"), type="primary")
     st.button(tr("personas.editor.cancel"), on_click=close_editor)
@@ -208,12 +211,12 @@ def editor(service: VisitorService, personas: dict[str, Persona]) -> None:
         "greeting": greeting,
         "starter_prompts": [line.strip() for line in starters.splitlines() if line.strip()],
         "tags": [tag.strip() for tag in tags.split(",") if tag.strip()],
+        "examples": examples_from_text(examples),
     }
     if base is not None:  # what the form does not show is kept from the persona edited or duplicated
         fields.update(
             context_policy=base.context_policy,
             summarizer_model=base.summarizer_model,
-            examples=[example.model_dump() for example in base.examples],
             avatar_image=base.avatar_image,
             extensions=dict(base.extensions),
         )
@@ -222,11 +225,11 @@ def editor(service: VisitorService, personas: dict[str, Persona]) -> None:
         persona = parse_persona(persona_yaml(checked), persona_id.strip())
     except ValidationError as exc:
         for problem in describe_problems(exc, model=PersonaFile):
-            st.error(page_markdown(problem))
+            st.error(as_markdown(problem))
         return
     except PersonaFileError as error:
         for problem in error.problems:
-            st.error(page_markdown(problem))
+            st.error(as_markdown(problem))
         return
     if not custom and persona.id in personas:
         st.error(tr("personas.editor.id_taken", id=persona.id))
@@ -234,7 +237,7 @@ def editor(service: VisitorService, personas: dict[str, Persona]) -> None:
     try:
         service.save_persona(persona)
     except DashboardError as error:
-        st.error(tr("personas.editor.not_saved", error=error))
+        st.error(tr("personas.editor.not_saved", error=error_text(error)))
         return
     close_editor()
     service.notify(

@@ -38,7 +38,9 @@ class Key(StrEnum):
     COMPARE_INPUT = "compare_input"
     # personas
     PERSONA_EDITOR = "persona_editor"  # {"base": Persona | None, "custom": bool} while editing
-    PERSONA_UPLOAD = "persona_upload"
+    PERSONA_IMPORT = "persona_import"  # the import panel between runs (ui/persona_exchange.py)
+    PERSONA_IMPORT_USER = "persona_import_user_name"
+    PERSONA_IMPORT_SAVE = "persona_import_save"
     # what if
     WHATIF_BUDGET = "whatif_budget"
     WHATIF_POLICY = "whatif_policy"
@@ -88,6 +90,19 @@ def summary_key(conversation_key: str, versions: int) -> str:
 def compare_key(field: str, index: int, persona_id: str | None = None) -> str:
     """A compare column's widget: `persona`, `model`, `budget` (the last two per persona)."""
     return f"compare_{field}::{index}" + (f"::{persona_id}" if persona_id is not None else "")
+
+
+def persona_import_files_key(round_: int) -> str:
+    """The import panel's uploader: a new key after each save empties it."""
+    return f"persona_import_files_{round_}"
+
+
+def persona_import_pick_key(file_index: int, persona_index: int) -> str:
+    return f"persona_import_pick::{file_index}::{persona_index}"
+
+
+def persona_export_key(export_format: str, persona_id: str) -> str:
+    return f"export::{export_format}::{persona_id}"
 
 
 class PageState:

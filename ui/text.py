@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.errors import DashboardError
 from core.i18n import current as session_translator
 from core.notices import Notice
 from core.safe_markdown import page_markdown
@@ -20,8 +21,24 @@ def tr_plural(key: str, count: int, /, **fields: object) -> str:
     return session_translator(st.session_state).plural(key, count, **fields)
 
 
+def error_text(error: BaseException) -> str:
+    """An error in the page's language: `error.<code>` with its fields (core/errors.py), and what
+    the server said, quoted as it said it. An error of no code reads as its English message."""
+    if not isinstance(error, DashboardError):
+        return tr("error.generic", message=str(error))
+    text = tr(f"error.{error.code}", message=str(error), **error.fields)
+    if said := error.fields.get("server_said"):
+        text += " " + tr("error.details.server_said", text=said)
+    return text
+
+
 def notice_text(notice: Notice) -> str:
-    return tr(notice.key, **notice.fields)
+    """A notice in the page's language; an error among its fields in the page's language too."""
+    fields = {
+        name: error_text(value) if isinstance(value, BaseException) else value
+        for name, value in notice.fields.items()
+    }
+    return tr(notice.key, **fields)
 
 
 def show_notice(notice: Notice, *, icon: str | None = None) -> None:

@@ -41,10 +41,6 @@ CATALOG: dict[str, str] = {
     "notice.comparison_unsaved": "The comparison is not saved yet: {error}",
     "notice.test_set_unsaved": "The test set is not saved yet: {error}",
     "notice.test_run_unsaved": "The test run is not saved yet: {error}",
-    "notice.persona_shipped_id": "Import failed: id '{id}' is a shipped persona; rename the file",
-    "notice.persona_not_utf8": "{file} is not UTF-8 text.",
-    "notice.persona_import_failed": "Import failed: {error}",
-    "notice.persona_imported": "Imported the persona {avatar} {name}.",
     "notice.compare_refused": "Not done: {error}",
     "notice.persona_saved": "Saved {avatar} {name}.",
     # --- sidebar -------------------------------------------------------------------------------
@@ -153,6 +149,13 @@ CATALOG: dict[str, str] = {
         "What the same tokens would have cost with no cache, less what they cost; negative when "
         "cache writes cost more than the reads saved."
     ),
+    "dashboard.server_cut": (
+        "The server cut the last prompt without saying so: it read {read} of the {sent} tokens "
+        "sent, so the model never saw the oldest of them. Its context window is probably about "
+        "{read} tokens; a budget of {budget:,} keeps prompts below it. This turn was not used to "
+        "calibrate the token estimate."
+    ),
+    "dashboard.server_cut.fix": "Set the budget to {budget:,}",
     "dashboard.usage.header": "Tokens per turn",
     "dashboard.usage.empty": "The chart fills in as you chat: one point per turn.",
     "dashboard.usage.offline": (
@@ -198,7 +201,6 @@ CATALOG: dict[str, str] = {
         "read-only; yours are saved in your workspace."
     ),
     "personas.gallery.new": "New persona",
-    "personas.gallery.import": "Import a persona (YAML)",
     "personas.card.budget": "budget {budget:,}",
     "personas.card.reply_cap": "reply cap {reply_cap:,}",
     "personas.card.tags": "Tags: {tags}",
@@ -224,6 +226,11 @@ CATALOG: dict[str, str] = {
     "personas.editor.reply_cap": "Reply cap (tokens per reply)",
     "personas.editor.greeting": "Greeting (shown, not sent)",
     "personas.editor.starters": "Starter prompts (one per line)",
+    "personas.editor.examples": "Few-shot examples (optional)",
+    "personas.editor.examples_help": (
+        "Example messages sent after the system prompt on every call (they count against the budget). "
+        "Start each message on a new line with `User:` or `Assistant:`."
+    ),
     "personas.editor.tags": "Tags (comma-separated)",
     "personas.editor.save": "Save",
     "personas.editor.cancel": "Cancel",
@@ -416,4 +423,89 @@ CATALOG: dict[str, str] = {
     "offline.reply.you_said": "You said: “{text}”",
     "offline.reply.hint": "Set an API key in the sidebar to talk to a real model.",
     "chart.compare.budget": "budget",
+    # --- errors from core (core/errors.py: error.<code> with the error's fields) ---
+    "error.generic": "{message}",
+    "error.details.server_said": "Server says: {text}",
+    "error.prompt_too_long": (
+        "The system prompt and your message need {tokens:,} prompt tokens, {overflow:,} more than the "
+        "context budget of {budget:,}. Shorten the message or raise the context budget; your text was "
+        "not sent and is kept."
+    ),
+    "error.prompt_too_long_pinned": (
+        "The system prompt, your message and the pinned messages ({pinned:,} tokens) need {tokens:,} "
+        "prompt tokens, {overflow:,} more than the context budget of {budget:,}. Unpin a message, "
+        "shorten yours or raise the context budget; your text was not sent and is kept."
+    ),
+    "error.message_too_long": (
+        "This message has {length:,} characters; this deployment takes at most {limit:,}. Shorten it and "
+        "send it again."
+    ),
+    "error.address_refused": (
+        "{host} resolves to {reason}. For a base URL typed here, this deployment connects only to public "
+        "addresses; nothing was sent."
+    ),
+    "error.unreachable": (
+        "Could not reach the server at {host} for model “{model}”. Check the base URL {base_url}."
+    ),
+    "error.stalled": (
+        "{host} stopped sending the reply of model “{model}” for over {seconds:g} s; the text received "
+        "so far is kept. Try again."
+    ),
+    "error.timed_out": (
+        "{host} did not answer within {seconds:g} s (model “{model}”). Try again; a slow or busy server "
+        "may need a longer timeout."
+    ),
+    "error.stream_broken": (
+        "The connection to {host} broke while model “{model}” was replying; the {chars:,} characters "
+        "received are kept. Try again."
+    ),
+    "error.connection_failed": (
+        "Could not connect to {host}{cause} — is the server running? Check the base URL {base_url}."
+    ),
+    "error.auth_failed": (
+        "{host} rejected the API key (HTTP 401) for model “{model}”. Check the key (or OPENAI_API_KEY)."
+    ),
+    "error.permission_denied": (
+        "{host} does not let this API key use model “{model}” (HTTP 403). Choose a model the key may "
+        "use, or a key with access to it."
+    ),
+    "error.model_not_found": (
+        "{host} does not know model “{model}” (HTTP 404). Check the model name; the base URL {base_url} "
+        "may also be wrong."
+    ),
+    "error.bad_request": (
+        "{host} refused the request for model “{model}” (HTTP {status}). An option may not be supported "
+        "by this server or model."
+    ),
+    "error.no_quota": (
+        "{host} is rate-limiting requests for model “{model}” (HTTP 429). No quota is left: check the "
+        "account's plan and billing."
+    ),
+    "error.rate_limited_wait": (
+        "{host} is rate-limiting requests for model “{model}” (HTTP 429). Try again in {seconds} s."
+    ),
+    "error.rate_limited_now": (
+        "{host} is rate-limiting requests for model “{model}” (HTTP 429). Try again now."
+    ),
+    "error.rate_limited": (
+        "{host} is rate-limiting requests for model “{model}” (HTTP 429). Wait a little and try again."
+    ),
+    "error.server_error": (
+        "{host} failed with HTTP {status} for model “{model}”. The problem is on the server's side; try "
+        "again later."
+    ),
+    "error.http_status": "{host} answered HTTP {status} for model “{model}”.",
+    "error.reply_time_limit": (
+        "The reply of model “{model}” from {host} was still going after {seconds:g} s, the time limit "
+        "for one reply; reading stopped and the {chars:,} characters received are kept."
+    ),
+    "error.reply_too_long": (
+        "The reply of model “{model}” from {host} passed {limit:,} bytes, the most its reply cap allows; "
+        "reading stopped and the {chars:,} characters received are kept."
+    ),
+    "error.empty_reply": "The model sent an empty reply (finish reason: {finish_reason}).",
+    "error.empty_reply_length": (
+        "The model sent an empty reply (finish reason: {finish_reason}). Raise the reply cap: reasoning "
+        "models can spend all of it on thinking."
+    ),
 }

@@ -38,10 +38,6 @@ CATALOG: dict[str, str] = {
     "notice.comparison_unsaved": "对比尚未保存：{error}",
     "notice.test_set_unsaved": "测试集尚未保存：{error}",
     "notice.test_run_unsaved": "测试运行结果尚未保存：{error}",
-    "notice.persona_shipped_id": "导入失败：ID“{id}”属于内置角色；请重命名该文件",
-    "notice.persona_not_utf8": "{file} 不是 UTF-8 文本。",
-    "notice.persona_import_failed": "导入失败：{error}",
-    "notice.persona_imported": "已导入角色 {avatar} {name}。",
     "notice.compare_refused": "未完成：{error}",
     "notice.persona_saved": "已保存 {avatar} {name}。",
     # --- sidebar -------------------------------------------------------------------------------
@@ -142,6 +138,12 @@ CATALOG: dict[str, str] = {
     "dashboard.cache_saved.help": (
         "同样的 token 不用缓存时的费用减去实际费用；缓存写入比读取节省得更多时为负数。"
     ),
+    "dashboard.server_cut": (
+        "服务器悄悄截断了上一次的提示：发送的 {sent} 个 token 中只读取了 {read} 个，"
+        "模型没有看到最早的部分。它的上下文窗口大约是 {read} 个 token；把预算设为 {budget:,} "
+        "可让提示保持在其之下。这一轮没有用于校准 token 估算。"
+    ),
+    "dashboard.server_cut.fix": "把预算设为 {budget:,}",
     "dashboard.usage.header": "每轮 token 数",
     "dashboard.usage.empty": "图表会随聊天逐步填充：每轮一个点。",
     "dashboard.usage.offline": "🔌 离线模型：其用量在本地计算，与 API 的报告方式完全相同。",
@@ -182,7 +184,6 @@ CATALOG: dict[str, str] = {
         "选择一个角色开始聊天，或复制一个改成你自己的。内置角色为只读；你的角色保存在你的工作区中。"
     ),
     "personas.gallery.new": "新建角色",
-    "personas.gallery.import": "导入角色（YAML）",
     "personas.card.budget": "预算 {budget:,}",
     "personas.card.reply_cap": "回复上限 {reply_cap:,}",
     "personas.card.tags": "标签：{tags}",
@@ -208,6 +209,11 @@ CATALOG: dict[str, str] = {
     "personas.editor.reply_cap": "回复上限（每条回复的 token 数）",
     "personas.editor.greeting": "问候语（仅显示，不发送）",
     "personas.editor.starters": "开场提示（每行一条）",
+    "personas.editor.examples": "少样本示例（可选）",
+    "personas.editor.examples_help": (
+        "每次调用都会在系统提示词之后发送的示例消息（计入预算）。"
+        "每条消息另起一行，以 `User:` 或 `Assistant:` 开头。"
+    ),
     "personas.editor.tags": "标签（用逗号分隔）",
     "personas.editor.save": "保存",
     "personas.editor.cancel": "取消",
@@ -384,4 +390,64 @@ CATALOG: dict[str, str] = {
     "chart.compare.total_s": "总耗时（秒）",
     "chart.compare.cost_usd": "费用（美元）",
     "chart.compare.budget": "预算",
+    # --- errors from core (core/errors.py: error.<code> with the error's fields) ---
+    "error.generic": "出错了：{message}",
+    "error.details.server_said": "服务器回复：{text}",
+    "error.prompt_too_long": (
+        "系统提示和你的消息共需 {tokens:,} 个提示词 token，比上下文预算 {budget:,} 多 {overflow:,} 个。请"
+        "缩短消息或提高上下文预算；你的文字尚未发送，已保留。"
+    ),
+    "error.prompt_too_long_pinned": (
+        "系统提示、你的消息和已固定的消息（{pinned:,} 个 token）共需 {tokens:,} 个提示词 token，比上下文"
+        "预算 {budget:,} 多 {overflow:,} 个。请取消固定某条消息、缩短你的消息或提高上下文预算；你的文字尚"
+        "未发送，已保留。"
+    ),
+    "error.message_too_long": "这条消息有 {length:,} 个字符，本部署最多接受 {limit:,} 个。请缩短后再发送。",
+    "error.address_refused": (
+        "{host} 解析到{reason}。对于在此输入的接口地址，本部署只连接公网地址；没有发送任何内容。"
+    ),
+    "error.unreachable": "无法连接到 {host} 上的服务器（模型“{model}”）。请检查接口地址 {base_url}。",
+    "error.stalled": (
+        "{host} 在回复模型“{model}”时超过 {seconds:g} 秒没有继续发送；已收到的文字已保留。请重试。"
+    ),
+    "error.timed_out": (
+        "{host} 在 {seconds:g} 秒内没有响应（模型“{model}”）。请重试；较慢或繁忙的服务器可能需要更长的超"
+        "时时间。"
+    ),
+    "error.stream_broken": (
+        "模型“{model}”回复时与 {host} 的连接中断；已收到的 {chars:,} 个字符已保留。请重试。"
+    ),
+    "error.connection_failed": "无法连接到 {host}{cause}——服务器在运行吗？请检查接口地址 {base_url}。",
+    "error.auth_failed": (
+        "{host} 拒绝了该 API 密钥（HTTP 401，模型“{model}”）。请检查密钥（或 OPENAI_API_KEY）。"
+    ),
+    "error.permission_denied": (
+        "{host} 不允许该 API 密钥使用模型“{model}”（HTTP 403）。请选择该密钥可用的模型，或换用有权限的密钥。"
+    ),
+    "error.model_not_found": (
+        "{host} 不认识模型“{model}”（HTTP 404）。请检查模型名称；接口地址 {base_url} 也可能有误。"
+    ),
+    "error.bad_request": (
+        "{host} 拒绝了模型“{model}”的请求（HTTP {status}）。该服务器或模型可能不支持某个选项。"
+    ),
+    "error.no_quota": "{host} 正在限制模型“{model}”的请求（HTTP 429）。额度已用完：请检查账户的套餐和账单。",
+    "error.rate_limited_wait": "{host} 正在限制模型“{model}”的请求（HTTP 429）。请在 {seconds} 秒后重试。",
+    "error.rate_limited_now": "{host} 正在限制模型“{model}”的请求（HTTP 429）。现在可以重试。",
+    "error.rate_limited": "{host} 正在限制模型“{model}”的请求（HTTP 429）。请稍等片刻再试。",
+    "error.server_error": (
+        "{host} 处理模型“{model}”的请求失败（HTTP {status}）。问题出在服务器端；请稍后再试。"
+    ),
+    "error.http_status": "{host} 对模型“{model}”的请求返回了 HTTP {status}。",
+    "error.reply_time_limit": (
+        "模型“{model}”（{host}）的回复在 {seconds:g} 秒后仍未结束，已达到单条回复的时间上限；已停止读取，"
+        "收到的 {chars:,} 个字符已保留。"
+    ),
+    "error.reply_too_long": (
+        "模型“{model}”（{host}）的回复超过了 {limit:,} 字节，即回复上限所允许的最大值；已停止读取，收到的"
+        " {chars:,} 个字符已保留。"
+    ),
+    "error.empty_reply": "模型返回了空回复（结束原因：{finish_reason}）。",
+    "error.empty_reply_length": (
+        "模型返回了空回复（结束原因：{finish_reason}）。请提高回复上限：推理模型可能把它全部用于思考。"
+    ),
 }

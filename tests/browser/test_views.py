@@ -73,7 +73,7 @@ def test_gallery_editor_round_trip(
     download.value.save_as(exported)
     text = exported.read_text(encoding="utf-8")
     assert "你只谈火锅。" in text and "name: 火锅专家" in text
-    app.page.locator(MAIN).locator('input[type="file"]').set_input_files(str(exported))
+    app.page.locator(MAIN).locator('input[type="file"]').first.set_input_files(str(exported))
     app.wait_until("() => document.body.innerText.includes('Imported the persona')", "the YAML import")
     app.wait_idle()
     assert app.page.locator(MAIN).get_by_role("button", name="Edit").count() == 2
