@@ -108,7 +108,14 @@ class TestSetError(DashboardError, ValueError):
     def __init__(self, reason: str, **fields: str | int) -> None:
         self.reason = reason
         super().__init__(self._MESSAGES[reason].format(**fields))
-        self.fields = fields
+        self.coded(
+            "test_set_too_large"
+            if reason == "too_large"
+            else "test_set_not_utf8"
+            if reason == "not_utf8"
+            else "test_set_invalid",
+            **fields,
+        )
 
 
 # --- Backends ------------------------------------------------------------------------------
@@ -175,6 +182,10 @@ class ServerError(BackendError):
     """5xx: the server failed; trying again later may work."""
 
     retryable_by_default = True
+
+
+class Overloaded(ServerError):
+    """529: the provider is overloaded (Anthropic); trying again in a little while may work."""
 
 
 class RequestTimedOut(BackendError):

@@ -37,6 +37,7 @@ from core.errors import (
     DashboardError,
     InvalidSettings,
     MessageTooLong,
+    PersonaFileError,
 )
 from core.i18n import Language
 from core.limits import RATE_LIMITS, DeployerLimits, RateLimits
@@ -47,7 +48,7 @@ from core.owners import AccessMode, visitor_access
 from core.personas import Persona
 from core.session import ChatSession
 from core.settings import ChatSettings
-from core.store import StaleConversation
+from core.store import ConversationSummary, StaleConversation
 from core.testsets import TestRunRecord, TestSet, TestSetRun
 from core.workspace import Workspace
 
@@ -127,6 +128,7 @@ class VisitorService:
         #: The open comparison and its id in the store once saved.
         self.comparison: Comparison | None = None
         self.comparison_id: str | None = None
+        self._saved_version = -1  # the open comparison's snapshot version last saved
         #: The running (or ended, not yet saved) test set.
         self.test_run: TestSetRun | None = None
         self._notices: list[Notice] = []
@@ -188,6 +190,31 @@ class VisitorService:
 
     def session(self, key: str) -> ChatSession:
         return self.workspace.sessions[key]
+
+    def open_session(self, persona_id: str) -> ChatSession | None:
+        """The conversation open for `persona_id`, if one is (nothing is started)."""
+        key = self.workspace.current.get(persona_id)
+        return self.workspace.sessions.get(key) if key is not None else None
+
+    def is_saved(self, key: str) -> bool:
+        """True once the conversation is in the store (listed); False for a draft."""
+        return self.workspace.is_saved(key)
+
+    @property
+    def saving(self) -> bool:
+        """True when conversations are written to a store (False: kept in memory only)."""
+        return self.workspace.store is not None
+
+    def list_conversations(
+        self, *, persona_id: str | None = None, search: str | None = None
+    ) -> list[ConversationSummary]:
+        """This visitor's conversations, newest first (raises the store's `DashboardError`)."""
+        return self.workspace.list(persona_id=persona_id, search=search)
+
+    @property
+    def persona_errors(self) -> list[PersonaFileError]:
+        """This visitor's saved personas that no longer pass the checks."""
+        return self.workspace.persona_errors
 
     def new_conversation(self, persona: Persona) -> None:
         """Start a new conversation with `persona` (the one open before stays listed)."""
@@ -455,6 +482,7 @@ class VisitorService:
             return None
         self.close_comparison()
         self.comparison, self.comparison_id = comparison, comparison_id
+        self._saved_version = comparison.snapshot().version
         return comparison
 
     def close_comparison(self) -> None:
@@ -490,11 +518,17 @@ class VisitorService:
         self.save_comparison()
 
     def save_comparison(self) -> None:
+        """Save the open comparison if it changed since it was last saved or opened."""
         comparison = self._open_comparison()
+        version = comparison.snapshot().version
+        if self.comparison_id is not None and version == self._saved_version:
+            return
         try:
             self.comparison_id = self.workspace.save_comparison(self.comparison_id, comparison)
         except DashboardError as error:
             self.store_problem = error_notice("comparison_unsaved", error)
+            return
+        self._saved_version = version
 
     def saved_comparisons(self) -> list[tuple[str, str]]:
         return self.workspace.list_comparisons()

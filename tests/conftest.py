@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.limits import RATE_LIMITS
+from tests.anthropic_server import AnthropicServer, running_anthropic_server
 from tests.openai_server import OpenAIServer, running_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -130,6 +131,13 @@ def start_app(clean_env: pytest.MonkeyPatch) -> StartApp:
 def app(start_app: StartApp) -> AppTest:
     """The page on the offline model, after its first run."""
     return start_app()
+
+
+@pytest.fixture
+def anthropic_server() -> Iterator[AnthropicServer]:
+    """A fresh local Anthropic-compatible server per test (tests/anthropic_server.py)."""
+    with running_anthropic_server() as server:
+        yield server
 
 
 @pytest.fixture

@@ -1,10 +1,12 @@
 """The compare view through the page: columns answer one message each, with their own figures;
-a comparison is saved and reopens; blind picks are tallied."""
+a comparison is saved and reopens; blind votes reach the leaderboard; a blind pair; test sets."""
 
 from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
+from core.personas import Persona
+from core.tokens import get_encoding
 from tests.apptest import click
 from tests.conftest import APP_PATH
 
@@ -27,7 +29,12 @@ def start(at: AppTest, *, blind: bool = False) -> AppTest:
 
 
 def ask(at: AppTest, text: str) -> AppTest:
+    """Send `text` to every column; once they all answered, the page's next run (in a browser, the
+    one the columns' fragment asks for when the last ends) draws and saves the answers."""
     at.chat_input(key="compare_input").set_value(text).run()
+    assert not at.exception, at.exception
+    assert at.session_state.service.comparison.wait(30)
+    at.run()
     assert not at.exception, at.exception
     return at
 
@@ -76,7 +83,9 @@ def test_blind_mode_hides_labels_until_a_pick_and_the_leaderboard_counts_it(app:
     # Saved, and listed without naming who answered.
     [(_, title)] = app.session_state.service.saved_comparisons()
     assert title == "which is best? (🙈 A · B · C)"
-    click(app, "Prefer Answer B")
+    assert not any(c.value.startswith("prompt ") for c in app.caption)  # no sizes or costs yet
+    assert not app.get("vega_lite_chart")
+    click(app, "B is better")
     snapshot = app.session_state.service.comparison.snapshot()
     assert snapshot.picks[-1].persona_id == "translator"
     assert "Answer B" not in [view.label for view in snapshot.columns]  # revealed
@@ -86,3 +95,75 @@ def test_blind_mode_hides_labels_until_a_pick_and_the_leaderboard_counts_it(app:
     # The preferred answer beat each of the two others.
     assert records["translator"] == "2 · 0 · 0" and records["foodie"] == "0 · 1 · 0"
     assert board["Persona"].iloc[0] == "translator"  # rated first
+
+
+def test_a_blind_pair_stays_anonymous_over_two_turns_and_a_tie_reveals_it(app: AppTest) -> None:
+    show_compare(app)
+    app.segmented_control(key="compare_mode").set_value("blind").run()
+    app.selectbox(key="compare_pair_persona::1").select("translator").run()
+    click(app, "Start the blind pair")
+    for question in ("Peking duck?", "And the pancakes?"):
+        ask(app, question)
+        snapshot = app.session_state.service.comparison.snapshot()
+        assert [view.label for view in snapshot.columns] == ["Answer A", "Answer B"]
+        assert not any(c.value.startswith("prompt ") or "`gpt-" in c.value for c in app.caption)
+    assert [len(view.turns) for view in snapshot.columns] == [2, 2]  # each kept its own history
+    labels = {b.label for b in app.button}
+    assert {"A is better", "B is better", "🤝 Tie", "👎 All bad"} <= labels
+    click(app, "🤝 Tie")
+    snapshot = app.session_state.service.comparison.snapshot()
+    assert not snapshot.labels_hidden and snapshot.picks[-1].outcome == "tie"
+    assert sum(c.value.startswith("prompt ") for c in app.caption) == 2  # sizes and costs now shown
+    assert "You called message 2 a tie." in [c.value for c in app.caption]
+
+
+def run_test_set(at: AppTest) -> None:
+    click(at, "Run the test set")
+    assert not at.error, [e.value for e in at.error]
+    run = at.session_state.service.test_run
+    if run is not None:  # still running when the page drew its progress
+        assert run.wait(30)
+        at.run()  # in a browser, the progress fragment's next redraw
+        assert not at.exception, at.exception
+    assert at.session_state.service.test_run is None  # ended, and saved
+
+
+def test_a_test_set_runs_twice_around_a_persona_edit_and_shows_the_difference(app: AppTest) -> None:
+    service = app.session_state.service
+
+    critic = Persona.model_validate(
+        {"id": "critic", "name": "Critic", "avatar": "🧐", "description": "Judges dishes.",
+         "system_prompt": "You judge dishes.", "model": "gpt-4o-mini", "context_budget": 4000,
+         "max_reply_tokens": 200}
+    )  # fmt: skip
+    service.save_persona(critic)
+    show_compare(app)
+    app.segmented_control(key="compare_mode").set_value("tests").run()
+    app.text_input(key="test_set_name").input("menus")
+    app.text_area(key="test_set_text").input("北京烤鸭怎么吃？\nWhat is a good ramen?\nName one spice")
+    click(app, "Save the test set")
+    assert app.selectbox(key="test_set_choice").value == "menus"
+    app.selectbox(key="compare_tests_persona::0").select("critic")
+    app.selectbox(key="compare_tests_persona::1").select("translator").run()
+    run_test_set(app)
+    assert not any("Against the run before" in c.value for c in app.caption)
+    totals = app.dataframe[0].value
+    assert list(totals["Answered"]) == ["3/3", "3/3"]
+
+    edited = "You judge dishes in one short sentence."
+    service.save_persona(critic.model_copy(update={"system_prompt": edited}))
+    app.run()
+    run_test_set(app)
+    difference = next(c.value for c in app.caption if c.value.startswith("Against the run before"))
+    encoding = get_encoding("o200k_base")
+    added = 3 * (len(encoding.encode(edited)) - len(encoding.encode(critic.system_prompt)))
+    assert difference.startswith(f"Against the run before: 3 of 6 answers changed · prompt tokens +{added} ·")
+    assert list(app.dataframe[0].value["Answers changed"]) == [3, 0]
+    changed = [c.value for c in app.caption if "changed since the last run" in c.value]
+    assert len(changed) == 3
+
+    # A vote on a result reaches the leaderboard.
+    app.segmented_control(key=f"test_vote::{service.test_runs('menus')[0].id}::0").set_value("A").run()
+    board = next(d.value for d in app.dataframe if "Won · lost · tied" in d.value.columns)
+    records = dict(zip(board["Persona"], board["Won · lost · tied"], strict=True))
+    assert records == {"critic": "1 · 0 · 0", "translator": "0 · 1 · 0"}

@@ -13,6 +13,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.charts import SERIES, TRIM_TOOLTIP, TRIMS, ComparisonChartTexts
+from core.compare import PickOutcome
 from core.connection import KeySource
 from core.conversation import MessageState, SummaryVersion
 from core.i18n import (
@@ -31,6 +32,8 @@ from core.prompt_cache import CACHE_RULES
 from core.settings import POLICY_NAMES
 from core.stats import ContextGauge
 from tests.conftest import APP_PATH, REPO_ROOT
+from ui.compare_view import MODES as COMPARE_MODES
+from ui.testsets_view import OTHER_VOTES
 
 #: The page, its views, and the core modules that write text the page shows (with a translator
 #: called `text`: chart titles, the offline model's reply).
@@ -70,6 +73,10 @@ DERIVED_FAMILIES = {
     "chart.compare.": set(ComparisonChartTexts.__dataclass_fields__),
     "error.": set(),  # error codes: checked by test_every_error_code_has_its_text
     "whatif.cache_rule.": {*CACHE_RULES, "none"},
+    "compare.mode.": set(COMPARE_MODES),
+    "compare.state.": {"waiting", "streaming", "stopped"},
+    "compare.vote.": set(OTHER_VOTES),
+    "compare.vote.done_": set(get_args(PickOutcome)),
 }
 
 

@@ -61,7 +61,7 @@ def page(frame: Frame) -> None:
         export_import(frame, key)
         html_lang()
     # The open conversation is in the link, so a reload (or a bookmark) returns to it.
-    if service.workspace.is_saved(key):
+    if service.is_saved(key):
         st.query_params[CONVERSATION_PARAM] = key
     elif CONVERSATION_PARAM in st.query_params:
         del st.query_params[CONVERSATION_PARAM]
@@ -95,19 +95,18 @@ def rename_conversation(service: VisitorService, conversation_id: str) -> None:
 
 def conversation_list(service: VisitorService, persona: Persona, key: str) -> None:
     """This persona's conversations, newest first, with search, rename and delete (undoable)."""
-    workspace = service.workspace
     st.button(
         tr("conversations.new"),
         icon="🆕",
         on_click=service.new_conversation,
         args=(persona,),
         width="stretch",
-        disabled=not workspace.is_saved(key) and len(workspace.sessions[key].conversation.messages) < 2,
+        disabled=not service.is_saved(key) and len(service.session(key).conversation.messages) < 2,
     )
     if service.deleted is not None:
         st.info(tr("conversations.deleted", title=service.deleted[1]), icon="🗑️")
         st.button(tr("conversations.undo_delete"), icon="↩️", on_click=service.undo_delete, key="undo_delete")
-    if workspace.store is None:
+    if not service.saving:
         return
     search = st.text_input(
         tr("conversations.search.label"),
@@ -116,7 +115,7 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
         label_visibility="collapsed",
     )
     try:
-        listed = workspace.list(persona_id=None if search else persona.id, search=search or None)
+        listed = service.list_conversations(persona_id=None if search else persona.id, search=search or None)
     except DashboardError as error:
         st.error(tr("conversations.list_failed", error=error_text(error)))
         return
@@ -135,7 +134,7 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
         )
     if len(listed) > CONVERSATIONS_LISTED:
         st.caption(tr("conversations.older", count=len(listed) - CONVERSATIONS_LISTED))
-    if workspace.is_saved(key):
+    if service.is_saved(key):
         with st.expander(tr("conversations.manage")):
             current = next((c for c in listed if c.id == key), None)
             title = current.display_title if current else ""

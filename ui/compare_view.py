@@ -1,11 +1,14 @@
-"""Side by side: one question to 2-4 personas or models at once, each column streaming on its own
-thread (core/compare.py), with what each column saw, its tokens, speed and cost.
+"""⚖️ Compare: one question to 2-4 personas or models at once, each column streaming on its own
+thread (core/compare.py), with what each column saw, its tokens, speed and cost; a blind pair of
+two anonymous columns; test sets (ui/testsets_view.py); and the leaderboard of the votes
+(ui/leaderboard_view.py).
 
-The page only draws snapshots: while columns stream it polls `Comparison.wait_for_change` and
-redraws the live parts at most every POLL_S; a click (stop one column, for instance) reruns the
-page, which picks up the same running comparison from the visitor's service. Every start, send,
-retry, stop and pick goes through the service, which holds them to the deployer's limits. The
-open comparison's id is in the link (`?cmp=`), so a reload returns to it.
+While columns stream, only the columns redraw: they are a fragment that reruns itself every
+LIVE_S (no loop holds the script), each column showing its text as it arrives and its final
+state, figures and buttons as soon as it ends; when the last column ends the page reruns once to
+save the comparison and draw the chart and the vote. Every start, send, retry, stop and vote
+goes through the visitor's service, which holds them to the deployer's limits. The open
+comparison's id is in the link (`?cmp=`), so a reload returns to it.
 """
 
 from __future__ import annotations
@@ -15,25 +18,27 @@ from collections.abc import Callable
 from typing import Any
 
 import streamlit as st
-from streamlit.runtime.scriptrunner_utils.exceptions import StopException
 
 from core.charts import ComparisonChartTexts, comparison_spec
-from core.compare import ColumnView, Comparison, RunFigures
+from core.compare import ColumnView, Comparison, ComparisonSnapshot, RunFigures
 from core.conversation import MessageState
 from core.errors import DashboardError
-from core.i18n import current
 from core.notices import error_notice
 from core.personas import Persona
 from core.service import ColumnChoice, VisitorService
 from core.settings import MAX_CONTEXT_BUDGET
+from ui import testsets_view
 from ui.frame import Frame
 from ui.leaderboard_view import leaderboard_section
 from ui.state import Key, compare_key
-from ui.text import as_markdown, error_text
+from ui.text import as_markdown, error_text, tr, tr_plural
 
-POLL_S = 0.1
+#: How often the columns redraw while any streams (seconds).
+LIVE_S = 0.25
 #: The query parameter naming the open (saved) comparison.
 COMPARISON_PARAM = "cmp"
+#: What the setup offers, by key: `compare.mode.<key>` in core/locales.
+MODES = ("columns", "blind", "tests")
 
 
 def page(frame: Frame) -> None:
@@ -43,14 +48,30 @@ def page(frame: Frame) -> None:
         service.open_comparison(wanted)
     if service.comparison is not None:
         comparison_view(service, service.comparison)
+        return
+    if COMPARISON_PARAM in st.query_params:
+        del st.query_params[COMPARISON_PARAM]
+    personas = frame.catalog.personas
+    st.subheader(tr("compare.header"))
+    mode = st.segmented_control(
+        tr("compare.mode.label"),
+        MODES,
+        format_func=lambda name: tr(f"compare.mode.{name}"),
+        default="columns",
+        key=Key.COMPARE_MODE,
+        label_visibility="collapsed",
+    )
+    if mode == "blind":
+        blind_pair_setup(service, personas)
+    elif mode == "tests":
+        testsets_view.test_sets(service, personas)
     else:
-        if COMPARISON_PARAM in st.query_params:
-            del st.query_params[COMPARISON_PARAM]
-        setup(service, frame.catalog.personas)
+        columns_setup(service, personas)
+    saved_list(service)
+    leaderboard_section(service.leaderboard_picks())
 
 
 def chart_texts() -> ComparisonChartTexts:
-    tr = current(st.session_state)
     return ComparisonChartTexts(
         **{name: tr(f"chart.compare.{name}") for name in ComparisonChartTexts.__dataclass_fields__}
     )
@@ -63,86 +84,105 @@ def figures_line(figures: RunFigures | None) -> str:
     parts = []
     if figures.prompt_tokens_counted is not None:
         reported = figures.prompt_tokens_reported
-        api = f" (API {reported:,})" if reported is not None else ""
-        parts.append(f"prompt {figures.prompt_tokens_counted:,}{api}")
+        api = tr("compare.figures.api", tokens=f"{reported:,}") if reported is not None else ""
+        parts.append(tr("compare.figures.prompt", tokens=f"{figures.prompt_tokens_counted:,}") + api)
     if figures.reply_tokens is not None:
-        parts.append(f"reply {figures.reply_tokens:,}")
+        parts.append(tr("compare.figures.reply", tokens=f"{figures.reply_tokens:,}"))
     if figures.time_to_first_token_s is not None:
-        parts.append(f"first token {figures.time_to_first_token_s:.2f} s")
+        parts.append(tr("compare.figures.first_token", seconds=f"{figures.time_to_first_token_s:.2f}"))
     if figures.total_s is not None:
-        parts.append(f"total {figures.total_s:.2f} s")
+        parts.append(tr("compare.figures.total", seconds=f"{figures.total_s:.2f}"))
     if figures.cost_usd is not None:
         parts.append(f"${figures.cost_usd:.5f}")
     if figures.trimmed_messages:
-        parts.append(f"trimmed {figures.trimmed_messages} ({figures.tokens_freed:,} tokens)")
+        parts.append(
+            tr(
+                "compare.figures.trimmed",
+                messages=figures.trimmed_messages,
+                tokens=f"{figures.tokens_freed:,}",
+            )
+        )
     return " · ".join(parts)
 
 
-def setup(service: VisitorService, personas: dict[str, Persona]) -> None:
-    st.subheader("Compare")
-    st.caption(
-        "Send one message to 2 to 4 personas or models at once and see, column by column, what each "
-        "model saw, its tokens, speed and cost."
-    )
-    count = int(st.number_input("Columns", min_value=2, max_value=4, value=3, key=Key.COMPARE_COUNT))
+# --- setup -------------------------------------------------------------------------------------
+
+
+def column_choices(
+    service: VisitorService, personas: dict[str, Persona], count: int, prefix: str
+) -> list[ColumnChoice]:
+    """`count` columns side by side, each a persona, a model (the deployer's choices on the
+    deployer's key) and a budget (capped by the deployment); widget keys start with `prefix`."""
     ids = list(personas)
-    columns = st.columns(count)
     limits = service.limits
     max_budget = limits.max_context_budget if limits else MAX_CONTEXT_BUDGET
     chosen: list[ColumnChoice] = []
-    for index, column in enumerate(columns):
+    for index, column in enumerate(st.columns(count)):
         with column:
-            default = ids[index % len(ids)]
             persona_id = st.selectbox(
-                f"Column {index + 1}",
+                tr("compare.column", number=index + 1),
                 ids,
-                index=ids.index(default),
+                index=index % len(ids),
                 format_func=lambda pid: f"{personas[pid].avatar} {personas[pid].name}",
-                key=compare_key("persona", index),
+                key=compare_key(f"{prefix}persona", index),
             )
             persona = personas[persona_id]
-            model_key = compare_key("model", index, persona_id)
-            if limits is not None and limits.allowed_models:  # on the deployer's key: its models
+            model_key = compare_key(f"{prefix}model", index, persona_id)
+            if limits is not None and limits.allowed_models:
                 models = list(limits.allowed_models)
                 first = models.index(persona.model) if persona.model in models else 0
-                model = st.selectbox("Model", models, index=first, key=model_key)
+                model = st.selectbox(tr("compare.model"), models, index=first, key=model_key)
             else:
-                model = st.text_input("Model", value=persona.model, key=model_key)
+                model = st.text_input(tr("compare.model"), value=persona.model, key=model_key, max_chars=200)
             budget = st.number_input(
-                "Context budget",
+                tr("compare.budget"),
                 min_value=64,
                 max_value=max_budget,
                 value=min(persona.context_budget, max_budget),
                 step=64,
-                key=compare_key("budget", index, persona_id),
+                key=compare_key(f"{prefix}budget", index, persona_id),
             )
             chosen.append(ColumnChoice(persona_id, model.strip() or persona.model, int(budget)))
-    blind = st.toggle(
-        "Blind: hide which column is which until I pick the answer I prefer", key=Key.COMPARE_BLIND
+    return chosen
+
+
+def columns_setup(service: VisitorService, personas: dict[str, Persona]) -> None:
+    st.caption(tr("compare.columns.about"))
+    count = int(
+        st.number_input(tr("compare.columns.count"), min_value=2, max_value=4, value=3, key=Key.COMPARE_COUNT)
     )
-    started = st.button("Start comparing", type="primary", icon="⚖️")
+    chosen = column_choices(service, personas, count, "")
+    blind = st.toggle(tr("compare.columns.blind"), key=Key.COMPARE_BLIND)
+    started = st.button(tr("compare.start"), type="primary", icon="⚖️")
     if started and service.start_comparison(personas, chosen, blind=blind) is not None:
         st.rerun()
-    saved_list(service)
+
+
+def blind_pair_setup(service: VisitorService, personas: dict[str, Persona]) -> None:
+    st.caption(tr("compare.blind.about"))
+    first, second = column_choices(service, personas, 2, "pair_")
+    started = st.button(tr("compare.blind.start"), type="primary", icon="🙈")
+    if started and service.start_blind_pair(personas, first, second) is not None:
+        st.rerun()
 
 
 def saved_list(service: VisitorService) -> None:
     try:
         saved = service.saved_comparisons()
     except DashboardError as error:
-        st.error(as_markdown(f"Saved comparisons cannot be read: {error}"))
+        st.error(tr("compare.saved.failed", error=error_text(error)))
         return
     if not saved:
         return
-    st.markdown("**Saved comparisons**")
-    for comparison_id, title in saved:
-        st.button(
-            as_markdown(title),
-            key=f"open_comparison::{comparison_id}",
-            on_click=open_saved,
-            args=(service, comparison_id),
-        )
-    leaderboard_section(service.leaderboard_picks())
+    with st.expander(tr_plural("compare.saved.header", len(saved)), icon="🗂️"):
+        for comparison_id, title in saved:
+            st.button(
+                as_markdown(title),
+                key=f"open_comparison::{comparison_id}",
+                on_click=open_saved,
+                args=(service, comparison_id),
+                width="stretch",
+            )
 
 
 def open_saved(service: VisitorService, comparison_id: str) -> None:
@@ -164,60 +204,14 @@ def act(service: VisitorService, action: Callable[[], Any]) -> None:
         service.notify(error_notice("compare_refused", error))
 
 
-def draw_column(view: ColumnView, service: VisitorService) -> Callable[[ColumnView], None]:
-    """Draw one column's history and controls; returns the function that redraws its live part."""
-    st.markdown(as_markdown(f"**{view.label}**"))
-    if not view.hidden and view.model:
-        st.caption(as_markdown(f"`{view.model}` · budget {view.context_budget:,}"))
-    for message in view.messages[1:]:  # the system prompt would tell a hidden column's persona
-        if message.state is not MessageState.CONTEXT:
-            continue
-        with st.chat_message(message.role):
-            st.markdown(as_markdown(message.content))
-    live = st.empty()
-    buttons = st.container()
-    with buttons:
-        if view.running:
-            st.button(
-                "Stop",
-                key=f"stop_column::{view.index}",
-                on_click=act,
-                args=(service, lambda: service.compare_stop(view.index)),
-            )
-        elif view.can_retry:
-            st.button(
-                "Retry",
-                key=f"retry_column::{view.index}",
-                on_click=act,
-                args=(service, lambda: service.compare_retry(view.index)),
-            )
-
-    def redraw(current: ColumnView) -> None:
-        with live.container():
-            if current.running or current.state in ("stopped", "failed"):
-                with st.chat_message("assistant"):
-                    st.markdown(as_markdown(current.text or "…"))
-            if (
-                current.state == "failed"
-                and current.figures is not None
-                and current.figures.error is not None
-            ):
-                st.error(as_markdown(current.figures.error.message))
-            state = {"waiting": "⏳ waiting", "streaming": "✍️ streaming", "stopped": "⏹ stopped"}.get(
-                current.state
-            )
-            line = figures_line(current.figures)
-            st.caption(" · ".join(part for part in (state, line) if part))
-
-    redraw(view)
-    return redraw
+# --- the open comparison -------------------------------------------------------------------------
 
 
 def comparison_view(service: VisitorService, comparison: Comparison) -> None:
     snapshot = comparison.snapshot()
     top = st.columns([2, 1, 1, 1])
-    top[0].subheader("Compare")
-    top[1].button("New comparison", on_click=close, args=(service,), disabled=snapshot.busy)
+    top[0].subheader(tr("compare.blind.header") if snapshot.blind else tr("compare.header"))
+    top[1].button(tr("compare.new"), on_click=close, args=(service,), disabled=snapshot.busy)
     if not snapshot.busy and snapshot.rounds:
         top[2].download_button(
             "JSON",
@@ -228,62 +222,114 @@ def comparison_view(service: VisitorService, comparison: Comparison) -> None:
         )
         top[3].download_button(
             "Markdown",
-            comparison.to_markdown("Comparison"),
+            comparison.to_markdown(tr("compare.header")),
             file_name="comparison.md",
             mime="text/markdown",
             on_click="ignore",
         )
+    if snapshot.labels_hidden:
+        st.info(tr("compare.blind.hidden"), icon="🙈")
     limits = service.limits
     prompt = st.chat_input(
-        "Ask every column…",
+        tr("compare.input"),
         key=Key.COMPARE_INPUT,
         disabled=snapshot.busy,
         max_chars=limits.max_message_chars if limits else None,
     )
-    sent = False
     if prompt and not snapshot.busy:
         try:
             service.compare_send(prompt)
-            sent = True
         except DashboardError as error:
             st.error(error_text(error))
         snapshot = comparison.snapshot()
-    redraws = []
+    # While any column streams the columns redraw themselves; the rest of the page waits.
+    live = st.fragment(run_every=LIVE_S if snapshot.busy else None)(columns_part)
+    live(service, comparison, snapshot.busy)
+    if snapshot.busy:
+        return
+    if snapshot.rounds:
+        service.save_comparison()  # what changed since the last save, once the columns are done
+    if service.comparison_id is not None:
+        st.query_params[COMPARISON_PARAM] = service.comparison_id
+    chart = comparison_spec(snapshot, chart_texts())
+    if chart is not None:
+        st.markdown(f"**{tr('compare.chart.header')}**")
+        st.vega_lite_chart(spec=chart, width="stretch", height=260)
+    vote_buttons(service, snapshot)
+
+
+def columns_part(service: VisitorService, comparison: Comparison, was_busy: bool) -> None:
+    """The columns as of now; reruns itself while any streams (see `comparison_view`)."""
+    snapshot = comparison.snapshot()
+    if was_busy and not snapshot.busy:
+        st.rerun()  # the last column ended: save, chart and vote on the whole page
     for column, view in zip(st.columns(len(snapshot.columns)), snapshot.columns, strict=True):
         with column:
-            redraws.append(draw_column(view, service))
-    try:
-        while snapshot.busy:
-            comparison.wait_for_change(snapshot.version, timeout=POLL_S)
-            snapshot = comparison.snapshot()
-            for redraw, view in zip(redraws, snapshot.columns, strict=True):
-                redraw(view)
-    except StopException:
-        # The tab closed (or the run was stopped): the columns' threads would run on for nobody,
-        # holding their replies in memory; they stop and keep what arrived.
-        comparison.stop_all()
-        raise
-    if snapshot.rounds:
-        if sent or service.comparison_id is None:
-            service.save_comparison()
-            if service.comparison_id is not None:
-                st.query_params[COMPARISON_PARAM] = service.comparison_id
-            if sent:
-                st.rerun()  # draw the recorded answers as history
-        chart = comparison_spec(snapshot, chart_texts())
-        if chart is not None:
-            st.markdown("**Per message, by column**")
-            st.vega_lite_chart(spec=chart, width="stretch", height=260)
-    if snapshot.blind and snapshot.can_pick:
-        st.markdown("**Which answer do you prefer?**")
-        picks = st.columns(len(snapshot.columns))
-        for index, view in enumerate(snapshot.columns):
-            picks[index].button(
-                as_markdown(f"Prefer {view.label}"),
-                key=f"pick::{index}",
-                on_click=act,
-                args=(service, functools.partial(service.compare_pick, index)),
+            draw_column(view, service)
+
+
+def draw_column(view: ColumnView, service: VisitorService) -> None:
+    st.markdown(f"**{as_markdown(view.label)}**")
+    if not view.hidden and view.model:
+        st.caption(tr("compare.column.caption", model=view.model, budget=f"{view.context_budget:,}"))
+    drawn = set()
+    for message in view.messages[1:]:  # the system prompt would tell a hidden column's persona
+        if message.state is not MessageState.CONTEXT:
+            continue
+        drawn.add(message.id)
+        with st.chat_message(message.role):
+            st.markdown(as_markdown(message.content))
+    figures = view.figures
+    # The current answer, until it is in the history above (as it streams, or stopped or failed).
+    if figures is not None and (figures.reply_id is None or figures.reply_id not in drawn):
+        if view.text or view.running:
+            with st.chat_message("assistant"):
+                st.markdown(as_markdown(view.text or "…"))
+        if view.state == "failed" and figures.error is not None:
+            st.error(as_markdown(figures.error.message))
+    state = tr(f"compare.state.{view.state}") if view.state in ("waiting", "streaming", "stopped") else ""
+    # Sizes and costs would tell a hidden column's persona and model: shown after the vote.
+    line = "" if view.hidden else figures_line(figures)
+    st.caption(" · ".join(part for part in (state, line) if part) or " ")
+    if view.running:
+        st.button(
+            tr("compare.stop"),
+            key=f"stop_column::{view.index}",
+            on_click=act,
+            args=(service, functools.partial(service.compare_stop, view.index)),
+            disabled=view.stopping,
+        )
+    elif view.can_retry:
+        st.button(
+            tr("compare.retry"),
+            key=f"retry_column::{view.index}",
+            on_click=act,
+            args=(service, functools.partial(service.compare_retry, view.index)),
+        )
+
+
+def vote_buttons(service: VisitorService, snapshot: ComparisonSnapshot) -> None:
+    """Which answer to the latest message is better: one of them, a tie, or all bad."""
+    if snapshot.can_pick:
+        st.markdown(f"**{tr('compare.vote.header')}**")
+        options: list[tuple[str, Callable[[], None]]] = [
+            (
+                tr("compare.vote.preferred", label=view.letter),
+                functools.partial(service.compare_vote, "preferred", view.index),
             )
+            for view in snapshot.columns
+        ]
+        options.append((tr("compare.vote.tie"), functools.partial(service.compare_vote, "tie")))
+        options.append((tr("compare.vote.both_bad"), functools.partial(service.compare_vote, "both_bad")))
+        for column, (label, vote) in zip(st.columns(len(options)), options, strict=True):
+            column.button(label, key=f"vote::{label}", on_click=act, args=(service, vote), width="stretch")
     if snapshot.picks:
-        last = snapshot.picks[-1]
-        st.caption(as_markdown(f"You preferred {last.label} on message {last.round}."))
+        st.caption(
+            vote_summary(snapshot.picks[-1].outcome, snapshot.picks[-1].label, snapshot.picks[-1].round)
+        )
+
+
+def vote_summary(outcome: str, label: str | None, round_number: int) -> str:
+    if outcome == "preferred" and label is not None:
+        return tr("compare.vote.done_preferred", label=label, number=round_number)
+    return tr(f"compare.vote.done_{outcome}", number=round_number)

@@ -265,7 +265,7 @@ def frame() -> Frame:
     # The shipped personas, then this visitor's own (which never replace a shipped one).
     own = {pid: p for pid, p in service.custom_personas().items() if pid not in catalog.personas}
     catalog = PersonaCatalog(
-        catalog.directory, {**catalog.personas, **own}, [*catalog.errors, *service.workspace.persona_errors]
+        catalog.directory, {**catalog.personas, **own}, [*catalog.errors, *service.persona_errors]
     )
     state = page_state()
     state.catalog_ids = tuple(catalog.personas)
@@ -327,8 +327,7 @@ def connection_status(service: VisitorService, persona: Persona, connection: Con
         st.info(tr("connection.offline"), icon="🔌")
         return
     key_note = tr(f"connection.key_source.{connection.key_source or 'none'}")
-    open_key = service.workspace.current.get(persona.id)
-    session = service.workspace.sessions.get(open_key) if open_key else None
+    session = service.open_session(persona.id)
     if session is None or not isinstance(session.error, CONNECTION_ERRORS):
         st.success(tr("connection.connected", host=connection.host, key_source=key_note), icon="🔗")
     else:  # never a green "connected" beside "could not connect"

@@ -9,8 +9,8 @@ import streamlit as st
 
 from core.charts import leaderboard_spec
 from core.compare import Pick
-from core.i18n import current
 from core.leaderboard import BOOTSTRAP_SAMPLES, MIN_VOTES, Leaderboard, leaderboard, votes_from_picks
+from ui.text import tr
 
 #: The last table built, with the picks it was built from (a rerun with no new vote fits nothing).
 CACHE_STATE = "leaderboard_cache"
@@ -27,7 +27,6 @@ def board_for(picks: Sequence[Pick]) -> Leaderboard:
 
 
 def leaderboard_section(picks: Sequence[Pick]) -> None:
-    tr = current(st.session_state)
     st.subheader(tr("leaderboard.header"))
     st.caption(tr("leaderboard.about", samples=f"{BOOTSTRAP_SAMPLES:,}"))
     board = board_for(picks)

@@ -36,6 +36,12 @@ class Key(StrEnum):
     COMPARE_COUNT = "compare_count"
     COMPARE_BLIND = "blind"
     COMPARE_INPUT = "compare_input"
+    COMPARE_MODE = "compare_mode"  # side by side, blind pair or test sets
+    TEST_SET_CHOICE = "test_set_choice"  # the test set shown ("" for a new one)
+    TEST_SET_NAME = "test_set_name"
+    TEST_SET_TEXT = "test_set_text"
+    TEST_SET_FILE = "test_set_file"
+    TEST_SET_COUNT = "test_set_count"
     # personas
     PERSONA_EDITOR = "persona_editor"  # {"base": Persona | None, "custom": bool} while editing
     PERSONA_IMPORT = "persona_import"  # the import panel between runs (ui/persona_exchange.py)
@@ -85,6 +91,11 @@ def pins_key(conversation_key: str, messages: int) -> str:
 
 def summary_key(conversation_key: str, versions: int) -> str:
     return f"summary::{conversation_key}::{versions}"
+
+
+def test_vote_key(run_id: str, prompt: int) -> str:
+    """The vote on one prompt's answers in one test run."""
+    return f"test_vote::{run_id}::{prompt}"
 
 
 def compare_key(field: str, index: int, persona_id: str | None = None) -> str:

@@ -423,6 +423,93 @@ CATALOG: dict[str, str] = {
     "offline.reply.you_said": "You said: “{text}”",
     "offline.reply.hint": "Set an API key in the sidebar to talk to a real model.",
     "chart.compare.budget": "budget",
+    # --- compare, blind pairs, test sets (ui/compare_view.py, ui/testsets_view.py) ---------------
+    "compare.header": "Compare",
+    "compare.mode.label": "What to compare",
+    "compare.mode.columns": "⚖️ Side by side",
+    "compare.mode.blind": "🙈 Blind pair",
+    "compare.mode.tests": "🧪 Test sets",
+    "compare.columns.about": (
+        "Send one message to 2 to 4 personas or models at once and see, column by column, what each "
+        "model saw, its tokens, speed and cost."
+    ),
+    "compare.columns.count": "Columns",
+    "compare.columns.blind": "Blind: hide which column is which until I vote",
+    "compare.column": "Column {number}",
+    "compare.model": "Model",
+    "compare.budget": "Context budget",
+    "compare.start": "Start comparing",
+    "compare.blind.about": (
+        "Two answers side by side, in random order, without saying whose: chat as long as you like, "
+        "then vote for the better one (or a tie, or both bad). Who answered, their sizes and their "
+        "costs show after the vote."
+    ),
+    "compare.blind.start": "Start the blind pair",
+    "compare.blind.header": "Blind comparison",
+    "compare.blind.hidden": "Who answered is hidden until you vote: their sizes and costs too.",
+    "compare.saved.header.one": "{count} saved comparison",
+    "compare.saved.header.other": "{count} saved comparisons",
+    "compare.saved.failed": "Saved comparisons cannot be read: {error}",
+    "compare.new": "New comparison",
+    "compare.input": "Ask every column…",
+    "compare.column.caption": "`{model}` · budget {budget}",
+    "compare.state.waiting": "⏳ waiting",
+    "compare.state.streaming": "✍️ streaming",
+    "compare.state.stopped": "⏹ stopped",
+    "compare.stop": "Stop",
+    "compare.retry": "Retry",
+    "compare.figures.prompt": "prompt {tokens}",
+    "compare.figures.api": " (API {tokens})",
+    "compare.figures.reply": "reply {tokens}",
+    "compare.figures.first_token": "first token {seconds} s",
+    "compare.figures.total": "total {seconds} s",
+    "compare.figures.trimmed": "trimmed {messages} ({tokens} tokens)",
+    "compare.chart.header": "Per message, by column",
+    "compare.vote.header": "Which answer is better?",
+    "compare.vote.preferred": "{label} is better",
+    "compare.vote.tie": "🤝 Tie",
+    "compare.vote.both_bad": "👎 All bad",
+    "compare.vote.done_preferred": "You preferred {label} on message {number}.",
+    "compare.vote.done_tie": "You called message {number} a tie.",
+    "compare.vote.done_both_bad": "You found every answer to message {number} bad.",
+    "testsets.about": (
+        "A named list of prompts, run against 2 to 4 personas or models, each prompt a fresh "
+        "conversation. Run it again after editing a persona to see what changed; vote on the answers "
+        "to feed the leaderboard."
+    ),
+    "testsets.choose": "Test set",
+    "testsets.new": "➕ New test set",
+    "testsets.name": "Name",
+    "testsets.text": "Prompts, one per line",
+    "testsets.text_help": "How do I cook Peking duck?\nWhat is a good ramen?",
+    "testsets.file": "…or a file: text (one prompt per line), CSV (a “prompt” column) or YAML (a list)",
+    "testsets.save": "Save the test set",
+    "testsets.prompts.one": "{count} prompt",
+    "testsets.prompts.other": "{count} prompts",
+    "testsets.run": "Run the test set",
+    "testsets.progress": "{done} of {total} prompts answered",
+    "testsets.cancel": "Cancel",
+    "testsets.results": "Last run, {when}",
+    "testsets.cancelled": "This run was cancelled: the prompts it did not reach are marked skipped.",
+    "testsets.difference": (
+        "Against the run before: {changed} of {total} answers changed · prompt tokens {prompt} · "
+        "reply tokens {reply} · cost {cost} USD"
+    ),
+    "testsets.skipped": "skipped",
+    "testsets.changed": "🔁 changed since the last run",
+    "testsets.same": "= same as the last run",
+    "testsets.vote": "Which answer is better?",
+    "testsets.col.column": "Column",
+    "testsets.col.answered": "Answered",
+    "testsets.col.prompt_tokens": "Prompt tokens",
+    "testsets.col.reply_tokens": "Reply tokens",
+    "testsets.col.latency": "Mean time (s)",
+    "testsets.col.cost": "Cost (USD)",
+    "testsets.col.changed": "Answers changed",
+    "notice.test_set_needs_name": "Give the test set a name.",
+    "notice.test_set_unusable": "The test set was not saved: {error}",
+    "notice.test_set_not_started": "The test set cannot run: {error}",
+    "notice.test_vote_refused": "The vote was not saved: {error}",
     # --- errors from core (core/errors.py: error.<code> with the error's fields) ---
     "error.generic": "{message}",
     "error.details.server_said": "Server says: {text}",
@@ -508,4 +595,7 @@ CATALOG: dict[str, str] = {
         "The model sent an empty reply (finish reason: {finish_reason}). Raise the reply cap: reasoning "
         "models can spend all of it on thinking."
     ),
+    "error.test_set_too_large": "{file} is larger than {limit:,} bytes.",
+    "error.test_set_not_utf8": "{file} is not UTF-8 text.",
+    "error.test_set_invalid": "{file} holds no usable prompts: {problem}",
 }
