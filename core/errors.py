@@ -85,6 +85,11 @@ class ConversationStateError(DashboardError, ValueError):
     """A call that does not fit the conversation's current state (e.g. a reply with no question)."""
 
 
+class InvalidSettings(DashboardError, ValueError):
+    """A setting the user chose is out of range (a model name too long, a budget too large); the
+    conversation keeps its previous settings."""
+
+
 class ConversationImportError(DashboardError, ValueError):
     """An imported conversation file was rejected; the current conversation is untouched."""
 

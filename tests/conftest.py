@@ -105,6 +105,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> pytest.Monk
     for name in DEPLOYER_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     RATE_LIMITS.clear()  # the process's rate limiters: each test is a fresh deployment
+    # AppTest has no real connection, so with ACCESS_MODE unset its visitor is a stranger and
+    # gets a private workspace (tests/test_security.py checks that default with ACCESS_MODE="").
+    # The page's own features are tested as a deployer's explicit single-user choice.
+    monkeypatch.setenv("ACCESS_MODE", "single-user")
     monkeypatch.setenv("OFFLINE_CHUNK_DELAY_S", "0")
     monkeypatch.setenv("DATABASE_URL", database_url)
     return monkeypatch
