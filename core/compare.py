@@ -65,6 +65,7 @@ from core.conversation import Conversation, Message, TrimEvent, Turn
 from core.errors import ConversationImportError, ConversationStateError, DashboardError
 from core.model_info import ModelTable, load_model_table
 from core.personas import Persona
+from core.safe_markdown import safe_markdown
 from core.session import ChatSession
 from core.settings import ChatSettings
 from core.validation import describe_validation_error
@@ -870,7 +871,8 @@ class Comparison:
                     run = _last_run(column._runs, round_.number)
                     if run is not None:
                         lines.append(_row([str(round_.number), labels[index], *_figure_cells(run)]))
-            return "\n".join(lines) + "\n"
+            # Images made links on the whole document, as a viewer parses it.
+            return safe_markdown("\n".join(lines) + "\n")
 
     # --- internals ---------------------------------------------------------------------------
 

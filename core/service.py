@@ -35,18 +35,20 @@ from core.errors import (
     ConversationImportError,
     ConversationStateError,
     DashboardError,
+    InvalidSettings,
     MessageTooLong,
+    PersonaFileError,
 )
 from core.i18n import Language
 from core.limits import RATE_LIMITS, DeployerLimits, RateLimits
 from core.model_info import ModelTable
 from core.netguard import allowed_base_urls_from
 from core.notices import Notice, error_notice
-from core.owners import AccessMode, access_mode
+from core.owners import AccessMode, visitor_access
 from core.personas import Persona
 from core.session import ChatSession
 from core.settings import ChatSettings
-from core.store import StaleConversation
+from core.store import ConversationSummary, StaleConversation
 from core.testsets import TestRunRecord, TestSet, TestSetRun
 from core.workspace import Workspace
 
@@ -55,22 +57,35 @@ from core.workspace import Workspace
 class Deployment:
     """The deployer's policy, read from Streamlit secrets and the environment (secrets win)."""
 
+    #: How this visitor is treated: the deployer's ACCESS_MODE, or by where they are when unset.
     access_mode: AccessMode = "single-user"
+    #: The visitor is on this machine (`core.owners.is_local_visitor`).
+    local_visitor: bool = False
     allowed_base_urls: tuple[str, ...] = ()
     limits: DeployerLimits = field(default_factory=DeployerLimits)
     secrets: Mapping[str, object] = field(default_factory=dict, repr=False)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_settings(cls, secrets: Mapping[str, object], environ: Mapping[str, str]) -> Deployment:
-        """Raises `ConfigError` naming a malformed setting."""
+    def from_settings(
+        cls, secrets: Mapping[str, object], environ: Mapping[str, str], *, local_visitor: bool = False
+    ) -> Deployment:
+        """The policy for one visitor (`local_visitor`: on this machine). Raises `ConfigError`
+        naming a malformed setting."""
         return cls(
-            access_mode=access_mode(environ),
+            access_mode=visitor_access(environ, local=local_visitor).mode,
+            local_visitor=local_visitor,
             allowed_base_urls=tuple(allowed_base_urls_from(secrets, environ)),
             limits=DeployerLimits.from_settings(secrets, environ),
             secrets=secrets,
             environ=environ,
         )
+
+    @property
+    def shared_with_strangers(self) -> bool:
+        """The deployer chose single-user and this visitor is not on this machine: everyone with
+        the link sees the same conversations, and the page must say so."""
+        return self.access_mode == "single-user" and not self.local_visitor
 
 
 @dataclass(frozen=True)
@@ -176,6 +191,31 @@ class VisitorService:
     def session(self, key: str) -> ChatSession:
         return self.workspace.sessions[key]
 
+    def open_session(self, persona_id: str) -> ChatSession | None:
+        """The conversation open for `persona_id`, if one is (nothing is started)."""
+        key = self.workspace.current.get(persona_id)
+        return self.workspace.sessions.get(key) if key is not None else None
+
+    def is_saved(self, key: str) -> bool:
+        """True once the conversation is in the store (listed); False for a draft."""
+        return self.workspace.is_saved(key)
+
+    @property
+    def saving(self) -> bool:
+        """True when conversations are written to a store (False: kept in memory only)."""
+        return self.workspace.store is not None
+
+    def list_conversations(
+        self, *, persona_id: str | None = None, search: str | None = None
+    ) -> list[ConversationSummary]:
+        """This visitor's conversations, newest first (raises the store's `DashboardError`)."""
+        return self.workspace.list(persona_id=persona_id, search=search)
+
+    @property
+    def persona_errors(self) -> list[PersonaFileError]:
+        """This visitor's saved personas that no longer pass the checks."""
+        return self.workspace.persona_errors
+
     def new_conversation(self, persona: Persona) -> None:
         """Start a new conversation with `persona` (the one open before stays listed)."""
         self.workspace.new(persona, self.backend)
@@ -269,7 +309,11 @@ class VisitorService:
         settings in force and one sentence per limit that changed them."""
         session = self.workspace.sessions[key]
         before = session.settings
-        session.update_settings(**changes)
+        try:
+            session.update_settings(**changes)
+        except InvalidSettings as error:  # the previous settings stay; the visitor is told why
+            self.notify(error_notice("settings_refused", error))
+            return before, []
         notes = self._within_limits(key, session, save=False)
         if session.settings is not before:
             self.save(key)
@@ -314,7 +358,9 @@ class VisitorService:
             session.error = error
             self.save(key)
             raise
-        return self._saved(key, session.send(text))
+        chunks = session.send(text)  # the message is in the conversation now; the call starts lazily
+        self.save(key)  # saved before the model is called: a crash mid-reply cannot lose it
+        return self._saved(key, chunks)
 
     def retry(self, key: str) -> Iterator[str]:
         return self._turn(key, ChatSession.retry)

@@ -5,6 +5,7 @@ the local OpenAI-compatible server, which counts what really arrives."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -325,3 +326,23 @@ def test_a_blind_pair_is_held_to_the_limits_and_a_vote_is_saved(
     service.compare_vote("both_bad")
     assert [p.outcome for p in service.leaderboard_picks()] == ["both_bad"]
     assert not pair.labels_hidden
+
+
+def test_the_views_reach_models_and_the_store_only_through_the_service() -> None:
+    """No page imports a backend, the store or the workspace (ui/frame.py makes the service and
+    hands it the process's store), and none calls what changes a conversation but the service."""
+    root = Path(__file__).resolve().parent.parent
+    views = sorted((root / "ui").glob("*.py")) + sorted((root / "app_pages").glob("*.py"))
+    changes = re.compile(
+        r"(?<!service)\.(send|retry|regenerate|continue_reply|update_settings|pin|edit_summary|save|"
+        r"save_persona|save_comparison|delete|rename|restore|stream|add_user|add_imported|open)\("
+    )
+    reaching = re.compile(
+        r"^from core\.(store|workspace|connection|backends|providers|offline|scripted) ", re.M
+    )
+    for path in views:
+        text = path.read_text(encoding="utf-8")
+        assert not changes.search(text), f"{path.name}: {changes.search(text)}"
+        assert ".workspace." not in text, path.name
+        if path.name != "frame.py":
+            assert not reaching.search(text), f"{path.name}: {reaching.search(text)}"

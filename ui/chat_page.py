@@ -19,7 +19,7 @@ from core.i18n import current as session_translator
 from core.personas import Persona, chat_avatar
 from core.service import VisitorService
 from core.session import ChatSession
-from core.settings import MAX_CONTEXT_BUDGET, MAX_REPLY_CAP, POLICY_NAMES
+from core.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, MAX_REPLY_CAP, POLICY_NAMES
 from core.stats import dashboard_figures
 from core.tokens import METHOD_CALIBRATED, METHOD_SERVER, METHOD_TIKTOKEN
 from ui.cache_metrics import cache_metrics
@@ -61,7 +61,7 @@ def page(frame: Frame) -> None:
         export_import(frame, key)
         html_lang()
     # The open conversation is in the link, so a reload (or a bookmark) returns to it.
-    if service.workspace.is_saved(key):
+    if service.is_saved(key):
         st.query_params[CONVERSATION_PARAM] = key
     elif CONVERSATION_PARAM in st.query_params:
         del st.query_params[CONVERSATION_PARAM]
@@ -95,19 +95,18 @@ def rename_conversation(service: VisitorService, conversation_id: str) -> None:
 
 def conversation_list(service: VisitorService, persona: Persona, key: str) -> None:
     """This persona's conversations, newest first, with search, rename and delete (undoable)."""
-    workspace = service.workspace
     st.button(
         tr("conversations.new"),
         icon="🆕",
         on_click=service.new_conversation,
         args=(persona,),
         width="stretch",
-        disabled=not workspace.is_saved(key) and len(workspace.sessions[key].conversation.messages) < 2,
+        disabled=not service.is_saved(key) and len(service.session(key).conversation.messages) < 2,
     )
     if service.deleted is not None:
         st.info(tr("conversations.deleted", title=service.deleted[1]), icon="🗑️")
         st.button(tr("conversations.undo_delete"), icon="↩️", on_click=service.undo_delete, key="undo_delete")
-    if workspace.store is None:
+    if not service.saving:
         return
     search = st.text_input(
         tr("conversations.search.label"),
@@ -116,7 +115,7 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
         label_visibility="collapsed",
     )
     try:
-        listed = workspace.list(persona_id=None if search else persona.id, search=search or None)
+        listed = service.list_conversations(persona_id=None if search else persona.id, search=search or None)
     except DashboardError as error:
         st.error(tr("conversations.list_failed", error=error_text(error)))
         return
@@ -125,7 +124,7 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
     for summary in listed[:CONVERSATIONS_LISTED]:
         is_open = summary.id == key
         st.button(
-            ("▸ " if is_open else "") + summary.display_title,
+            as_markdown(("▸ " if is_open else "") + summary.display_title),
             key=f"open::{summary.id}",
             on_click=open_conversation,
             args=(service, summary.id),
@@ -135,7 +134,7 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
         )
     if len(listed) > CONVERSATIONS_LISTED:
         st.caption(tr("conversations.older", count=len(listed) - CONVERSATIONS_LISTED))
-    if workspace.is_saved(key):
+    if service.is_saved(key):
         with st.expander(tr("conversations.manage")):
             current = next((c for c in listed if c.id == key), None)
             title = current.display_title if current else ""
@@ -175,6 +174,7 @@ def settings_sidebar(service: VisitorService, persona: Persona, key: str, notes:
             tr("sidebar.model.label"),
             value=settings.model,
             key=setting_key("model", key),
+            max_chars=MAX_MODEL_NAME,
             help=tr("sidebar.model.help", model=persona.model),
         )
     st.header(tr("sidebar.budget.header"))
@@ -344,6 +344,8 @@ def show_streaming(chunks: Iterator[str]) -> None:
     and bandwidth in proportion to the reply times its chunks."""
     placeholder = st.empty()
     text, drawn_at = "", 0.0
+    # A tab that closes stops this run (Streamlit raises StopException at the next redraw); the
+    # service's generator then stops the call and saves what arrived.
     for chunk in chunks:
         text += chunk
         if time.monotonic() - drawn_at >= STREAM_REDRAW_S:
@@ -442,7 +444,7 @@ def chat_controls(session: ChatSession, persona: Persona) -> None:
         st.caption(tr("chat.starters"))
         for index, starter in enumerate(persona.starter_prompts):
             st.button(
-                starter,
+                as_markdown(starter),
                 key=f"starter::{persona.id}::{index}",
                 on_click=state.queue,
                 args=(Action.SEND, starter),

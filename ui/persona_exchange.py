@@ -29,7 +29,7 @@ from core.persona_formats import (
 from core.persona_mapping import DEFAULT_USER_NAME
 from core.personas import Persona
 from ui.state import Key, page_state, persona_export_key, persona_import_files_key, persona_import_pick_key
-from ui.text import error_text, tr
+from ui.text import as_markdown, error_text, tr
 
 
 def uploader_key() -> str:
@@ -125,7 +125,7 @@ def preview_file(file_index: int, result: FileImport) -> None:
             )
             st.progress(min(share, 1.0), text=tokens)
             for warning in report.warnings:
-                st.warning(warning, icon="⚠️")
+                st.warning(as_markdown(warning), icon="⚠️")
             st.dataframe(
                 [
                     {

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.conversation import without_images
 from core.errors import DashboardError
 from core.i18n import current as session_translator
 from core.notices import Notice
+from core.safe_markdown import page_markdown
 
 
 def tr(key: str, /, **fields: object) -> str:
@@ -44,10 +44,11 @@ def notice_text(notice: Notice) -> str:
 def show_notice(notice: Notice, *, icon: str | None = None) -> None:
     """A notice as an alert of its level."""
     show = {"error": st.error, "warning": st.warning, "info": st.info, "success": st.success}[notice.level]
-    show(notice_text(notice), icon=icon)
+    show(as_markdown(notice_text(notice)), icon=icon)
 
 
 def as_markdown(text: str) -> str:
-    """Text from a user, a model, a file or a server for st.markdown: images become links (never
-    loaded from their server), and a `$` is a price, not the start of a LaTeX formula."""
-    return without_images(text).replace("$", "\\$")
+    """Text from a user, a model, a file or a server for st.markdown or a label: no server path,
+    images become links (never loaded from their server), and a `$` is a price, not the start of
+    a LaTeX formula (`core.safe_markdown.page_markdown`)."""
+    return page_markdown(text)

@@ -15,6 +15,10 @@ CATALOG: dict[str, str] = {
         "conversations**, and anyone with it can read them."
     ),
     "workspace.start_new": "Start a new workspace",
+    "access.shared_with_strangers": (
+        "**Everyone with this page's link sees these conversations**, and can use any base URL "
+        "from this server: its deployer set ACCESS_MODE=single-user."
+    ),
     "views.chat": "💬 Chat",
     "views.personas": "🎭 Personas",
     "views.compare": "⚖️ Compare",
@@ -30,6 +34,7 @@ CATALOG: dict[str, str] = {
     "notice.imported": "Imported {count} messages from {file} into {persona} as a new conversation.",
     "notice.store_unsaved": "Your last change is not saved yet: {error}",
     "notice.stale": "Not saved: {error}",
+    "notice.settings_refused": "Settings not changed: {error}",
     "notice.limit_applied": "Limited by this deployment: {note}",
     "notice.comparison_not_started": "The comparison cannot start: {error}",
     "notice.comparison_not_opened": "That comparison cannot be opened: {error}",

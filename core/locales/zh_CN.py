@@ -12,6 +12,10 @@ CATALOG: dict[str, str] = {
         "这是你的私人工作区。**请收藏本页链接：它是打开你的对话的钥匙**，任何拿到该链接的人都能阅读这些对话。"
     ),
     "workspace.start_new": "新建工作区",
+    "access.shared_with_strangers": (
+        "**任何拿到本页链接的人都能看到这些对话**，并能让本服务器访问任意 API 基础地址："
+        "部署者设置了 ACCESS_MODE=single-user。"
+    ),
     "views.chat": "💬 聊天",
     "views.personas": "🎭 角色",
     "views.compare": "⚖️ 对比",
@@ -27,6 +31,7 @@ CATALOG: dict[str, str] = {
     "notice.imported": "已从 {file} 导入 {count} 条消息，作为 {persona} 的新对话。",
     "notice.store_unsaved": "你的最近一次更改尚未保存：{error}",
     "notice.stale": "未保存：{error}",
+    "notice.settings_refused": "设置未更改：{error}",
     "notice.limit_applied": "受此部署限制：{note}",
     "notice.comparison_not_started": "无法开始对比：{error}",
     "notice.comparison_not_opened": "无法打开该对比：{error}",
