@@ -42,14 +42,6 @@ def main_text(app: AppPage) -> str:
     return app.page.locator(MAIN).inner_text()
 
 
-def download(app: AppPage, label: str, destination: Path) -> str:
-    button = app.page.locator(f'{MAIN} [data-testid="stDownloadButton"]').filter(has_text=label)
-    with app.page.expect_download() as info:
-        button.click()
-    info.value.save_as(destination)
-    return destination.read_text(encoding="utf-8")
-
-
 def test_a_blind_pair_over_two_turns_with_a_slow_column_then_a_vote_and_the_leaderboard(
     start_streamlit: StartStreamlit, open_app: OpenApp, tmp_path: Path
 ) -> None:
@@ -101,7 +93,7 @@ def test_a_blind_pair_over_two_turns_with_a_slow_column_then_a_vote_and_the_lead
         assert "gpt-4.1" in text and "gpt-4o-mini" in text  # revealed after the vote
         assert "You preferred" in text
         click(app, "New comparison")
-        board = list(csv.DictReader(io.StringIO(download(app, "Leaderboard as CSV", tmp_path / "board.csv"))))
+        board = list(csv.DictReader(io.StringIO(app.download("Leaderboard as CSV", tmp_path / "board.csv"))))
         assert len(board) == 2
         assert {row["model"] for row in board} == {"gpt-4.1", "gpt-4o-mini"}
         assert sorted((row["wins"], row["losses"]) for row in board) == [("0", "1"), ("1", "0")]
