@@ -307,7 +307,8 @@ CATALOG: dict[str, str] = {
     "counting.tiktoken": ("📏 用 tiktoken（OpenAI 计费所用的分词器）精确计数。"),
     "counting.server": "📏 由服务器自己的分词器精确计数。",
     "counting.calibrated": (
-        "📏 校准估算：与服务器报告的用量相差在 ±{error:.1f}% 以内，基于 {turns} 轮拟合。"
+        "📏 校准估算：与服务器报告的用量相差在 ±{error:.1f}% 以内，按文字类别（中日韩文字、拉丁词、数字、"
+        "标点、表情符号）对 {turns} 轮做最小二乘拟合。"
     ),
     "counting.uncalibrated": (
         "📏 tiktoken 不认识 `{model}`，服务器也不提供分词器：在服务器"
