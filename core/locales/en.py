@@ -606,4 +606,5 @@ CATALOG: dict[str, str] = {
         "counting's safety margin)."
     ),
     "chart.gauge.axis_fitted": "tokens of the {budget:,}-token budget (set: {setting:,})",
+    "compare.saved.link_help": "A comparison: opens on the Compare page",
 }

@@ -547,4 +547,5 @@ CATALOG: dict[str, str] = {
         "调用按 {budget:,} 适配，低于设定的 {setting:,}（受服务器上下文窗口或计数安全余量限制）。"
     ),
     "chart.gauge.axis_fitted": "占 {budget:,} token 预算的 token 数（设定：{setting:,}）",
+    "compare.saved.link_help": "这是一个对比：在对比页面中打开",
 }
