@@ -111,10 +111,13 @@ class ErrorInfo(BaseModel):
     partial_text: str = ""
     #: Any other data the error carries (e.g. PromptTooLong's `prompt_tokens`, `budget`).
     details: dict[str, Scalar] = {}
+    #: The error's text in the page's language: `error.<code>` with these fields (core/errors.py).
+    code: str = "generic"
+    fields: dict[str, Scalar] = {}
 
     @classmethod
     def of(cls, error: DashboardError) -> ErrorInfo:
-        common = {"message", "partial_text", "status_code", "request_id", "retry_after", "retryable"}
+        common = {"message", "partial_text", "status_code", "request_id", "retry_after", "retryable", "code"}
         details = {
             name: value
             for name, value in vars(error).items()
@@ -131,6 +134,12 @@ class ErrorInfo(BaseModel):
             request_id=getattr(error, "request_id", None),
             partial_text=str(getattr(error, "partial_text", "") or ""),
             details=details,
+            code=error.code,
+            fields={
+                name: value
+                for name, value in error.fields.items()
+                if value is None or isinstance(value, str | int | float | bool)
+            },
         )
 
 

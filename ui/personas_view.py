@@ -134,15 +134,8 @@ def card(persona: Persona, is_custom: bool, conversations: int) -> None:
             args=(persona,),
             kwargs={"custom": False},
         )
-    buttons[2].download_button(
-        "YAML",
-        persona_yaml(persona),
-        file_name=f"{persona.id}.yaml",
-        mime="application/yaml",
-        key=f"yaml::{persona.id}",
-        on_click="ignore",
-    )
-    export_menu(persona)
+    with buttons[2]:
+        export_menu(persona)
 
 
 def editor(service: VisitorService, personas: dict[str, Persona]) -> None:

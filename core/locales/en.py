@@ -260,6 +260,7 @@ CATALOG: dict[str, str] = {
     "personas.exchange.saved": "Saved {name}.",
     "personas.exchange.not_saved": "{name} was not saved: {error}",
     "personas.export.label": "Export",
+    "personas.export.yaml": "Persona YAML (this app)",
     "personas.export.card-v3": "Character card V3 (JSON)",
     "personas.export.card-png": "Character card (PNG)",
     "personas.export.lobehub": "LobeHub agent (JSON)",
@@ -332,8 +333,8 @@ CATALOG: dict[str, str] = {
     "counting.tiktoken": "📏 Counted exactly, with tiktoken (the tokenizer OpenAI bills with).",
     "counting.server": "📏 Counted exactly, by the server's own tokenizer.",
     "counting.calibrated": (
-        "📏 A calibrated estimate: within ±{error:.1f}% of what the server reported, fitted over "
-        "{turns} turns."
+        "📏 A calibrated estimate: within ±{error:.1f}% of what the server reported, fitted per "
+        "script class (CJK, Latin words, digits, punctuation, emoji) by least squares over {turns} turns."
     ),
     "counting.uncalibrated": (
         "📏 tiktoken does not know `{model}` and the server offers no tokenizer: counts are "

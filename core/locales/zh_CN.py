@@ -243,6 +243,7 @@ CATALOG: dict[str, str] = {
     "personas.exchange.saved": "已保存 {name}。",
     "personas.exchange.not_saved": "{name} 未保存：{error}",
     "personas.export.label": "导出",
+    "personas.export.yaml": "角色 YAML（本应用）",
     "personas.export.card-v3": "角色卡 V3（JSON）",
     "personas.export.card-png": "角色卡（PNG）",
     "personas.export.lobehub": "LobeHub 助手（JSON）",
@@ -307,7 +308,8 @@ CATALOG: dict[str, str] = {
     "counting.tiktoken": ("📏 用 tiktoken（OpenAI 计费所用的分词器）精确计数。"),
     "counting.server": "📏 由服务器自己的分词器精确计数。",
     "counting.calibrated": (
-        "📏 校准估算：与服务器报告的用量相差在 ±{error:.1f}% 以内，基于 {turns} 轮拟合。"
+        "📏 校准估算：与服务器报告的用量相差在 ±{error:.1f}% 以内，按文字类别（中日韩文字、拉丁词、数字、"
+        "标点、表情符号）对 {turns} 轮做最小二乘拟合。"
     ),
     "counting.uncalibrated": (
         "📏 tiktoken 不认识 `{model}`，服务器也不提供分词器：在服务器"
