@@ -195,6 +195,7 @@ CATALOG: dict[str, str] = {
         "read-only; yours are saved in your workspace."
     ),
     "personas.gallery.new": "New persona",
+    "personas.gallery.page": "Page (of {pages}; {count} personas)",
     "personas.card.budget": "budget {budget:,}",
     "personas.card.reply_cap": "reply cap {reply_cap:,}",
     "personas.card.tags": "Tags: {tags}",
@@ -507,6 +508,12 @@ CATALOG: dict[str, str] = {
     "notice.test_vote_refused": "The vote was not saved: {error}",
     # --- errors from core (core/errors.py: error.<code> with the error's fields) ---
     "error.generic": "{message}",
+    "error.replay_too_large": (
+        "This conversation has {messages} messages; a what-if replay takes at most {limit}."
+    ),
+    "error.too_many_personas": (
+        "This workspace already holds {limit} personas, the most it may; delete one before adding another."
+    ),
     "error.details.server_said": "Server says: {text}",
     "error.prompt_too_long": (
         "The system prompt and your message need {tokens:,} prompt tokens, {overflow:,} more than the "

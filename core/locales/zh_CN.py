@@ -179,6 +179,7 @@ CATALOG: dict[str, str] = {
     "personas.gallery.caption": (
         "选择一个角色开始聊天，或复制一个改成你自己的。内置角色为只读；你的角色保存在你的工作区中。"
     ),
+    "personas.gallery.page": "页码（共 {pages} 页，{count} 个角色）",
     "personas.gallery.new": "新建角色",
     "personas.card.budget": "预算 {budget:,}",
     "personas.card.reply_cap": "回复上限 {reply_cap:,}",
@@ -474,6 +475,8 @@ CATALOG: dict[str, str] = {
     "notice.test_vote_refused": "投票未保存：{error}",
     # --- errors from core (core/errors.py: error.<code> with the error's fields) ---
     "error.generic": "出错了：{message}",
+    "error.replay_too_large": "此对话有 {messages} 条消息；假设重放最多支持 {limit} 条。",
+    "error.too_many_personas": "此工作区已有 {limit} 个角色，已达上限；请先删除一个再添加。",
     "error.details.server_said": "服务器回复：{text}",
     "error.prompt_too_long": (
         "系统提示和你的消息共需 {tokens:,} 个提示词 token，比上下文预算 {budget:,} 多 {overflow:,} 个。请"
