@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Literal
 
 import streamlit as st
@@ -17,7 +17,7 @@ from core.conversation import MAX_IMPORT_BYTES, Message, MessageState
 from core.errors import BackendError, DashboardError
 from core.i18n import current as session_translator
 from core.personas import Persona, chat_avatar
-from core.service import VisitorService
+from core.service import StartedReply, VisitorService
 from core.session import ChatSession
 from core.settings import MAX_CONTEXT_BUDGET, MAX_REPLY_CAP, POLICY_NAMES
 from core.stats import dashboard_figures
@@ -27,7 +27,6 @@ from ui.frame import CONVERSATION_PARAM, Frame, html_lang, model_table
 from ui.state import (
     Action,
     Key,
-    PendingAction,
     page_state,
     pins_key,
     setting_key,
@@ -292,19 +291,19 @@ def render_message(message: Message, persona: Persona) -> None:
             st.caption(as_markdown(message.content))
 
 
-def stream_reply(
-    service: VisitorService, key: str, persona: Persona, reply: Callable[[], Iterator[str]]
-) -> None:
+def stream_reply(service: VisitorService, key: str, persona: Persona, reply: Iterator[str]) -> None:
     """Stream a reply into the chat (the service saves the turn); every outcome ends in a rerun,
     which redraws the history (with this turn's trims, badges and any error) and the dashboard."""
     with st.chat_message("assistant", avatar=chat_avatar(persona)):
         try:
-            show_streaming(reply())
+            show_streaming(reply)
         except DashboardError:
             pass  # the session holds the error; the rerun shows it
         except BaseException:
             # Stopped (the chat input's stop button) or interrupted by another interaction:
             # keep what streamed, hang up on the server, and save what was kept.
+            if isinstance(reply, StartedReply):
+                reply.close()
             service.stop(key)
             raise
     st.rerun()
@@ -374,11 +373,14 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
     history_box = st.container(height=CHAT_HEIGHT_PX, border=False)
     controls = st.container()
     limits = service.limits
-    prompt = st.chat_input(
+    # The request starts in the callback, before this page is drawn again.
+    st.chat_input(
         tr("chat.input.placeholder", name=persona.name),
         key=Key.CHAT_INPUT,
         submit_mode="stop",
         max_chars=limits.max_message_chars if limits else None,
+        on_submit=submit_message,
+        args=(service, key),
     )
     with history_box:
         history = conversation.messages[1:]
@@ -404,35 +406,36 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
             if event.fallback:
                 st.caption(tr("summary.fallback", turn=event.turn, reason=event.fallback_reason or "?"))
 
-        pending = page_state().take_action()
-        if prompt:
-            pending = PendingAction(Action.SEND, prompt)
-        if pending is not None:
-            run_action(service, key, persona, pending)
+        reply = page_state().take_reply()
+        if reply is not None and reply.key == key:
+            if reply.action == "send":
+                with st.chat_message("user", avatar="🧑"):
+                    st.markdown(as_markdown(reply.text))
+            stream_reply(service, key, persona, reply)
 
     with controls:
-        chat_controls(session, persona)
+        chat_controls(service, key, persona)
         pins(service, key)
 
 
-def run_action(service: VisitorService, key: str, persona: Persona, pending: PendingAction) -> None:
-    session = service.session(key)
-    if pending.action is Action.SEND:
-        with st.chat_message("user", avatar="🧑"):
-            st.markdown(as_markdown(pending.text))
-        stream_reply(service, key, persona, lambda: service.send(key, pending.text))
-    elif pending.action is Action.RETRY and session.can_retry:
-        stream_reply(service, key, persona, lambda: service.retry(key))
-    elif pending.action is Action.REGENERATE and session.can_regenerate:
-        stream_reply(service, key, persona, lambda: service.regenerate(key))
-    elif pending.action is Action.CONTINUE and session.can_continue:
-        stream_reply(service, key, persona, lambda: service.continue_reply(key))
+def start_turn(service: VisitorService, key: str, action: Action, text: str = "") -> None:
+    """A callback: begin the turn now (its request goes out before the page reruns)."""
+    reply = service.start(key, action.value, text)
+    if reply is not None:
+        page_state().hold_reply(reply)
 
 
-def chat_controls(session: ChatSession, persona: Persona) -> None:
+def submit_message(service: VisitorService, key: str) -> None:
+    """on_submit of the chat input."""
+    text = st.session_state.get(Key.CHAT_INPUT)
+    if text:
+        start_turn(service, key, Action.SEND, text)
+
+
+def chat_controls(service: VisitorService, key: str, persona: Persona) -> None:
     """The last call's error with its data, starter prompts, and Retry / Regenerate / Continue."""
+    session = service.session(key)
     conversation = session.conversation
-    state = page_state()
     if session.error is not None:
         st.error(as_markdown(error_text(session.error)), icon="⚠️")
         if details := error_details(session.error):
@@ -443,23 +446,29 @@ def chat_controls(session: ChatSession, persona: Persona) -> None:
             st.button(
                 starter,
                 key=f"starter::{persona.id}::{index}",
-                on_click=state.queue,
-                args=(Action.SEND, starter),
+                on_click=start_turn,
+                args=(service, key, Action.SEND, starter),
             )
     if session.can_retry:
-        st.button(tr("chat.retry"), icon="🔁", on_click=state.queue, args=(Action.RETRY,), key="retry")
+        st.button(
+            tr("chat.retry"), icon="🔁", on_click=start_turn, args=(service, key, Action.RETRY), key="retry"
+        )
     elif session.can_regenerate:
         columns = st.columns(2) if session.can_continue else [st.container()]
         columns[0].button(
             tr("chat.regenerate"),
             icon="🔄",
-            on_click=state.queue,
-            args=(Action.REGENERATE,),
+            on_click=start_turn,
+            args=(service, key, Action.REGENERATE),
             key="regenerate",
         )
         if session.can_continue:
             columns[1].button(
-                tr("chat.continue"), icon="⏩", on_click=state.queue, args=(Action.CONTINUE,), key="continue"
+                tr("chat.continue"),
+                icon="⏩",
+                on_click=start_turn,
+                args=(service, key, Action.CONTINUE),
+                key="continue",
             )
 
 
