@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import streamlit as st
@@ -81,6 +81,21 @@ def page(frame: Frame) -> None:
 # --- sidebar -----------------------------------------------------------------------------------
 
 
+def whole_page(action: Callable[..., object], *args: object) -> None:
+    """A callback in a fragment whose change the whole page shows: do it, then the fragment's
+    rerun reruns the page (a callback cannot)."""
+    action(*args)
+    page_state().set(Key.RERUN_PAGE, True)
+
+
+def rerun_page_if_asked() -> None:
+    """First thing in a fragment: rerun the whole page when one of its callbacks asked to."""
+    state = page_state()
+    if state.get(Key.RERUN_PAGE):
+        state.set(Key.RERUN_PAGE, False)
+        st.rerun(scope="app")
+
+
 def open_conversation(service: VisitorService, conversation_id: str) -> None:
     persona_id = service.open_conversation(conversation_id)
     state = page_state()
@@ -92,19 +107,29 @@ def rename_conversation(service: VisitorService, conversation_id: str) -> None:
     service.rename(conversation_id, page_state().get(title_key(conversation_id), ""))
 
 
+@st.fragment
 def conversation_list(service: VisitorService, persona: Persona, key: str) -> None:
-    """This persona's conversations, newest first, with search, rename and delete (undoable)."""
+    """This persona's conversations, newest first, with search, rename and delete (undoable).
+    A fragment: searching redraws the list alone; opening, starting, renaming or deleting one
+    redraws the page."""
+    rerun_page_if_asked()
     st.button(
         tr("conversations.new"),
         icon="🆕",
-        on_click=service.new_conversation,
-        args=(persona,),
+        on_click=whole_page,
+        args=(service.new_conversation, persona),
         width="stretch",
         disabled=not service.is_saved(key) and len(service.session(key).conversation.messages) < 2,
     )
     if service.deleted is not None:
         st.info(tr("conversations.deleted", title=service.deleted[1]), icon="🗑️")
-        st.button(tr("conversations.undo_delete"), icon="↩️", on_click=service.undo_delete, key="undo_delete")
+        st.button(
+            tr("conversations.undo_delete"),
+            icon="↩️",
+            on_click=whole_page,
+            args=(service.undo_delete,),
+            key="undo_delete",
+        )
     if not service.saving:
         return
     search = st.text_input(
@@ -125,8 +150,8 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
         st.button(
             ("▸ " if is_open else "") + summary.display_title,
             key=f"open::{summary.id}",
-            on_click=open_conversation,
-            args=(service, summary.id),
+            on_click=whole_page,
+            args=(open_conversation, service, summary.id),
             disabled=is_open,
             width="stretch",
             help=tr("conversations.item.help", count=summary.message_count - 1, updated=summary.updated_at),
@@ -140,13 +165,16 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
             st.text_input(tr("conversations.title"), value=title, key=title_key(key), max_chars=200)
             columns = st.columns(2)
             columns[0].button(
-                tr("conversations.rename"), on_click=rename_conversation, args=(service, key), width="stretch"
+                tr("conversations.rename"),
+                on_click=whole_page,
+                args=(rename_conversation, service, key),
+                width="stretch",
             )
             columns[1].button(
                 tr("conversations.delete"),
                 icon="🗑️",
-                on_click=service.delete,
-                args=(key, title),
+                on_click=whole_page,
+                args=(service.delete, key, title),
                 width="stretch",
                 key="delete_conversation",
             )
@@ -309,9 +337,11 @@ def stream_reply(service: VisitorService, key: str, persona: Persona, reply: Ite
     st.rerun()
 
 
+@st.fragment
 def render_summary(service: VisitorService, key: str) -> None:
     """The running summary where the folded messages end: what the model is sent instead of
-    them, its versions, and an editor (the model sees the edited version from the next call)."""
+    them, its versions, and an editor (the model sees the edited version from the next call).
+    A fragment: typing in the editor redraws it alone; saving redraws the page."""
     conversation = service.session(key).conversation
     summary = conversation.summary
     if summary is None:
@@ -472,9 +502,11 @@ def chat_controls(service: VisitorService, key: str, persona: Persona) -> None:
             )
 
 
+@st.fragment
 def pins(service: VisitorService, key: str) -> None:
     """Pin messages in context: no policy drops or summarizes a pinned message (one widget for
-    the whole chat, not a button per message, so long chats stay quick)."""
+    the whole chat, not a button per message, so long chats stay quick). A fragment: choosing
+    redraws it alone; a change made redraws the page (the chat's badges, the dashboard)."""
     conversation = service.session(key).conversation
     candidates = [m for m in conversation.context_messages()[1:] if not m.automatic]
     if not candidates:
