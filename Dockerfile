@@ -37,7 +37,7 @@ ENV HOME=/home/user \
 # may not point the server at a base URL of their own unless ALLOWED_BASE_URLS lists it, and
 # errors show no tracebacks (no server paths). Run with -e ACCESS_MODE=single-user for your own use.
 ENV ACCESS_MODE=private \
-    STREAMLIT_CLIENT_SHOW_ERROR_DETAILS=false
+    STREAMLIT_CLIENT_SHOW_ERROR_DETAILS=none
 # Conversations go to /data/dashboard.db: a Space's persistent storage or a Docker volume mounted
 # there keeps them; without one they last until the container restarts (docs/deploy.md).
 ENV DATA_DIR=/data

@@ -7,12 +7,14 @@ estimate is fitted to those reports, per model, by least squares:
     reported prompt tokens ≈ content · w + b·messages + c
     reported reply tokens  ≈ content · w + e
 
-- `content`: the text's tokens in the two vocabularies bundled with the dashboard, o200k and
-  cl100k, each split into tokens of ASCII bytes and the others, and its CJK characters. A
-  model's own tokenizer is seldom either vocabulary, but its count is close to a blend of them,
-  script by script: byte-level BPE vocabularies differ little on English and much on Chinese
-  (o200k merges common words that cl100k splits into characters and bytes), and small
-  sentencepiece vocabularies take about one token per CJK character;
+- `content`, per script class: the text's tokens in the two vocabularies bundled with the
+  dashboard, o200k and cl100k, each split into tokens of ASCII bytes (Latin words) and the
+  others, and its CJK characters, digits, punctuation marks and emoji code points. A model's
+  own tokenizer is seldom either vocabulary, but its count is close to a blend of them, class
+  by class: byte-level BPE vocabularies differ little on English and much on Chinese (o200k
+  merges common words that cl100k splits into characters and bytes), small sentencepiece
+  vocabularies take about one token per CJK character and several bytes per emoji, and some
+  split every digit where others group three;
 - `messages`: each message's framing (a chat template's role markers and separators);
 - `c`: once per prompt (generation prompt, BOS, ...); `e`: once per reply (its end-of-turn token).
 
@@ -21,7 +23,8 @@ separates the content terms from the framing ones; a reply that reports far more
 could take (a reasoning model's hidden thinking) is left out. A message then counts
 `content · w + b` tokens (so a policy that drops it knows what it frees), a prompt `c` more.
 
-The fit weighs relative errors (the goal is a few percent), recent turns more than old ones
+The fit (numpy, on the normal equations) weighs relative errors (the goal is a few percent),
+recent turns more than old ones
 (`RECENCY`), and is pulled lightly toward the uncalibrated estimate (`PRIOR`: o200k with the
 OpenAI framing), so one turn already moves it without wild swings; one report far off the rest
 (a server that cut the prompt to its own window) is left out.
@@ -43,7 +46,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
 from core.tokens import (
     METHOD_CALIBRATED,
@@ -62,10 +66,15 @@ MAX_COUNT: Final = 1_000_000_000
 
 #: The uncalibrated estimate as parameters (w, b, c, e): o200k content, the cookbook framing
 #: (3 tokens per message plus its one-token role), reply priming, nothing more per reply.
-PRIOR: Final = (1.0, 1.0, 0.0, 0.0, 0.0, float(TOKENS_PER_MESSAGE + 1), float(REPLY_PRIMING), 0.0)
+PRIOR: Final = (
+    *(1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0),
+    float(TOKENS_PER_MESSAGE + 1),
+    float(REPLY_PRIMING),
+    0.0,
+)
 #: How far each parameter may stray from PRIOR before that costs as much as a 1% error on one
 #: turn. The framing parameters are held close, so a first report mostly moves the content terms.
-SCALE: Final = (1.0, 1.0, 1.0, 1.0, 1.0, 3.0, 10.0, 2.0)
+SCALE: Final = (1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0, 2.0, 3.0, 10.0, 2.0)
 RIDGE: Final = 1e-4
 #: Each older turn weighs this much less than the next.
 RECENCY: Final = 0.8
@@ -96,12 +105,36 @@ _CJK = re.compile(
     "\uf900-\ufaff\ufe30-\ufe4f\uff00-\uffef\U00020000-\U0002fa1f]"
 )
 
-#: What the estimate knows of a text: its o200k tokens of ASCII bytes and the others, the same
-#: for cl100k, and its CJK characters.
-Content = tuple[int, int, int, int, int]
-CONTENT_SIZE: Final = 5
+_DIGIT = re.compile(r"[0-9\uff10-\uff19]")
+_PUNCTUATION = re.compile(
+    r"[!-/:-@\[-`{-~\u2000-\u206f\u3000-\u303f\uff01-\uff0f\uff1a-\uff20\uff3b-\uff40\uff5b-\uff65]"
+)
+_EMOJI = re.compile("[\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\ufe0f\u200d\U0001f1e6-\U0001f1ff]")
+
+#: What the estimate knows of a text, per script class: its o200k tokens of ASCII bytes (Latin
+#: words, mostly) and the others, the same for cl100k, and its CJK characters, digits,
+#: punctuation marks and emoji code points. Tokenizers differ by class: one splits every digit,
+#: another groups three; a small vocabulary spends a token per CJK character and four bytes
+#: per emoji; punctuation merges with spaces in one and not in another.
+Content = tuple[int, int, int, int, int, int, int, int]
+CONTENT_SIZE: Final = 8
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
-_NO_CONTENT: Final = (0, 0, 0, 0, 0)
+_NO_CONTENT: Final = (0, 0, 0, 0, 0, 0, 0, 0)
+#: A message's name costs one ASCII token more in both vocabularies.
+_NAME_CONTENT: Final = (1, 0, 1, 0, 0, 0, 0, 0)
+
+
+def _padded(value: Any) -> Any:
+    """A content tuple exported before the digit, punctuation and emoji classes (5 counts), with
+    those counted as none: it still fits, and ages out of the fit as new turns come."""
+    if isinstance(value, (list, tuple)) and len(value) == 5:
+        return (*value, 0, 0, 0)
+    return value
+
+
+ContentField = Annotated[
+    tuple[Count, Count, Count, Count, Count, Count, Count, Count], BeforeValidator(_padded)
+]
 
 
 @dataclass(frozen=True)
@@ -141,14 +174,14 @@ class Observation(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     #: The prompt's `Content`, summed over its messages.
-    content: tuple[Count, Count, Count, Count, Count]
+    content: ContentField
     messages: int = Field(ge=1, le=MAX_COUNT)
     reported: int = Field(ge=1, le=MAX_COUNT)
     #: The estimate the prompt was sent with, and how many turns that estimate was fitted from.
     predicted: int = Field(ge=0, le=MAX_COUNT)
     basis: int = Field(ge=0, le=MAX_OBSERVATIONS)
     #: The reply's `Content`, and its reported tokens, when reported.
-    reply: tuple[Count, Count, Count, Count, Count] | None = None
+    reply: ContentField | None = None
     reported_reply: int | None = Field(None, ge=1, le=MAX_COUNT)
 
     @property
@@ -208,11 +241,12 @@ def content_of(text: str) -> Content:
         non_ascii = _non_ascii(name)
         other = sum(1 for token in tokens if token in non_ascii)
         counts += [len(tokens) - other, other]
-    return (counts[0], counts[1], counts[2], counts[3], len(_CJK.findall(text)))
+    classes = (len(_CJK.findall(text)), len(_DIGIT.findall(text)), len(_PUNCTUATION.findall(text)))
+    return (*counts[:4], *classes, len(_EMOJI.findall(text)))  # type: ignore[return-value]
 
 
 def _add(a: Sequence[int], b: Sequence[int]) -> Content:
-    return (a[0] + b[0], a[1] + b[1], a[2] + b[2], a[3] + b[3], a[4] + b[4])
+    return tuple(x + y for x, y in zip(a, b, strict=True))  # type: ignore[return-value]
 
 
 class ContentCounts:
@@ -239,7 +273,7 @@ class ContentCounts:
                 continue
             total = _add(total, self(str(value)))
             if key == "name":
-                total = _add(total, (1, 0, 1, 0, 0))
+                total = _add(total, _NAME_CONTENT)
         return total
 
 
@@ -268,15 +302,14 @@ class Features:
 class Params:
     """w per unit of `Content`; b per message, c per prompt, e per reply."""
 
-    w: tuple[float, float, float, float, float]
+    w: tuple[float, ...]
     b: float
     c: float
     e: float = 0.0
 
     @classmethod
     def of(cls, values: Sequence[float]) -> Params:
-        w = values[:CONTENT_SIZE]
-        return cls((w[0], w[1], w[2], w[3], w[4]), *values[CONTENT_SIZE:])
+        return cls(tuple(values[:CONTENT_SIZE]), *values[CONTENT_SIZE:])
 
     def content(self, content: Content) -> float:
         return sum(weight * count for weight, count in zip(self.w, content, strict=True))
@@ -301,43 +334,28 @@ class Fit:
     error: float | None
 
 
-def _solve(matrix: list[list[float]], vector: list[float]) -> list[float] | None:
-    """Gaussian elimination with partial pivoting; None when the system is singular."""
-    size = len(vector)
-    rows = [[*matrix[i], vector[i]] for i in range(size)]
-    for col in range(size):
-        pivot = max(range(col, size), key=lambda r: abs(rows[r][col]))
-        if abs(rows[pivot][col]) < 1e-18:
-            return None
-        rows[col], rows[pivot] = rows[pivot], rows[col]
-        for r in range(size):
-            if r != col:
-                factor = rows[r][col] / rows[col][col]
-                rows[r] = [x - factor * y for x, y in zip(rows[r], rows[col], strict=True)]
-    return [rows[i][size] / rows[i][i] for i in range(size)]
-
-
 def _least_squares(observations: Sequence[Observation]) -> Params:
-    """Weighted ridge least squares on relative errors, recent turns weighing more."""
-    size = len(PRIOR)
-    matrix = [[0.0] * size for _ in range(size)]
-    vector = [0.0] * size
+    """Weighted ridge least squares on relative errors, recent turns weighing more, pulled
+    toward PRIOR (numpy solves the normal equations)."""
+    rows, targets, weights = [], [], []
     newest = len(observations) - 1
     for index, observation in enumerate(observations):
         for x, reported, share in observation.rows():
-            weight = share * RECENCY ** (newest - index) / reported**2
-            for i in range(size):
-                vector[i] += weight * x[i] * reported
-                for j in range(size):
-                    matrix[i][j] += weight * x[i] * x[j]
-    for i in range(size):
-        pull = RIDGE / SCALE[i] ** 2
-        matrix[i][i] += pull
-        vector[i] += pull * PRIOR[i]
-    solution = _solve(matrix, vector)
-    if solution is None or not all(math.isfinite(v) for v in solution):
+            rows.append(x)
+            targets.append(reported)
+            weights.append(share * RECENCY ** (newest - index) / reported**2)
+    features, reported_tokens, weight = np.array(rows), np.array(targets), np.array(weights)
+    prior, scale = np.array(PRIOR), np.array(SCALE)
+    pull = RIDGE / scale**2
+    matrix = features.T @ (features * weight[:, None]) + np.diag(pull)
+    vector = features.T @ (weight * reported_tokens) + pull * prior
+    try:
+        solution = np.linalg.solve(matrix, vector)
+    except np.linalg.LinAlgError:
         return PRIOR_PARAMS
-    return Params.of(solution)
+    if not np.all(np.isfinite(solution)):
+        return PRIOR_PARAMS
+    return Params.of([float(v) for v in solution])
 
 
 def fit_turns(observations: Sequence[Observation]) -> Fit:

@@ -65,6 +65,7 @@ from core.conversation import Conversation, Message, TrimEvent, Turn
 from core.errors import ConversationImportError, ConversationStateError, DashboardError
 from core.model_info import ModelTable, load_model_table
 from core.personas import Persona
+from core.safe_markdown import safe_markdown
 from core.session import ChatSession
 from core.settings import ChatSettings
 from core.validation import describe_validation_error
@@ -110,10 +111,13 @@ class ErrorInfo(BaseModel):
     partial_text: str = ""
     #: Any other data the error carries (e.g. PromptTooLong's `prompt_tokens`, `budget`).
     details: dict[str, Scalar] = {}
+    #: The error's text in the page's language: `error.<code>` with these fields (core/errors.py).
+    code: str = "generic"
+    fields: dict[str, Scalar] = {}
 
     @classmethod
     def of(cls, error: DashboardError) -> ErrorInfo:
-        common = {"message", "partial_text", "status_code", "request_id", "retry_after", "retryable"}
+        common = {"message", "partial_text", "status_code", "request_id", "retry_after", "retryable", "code"}
         details = {
             name: value
             for name, value in vars(error).items()
@@ -130,6 +134,12 @@ class ErrorInfo(BaseModel):
             request_id=getattr(error, "request_id", None),
             partial_text=str(getattr(error, "partial_text", "") or ""),
             details=details,
+            code=error.code,
+            fields={
+                name: value
+                for name, value in error.fields.items()
+                if value is None or isinstance(value, str | int | float | bool)
+            },
         )
 
 
@@ -870,7 +880,8 @@ class Comparison:
                     run = _last_run(column._runs, round_.number)
                     if run is not None:
                         lines.append(_row([str(round_.number), labels[index], *_figure_cells(run)]))
-            return "\n".join(lines) + "\n"
+            # Images made links on the whole document, as a viewer parses it.
+            return safe_markdown("\n".join(lines) + "\n")
 
     # --- internals ---------------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import html
 import json
 import math
-import re
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -27,11 +26,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from core.backends import MAX_REPORTED_TOKENS, Usage
 from core.calibration import Calibration, CalibrationRecord, SilentTruncation, silent_truncation
-from core.errors import ConversationImportError, ConversationStateError
+from core.errors import ConversationImportError, ConversationStateError, InvalidSettings
+from core.safe_markdown import safe_markdown
 from core.settings import DEFAULT_REPLY_CAP, MAX_CONTEXT_BUDGET, ChatSettings
 from core.summaries import summary_message, summary_tokens
 from core.tokens import Tokenizer, tokenizer_for
-from core.validation import describe_validation_error, field_path
+from core.validation import describe_problems, describe_validation_error, field_path
 
 Role = Literal["system", "user", "assistant"]
 
@@ -66,15 +66,6 @@ class MessageState(StrEnum):
     REPLACED = "replaced", "regenerated · not in context"
     #: Folded into the running summary (policy "summarize"); never sent again, the summary is.
     SUMMARIZED = "summarized", "summarized · folded into the summary"
-
-
-_MARKDOWN_IMAGE = re.compile(r"!\[([^\]\n]*)\]\s*([(\[])")
-
-
-def without_images(text: str) -> str:
-    """Markdown whose images are links: an image from a reply, a file or an error would load from
-    its server the moment it is drawn (a tracking pixel reveals the reader's address)."""
-    return _MARKDOWN_IMAGE.sub(lambda m: f"[🖼 {m.group(1) or 'image'}]{m.group(2)}", text)
 
 
 def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
@@ -479,8 +470,12 @@ class Conversation:
     # --- changing ----------------------------------------------------------------------------
 
     def update_settings(self, **changes: Any) -> ChatSettings:
-        """Change settings (validated); messages are re-counted only when the tokenizer changes."""
-        settings = ChatSettings.model_validate({**self._settings.model_dump(), **changes})
+        """Change settings (validated: InvalidSettings, saying which and why, leaves them as they
+        were); messages are re-counted only when the tokenizer changes."""
+        try:
+            settings = ChatSettings.model_validate({**self._settings.model_dump(), **changes})
+        except ValidationError as error:
+            raise InvalidSettings("; ".join(describe_problems(error, model=ChatSettings))) from None
         # A tokenizer installed for this model (calibrated, the server's) stays until the model changes.
         tokenizer = self._tokenizer if settings.model == self.model else tokenizer_for(settings.model)
         self._settings = settings
@@ -797,13 +792,14 @@ class Conversation:
                 if flag
             ]
             suffix = f" _({', '.join(notes)})_" if notes else ""
-            # Raw HTML escaped and images made links: the transcript is read in other viewers.
-            text = html.escape(without_images(message.content), quote=False)
+            # Raw HTML escaped (and images made links, below): the transcript is read in other
+            # viewers.
+            text = html.escape(message.content, quote=False)
             lines += [f"## {message.role}{suffix}", "", text, ""]
             if summary is not None and message.id == summary.through_id:
                 note = "sent in place of the summarized messages above"
                 lines += [f"## summary _({note})_", "", summary.text, ""]
-        return "\n".join(lines)
+        return safe_markdown("\n".join(lines))
 
     @classmethod
     def from_dict(cls, data: Any) -> Conversation:

@@ -270,8 +270,7 @@ class Counting:
             return known
         client = self._client
         found = ServerModel()
-        kinds: tuple[TokenizeKind, ...] = ("vllm", "llama.cpp")
-        for kind in kinds:
+        for kind in client.kinds:
             try:
                 alone = self._count(client, kind, model, _PROBE[:1], found)
             except TokenizeFailed as failure:
@@ -307,6 +306,8 @@ class Counting:
         try:
             if kind == "llama.cpp":
                 return client.context_window_llamacpp()
+            if kind == "anthropic":
+                return None  # models.yaml has Claude's windows
             return client.context_window_vllm(model)
         except TokenizeFailed:
             return None
@@ -324,6 +325,8 @@ class Counting:
             if window:
                 known.context_window = window
             return count
+        if kind == "anthropic":
+            return client.count_anthropic(model, messages)
         return client.count_llamacpp(messages)
 
     # --- the session's hooks ---------------------------------------------------------------

@@ -85,6 +85,11 @@ class ConversationStateError(DashboardError, ValueError):
     """A call that does not fit the conversation's current state (e.g. a reply with no question)."""
 
 
+class InvalidSettings(DashboardError, ValueError):
+    """A setting the user chose is out of range (a model name too long, a budget too large); the
+    conversation keeps its previous settings."""
+
+
 class ConversationImportError(DashboardError, ValueError):
     """An imported conversation file was rejected; the current conversation is untouched."""
 
@@ -177,6 +182,10 @@ class ServerError(BackendError):
     """5xx: the server failed; trying again later may work."""
 
     retryable_by_default = True
+
+
+class Overloaded(ServerError):
+    """529: the provider is overloaded (Anthropic); trying again in a little while may work."""
 
 
 class RequestTimedOut(BackendError):

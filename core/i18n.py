@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from core.locales import en, zh_CN
+from core.safe_markdown import shown_text
 
 Language = Literal["en", "zh-CN"]
 #: Each language by its own name, as the language switch lists them.
@@ -71,7 +72,9 @@ def template_fields(template: str) -> frozenset[str]:
 
 
 class Translator:
-    """`tr("key", **fields)`: the catalog's template for `key` in `language`, formatted."""
+    """`tr("key", **fields)`: the catalog's template for `key` in `language`, formatted; a field
+    that quotes input (a title, an error, a URL) cannot make the text load an image or show a
+    server path."""
 
     def __init__(self, language: Language, catalog: Mapping[str, str] | None = None) -> None:
         self.language = language
@@ -83,7 +86,7 @@ class Translator:
         except KeyError:
             raise KeyError(f"no {self.language} text for the key {key!r} (core/locales)") from None
         try:
-            return template.format(**fields)
+            return shown_text(template.format(**fields))
         except KeyError as missing:
             raise KeyError(f"the {self.language} text for {key!r} needs the field {missing}") from None
 

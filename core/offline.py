@@ -21,7 +21,7 @@ from core.conversation import preview
 from core.i18n import Language, translator
 from core.providers import register
 from core.server_tokens import TokenizeClient
-from core.summaries import offline_summary
+from core.summaries import is_summary_message, offline_summary
 from core.tokens import count_prompt_tokens, tokenizer_for
 
 if TYPE_CHECKING:
@@ -35,8 +35,8 @@ def offline_reply(messages: list[dict[str, str]], prompt_tokens: int, language: 
     in `language` (the page's: the offline model stands in for a model, and speaks to the visitor)."""
     text = translator(language)
     conversation = messages[1:] if messages and messages[0]["role"] == "system" else messages
-    # A second system message is the running summary of folded exchanges (policy "summarize").
-    summarized = bool(conversation) and conversation[0]["role"] == "system"
+    # The running summary of folded exchanges (policy "summarize") comes first.
+    summarized = bool(conversation) and is_summary_message(conversation[0])
     conversation = conversation[1:] if summarized else conversation
     newest = conversation[-1]["content"] if conversation else ""
     oldest = conversation[0] if conversation else None

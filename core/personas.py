@@ -18,7 +18,6 @@ import os
 import re
 import stat
 import sys
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -83,13 +82,13 @@ def _one_line(value: str) -> str:
 
 
 def _emoji(value: str) -> str:
-    # Streamlit takes a string avatar that is not an emoji for an image path and fails. Its emoji
-    # list cannot be used here (no streamlit in core), so this refuses the realistic mistakes: a
-    # word in any script, or plain ASCII. No emoji contains a letter except ℹ (U+2139, "ℹ️").
-    if value.isascii() or any(
-        ch.isspace() or (unicodedata.category(ch)[0] == "L" and ch != "ℹ") for ch in value
-    ):
-        raise ValueError(f"must be an emoji such as 🍜, got {value!r}")
+    # st.chat_message takes an avatar that is not exactly one emoji of Streamlit's list for an
+    # image path or URL (🙂🙂 and /🙂 crash the chat; a URL would load), so the check is Streamlit's
+    # own (imported here only: it loads Streamlit).
+    from streamlit.string_util import is_emoji
+
+    if not is_emoji(value):
+        raise ValueError(f"must be an emoji such as 🍜 (one emoji only), got {value!r}")
     return value
 
 

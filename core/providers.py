@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from core.i18n import Language
 
 #: The modules that register the providers, in the order they are asked.
-PROVIDER_MODULES: tuple[str, ...] = ("core.offline", "core.backends")
+PROVIDER_MODULES: tuple[str, ...] = ("core.offline", "core.anthropic_backend", "core.backends")
 
 
 class Provider(Protocol):

@@ -28,7 +28,7 @@ from typing import Any, Final, Literal
 import openai
 
 #: Which tokenize API a server offers.
-TokenizeKind = Literal["vllm", "llama.cpp"]
+TokenizeKind = Literal["vllm", "llama.cpp", "anthropic"]
 
 DEFAULT_TIMEOUT_S: Final = 3.0
 #: Answers that mean "there is no such endpoint here", not "try again later".
@@ -59,6 +59,9 @@ def _count(value: Any, what: str) -> int:
 
 class TokenizeClient:
     """The tokenize endpoints of the server behind one `openai.OpenAI` client."""
+
+    #: The tokenize APIs this client may find, in the order they are probed.
+    kinds: tuple[TokenizeKind, ...] = ("vllm", "llama.cpp")
 
     def __init__(self, client: openai.OpenAI, *, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
         self._client = client.with_options(timeout=timeout_s, max_retries=0)
@@ -104,6 +107,10 @@ class TokenizeClient:
         settings = answer.get("default_generation_settings") if isinstance(answer, dict) else None
         n_ctx = settings.get("n_ctx") if isinstance(settings, dict) else None
         return _count(n_ctx, "n_ctx") if n_ctx else None
+
+    def count_anthropic(self, model: str, messages: Sequence[Mapping[str, str]]) -> int:
+        """Anthropic's `count_tokens` (`core.anthropic_backend.AnthropicTokenCounter`); no other."""
+        raise TokenizeFailed("not an Anthropic server", absent=True)
 
     # --- plumbing ----------------------------------------------------------------------------
 

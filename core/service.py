@@ -37,6 +37,7 @@ from core.errors import (
     ConversationImportError,
     ConversationStateError,
     DashboardError,
+    InvalidSettings,
     MessageTooLong,
     PersonaFileError,
 )
@@ -45,7 +46,7 @@ from core.limits import RATE_LIMITS, DeployerLimits, RateLimits
 from core.model_info import ModelTable
 from core.netguard import allowed_base_urls_from
 from core.notices import Notice, error_notice
-from core.owners import AccessMode, access_mode
+from core.owners import AccessMode, visitor_access
 from core.personas import Persona
 from core.session import ChatSession
 from core.settings import ChatSettings
@@ -58,22 +59,35 @@ from core.workspace import Workspace
 class Deployment:
     """The deployer's policy, read from Streamlit secrets and the environment (secrets win)."""
 
+    #: How this visitor is treated: the deployer's ACCESS_MODE, or by where they are when unset.
     access_mode: AccessMode = "single-user"
+    #: The visitor is on this machine (`core.owners.is_local_visitor`).
+    local_visitor: bool = False
     allowed_base_urls: tuple[str, ...] = ()
     limits: DeployerLimits = field(default_factory=DeployerLimits)
     secrets: Mapping[str, object] = field(default_factory=dict, repr=False)
     environ: Mapping[str, str] = field(default_factory=dict, repr=False)
 
     @classmethod
-    def from_settings(cls, secrets: Mapping[str, object], environ: Mapping[str, str]) -> Deployment:
-        """Raises `ConfigError` naming a malformed setting."""
+    def from_settings(
+        cls, secrets: Mapping[str, object], environ: Mapping[str, str], *, local_visitor: bool = False
+    ) -> Deployment:
+        """The policy for one visitor (`local_visitor`: on this machine). Raises `ConfigError`
+        naming a malformed setting."""
         return cls(
-            access_mode=access_mode(environ),
+            access_mode=visitor_access(environ, local=local_visitor).mode,
+            local_visitor=local_visitor,
             allowed_base_urls=tuple(allowed_base_urls_from(secrets, environ)),
             limits=DeployerLimits.from_settings(secrets, environ),
             secrets=secrets,
             environ=environ,
         )
+
+    @property
+    def shared_with_strangers(self) -> bool:
+        """The deployer chose single-user and this visitor is not on this machine: everyone with
+        the link sees the same conversations, and the page must say so."""
+        return self.access_mode == "single-user" and not self.local_visitor
 
 
 TurnAction = Literal["send", "retry", "regenerate", "continue"]
@@ -337,7 +351,11 @@ class VisitorService:
         settings in force and one sentence per limit that changed them."""
         session = self.workspace.sessions[key]
         before = session.settings
-        session.update_settings(**changes)
+        try:
+            session.update_settings(**changes)
+        except InvalidSettings as error:  # the previous settings stay; the visitor is told why
+            self.notify(error_notice("settings_refused", error))
+            return before, []
         notes = self._within_limits(key, session, save=False)
         if session.settings is not before:
             self.save(key)
@@ -382,7 +400,9 @@ class VisitorService:
             session.error = error
             self.save(key)
             raise
-        return self._saved(key, session.send(text))
+        chunks = session.send(text)  # the message is in the conversation now; the call starts lazily
+        self.save(key)  # saved before the model is called: a crash mid-reply cannot lose it
+        return self._saved(key, chunks)
 
     def retry(self, key: str) -> Iterator[str]:
         return self._turn(key, ChatSession.retry)

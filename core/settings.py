@@ -12,6 +12,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 MAX_CONTEXT_BUDGET = 2_000_000
 MAX_REPLY_CAP = 200_000
+#: The longest model name a conversation (or its summarizer) may name.
+MAX_MODEL_NAME = 200
 #: Reply cap of conversations exported before settings were (format version 1).
 DEFAULT_REPLY_CAP = 1_024
 
@@ -43,7 +45,7 @@ class ChatSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model: str = Field(min_length=1, max_length=200)
+    model: str = Field(min_length=1, max_length=MAX_MODEL_NAME)
     context_budget: int = Field(ge=1, le=MAX_CONTEXT_BUDGET)
     max_reply_tokens: int = Field(DEFAULT_REPLY_CAP, ge=1, le=MAX_REPLY_CAP)
     sampling: Sampling = Sampling()
@@ -54,7 +56,7 @@ class ChatSettings(BaseModel):
     #: it when set (else to its own mark, a summary's share and an eighth below the budget).
     low_water: float | None = Field(None, ge=0.1, le=0.95)
     #: The model that writes summaries (policy "summarize"); None: the conversation's own model.
-    summarizer_model: str | None = Field(None, min_length=1, max_length=200)
+    summarizer_model: str | None = Field(None, min_length=1, max_length=MAX_MODEL_NAME)
 
     @property
     def effective_summarizer_model(self) -> str:

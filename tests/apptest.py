@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
 from streamlit.testing.v1 import AppTest
 
 from core.conversation import Conversation
@@ -62,3 +64,21 @@ def setting(at: AppTest, name: str, persona_id: str = "foodie") -> Any:
     """The sidebar widget of the open conversation's setting `name` (model, budget, reply_cap)."""
     key = f"{name}::{open_key(at, persona_id)}"
     return at.text_input(key=key) if name == "model" else at.number_input(key=key)
+
+
+_CHECK_PARSER = MarkdownIt("commonmark").enable(["table", "strikethrough"])
+
+
+def images_in(text: str) -> list[str]:
+    """The address of every image a CommonMark reader (with GitHub's tables) would load from
+    `text`: a parser of its own, not the app's."""
+    found: list[str] = []
+
+    def walk(tokens: list[Token]) -> None:
+        for token in tokens:
+            if token.type == "image":
+                found.append(str(token.attrs.get("src")))
+            walk(token.children or [])
+
+    walk(_CHECK_PARSER.parse(text))
+    return found

@@ -10,6 +10,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.limits import RATE_LIMITS
+from tests.anthropic_server import AnthropicServer, running_anthropic_server
 from tests.openai_server import OpenAIServer, running_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -104,6 +105,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> pytest.Monk
     for name in DEPLOYER_SETTINGS:
         monkeypatch.delenv(name, raising=False)
     RATE_LIMITS.clear()  # the process's rate limiters: each test is a fresh deployment
+    # AppTest has no real connection, so with ACCESS_MODE unset its visitor is a stranger and
+    # gets a private workspace (tests/test_security.py checks that default with ACCESS_MODE="").
+    # The page's own features are tested as a deployer's explicit single-user choice.
+    monkeypatch.setenv("ACCESS_MODE", "single-user")
     monkeypatch.setenv("OFFLINE_CHUNK_DELAY_S", "0")
     monkeypatch.setenv("DATABASE_URL", database_url)
     return monkeypatch
@@ -126,6 +131,13 @@ def start_app(clean_env: pytest.MonkeyPatch) -> StartApp:
 def app(start_app: StartApp) -> AppTest:
     """The page on the offline model, after its first run."""
     return start_app()
+
+
+@pytest.fixture
+def anthropic_server() -> Iterator[AnthropicServer]:
+    """A fresh local Anthropic-compatible server per test (tests/anthropic_server.py)."""
+    with running_anthropic_server() as server:
+        yield server
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ import json
 import shutil
 
 from core.context import DropOldest
-from tests.apptest import click, conversation, open_key, select_persona, send, session, setting
+from tests.apptest import click, conversation, images_in, open_key, select_persona, send, session, setting
 from tests.conftest import REPO_ROOT
 
 PERSONAS = REPO_ROOT / "personas"
@@ -241,10 +241,10 @@ def test_the_backend_is_kept_across_turns(app):
 def test_remote_images_are_links_never_loaded(app):
     send(app, "look ![pixel](http://tracker.example/p.gif?u=1) and ![][ref]\n\n[ref]: http://t.example/x.png")
     shown = "\n".join(m.value for m in app.markdown)
-    assert "![" not in shown
-    assert "[🖼 pixel](http://tracker.example/p.gif?u=1)" in shown
+    assert images_in(shown) == []
+    assert "🖼[pixel](http://tracker.example/p.gif?u=1)" in shown
     exported = conversation(app).to_markdown()
-    assert "![" not in exported and "[🖼 pixel](http://tracker.example/p.gif?u=1)" in exported
+    assert images_in(exported) == [] and "🖼[pixel](http://tracker.example/p.gif?u=1)" in exported
 
 
 def test_the_markdown_export_escapes_raw_html(app):

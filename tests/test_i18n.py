@@ -74,9 +74,9 @@ DERIVED_FAMILIES = {
     "error.": set(),  # error codes: checked by test_every_error_code_has_its_text
     "whatif.cache_rule.": {*CACHE_RULES, "none"},
     "compare.mode.": set(COMPARE_MODES),
-    "compare.state.": {"waiting", "streaming", "stopped"},
     "compare.vote.": set(OTHER_VOTES),
     "compare.vote.done_": set(get_args(PickOutcome)),
+    "compare.state.": {"waiting", "streaming", "stopped"},
 }
 
 
@@ -85,7 +85,7 @@ def sample(field: str) -> Any:
     if field in {"updated", "at"}:
         return datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
     numbers = {"count", "budget", "reply_cap", "used", "drops", "status", "seconds", "cost", "fraction"}
-    numbers |= {"length", "limit", "chars", "pinned", "overflow"}
+    numbers |= {"length", "limit", "chars", "pinned", "overflow", "api", "round"}
     if field in numbers | {"tokens", "turn", "number", "error", "turns", "window", "setting"}:
         return 1234
     return f"<{field}>"
@@ -301,6 +301,8 @@ def test_an_unknown_query_parameter_or_choice_is_skipped():
 ALLOWED_WORDS = {
     "API", "URL", "JSON", "YAML", "Markdown", "OpenAI", "Azure", "Ollama", "vLLM", "Studio",
     "token", "tokens", "English", "UTC", "HTTP", "tiktoken",
+    "PNG", "charx", "LobeHub", "NextChat", "Open", "WebUI", "LibreChat", "modelSpecs",
+    "Bradley", "Terry",  # a method named for its authors
 }  # fmt: skip
 #: Code-like tokens: identifiers, file and folder names, URLs, model ids (a digit, `_`, `.`, `/`, `:`).
 CODE_LIKE = re.compile(r"[A-Za-z0-9_]+(?:[-./:]+[A-Za-z0-9_]+)+/?|\w*[0-9_]\w*|[A-Za-z]+/")
@@ -434,3 +436,78 @@ def test_the_persona_gallery_and_editor_in_chinese(clean_env):
     assert "名称" in labels and "系统提示词（每次调用都最先发送）" in labels
     texts = list(shown_texts(at.main))
     assert {t: words for t in texts if (words := english_words(t))} == {}
+
+
+def chart_texts(at: AppTest) -> Iterator[str]:
+    """The titles and notes of every chart on the page (axis, legend, tooltip)."""
+    import json
+
+    def walk(node: Any) -> Iterator[str]:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("title", "note") and isinstance(value, str):
+                    yield value
+                elif key != "datasets":
+                    yield from walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from walk(item)
+
+    for chart in at.get("vega_lite_chart"):
+        yield from walk(json.loads(chart.proto.spec))
+
+
+def persona_content() -> list[str]:
+    """What the shipped personas' authors wrote (names, descriptions, tags, starters, greetings):
+    content, shown as written whatever the page's language, longest first."""
+    from core.personas import BUNDLED_PERSONAS_DIR, load_personas
+
+    written = []
+    for persona in load_personas(BUNDLED_PERSONAS_DIR).personas.values():
+        written += [persona.name, persona.description, *persona.tags, *persona.starter_prompts]
+        written += [persona.greeting or ""]
+    return sorted((text for text in written if text), key=len, reverse=True)
+
+
+def english_shown(at: AppTest) -> dict[str, list[str]]:
+    """Every English word the page shows (sidebar, main area, charts), by the text it is in,
+    leaving out what persona authors wrote and what the visitor typed."""
+    content = persona_content()
+    found = {}
+    for text in [*shown_texts(at.sidebar), *shown_texts(at.main), *chart_texts(at)]:
+        stripped = text
+        for written in content:
+            stripped = stripped.replace(written, " ")
+        if words := english_words(stripped):
+            found[text] = words
+    return found
+
+
+def test_every_view_under_lang_zh_cn_shows_no_english(clean_env):
+    """Walk every view in Chinese, with a conversation that has answers, trims and charts: no
+    English word anywhere but the names of models, personas, formats and units."""
+    at = zh_page(clean_env)
+    for question in ("北京烤鸭怎么吃？", "还有呢？", "火锅呢？", "饺子呢？"):
+        at.chat_input(key="chat_input").set_value(question).run()
+        assert not at.exception, at.exception
+    assert len(at.get("vega_lite_chart")) == 2
+    seen = {"chat": english_shown(at)}
+    at.switch_page("app_pages/personas.py").run()
+    seen["personas"] = english_shown(at)
+    next(b for b in at.button if b.label == "新建角色").click().run()
+    seen["editor"] = english_shown(at)
+    at.switch_page("app_pages/compare.py").run()
+    seen["compare"] = english_shown(at)
+    next(b for b in at.button if b.label == "开始对比").click().run()
+    at.chat_input(key="compare_input").set_value("你好").run()
+    assert at.session_state.service.comparison.wait(30)
+    at.run()  # what the columns' fragment asks for when the last one ends
+    assert not at.exception, at.exception
+    assert at.get("vega_lite_chart")
+    seen["comparison"] = english_shown(at)
+    # Last: AppTest formats the what-if view's select boxes outside the page's run (in English),
+    # so leaving it would fail on AppTest's side, not the page's.
+    at.switch_page("app_pages/whatif.py").run()
+    assert not at.exception, at.exception
+    seen["whatif"] = english_shown(at)
+    assert {view: found for view, found in seen.items() if found} == {}

@@ -188,7 +188,9 @@ def leaderboard_page(votes_each: int, language: str) -> None:
 def test_the_page_shows_the_table_the_interval_and_the_exports(language: str) -> None:
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_function(leaderboard_page, kwargs={"votes_each": 12, "language": language}).run()
+    at = AppTest.from_function(
+        leaderboard_page, kwargs={"votes_each": 12, "language": language}, default_timeout=60
+    ).run()
     assert not at.exception
     table = at.dataframe[0].value
     assert len(table) == 2
@@ -203,11 +205,15 @@ def test_the_page_shows_the_table_the_interval_and_the_exports(language: str) ->
 def test_the_page_says_when_there_are_not_enough_votes() -> None:
     from streamlit.testing.v1 import AppTest
 
-    at = AppTest.from_function(leaderboard_page, kwargs={"votes_each": 3, "language": "en"}).run()
+    at = AppTest.from_function(
+        leaderboard_page, kwargs={"votes_each": 3, "language": "en"}, default_timeout=60
+    ).run()
     assert not at.exception
     assert "Not enough votes yet" in at.warning[0].value
     assert set(at.dataframe[0].value["Status"]) == {"not enough votes yet"}
-    empty = AppTest.from_function(leaderboard_page, kwargs={"votes_each": 0, "language": "en"}).run()
+    empty = AppTest.from_function(
+        leaderboard_page, kwargs={"votes_each": 0, "language": "en"}, default_timeout=60
+    ).run()
     assert "No votes yet" in empty.info[0].value and not empty.dataframe
 
 

@@ -57,8 +57,9 @@ def echo_provider() -> Iterator[EchoProvider]:
 
 
 def test_the_shipped_providers_serve_their_connections() -> None:
-    assert [p.name for p in providers.providers()][-2:] == ["offline", "openai"]
+    assert [p.name for p in providers.providers()][-3:] == ["offline", "anthropic", "openai"]
     assert providers.provider_for(Connection()).name == "offline"
+    assert providers.provider_for(Connection(api_key="sk-ant-test")).name == "anthropic"
     assert providers.provider_for(Connection(api_key="sk-test")).name == "openai"
     assert providers.provider_for(Connection(base_url="http://127.0.0.1:11434/v1")).name == "openai"
     assert isinstance(Connection().backend(), OfflineBackend)

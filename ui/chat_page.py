@@ -19,7 +19,7 @@ from core.i18n import current as session_translator
 from core.personas import Persona, chat_avatar
 from core.service import StartedReply, VisitorService
 from core.session import ChatSession
-from core.settings import MAX_CONTEXT_BUDGET, MAX_REPLY_CAP, POLICY_NAMES
+from core.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, MAX_REPLY_CAP, POLICY_NAMES
 from core.stats import dashboard_figures
 from core.tokens import METHOD_CALIBRATED, METHOD_SERVER, METHOD_TIKTOKEN
 from ui.cache_metrics import cache_metrics
@@ -148,7 +148,7 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
     for summary in listed[:CONVERSATIONS_LISTED]:
         is_open = summary.id == key
         st.button(
-            ("▸ " if is_open else "") + summary.display_title,
+            as_markdown(("▸ " if is_open else "") + summary.display_title),
             key=f"open::{summary.id}",
             on_click=whole_page,
             args=(open_conversation, service, summary.id),
@@ -201,6 +201,7 @@ def settings_sidebar(service: VisitorService, persona: Persona, key: str, notes:
             tr("sidebar.model.label"),
             value=settings.model,
             key=setting_key("model", key),
+            max_chars=MAX_MODEL_NAME,
             help=tr("sidebar.model.help", model=persona.model),
         )
     st.header(tr("sidebar.budget.header"))
@@ -372,6 +373,8 @@ def show_streaming(chunks: Iterator[str]) -> None:
     and bandwidth in proportion to the reply times its chunks."""
     placeholder = st.empty()
     text, drawn_at = "", 0.0
+    # A tab that closes stops this run (Streamlit raises StopException at the next redraw); the
+    # service's generator then stops the call and saves what arrived.
     for chunk in chunks:
         text += chunk
         if time.monotonic() - drawn_at >= STREAM_REDRAW_S:
@@ -474,7 +477,7 @@ def chat_controls(service: VisitorService, key: str, persona: Persona) -> None:
         st.caption(tr("chat.starters"))
         for index, starter in enumerate(persona.starter_prompts):
             st.button(
-                starter,
+                as_markdown(starter),
                 key=f"starter::{persona.id}::{index}",
                 on_click=start_turn,
                 args=(service, key, Action.SEND, starter),

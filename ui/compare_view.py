@@ -286,7 +286,7 @@ def draw_column(view: ColumnView, service: VisitorService) -> None:
             with st.chat_message("assistant"):
                 st.markdown(as_markdown(view.text or "…"))
         if view.state == "failed" and figures.error is not None:
-            st.error(as_markdown(figures.error.message))
+            st.error(as_markdown(error_text(figures.error)))
     state = tr(f"compare.state.{view.state}") if view.state in ("waiting", "streaming", "stopped") else ""
     # Sizes and costs would tell a hidden column's persona and model: shown after the vote.
     line = "" if view.hidden else figures_line(figures)

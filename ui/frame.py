@@ -29,6 +29,7 @@ from core.owners import (
     WORKSPACE_PARAM,
     AccessMode,
     InvalidWorkspaceLink,
+    is_local_visitor,
     new_workspace_token,
     owner_for_token,
     owner_for_user,
@@ -39,7 +40,7 @@ from core.store import Store
 from core.tokens import BUNDLED_ENCODINGS, get_encoding
 from core.workspace import Workspace
 from ui.state import Key, page_state
-from ui.text import error_text, show_notice, tr
+from ui.text import as_markdown, error_text, show_notice, tr
 
 APP_DIR = Path(__file__).resolve().parent.parent
 #: The query parameter naming the open conversation, so a reload returns to it.
@@ -237,13 +238,19 @@ def frame() -> Frame:
     sidebar's persona selector and connection, and the notices. Returns what the page needs."""
     page_language()
     st.set_page_config(page_title=tr("page.name"), page_icon="💬", layout="wide")
+    # With ACCESS_MODE unset, only the person at this machine is trusted (core/owners.py). The
+    # handshake's peer and headers do not change within a session.
+    local = is_local_visitor(st.context.ip_address, st.context.headers.items())
+    if not local:
+        # No traceback or server path for anyone not at this machine. The option is the
+        # process's, so once a stranger has visited it stays "none" (never back to a traceback
+        # that another session's run could show them).
+        st.set_option("client.showErrorDetails", "none")
     try:
-        deployment = Deployment.from_settings(deployer_secrets(), os.environ)
+        deployment = Deployment.from_settings(deployer_secrets(), os.environ, local_visitor=local)
     except DashboardError as error:  # a deployer's setting is malformed
         st.error(error_text(error))
         st.stop()
-    if deployment.access_mode == "private":  # a public deployment shows no traceback or path
-        st.set_option("client.showErrorDetails", "none")
     load_tokenizers()
     directory = personas_dir()
     catalog = persona_catalog(str(directory), directory_stamp(directory))
@@ -252,7 +259,7 @@ def frame() -> Frame:
     if not catalog.personas:
         st.error(tr("page.no_personas", directory=directory))
         for problem in catalog.errors:
-            st.error(str(problem))
+            st.error(error_text(problem))
         st.stop()
     service = visitor_service(deployment)
     # The shipped personas, then this visitor's own (which never replace a shipped one).
@@ -268,6 +275,8 @@ def frame() -> Frame:
     drawn = Frame(service, catalog, frozenset(own), persona, connection, under_persona)
     _CURRENT.set(drawn)
     notices(service)
+    if deployment.shared_with_strangers:
+        st.warning(tr("access.shared_with_strangers"), icon="👥")
     title(persona)
     return drawn
 
@@ -286,7 +295,7 @@ def sidebar(
             label_visibility="collapsed",
         )
         persona = catalog.personas[persona_id]
-        st.caption(persona.description)
+        st.caption(as_markdown(persona.description))
         under_persona = st.container()
         if catalog.errors:
             with st.expander(tr("sidebar.persona_errors", count=len(catalog.errors)), expanded=True):
@@ -370,5 +379,5 @@ def switch_page(page_file: str) -> None:
 
 
 def title(persona: Persona) -> None:
-    st.title(f"{persona.avatar} {persona.name}")
+    st.title(as_markdown(f"{persona.avatar} {persona.name}"))
     st.caption(tr("page.tagline"))

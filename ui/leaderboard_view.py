@@ -37,7 +37,7 @@ def leaderboard_section(picks: Sequence[Pick]) -> None:
         st.warning(tr("leaderboard.not_enough", minimum=MIN_VOTES), icon="⏳")
     rows = [
         {
-            tr("leaderboard.column.rank"): rank if row.enough_votes else None,
+            tr("leaderboard.column.rank"): str(rank) if row.enough_votes else "—",
             tr("leaderboard.column.persona"): row.contestant.persona or "—",
             tr("leaderboard.column.model"): row.contestant.model,
             tr("leaderboard.column.settings"): row.contestant.settings,
@@ -57,7 +57,7 @@ def leaderboard_section(picks: Sequence[Pick]) -> None:
         interval_title=tr("leaderboard.column.interval"),
         votes_title=tr("leaderboard.votes"),
     )
-    st.vega_lite_chart(spec=spec, width="stretch", height=40 + 28 * len(board.ratings))
+    st.vega_lite_chart(spec=spec, width="stretch", height=90 + 40 * len(board.ratings))
     st.caption(tr("leaderboard.total", votes=f"{board.votes:,}"))
     columns = st.columns(2)
     columns[0].download_button(

@@ -27,9 +27,9 @@ from core.persona_formats import (
     import_files,
 )
 from core.persona_mapping import DEFAULT_USER_NAME
-from core.personas import Persona
+from core.personas import Persona, persona_yaml
 from ui.state import Key, page_state, persona_export_key, persona_import_files_key, persona_import_pick_key
-from ui.text import error_text, tr
+from ui.text import as_markdown, error_text, tr
 
 
 def uploader_key() -> str:
@@ -125,7 +125,7 @@ def preview_file(file_index: int, result: FileImport) -> None:
             )
             st.progress(min(share, 1.0), text=tokens)
             for warning in report.warnings:
-                st.warning(warning, icon="⚠️")
+                st.warning(as_markdown(warning), icon="⚠️")
             st.dataframe(
                 [
                     {
@@ -170,7 +170,7 @@ def save_picked(save: Callable[[Persona], None]) -> None:
             try:
                 save(persona)
             except DashboardError as error:
-                failed.append((label, str(error)))
+                failed.append((label, error))
                 continue
             saved.append(label)
     state.update(round=state["round"] + 1, signature=None, results=[], saved=saved, failed=failed)
@@ -179,6 +179,16 @@ def save_picked(save: Callable[[Persona], None]) -> None:
 def export_menu(persona: Persona) -> None:
     """A popover with a download per export format; each file is built only when clicked."""
     with st.popover(tr("personas.export.label"), icon="📤"):
+        st.download_button(
+            tr("personas.export.yaml"),
+            functools.partial(persona_yaml, persona),
+            file_name=f"{persona.id}.yaml",
+            mime="application/yaml",
+            key=persona_export_key("yaml", persona.id),
+            on_click="ignore",
+            icon="⬇️",
+            width="stretch",
+        )
         for export_format in EXPORT_FORMATS:
             export_button(persona, export_format)
 

@@ -89,7 +89,7 @@ def card(persona: Persona, is_custom: bool, conversations: int) -> None:
         tr("personas.card.budget", budget=persona.context_budget),
         tr("personas.card.reply_cap", reply_cap=persona.max_reply_tokens),
     ]
-    st.caption(" · ".join(details))
+    st.caption(as_markdown(" · ".join(details)))
     if persona.tags:
         st.caption(tr("personas.card.tags", tags=" · ".join(persona.tags)))
     st.caption(
@@ -121,15 +121,8 @@ def card(persona: Persona, is_custom: bool, conversations: int) -> None:
             args=(persona,),
             kwargs={"custom": False},
         )
-    buttons[2].download_button(
-        "YAML",
-        persona_yaml(persona),
-        file_name=f"{persona.id}.yaml",
-        mime="application/yaml",
-        key=f"yaml::{persona.id}",
-        on_click="ignore",
-    )
-    export_menu(persona)
+    with buttons[2]:
+        export_menu(persona)
 
 
 def editor(service: VisitorService, personas: dict[str, Persona]) -> None:
@@ -225,11 +218,11 @@ def editor(service: VisitorService, personas: dict[str, Persona]) -> None:
         persona = parse_persona(persona_yaml(checked), persona_id.strip())
     except ValidationError as exc:
         for problem in describe_problems(exc, model=PersonaFile):
-            st.error(problem)
+            st.error(as_markdown(problem))
         return
     except PersonaFileError as error:
         for problem in error.problems:
-            st.error(problem)
+            st.error(as_markdown(problem))
         return
     if not custom and persona.id in personas:
         st.error(tr("personas.editor.id_taken", id=persona.id))

@@ -17,7 +17,7 @@ from core.personas import Persona
 from core.service import ColumnChoice, VisitorService
 from core.testsets import CellChange, TestRunRecord, TestSet, TestSetRun, compare_runs, parse_test_set
 from ui.state import Key, test_vote_key
-from ui.text import as_markdown, tr, tr_plural
+from ui.text import as_markdown, error_text, tr, tr_plural
 
 #: How often the progress bar redraws while a test set runs (seconds).
 PROGRESS_S = 0.5
@@ -53,15 +53,12 @@ def test_sets(service: VisitorService, personas: dict[str, Persona]) -> None:
     )
     choices = column_choices(service, personas, int(count), "tests_")
     run = service.test_run
-    if run is None:
-        st.button(
-            tr("testsets.run"),
-            type="primary",
-            icon="▶️",
-            on_click=start,
-            args=(service, personas, test_set, choices),
-        )
-    else:
+    # Started from this run, not a callback: the personas are the ones this run loaded (a persona
+    # edited since the button was drawn is run as it is now).
+    if run is None and st.button(tr("testsets.run"), type="primary", icon="▶️"):
+        start(service, personas, test_set, choices)
+        run = service.test_run
+    if run is not None:
         st.fragment(run_every=PROGRESS_S)(progress)(service, run)
     runs = service.test_runs(name)
     if runs:
@@ -104,7 +101,7 @@ def start(
     try:
         service.start_test_set(personas, test_set, choices)
     except DashboardError as error:
-        service.notify(error_notice("test_set_not_started", error))
+        st.error(tr("notice.test_set_not_started", error=error_text(error)))
 
 
 def progress(service: VisitorService, run: TestSetRun) -> None:

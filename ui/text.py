@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.conversation import without_images
+from core.compare import ErrorInfo
 from core.errors import DashboardError
 from core.i18n import current as session_translator
 from core.notices import Notice
+from core.safe_markdown import page_markdown
 
 
 def tr(key: str, /, **fields: object) -> str:
@@ -21,13 +22,18 @@ def tr_plural(key: str, count: int, /, **fields: object) -> str:
     return session_translator(st.session_state).plural(key, count, **fields)
 
 
-def error_text(error: BaseException) -> str:
-    """An error in the page's language: `error.<code>` with its fields (core/errors.py), and what
-    the server said, quoted as it said it. An error of no code reads as its English message."""
-    if not isinstance(error, DashboardError):
-        return tr("error.generic", message=str(error))
-    text = tr(f"error.{error.code}", message=str(error), **error.fields)
-    if said := error.fields.get("server_said"):
+def error_text(error: BaseException | ErrorInfo) -> str:
+    """An error (or a comparison column's record of one) in the page's language: `error.<code>`
+    with its fields (core/errors.py), and what the server said, quoted as it said it. An error of
+    no code reads as its English message."""
+    if isinstance(error, ErrorInfo):
+        code, message, fields = error.code, error.message, dict(error.fields)
+    elif isinstance(error, DashboardError):
+        code, message, fields = error.code, str(error), error.fields
+    else:
+        code, message, fields = "generic", str(error), {}
+    text = tr(f"error.{code}", message=message, **fields)
+    if said := fields.get("server_said"):
         text += " " + tr("error.details.server_said", text=said)
     return text
 
@@ -44,10 +50,11 @@ def notice_text(notice: Notice) -> str:
 def show_notice(notice: Notice, *, icon: str | None = None) -> None:
     """A notice as an alert of its level."""
     show = {"error": st.error, "warning": st.warning, "info": st.info, "success": st.success}[notice.level]
-    show(notice_text(notice), icon=icon)
+    show(as_markdown(notice_text(notice)), icon=icon)
 
 
 def as_markdown(text: str) -> str:
-    """Text from a user, a model, a file or a server for st.markdown: images become links (never
-    loaded from their server), and a `$` is a price, not the start of a LaTeX formula."""
-    return without_images(text).replace("$", "\\$")
+    """Text from a user, a model, a file or a server for st.markdown or a label: no server path,
+    images become links (never loaded from their server), and a `$` is a price, not the start of
+    a LaTeX formula (`core.safe_markdown.page_markdown`)."""
+    return page_markdown(text)

@@ -9,6 +9,7 @@ import streamlit as st
 from core import replay
 from core.charts import replay_spec
 from core.prompt_cache import CACHE_RULES, CacheRuleName
+from core.safe_markdown import page_markdown
 from core.settings import MAX_CONTEXT_BUDGET, POLICY_NAMES, PolicyName
 from ui.frame import Frame
 from ui.state import Key
@@ -95,11 +96,11 @@ def show(result: replay.Comparison) -> None:
     )
     st.vega_lite_chart(spec=replay_spec(result, tr), width="stretch", height=260)
     for note in replayed.notes:
-        st.caption(note)
+        st.caption(page_markdown(note))
     if result.forgotten_only_in_replay:
         with st.expander(tr("whatif.forgotten.list", count=len(result.forgotten_only_in_replay))):
             for message in result.forgotten_only_in_replay:
-                st.caption(f"{message.role}: {message.preview}")
+                st.caption(page_markdown(f"{message.role}: {message.preview}"))
     rows = [
         {
             tr("whatif.table.turn"): row.number,

@@ -15,6 +15,10 @@ CATALOG: dict[str, str] = {
         "conversations**, and anyone with it can read them."
     ),
     "workspace.start_new": "Start a new workspace",
+    "access.shared_with_strangers": (
+        "**Everyone with this page's link sees these conversations**, and can use any base URL "
+        "from this server: its deployer set ACCESS_MODE=single-user."
+    ),
     "views.chat": "💬 Chat",
     "views.personas": "🎭 Personas",
     "views.compare": "⚖️ Compare",
@@ -30,6 +34,7 @@ CATALOG: dict[str, str] = {
     "notice.imported": "Imported {count} messages from {file} into {persona} as a new conversation.",
     "notice.store_unsaved": "Your last change is not saved yet: {error}",
     "notice.stale": "Not saved: {error}",
+    "notice.settings_refused": "Settings not changed: {error}",
     "notice.limit_applied": "Limited by this deployment: {note}",
     "notice.comparison_not_started": "The comparison cannot start: {error}",
     "notice.comparison_not_opened": "That comparison cannot be opened: {error}",
@@ -254,6 +259,7 @@ CATALOG: dict[str, str] = {
     "personas.exchange.saved": "Saved {name}.",
     "personas.exchange.not_saved": "{name} was not saved: {error}",
     "personas.export.label": "Export",
+    "personas.export.yaml": "Persona YAML (this app)",
     "personas.export.card-v3": "Character card V3 (JSON)",
     "personas.export.card-png": "Character card (PNG)",
     "personas.export.lobehub": "LobeHub agent (JSON)",
@@ -326,8 +332,8 @@ CATALOG: dict[str, str] = {
     "counting.tiktoken": "📏 Counted exactly, with tiktoken (the tokenizer OpenAI bills with).",
     "counting.server": "📏 Counted exactly, by the server's own tokenizer.",
     "counting.calibrated": (
-        "📏 A calibrated estimate: within ±{error:.1f}% of what the server reported, fitted over "
-        "{turns} turns."
+        "📏 A calibrated estimate: within ±{error:.1f}% of what the server reported, fitted per "
+        "script class (CJK, Latin words, digits, punctuation, emoji) by least squares over {turns} turns."
     ),
     "counting.uncalibrated": (
         "📏 tiktoken does not know `{model}` and the server offers no tokenizer: counts are "

@@ -12,6 +12,10 @@ CATALOG: dict[str, str] = {
         "这是你的私人工作区。**请收藏本页链接：它是打开你的对话的钥匙**，任何拿到该链接的人都能阅读这些对话。"
     ),
     "workspace.start_new": "新建工作区",
+    "access.shared_with_strangers": (
+        "**任何拿到本页链接的人都能看到这些对话**，并能让本服务器访问任意 API 基础地址："
+        "部署者设置了 ACCESS_MODE=single-user。"
+    ),
     "views.chat": "💬 聊天",
     "views.personas": "🎭 角色",
     "views.compare": "⚖️ 对比",
@@ -27,6 +31,7 @@ CATALOG: dict[str, str] = {
     "notice.imported": "已从 {file} 导入 {count} 条消息，作为 {persona} 的新对话。",
     "notice.store_unsaved": "你的最近一次更改尚未保存：{error}",
     "notice.stale": "未保存：{error}",
+    "notice.settings_refused": "设置未更改：{error}",
     "notice.limit_applied": "受此部署限制：{note}",
     "notice.comparison_not_started": "无法开始对比：{error}",
     "notice.comparison_not_opened": "无法打开该对比：{error}",
@@ -237,6 +242,7 @@ CATALOG: dict[str, str] = {
     "personas.exchange.saved": "已保存 {name}。",
     "personas.exchange.not_saved": "{name} 未保存：{error}",
     "personas.export.label": "导出",
+    "personas.export.yaml": "角色 YAML（本应用）",
     "personas.export.card-v3": "角色卡 V3（JSON）",
     "personas.export.card-png": "角色卡（PNG）",
     "personas.export.lobehub": "LobeHub 助手（JSON）",
@@ -301,7 +307,8 @@ CATALOG: dict[str, str] = {
     "counting.tiktoken": ("📏 用 tiktoken（OpenAI 计费所用的分词器）精确计数。"),
     "counting.server": "📏 由服务器自己的分词器精确计数。",
     "counting.calibrated": (
-        "📏 校准估算：与服务器报告的用量相差在 ±{error:.1f}% 以内，基于 {turns} 轮拟合。"
+        "📏 校准估算：与服务器报告的用量相差在 ±{error:.1f}% 以内，按文字类别（中日韩文字、拉丁词、数字、"
+        "标点、表情符号）对 {turns} 轮做最小二乘拟合。"
     ),
     "counting.uncalibrated": (
         "📏 tiktoken 不认识 `{model}`，服务器也不提供分词器：在服务器"

@@ -408,6 +408,14 @@ class AppPage:
         self.page.locator("h1").filter(has_text=label).wait_for()
         self.wait_idle()
 
+    def download(self, label: str, destination: Path, *, area: str = MAIN) -> str:
+        """Click the download button labelled `label` in `area` (MAIN or SIDEBAR); the file's text."""
+        button = self.page.locator(f'{area} [data-testid="stDownloadButton"]').filter(has_text=label)
+        with self.page.expect_download() as info:
+            button.click()
+        info.value.save_as(destination)
+        return destination.read_text(encoding="utf-8")
+
     def set_sidebar_text(self, label: str, value: str) -> None:
         """Type into the sidebar text input labelled `label` and commit it (Enter)."""
         field = self.page.locator(SIDEBAR).get_by_label(label, exact=True)

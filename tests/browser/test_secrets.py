@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.browser.conftest import MAIN, REPO_ROOT, SIDEBAR, AppPage, OpenApp, streamlit_process
+from tests.browser.conftest import MAIN, REPO_ROOT, SIDEBAR, OpenApp, streamlit_process
 from tests.openai_server import running_server
 
 pytestmark = pytest.mark.browser
@@ -62,14 +62,6 @@ def files_containing(paths: Iterator[Path], needles: list[str]) -> list[str]:
     return hits
 
 
-def download(app: AppPage, label: str, destination: Path) -> str:
-    button = app.page.locator(f'{SIDEBAR} [data-testid="stDownloadButton"]').filter(has_text=label)
-    with app.page.expect_download() as info:
-        button.click()
-    info.value.save_as(destination)
-    return destination.read_text(encoding="utf-8")
-
-
 def test_keys_do_not_leak(open_app: OpenApp, tmp_path: Path):
     started = time.time() - 1  # mtime granularity
     env_key = f"sk-SECRET-e2e-{secrets.token_hex(16)}"
@@ -101,8 +93,8 @@ def test_keys_do_not_leak(open_app: OpenApp, tmp_path: Path):
             app.screenshot("secrets-01-after-401")
 
             # Exports hold the conversation, never a key.
-            exported_json = download(app, "JSON", tmp_path / "export.json")
-            exported_md = download(app, "Markdown", tmp_path / "export.md")
+            exported_json = app.download("JSON", tmp_path / "export.json", area=SIDEBAR)
+            exported_md = app.download("Markdown", tmp_path / "export.md", area=SIDEBAR)
             for exported in (exported_json, exported_md):
                 assert "第一个问题" in exported and "第二个问题" in exported
                 for key in keys:

@@ -68,13 +68,17 @@ def test_gallery_editor_round_trip(
     # Export it as YAML and import it again under another name.
     app.show_view("Personas")
     with app.page.expect_download() as download:
-        card(app, "火锅专家").get_by_role("button", name="YAML").click()
+        card(app, "火锅专家").get_by_role("button", name="Export").click()
+        app.page.get_by_role("button", name="Persona YAML (this app)").click()
     exported = tmp_path / "hotpot-copy.yaml"
     download.value.save_as(exported)
     text = exported.read_text(encoding="utf-8")
     assert "你只谈火锅。" in text and "name: 火锅专家" in text
+    app.page.locator(MAIN).get_by_text("Import from other apps").click()
     app.page.locator(MAIN).locator('input[type="file"]').first.set_input_files(str(exported))
-    app.wait_until("() => document.body.innerText.includes('Imported the persona')", "the YAML import")
+    app.wait_until("() => document.body.innerText.includes('Save the ticked personas')", "the preview")
+    app.page.locator(MAIN).get_by_role("button", name="Save the ticked personas").click()
+    app.wait_until("() => document.body.innerText.includes('Saved 🍜 火锅专家')", "the import")
     app.wait_idle()
     assert app.page.locator(MAIN).get_by_role("button", name="Edit").count() == 2
 
