@@ -64,6 +64,12 @@ def test_a_comparison_is_saved_and_reopens(app: AppTest) -> None:
     click(app, "New comparison")
     saved = [b for b in app.button if b.key and b.key.startswith("open_comparison::")]
     assert len(saved) == 1 and saved[0].label.startswith("first question to compare")
+    # The chat page lists it under the conversations, a link to the Compare page with it open.
+    app.switch_page("app_pages/chat.py").run()
+    [link] = app.get("page_link")
+    assert link.proto.label.startswith("first question to compare") and link.proto.icon == "⚖️"
+    comparison_id = app.session_state.service.saved_comparisons()[0][0]
+    assert link.proto.query_string == f"cmp={comparison_id}"
     # A new browser session (a reload) lists it and opens it intact.
     again = AppTest.from_file(str(APP_PATH), default_timeout=60).run()
     show_compare(again)

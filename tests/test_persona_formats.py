@@ -16,6 +16,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from core.avatars import avatar_png, encode_avatar
@@ -592,3 +594,27 @@ def test_a_card_in_a_decompression_bomb_imports_without_its_picture() -> None:
     assert persona.name == "Aria" and persona.avatar_image is None
     reasons = {d.theirs: d.reason for d in result.personas[0].report.dropped}
     assert "declares too many pixels" in reasons["the PNG picture"]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    suffix=st.sampled_from(["json", "png", "charx", "yaml"]),
+    cut=st.integers(min_value=0, max_value=4000),
+    flips=st.lists(st.tuples(st.integers(min_value=0, max_value=4000), st.integers(1, 255)), max_size=4),
+)
+def test_damaged_files_always_get_an_answer(suffix: str, cut: int, flips: list[tuple[int, int]]) -> None:
+    """Any cut or bit-flipped version of a valid file gives personas or one error, never a crash."""
+    valid = {
+        "json": json.dumps(v2_card()).encode(),
+        "png": png_with_text(picture(), chara=b64json(v2_card())),
+        "charx": zip_of({"card.json": json.dumps(v2_card()).encode()}),
+        "yaml": (BUNDLED_PERSONAS_DIR / "foodie.yaml").read_bytes(),
+    }[suffix]
+    data = bytearray(valid[: cut or len(valid)])
+    for position, mask in flips:
+        if data:
+            data[position % len(data)] ^= mask
+    result = import_file(f"x.{suffix}", bytes(data))
+    assert (result.error is None) == bool(result.personas)
+    if result.error is not None:
+        assert result.error.problems and "could not be imported" not in str(result.error), str(result.error)

@@ -22,6 +22,7 @@ from core.session import ChatSession
 from core.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, MAX_REPLY_CAP, POLICY_NAMES
 from core.stats import dashboard_figures
 from core.tokens import METHOD_CALIBRATED, METHOD_SERVER, METHOD_TIKTOKEN
+from ui import compare_view
 from ui.cache_metrics import cache_metrics
 from ui.frame import CONVERSATION_PARAM, Frame, html_lang, model_table
 from ui.state import (
@@ -55,6 +56,7 @@ def page(frame: Frame) -> None:
     key, _, notes = service.session_for(persona)
     with frame.under_persona:
         conversation_list(service, persona, key)
+        compare_view.recent_comparisons(service)
     with st.sidebar:
         settings_sidebar(service, persona, key, notes)
         export_import(frame, key)

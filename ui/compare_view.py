@@ -39,6 +39,8 @@ LIVE_S = 0.25
 COMPARISON_PARAM = "cmp"
 #: What the setup offers, by key: `compare.mode.<key>` in core/locales.
 MODES = ("columns", "blind", "tests")
+#: Comparisons listed under the chat page's conversation list.
+RECENT_COMPARISONS = 5
 
 
 def page(frame: Frame) -> None:
@@ -183,6 +185,24 @@ def saved_list(service: VisitorService) -> None:
                 args=(service, comparison_id),
                 width="stretch",
             )
+
+
+def recent_comparisons(service: VisitorService) -> None:
+    """The newest comparisons, each a link to the Compare page with it open (under the
+    conversation list: a comparison is a conversation with several columns)."""
+    try:
+        saved = service.saved_comparisons()[:RECENT_COMPARISONS]
+    except DashboardError:
+        return  # the conversation list above already says the store cannot be read
+    for comparison_id, title in saved:
+        st.page_link(
+            "app_pages/compare.py",
+            label=as_markdown(title),
+            icon="⚖️",
+            query_params={COMPARISON_PARAM: comparison_id},
+            help=tr("compare.saved.link_help"),
+            width="stretch",
+        )
 
 
 def open_saved(service: VisitorService, comparison_id: str) -> None:

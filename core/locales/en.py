@@ -599,4 +599,5 @@ CATALOG: dict[str, str] = {
     "error.test_set_too_large": "{file} is larger than {limit:,} bytes.",
     "error.test_set_not_utf8": "{file} is not UTF-8 text.",
     "error.test_set_invalid": "{file} holds no usable prompts: {problem}",
+    "compare.saved.link_help": "A comparison: opens on the Compare page",
 }

@@ -539,4 +539,5 @@ CATALOG: dict[str, str] = {
     "error.test_set_too_large": "{file} 超过 {limit:,} 字节。",
     "error.test_set_not_utf8": "{file} 不是 UTF-8 文本。",
     "error.test_set_invalid": "{file} 中没有可用的提示词：{problem}",
+    "compare.saved.link_help": "这是一个对比：在对比页面中打开",
 }
