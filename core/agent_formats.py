@@ -73,14 +73,33 @@ _LOBEHUB_USED = (
 
 
 def is_lobehub(value: Any) -> bool:
-    return (
-        isinstance(value, dict)
-        and isinstance(value.get("meta"), dict)
-        and isinstance(value.get("config"), dict)
-    )
+    """A LobeHub agent (the marketplace's file), or the app's export of its agents."""
+    return bool(_lobehub_agents(value))
 
 
-def import_lobehub(file_name: str, agent: dict[str, Any], *, user_name: str) -> list[ImportedPersona]:
+def _lobehub_agents(value: Any) -> list[dict[str, Any]]:
+    """The agents of a file: itself, or the sessions of LobeChat's config export (exportType
+    "agents" or "sessions": `state.sessions[]`, each with `meta` and `config`)."""
+
+    def is_agent(item: Any) -> bool:
+        return (
+            isinstance(item, dict)
+            and isinstance(item.get("meta"), dict)
+            and isinstance(item.get("config"), dict)
+        )
+
+    if is_agent(value):
+        return [value]
+    state = value.get("state") if isinstance(value, dict) and "exportType" in value else None
+    sessions = state.get("sessions") if isinstance(state, dict) else None
+    return [item for item in sessions if is_agent(item)] if isinstance(sessions, list) else []
+
+
+def import_lobehub(file_name: str, value: Any, *, user_name: str) -> list[ImportedPersona]:
+    return [_import_lobehub_agent(file_name, agent, user_name=user_name) for agent in _lobehub_agents(value)]
+
+
+def _import_lobehub_agent(file_name: str, agent: dict[str, Any], *, user_name: str) -> ImportedPersona:
     builder = PersonaBuilder(file_name, "LobeHub agent", user_name=user_name)
     meta, config = agent["meta"], agent["config"]
     block = dict(agent["persona_dashboard"]) if isinstance(agent.get("persona_dashboard"), dict) else {}
@@ -110,7 +129,7 @@ def import_lobehub(file_name: str, agent: dict[str, Any], *, user_name: str) -> 
         reasons["config"] = "chatConfig.historyCount " + _HISTORY_COUNT
     builder.keep(LOBEHUB, kept_fields(agent, _LOBEHUB_USED), reasons=reasons)
     persona_id = persona_id_from(agent.get("identifier"), meta.get("title"), file_name.rsplit(".", 1)[0])
-    return [builder.build(persona_id)]
+    return builder.build(persona_id)
 
 
 def lobehub_agent(persona: Persona) -> dict[str, Any]:

@@ -25,7 +25,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from core import replay
 from core.backends import ChatBackend
@@ -53,6 +53,9 @@ from core.settings import ChatSettings
 from core.store import ConversationSummary, StaleConversation
 from core.testsets import TestRunRecord, TestSet, TestSetRun
 from core.workspace import Workspace
+
+#: A replay's result (`VisitorService.replay`, `replay_policies`).
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -708,23 +711,21 @@ class VisitorService:
         """Every policy replayed under `scenario` on its simulated prompt cache; the last result
         is kept, as `replay`'s."""
         conversation = self.workspace.sessions[key].conversation
-        cache_key = (key, len(conversation.messages), len(conversation.turns), scenario)
-        outcomes = self._policy_replays.get(cache_key)
-        if outcomes is None:
-            outcomes = replay.compare_policies(conversation, scenario, self.prices)
-            self._policy_replays = {cache_key: outcomes}
-        return outcomes
+        return _last_result(
+            self._policy_replays,
+            _replay_key(key, conversation, scenario),
+            lambda: replay.compare_policies(conversation, scenario, self.prices),
+        )
 
     def replay(self, key: str, scenario: replay.Scenario) -> replay.Comparison:
         """The open conversation replayed under `scenario` (no model is called); the last result
         is kept, so a rerun with the same scenario costs nothing."""
         conversation = self.workspace.sessions[key].conversation
-        cache_key = (key, len(conversation.messages), len(conversation.turns), scenario)
-        result = self._replays.get(cache_key)
-        if result is None:
-            result = replay.compare(conversation, scenario, self.prices)
-            self._replays = {cache_key: result}
-        return result
+        return _last_result(
+            self._replays,
+            _replay_key(key, conversation, scenario),
+            lambda: replay.compare(conversation, scenario, self.prices),
+        )
 
     # --- personas ----------------------------------------------------------------------------
 
@@ -737,3 +738,18 @@ class VisitorService:
 
     def conversation_counts(self) -> dict[str, int]:
         return self.workspace.conversation_counts()
+
+
+def _replay_key(key: str, conversation: Conversation, scenario: replay.Scenario) -> tuple[Any, ...]:
+    """What a replay's result depends on: the conversation as it stands and the scenario."""
+    return (key, len(conversation.messages), len(conversation.turns), scenario)
+
+
+def _last_result(kept: dict[tuple[Any, ...], R], key: tuple[Any, ...], compute: Callable[[], R]) -> R:
+    """The result kept for `key`, or `compute()`d and kept instead of the last one."""
+    result = kept.get(key)
+    if result is None:
+        result = compute()
+        kept.clear()
+        kept[key] = result
+    return result

@@ -618,3 +618,23 @@ def test_damaged_files_always_get_an_answer(suffix: str, cut: int, flips: list[t
     assert (result.error is None) == bool(result.personas)
     if result.error is not None:
         assert result.error.problems and "could not be imported" not in str(result.error), str(result.error)
+
+
+def test_lobechats_own_export_of_its_agents_gives_one_persona_each() -> None:
+    agent = json.loads(export_persona(rich_persona(), "lobehub").data)
+    other = {
+        "meta": {"title": "Second"},
+        "config": {"systemRole": "You are second."},
+        "id": "s2",
+        "type": "agent",
+    }
+    exported = {
+        "exportType": "agents",
+        "state": {"sessions": [agent, other], "sessionGroups": []},
+        "version": 7,
+    }
+    result = import_file("lobechat-agents.json", json.dumps(exported).encode())
+    assert result.error is None
+    first, second = (p.persona for p in result.personas)
+    assert first == rich_persona()
+    assert second.name == "Second" and second.extensions["lobehub"] == {"id": "s2", "type": "agent"}
