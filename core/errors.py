@@ -90,6 +90,28 @@ class InvalidSettings(DashboardError, ValueError):
     conversation keeps its previous settings."""
 
 
+class TooManyPersonas(DashboardError):
+    """A workspace already holds the most personas it may; nothing was saved."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"This workspace already holds {limit} personas, the most it may; "
+            "delete one before adding another."
+        )
+        self.coded("too_many_personas", limit=limit)
+
+
+class ReplayTooLarge(DashboardError):
+    """A conversation too long to replay here (the replay would take the server's time from every
+    other visitor); nothing was replayed."""
+
+    def __init__(self, messages: int, limit: int) -> None:
+        super().__init__(
+            f"This conversation has {messages:,} messages; a what-if replay takes at most {limit:,}."
+        )
+        self.coded("replay_too_large", messages=messages, limit=limit)
+
+
 class ConversationImportError(DashboardError, ValueError):
     """An imported conversation file was rejected; the current conversation is untouched."""
 

@@ -792,13 +792,14 @@ class Store:
                     )
                 )
 
-    def list_personas(self, owner: str) -> builtins.list[tuple[str, str]]:
-        """This owner's personas as (id, YAML text), oldest first."""
+    def list_personas(self, owner: str, limit: int | None = None) -> builtins.list[tuple[str, str]]:
+        """This owner's personas as (id, YAML text), oldest first; at most `limit` of them."""
         _check_owner(owner)
         query = (
             sa.select(personas.c.persona_id, personas.c.yaml)
             .where(personas.c.owner == owner)
             .order_by(personas.c.created_at, personas.c.persona_id)
+            .limit(limit)
         )
         with self._read("listing personas") as conn:
             return [(row.persona_id, row.yaml) for row in conn.execute(query)]

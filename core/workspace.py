@@ -17,11 +17,15 @@ from dataclasses import dataclass, field
 from core.backends import ChatBackend
 from core.compare import LETTERS, Comparison, Pick
 from core.conversation import Conversation, preview
-from core.errors import PersonaFileError
+from core.errors import PersonaFileError, TooManyPersonas
 from core.personas import Persona, parse_persona, persona_yaml
 from core.session import ChatSession
 from core.store import ConversationSummary, Store, StoredConversation, StoreUnavailable, new_conversation_id
 from core.testsets import TestRunRecord, TestSet
+
+#: The most personas one workspace keeps: each is read and checked when a visitor's session opens
+#: (10,000 cost every new visitor 3.6-5.5 s of server time), and a gallery of more helps nobody.
+MAX_PERSONAS = 500
 
 
 @dataclass
@@ -129,7 +133,8 @@ class Workspace:
         """This owner's own personas; each saved one is checked again as a persona file."""
         if self.personas is None:
             self.personas, self.persona_errors = {}, []
-            for persona_id, text in self.store.list_personas(self.owner) if self.store else []:
+            rows = self.store.list_personas(self.owner, limit=MAX_PERSONAS) if self.store else []
+            for persona_id, text in rows:
                 try:
                     self.personas[persona_id] = parse_persona(text, persona_id)
                 except PersonaFileError as error:
@@ -137,7 +142,11 @@ class Workspace:
         return self.personas
 
     def save_persona(self, persona: Persona) -> None:
-        """Create or replace one of this owner's personas (kept in memory when there is no store)."""
+        """Create or replace one of this owner's personas (kept in memory when there is no store).
+        A new one past MAX_PERSONAS raises TooManyPersonas."""
+        own = self.custom_personas()
+        if persona.id not in own and len(own) + len(self.persona_errors) >= MAX_PERSONAS:
+            raise TooManyPersonas(MAX_PERSONAS)
         if self.store is not None:
             self.store.save_persona(self.owner, persona.id, persona_yaml(persona))
         self.custom_personas()[persona.id] = persona

@@ -23,6 +23,7 @@ import pytest
 from dockerfile_parse import DockerfileParser
 from streamlit.testing.v1 import AppTest
 
+from core import replay
 from core.backends import (
     MAX_OTHER_BODY_BYTES,
     ChatRequest,
@@ -42,8 +43,10 @@ from core.errors import (
     InvalidSettings,
     PersonaFileError,
     RateLimitedLocally,
+    ReplayTooLarge,
     ReplyTimeLimit,
     ReplyTooLong,
+    TooManyPersonas,
 )
 from core.limits import DeployerLimits, RateLimiter
 from core.model_info import load_model_table
@@ -66,6 +69,7 @@ from core.owners import (
     visitor_access,
 )
 from core.personas import BUNDLED_PERSONAS_DIR, load_personas
+from core.replay import MAX_REPLAY_MESSAGES
 from core.safe_markdown import safe_markdown, without_server_paths
 from core.scripted import ScriptedBackend
 from core.service import Deployment, VisitorService
@@ -73,10 +77,11 @@ from core.session import ChatSession
 from core.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, MAX_REPLY_CAP, ChatSettings
 from core.store import Store
 from core.summaries import SUMMARIZE_INSTRUCTION, SUMMARY_FRAME, neutralize_markup, summarize_request
-from core.workspace import Workspace
-from tests.apptest import conversation, images_in, page_text, send
+from core.workspace import MAX_PERSONAS, Workspace
+from tests.apptest import conversation, images_in, page_text, send, show_page
 from tests.conftest import APP_PATH, REPO_ROOT, StartApp
 from tests.openai_server import Fault, OpenAIServer, running_server, unused_port
+from ui.personas_view import GALLERY_PAGE
 
 MODEL = "gpt-4o-mini"
 #: Text only an "internal service" holds; it must never reach an error message.
@@ -1076,3 +1081,65 @@ def test_the_users_message_is_saved_before_the_model_is_called(
     assert "".join(chunks).startswith("You said")
     again, _ = store.load("alice", listed.id)
     assert again.pending_user_message is None and again.messages[-1].role == "assistant"
+
+
+# --- issue 17: bounded work -------------------------------------------------------------------------
+
+
+def persona_text(number: int) -> str:
+    return (
+        f"name: Persona {number}\navatar: 🍜\ndescription: number {number}\nsystem_prompt: s\n"
+        "model: gpt-4o-mini\ncontext_budget: 1000\nmax_reply_tokens: 100\n"
+    )
+
+
+def test_a_workspace_keeps_at_most_its_persona_limit(tmp_path: Path) -> None:
+    from core.personas import parse_persona
+
+    store = Store.from_environ({"DATABASE_URL": f"sqlite:///{tmp_path / 'dashboard.db'}"})
+    for number in range(MAX_PERSONAS + 20):  # written past the limit, as an older version allowed
+        store.save_persona("alice", f"p{number}", persona_text(number))
+    workspace = Workspace(store, "alice")
+    assert len(workspace.custom_personas()) == MAX_PERSONAS  # a new visitor reads no more
+    with pytest.raises(TooManyPersonas) as refused:
+        workspace.save_persona(parse_persona(persona_text(9999), "new-one"))
+    assert refused.value.code == "too_many_personas"
+    workspace.save_persona(parse_persona(persona_text(7), "p7"))  # replacing one is fine
+    fresh = Workspace(store, "bob")
+    fresh.save_persona(parse_persona(persona_text(1), "p1"))
+    assert list(fresh.custom_personas()) == ["p1"]
+
+
+def test_the_gallery_draws_one_page_of_cards(start_app: StartApp, database_url: str) -> None:
+    store = Store.from_environ({"DATABASE_URL": database_url})
+    for number in range(40):
+        store.save_persona(LOCAL_OWNER, f"p{number:02d}", persona_text(number))
+    at = start_app()
+    show_page(at, "personas")
+    chat_buttons = [button for button in at.button if button.key and button.key.startswith("chat::")]
+    assert len(chat_buttons) == GALLERY_PAGE
+    at.number_input(key="gallery_page").set_value(2).run()
+    assert not at.exception
+    shown = [button.key for button in at.button if button.key and button.key.startswith("chat::")]
+    assert len(shown) == 40 + 6 - GALLERY_PAGE and "chat::p39" in shown  # 6 shipped, 40 own
+
+
+def test_a_what_if_replay_is_refused_past_its_size() -> None:
+    conversation = Conversation("sys", ChatSettings(model=MODEL, context_budget=4000))
+    for index in range(MAX_REPLAY_MESSAGES // 2):
+        conversation.add_user(f"question {index}")
+        conversation.add_assistant(f"answer {index}")
+    scenario = replay.Scenario(budget=2000, policy="drop_oldest", model=None)
+    prices = load_model_table()
+    with pytest.raises(ReplayTooLarge) as refused:
+        replay.compare(conversation, scenario, prices)
+    assert refused.value.fields == {"messages": MAX_REPLAY_MESSAGES + 1, "limit": MAX_REPLAY_MESSAGES}
+    with pytest.raises(ReplayTooLarge):
+        replay.compare_policies(conversation, scenario, prices)
+    shorter = Conversation("sys", ChatSettings(model=MODEL, context_budget=4000))
+    for index in range(MAX_REPLAY_MESSAGES // 2 - 1):
+        shorter.add_user(f"question {index}")
+        shorter.add_assistant(f"answer {index}")
+    shorter.add_user("the last question")
+    assert len(shorter.messages) == MAX_REPLAY_MESSAGES
+    assert replay.compare(shorter, scenario, prices).replayed is not None

@@ -218,6 +218,9 @@ def settings_sidebar(service: VisitorService, persona: Persona, key: str, notes:
         key=setting_key("budget", key),
         help=tr("sidebar.budget.help"),
     )
+    fitted = service.session(key).conversation.context_budget
+    if fitted != settings.context_budget:
+        st.caption(tr("sidebar.budget.fitted", budget=fitted, setting=settings.context_budget))
     reply_cap = st.number_input(
         tr("sidebar.reply_cap.label"),
         min_value=1,
@@ -541,25 +544,41 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
     st.subheader(tr("dashboard.header"))
     priced = model_table().lookup(conversation.model)
     top, bottom = st.columns(2), st.columns(2)
-    over = gauge.used > gauge.budget
+    # What the next call sends, after the policy's drops: within the budget whenever it fits.
+    sends = figures.next_call_tokens
+    fraction = sends / gauge.budget if gauge.budget else 1.0
+    of_budget = (
+        tr(
+            "dashboard.next_call.of_fitted",
+            fraction=fraction,
+            budget=gauge.budget,
+            setting=gauge.budget_setting,
+        )
+        if gauge.budget_setting is not None
+        else tr("dashboard.next_call.of", fraction=fraction, budget=gauge.budget)
+    )
     top[0].metric(
-        tr("dashboard.in_context.label"),
-        f"{gauge.used:,}",
-        tr("dashboard.in_context.delta", fraction=gauge.fraction, budget=gauge.budget),
-        delta_color="inverse" if over else "off",
+        tr("dashboard.next_call.label"),
+        f"{sends:,}",
+        of_budget,
+        delta_color="inverse" if sends > gauge.budget else "off",
         delta_arrow="off",
-        help=tr("dashboard.in_context.help"),
+        help=tr("dashboard.next_call.help", used=gauge.used),
     )
     if total.cost is None or priced is None:
+        # The figure is a dash and the words go under it, where a narrow column never cuts them.
         top[1].metric(
             tr("dashboard.cost.label"),
+            "—",
             tr("dashboard.cost.unknown"),
+            delta_color="off",
+            delta_arrow="off",
             help=tr("dashboard.cost.unknown_help", model=conversation.model),
         )
     elif offline:
         top[1].metric(
             tr("dashboard.cost.label"),
-            tr("dashboard.cost.offline"),
+            "$0",
             tr("dashboard.cost.offline_delta", cost=total.cost, model=conversation.model),
             delta_color="off",
             delta_arrow="off",

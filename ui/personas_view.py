@@ -31,6 +31,8 @@ from ui.state import Key, page_state
 from ui.text import as_markdown, error_text, tr, tr_plural
 
 GALLERY_COLUMNS = 3
+#: Cards drawn at once; the rest are a page away, so a large collection never blocks the page.
+GALLERY_PAGE = 30
 #: Set by a card's Chat button; the next run goes to the chat page.
 GO_CHAT = "go_chat"
 
@@ -70,8 +72,19 @@ def gallery(service: VisitorService, personas: dict[str, Persona], custom: set[s
         tr("personas.gallery.new"), icon="➕", on_click=open_editor, args=(None,), kwargs={"custom": False}
     )
     import_panel(service.save_persona, taken_ids=personas)
+    shown = list(personas.values())
+    pages = max(1, -(-len(shown) // GALLERY_PAGE))
+    if pages > 1:
+        page_number = st.number_input(
+            tr("personas.gallery.page", pages=pages, count=len(shown)),
+            min_value=1,
+            max_value=pages,
+            value=1,
+            key=Key.GALLERY_PAGE,
+        )
+        shown = shown[(int(page_number) - 1) * GALLERY_PAGE :][:GALLERY_PAGE]
     columns = st.columns(GALLERY_COLUMNS)
-    for index, persona in enumerate(personas.values()):
+    for index, persona in enumerate(shown):
         with columns[index % GALLERY_COLUMNS].container(border=True):
             card(persona, persona.id in custom, conversation_counts.get(persona.id, 0))
 

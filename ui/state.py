@@ -43,6 +43,7 @@ class Key(StrEnum):
     TEST_SET_FILE = "test_set_file"
     TEST_SET_COUNT = "test_set_count"
     # personas
+    GALLERY_PAGE = "gallery_page"  # the persona gallery's page number
     PERSONA_EDITOR = "persona_editor"  # {"base": Persona | None, "custom": bool} while editing
     PERSONA_IMPORT = "persona_import"  # the import panel between runs (ui/persona_exchange.py)
     PERSONA_IMPORT_USER = "persona_import_user_name"

@@ -8,12 +8,12 @@ import streamlit as st
 
 from core import replay
 from core.charts import replay_spec
+from core.errors import DashboardError
 from core.prompt_cache import CACHE_RULES, CacheRuleName
-from core.safe_markdown import page_markdown
-from core.settings import MAX_CONTEXT_BUDGET, POLICY_NAMES, PolicyName
+from core.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, POLICY_NAMES, PolicyName
 from ui.frame import Frame
 from ui.state import Key
-from ui.text import tr
+from ui.text import as_markdown, error_text, tr
 
 
 def money(value: float | None) -> str:
@@ -50,7 +50,11 @@ def page(frame: Frame) -> None:
         key=Key.WHATIF_POLICY,
     )
     model = (
-        columns[2].text_input(tr("sidebar.model.label"), value=settings.model, key=Key.WHATIF_MODEL).strip()
+        columns[2]
+        .text_input(
+            tr("sidebar.model.label"), value=settings.model, key=Key.WHATIF_MODEL, max_chars=MAX_MODEL_NAME
+        )
+        .strip()
     )
     rule: CacheRuleName | None = columns[3].selectbox(
         tr("whatif.cache_rule.label"),
@@ -61,9 +65,13 @@ def page(frame: Frame) -> None:
         help=tr("whatif.cache_rule.help"),
     )
     scenario = replay.Scenario(budget=budget, policy=policy, model=model or None, cache_rule=rule)
-    with st.spinner(tr("whatif.running")):
-        result = service.replay(key, scenario)
-        outcomes = service.replay_policies(key, scenario) if rule else ()
+    try:
+        with st.spinner(tr("whatif.running")):
+            result = service.replay(key, scenario)
+            outcomes = service.replay_policies(key, scenario) if rule else ()
+    except DashboardError as error:  # too long to replay here, or another refusal
+        st.error(error_text(error))
+        return
     show(result)
     if outcomes:
         show_policies(outcomes)
@@ -96,11 +104,11 @@ def show(result: replay.Comparison) -> None:
     )
     st.vega_lite_chart(spec=replay_spec(result, tr), width="stretch", height=260)
     for note in replayed.notes:
-        st.caption(page_markdown(note))
+        st.caption(as_markdown(note))
     if result.forgotten_only_in_replay:
         with st.expander(tr("whatif.forgotten.list", count=len(result.forgotten_only_in_replay))):
             for message in result.forgotten_only_in_replay:
-                st.caption(page_markdown(f"{message.role}: {message.preview}"))
+                st.caption(as_markdown(f"{message.role}: {message.preview}"))
     rows = [
         {
             tr("whatif.table.turn"): row.number,
