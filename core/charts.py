@@ -302,7 +302,11 @@ def gauge_spec(gauge: ContextGauge, text: Text) -> Spec:
     x = {
         "field": "start",
         "type": "quantitative",
-        "title": text("chart.gauge.axis", budget=gauge.budget),
+        "title": (
+            text("chart.gauge.axis_fitted", budget=gauge.budget, setting=gauge.budget_setting)
+            if gauge.budget_setting is not None
+            else text("chart.gauge.axis", budget=gauge.budget)
+        ),
         "scale": {"domain": [0, max(start, 1)], "nice": False},
     }
 
