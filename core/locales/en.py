@@ -316,6 +316,7 @@ CATALOG: dict[str, str] = {
     "whatif.policies.cached": "from cache",
     "whatif.policies.hit_rate": "hit rate",
     "whatif.policies.cost": "cost",
+    "whatif.policies.cost_difference": "cost difference ($)",
     "whatif.policies.forgotten": "messages forgotten",
     "whatif.table.turn": "turn",
     "whatif.table.recorded": "prompt, recorded",

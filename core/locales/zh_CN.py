@@ -293,6 +293,7 @@ CATALOG: dict[str, str] = {
     "whatif.policies.cached": "来自缓存",
     "whatif.policies.hit_rate": "命中率",
     "whatif.policies.cost": "费用",
+    "whatif.policies.cost_difference": "费用差（美元）",
     "whatif.policies.forgotten": "遗忘的消息",
     "whatif.table.turn": "轮次",
     "whatif.table.recorded": "提示词（实际）",
