@@ -177,7 +177,7 @@ class VisitorService:
         #: The running (or ended, not yet saved) test set.
         self.test_run: TestSetRun | None = None
         self._notices: list[Notice] = []
-        self._replays: dict[tuple[Any, ...], replay.Comparison] = {}
+        self._replays: dict[tuple[Any, ...], replay.ReplayComparison] = {}
         self._policy_replays: dict[tuple[Any, ...], tuple[replay.PolicyOutcome, ...]] = {}
 
     # --- the deployment and the connection ---------------------------------------------------
@@ -717,7 +717,7 @@ class VisitorService:
             lambda: replay.compare_policies(conversation, scenario, self.prices),
         )
 
-    def replay(self, key: str, scenario: replay.Scenario) -> replay.Comparison:
+    def replay(self, key: str, scenario: replay.Scenario) -> replay.ReplayComparison:
         """The open conversation replayed under `scenario` (no model is called); the last result
         is kept, so a rerun with the same scenario costs nothing."""
         conversation = self.workspace.sessions[key].conversation
