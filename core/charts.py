@@ -24,7 +24,7 @@ from core.stats import CONTEXT_COLUMNS, TURN_COLUMNS, ContextGauge, DashboardFig
 if TYPE_CHECKING:
     from core.compare import ComparisonSnapshot
     from core.leaderboard import Leaderboard
-    from core.replay import Comparison as ReplayComparison
+    from core.replay import ReplayComparison
 
 Spec = dict[str, Any]
 #: The page's text in its language (a `core.i18n.Translator`): `text("chart.axis.turn")`. Every
@@ -302,7 +302,11 @@ def gauge_spec(gauge: ContextGauge, text: Text) -> Spec:
     x = {
         "field": "start",
         "type": "quantitative",
-        "title": text("chart.gauge.axis", budget=gauge.budget),
+        "title": (
+            text("chart.gauge.axis_fitted", budget=gauge.budget, setting=gauge.budget_setting)
+            if gauge.budget_setting is not None
+            else text("chart.gauge.axis", budget=gauge.budget)
+        ),
         "scale": {"domain": [0, max(start, 1)], "nice": False},
     }
 

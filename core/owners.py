@@ -95,9 +95,13 @@ def _is_loopback_peer(ip_address: str | None) -> bool:
     if ip_address is None:  # how st.context.ip_address reports a loopback peer
         return True
     try:
-        return ipaddress.ip_address(ip_address.split("%", 1)[0]).is_loopback
+        peer = ipaddress.ip_address(ip_address.split("%", 1)[0])
     except ValueError:
         return False
+    # A dual-stack server sees an IPv4 client as IPv4-mapped (`::ffff:127.0.0.1`, how Streamlit
+    # reports a browser on http://127.0.0.1), which `is_loopback` alone does not count.
+    mapped = peer.ipv4_mapped if isinstance(peer, ipaddress.IPv6Address) else None
+    return peer.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def is_local_visitor(ip_address: object, headers: Iterable[tuple[str, str]]) -> bool:

@@ -21,9 +21,11 @@ else worth telling the visitor is a `core.notices.Notice`.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from core import replay
 from core.backends import ChatBackend
@@ -91,6 +93,46 @@ class Deployment:
         return self.access_mode == "single-user" and not self.local_visitor
 
 
+TurnAction = Literal["send", "retry", "regenerate", "continue"]
+
+
+class StartedReply(Iterator[str]):
+    """A reply whose first chunk is fetched on a thread from the moment it is made (so its request
+    goes out at once); iterating waits for that chunk, then reads the rest on the caller's thread.
+    The turn's session is only ever advanced by one thread at a time."""
+
+    def __init__(self, key: str, action: TurnAction, text: str, chunks: Iterator[str]) -> None:
+        self.key = key
+        self.action = action
+        self.text = text
+        self._chunks = chunks
+        self._first: Future[str | None] = Future()
+        self._first_taken = False
+        threading.Thread(target=self._fetch_first, name="first-chunk", daemon=True).start()
+
+    def _fetch_first(self) -> None:
+        try:
+            self._first.set_result(next(self._chunks, None))
+        except BaseException as error:  # handed to the reader, raised there
+            self._first.set_exception(error)
+
+    def __next__(self) -> str:
+        if not self._first_taken:
+            self._first_taken = True
+            first = self._first.result()  # raises what the request raised
+            if first is None:
+                raise StopIteration
+            return first
+        return next(self._chunks)
+
+    def close(self) -> None:
+        """Stop reading; the turn keeps what arrived and is saved (at once, or as soon as the
+        first chunk is in when it is still on its way)."""
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            self._first.add_done_callback(lambda _: close())
+
+
 @dataclass(frozen=True)
 class ColumnChoice:
     """One compare column as the visitor set it up."""
@@ -135,7 +177,7 @@ class VisitorService:
         #: The running (or ended, not yet saved) test set.
         self.test_run: TestSetRun | None = None
         self._notices: list[Notice] = []
-        self._replays: dict[tuple[Any, ...], replay.Comparison] = {}
+        self._replays: dict[tuple[Any, ...], replay.ReplayComparison] = {}
         self._policy_replays: dict[tuple[Any, ...], tuple[replay.PolicyOutcome, ...]] = {}
 
     # --- the deployment and the connection ---------------------------------------------------
@@ -373,6 +415,27 @@ class VisitorService:
 
     def continue_reply(self, key: str) -> Iterator[str]:
         return self._turn(key, ChatSession.continue_reply)
+
+    def start(self, key: str, action: TurnAction, text: str = "") -> StartedReply | None:
+        """Begin a turn now and return its reply with the request already on its way: the first
+        chunk is fetched on a thread while the page draws (a chat input's or a button's callback
+        calls this, so no page rerun comes before the request). None when the action does not
+        apply (nothing to retry, ...) or was refused: the session holds the error."""
+        session = self.workspace.sessions[key]
+        try:
+            if action == "send":
+                reply = self.send(key, text)
+            elif action == "retry" and session.can_retry:
+                reply = self.retry(key)
+            elif action == "regenerate" and session.can_regenerate:
+                reply = self.regenerate(key)
+            elif action == "continue" and session.can_continue:
+                reply = self.continue_reply(key)
+            else:
+                return None
+        except DashboardError:
+            return None  # refused before anything was sent; the session holds the error
+        return StartedReply(key, action, text, reply)
 
     def stop(self, key: str) -> None:
         """End the reply in progress, keep what arrived, and save it."""
@@ -656,7 +719,7 @@ class VisitorService:
             lambda: replay.compare_policies(conversation, scenario, self.prices),
         )
 
-    def replay(self, key: str, scenario: replay.Scenario) -> replay.Comparison:
+    def replay(self, key: str, scenario: replay.Scenario) -> replay.ReplayComparison:
         """The open conversation replayed under `scenario` (no model is called); the last result
         is kept, so a rerun with the same scenario costs nothing."""
         conversation = self.workspace.sessions[key].conversation

@@ -140,6 +140,9 @@ class ContextGauge:
     newest: int  # the pending user message, or the last exchange when none is pending
     priming: int = REPLY_PRIMING
     summary: int = 0  # the running summary's message (policy "summarize"), sent after the system prompt
+    #: The budget as set, when calls are fitted to a lower one (`budget`: a server's context
+    #: window, an estimate's safety margin); None when they are the same.
+    budget_setting: int | None = None
 
     @property
     def used(self) -> int:
@@ -178,8 +181,10 @@ def context_gauge(conversation: Conversation) -> ContextGauge:
     earlier = rest[:-newest_count] if len(rest) > newest_count else []
     pinned = sum(m.tokens for m in earlier if m.pinned)
     history = sum(m.tokens for m in earlier) - pinned
+    budget, setting = conversation.context_budget, conversation.settings.context_budget
     return ContextGauge(
-        budget=conversation.context_budget,
+        budget=budget,
+        budget_setting=setting if setting != budget else None,
         system=system,
         pinned=pinned,
         history=history,
@@ -280,6 +285,10 @@ class DashboardFigures:
     next_drops: tuple[str, ...]
     #: A preview of the oldest of them; None when the next turn fits.
     next_drop_preview: str | None
+    #: About how many prompt tokens the next call sends: what stays in context after the policy's
+    #: drops, and a typical question when none is pending (never more than the budget unless the
+    #: message alone does not fit).
+    next_call_tokens: int = 0
     #: The last turn's prompt as the server cut it without saying so (None: read whole).
     server_cut: SilentTruncation | None = None
 
@@ -320,8 +329,10 @@ def dashboard_figures(
         return cached[1]
     turns = turn_rows(conversation)
     drops = tuple(next_turn_drops(conversation, policy))
+    gauge = context_gauge(conversation)
+    dropped = sum(conversation.message(message_id).tokens for message_id in drops)
     figures = DashboardFigures(
-        gauge=context_gauge(conversation),
+        gauge=gauge,
         totals=totals(conversation, table),
         turns=turns,
         trims=trim_rows(conversation),
@@ -331,6 +342,7 @@ def dashboard_figures(
         in_context=len(conversation.context_messages()),
         next_drops=drops,
         next_drop_preview=conversation.message(drops[0]).preview(40) if drops else None,
+        next_call_tokens=gauge.used - dropped + _next_message_tokens(conversation),
         server_cut=conversation.turns[-1].server_cut if conversation.turns else None,
     )
     _figures[conversation] = (version, figures)

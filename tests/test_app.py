@@ -4,8 +4,20 @@ import json
 import shutil
 
 from core.context import DropOldest
-from tests.apptest import click, conversation, images_in, open_key, select_persona, send, session, setting
+from core.stats import context_gauge
+from tests.apptest import (
+    click,
+    conversation,
+    images_in,
+    open_key,
+    page_text,
+    select_persona,
+    send,
+    session,
+    setting,
+)
 from tests.conftest import REPO_ROOT
+from tests.openai_server import Billing
 
 PERSONAS = REPO_ROOT / "personas"
 
@@ -35,10 +47,12 @@ def test_a_full_turn_on_the_offline_model(app):
     assert "北京烤鸭怎么吃？" in texts
     assert any("[Offline model]" in text for text in texts)
     assert any("Offline model: its usage is computed locally" in c.value for c in app.caption)
-    in_context = app.metric[0]
-    assert (in_context.label, in_context.value) == ("In context now", f"{chat.prompt_tokens:,}")
-    assert in_context.delta == f"{chat.prompt_tokens / 1024:.0%} of 1,024"
-    assert [m.label for m in app.metric] == ["In context now", "Cost", "Tokens in", "Tokens out"]
+    # The headline: what the next call sends (all of this, and a question of the usual size).
+    sends = context_gauge(chat).used + chat.messages[1].tokens
+    headline = app.metric[0]
+    assert (headline.label, headline.value) == ("Next call sends", f"{sends:,}")
+    assert headline.delta == f"{sends / 1024:.0%} of the 1,024 budget"
+    assert [m.label for m in app.metric] == ["Next call sends", "Cost", "Tokens in", "Tokens out"]
     assert app.metric[2].value == f"{chat.turns[0].reported_prompt_tokens:,}"
     assert not app.error
 
@@ -158,7 +172,43 @@ def test_unknown_model_is_counted_as_an_estimate_with_unknown_price(app):
     chat = conversation(app)
     assert chat.model == "llama3.2" and chat.turns[0].count_exact is False
     assert any("tiktoken does not know `llama3.2`" in w.value for w in app.warning)
-    assert app.metric[1].value == "unknown price"
+    # Never cut to "unknown …": a dash, with the words under it.
+    assert (app.metric[1].value, app.metric[1].delta) == ("—", "unknown price")
+
+
+def test_a_budget_fitted_lower_than_set_shows_both_numbers(start_app, openai_server):
+    """A server's context window of 2,048 and an estimate's safety margin lower the budget calls
+    are fitted to: the setting, the headline and the gauge all say both numbers."""
+    openai_server.models.append("qwen3")
+    openai_server.billing = Billing(tokenize=None, max_model_len=2048)
+    app = start_app(OPENAI_BASE_URL=openai_server.base_url, OPENAI_API_KEY="sk-test", OPENAI_MAX_RETRIES="0")
+    setting(app, "model").input("qwen3").run()
+    setting(app, "budget").set_value(4096).run()
+    for question in ("北京烤鸭怎么吃？", "还有呢？"):
+        openai_server.reply("先片皮，再蘸酱，卷进荷叶饼里。")
+        send(app, question)
+    fitted = conversation(app).context_budget
+    assert fitted < 2048
+    assert f"Calls are fitted to {fitted:,} of the 4,096 set" in page_text(app)
+    assert app.metric[0].delta.endswith(f"of {fitted:,} (budget set: 4,096)")
+    gauge = json.loads(app.get("vega_lite_chart")[1].proto.spec)
+    title = gauge["layer"][0]["encoding"]["x"]["title"]
+    assert title == f"tokens of the {fitted:,}-token budget (set: 4,096)"
+
+
+def test_the_headline_stays_within_the_budget_when_the_next_call_trims(app):
+    """A conversation past its budget is healthy when the next call trims to fit: the headline
+    says what that call sends (within the budget), never "112% of 300"."""
+    setting(app, "budget").set_value(320).run()
+    for question in ("北京烤鸭怎么吃？" * 4, "还有什么好吃的？" * 4, "火锅呢？" * 6):
+        send(app, question)
+    chat = conversation(app)
+    assert context_gauge(chat).used > chat.context_budget  # what the old headline showed, over 100%
+    headline = app.metric[0]
+    sends = int(headline.value.replace(",", ""))
+    assert sends <= chat.context_budget
+    assert headline.delta == f"{sends / chat.context_budget:.0%} of the {chat.context_budget:,} budget"
+    assert any("The next turn would drop the oldest" in c.value for c in app.caption)
 
 
 def test_malformed_deployer_setting_is_a_clear_error(start_app):

@@ -33,6 +33,9 @@ def test_a_smaller_budget_says_what_it_would_cost_and_forget(app: AppTest) -> No
         "Summarize the oldest exchanges",
         "Keep a stable prefix (cache-friendly)",
     ]
+    # What each would cost beside what was recorded (nothing was cached in the record).
+    recorded = float(metrics["Cost, what if"].delta.removeprefix("recorded $"))
+    assert (policies["cost difference ($)"] < 0).all() and recorded > 0
     app.selectbox(key="whatif_cache_rule").set_value("prefix").run()
     assert not app.exception, app.exception
     by_prefix = next(d.value for d in app.dataframe if "hit rate" in d.value.columns)

@@ -783,6 +783,9 @@ LOCAL_HEADERS = [("Host", "localhost:8501"), ("Origin", "http://localhost:8501")
         (None, LOCAL_HEADERS, True),  # st.context.ip_address is None for a loopback peer
         ("127.0.0.1", [("Host", "127.0.0.1:8501")], True),
         ("::1", [("host", "[::1]:8501")], True),
+        # What Streamlit's dual-stack server reports for Chromium on http://127.0.0.1:8501.
+        ("::ffff:127.0.0.1", [("Host", "127.0.0.1:8501"), ("Origin", "http://127.0.0.1:8501")], True),
+        ("::ffff:192.168.1.20", LOCAL_HEADERS, False),
         (None, [("Host", "LOCALHOST")], True),
         ("192.168.1.20", LOCAL_HEADERS, False),  # a LAN peer, whatever it addressed
         ("203.0.113.9", [("Host", "localhost")], False),

@@ -105,6 +105,8 @@ def test_a_developers_settings_do_not_reach_a_test(clean_env: pytest.MonkeyPatch
     for name in DEPLOYER_SETTINGS:
         if name == "OFFLINE_CHUNK_DELAY_S":
             assert os.environ[name] == "0"
+        elif name == "ACCESS_MODE":  # the tests' explicit choice (see clean_env)
+            assert os.environ[name] == "single-user"
         elif name == "DATABASE_URL":
             assert os.environ[name].startswith("sqlite:///")
         else:

@@ -17,7 +17,7 @@ from core.conversation import MAX_IMPORT_BYTES, Message, MessageState
 from core.errors import BackendError, DashboardError
 from core.i18n import current as session_translator
 from core.personas import Persona, chat_avatar
-from core.service import VisitorService
+from core.service import StartedReply, VisitorService
 from core.session import ChatSession
 from core.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, MAX_REPLY_CAP, POLICY_NAMES
 from core.stats import dashboard_figures
@@ -28,7 +28,6 @@ from ui.frame import CONVERSATION_PARAM, Frame, html_lang, model_table
 from ui.state import (
     Action,
     Key,
-    PendingAction,
     page_state,
     pins_key,
     setting_key,
@@ -84,6 +83,21 @@ def page(frame: Frame) -> None:
 # --- sidebar -----------------------------------------------------------------------------------
 
 
+def whole_page(action: Callable[..., object], *args: object) -> None:
+    """A callback in a fragment whose change the whole page shows: do it, then the fragment's
+    rerun reruns the page (a callback cannot)."""
+    action(*args)
+    page_state().set(Key.RERUN_PAGE, True)
+
+
+def rerun_page_if_asked() -> None:
+    """First thing in a fragment: rerun the whole page when one of its callbacks asked to."""
+    state = page_state()
+    if state.get(Key.RERUN_PAGE):
+        state.set(Key.RERUN_PAGE, False)
+        st.rerun(scope="app")
+
+
 def open_conversation(service: VisitorService, conversation_id: str) -> None:
     persona_id = service.open_conversation(conversation_id)
     state = page_state()
@@ -95,19 +109,29 @@ def rename_conversation(service: VisitorService, conversation_id: str) -> None:
     service.rename(conversation_id, page_state().get(title_key(conversation_id), ""))
 
 
+@st.fragment
 def conversation_list(service: VisitorService, persona: Persona, key: str) -> None:
-    """This persona's conversations, newest first, with search, rename and delete (undoable)."""
+    """This persona's conversations, newest first, with search, rename and delete (undoable).
+    A fragment: searching redraws the list alone; opening, starting, renaming or deleting one
+    redraws the page."""
+    rerun_page_if_asked()
     st.button(
         tr("conversations.new"),
         icon="🆕",
-        on_click=service.new_conversation,
-        args=(persona,),
+        on_click=whole_page,
+        args=(service.new_conversation, persona),
         width="stretch",
         disabled=not service.is_saved(key) and len(service.session(key).conversation.messages) < 2,
     )
     if service.deleted is not None:
         st.info(tr("conversations.deleted", title=service.deleted[1]), icon="🗑️")
-        st.button(tr("conversations.undo_delete"), icon="↩️", on_click=service.undo_delete, key="undo_delete")
+        st.button(
+            tr("conversations.undo_delete"),
+            icon="↩️",
+            on_click=whole_page,
+            args=(service.undo_delete,),
+            key="undo_delete",
+        )
     if not service.saving:
         return
     search = st.text_input(
@@ -128,8 +152,8 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
         st.button(
             as_markdown(("▸ " if is_open else "") + summary.display_title),
             key=f"open::{summary.id}",
-            on_click=open_conversation,
-            args=(service, summary.id),
+            on_click=whole_page,
+            args=(open_conversation, service, summary.id),
             disabled=is_open,
             width="stretch",
             help=tr("conversations.item.help", count=summary.message_count - 1, updated=summary.updated_at),
@@ -143,13 +167,16 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
             st.text_input(tr("conversations.title"), value=title, key=title_key(key), max_chars=200)
             columns = st.columns(2)
             columns[0].button(
-                tr("conversations.rename"), on_click=rename_conversation, args=(service, key), width="stretch"
+                tr("conversations.rename"),
+                on_click=whole_page,
+                args=(rename_conversation, service, key),
+                width="stretch",
             )
             columns[1].button(
                 tr("conversations.delete"),
                 icon="🗑️",
-                on_click=service.delete,
-                args=(key, title),
+                on_click=whole_page,
+                args=(service.delete, key, title),
                 width="stretch",
                 key="delete_conversation",
             )
@@ -191,6 +218,9 @@ def settings_sidebar(service: VisitorService, persona: Persona, key: str, notes:
         key=setting_key("budget", key),
         help=tr("sidebar.budget.help"),
     )
+    fitted = service.session(key).conversation.context_budget
+    if fitted != settings.context_budget:
+        st.caption(tr("sidebar.budget.fitted", budget=fitted, setting=settings.context_budget))
     reply_cap = st.number_input(
         tr("sidebar.reply_cap.label"),
         min_value=1,
@@ -295,27 +325,29 @@ def render_message(message: Message, persona: Persona) -> None:
             st.caption(as_markdown(message.content))
 
 
-def stream_reply(
-    service: VisitorService, key: str, persona: Persona, reply: Callable[[], Iterator[str]]
-) -> None:
+def stream_reply(service: VisitorService, key: str, persona: Persona, reply: Iterator[str]) -> None:
     """Stream a reply into the chat (the service saves the turn); every outcome ends in a rerun,
     which redraws the history (with this turn's trims, badges and any error) and the dashboard."""
     with st.chat_message("assistant", avatar=chat_avatar(persona)):
         try:
-            show_streaming(reply())
+            show_streaming(reply)
         except DashboardError:
             pass  # the session holds the error; the rerun shows it
         except BaseException:
             # Stopped (the chat input's stop button) or interrupted by another interaction:
             # keep what streamed, hang up on the server, and save what was kept.
+            if isinstance(reply, StartedReply):
+                reply.close()
             service.stop(key)
             raise
     st.rerun()
 
 
+@st.fragment
 def render_summary(service: VisitorService, key: str) -> None:
     """The running summary where the folded messages end: what the model is sent instead of
-    them, its versions, and an editor (the model sees the edited version from the next call)."""
+    them, its versions, and an editor (the model sees the edited version from the next call).
+    A fragment: typing in the editor redraws it alone; saving redraws the page."""
     conversation = service.session(key).conversation
     summary = conversation.summary
     if summary is None:
@@ -379,11 +411,14 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
     history_box = st.container(height=CHAT_HEIGHT_PX, border=False)
     controls = st.container()
     limits = service.limits
-    prompt = st.chat_input(
+    # The request starts in the callback, before this page is drawn again.
+    st.chat_input(
         tr("chat.input.placeholder", name=persona.name),
         key=Key.CHAT_INPUT,
         submit_mode="stop",
         max_chars=limits.max_message_chars if limits else None,
+        on_submit=submit_message,
+        args=(service, key),
     )
     with history_box:
         history = conversation.messages[1:]
@@ -409,35 +444,36 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
             if event.fallback:
                 st.caption(tr("summary.fallback", turn=event.turn, reason=event.fallback_reason or "?"))
 
-        pending = page_state().take_action()
-        if prompt:
-            pending = PendingAction(Action.SEND, prompt)
-        if pending is not None:
-            run_action(service, key, persona, pending)
+        reply = page_state().take_reply()
+        if reply is not None and reply.key == key:
+            if reply.action == "send":
+                with st.chat_message("user", avatar="🧑"):
+                    st.markdown(as_markdown(reply.text))
+            stream_reply(service, key, persona, reply)
 
     with controls:
-        chat_controls(session, persona)
+        chat_controls(service, key, persona)
         pins(service, key)
 
 
-def run_action(service: VisitorService, key: str, persona: Persona, pending: PendingAction) -> None:
-    session = service.session(key)
-    if pending.action is Action.SEND:
-        with st.chat_message("user", avatar="🧑"):
-            st.markdown(as_markdown(pending.text))
-        stream_reply(service, key, persona, lambda: service.send(key, pending.text))
-    elif pending.action is Action.RETRY and session.can_retry:
-        stream_reply(service, key, persona, lambda: service.retry(key))
-    elif pending.action is Action.REGENERATE and session.can_regenerate:
-        stream_reply(service, key, persona, lambda: service.regenerate(key))
-    elif pending.action is Action.CONTINUE and session.can_continue:
-        stream_reply(service, key, persona, lambda: service.continue_reply(key))
+def start_turn(service: VisitorService, key: str, action: Action, text: str = "") -> None:
+    """A callback: begin the turn now (its request goes out before the page reruns)."""
+    reply = service.start(key, action.value, text)
+    if reply is not None:
+        page_state().hold_reply(reply)
 
 
-def chat_controls(session: ChatSession, persona: Persona) -> None:
+def submit_message(service: VisitorService, key: str) -> None:
+    """on_submit of the chat input."""
+    text = st.session_state.get(Key.CHAT_INPUT)
+    if text:
+        start_turn(service, key, Action.SEND, text)
+
+
+def chat_controls(service: VisitorService, key: str, persona: Persona) -> None:
     """The last call's error with its data, starter prompts, and Retry / Regenerate / Continue."""
+    session = service.session(key)
     conversation = session.conversation
-    state = page_state()
     if session.error is not None:
         st.error(as_markdown(error_text(session.error)), icon="⚠️")
         if details := error_details(session.error):
@@ -448,29 +484,37 @@ def chat_controls(session: ChatSession, persona: Persona) -> None:
             st.button(
                 as_markdown(starter),
                 key=f"starter::{persona.id}::{index}",
-                on_click=state.queue,
-                args=(Action.SEND, starter),
+                on_click=start_turn,
+                args=(service, key, Action.SEND, starter),
             )
     if session.can_retry:
-        st.button(tr("chat.retry"), icon="🔁", on_click=state.queue, args=(Action.RETRY,), key="retry")
+        st.button(
+            tr("chat.retry"), icon="🔁", on_click=start_turn, args=(service, key, Action.RETRY), key="retry"
+        )
     elif session.can_regenerate:
         columns = st.columns(2) if session.can_continue else [st.container()]
         columns[0].button(
             tr("chat.regenerate"),
             icon="🔄",
-            on_click=state.queue,
-            args=(Action.REGENERATE,),
+            on_click=start_turn,
+            args=(service, key, Action.REGENERATE),
             key="regenerate",
         )
         if session.can_continue:
             columns[1].button(
-                tr("chat.continue"), icon="⏩", on_click=state.queue, args=(Action.CONTINUE,), key="continue"
+                tr("chat.continue"),
+                icon="⏩",
+                on_click=start_turn,
+                args=(service, key, Action.CONTINUE),
+                key="continue",
             )
 
 
+@st.fragment
 def pins(service: VisitorService, key: str) -> None:
     """Pin messages in context: no policy drops or summarizes a pinned message (one widget for
-    the whole chat, not a button per message, so long chats stay quick)."""
+    the whole chat, not a button per message, so long chats stay quick). A fragment: choosing
+    redraws it alone; a change made redraws the page (the chat's badges, the dashboard)."""
     conversation = service.session(key).conversation
     candidates = [m for m in conversation.context_messages()[1:] if not m.automatic]
     if not candidates:
@@ -500,25 +544,41 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
     st.subheader(tr("dashboard.header"))
     priced = model_table().lookup(conversation.model)
     top, bottom = st.columns(2), st.columns(2)
-    over = gauge.used > gauge.budget
+    # What the next call sends, after the policy's drops: within the budget whenever it fits.
+    sends = figures.next_call_tokens
+    fraction = sends / gauge.budget if gauge.budget else 1.0
+    of_budget = (
+        tr(
+            "dashboard.next_call.of_fitted",
+            fraction=fraction,
+            budget=gauge.budget,
+            setting=gauge.budget_setting,
+        )
+        if gauge.budget_setting is not None
+        else tr("dashboard.next_call.of", fraction=fraction, budget=gauge.budget)
+    )
     top[0].metric(
-        tr("dashboard.in_context.label"),
-        f"{gauge.used:,}",
-        tr("dashboard.in_context.delta", fraction=gauge.fraction, budget=gauge.budget),
-        delta_color="inverse" if over else "off",
+        tr("dashboard.next_call.label"),
+        f"{sends:,}",
+        of_budget,
+        delta_color="inverse" if sends > gauge.budget else "off",
         delta_arrow="off",
-        help=tr("dashboard.in_context.help"),
+        help=tr("dashboard.next_call.help", used=gauge.used),
     )
     if total.cost is None or priced is None:
+        # The figure is a dash and the words go under it, where a narrow column never cuts them.
         top[1].metric(
             tr("dashboard.cost.label"),
+            "—",
             tr("dashboard.cost.unknown"),
+            delta_color="off",
+            delta_arrow="off",
             help=tr("dashboard.cost.unknown_help", model=conversation.model),
         )
     elif offline:
         top[1].metric(
             tr("dashboard.cost.label"),
-            tr("dashboard.cost.offline"),
+            "$0",
             tr("dashboard.cost.offline_delta", cost=total.cost, model=conversation.model),
             delta_color="off",
             delta_arrow="off",

@@ -2,25 +2,25 @@
 
 Values a page keeps between runs are read and written through `PageState` (`page_state()`);
 widgets are given their keys from `Key` or the per-conversation helpers below, so no key is a
-string typed in two places. An action a button queues for the next run is an `Action`.
+string typed in two places. What the chat input or a chat button asks for is an `Action`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, cast
 
 import streamlit as st
 
-from core.service import VisitorService
+from core.service import StartedReply, VisitorService
 
 
 class Key(StrEnum):
     """Every fixed session-state key (widgets' keys included)."""
 
     SERVICE = "service"  # this visitor's VisitorService
-    ACTION = "action"  # the PendingAction a button queued for the chat
+    RERUN_PAGE = "rerun_page"  # a callback in a fragment changed what the whole page shows
+    REPLY = "reply"  # the StartedReply a chat input's or button's callback began, for the page to stream
     PERSONA = "persona_id"  # the persona selector
     CATALOG_IDS = "catalog_ids"  # the persona ids this run lists (callbacks check against it)
     LANGUAGE_SWITCH = "lang"  # the sidebar's language selector
@@ -56,18 +56,12 @@ class Key(StrEnum):
 
 
 class Action(StrEnum):
-    """What a chat button asks the next run to do."""
+    """What the chat input or a chat button asks for (`VisitorService.start`)."""
 
     SEND = "send"
     RETRY = "retry"
     REGENERATE = "regenerate"
     CONTINUE = "continue"
-
-
-@dataclass(frozen=True)
-class PendingAction:
-    action: Action
-    text: str = ""  # the message, for SEND
 
 
 # --- keys of widgets that belong to one conversation (its settings survive switching) ----------
@@ -143,14 +137,14 @@ class PageState:
     def catalog_ids(self, value: tuple[str, ...]) -> None:
         self._state[Key.CATALOG_IDS] = value
 
-    def queue(self, action: Action, text: str = "") -> None:
-        """A button's callback: do `action` in the next run."""
-        self._state[Key.ACTION] = PendingAction(action, text)
+    def hold_reply(self, reply: StartedReply) -> None:
+        """A callback began a turn: the page streams it in this run."""
+        self._state[Key.REPLY] = reply
 
-    def take_action(self) -> PendingAction | None:
-        action = cast("PendingAction | None", self._state.get(Key.ACTION))
-        self._state[Key.ACTION] = None
-        return action
+    def take_reply(self) -> StartedReply | None:
+        reply = cast("StartedReply | None", self._state.get(Key.REPLY))
+        self._state[Key.REPLY] = None
+        return reply
 
     def get(self, key: str, default: Any = None) -> Any:
         """A widget's value (for the keys built by the helpers above)."""

@@ -74,10 +74,10 @@ def page(frame: Frame) -> None:
         return
     show(result)
     if outcomes:
-        show_policies(outcomes)
+        show_policies(outcomes, result.recorded.cost if result.recorded.priced else None)
 
 
-def show(result: replay.Comparison) -> None:
+def show(result: replay.ReplayComparison) -> None:
     recorded, replayed = result.recorded, result.replayed
     metrics = st.columns(4)
     metrics[0].metric(
@@ -126,8 +126,9 @@ def show(result: replay.Comparison) -> None:
     st.dataframe(rows, hide_index=True)
 
 
-def show_policies(outcomes: tuple[replay.PolicyOutcome, ...]) -> None:
-    """Every policy under the same scenario and simulated cache, side by side."""
+def show_policies(outcomes: tuple[replay.PolicyOutcome, ...], recorded_cost: float | None) -> None:
+    """Every policy under the same scenario and simulated cache, side by side, with what each
+    would have cost more (or less) than what was recorded."""
     st.markdown(f"**{tr('whatif.policies.header')}**")
     st.dataframe(
         [
@@ -137,6 +138,9 @@ def show_policies(outcomes: tuple[replay.PolicyOutcome, ...]) -> None:
                 tr("whatif.policies.cached"): outcome.cached_tokens,
                 tr("whatif.policies.hit_rate"): f"{outcome.cache_hit_rate:.0%}",
                 tr("whatif.policies.cost"): money(outcome.cost),
+                tr("whatif.policies.cost_difference"): (
+                    None if outcome.cost is None or recorded_cost is None else outcome.cost - recorded_cost
+                ),
                 tr("whatif.policies.forgotten"): outcome.forgotten,
             }
             for outcome in outcomes

@@ -117,16 +117,10 @@ CATALOG: dict[str, str] = {
     "error.details.not_retryable": "retrying will not help until this is fixed",
     # --- dashboard -----------------------------------------------------------------------------
     "dashboard.header": "What the model sees",
-    "dashboard.in_context.label": "In context now",
-    "dashboard.in_context.delta": "{fraction:.0%} of {budget:,}",
-    "dashboard.in_context.help": (
-        "Prompt tokens the next call would send before trimming, reply priming included."
-    ),
     "dashboard.cost.label": "Cost",
     "dashboard.cost.unknown": "unknown price",
     "dashboard.cost.unknown_help": "{model} is not in models.yaml.",
-    "dashboard.cost.offline": "$0 (offline)",
-    "dashboard.cost.offline_delta": "${cost:.4f} on {model}",
+    "dashboard.cost.offline_delta": "offline; ${cost:.4f} on {model}",
     "dashboard.cost.offline_help": (
         "The offline model bills nothing; the figure is what these tokens would cost."
     ),
@@ -322,6 +316,7 @@ CATALOG: dict[str, str] = {
     "whatif.policies.cached": "from cache",
     "whatif.policies.hit_rate": "hit rate",
     "whatif.policies.cost": "cost",
+    "whatif.policies.cost_difference": "cost difference ($)",
     "whatif.policies.forgotten": "messages forgotten",
     "whatif.table.turn": "turn",
     "whatif.table.recorded": "prompt, recorded",
@@ -606,5 +601,19 @@ CATALOG: dict[str, str] = {
     "error.test_set_too_large": "{file} is larger than {limit:,} bytes.",
     "error.test_set_not_utf8": "{file} is not UTF-8 text.",
     "error.test_set_invalid": "{file} holds no usable prompts: {problem}",
+    # --- the headline: what the next call sends, and a budget fitted lower than set ---
+    "dashboard.next_call.label": "Next call sends",
+    "dashboard.next_call.of": "{fraction:.0%} of the {budget:,} budget",
+    "dashboard.next_call.of_fitted": "{fraction:.0%} of {budget:,} (budget set: {setting:,})",
+    "dashboard.next_call.help": (
+        "About how many prompt tokens the next call sends: the system prompt, what stays in context "
+        "after trimming, a question of typical length and the reply priming. In context now: {used:,}."
+    ),
+    "sidebar.budget.fitted": (
+        "Calls are fitted to {budget:,} of the {setting:,} set (the server's context window or the "
+        "counting's safety margin)."
+    ),
+    "chart.gauge.axis_fitted": "tokens of the {budget:,}-token budget (set: {setting:,})",
     "compare.saved.link_help": "A comparison: opens on the Compare page",
+    "compare.answer": "Answer {letter}",
 }

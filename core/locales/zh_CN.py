@@ -112,14 +112,10 @@ CATALOG: dict[str, str] = {
     "error.details.not_retryable": "问题解决之前，重试无济于事",
     # --- dashboard -----------------------------------------------------------------------------
     "dashboard.header": "模型看到的内容",
-    "dashboard.in_context.label": "当前上下文",
-    "dashboard.in_context.delta": "占 {budget:,} 的 {fraction:.0%}",
-    "dashboard.in_context.help": "下一次调用在裁剪前将发送的提示词 token 数，含回复预置。",
     "dashboard.cost.label": "费用",
     "dashboard.cost.unknown": "价格未知",
     "dashboard.cost.unknown_help": "models.yaml 中没有 {model}。",
-    "dashboard.cost.offline": "$0（离线）",
-    "dashboard.cost.offline_delta": "在 {model} 上为 ${cost:.4f}",
+    "dashboard.cost.offline_delta": "离线；在 {model} 上为 ${cost:.4f}",
     "dashboard.cost.offline_help": "离线模型不收费；此数字是这些 token 在该模型上的费用。",
     "dashboard.cost.help": "依据 models.yaml 中的价格计算。",
     "dashboard.tokens_in.label": "输入 token",
@@ -297,6 +293,7 @@ CATALOG: dict[str, str] = {
     "whatif.policies.cached": "来自缓存",
     "whatif.policies.hit_rate": "命中率",
     "whatif.policies.cost": "费用",
+    "whatif.policies.cost_difference": "费用差（美元）",
     "whatif.policies.forgotten": "遗忘的消息",
     "whatif.table.turn": "轮次",
     "whatif.table.recorded": "提示词（实际）",
@@ -542,5 +539,18 @@ CATALOG: dict[str, str] = {
     "error.test_set_too_large": "{file} 超过 {limit:,} 字节。",
     "error.test_set_not_utf8": "{file} 不是 UTF-8 文本。",
     "error.test_set_invalid": "{file} 中没有可用的提示词：{problem}",
+    # --- the headline: what the next call sends, and a budget fitted lower than set ---
+    "dashboard.next_call.label": "下一次调用发送",
+    "dashboard.next_call.of": "占 {budget:,} 预算的 {fraction:.0%}",
+    "dashboard.next_call.of_fitted": "占 {budget:,} 的 {fraction:.0%}（设定预算：{setting:,}）",
+    "dashboard.next_call.help": (
+        "下一次调用大约发送的提示词 token 数：系统提示、裁剪后仍在上下文中的内容、一条常见长度的提问和回"
+        "复预置。当前上下文：{used:,}。"
+    ),
+    "sidebar.budget.fitted": (
+        "调用按 {budget:,} 适配，低于设定的 {setting:,}（受服务器上下文窗口或计数安全余量限制）。"
+    ),
+    "chart.gauge.axis_fitted": "占 {budget:,} token 预算的 token 数（设定：{setting:,}）",
     "compare.saved.link_help": "这是一个对比：在对比页面中打开",
+    "compare.answer": "回答 {letter}",
 }

@@ -111,6 +111,12 @@ def test_three_columns_at_once_one_failing_alone_and_after_a_reload(
             "() => document.querySelectorAll('[data-testid=\"stChatMessage\"]').length >= 4",
             "the columns start streaming",
         )
+        # The columns redraw themselves until the last one ends (a fragment), then the page reruns.
+        app.wait_until(
+            "() => document.body.innerText.split('first token').length - 1 >= 2"
+            " && document.body.innerText.includes('Which answer is better')",
+            "every column ended",
+        )
         app.wait_idle()
         app.assert_no_exception()
         assert len(model.chat_requests) - before == 3
@@ -128,6 +134,7 @@ def test_three_columns_at_once_one_failing_alone_and_after_a_reload(
         # And from the list of saved comparisons.
         app.page.locator(MAIN).get_by_role("button", name="New comparison").click()
         app.wait_idle()
+        app.page.locator(MAIN).get_by_text("1 saved comparison").click()  # the expander
         app.page.locator(MAIN).get_by_role("button", name="北京烤鸭怎么吃？", exact=False).first.click()
         app.wait_idle()
         assert app.body_text().count("You said: 北京烤鸭怎么吃？") == 2
