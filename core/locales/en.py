@@ -619,4 +619,5 @@ CATALOG: dict[str, str] = {
     ),
     "chart.gauge.axis_fitted": "tokens of the {budget:,}-token budget (set: {setting:,})",
     "compare.saved.link_help": "A comparison: opens on the Compare page",
+    "compare.answer": "Answer {letter}",
 }

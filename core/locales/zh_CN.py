@@ -556,4 +556,5 @@ CATALOG: dict[str, str] = {
     ),
     "chart.gauge.axis_fitted": "占 {budget:,} token 预算的 token 数（设定：{setting:,}）",
     "compare.saved.link_help": "这是一个对比：在对比页面中打开",
+    "compare.answer": "回答 {letter}",
 }
