@@ -135,7 +135,7 @@ def results(service: VisitorService, record: TestRunRecord, previous: TestRunRec
                         st.caption(tr("testsets.skipped"))
                         continue
                     if cell.error is not None:
-                        st.error(as_markdown(cell.error.message))
+                        st.error(as_markdown(error_text(cell.error)))
                     else:
                         st.markdown(as_markdown(cell.answer))
                     change = changes.get((record.test_set.prompts[prompt_index], record.columns[index].label))
