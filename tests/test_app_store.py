@@ -172,3 +172,27 @@ def test_the_page_saves_to_data_dir_when_no_database_url_is_set(
     with Store.from_environ({"DATABASE_URL": f"sqlite:///{mounted / 'dashboard.db'}"}) as store:
         [saved] = store.list(LOCAL_OWNER)
     assert saved.id == open_key(at) and saved.title == "kept across restarts"
+
+
+def test_the_list_tells_conversations_apart_and_marks_the_open_one(app: AppTest) -> None:
+    """Each conversation with its date and message count; the same title numbered; the open one
+    a primary button with ▸ and "Open now", not a greyed-out disabled one; a search shows the
+    words around the match."""
+    for reply_to in ("hello", "hello"):
+        send(app, reply_to)
+        send(app, "what about hot pot with lamb and sesame sauce?")
+        click(app, "New conversation")
+    send(app, "hello")
+    open_id = open_key(app)
+    buttons = [b for b in app.sidebar.button if b.key and b.key.startswith("open::")]
+    assert [b.label for b in buttons] == ["▸ hello (3)", "hello (2)", "hello (1)"]
+    opened = next(b for b in buttons if b.key == f"open::{open_id}")
+    assert opened.proto.type == "primary" and not opened.disabled
+    assert all(b.proto.type == "secondary" and not b.disabled for b in buttons if b is not opened)
+    captions = [c.value for c in app.sidebar.caption]
+    assert any(c.startswith("Open now · ") and c.endswith("UTC · 2 messages") for c in captions)
+    assert sum(c.endswith("UTC · 4 messages") for c in captions) == 2
+    app.sidebar.text_input(key="conversation_search").input("SESAME").run()
+    assert listed_titles(app) == ["hello (2)", "hello (1)"]
+    snippets = [c.value for c in app.sidebar.caption if c.value.startswith("“")]
+    assert len(snippets) == 2 and all("sesame sauce" in s for s in snippets)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Literal
 
@@ -147,17 +148,36 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
         return
     if search and not listed:
         st.caption(tr("conversations.no_match"))
-    for summary in listed[:CONVERSATIONS_LISTED]:
+    shown = listed[:CONVERSATIONS_LISTED]
+    # Titles that repeat are numbered, oldest first, so each reads apart from the others.
+    repeats = Counter(summary.display_title for summary in shown)
+    counted: Counter[str] = Counter()
+    numbers: dict[str, int] = {}  # conversation id -> its number among those of its title
+    for summary in reversed(shown):
+        if repeats[summary.display_title] > 1:
+            counted[summary.display_title] += 1
+            numbers[summary.id] = counted[summary.display_title]
+    for summary in shown:
         is_open = summary.id == key
+        title = summary.display_title
+        if summary.id in numbers:
+            title = tr("conversations.item.numbered", title=title, number=numbers[summary.id])
+        # The open one is a primary button (marked by its shape, its ▸ and its words, not by colour
+        # alone); clicking it does nothing. Others open on click.
         st.button(
-            as_markdown(("▸ " if is_open else "") + summary.display_title),
+            as_markdown(("▸ " if is_open else "") + title),
             key=f"open::{summary.id}",
-            on_click=whole_page,
-            args=(open_conversation, service, summary.id),
-            disabled=is_open,
+            on_click=None if is_open else whole_page,
+            args=None if is_open else (open_conversation, service, summary.id),
+            type="primary" if is_open else "secondary",
             width="stretch",
-            help=tr("conversations.item.help", count=summary.message_count - 1, updated=summary.updated_at),
         )
+        details = tr_plural(
+            "conversations.item.details", summary.message_count - 1, updated=summary.updated_at
+        )
+        st.caption(tr("conversations.item.open", details=details) if is_open else details)
+        if summary.match:
+            st.caption(tr("conversations.item.match", snippet=as_markdown(summary.match)))
     if len(listed) > CONVERSATIONS_LISTED:
         st.caption(tr("conversations.older", count=len(listed) - CONVERSATIONS_LISTED))
     if service.is_saved(key):

@@ -92,6 +92,7 @@ def test_an_explicit_single_user_setting_warns_a_remote_visitor(
     server = start_streamlit({"ACCESS_MODE": "single-user"})
     stranger = visit(rebinding_browser, f"http://{REBIND_NAME}:{server.port}/", server)
     assert "Everyone with this page's link sees these conversations" in stranger.body_text()
+    stranger.screenshot("shared-with-strangers", top=True)
     local = visit(rebinding_browser, f"http://127.0.0.1:{server.port}/", server)
     assert "Everyone with this page's link" not in local.body_text()
 
