@@ -196,3 +196,51 @@ def test_the_list_tells_conversations_apart_and_marks_the_open_one(app: AppTest)
     assert listed_titles(app) == ["hello (2)", "hello (1)"]
     snippets = [c.value for c in app.sidebar.caption if c.value.startswith("“")]
     assert len(snippets) == 2 and all("sesame sauce" in s for s in snippets)
+
+
+def signed_in_session(user: dict[str, object], query_params: dict[str, str] | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP_PATH), default_timeout=60)
+    at.user = user
+    at.query_params.update(query_params or {})
+    return at.run()
+
+
+def test_oidc_shows_who_is_signed_in_and_signs_out(start_app: StartApp) -> None:
+    start_app(ACCESS_MODE="private")  # the environment of this test
+    ada = {"is_logged_in": True, "name": "Ada Lovelace", "email": "ada@example.org"}
+    at = signed_in_session({**ada, "iss": "https://id.example.org", "sub": "ada-1"})
+    assert not at.exception, at.exception
+    assert "Signed in as Ada Lovelace" in [c.value for c in at.sidebar.caption]
+    at.sidebar.button(key="sign_out").click().run()
+    assert not at.exception, at.exception
+    # st.logout ran: the identity is gone (a browser then reloads onto the sign-in screen).
+    assert at.user == {"is_logged_in": False}
+    assert signed_in_session(at.user).button[0].label == "Sign in"
+    # No name: the email says who it is.
+    at = signed_in_session({"is_logged_in": True, "email": "bob@example.org", "iss": "i", "sub": "bob"})
+    assert "Signed in as bob@example.org" in [c.value for c in at.sidebar.caption]
+
+
+def test_a_conversation_link_opened_while_signed_out_opens_after_sign_in(start_app: StartApp) -> None:
+    """The provider's callback lands on the front page: the link's conversation is kept in the
+    tab's sessionStorage before sign-in, and the page goes back to it after."""
+    start_app(ACCESS_MODE="private")
+    conversation_id = "0123456789abcdef0123456789abcdef"
+    signed_out = signed_in_session({"is_logged_in": False}, {"c": conversation_id})
+    [kept] = signed_out.get("html")
+    assert f'sessionStorage.setItem("persona-dashboard:return-to", "{conversation_id}")' in kept.proto.body
+    # A link whose id is not one the store makes is never written into a script.
+    assert not signed_in_session({"is_logged_in": False}, {"c": '");alert(1);//'}).get("html")
+    user = {"is_logged_in": True, "iss": "https://id.example.org", "sub": "ada-1"}
+    back = signed_in_session(user)
+    scripts = [h.proto.body for h in back.get("html")]
+    assert any(
+        'sessionStorage.getItem("persona-dashboard:return-to")' in s and "location.replace" in s
+        for s in scripts
+    )
+    back.run()  # once per session
+    assert not any("sessionStorage" in h.proto.body for h in back.get("html"))
+    # Opened with its link already: nothing to restore.
+    assert not any(
+        "sessionStorage" in h.proto.body for h in signed_in_session(user, {"c": conversation_id}).get("html")
+    )

@@ -10,6 +10,8 @@ CATALOG: dict[str, str] = {
     "page.no_personas": "No persona could be loaded from {directory}.",
     "signin.prompt": "Sign in to see your conversations. They are private to you.",
     "signin.button": "Sign in",
+    "signin.as": "Signed in as {who}",
+    "signin.logout": "Sign out",
     "workspace.private_notice": (
         "This is your private workspace. **Bookmark this page's link: it is the key to your "
         "conversations**, and anyone with it can read them."

@@ -8,6 +8,8 @@ CATALOG: dict[str, str] = {
     "page.no_personas": "无法从 {directory} 加载任何角色。",
     "signin.prompt": "登录后即可查看你的对话，这些对话仅你本人可见。",
     "signin.button": "登录",
+    "signin.as": "已登录：{who}",
+    "signin.logout": "退出登录",
     "workspace.private_notice": (
         "这是你的私人工作区。**请收藏本页链接：它是打开你的对话的钥匙**，任何拿到该链接的人都能阅读这些对话。"
     ),
