@@ -182,6 +182,17 @@ CATALOG: dict[str, str] = {
     "dashboard.next_call.header": "Exactly what the next call sends",
     "dashboard.next_call.tokens": "tokens",
     "dashboard.next_call.text": "text",
+    "dashboard.next_call.role": "role",
+    "dashboard.next_call.state": "next call",
+    "dashboard.next_call.sent": "sent",
+    "dashboard.next_call.sent_pinned": "sent, pinned",
+    "dashboard.next_call.dropped": "dropped",
+    "dashboard.role.system": "system",
+    "dashboard.role.user": "user",
+    "dashboard.role.assistant": "assistant",
+    "dashboard.role.priming": "(reply priming)",
+    "dashboard.trims.turn": "turn",
+    "dashboard.trims.text": "what was dropped",
     "dashboard.next_call.total": (
         "Total: {used:,} prompt tokens, as the API will count them, before trimming."
     ),
@@ -190,7 +201,6 @@ CATALOG: dict[str, str] = {
     "dashboard.trims.dropped": "dropped",
     "dashboard.trims.before": "before",
     "dashboard.trims.after": "after",
-    "dashboard.trims.preview": "oldest dropped",
     "dashboard.turns.header": "Every turn",
     # --- personas: gallery, cards, editor (ui/personas_view.py) ----------------------------------
     "personas.gallery.header": "Personas",
