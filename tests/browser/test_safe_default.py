@@ -29,12 +29,11 @@ from tests.browser.conftest import (
     AppPage,
     StartStreamlit,
     StreamlitServer,
-    sync_playwright,
 )
 from tests.openai_server import Fault, running_server
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, Playwright
 
 pytestmark = pytest.mark.browser
 
@@ -42,18 +41,14 @@ REBIND_NAME = "rebind.test"
 
 
 @pytest.fixture(scope="module")
-def rebinding_browser() -> Iterator[Browser]:
-    playwright = sync_playwright().start()
-    try:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {REBIND_NAME} 127.0.0.1"],
-        )
-        yield chromium
-        chromium.close()
-    finally:
-        playwright.stop()
+def rebinding_browser(playwright: Playwright) -> Iterator[Browser]:
+    chromium = playwright.chromium.launch(
+        executable_path=str(CHROMIUM),
+        headless=True,
+        args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {REBIND_NAME} 127.0.0.1"],
+    )
+    yield chromium
+    chromium.close()
 
 
 def visit(browser: Browser, url: str, server: StreamlitServer) -> AppPage:
