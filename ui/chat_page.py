@@ -601,10 +601,10 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
         top[1].metric(
             tr("dashboard.cost.label"),
             "$0",
-            tr("dashboard.cost.offline_delta", cost=total.cost, model=conversation.model),
+            tr("dashboard.cost.offline_delta", cost=total.cost),
             delta_color="off",
             delta_arrow="off",
-            help=tr("dashboard.cost.offline_help"),
+            help=tr("dashboard.cost.offline_help", model=conversation.model),
         )
     else:
         top[1].metric(tr("dashboard.cost.label"), f"${total.cost:.4f}", help=tr("dashboard.cost.help"))
