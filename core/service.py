@@ -29,7 +29,7 @@ from typing import Any, Literal, TypeVar
 
 from core import replay
 from core.backends import ChatBackend
-from core.compare import Column, Comparison, Pick, PickOutcome
+from core.compare import UNWATCHED_S, Column, Comparison, Pick, PickOutcome
 from core.connection import Backends, Connection, resolve_connection
 from core.conversation import MAX_IMPORT_BYTES, Conversation
 from core.errors import (
@@ -528,6 +528,7 @@ class VisitorService:
             self.notify(error_notice("comparison_not_started", error))
             return None
         self.close_comparison()
+        comparison.unwatched_limit_s = UNWATCHED_S  # drawn by the compare page
         self.comparison, self.comparison_id = comparison, None
         self._columns_within_limits(comparison, notify=True)
         return comparison
@@ -552,6 +553,7 @@ class VisitorService:
             self.notify(error_notice("comparison_not_opened", error))
             return None
         self.close_comparison()
+        comparison.unwatched_limit_s = UNWATCHED_S
         self.comparison, self.comparison_id = comparison, comparison_id
         self._saved_version = comparison.snapshot().version
         return comparison
