@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, wait
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
@@ -94,8 +94,6 @@ class Deployment:
 
 
 TurnAction = Literal["send", "retry", "regenerate", "continue"]
-#: How long a started reply's request has the interpreter to itself before the page reruns.
-HEAD_START_S = 0.05
 
 
 class StartedReply(Iterator[str]):
@@ -111,9 +109,6 @@ class StartedReply(Iterator[str]):
         self._first: Future[str | None] = Future()
         self._first_taken = False
         threading.Thread(target=self._fetch_first, name="first-chunk", daemon=True).start()
-        # A head start: the request is built and sent before the page's rerun competes for the
-        # interpreter (the first chunk of a quick server may even be in by then).
-        wait([self._first], timeout=HEAD_START_S)
 
     def _fetch_first(self) -> None:
         try:
