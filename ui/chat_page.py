@@ -428,7 +428,9 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
     # The history scrolls in a box of its own, so the dashboard stays in view beside the newest
     # messages; errors and buttons, then the chat input, sit under it. The input is not pinned
     # to the page bottom, so the page opens at the top (and on a phone, with the chat first).
-    history_box = st.container(height=CHAT_HEIGHT_PX, border=False)
+    # A new conversation's box is only as tall as its greeting, so the chat input is on the first
+    # screen (desktop and phone); once there are turns it scrolls at CHAT_HEIGHT_PX.
+    history_box = st.container(height=CHAT_HEIGHT_PX if conversation.turns else "content", border=False)
     controls = st.container()
     limits = service.limits
     # The request starts in the callback, before this page is drawn again.
@@ -599,10 +601,10 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
         top[1].metric(
             tr("dashboard.cost.label"),
             "$0",
-            tr("dashboard.cost.offline_delta", cost=total.cost, model=conversation.model),
+            tr("dashboard.cost.offline_delta", cost=total.cost),
             delta_color="off",
             delta_arrow="off",
-            help=tr("dashboard.cost.offline_help"),
+            help=tr("dashboard.cost.offline_help", model=conversation.model),
         )
     else:
         top[1].metric(tr("dashboard.cost.label"), f"${total.cost:.4f}", help=tr("dashboard.cost.help"))

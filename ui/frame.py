@@ -287,8 +287,12 @@ def frame() -> Frame:
     page_language()
     st.set_page_config(page_title=tr("page.name"), page_icon="💬", layout="wide")
     # With ACCESS_MODE unset, only the person at this machine is trusted (core/owners.py). The
-    # handshake's peer and headers do not change within a session.
-    local = is_local_visitor(st.context.ip_address, st.context.headers.items())
+    # handshake's peer and headers do not change within a session: asked once per session.
+    local = st.session_state.get(Key.LOCAL_VISITOR)
+    if local is None:
+        local = st.session_state[Key.LOCAL_VISITOR] = is_local_visitor(
+            st.context.ip_address, st.context.headers.items()
+        )
     if not local:
         # No traceback or server path for anyone not at this machine. The option is the
         # process's, so once a stranger has visited it stays "none" (never back to a traceback

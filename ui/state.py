@@ -19,6 +19,7 @@ class Key(StrEnum):
     """Every fixed session-state key (widgets' keys included)."""
 
     SERVICE = "service"  # this visitor's VisitorService
+    LOCAL_VISITOR = "local_visitor"  # whether this browser session is at the server's machine
     RERUN_PAGE = "rerun_page"  # a callback in a fragment changed what the whole page shows
     REPLY = "reply"  # the StartedReply a chat input's or button's callback began, for the page to stream
     PERSONA = "persona_id"  # the persona selector

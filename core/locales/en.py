@@ -126,9 +126,9 @@ CATALOG: dict[str, str] = {
     "dashboard.cost.label": "Cost",
     "dashboard.cost.unknown": "unknown price",
     "dashboard.cost.unknown_help": "{model} is not in models.yaml.",
-    "dashboard.cost.offline_delta": "offline; ${cost:.4f} on {model}",
+    "dashboard.cost.offline_delta": "offline; would be ${cost:.4f}",
     "dashboard.cost.offline_help": (
-        "The offline model bills nothing; the figure is what these tokens would cost."
+        "The offline model bills nothing; the figure under it is what these tokens would cost on {model}."
     ),
     "dashboard.cost.help": "From the prices in models.yaml.",
     "dashboard.tokens_in.label": "Tokens in",
