@@ -6,9 +6,10 @@ OPENAI_BASE_URL) at the local OpenAI-compatible test server (tests/openai_server
 in a process of its own, which records the moment each request arrives (on Linux,
 `time.perf_counter` is one clock for every process). A message "arrives" when AppTest starts the rerun its
 chat input triggers, which is where a server starts too, once it has read the message off the
-WebSocket. Between the two: the script's rerun up to the call (sidebar, the chat history drawn,
-the message drawn), then the session's turn (the policy's fit, the request built, the SDK's
-HTTP request). The page script is compiled once, as under `streamlit run`.
+WebSocket. Between the two: the chat input's callback, where the service starts the turn (the
+page's rerun comes after the request is on its way), then the session's turn (the policy's fit,
+the request built, the SDK's HTTP request). The history is built by sending messages through the
+page. The page script is compiled once, as under `streamlit run`.
 
 Run: python -m benchmarks.turn_overhead [--turns N] [--history N] [--profile]
 """
@@ -34,9 +35,9 @@ from streamlit.testing.v1.local_script_runner import LocalScriptRunner
 from benchmarks.page_rerun import (
     APP,
     compile_once,
-    history,
     open_session,
     quiet_apptest,
+    send_through_page,
     throwaway_store,
 )
 from core.session import ChatSession
@@ -75,17 +76,15 @@ def measure(base_url: str, app: Path, messages: int, turns: int, profile: bool) 
     at = AppTest.from_file(str(app), default_timeout=120)
     at.run()
     assert not at.exception, at.exception
-    open_session(at).conversation = history(messages).conversation
-    at.run()
+    # The history a user builds: every message sent through the page, answered by the model server.
+    send_through_page(at, messages)
     sends: list[float] = []
     profiler = cProfile.Profile() if profile else None
     with record_send_calls(sends), profiled_script(profiler):
-        # The first turn builds the SDK client and opens its connection; shown on its own.
+        # The first turn after the build is shown on its own; each measured one adds two messages.
         first = turn(at, base_url, sends, "第一个问题：北京烤鸭怎么吃？")
         samples = []
         for i in range(turns):
-            # Every measured turn starts from the same history.
-            open_session(at).conversation = history(messages).conversation
             samples.append(turn(at, base_url, sends, f"第{i}个问题：麻婆豆腐怎么做？"))
     conversation = open_session(at).conversation
     assert conversation.turns[-1].usage_source == "server", "the reply did not come from the model server"
@@ -100,7 +99,7 @@ def measure(base_url: str, app: Path, messages: int, turns: int, profile: bool) 
     print(f"{'':44} | {'first':>8} | {'median':>8} | {'max':>8}")
     print("-" * 78)
     rows = [
-        ("page rerun until the session's send()", 0),
+        ("arrival until the session's send()", 0),
         ("send() → request read by the model server", 1),
         ("total: arrival → request at the model server", 2),
     ]

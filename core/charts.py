@@ -24,7 +24,7 @@ from core.stats import CONTEXT_COLUMNS, TURN_COLUMNS, ContextGauge, DashboardFig
 if TYPE_CHECKING:
     from core.compare import ComparisonSnapshot
     from core.leaderboard import Leaderboard
-    from core.replay import Comparison as ReplayComparison
+    from core.replay import ReplayComparison
 
 Spec = dict[str, Any]
 #: The page's text in its language (a `core.i18n.Translator`): `text("chart.axis.turn")`. Every

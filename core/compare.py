@@ -72,6 +72,10 @@ from core.validation import describe_validation_error
 
 logger = logging.getLogger(__name__)
 
+#: Seconds a comparison a page draws may go undrawn (no `snapshot`) before its columns stop,
+#: keeping what arrived: its tab closed or its visitor left the view, and the columns would
+#: otherwise stream (and hold their replies in memory) for nobody. See `Comparison.unwatched_limit_s`.
+UNWATCHED_S = 5.0
 MIN_COLUMNS: Final = 2
 MAX_COLUMNS: Final = 4
 COMPARISON_FORMAT: Final = "persona-dashboard/comparison"
@@ -550,6 +554,11 @@ class Comparison:
         self.blind = blind
         self._prices = model_table if model_table is not None else _default_prices()
         self._clock = clock
+        #: When a page last drew the comparison (`snapshot`) or sent to it.
+        self._watched_at = clock()
+        #: Set (to UNWATCHED_S) by whoever draws the comparison on a page: its columns stop when
+        #: it has not been drawn for this long. None (a test set's, waited on in code): never.
+        self.unwatched_limit_s: float | None = None
         self._lock = threading.Condition()
         #: Serializes the page-side calls that start runs or change the record (send, retry, pick).
         self._control = threading.RLock()
@@ -591,6 +600,7 @@ class Comparison:
         """Every column's state, text and figures, copied at one moment; safe to keep and draw."""
         now = self._clock()
         with self._lock:
+            self._watched_at = now
             hidden = self.labels_hidden
             return ComparisonSnapshot(
                 version=self._version,
@@ -623,6 +633,7 @@ class Comparison:
         replying (stop or wait for it first)."""
         if not text.strip():
             raise ConversationStateError("An empty message cannot be sent.")
+        self._watched_at = self._clock()
         with self._control:
             with self._lock:
                 if self._busy():
@@ -1000,7 +1011,11 @@ class Comparison:
                             run.prompt_tokens_counted = conversation.prompt_tokens
                         run.chunks.append(chunk)
                         run.last_token_at = now
+                        limit = self.unwatched_limit_s
+                        unwatched = limit is not None and now - self._watched_at > limit
                         self._changed()
+                    if unwatched:  # its tab closed, or its visitor left: nobody reads the rest
+                        run.stop_requested.set()
                     if run.stop_requested.is_set():
                         session.stop()
                         stopped = True

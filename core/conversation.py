@@ -29,6 +29,7 @@ from core.calibration import Calibration, CalibrationRecord, SilentTruncation, s
 from core.errors import ConversationImportError, ConversationStateError, InvalidSettings
 from core.safe_markdown import safe_markdown
 from core.settings import DEFAULT_REPLY_CAP, MAX_CONTEXT_BUDGET, ChatSettings
+from core.summaries import preview as one_line
 from core.summaries import summary_message, summary_tokens
 from core.tokens import Tokenizer, tokenizer_for
 from core.validation import describe_problems, describe_validation_error, field_path
@@ -70,8 +71,7 @@ class MessageState(StrEnum):
 
 def preview(text: str, limit: int = PREVIEW_CHARS) -> str:
     """One line of at most `limit` characters."""
-    flat = " ".join(text.split())
-    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+    return one_line(text, limit)
 
 
 def new_message_id() -> str:

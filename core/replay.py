@@ -209,7 +209,7 @@ class TurnComparison:
 
 
 @dataclass(frozen=True)
-class Comparison:
+class ReplayComparison:
     """The record and a what-if replay of it, side by side."""
 
     scenario: Scenario
@@ -235,7 +235,7 @@ class Comparison:
 # --- reading the record -----------------------------------------------------------------------
 
 
-def exchanges(conversation: Conversation) -> list[Exchange]:
+def recorded_exchanges(conversation: Conversation) -> list[Exchange]:
     """The recorded exchanges in order: each answer that stands and the question it answered.
 
     An unanswered question and a regenerated answer are left out; a reply that was interrupted
@@ -256,7 +256,7 @@ def exchanges(conversation: Conversation) -> list[Exchange]:
 def recorded(conversation: Conversation, prices: ModelTable) -> Replay:
     """The record read as a replay: each exchange's call as it was billed, with what was dropped
     or summarized before it (every trim and summary event lands on the exchange it preceded)."""
-    found = exchanges(conversation)
+    found = recorded_exchanges(conversation)
     refs = _Refs(conversation)
     numbers = [item.turn.number if item.turn is not None else None for item in found]
     # The exchanges with a recorded turn, by turn number (turns are recorded in order).
@@ -372,7 +372,7 @@ def replay(conversation: Conversation, scenario: Scenario, prices: ModelTable) -
     conversation longer than MAX_REPLAY_MESSAGES raises ReplayTooLarge."""
     if len(conversation.messages) > MAX_REPLAY_MESSAGES:
         raise ReplayTooLarge(len(conversation.messages), MAX_REPLAY_MESSAGES)
-    found = exchanges(conversation)
+    found = recorded_exchanges(conversation)
     settings = conversation.settings
     policy_name = scenario.policy or settings.context_policy
     policy = policy_named(policy_name)
@@ -502,14 +502,14 @@ def replay(conversation: Conversation, scenario: Scenario, prices: ModelTable) -
     )
 
 
-def compare(conversation: Conversation, scenario: Scenario, prices: ModelTable) -> Comparison:
+def compare(conversation: Conversation, scenario: Scenario, prices: ModelTable) -> ReplayComparison:
     """The record and its replay under `scenario`, turn by turn, with what each forgot."""
     before = recorded(conversation, prices)
     after = replay(conversation, scenario, prices)
     dropped_before = {ref.id for ref in before.forgotten}
     out_after = {ref.id for ref in (*after.forgotten, *after.summarized)}
     refs = _Refs(conversation)
-    return Comparison(
+    return ReplayComparison(
         scenario=scenario,
         recorded=before,
         replayed=after,

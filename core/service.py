@@ -29,7 +29,7 @@ from typing import Any, Literal, TypeVar
 
 from core import replay
 from core.backends import ChatBackend
-from core.compare import Column, Comparison, Pick, PickOutcome
+from core.compare import UNWATCHED_S, Column, Comparison, Pick, PickOutcome
 from core.connection import Backends, Connection, resolve_connection
 from core.conversation import MAX_IMPORT_BYTES, Conversation
 from core.errors import (
@@ -177,7 +177,7 @@ class VisitorService:
         #: The running (or ended, not yet saved) test set.
         self.test_run: TestSetRun | None = None
         self._notices: list[Notice] = []
-        self._replays: dict[tuple[Any, ...], replay.Comparison] = {}
+        self._replays: dict[tuple[Any, ...], replay.ReplayComparison] = {}
         self._policy_replays: dict[tuple[Any, ...], tuple[replay.PolicyOutcome, ...]] = {}
 
     # --- the deployment and the connection ---------------------------------------------------
@@ -523,6 +523,7 @@ class VisitorService:
             self.notify(error_notice("comparison_not_started", error))
             return None
         self.close_comparison()
+        comparison.unwatched_limit_s = UNWATCHED_S  # drawn by the compare page
         self.comparison, self.comparison_id = comparison, None
         self._columns_within_limits(comparison, notify=True)
         return comparison
@@ -547,6 +548,7 @@ class VisitorService:
             self.notify(error_notice("comparison_not_opened", error))
             return None
         self.close_comparison()
+        comparison.unwatched_limit_s = UNWATCHED_S
         self.comparison, self.comparison_id = comparison, comparison_id
         self._saved_version = comparison.snapshot().version
         return comparison
@@ -717,7 +719,7 @@ class VisitorService:
             lambda: replay.compare_policies(conversation, scenario, self.prices),
         )
 
-    def replay(self, key: str, scenario: replay.Scenario) -> replay.Comparison:
+    def replay(self, key: str, scenario: replay.Scenario) -> replay.ReplayComparison:
         """The open conversation replayed under `scenario` (no model is called); the last result
         is kept, so a rerun with the same scenario costs nothing."""
         conversation = self.workspace.sessions[key].conversation

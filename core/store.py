@@ -328,10 +328,27 @@ class ConversationSummary:
     updated_at: datetime
     deleted_at: datetime | None
     message_count: int
+    #: In a search, the words around the first match in its messages (None: the title matched,
+    #: or no search).
+    match: str | None = None
 
     @property
     def display_title(self) -> str:
         return self.title or "New conversation"
+
+
+#: How many characters of a message a search result shows around the match.
+SNIPPET_CHARS: Final = 80
+
+
+def match_snippet(text: str, needle: str, width: int = SNIPPET_CHARS) -> str:
+    """The words of `text` around the first case-insensitive occurrence of `needle`, on one line,
+    with an ellipsis where it was cut."""
+    flat = " ".join(text.split())
+    at = max(flat.casefold().find(needle.casefold()), 0)
+    start = max(0, min(at - width // 3, len(flat) - width))
+    piece = flat[start : start + width]
+    return ("…" if start else "") + piece + ("…" if start + width < len(flat) else "")
 
 
 @dataclass(frozen=True)
@@ -740,13 +757,24 @@ class Store:
         """
         _check_owner(owner)
         c = conversations.c
-        query = sa.select(conversations).where(c.owner == owner)
+        needle = (search or "").strip()
+        first_match: sa.ScalarSelect[str] | sa.Null = sa.null()
+        if needle:
+            first_match = (
+                sa.select(messages.c.content)
+                .where(
+                    messages.c.conversation_id == c.id, messages.c.content.icontains(needle, autoescape=True)
+                )
+                .order_by(messages.c.position)
+                .limit(1)
+                .scalar_subquery()
+            )
+        query = sa.select(conversations, first_match.label("first_match")).where(c.owner == owner)
         if persona_id is not None:
             query = query.where(c.persona_id == persona_id)
         if not include_deleted:
             query = query.where(c.deleted_at.is_(None))
-        if search and search.strip():
-            needle = search.strip()
+        if needle:
             in_messages = (
                 sa.select(messages.c.message_id)
                 .where(
@@ -769,6 +797,11 @@ class Store:
                 updated_at=r.updated_at,
                 deleted_at=r.deleted_at,
                 message_count=r.message_count,
+                match=(
+                    match_snippet(r.first_match, needle)
+                    if r.first_match is not None and needle.casefold() not in r.title.casefold()
+                    else None
+                ),
             )
             for r in rows
         ]

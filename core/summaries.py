@@ -180,7 +180,7 @@ def truncate_to_tokens(text: str, tokenizer: Tokenizer, limit_tokens: int) -> st
 
 
 def preview(text: str, limit: int) -> str:
-    """One line of at most `limit` characters (as `core.conversation.preview`)."""
+    """One line of at most `limit` characters (also `core.conversation.preview`)."""
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 

@@ -12,11 +12,21 @@ import datetime
 import difflib
 import types
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
-__all__ = ["LineOf", "describe_problems", "describe_validation_error", "describe_value", "field_path"]
+__all__ = [
+    "FieldProblem",
+    "LineOf",
+    "describe_problems",
+    "describe_validation_error",
+    "describe_value",
+    "field_limits",
+    "field_path",
+    "field_problems",
+]
 
 #: `line_of(loc, want_key)`: the line an error location points at, or None when unknown. `want_key`
 #: asks for the line of the key itself (an unknown field) rather than of its value.
@@ -159,3 +169,71 @@ def _members(annotation: Any) -> list[Any]:
 
 def _is_model(candidate: Any) -> bool:
     return isinstance(candidate, type) and issubclass(candidate, BaseModel)
+
+
+# --- a form's fields ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FieldProblem:
+    """One validation error for a form: the top-level field it is about (`field`), a `code` the
+    page words in its language (`validation.<code>` in core/locales) and that text's `fields`."""
+
+    field: str
+    code: str
+    fields: dict[str, Any]
+
+
+#: pydantic's error types -> (code, the error context's value the text needs, named as it is shown).
+_FIELD_CODES: Mapping[str, tuple[str, str | None]] = {
+    "missing": ("required", None),
+    "string_too_short": ("required", None),
+    "string_too_long": ("too_long", "max_length"),
+    "too_long": ("too_many", "max_length"),
+    "greater_than_equal": ("at_least", "ge"),
+    "greater_than": ("more_than", "gt"),
+    "less_than_equal": ("at_most", "le"),
+    "less_than": ("less_than", "lt"),
+}
+
+
+#: Every code `field_problems` gives.
+FIELD_PROBLEM_CODES: frozenset[str] = frozenset(
+    {code for code, _ in _FIELD_CODES.values()} | {"too_short", "invalid"}
+)
+
+
+def field_problems(exc: ValidationError) -> list[FieldProblem]:
+    """Every error of `exc`, by the top-level field it is about, as a code and its values (a
+    model's own validator keeps its message, `detail`, which says what it needs)."""
+    problems = []
+    for error in exc.errors(include_url=False):
+        loc = tuple(error["loc"])
+        field = str(loc[0]) if loc else ""
+        code, context_key = _FIELD_CODES.get(error["type"], ("invalid", None))
+        values: dict[str, Any] = {}
+        if context_key is not None:
+            values["limit"] = (error.get("ctx") or {}).get(context_key)
+        if (
+            code == "required"
+            and error["type"] == "string_too_short"
+            and (error.get("ctx") or {}).get("min_length", 1) > 1
+        ):
+            code, values = "too_short", {"limit": error["ctx"]["min_length"]}
+        if code == "invalid":
+            values["detail"] = str(error["msg"]).removeprefix("Value error, ")
+        problems.append(FieldProblem(field, code, values))
+    return problems
+
+
+def field_limits(model: type[BaseModel], name: str) -> tuple[float | None, float | None]:
+    """The smallest and largest value `model.name` accepts (its ge/gt and le/lt), for a number
+    field that offers only what the validator takes."""
+    low: float | None = None
+    high: float | None = None
+    for rule in model.model_fields[name].metadata:
+        low = getattr(rule, "ge", None) if getattr(rule, "ge", None) is not None else low
+        low = getattr(rule, "gt", None) if getattr(rule, "gt", None) is not None else low
+        high = getattr(rule, "le", None) if getattr(rule, "le", None) is not None else high
+        high = getattr(rule, "lt", None) if getattr(rule, "lt", None) is not None else high
+    return low, high

@@ -73,8 +73,13 @@ def test_trimming_shows_in_record_chat_and_chart_data(app):
     assert len(trimmed) == sum(len(e.dropped) for e in chat.trim_events)
     # The chat marks them, the log lists them, the chart is drawn.
     assert any(c.value == trimmed[0].content for c in app.caption)
-    log = next(d.value for d in app.dataframe if "messages_dropped" in d.value.columns)
+    log = next(t.value for t in app.table if "what was dropped" in t.value.columns)
     assert list(log["turn"]) == [e.turn for e in chat.trim_events]
+    # The log and the next-call view show whole texts (a table that wraps them), system prompt too.
+    assert log["what was dropped"].iloc[0].startswith(f"user: {trimmed[0].content}\n\nassistant: ")
+    sends = next(t.value for t in app.table if "next call" in t.value.columns)
+    assert sends["text"].iloc[0] == chat.system_prompt and sends["role"].iloc[0] == "system"
+    assert set(sends["next call"]) <= {"sent", "dropped"} and sends["next call"].iloc[-1] == "sent"
     assert len(app.get("vega_lite_chart")) == 2  # the context gauge and the per-turn chart
 
 

@@ -136,7 +136,7 @@ def test_the_next_call_view_shows_the_examples_with_their_tokens(app: AppTest) -
     app.button(key="persona_import_save").click().run()
     app.button(key="chat::aria").click().run()
     assert not app.exception, app.exception
-    frames = [t.value for t in app.dataframe if "text" in getattr(t.value, "columns", [])]
+    frames = [t.value for t in app.table if "text" in getattr(t.value, "columns", [])]
     system = next(f for f in frames if "role" in f.columns and (f["role"] == "system").any())
     row = system[system["role"] == "system"].iloc[0]
     assert EXAMPLES_HEADING in row["text"] and row["text"].endswith("User: Hi\nAssistant: Hello there.")

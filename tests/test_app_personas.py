@@ -63,16 +63,32 @@ def test_duplicate_edit_save_chat_and_reload(app: AppTest) -> None:
     assert again.button(key="edit::hotpot") is not None
 
 
-def test_the_editor_refuses_bad_fields_with_the_files_messages(app: AppTest) -> None:
+def test_the_editor_refuses_bad_fields_all_at_once_beside_each_field(app: AppTest) -> None:
+    """Every problem at once, each under its own field, named by the field's label in plain words
+    (not "context_budget: Input should be greater than or equal to 64 (got 10)"); the number
+    fields offer only what the validator takes."""
     show_personas(app)
     click(app, "New persona")
     form_input(app, "Name").input("")
     form_input(app, "Avatar (one emoji)").input("abc")
+    budget = next(n for n in app.number_input if n.label == "Context budget (prompt tokens)")
+    assert (budget.min, budget.max) == (64, 2_000_000)
+    reply_cap = next(n for n in app.number_input if n.label == "Reply cap (tokens per reply)")
+    assert (reply_cap.min, reply_cap.max) == (1, 200_000)
     app.button(key="FormSubmitter:persona_form-Save").click().run()
     errors = [e.value for e in app.error]
-    assert any(e.startswith("name:") for e in errors), errors
-    assert any("avatar: must be an emoji" in e for e in errors), errors
-    assert any(e.startswith("description:") for e in errors), errors
+    assert errors == [
+        "Name: required, please fill it in.",
+        "Avatar (one emoji): must be an emoji such as 🍜 (one emoji only), got 'abc'",
+        "Description (one line): required, please fill it in.",
+        "System prompt (sent first, every call): required, please fill it in.",
+    ]
+    # Each in the slot right under its field, inside the form, above the Save button.
+    shown = [(node.type, str(getattr(node, "label", "") or getattr(node, "value", ""))) for node in app.main]
+    name_at = shown.index(("text_input", "Name"))
+    assert shown[name_at + 1] == ("error", "Name: required, please fill it in.")
+    avatar_at = shown.index(("text_input", "Avatar (one emoji)"))
+    assert shown[avatar_at + 1][0] == "error" and shown[avatar_at + 1][1].startswith("Avatar (one emoji): ")
     assert len(app.selectbox(key="persona_id").options) == len(SHIPPED)  # nothing saved
 
 

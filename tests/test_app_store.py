@@ -172,3 +172,75 @@ def test_the_page_saves_to_data_dir_when_no_database_url_is_set(
     with Store.from_environ({"DATABASE_URL": f"sqlite:///{mounted / 'dashboard.db'}"}) as store:
         [saved] = store.list(LOCAL_OWNER)
     assert saved.id == open_key(at) and saved.title == "kept across restarts"
+
+
+def test_the_list_tells_conversations_apart_and_marks_the_open_one(app: AppTest) -> None:
+    """Each conversation with its date and message count; the same title numbered; the open one
+    a primary button with ▸ and "Open now", not a greyed-out disabled one; a search shows the
+    words around the match."""
+    for reply_to in ("hello", "hello"):
+        send(app, reply_to)
+        send(app, "what about hot pot with lamb and sesame sauce?")
+        click(app, "New conversation")
+    send(app, "hello")
+    open_id = open_key(app)
+    buttons = [b for b in app.sidebar.button if b.key and b.key.startswith("open::")]
+    assert [b.label for b in buttons] == ["▸ hello (3)", "hello (2)", "hello (1)"]
+    opened = next(b for b in buttons if b.key == f"open::{open_id}")
+    assert opened.proto.type == "primary" and not opened.disabled
+    assert all(b.proto.type == "secondary" and not b.disabled for b in buttons if b is not opened)
+    captions = [c.value for c in app.sidebar.caption]
+    assert any(c.startswith("Open now · ") and c.endswith("UTC · 2 messages") for c in captions)
+    assert sum(c.endswith("UTC · 4 messages") for c in captions) == 2
+    app.sidebar.text_input(key="conversation_search").input("SESAME").run()
+    assert listed_titles(app) == ["hello (2)", "hello (1)"]
+    snippets = [c.value for c in app.sidebar.caption if c.value.startswith("“")]
+    assert len(snippets) == 2 and all("sesame sauce" in s for s in snippets)
+
+
+def signed_in_session(user: dict[str, object], query_params: dict[str, str] | None = None) -> AppTest:
+    at = AppTest.from_file(str(APP_PATH), default_timeout=60)
+    at.user = user
+    at.query_params.update(query_params or {})
+    return at.run()
+
+
+def test_oidc_shows_who_is_signed_in_and_signs_out(start_app: StartApp) -> None:
+    start_app(ACCESS_MODE="private")  # the environment of this test
+    ada = {"is_logged_in": True, "name": "Ada Lovelace", "email": "ada@example.org"}
+    at = signed_in_session({**ada, "iss": "https://id.example.org", "sub": "ada-1"})
+    assert not at.exception, at.exception
+    assert "Signed in as Ada Lovelace" in [c.value for c in at.sidebar.caption]
+    at.sidebar.button(key="sign_out").click().run()
+    assert not at.exception, at.exception
+    # st.logout ran: the identity is gone (a browser then reloads onto the sign-in screen).
+    assert at.user == {"is_logged_in": False}
+    assert signed_in_session(at.user).button[0].label == "Sign in"
+    # No name: the email says who it is.
+    at = signed_in_session({"is_logged_in": True, "email": "bob@example.org", "iss": "i", "sub": "bob"})
+    assert "Signed in as bob@example.org" in [c.value for c in at.sidebar.caption]
+
+
+def test_a_conversation_link_opened_while_signed_out_opens_after_sign_in(start_app: StartApp) -> None:
+    """The provider's callback lands on the front page: the link's conversation is kept in the
+    tab's sessionStorage before sign-in, and the page goes back to it after."""
+    start_app(ACCESS_MODE="private")
+    conversation_id = "0123456789abcdef0123456789abcdef"
+    signed_out = signed_in_session({"is_logged_in": False}, {"c": conversation_id})
+    [kept] = signed_out.get("html")
+    assert f'sessionStorage.setItem("persona-dashboard:return-to", "{conversation_id}")' in kept.proto.body
+    # A link whose id is not one the store makes is never written into a script.
+    assert not signed_in_session({"is_logged_in": False}, {"c": '");alert(1);//'}).get("html")
+    user = {"is_logged_in": True, "iss": "https://id.example.org", "sub": "ada-1"}
+    back = signed_in_session(user)
+    scripts = [h.proto.body for h in back.get("html")]
+    assert any(
+        'sessionStorage.getItem("persona-dashboard:return-to")' in s and "location.replace" in s
+        for s in scripts
+    )
+    back.run()  # once per session
+    assert not any("sessionStorage" in h.proto.body for h in back.get("html"))
+    # Opened with its link already: nothing to restore.
+    assert not any(
+        "sessionStorage" in h.proto.body for h in signed_in_session(user, {"c": conversation_id}).get("html")
+    )

@@ -31,8 +31,10 @@ from core.persona_formats import EXPORT_FORMATS
 from core.prompt_cache import CACHE_RULES
 from core.settings import POLICY_NAMES
 from core.stats import ContextGauge
+from core.validation import FIELD_PROBLEM_CODES
 from tests.conftest import APP_PATH, REPO_ROOT
 from ui.compare_view import MODES as COMPARE_MODES
+from ui.personas_view import EDITOR_LABELS
 from ui.testsets_view import OTHER_VOTES
 
 #: The page, its views, and the core modules that write text the page shows (with a translator
@@ -77,6 +79,8 @@ DERIVED_FAMILIES = {
     "compare.vote.": set(OTHER_VOTES),
     "compare.vote.done_": set(get_args(PickOutcome)),
     "compare.state.": {"waiting", "streaming", "stopped"},
+    "personas.editor.": set(EDITOR_LABELS.values()),
+    "validation.": set(FIELD_PROBLEM_CODES),
 }
 
 
@@ -128,7 +132,9 @@ def test_every_catalog_key_formats(language):
 
 def test_the_chinese_catalog_is_chinese():
     """Not a copy of the English: every entry but the names kept as they are has Chinese in it."""
-    kept = {"error.details.status"}  # "HTTP {status}"
+    # "HTTP {status}", a numbered title, a quoted snippet: no words of their own to translate.
+    kept = {"error.details.status", "conversations.item.numbered", "conversations.item.match"}
+    kept |= {"validation.invalid"}  # "{label}：{detail}"
     han = re.compile(r"[\u4e00-\u9fff]")
     assert [k for k, text in zh_CN.CATALOG.items() if k not in kept and not han.search(text)] == []
 

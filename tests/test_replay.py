@@ -11,7 +11,15 @@ from core.conversation import Conversation, MessageState
 from core.errors import ServerError
 from core.model_info import ModelInfo, ModelTable, load_model_table
 from core.offline import OfflineBackend
-from core.replay import STAND_IN_NOTE, Scenario, compare, compare_policies, exchanges, recorded, replay
+from core.replay import (
+    STAND_IN_NOTE,
+    Scenario,
+    compare,
+    compare_policies,
+    recorded,
+    recorded_exchanges,
+    replay,
+)
 from core.scripted import ScriptedBackend, ScriptedReply
 from core.session import ChatSession
 from core.settings import ChatSettings
@@ -166,7 +174,7 @@ def test_unanswered_questions_and_regenerated_answers_are_left_out():
     conversation = session.conversation
     states = [m.state for m in conversation.messages]
     assert MessageState.UNANSWERED in states and MessageState.REPLACED in states
-    found = exchanges(conversation)
+    found = recorded_exchanges(conversation)
     assert [(e.question.content, e.answer.content) for e in found] == [
         ("first question", "first answer"),
         ("second question", "the regenerated answer"),

@@ -71,7 +71,7 @@ from core.owners import (
 from core.personas import BUNDLED_PERSONAS_DIR, load_personas
 from core.replay import MAX_REPLAY_MESSAGES
 from core.safe_markdown import safe_markdown, without_server_paths
-from core.scripted import ScriptedBackend
+from core.scripted import ScriptedBackend, ScriptedReply
 from core.service import Deployment, VisitorService
 from core.session import ChatSession
 from core.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, MAX_REPLY_CAP, ChatSettings
@@ -1146,3 +1146,40 @@ def test_a_what_if_replay_is_refused_past_its_size() -> None:
     shorter.add_user("the last question")
     assert len(shorter.messages) == MAX_REPLAY_MESSAGES
     assert replay.compare(shorter, scenario, prices).replayed is not None
+
+
+def test_a_comparison_nobody_draws_stops_its_columns_and_keeps_what_arrived() -> None:
+    """Its tab closed: the columns streamed on for nobody (four huge replies kept +200 MiB)."""
+    from core.compare import UNWATCHED_S, Column, Comparison
+
+    now = [0.0]
+    steps = [threading.Semaphore(1), threading.Semaphore(1)]
+
+    class Gate(threading.Event):
+        def __init__(self, permits: threading.Semaphore) -> None:
+            super().__init__()
+            self.permits = permits
+
+        def wait(self, timeout: float | None = None) -> bool:
+            return self.permits.acquire(timeout=timeout)
+
+    columns = []
+    for permits in steps:
+        backend = ScriptedBackend().enqueue(
+            ScriptedReply(chunks=["one ", "two ", "three"], gate=Gate(permits))
+        )
+        settings = ChatSettings(model=MODEL, context_budget=1000)
+        columns.append(Column(ChatSession(Conversation("sys", settings), backend)))
+    comparison = Comparison(columns, clock=lambda: now[0])
+    comparison.unwatched_limit_s = UNWATCHED_S  # as the service sets it for the compare page
+    comparison.send("question")
+    deadline = time.monotonic() + 5
+    while any(view.text != "one " for view in comparison.snapshot().columns) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    now[0] += UNWATCHED_S + 1  # no page has drawn it since
+    for permits in steps:
+        permits.release(5)
+    assert comparison.wait(5)
+    final = [view for view in comparison.snapshot().columns]
+    assert [view.state for view in final] == ["stopped", "stopped"]
+    assert [view.text for view in final] == ["one two ", "one two "]  # what arrived is kept

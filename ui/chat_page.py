@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Literal
 
@@ -147,17 +148,36 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
         return
     if search and not listed:
         st.caption(tr("conversations.no_match"))
-    for summary in listed[:CONVERSATIONS_LISTED]:
+    shown = listed[:CONVERSATIONS_LISTED]
+    # Titles that repeat are numbered, oldest first, so each reads apart from the others.
+    repeats = Counter(summary.display_title for summary in shown)
+    counted: Counter[str] = Counter()
+    numbers: dict[str, int] = {}  # conversation id -> its number among those of its title
+    for summary in reversed(shown):
+        if repeats[summary.display_title] > 1:
+            counted[summary.display_title] += 1
+            numbers[summary.id] = counted[summary.display_title]
+    for summary in shown:
         is_open = summary.id == key
+        title = summary.display_title
+        if summary.id in numbers:
+            title = tr("conversations.item.numbered", title=title, number=numbers[summary.id])
+        # The open one is a primary button (marked by its shape, its ▸ and its words, not by colour
+        # alone); clicking it does nothing. Others open on click.
         st.button(
-            as_markdown(("▸ " if is_open else "") + summary.display_title),
+            as_markdown(("▸ " if is_open else "") + title),
             key=f"open::{summary.id}",
-            on_click=whole_page,
-            args=(open_conversation, service, summary.id),
-            disabled=is_open,
+            on_click=None if is_open else whole_page,
+            args=None if is_open else (open_conversation, service, summary.id),
+            type="primary" if is_open else "secondary",
             width="stretch",
-            help=tr("conversations.item.help", count=summary.message_count - 1, updated=summary.updated_at),
         )
+        details = tr_plural(
+            "conversations.item.details", summary.message_count - 1, updated=summary.updated_at
+        )
+        st.caption(tr("conversations.item.open", details=details) if is_open else details)
+        if summary.match:
+            st.caption(tr("conversations.item.match", snippet=as_markdown(summary.match)))
     if len(listed) > CONVERSATIONS_LISTED:
         st.caption(tr("conversations.older", count=len(listed) - CONVERSATIONS_LISTED))
     if service.is_saved(key):
@@ -408,7 +428,9 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
     # The history scrolls in a box of its own, so the dashboard stays in view beside the newest
     # messages; errors and buttons, then the chat input, sit under it. The input is not pinned
     # to the page bottom, so the page opens at the top (and on a phone, with the chat first).
-    history_box = st.container(height=CHAT_HEIGHT_PX, border=False)
+    # A new conversation's box is only as tall as its greeting, so the chat input is on the first
+    # screen (desktop and phone); once there are turns it scrolls at CHAT_HEIGHT_PX.
+    history_box = st.container(height=CHAT_HEIGHT_PX if conversation.turns else "content", border=False)
     controls = st.container()
     limits = service.limits
     # The request starts in the callback, before this page is drawn again.
@@ -579,10 +601,10 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
         top[1].metric(
             tr("dashboard.cost.label"),
             "$0",
-            tr("dashboard.cost.offline_delta", cost=total.cost, model=conversation.model),
+            tr("dashboard.cost.offline_delta", cost=total.cost),
             delta_color="off",
             delta_arrow="off",
-            help=tr("dashboard.cost.offline_help"),
+            help=tr("dashboard.cost.offline_help", model=conversation.model),
         )
     else:
         top[1].metric(tr("dashboard.cost.label"), f"${total.cost:.4f}", help=tr("dashboard.cost.help"))
@@ -629,14 +651,29 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
         st.caption(tr_plural("dashboard.context.fits", in_context))
     counting_status(session)
 
+    roles = {
+        "system": tr("dashboard.role.system"),
+        "user": tr("dashboard.role.user"),
+        "assistant": tr("dashboard.role.assistant"),
+        "(reply priming)": tr("dashboard.role.priming"),
+    }
+    states = {
+        "sent": tr("dashboard.next_call.sent"),
+        "sent, pinned": tr("dashboard.next_call.sent_pinned"),
+        "dropped": tr("dashboard.next_call.dropped"),
+    }
     with st.expander(tr("dashboard.next_call.header")):
-        st.dataframe(
-            drawing.context,
-            hide_index=True,
-            column_config={
-                "tokens": st.column_config.NumberColumn(tr("dashboard.next_call.tokens"), format="%d"),
-                "text": st.column_config.TextColumn(tr("dashboard.next_call.text"), width="large"),
-            },
+        # A static table: every message's whole text, wrapped, the system prompt first.
+        st.table(
+            [
+                {
+                    tr("dashboard.next_call.role"): roles.get(row["role"], row["role"]),
+                    tr("dashboard.next_call.tokens"): row["tokens"],
+                    tr("dashboard.next_call.state"): states.get(row["next call"], row["next call"]),
+                    tr("dashboard.next_call.text"): row["text"],
+                }
+                for row in figures.context
+            ]
         )
         st.caption(tr("dashboard.next_call.total", used=gauge.used))
 
@@ -644,15 +681,21 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
     if not figures.trims:
         st.caption(tr("dashboard.trims.empty"))
     else:
-        st.dataframe(
-            drawing.trims,
-            hide_index=True,
-            column_config={
-                "messages_dropped": tr("dashboard.trims.dropped"),
-                "tokens_before": tr("dashboard.trims.before"),
-                "tokens_after": tr("dashboard.trims.after"),
-                "preview": tr("dashboard.trims.preview"),
-            },
+        # Each trim with the whole text of what it dropped, wrapped.
+        st.table(
+            [
+                {
+                    tr("dashboard.trims.turn"): event.turn,
+                    tr("dashboard.trims.dropped"): len(event.dropped),
+                    tr("dashboard.trims.before"): f"{event.tokens_before:,}",
+                    tr("dashboard.trims.after"): f"{event.tokens_after:,}",
+                    tr("dashboard.trims.text"): "\n\n".join(
+                        f"{roles.get(message.role, message.role)}: {message.content}"
+                        for message in map(conversation.message, event.dropped)
+                    ),
+                }
+                for event in conversation.trim_events
+            ]
         )
     with st.expander(tr("dashboard.turns.header")):
         st.dataframe(drawing.turns, hide_index=True)

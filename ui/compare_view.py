@@ -289,7 +289,8 @@ def columns_part(service: VisitorService, comparison: Comparison, was_busy: bool
 
 
 def draw_column(view: ColumnView, service: VisitorService) -> None:
-    st.markdown(f"**{as_markdown(view.label)}**")
+    label = tr("compare.answer", letter=view.letter) if view.hidden else view.label
+    st.markdown(f"**{as_markdown(label)}**")
     if not view.hidden and view.model:
         st.caption(tr("compare.column.caption", model=view.model, budget=f"{view.context_budget:,}"))
     drawn = set()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import re
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,6 +149,51 @@ def html_lang() -> None:
 
 # --- this visitor ------------------------------------------------------------------------------
 
+#: Where the browser keeps a conversation link through sign-in (the provider's callback lands on
+#: the front page, without the link's `?c=`).
+RETURN_LINK_STORAGE = "persona-dashboard:return-to"
+#: A conversation id as the store makes them (uuid4 hex): nothing else is written into a script.
+CONVERSATION_ID = re.compile(r"[0-9a-f]{32}")
+
+
+def remember_link() -> None:
+    """Before sign-in: keep the `?c=` conversation of the link in this tab's sessionStorage."""
+    wanted = st.query_params.get(CONVERSATION_PARAM, "")
+    if CONVERSATION_ID.fullmatch(wanted):
+        st.html(
+            f'<script>sessionStorage.setItem("{RETURN_LINK_STORAGE}", "{wanted}");</script>',
+            unsafe_allow_javascript=True,
+        )
+
+
+def return_to_link() -> None:
+    """After sign-in, once per session: reopen the link kept before it (`remember_link`)."""
+    if st.session_state.get(Key.RETURN_LINK_CHECKED) or CONVERSATION_PARAM in st.query_params:
+        return
+    st.session_state[Key.RETURN_LINK_CHECKED] = True
+    st.html(
+        "<script>"
+        f'const wanted = sessionStorage.getItem("{RETURN_LINK_STORAGE}");'
+        f'sessionStorage.removeItem("{RETURN_LINK_STORAGE}");'
+        "if (wanted && /^[0-9a-f]{32}$/.test(wanted)) {"
+        "  const url = new URL(window.location.href);"
+        f'  url.searchParams.set("{CONVERSATION_PARAM}", wanted);'
+        "  window.location.replace(url);"
+        "}"
+        "</script>",
+        unsafe_allow_javascript=True,
+    )
+
+
+def signed_in_as() -> None:
+    """With OIDC sign-in: who is signed in, and a way to sign out (st.logout)."""
+    user = st.user.to_dict()
+    if not user.get("is_logged_in"):
+        return
+    who = str(user.get("name") or user.get("email") or user.get("sub") or "")
+    st.caption(tr("signin.as", who=who))
+    st.button(tr("signin.logout"), icon="🚪", on_click=st.logout, key=Key.SIGN_OUT)
+
 
 def visitor_owner(mode: AccessMode) -> str:
     """Whose conversations this browser session sees (see core/owners.py); may stop the page to
@@ -159,8 +205,10 @@ def visitor_owner(mode: AccessMode) -> str:
         if not user["is_logged_in"]:
             st.title(f"💬 {tr('page.name')}")
             st.write(tr("signin.prompt"))
+            remember_link()
             st.button(tr("signin.button"), on_click=st.login, type="primary")
             st.stop()
+        return_to_link()
         return owner_for_user(str(user.get("iss", "")), str(user.get("sub", "")))
     token = st.query_params.get(WORKSPACE_PARAM)
     if not token:
@@ -239,8 +287,12 @@ def frame() -> Frame:
     page_language()
     st.set_page_config(page_title=tr("page.name"), page_icon="💬", layout="wide")
     # With ACCESS_MODE unset, only the person at this machine is trusted (core/owners.py). The
-    # handshake's peer and headers do not change within a session.
-    local = is_local_visitor(st.context.ip_address, st.context.headers.items())
+    # handshake's peer and headers do not change within a session: asked once per session.
+    local = st.session_state.get(Key.LOCAL_VISITOR)
+    if local is None:
+        local = st.session_state[Key.LOCAL_VISITOR] = is_local_visitor(
+            st.context.ip_address, st.context.headers.items()
+        )
     if not local:
         # No traceback or server path for anyone not at this machine. The option is the
         # process's, so once a stranger has visited it stays "none" (never back to a traceback
@@ -286,6 +338,7 @@ def sidebar(
 ) -> tuple[Persona, Connection, DeltaGenerator]:
     with st.sidebar:
         language_switch()
+        signed_in_as()
         st.header(tr("sidebar.persona.header"))
         persona_id = st.selectbox(
             tr("sidebar.persona.label"),

@@ -24,7 +24,8 @@ from core.personas import (
     persona_yaml,
 )
 from core.service import VisitorService
-from core.validation import describe_problems
+from core.settings import Sampling
+from core.validation import FieldProblem, field_limits, field_problems
 from ui.frame import Frame, switch_page
 from ui.persona_exchange import export_menu, import_panel
 from ui.state import Key, page_state
@@ -110,7 +111,8 @@ def card(persona: Persona, is_custom: bool, conversations: int) -> None:
         + " · "
         + tr_plural("personas.card.conversations", conversations)
     )
-    buttons = st.columns(3)
+    # Two buttons a row, export under them: three to a row cut "Duplicate" to "Duplic…".
+    buttons = [*st.columns(2), st.container()]
     buttons[0].button(
         tr("personas.card.chat"),
         key=f"chat::{persona.id}",
@@ -138,6 +140,35 @@ def card(persona: Persona, is_custom: bool, conversations: int) -> None:
         export_menu(persona)
 
 
+#: A persona file's field -> its label's key (`personas.editor.<key>`).
+EDITOR_LABELS = {
+    "id": "id",
+    "name": "name",
+    "avatar": "avatar",
+    "description": "description",
+    "system_prompt": "system_prompt",
+    "model": "model",
+    "sampling": "temperature",
+    "context_budget": "budget",
+    "max_reply_tokens": "reply_cap",
+    "greeting": "greeting",
+    "starter_prompts": "starters",
+    "examples": "examples",
+    "tags": "tags",
+}
+
+
+def show_field_problems(problems: list[FieldProblem], labels: dict[str, str], slots: dict[str, Any]) -> None:
+    """Every problem at once, under its field, in the field's label and plain words."""
+    by_field: dict[str, list[str]] = {}
+    for problem in problems:
+        field = problem.field if problem.field in slots else ""
+        label = labels.get(problem.field, problem.field)
+        by_field.setdefault(field, []).append(tr(f"validation.{problem.code}", label=label, **problem.fields))
+    for field, texts in by_field.items():
+        slots[field].error(as_markdown("  \n".join(texts)))
+
+
 def editor(service: VisitorService, personas: dict[str, Persona]) -> None:
     """The form: every field of a persona file, checked like a file when saved."""
     editing: dict[str, Any] = page_state().get(Key.PERSONA_EDITOR)
@@ -152,51 +183,71 @@ def editor(service: VisitorService, personas: dict[str, Persona]) -> None:
         default_id = f"my-{base.id}"
     st.subheader(title)
     st.caption(tr("personas.editor.caption"))
+    # Each field's errors go in the slot under it, all at once, named by the field's label.
+    labels = {field: tr(f"personas.editor.{key}") for field, key in EDITOR_LABELS.items()}
+    slots: dict[str, Any] = {}
+    budget_low, budget_high = field_limits(PersonaFile, "context_budget")
+    cap_low, cap_high = field_limits(PersonaFile, "max_reply_tokens")
+    temperature_low, temperature_high = field_limits(Sampling, "temperature")
     with st.form("persona_form"):
-        persona_id = st.text_input(tr("personas.editor.id"), value=default_id, disabled=custom, max_chars=64)
-        name = st.text_input(tr("personas.editor.name"), value=base.name if base else "", max_chars=60)
-        avatar = st.text_input(tr("personas.editor.avatar"), value=base.avatar if base else "🙂", max_chars=8)
-        description = st.text_input(tr("personas.editor.description"), value=base.description if base else "")
+        persona_id = st.text_input(labels["id"], value=default_id, disabled=custom, max_chars=64)
+        slots["id"] = st.empty()
+        name = st.text_input(labels["name"], value=base.name if base else "", max_chars=60)
+        slots["name"] = st.empty()
+        avatar = st.text_input(labels["avatar"], value=base.avatar if base else "🙂", max_chars=8)
+        slots["avatar"] = st.empty()
+        description = st.text_input(labels["description"], value=base.description if base else "")
+        slots["description"] = st.empty()
         system_prompt = st.text_area(
-            tr("personas.editor.system_prompt"), value=base.system_prompt if base else "", height=160
+            labels["system_prompt"], value=base.system_prompt if base else "", height=160
         )
+        slots["system_prompt"] = st.empty()
         left, right = st.columns(2)
-        model = left.text_input(tr("personas.editor.model"), value=base.model if base else "gpt-4o-mini")
+        model = left.text_input(labels["model"], value=base.model if base else "gpt-4o-mini")
+        slots["model"] = left.empty()
         temperature = right.number_input(
-            tr("personas.editor.temperature"),
-            min_value=0.0,
-            max_value=2.0,
+            labels["sampling"],
+            min_value=float(temperature_low if temperature_low is not None else 0),
+            max_value=float(temperature_high if temperature_high is not None else 2),
             value=base.sampling.temperature if base else None,
             step=0.1,
         )
+        slots["sampling"] = right.empty()
         budget = left.number_input(
-            tr("personas.editor.budget"),
-            min_value=1,
+            labels["context_budget"],
+            min_value=int(budget_low or 1),
+            max_value=int(budget_high) if budget_high is not None else None,
             value=base.context_budget if base else 4096,
             step=64,
         )
+        slots["context_budget"] = left.empty()
         reply_cap = right.number_input(
-            tr("personas.editor.reply_cap"),
-            min_value=1,
+            labels["max_reply_tokens"],
+            min_value=int(cap_low or 1),
+            max_value=int(cap_high) if cap_high is not None else None,
             value=base.max_reply_tokens if base else 500,
             step=50,
         )
-        greeting = st.text_area(
-            tr("personas.editor.greeting"), value=base.greeting if base else "", height=68
-        )
+        slots["max_reply_tokens"] = right.empty()
+        greeting = st.text_area(labels["greeting"], value=base.greeting if base else "", height=68)
+        slots["greeting"] = st.empty()
         starters = st.text_area(
-            tr("personas.editor.starters"),
+            labels["starter_prompts"],
             value="\n".join(base.starter_prompts) if base else "",
             height=90,
         )
+        slots["starter_prompts"] = st.empty()
         examples = st.text_area(
-            tr("personas.editor.examples"),
+            labels["examples"],
             value=examples_text(base.examples) if base else "",
             height=90,
             help=tr("personas.editor.examples_help"),
         )
-        tags = st.text_input(tr("personas.editor.tags"), value=", ".join(base.tags) if base else "")
+        slots["examples"] = st.empty()
+        tags = st.text_input(labels["tags"], value=", ".join(base.tags) if base else "")
+        slots["tags"] = st.empty()
         saved = st.form_submit_button(tr("personas.editor.save"), type="primary")
+        slots[""] = st.empty()  # a problem with no field of its own
     st.button(tr("personas.editor.cancel"), on_click=close_editor)
     if not saved:
         return
@@ -230,12 +281,10 @@ def editor(service: VisitorService, personas: dict[str, Persona]) -> None:
         checked = PersonaFile.model_validate(fields)
         persona = parse_persona(persona_yaml(checked), persona_id.strip())
     except ValidationError as exc:
-        for problem in describe_problems(exc, model=PersonaFile):
-            st.error(as_markdown(problem))
+        show_field_problems(field_problems(exc), labels, slots)
         return
-    except PersonaFileError as error:
-        for problem in error.problems:
-            st.error(as_markdown(problem))
+    except PersonaFileError as error:  # the id: the file name's rules
+        slots["id"].error(as_markdown("; ".join(error.problems)))
         return
     if not custom and persona.id in personas:
         st.error(tr("personas.editor.id_taken", id=persona.id))

@@ -19,6 +19,7 @@ class Key(StrEnum):
     """Every fixed session-state key (widgets' keys included)."""
 
     SERVICE = "service"  # this visitor's VisitorService
+    LOCAL_VISITOR = "local_visitor"  # whether this browser session is at the server's machine
     RERUN_PAGE = "rerun_page"  # a callback in a fragment changed what the whole page shows
     REPLY = "reply"  # the StartedReply a chat input's or button's callback began, for the page to stream
     PERSONA = "persona_id"  # the persona selector
@@ -26,6 +27,8 @@ class Key(StrEnum):
     LANGUAGE_SWITCH = "lang"  # the sidebar's language selector
     LANGUAGE_CHOSEN = "lang_chosen"  # the language picked there (kept over a reload by ?lang=)
     HTML_LANG_SET = "html_lang_set"
+    RETURN_LINK_CHECKED = "return_link_checked"  # after sign-in, the kept ?c= link was looked for
+    SIGN_OUT = "sign_out"
     WORKSPACE_TOKEN = "workspace_token"  # the private link's token, put back in the URL on every page
     API_KEY = "api_key"
     BASE_URL = "base_url"

@@ -135,7 +135,7 @@ def results(service: VisitorService, record: TestRunRecord, previous: TestRunRec
                         st.caption(tr("testsets.skipped"))
                         continue
                     if cell.error is not None:
-                        st.error(as_markdown(cell.error.message))
+                        st.error(as_markdown(error_text(cell.error)))
                     else:
                         st.markdown(as_markdown(cell.answer))
                     change = changes.get((record.test_set.prompts[prompt_index], record.columns[index].label))
@@ -145,11 +145,8 @@ def results(service: VisitorService, record: TestRunRecord, previous: TestRunRec
 
 
 def vote(service: VisitorService, record: TestRunRecord, prompt: int) -> None:
-    answered = [
-        n
-        for n in range(len(record.columns))
-        if (c := record.cell(prompt, n)) and not c.skipped and not c.error
-    ]
+    cells = [record.cell(prompt, n) for n in range(len(record.columns))]
+    answered = [n for n, c in enumerate(cells) if c is not None and not c.skipped and c.error is None]
     if not answered:
         return
     options = [*("ABCD"[n] for n in answered), *OTHER_VOTES]
@@ -160,9 +157,7 @@ def vote(service: VisitorService, record: TestRunRecord, prompt: int) -> None:
     st.segmented_control(
         tr("testsets.vote"),
         options,
-        format_func=lambda o: (
-            tr(f"compare.vote.{o}") if o in OTHER_VOTES else tr("compare.vote.preferred", label=o)
-        ),
+        format_func=vote_label,
         key=key,
         on_change=functools.partial(cast_vote, service, record.test_set.name, record.id, prompt),
     )

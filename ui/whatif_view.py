@@ -77,7 +77,7 @@ def page(frame: Frame) -> None:
         show_policies(outcomes, result.recorded.cost if result.recorded.priced else None)
 
 
-def show(result: replay.Comparison) -> None:
+def show(result: replay.ReplayComparison) -> None:
     recorded, replayed = result.recorded, result.replayed
     metrics = st.columns(4)
     metrics[0].metric(

@@ -10,6 +10,8 @@ CATALOG: dict[str, str] = {
     "page.no_personas": "No persona could be loaded from {directory}.",
     "signin.prompt": "Sign in to see your conversations. They are private to you.",
     "signin.button": "Sign in",
+    "signin.as": "Signed in as {who}",
+    "signin.logout": "Sign out",
     "workspace.private_notice": (
         "This is your private workspace. **Bookmark this page's link: it is the key to your "
         "conversations**, and anyone with it can read them."
@@ -87,7 +89,11 @@ CATALOG: dict[str, str] = {
     "conversations.search.placeholder": "Search titles and messages",
     "conversations.list_failed": "The conversation list cannot be read: {error}",
     "conversations.no_match": "No conversation matches.",
-    "conversations.item.help": "{count} messages · {updated:%Y-%m-%d %H:%M} UTC",
+    "conversations.item.numbered": "{title} ({number})",
+    "conversations.item.details.one": "{updated:%Y-%m-%d %H:%M} UTC · {count} message",
+    "conversations.item.details.other": "{updated:%Y-%m-%d %H:%M} UTC · {count} messages",
+    "conversations.item.open": "Open now · {details}",
+    "conversations.item.match": "“{snippet}”",
     "conversations.older": "{count} older ones: search to find them.",
     "conversations.manage": "Rename or delete this conversation",
     "conversations.title": "Title",
@@ -120,9 +126,9 @@ CATALOG: dict[str, str] = {
     "dashboard.cost.label": "Cost",
     "dashboard.cost.unknown": "unknown price",
     "dashboard.cost.unknown_help": "{model} is not in models.yaml.",
-    "dashboard.cost.offline_delta": "offline; ${cost:.4f} on {model}",
+    "dashboard.cost.offline_delta": "offline; would be ${cost:.4f}",
     "dashboard.cost.offline_help": (
-        "The offline model bills nothing; the figure is what these tokens would cost."
+        "The offline model bills nothing; the figure under it is what these tokens would cost on {model}."
     ),
     "dashboard.cost.help": "From the prices in models.yaml.",
     "dashboard.tokens_in.label": "Tokens in",
@@ -178,6 +184,17 @@ CATALOG: dict[str, str] = {
     "dashboard.next_call.header": "Exactly what the next call sends",
     "dashboard.next_call.tokens": "tokens",
     "dashboard.next_call.text": "text",
+    "dashboard.next_call.role": "role",
+    "dashboard.next_call.state": "next call",
+    "dashboard.next_call.sent": "sent",
+    "dashboard.next_call.sent_pinned": "sent, pinned",
+    "dashboard.next_call.dropped": "dropped",
+    "dashboard.role.system": "system",
+    "dashboard.role.user": "user",
+    "dashboard.role.assistant": "assistant",
+    "dashboard.role.priming": "(reply priming)",
+    "dashboard.trims.turn": "turn",
+    "dashboard.trims.text": "what was dropped",
     "dashboard.next_call.total": (
         "Total: {used:,} prompt tokens, as the API will count them, before trimming."
     ),
@@ -186,7 +203,6 @@ CATALOG: dict[str, str] = {
     "dashboard.trims.dropped": "dropped",
     "dashboard.trims.before": "before",
     "dashboard.trims.after": "after",
-    "dashboard.trims.preview": "oldest dropped",
     "dashboard.turns.header": "Every turn",
     # --- personas: gallery, cards, editor (ui/personas_view.py) ----------------------------------
     "personas.gallery.header": "Personas",
@@ -230,6 +246,15 @@ CATALOG: dict[str, str] = {
     "personas.editor.save": "Save",
     "personas.editor.cancel": "Cancel",
     "personas.editor.id_taken": "The id '{id}' is taken; choose another.",
+    "validation.required": "{label}: required, please fill it in.",
+    "validation.too_short": "{label}: needs at least {limit:,} characters.",
+    "validation.too_long": "{label}: at most {limit:,} characters.",
+    "validation.too_many": "{label}: at most {limit:,} entries.",
+    "validation.at_least": "{label}: at least {limit:,}.",
+    "validation.more_than": "{label}: more than {limit:,}.",
+    "validation.at_most": "{label}: at most {limit:,}.",
+    "validation.less_than": "{label}: less than {limit:,}.",
+    "validation.invalid": "{label}: {detail}",
     "personas.editor.not_saved": "Not saved: {error}",
     # --- importing from and exporting to other apps (ui/persona_exchange.py) ---------------------
     "personas.exchange.header": "Import from other apps",
@@ -615,4 +640,5 @@ CATALOG: dict[str, str] = {
     ),
     "chart.gauge.axis_fitted": "tokens of the {budget:,}-token budget (set: {setting:,})",
     "compare.saved.link_help": "A comparison: opens on the Compare page",
+    "compare.answer": "Answer {letter}",
 }

@@ -31,7 +31,7 @@ from typing import Any
 import pytest
 
 try:
-    from playwright.sync_api import Browser, Page, sync_playwright
+    from playwright.sync_api import Browser, Page, Playwright, sync_playwright
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 except ImportError:  # reported as a skip (or a failure under REQUIRE_BROWSER=1) below
     sync_playwright = None
@@ -62,6 +62,7 @@ ALERT = '[data-testid="stAlert"]'
 BADGE = '[data-testid="stBadge"]'
 CHART = '[data-testid="stVegaLiteChart"]'
 DATAFRAME = '[data-testid="stDataFrame"]'
+TABLE = '[data-testid="stTable"]'
 EXCEPTION = '[data-testid="stException"]'
 METRIC = '[data-testid="stMetric"]'
 SIDEBAR = '[data-testid="stSidebar"]'
@@ -274,16 +275,21 @@ def offline_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Streaml
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
-    playwright = sync_playwright().start()
+def playwright() -> Iterator[Playwright]:
+    """The session's one Playwright driver: its sync API allows one per thread, so a test that
+    needs a Chromium launched with other flags launches it from this one."""
+    driver = sync_playwright().start()
     try:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
-        )
-        yield chromium
-        chromium.close()
+        yield driver
     finally:
-        playwright.stop()
+        driver.stop()
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+    yield chromium
+    chromium.close()
 
 
 class AppPage:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 import time
 from pathlib import Path
@@ -38,6 +39,14 @@ def ask(app: AppPage, text: str) -> None:
     box.press("Enter")
 
 
+def shows(app: AppPage, text: str) -> None:
+    """Wait until the main area shows `text` (a click's rerun may start after a short idle)."""
+    app.wait_until(
+        f"() => document.querySelector('{MAIN}').innerText.includes({json.dumps(text)})", f"{text!r} shown"
+    )
+    app.wait_idle()
+
+
 def main_text(app: AppPage) -> str:
     return app.page.locator(MAIN).inner_text()
 
@@ -59,8 +68,8 @@ def test_a_blind_pair_over_two_turns_with_a_slow_column_then_a_vote_and_the_lead
         second_model.fill("gpt-4.1")
         second_model.press("Enter")
         app.wait_idle()
-        click(app, "Start the blind pair")
-        assert "Who answered is hidden until you vote" in main_text(app)
+        app.page.locator(MAIN).get_by_role("button", name="Start the blind pair", exact=True).click()
+        shows(app, "Who answered is hidden until you vote")
 
         for question in ("Peking duck?", "And the pancakes?"):
             ask(app, question)
@@ -89,10 +98,12 @@ def test_a_blind_pair_over_two_turns_with_a_slow_column_then_a_vote_and_the_lead
         app.screenshot("decide-01-blind-pair")
 
         click(app, "A is better")
+        shows(app, "You preferred")
         text = main_text(app)
         assert "gpt-4.1" in text and "gpt-4o-mini" in text  # revealed after the vote
         assert "You preferred" in text
         click(app, "New comparison")
+        shows(app, "Leaderboard as CSV")
         board = list(csv.DictReader(io.StringIO(app.download("Leaderboard as CSV", tmp_path / "board.csv"))))
         assert len(board) == 2
         assert {row["model"] for row in board} == {"gpt-4.1", "gpt-4o-mini"}
@@ -119,7 +130,7 @@ def test_a_test_set_twice_around_a_persona_edit_shows_what_changed(
     prompts.blur()
     app.wait_idle()
     click(app, "Save the test set")
-    assert "3 prompts" in main_text(app)
+    shows(app, "3 prompts")
     click(app, "Run the test set")
     app.wait_until(
         f"() => document.querySelector('{MAIN}').innerText.includes('Last run')", "the first run's results"

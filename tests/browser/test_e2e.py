@@ -16,9 +16,9 @@ from tests.browser.conftest import (
     ARTIFACTS,
     CHART,
     CHAT_MESSAGE,
-    DATAFRAME,
     MAIN,
     REPO_ROOT,
+    TABLE,
     AppPage,
     OpenApp,
     StreamlitServer,
@@ -137,8 +137,10 @@ def test_offline_chat_dashboard_and_trimming(offline_server: StreamlitServer, op
     assert TRIMMED_BADGE not in messages[-1] and TRIMMED_BADGE not in messages[-2]
     body = app.body_text()
     assert "Nothing trimmed yet." not in body
-    trimming_log = page.locator(f"{MAIN} {DATAFRAME}").filter(visible=True)
+    # The trimming log: a table of whole texts (the next-call table is in a closed expander).
+    trimming_log = page.locator(f"{MAIN} {TABLE}").filter(visible=True)
     assert trimming_log.count() == 1, "the trimming log table is missing"
+    assert QUESTIONS[0] in trimming_log.inner_text(), "the log should show what was dropped, whole"
     assert re.search(r"\d+ messages in context", body)
     # The offline model now receives fewer messages than the conversation holds (2 per turn).
     received = re.search(r"I received (\d+) messages", messages[-1])

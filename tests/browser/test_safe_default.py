@@ -10,9 +10,12 @@ no Base URL field, and another workspace than the local user's.
 
 from __future__ import annotations
 
+import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -26,12 +29,11 @@ from tests.browser.conftest import (
     AppPage,
     StartStreamlit,
     StreamlitServer,
-    sync_playwright,
 )
 from tests.openai_server import Fault, running_server
 
 if TYPE_CHECKING:
-    from playwright.sync_api import Browser
+    from playwright.sync_api import Browser, Playwright
 
 pytestmark = pytest.mark.browser
 
@@ -39,18 +41,14 @@ REBIND_NAME = "rebind.test"
 
 
 @pytest.fixture(scope="module")
-def rebinding_browser() -> Iterator[Browser]:
-    playwright = sync_playwright().start()
-    try:
-        chromium = playwright.chromium.launch(
-            executable_path=str(CHROMIUM),
-            headless=True,
-            args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {REBIND_NAME} 127.0.0.1"],
-        )
-        yield chromium
-        chromium.close()
-    finally:
-        playwright.stop()
+def rebinding_browser(playwright: Playwright) -> Iterator[Browser]:
+    chromium = playwright.chromium.launch(
+        executable_path=str(CHROMIUM),
+        headless=True,
+        args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {REBIND_NAME} 127.0.0.1"],
+    )
+    yield chromium
+    chromium.close()
 
 
 def visit(browser: Browser, url: str, server: StreamlitServer) -> AppPage:
@@ -92,6 +90,7 @@ def test_an_explicit_single_user_setting_warns_a_remote_visitor(
     server = start_streamlit({"ACCESS_MODE": "single-user"})
     stranger = visit(rebinding_browser, f"http://{REBIND_NAME}:{server.port}/", server)
     assert "Everyone with this page's link sees these conversations" in stranger.body_text()
+    stranger.screenshot("shared-with-strangers", top=True)
     local = visit(rebinding_browser, f"http://127.0.0.1:{server.port}/", server)
     assert "Everyone with this page's link" not in local.body_text()
 
@@ -122,3 +121,37 @@ def test_a_reply_whose_tab_closed_is_cancelled_within_seconds(
             time.sleep(0.2)
         assert model_server.disconnects == 1
         assert time.monotonic() - closed_at <= 10
+
+
+def test_after_kill_9_mid_reply_the_message_is_there_to_retry(
+    rebinding_browser: Browser, start_streamlit: StartStreamlit, tmp_path: Path
+) -> None:
+    """Reported: kill -9 while a reply streamed lost the typed message. It is saved before the
+    model is called, and the link names its conversation, so a reload offers it again."""
+    database = f"sqlite:///{tmp_path / 'shared.db'}"
+    with running_server() as model_server:
+        model_server.chunk_delay = 0.05
+        model_server.enqueue(Fault(reply="word " * 1200))
+        env = {
+            "OPENAI_API_KEY": "sk-test",
+            "OPENAI_BASE_URL": model_server.base_url,
+            "OPENAI_MAX_RETRIES": "0",
+            "DATABASE_URL": database,
+        }
+        first = start_streamlit(env)
+        app = visit(rebinding_browser, f"http://127.0.0.1:{first.port}/", first)
+        app.submit("the question that must survive")
+        app.wait_until(
+            f"() => [...document.querySelectorAll('{CHAT_MESSAGE}')]"
+            ".some(m => m.innerText.includes('word word'))",
+            "the reply is streaming",
+            timeout_ms=60_000,
+        )
+        query = urlsplit(app.page.url).query
+        assert "c=" in query
+        first.process.send_signal(signal.SIGKILL)
+        first.process.wait(timeout=10)
+        second = start_streamlit(env)
+        again = visit(rebinding_browser, f"http://127.0.0.1:{second.port}/?{query}", second)
+        assert "the question that must survive" in "\n".join(again.messages())
+        assert again.page.get_by_role("button", name="Retry").count() == 1

@@ -124,3 +124,25 @@ def test_dark_mode_and_a_phone(offline_server: StreamlitServer, browser: Browser
     finally:
         dark.close()
         phone.close()
+
+
+def test_the_first_screen_shows_the_chat_input(offline_server: StreamlitServer, browser: Browser) -> None:
+    """A new conversation: the chat input is on screen without scrolling, on a 1400×1000 desktop
+    and on a 390×844 phone."""
+    sizes = {
+        "desktop": {"viewport": {"width": 1400, "height": 1000}},
+        "phone": {"viewport": {"width": 390, "height": 844}, "is_mobile": True, "has_touch": True},
+    }
+    bottoms = {}
+    for name, options in sizes.items():
+        context = browser.new_context(**options)
+        try:
+            app = AppPage(context.new_page(), offline_server)
+            app.page.set_default_timeout(UI_TIMEOUT_MS)
+            app.open()
+            box = app.page.locator(CHAT_INPUT).bounding_box()
+            assert box is not None
+            bottoms[name] = box["y"] + box["height"]
+        finally:
+            context.close()
+    assert bottoms["desktop"] <= 1000 and bottoms["phone"] <= 844, bottoms
