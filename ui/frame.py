@@ -4,6 +4,7 @@ application service, the sidebar's persona selector and connection, and the noti
 from __future__ import annotations
 
 import gc
+import importlib
 import os
 import re
 from contextvars import ContextVar
@@ -50,6 +51,15 @@ CONVERSATION_PARAM = "c"
 CONNECTION_ERRORS = (ConnectionFailed, AuthenticationFailed, PermissionDenied, AddressRefused)
 
 
+#: What the pages in app_pages/ run, imported before `freeze_startup_objects`.
+PAGE_MODULES = (
+    "ui.chat_page",
+    "ui.personas_view",
+    "ui.persona_exchange",
+    "ui.compare_view",
+    "ui.whatif_view",
+)
+
 # --- process-wide resources: loaded once per process, shared read-only by every session ---------
 
 
@@ -86,7 +96,12 @@ def load_tokenizers() -> None:
 def freeze_startup_objects() -> None:
     """Move what start-up loaded (modules, tokenizers, personas) out of the garbage collector's
     way: Streamlit runs a full collection after every script run, and without this it walks
-    them each time (about 70 ms a run; benchmarks/load.py)."""
+    them each time (about 70 ms a run; benchmarks/load.py). The pages' modules (and what they
+    import: the providers' SDKs, numpy, markdown-it, ...) are imported first: `st.navigation`
+    would import them only when their page first runs, after the freeze, and every collection
+    would walk them (half of the server's CPU per turn under load)."""
+    for module in PAGE_MODULES:
+        importlib.import_module(module)
     gc.freeze()
 
 
