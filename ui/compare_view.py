@@ -281,8 +281,10 @@ def comparison_view(service: VisitorService, comparison: Comparison) -> None:
 def columns_part(service: VisitorService, comparison: Comparison, was_busy: bool) -> None:
     """The columns as of now; reruns itself while any streams (see `comparison_view`)."""
     snapshot = comparison.snapshot()
-    if was_busy and not snapshot.busy:
-        st.rerun()  # the last column ended: save, chart and vote on the whole page
+    if was_busy != snapshot.busy:
+        # The last column ended (save, chart and vote on the whole page), or a Retry clicked in
+        # here started one (the whole page makes this fragment redraw itself while it streams).
+        st.rerun()
     for column, view in zip(st.columns(len(snapshot.columns)), snapshot.columns, strict=True):
         with column:
             draw_column(view, service)
