@@ -110,6 +110,9 @@ def test_the_compare_page_is_held_to_the_limits(deployed, openai_server: OpenAIS
     click(at, "Start comparing")
     assert at.chat_input(key="compare_input").proto.max_chars == 200
     at.chat_input(key="compare_input").set_value("x" * 5_010).run()  # the input keeps 200
+    # The columns stream on their own threads (the page does not wait for them): let them end.
+    assert at.session_state.service.comparison.wait(30)
+    at.run()
     at.chat_input(key="compare_input").set_value("again").run()  # three more requests: over the limit
     assert any("Try again in" in e.value for e in at.error)
     requests = openai_server.chat_requests
