@@ -101,10 +101,8 @@ class StartedReply(Iterator[str]):
     goes out at once); iterating waits for that chunk, then reads the rest on the caller's thread.
     The turn's session is only ever advanced by one thread at a time."""
 
-    def __init__(self, key: str, action: TurnAction, text: str, chunks: Iterator[str]) -> None:
+    def __init__(self, key: str, chunks: Iterator[str]) -> None:
         self.key = key
-        self.action = action
-        self.text = text
         self._chunks = chunks
         self._first: Future[str | None] = Future()
         self._first_taken = False
@@ -435,7 +433,7 @@ class VisitorService:
                 return None
         except DashboardError:
             return None  # refused before anything was sent; the session holds the error
-        return StartedReply(key, action, text, reply)
+        return StartedReply(key, reply)
 
     def stop(self, key: str) -> None:
         """End the reply in progress, keep what arrived, and save it."""

@@ -467,10 +467,8 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
                 st.caption(tr("summary.fallback", turn=event.turn, reason=event.fallback_reason or "?"))
 
         reply = page_state().take_reply()
+        # The callback that started the reply added its message to the history drawn above.
         if reply is not None and reply.key == key:
-            if reply.action == "send":
-                with st.chat_message("user", avatar="🧑"):
-                    st.markdown(as_markdown(reply.text))
             stream_reply(service, key, persona, reply)
 
     with controls:

@@ -313,6 +313,9 @@ def test_stop_button_ends_a_long_reply_and_keeps_it(
     openai_server.reply(long_reply)
     app.submit("Tell me a very long story.")
     app.page.locator(f"{MAIN} {CHAT_MESSAGE}").filter(has_text="word5").wait_for()
+    # While it streams, the question is shown once (the history already holds it).
+    question = app.page.locator(f"{MAIN} {CHAT_MESSAGE}").filter(has_text="Tell me a very long story.")
+    assert question.count() == 1
     # While a reply streams, the chat input's send button is a stop button (submit_mode="stop").
     app.page.locator('[data-testid="stChatInputStopButton"]').click()
     app.wait_idle()
