@@ -11,6 +11,7 @@ from altair.vegalite.v6.schema import load_schema
 from core.backends import Usage
 from core.charts import (
     GAUGE_COLORS,
+    LIGHT_THEME_CHART_TEXT,
     OKABE_ITO,
     SERIES,
     TRIM_LOG_COLUMNS,
@@ -19,6 +20,7 @@ from core.charts import (
     dashboard_drawing,
     for_streamlit,
     gauge_spec,
+    in_theme,
     usage_spec,
 )
 from core.context import DropOldest, Summarize
@@ -406,6 +408,32 @@ def test_gauge_chart_is_valid_vega_lite():
     assert free["mark"]["filled"] is False
     assert free["mark"]["strokeDash"] == free["encoding"]["color"]["legend"]["symbolDash"]
     assert free["encoding"]["color"]["legend"]["symbolFillColor"] == "transparent"
+
+
+def relative_luminance(colour: str) -> float:
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def test_chart_text_is_readable_on_the_light_theme():
+    """Axis, legend and title text 4.5:1 or more on white (WCAG AA) in the light theme (or a
+    browser that has not said its theme); the dark theme keeps Streamlit's, which passes
+    (tests/browser/test_accessibility.py measures both)."""
+    conversation = new_conversation("sys", "gpt-4o", 150)
+    chat(conversation, 3)
+    spec = usage_spec(turn_rows(conversation), trim_rows(conversation), EN)
+    for theme in ("light", None):
+        themed = in_theme(spec, theme)
+        assert_valid_vega_lite(themed)
+        config = themed["config"]
+        for part in ("axis", "legend"):
+            assert config[part]["labelColor"] == config[part]["titleColor"] == LIGHT_THEME_CHART_TEXT
+        assert config["title"]["color"] == LIGHT_THEME_CHART_TEXT
+        assert themed["layer"] == spec["layer"]
+    assert (1 + 0.05) / (relative_luminance(LIGHT_THEME_CHART_TEXT) + 0.05) >= 4.5
+    assert in_theme(spec, "dark") == spec
+    assert "config" not in spec
 
 
 def test_a_spec_vega_lite_rejects_fails_the_check():

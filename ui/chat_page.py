@@ -25,6 +25,7 @@ from core.stats import dashboard_figures
 from core.tokens import METHOD_CALIBRATED, METHOD_SERVER, METHOD_TIKTOKEN
 from ui import compare_view
 from ui.cache_metrics import cache_metrics
+from ui.charts import vega_chart
 from ui.frame import CONVERSATION_PARAM, Frame, html_lang, model_table
 from ui.state import (
     Action,
@@ -622,7 +623,7 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
     if drawing.usage is None:
         st.caption(tr("dashboard.usage.empty"))
     else:
-        st.vega_lite_chart(spec=drawing.usage, width="stretch", height=330)
+        vega_chart(drawing.usage, width="stretch", height=330)
     if offline:
         st.caption(tr("dashboard.usage.offline"))
     if figures.server_cut is not None:
@@ -635,7 +636,7 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
 
     st.markdown(f"**{tr('dashboard.gauge.header')}**")
     # As tall as the bar and its legend.
-    st.vega_lite_chart(spec=drawing.gauge, width="stretch", height="content")
+    vega_chart(drawing.gauge, width="stretch", height="content")
     parts = " · ".join(f"{tr(f'gauge.part.{part}')} {tokens:,}" for part, tokens in gauge.parts())
     st.caption(tr("dashboard.gauge.parts", parts=parts))
     in_context, drops = figures.in_context, figures.next_drops
