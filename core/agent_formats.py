@@ -17,7 +17,6 @@ from core.persona_mapping import (
     ImportProblem,
     PersonaBuilder,
     dashboard_block,
-    kept_fields,
     persona_id_from,
 )
 from core.personas import Persona
@@ -45,6 +44,29 @@ def _items(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+def _named(parent: dict[str, Any], key: str, text_key: str) -> Any:
+    """A list of texts that may be objects holding the text under `text_key` (Open WebUI's tags
+    and suggestions), as the texts; anything else as it is (the builder says why it is dropped)."""
+    items = parent.get(key)
+    if not isinstance(items, list):
+        return items
+    return [item.get(text_key) if isinstance(item, dict) else item for item in items]
+
+
+def _built(
+    builder: PersonaBuilder,
+    format_key: str,
+    source: dict[str, Any],
+    file_name: str,
+    *id_candidates: Any,
+    reasons: dict[str, str] | None = None,
+) -> ImportedPersona:
+    """The persona, with what it did not read kept under `extensions[format_key]` and its id from
+    the first usable candidate (else the file's name)."""
+    builder.keep_unread(format_key, source, reasons=reasons)
+    return builder.build(persona_id_from(*id_candidates, file_name.rsplit(".", 1)[0]))
+
+
 def _sampling(builder: PersonaBuilder, params: Any, prefix: str, keys: tuple[str, ...] = _SAMPLING) -> None:
     if isinstance(params, dict):
         for key in keys:
@@ -55,21 +77,6 @@ def _sampling(builder: PersonaBuilder, params: Any, prefix: str, keys: tuple[str
 
 #: What a LobeHub agent has no field for: it travels in the agent's `persona_dashboard` object.
 _LOBEHUB_BLOCK_KEYS = ("context_budget", "context_policy", "summarizer_model", "sampling", "extensions")
-_LOBEHUB_USED = (
-    "schemaVersion",
-    "identifier",
-    "meta.title",
-    "meta.avatar",
-    "meta.description",
-    "meta.tags",
-    "config.systemRole",
-    "config.model",
-    *(f"config.params.{key}" for key in (*_SAMPLING, "max_tokens")),
-    "config.openingMessage",
-    "config.openingQuestions",
-    "examples",
-    "persona_dashboard",
-)
 
 
 def is_lobehub(value: Any) -> bool:
@@ -123,13 +130,14 @@ def _import_lobehub_agent(file_name: str, agent: dict[str, Any], *, user_name: s
     if isinstance(examples, list):
         builder.examples("examples", _role_messages(builder, examples, "examples"))
     builder.settings_block("persona_dashboard", block)
+    builder.read("schemaVersion", "identifier", "examples")
     chat_config = config.get("chatConfig")
     reasons = {}
     if isinstance(chat_config, dict) and "historyCount" in chat_config:
         reasons["config"] = "chatConfig.historyCount " + _HISTORY_COUNT
-    builder.keep(LOBEHUB, kept_fields(agent, _LOBEHUB_USED), reasons=reasons)
-    persona_id = persona_id_from(agent.get("identifier"), meta.get("title"), file_name.rsplit(".", 1)[0])
-    return builder.build(persona_id)
+    return _built(
+        builder, LOBEHUB, agent, file_name, agent.get("identifier"), meta.get("title"), reasons=reasons
+    )
 
 
 def lobehub_agent(persona: Persona) -> dict[str, Any]:
@@ -227,17 +235,11 @@ def import_nextchat(file_name: str, masks: Any, *, user_name: str) -> list[Impor
             builder.model("modelConfig.model", config.get("model"))
             _sampling(builder, config, "modelConfig")
             builder.integer("max_reply_tokens", "modelConfig.max_tokens", config.get("max_tokens"))
+        builder.read("avatar", "context")
         reasons = {}
         if isinstance(config, dict) and "historyMessageCount" in config:
             reasons["modelConfig"] = "historyMessageCount " + _HISTORY_COUNT
-        used = (
-            "name",
-            "avatar",
-            "context",
-            *(f"modelConfig.{k}" for k in ("model", "max_tokens", *_SAMPLING)),
-        )
-        builder.keep(NEXTCHAT, kept_fields(mask, used), reasons=reasons)
-        results.append(builder.build(persona_id_from(mask.get("name"), file_name.rsplit(".", 1)[0])))
+        results.append(_built(builder, NEXTCHAT, mask, file_name, mask.get("name"), reasons=reasons))
     return results
 
 
@@ -276,31 +278,15 @@ def import_open_webui(file_name: str, models: Any, *, user_name: str) -> list[Im
         _sampling(builder, params, "params", (*_SAMPLING, "seed"))
         builder.integer("max_reply_tokens", "params.max_tokens", params.get("max_tokens"))
         builder.integer("context_budget", "params.num_ctx", params.get("num_ctx"))
-        prompts = meta.get("suggestion_prompts")
-        if isinstance(prompts, list):
-            texts = [p.get("content") if isinstance(p, dict) else p for p in prompts]
-            builder.text_list("starter_prompts", "meta.suggestion_prompts", texts, most=6)
-        tags = meta.get("tags")
-        if isinstance(tags, list):
-            builder.text_list(
-                "tags", "meta.tags", [t.get("name") if isinstance(t, dict) else t for t in tags]
-            )
-        used = (
-            "id",
-            "name",
-            "base_model_id",
-            "meta.description",
-            "meta.profile_image_url",
+        builder.text_list(
+            "starter_prompts",
             "meta.suggestion_prompts",
-            "meta.tags",
-            "params.system",
-            "params.max_tokens",
-            "params.num_ctx",
-            *(f"params.{k}" for k in (*_SAMPLING, "seed")),
+            _named(meta, "suggestion_prompts", "content"),
+            most=6,
         )
-        builder.keep(OPEN_WEBUI, kept_fields(model, used))
-        persona_id = persona_id_from(model.get("id"), model.get("name"), file_name.rsplit(".", 1)[0])
-        results.append(builder.build(persona_id))
+        builder.text_list("tags", "meta.tags", _named(meta, "tags", "name"))
+        builder.read("id", "base_model_id")
+        results.append(_built(builder, OPEN_WEBUI, model, file_name, model.get("id"), model.get("name")))
     return results
 
 
@@ -340,6 +326,7 @@ def import_librechat(file_name: str, config: Any, *, user_name: str) -> list[Imp
         for key in ("max_tokens", "maxOutputTokens"):
             builder.integer("max_reply_tokens", f"preset.{key}", preset.get(key))
         greeting_key = "greeting" if spec.get("greeting") else "preset.greeting"
+        builder.read("greeting", "preset.greeting", "preset.examples")
         builder.text("greeting", greeting_key, spec.get("greeting") or preset.get("greeting"))
         group = spec.get("group")
         if isinstance(group, str) and group:
@@ -353,22 +340,5 @@ def import_librechat(file_name: str, config: Any, *, user_name: str) -> list[Imp
                     if isinstance(part, dict) and isinstance(part.get("content"), str):
                         pairs.append((role, part["content"]))
             builder.examples("preset.examples", pairs)
-        used = (
-            "label",
-            "description",
-            "iconURL",
-            "greeting",
-            "group",
-            "preset.promptPrefix",
-            "preset.model",
-            "preset.maxContextTokens",
-            "preset.max_tokens",
-            "preset.maxOutputTokens",
-            "preset.greeting",
-            "preset.examples",
-            *(f"preset.{k}" for k in _SAMPLING),
-        )
-        builder.keep(LIBRECHAT, kept_fields(spec, used))
-        persona_id = persona_id_from(spec.get("name"), spec.get("label"), file_name.rsplit(".", 1)[0])
-        results.append(builder.build(persona_id))
+        results.append(_built(builder, LIBRECHAT, spec, file_name, spec.get("name"), spec.get("label")))
     return results

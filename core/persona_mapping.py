@@ -270,10 +270,17 @@ class PersonaBuilder:
         self.sampling: dict[str, Any] = {}
         self.extensions: dict[str, Any] = {}
         self._sources: dict[str, str] = {}
+        #: The source's field paths this import has read (mapped, dropped or judged empty): what
+        #: `keep_unread` leaves out of `extensions`.
+        self._read: set[str] = set()
         #: The id the source asks for (this app's own export says which), else None.
         self.suggested_id: str | None = None
 
     # --- recording ---------------------------------------------------------------------------
+
+    def read(self, *theirs: str) -> None:
+        """Source fields read outside the builder (an id, a version number), not to be kept."""
+        self._read.update(theirs)
 
     def drop(self, theirs: str, reason: str) -> None:
         self.report.dropped.append(Dropped(theirs, reason))
@@ -291,6 +298,7 @@ class PersonaBuilder:
 
     def text(self, ours: str, theirs: str, value: Any) -> None:
         """A text field; a one-line field takes the first line, a long one is cut (and reported)."""
+        self._read.add(theirs)
         if value is None or value == "":
             return
         if not isinstance(value, str):
@@ -315,6 +323,7 @@ class PersonaBuilder:
 
     def emoji(self, theirs: str, value: Any) -> bool:
         """The avatar emoji when `value` is one; False (nothing recorded) otherwise."""
+        self._read.add(theirs)
         if not isinstance(value, str) or not value.strip() or len(value.strip()) > 8:
             return False
         try:
@@ -325,6 +334,7 @@ class PersonaBuilder:
 
     def image(self, theirs: str, data: bytes) -> None:
         """An avatar picture from bytes (normalised to a small PNG); a bad one is dropped."""
+        self._read.add(theirs)
         try:
             self._map("avatar_image", theirs, encode_avatar(avatar_png(data)))
         except AvatarImageError as exc:
@@ -332,6 +342,7 @@ class PersonaBuilder:
 
     def image_url(self, theirs: str, url: Any) -> None:
         """An avatar from a URL: a data: URL is decoded here; any other URL is never fetched."""
+        self._read.add(theirs)
         if not isinstance(url, str) or not url.strip():
             return
         if url.strip().lower().startswith("data:"):
@@ -345,6 +356,7 @@ class PersonaBuilder:
 
     def integer(self, ours: str, theirs: str, value: Any) -> None:
         """A whole-number field within the persona's limits; anything else is dropped with why."""
+        self._read.add(theirs)
         if value is None:
             return
         if isinstance(value, float) and value.is_integer():
@@ -360,6 +372,7 @@ class PersonaBuilder:
 
     def sample(self, key: str, theirs: str, value: Any) -> None:
         """One sampling option, checked alone so a bad one costs only itself."""
+        self._read.add(theirs)
         if value is None:
             return
         if isinstance(value, bool) or not isinstance(value, int | float):
@@ -374,6 +387,7 @@ class PersonaBuilder:
         self.report.mapped.append(Mapped(f"sampling.{key}", theirs))
 
     def model(self, theirs: str, value: Any) -> None:
+        self._read.add(theirs)
         if isinstance(value, str) and value.strip() and len(value.strip()) <= 200:
             self._map("model", theirs, value.strip())
         elif value not in (None, ""):
@@ -382,6 +396,7 @@ class PersonaBuilder:
     def text_list(self, ours: str, theirs: str, values: Any, *, most: int | None = None) -> None:
         """A list of short texts (tags, starter prompts): the items a persona can hold, the rest
         dropped with why."""
+        self._read.add(theirs)
         if values in (None, []):
             return
         if not isinstance(values, list):
@@ -404,6 +419,7 @@ class PersonaBuilder:
 
     def examples(self, theirs: str, messages: list[tuple[str, str]]) -> None:
         """Few-shot examples as (role, text) pairs: "user" or "assistant" roles, non-empty text."""
+        self._read.add(theirs)
         kept = [{"role": role, "content": text.strip()} for role, text in messages if text.strip()]
         for index, message in enumerate(kept):
             if len(message["content"]) > 4_000:
@@ -427,8 +443,15 @@ class PersonaBuilder:
                 path = name if key is None else f"{name}.{key}"
                 self.drop(path, (reasons or {}).get(path, "no place in a persona; kept for export"))
 
+    def keep_unread(
+        self, format_key: str, source: dict[str, Any], *, reasons: dict[str, str] | None = None
+    ) -> None:
+        """`keep` every field of `source` this import did not read."""
+        self.keep(format_key, kept_fields(source, self._read), reasons=reasons)
+
     def settings_block(self, theirs: str, block: dict[str, Any]) -> None:
         """The persona's own settings as `dashboard_block` wrote them into another format."""
+        self._read.add(theirs)
         for key, value in block.items():
             where = f"{theirs}.{key}"
             if key == "avatar":

@@ -650,52 +650,16 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
         st.caption(tr_plural("dashboard.context.fits", in_context))
     counting_status(session)
 
-    roles = {
-        "system": tr("dashboard.role.system"),
-        "user": tr("dashboard.role.user"),
-        "assistant": tr("dashboard.role.assistant"),
-        "(reply priming)": tr("dashboard.role.priming"),
-    }
-    states = {
-        "sent": tr("dashboard.next_call.sent"),
-        "sent, pinned": tr("dashboard.next_call.sent_pinned"),
-        "dropped": tr("dashboard.next_call.dropped"),
-    }
     with st.expander(tr("dashboard.next_call.header")):
         # A static table: every message's whole text, wrapped, the system prompt first.
-        st.table(
-            [
-                {
-                    tr("dashboard.next_call.role"): roles.get(row["role"], row["role"]),
-                    tr("dashboard.next_call.tokens"): row["tokens"],
-                    tr("dashboard.next_call.state"): states.get(row["next call"], row["next call"]),
-                    tr("dashboard.next_call.text"): row["text"],
-                }
-                for row in figures.context
-            ]
-        )
+        st.table(drawing.next_call, hide_index=True)
         st.caption(tr("dashboard.next_call.total", used=gauge.used))
 
     st.markdown(f"**{tr('dashboard.trims.header')}**")
     if not figures.trims:
         st.caption(tr("dashboard.trims.empty"))
     else:
-        # Each trim with the whole text of what it dropped, wrapped.
-        st.table(
-            [
-                {
-                    tr("dashboard.trims.turn"): event.turn,
-                    tr("dashboard.trims.dropped"): len(event.dropped),
-                    tr("dashboard.trims.before"): f"{event.tokens_before:,}",
-                    tr("dashboard.trims.after"): f"{event.tokens_after:,}",
-                    tr("dashboard.trims.text"): "\n\n".join(
-                        f"{roles.get(message.role, message.role)}: {message.content}"
-                        for message in map(conversation.message, event.dropped)
-                    ),
-                }
-                for event in conversation.trim_events
-            ]
-        )
+        st.table(drawing.trim_log, hide_index=True)  # each trim with the whole text it dropped
     with st.expander(tr("dashboard.turns.header")):
         st.dataframe(drawing.turns, hide_index=True)
 
