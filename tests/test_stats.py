@@ -26,6 +26,7 @@ from core.context import DropOldest, Summarize
 from core.conversation import Conversation
 from core.i18n import translator
 from core.model_info import load_model_table
+from core.safe_markdown import page_markdown
 from core.settings import ChatSettings
 from core.stats import (
     context_frame,
@@ -40,7 +41,6 @@ from core.stats import (
     turns_frame,
 )
 from core.summaries import offline_summary
-from core.safe_markdown import page_markdown
 from core.tokens import count_prompt_tokens, tokenizer_for
 from tests.apptest import images_in
 
