@@ -28,30 +28,15 @@ from anthropic.types import MessageParam, RawMessageStreamEvent, TextBlockParam
 
 from core.backends import (
     DEFAULT_REPLY_TIME_LIMIT_S,
-    Capabilities,
+    BoundedReplyStream,
     ChatRequest,
-    ReplyStream,
+    HttpChatBackend,
+    ResponseCut,
+    SdkErrors,
+    ServerAnswer,
     Usage,
-    parse_retry_after,
-    reply_size_limit,
-    scrub_secrets,
 )
-from core.errors import (
-    AuthenticationFailed,
-    BackendError,
-    BadRequest,
-    BadResponse,
-    ConnectionFailed,
-    ModelNotFound,
-    Overloaded,
-    PermissionDenied,
-    RateLimited,
-    ReplyTooLong,
-    RequestTimedOut,
-    ServerError,
-    StreamInterrupted,
-)
-from core.netguard import PublicOnlyTransport
+from core.errors import AuthenticationFailed
 from core.providers import register
 from core.server_tokens import TokenizeClient, TokenizeFailed
 
@@ -110,11 +95,18 @@ def _text(text: str, *, breakpoint: bool) -> TextBlockParam:
     return {"type": "text", "text": text}
 
 
-class AnthropicBackend:
-    """Streams replies from the Messages API (see the module docstring)."""
+class AnthropicResponseCut(ResponseCut, anthropic.AnthropicError):
+    """A `ResponseCut` in the `anthropic` SDK."""
 
-    # Counted by the server: `count_tokens`, through `tokenize_client()`.
-    capabilities = Capabilities(server_usage=True, counting="server", cached_tokens=True, thread_safe=True)
+
+class AnthropicBackend(HttpChatBackend):
+    """Streams replies from the Messages API (see the module docstring). Its bounds (the
+    per-reply time limit, the size cut, redirects, public addresses only) and its typed errors
+    are `HttpChatBackend`'s, as for the OpenAI-compatible backend; 529 is `Overloaded`."""
+
+    sdk_errors = SdkErrors.of(anthropic, AnthropicResponseCut)
+    api_name = "Anthropic's Messages API"
+    _client: anthropic.Anthropic
 
     def __init__(
         self,
@@ -128,13 +120,15 @@ class AnthropicBackend:
         reply_time_limit_s: float | None = DEFAULT_REPLY_TIME_LIMIT_S,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._api_key = api_key
-        # As the OpenAI backend's: redirects are not followed, and a base URL typed on a public
-        # deployment is reached only at public addresses, never through a proxy.
+        super().__init__(
+            api_key=api_key,
+            timeout=timeout,
+            quote_server_text=quote_server_text,
+            reply_time_limit_s=reply_time_limit_s,
+            clock=clock,
+        )
         http_client = anthropic.DefaultHttpxClient(
-            transport=PublicOnlyTransport() if public_addresses_only else None,
-            trust_env=not public_addresses_only,
-            follow_redirects=False,
+            **self._http_client_options(public_addresses_only=public_addresses_only)
         )
         self._client = anthropic.Anthropic(
             api_key=api_key,
@@ -143,19 +137,10 @@ class AnthropicBackend:
             max_retries=max_retries,
             http_client=http_client,
         )
-        self.base_url = str(self._client.base_url)
-        self.host = self._client.base_url.host or ANTHROPIC_HOST
-        self.timeout = float(timeout)
-        self.quote_server_text = quote_server_text
-        self.reply_time_limit_s = reply_time_limit_s
-        self._clock = clock
-        self._counter: AnthropicTokenCounter | None = None
 
-    def tokenize_client(self) -> TokenizeClient:
+    def _make_tokenize_client(self) -> TokenizeClient:
         """The `count_tokens` endpoint, on this backend's client."""
-        if self._counter is None:
-            self._counter = AnthropicTokenCounter(self._client)
-        return self._counter
+        return AnthropicTokenCounter(self._client)
 
     def stream(self, request: ChatRequest) -> AnthropicReplyStream:
         system, messages = request_parts(request.messages)
@@ -165,6 +150,7 @@ class AnthropicBackend:
             options["temperature"] = min(sampling.temperature, 1.0)  # Anthropic's range is 0-1
         if sampling.top_p is not None:
             options["top_p"] = sampling.top_p
+        started = self._clock()
         try:
             events = self._client.messages.create(
                 model=request.model,
@@ -176,79 +162,21 @@ class AnthropicBackend:
             )
         except anthropic.AnthropicError as exc:
             raise self.error_for(exc, request.model) from None
-        deadline = self._clock() + self.reply_time_limit_s if self.reply_time_limit_s else None
-        limit = reply_size_limit(request.max_reply_tokens)
-        return AnthropicReplyStream(self, request.model, events, limit, deadline)
+        return AnthropicReplyStream(
+            self,
+            request.model,
+            events,
+            reply_cap=request.max_reply_tokens,
+            deadline=self.reply_deadline(started),
+        )
 
-    # --- errors ----------------------------------------------------------------------------
-
-    def error_for(self, exc: Exception, model: str, *, partial_text: str = "") -> BackendError:
-        """The `BackendError` for an SDK error, with the data it carries."""
-        host = self.host
-        kept: dict[str, Any] = {"partial_text": partial_text}
-        if isinstance(exc, anthropic.APITimeoutError):
-            return RequestTimedOut(
-                f"{host} did not answer within {self.timeout:g} s (model {model!r}). Try again.", **kept
-            )
-        if isinstance(exc, anthropic.APIConnectionError):
-            if partial_text:
-                return StreamInterrupted(
-                    f"The connection to {host} broke while model {model!r} was replying; the "
-                    f"{len(partial_text)} characters received are kept. Try again.",
-                    **kept,
-                )
-            return ConnectionFailed(
-                f"Could not connect to {host} — check the base URL {self.base_url}.", **kept
-            )
+    def _answer(self, exc: Exception) -> ServerAnswer | None:
         if not isinstance(exc, anthropic.APIStatusError):
-            said = self._says(getattr(exc, "body", None) or str(exc))
-            return BackendError(f"{host} reported an error for model {model!r}.{said}", **kept)
-        status, said = exc.status_code, self._says(exc.body)
+            return None
+        status = exc.status_code
         if status == 200:  # an `error` event mid-stream: its type says what went wrong
             status = STREAM_ERROR_STATUS.get(_error_type(exc.body), 500)
-        data: dict[str, Any] = {**kept, "status_code": status}
-        data["request_id"] = exc.request_id if self.quote_server_text else None
-        if status == 401:
-            return AuthenticationFailed(
-                f"{host} rejected the API key (HTTP 401) for model {model!r}.{said} Check the key.", **data
-            )
-        if status == 403:
-            return PermissionDenied(
-                f"{host} does not let this key use model {model!r} (HTTP 403).{said}", **data
-            )
-        if status == 404:
-            return ModelNotFound(f"{host} does not know model {model!r} (HTTP 404).{said}", **data)
-        if status in (400, 413, 422):
-            return BadRequest(
-                f"{host} refused the request for model {model!r} (HTTP {status}).{said}", **data
-            )
-        if status == 429:
-            retry_after = parse_retry_after(exc.response.headers)
-            when = f"Try again in {retry_after:g} seconds." if retry_after else "Wait a little and try again."
-            return RateLimited(
-                f"{host} is rate-limiting requests for model {model!r} (HTTP 429).{said} {when}",
-                retry_after=retry_after,
-                **data,
-            )
-        if status == 529:
-            return Overloaded(
-                f"{host} is overloaded (HTTP 529) and could not serve model {model!r}.{said} "
-                "Try again in a little while.",
-                retry_after=parse_retry_after(exc.response.headers),
-                **data,
-            )
-        if status >= 500:
-            return ServerError(f"{host} failed with HTTP {status} for model {model!r}.{said}", **data)
-        return BackendError(f"{host} answered HTTP {status} for model {model!r}.{said}", **data)
-
-    def _says(self, body: object) -> str:
-        """What the server said, bounded and scrubbed of the key (nothing when it may not be quoted)."""
-        if not self.quote_server_text:
-            return ""
-        error = body.get("error") if isinstance(body, dict) else None
-        message = error.get("message") if isinstance(error, dict) else body
-        text = scrub_secrets(str(message or ""), self._api_key)[:300]
-        return f" The server said: {text}" if text else ""
+        return ServerAnswer(status, exc.response.headers, exc.body, exc.request_id, _error_type(exc.body))
 
 
 def _error_type(body: object) -> str:
@@ -256,7 +184,7 @@ def _error_type(body: object) -> str:
     return str(error.get("type")) if isinstance(error, dict) else ""
 
 
-class AnthropicReplyStream(ReplyStream):
+class AnthropicReplyStream(BoundedReplyStream):
     """Text deltas of one streamed reply; usage from `message_start` and `message_delta`."""
 
     def __init__(
@@ -264,20 +192,18 @@ class AnthropicReplyStream(ReplyStream):
         backend: AnthropicBackend,
         model: str,
         events: anthropic.Stream[RawMessageStreamEvent],
-        size_limit: int,
+        *,
+        reply_cap: int | None,
         deadline: float | None,
     ) -> None:
-        super().__init__()
-        self._backend, self._model, self._events = backend, model, events
-        self._size_limit, self._deadline = size_limit, deadline
+        super().__init__(backend, model, reply_cap=reply_cap, deadline=deadline)
+        self._events = events
 
     def close(self) -> None:
         self._events.close()
 
     def _chunks(self) -> Iterator[str]:
-        backend, model = self._backend, self._model
         read = written = uncached = output = 0
-        size = 0
         try:
             for event in self._events:
                 if event.type == "message_start":
@@ -287,51 +213,29 @@ class AnthropicReplyStream(ReplyStream):
                     written = usage.cache_creation_input_tokens or 0
                     output = usage.output_tokens
                 elif event.type == "content_block_delta" and event.delta.type == "text_delta":
-                    text = event.delta.text
-                    size += len(text.encode("utf-8", "surrogatepass"))
-                    if size > self._size_limit:
-                        raise ReplyTooLong(
-                            f"The reply of model {model!r} from {backend.host} passed its size limit; "
-                            f"the {len(self.text)} characters received are kept.",
-                            partial_text=self.text,
-                        )
-                    yield text
+                    yield from self._within_size(event.delta.text)
                 elif event.type == "message_delta":
                     output = event.usage.output_tokens
                     if event.delta.stop_reason is not None:
                         reason = str(event.delta.stop_reason)
                         self.finish_reason = FINISH_REASONS.get(reason, reason)[:64]
-                if self._deadline is not None and backend._clock() > self._deadline:
-                    raise BackendError(
-                        f"The reply of model {model!r} from {backend.host} took longer than its time "
-                        f"limit; the {len(self.text)} characters received are kept.",
-                        partial_text=self.text,
-                    )
+                self._check_time()
         except anthropic.AnthropicError as exc:
-            raise backend.error_for(exc, model, partial_text=self.text) from None
+            raise self._failed(exc) from None
         except (ValueError, TypeError, AttributeError) as exc:
-            raise BadResponse(
-                f"{backend.host} sent a reply event for model {model!r} that is not Anthropic's "
-                f"({type(exc).__name__}); the text received so far is kept.",
-                partial_text=self.text,
-            ) from None
+            raise self._not_the_api(exc) from None
         finally:
             self._events.close()
         if self.finish_reason is None:
-            raise StreamInterrupted(
-                f"The reply of model {model!r} from {backend.host} ended before the server said it "
-                f"was finished; the {len(self.text)} characters received are kept. Try again.",
-                partial_text=self.text,
-            )
-        try:
-            self.usage = Usage(
+            raise self._unfinished()
+        self._take_usage(
+            lambda: Usage(
                 prompt_tokens=uncached + read + written,
                 completion_tokens=output,
                 cached_prompt_tokens=read,
                 cache_write_tokens=written,
             )
-        except ValueError:
-            self.usage_note = f"{backend.host} reported token usage that is not plausible; it is left out."
+        )
 
 
 class AnthropicTokenCounter(TokenizeClient):

@@ -13,9 +13,10 @@ import email.utils
 import math
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from types import ModuleType
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import httpcore2
@@ -33,6 +34,7 @@ from core.errors import (
     BadResponse,
     ConnectionFailed,
     ModelNotFound,
+    Overloaded,
     PermissionDenied,
     RateLimited,
     ReplyTimeLimit,
@@ -47,6 +49,8 @@ from core.server_tokens import TokenizeClient
 from core.settings import MAX_REPLY_CAP, Sampling
 
 if TYPE_CHECKING:
+    import anthropic
+
     from core.connection import Connection
     from core.i18n import Language
 
@@ -164,7 +168,7 @@ class ChatBackend(Protocol):
         ...
 
 
-# --- The OpenAI-compatible backend -----------------------------------------------------------
+# --- Models, secrets and waits ---------------------------------------------------------------
 
 #: Model families that take `max_completion_tokens` (their `max_tokens` is rejected by OpenAI).
 REASONING_MODEL_PREFIXES = ("o1", "o3", "o4", "gpt-5")
@@ -222,7 +226,7 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     return max(seconds, 0.0) if math.isfinite(seconds) else None
 
 
-# --- Bounds and isolation of the HTTP client ------------------------------------------------
+# --- Bounds, isolation and errors: what every HTTP backend shares -----------------------------
 
 #: Headers the SDK itself sends. A client for a base URL the visitor typed sends nothing else:
 #: no organization or project, no deployer's custom headers (OPENAI_CUSTOM_HEADERS).
@@ -254,14 +258,18 @@ def _only_sdk_headers(authorization: str) -> Callable[[httpx2.Request], None]:
     return hook
 
 
-class ResponseCut(openai.OpenAIError):
-    """Reading a response body stopped at a bound. An `openai.OpenAIError`, so the SDK passes it
-    through without retrying or wrapping it."""
+class ResponseCut(Exception):
+    """Reading a response body stopped at a bound. Each backend raises it as an error of its own
+    SDK (`SdkErrors.response_cut`), which the SDK passes through without retrying or wrapping."""
 
     def __init__(self, reason: Literal["size", "time"], detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
+
+
+class OpenAIResponseCut(ResponseCut, openai.OpenAIError):
+    """A `ResponseCut` in the `openai` SDK."""
 
 
 class _BoundedBody(httpx2.SyncByteStream):
@@ -277,6 +285,7 @@ class _BoundedBody(httpx2.SyncByteStream):
         max_line_bytes: int,
         max_total_bytes: int | None,
         clock: Callable[[], float],
+        cut: type[ResponseCut],
     ) -> None:
         self._inner = inner
         self._deadline = deadline
@@ -284,21 +293,22 @@ class _BoundedBody(httpx2.SyncByteStream):
         self._max_line_bytes = max_line_bytes
         self._max_total_bytes = max_total_bytes
         self._clock = clock
+        self._cut = cut
 
     def __iter__(self) -> Iterator[bytes]:
         line = total = 0
         for data in self._inner:
             if self._deadline is not None and self._clock() > self._deadline:
-                raise ResponseCut("time", f"still sending after {self._time_limit_s:g} s")
+                raise self._cut("time", f"still sending after {self._time_limit_s:g} s")
             total += len(data)
             if self._max_total_bytes is not None and total > self._max_total_bytes:
-                raise ResponseCut("size", f"a response of more than {self._max_total_bytes:,} bytes")
+                raise self._cut("size", f"a response of more than {self._max_total_bytes:,} bytes")
             first = data.find(b"\n")
             # The line that was open, up to its end in this piece; then the line this piece leaves open.
             ended = line + (len(data) if first < 0 else first)
             line = ended if first < 0 else len(data) - data.rfind(b"\n") - 1
             if max(ended, line) > self._max_line_bytes:
-                raise ResponseCut("size", f"a single event of more than {self._max_line_bytes:,} bytes")
+                raise self._cut("size", f"a single event of more than {self._max_line_bytes:,} bytes")
             yield data
 
     def close(self) -> None:
@@ -306,9 +316,9 @@ class _BoundedBody(httpx2.SyncByteStream):
 
 
 def _bound_responses(
-    *, time_limit_s: float | None, untrusted: bool, clock: Callable[[], float]
+    *, time_limit_s: float | None, untrusted: bool, clock: Callable[[], float], cut: type[ResponseCut]
 ) -> Callable[[httpx2.Response], None]:
-    """A response hook that bounds every body before anything reads it (the SDK reads error
+    """A response hook that bounds every body before anything reads it (the SDKs read error
     bodies whole): a reply stream by time and event size, anything else also to 1 MiB in all."""
 
     def hook(response: httpx2.Response) -> None:
@@ -317,7 +327,7 @@ def _bound_responses(
             return
         if untrusted and "content-encoding" in response.headers:
             # Identity was asked for; a compressed body is left compressed (and so rejected as
-            # not OpenAI-compatible) rather than inflated without bound.
+            # not the API's answer) rather than inflated without bound.
             del response.headers["content-encoding"]
         is_reply = response.status_code == 200 and "event-stream" in response.headers.get("content-type", "")
         response.stream = _BoundedBody(
@@ -327,9 +337,450 @@ def _bound_responses(
             max_line_bytes=MAX_EVENT_BYTES,
             max_total_bytes=None if is_reply else MAX_OTHER_BODY_BYTES,
             clock=clock,
+            cut=cut,
         )
 
     return hook
+
+
+def _refused_address(exc: BaseException) -> RefusedAddressError | None:
+    """The refusal to connect behind `exc` (an SDK wraps the transport's error), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, RefusedAddressError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+@dataclass(frozen=True)
+class SdkErrors:
+    """The error classes of an official SDK, as `HttpChatBackend.error_for` tells them apart
+    (openai's and anthropic's share their names but not their classes)."""
+
+    #: What a response hook raises when a body passes a bound: a `ResponseCut` that is also the
+    #: SDK's own error, so the SDK neither retries nor wraps it.
+    response_cut: type[ResponseCut]
+    connection: type[Exception]
+    timeout: type[Exception]
+    invalid_response: type[Exception]
+    api: type[Exception]
+
+    @classmethod
+    def of(cls, sdk: ModuleType, response_cut: type[ResponseCut]) -> SdkErrors:
+        names = ("APIConnectionError", "APITimeoutError", "APIResponseValidationError", "APIError")
+        return cls(response_cut, *(getattr(sdk, name) for name in names))
+
+
+@dataclass(frozen=True)
+class ServerAnswer:
+    """An HTTP answer that is not a reply, as an SDK's status error carries it."""
+
+    status: int
+    headers: Mapping[str, str]
+    #: The error body as the SDK parsed it (a mapping, text or None).
+    body: object
+    request_id: str | None
+    #: The API's own error code, e.g. OpenAI's "insufficient_quota".
+    error_code: object = None
+
+
+class HttpChatBackend:
+    """What every backend that streams replies over HTTP through an official SDK shares (the
+    OpenAI-compatible one below, `core.anthropic_backend`): its bounds and its errors.
+
+    - Bounds: a reply is cut (`ReplyTooLong`, `ReplyTimeLimit`; the text so far kept) past
+      `reply_size_limit(cap)` bytes of text, past `reply_time_limit_s` seconds from the request
+      (None: no limit, measured on `clock`), or at a single event over `MAX_EVENT_BYTES`; any
+      other body is read to 1 MiB at most; redirects are never followed.
+    - A base URL typed on a public deployment (`public_addresses_only`) is reached only at public
+      addresses (`core.netguard`), never through a proxy, and its bodies are never inflated.
+    - Errors: `error_for` maps the SDK's errors to `core.errors` (the same class and code for
+      the same HTTP status, whichever API), never quoting the key, and quoting the server only
+      when `quote_server_text`.
+    - `tokenize_client()` is made once, on first use.
+
+    A subclass makes its SDK client with `_http_client_options()` and sets `_client`; it gives
+    its SDK's error classes (`SdkErrors.of`) and `_answer` (what a status error carries).
+    """
+
+    capabilities = Capabilities(server_usage=True, counting="server", cached_tokens=True, thread_safe=True)
+    sdk_errors: SdkErrors
+    #: The API, as an error about a reply that does not follow it names it.
+    api_name: str
+    _client: openai.OpenAI | anthropic.Anthropic
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        timeout: float,
+        quote_server_text: bool,
+        reply_time_limit_s: float | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self._api_key = api_key
+        self.timeout = float(timeout)
+        self.quote_server_text = quote_server_text
+        self.reply_time_limit_s = reply_time_limit_s
+        self._clock = clock
+        self._tokenize_client: TokenizeClient | None = None
+
+    def _http_client_options(
+        self,
+        *,
+        public_addresses_only: bool,
+        network_backend: httpcore2.NetworkBackend | None = None,
+        request_hooks: Sequence[Callable[[httpx2.Request], None]] = (),
+    ) -> dict[str, Any]:
+        """Keyword arguments of the SDK's HTTP client that enforce this backend's bounds."""
+        transport = PublicOnlyTransport(network_backend=network_backend) if public_addresses_only else None
+        bound = _bound_responses(
+            time_limit_s=self.reply_time_limit_s,
+            untrusted=public_addresses_only,
+            clock=self._clock,
+            cut=self.sdk_errors.response_cut,
+        )
+        return {
+            "transport": transport,
+            "trust_env": not public_addresses_only,
+            "follow_redirects": False,
+            "headers": {"Accept-Encoding": "identity"},
+            "event_hooks": {"request": list(request_hooks), "response": [bound]},
+        }
+
+    def tokenize_client(self) -> TokenizeClient:
+        """What counts tokens on this backend's server, through its client (made on first use)."""
+        if self._tokenize_client is None:
+            self._tokenize_client = self._make_tokenize_client()
+        return self._tokenize_client
+
+    def _make_tokenize_client(self) -> TokenizeClient:
+        raise NotImplementedError
+
+    @property
+    def host(self) -> str:
+        """The server's host (and port when it is not the scheme's default)."""
+        url = self._client.base_url
+        host = f"[{url.host}]" if ":" in url.host else url.host
+        return f"{host}:{url.port}" if url.port else host
+
+    @property
+    def base_url(self) -> str:
+        """The base URL requests go to, without any user:password part."""
+        url = self._client.base_url
+        return f"{url.scheme}://{self.host}{url.path}".rstrip("/")
+
+    def reply_deadline(self, started: float) -> float | None:
+        """When a reply whose request was sent at `started` (on `clock`) is cut."""
+        return started + self.reply_time_limit_s if self.reply_time_limit_s else None
+
+    # --- errors ----------------------------------------------------------------------------
+
+    def _answer(self, exc: Exception) -> ServerAnswer | None:
+        """What `exc` says the server answered, when it is the SDK's status error."""
+        raise NotImplementedError
+
+    def error_for(
+        self, exc: Exception, model: str, *, partial_text: str = "", mid_stream: bool = False
+    ) -> BackendError:
+        """The `BackendError` for an SDK error, at the request or (`mid_stream`) while reading."""
+        host = self.host
+        kept: dict[str, Any] = {"partial_text": partial_text}
+        if isinstance(exc, ResponseCut):
+            return self.cut_error(exc.reason, model, partial_text, detail=exc.detail, mid_stream=mid_stream)
+        if (refused := _refused_address(exc)) is not None:
+            return AddressRefused(
+                f"{host} resolves to {refused.reason}. For a base URL typed here, this deployment "
+                "connects only to public addresses; nothing was sent.",
+                **kept,
+            ).coded("address_refused", host=host, reason=refused.reason)
+        if isinstance(exc, self.sdk_errors.connection):
+            return self._transport_error(exc, model, partial_text, mid_stream=mid_stream)
+        if (answer := self._answer(exc)) is not None:
+            return self.status_error(answer, model, partial_text=partial_text)
+        said = self._server_says(getattr(exc, "body", None) or getattr(exc, "message", None))
+        if isinstance(exc, self.sdk_errors.invalid_response):
+            return BadResponse(
+                f"{host} sent a reply for model {model!r} that is not {self.api_name}.{said}", **kept
+            )
+        if isinstance(exc, self.sdk_errors.api):
+            # e.g. an `error` event in the middle of a stream
+            return BackendError(f"{host} reported an error for model {model!r}.{said}", **kept)
+        detail = f": {self._scrub(str(exc))}" if self.quote_server_text else "."
+        return BackendError(f"Request to {host} for model {model!r} failed{detail}", **kept)
+
+    def _transport_error(
+        self, exc: Exception, model: str, partial_text: str, *, mid_stream: bool
+    ) -> BackendError:
+        """No answer: the server could not be reached, took too long, or the connection broke."""
+        host = self.host
+        kept: dict[str, Any] = {"partial_text": partial_text}
+        if not self.quote_server_text and not mid_stream:
+            # Refused, timed out, not HTTP, TLS: one text, so errors do not map a network.
+            return ConnectionFailed(
+                f"Could not reach the server at {host} for model {model!r}. Check the base URL "
+                f"{self.base_url}.",
+                **kept,
+            ).coded("unreachable", host=host, model=model, base_url=self.base_url)
+        if isinstance(exc, self.sdk_errors.timeout):
+            if mid_stream:
+                return RequestTimedOut(
+                    f"{host} stopped sending the reply of model {model!r} for over {self.timeout:g} s; "
+                    "the text received so far is kept. Try again.",
+                    **kept,
+                ).coded("stalled", host=host, model=model, seconds=self.timeout)
+            return RequestTimedOut(
+                f"{host} did not answer within {self.timeout:g} s (model {model!r}). Try again; "
+                "a slow or busy server may need a longer timeout.",
+                **kept,
+            ).coded("timed_out", host=host, model=model, seconds=self.timeout)
+        if mid_stream:
+            return StreamInterrupted(
+                f"The connection to {host} broke while model {model!r} was replying; the "
+                f"{len(partial_text)} characters received are kept. Try again.",
+                **kept,
+            ).coded("stream_broken", host=host, model=model, chars=len(partial_text))
+        cause = self._cause(exc)
+        return ConnectionFailed(
+            f"Could not connect to {host}{cause} — is the server running? "
+            f"Check the base URL {self.base_url}.",
+            **kept,
+        ).coded("connection_failed", host=host, cause=cause, base_url=self.base_url)
+
+    def cut_error(
+        self,
+        reason: Literal["size", "time"],
+        model: str,
+        partial_text: str,
+        *,
+        detail: str = "",
+        reply_cap: int | None = None,
+        mid_stream: bool = True,
+    ) -> BackendError:
+        """The error for a reply whose reading stopped at a bound (`partial_text` is kept)."""
+        host = self.host
+        if not mid_stream:
+            return BadResponse(
+                f"{host} sent {detail or 'too much'} for model {model!r}; reading stopped.",
+                partial_text=partial_text,
+            )
+        kept = f"reading stopped and the {len(partial_text):,} characters received are kept"
+        chars = len(partial_text)
+        if reason == "time":
+            return ReplyTimeLimit(
+                f"The reply of model {model!r} from {host} was still going after "
+                f"{self.reply_time_limit_s:g} s, the time limit for one reply (REPLY_TIME_LIMIT_S); "
+                f"{kept}.",
+                partial_text=partial_text,
+            ).coded("reply_time_limit", model=model, host=host, seconds=self.reply_time_limit_s, chars=chars)
+        if detail:
+            return ReplyTooLong(
+                f"The reply of model {model!r} from {host} sent {detail}; {kept}.", partial_text=partial_text
+            )
+        limit = reply_size_limit(reply_cap)
+        cap = f"a reply cap of {reply_cap:,} tokens" if reply_cap is not None else "no reply cap"
+        what = (
+            f"passed {limit:,} bytes, the most a reply with {cap} may hold "
+            f"({REPLY_BYTES_PER_TOKEN} bytes a token plus {REPLY_BYTES_MARGIN // 1024} KiB)"
+        )
+        return ReplyTooLong(
+            f"The reply of model {model!r} from {host} {what}; {kept}.", partial_text=partial_text
+        ).coded("reply_too_long", model=model, host=host, limit=limit, chars=chars)
+
+    def status_error(self, answer: ServerAnswer, model: str, *, partial_text: str = "") -> BackendError:
+        """The typed error for an HTTP status that is not a reply, with the data it carries."""
+        host, status = self.host, answer.status
+        server_said = self._server_message(answer.body)
+        said = f" Server says: {server_said}." if server_said else ""
+        request_id = answer.request_id if self.quote_server_text else None
+        kept: dict[str, Any] = {"partial_text": partial_text, "status_code": status, "request_id": request_id}
+        if 300 <= status < 400:
+            location = answer.headers.get("location", "")
+            to = f" to {self._scrub(location[:200])!r}" if self.quote_server_text and location else ""
+            return BackendError(
+                f"{host} answered model {model!r} with a redirect (HTTP {status}){to}; redirects are "
+                "not followed. Use the address it redirects to as the base URL.",
+                **kept,
+            )
+        fields = {
+            "host": host,
+            "model": model,
+            "status": status,
+            "base_url": self.base_url,
+            "server_said": server_said,
+        }
+        if status == 401:
+            return AuthenticationFailed(
+                f"{host} rejected the API key (HTTP 401) for model {model!r}.{said} "
+                "Check the key (or OPENAI_API_KEY).",
+                **kept,
+            ).coded("auth_failed", **fields)
+        if status == 403:
+            return PermissionDenied(
+                f"{host} does not let this API key use model {model!r} (HTTP 403).{said} "
+                "Choose a model the key may use, or a key with access to it.",
+                **kept,
+            ).coded("permission_denied", **fields)
+        if status == 404:
+            return ModelNotFound(
+                f"{host} does not know model {model!r} (HTTP 404).{said} Check the model name; "
+                f"the base URL {self.base_url} may also be wrong.",
+                **kept,
+            ).coded("model_not_found", **fields)
+        if status in (400, 413, 422):
+            return BadRequest(
+                f"{host} refused the request for model {model!r} (HTTP {status}).{said} "
+                "An option may not be supported by this server or model.",
+                **kept,
+            ).coded("bad_request", **fields)
+        retry_after = parse_retry_after(answer.headers)
+        if status == 429:
+            seconds = math.ceil(retry_after) if retry_after is not None else 0
+            no_quota = answer.error_code == "insufficient_quota"
+            if no_quota:
+                when, code = "No quota is left: check the account's plan and billing.", "no_quota"
+            elif retry_after is not None and seconds > 0:
+                when, code = (
+                    f"Try again in {seconds} second{'s' if seconds != 1 else ''}.",
+                    "rate_limited_wait",
+                )
+            elif retry_after is not None:
+                when, code = "Try again now.", "rate_limited_now"
+            else:
+                when, code = "Wait a little and try again.", "rate_limited"
+            return RateLimited(
+                f"{host} is rate-limiting requests for model {model!r} (HTTP 429).{said} {when}",
+                retry_after=retry_after,
+                retryable=not no_quota,
+                **kept,
+            ).coded(code, seconds=seconds, **fields)
+        if status == 529:
+            return Overloaded(
+                f"{host} is overloaded (HTTP 529) and could not serve model {model!r}.{said} "
+                "Try again in a little while.",
+                retry_after=retry_after,
+                **kept,
+            ).coded("overloaded", **fields)
+        if status >= 500:
+            return ServerError(
+                f"{host} failed with HTTP {status} for model {model!r}.{said} "
+                "The problem is on the server's side; try again later.",
+                **kept,
+            ).coded("server_error", **fields)
+        return BackendError(f"{host} answered HTTP {status} for model {model!r}.{said}", **kept).coded(
+            "http_status", **fields
+        )
+
+    def _scrub(self, text: str) -> str:
+        return scrub_secrets(text, self._api_key)
+
+    def _server_says(self, body: object) -> str:
+        """' Server says: …' with the server's own (scrubbed) message, or '' when it gave none
+        (or when this backend does not quote its server)."""
+        text = self._server_message(body)
+        return f" Server says: {text}." if text else ""
+
+    def _server_message(self, body: object) -> str:
+        """The server's own message in an error body or event (`{"message"}`, or Anthropic's
+        `{"error": {"message"}}`), scrubbed and shortened; '' when there is none or it may not
+        be quoted. An HTML page is not quoted."""
+        if not self.quote_server_text:
+            return ""
+        if isinstance(body, Mapping) and isinstance(body.get("error"), Mapping):
+            body = body["error"]
+        message = body.get("message") if isinstance(body, Mapping) else body
+        if not isinstance(message, str) or not message.strip() or message.lstrip().startswith("<"):
+            return ""
+        text = " ".join(self._scrub(message).split())
+        if len(text) > _SERVER_MESSAGE_CHARS:
+            text = text[: _SERVER_MESSAGE_CHARS - 1] + "…"
+        return text.rstrip(". ")
+
+    def _cause(self, exc: BaseException) -> str:
+        cause = exc.__cause__
+        return f" ({self._scrub(str(cause))})" if cause is not None and str(cause) else ""
+
+
+class BoundedReplyStream(ReplyStream):
+    """One reply of an `HttpChatBackend`, read within its bounds: reading stops (raising
+    `ReplyTooLong` / `ReplyTimeLimit` with the text so far, and setting `cut_reason`) once the
+    text passes `size_limit` bytes (by default the reply cap's) or the clock passes `deadline`."""
+
+    def __init__(
+        self,
+        backend: HttpChatBackend,
+        model: str,
+        *,
+        reply_cap: int | None = None,
+        deadline: float | None = None,
+        size_limit: int | None = None,
+    ) -> None:
+        super().__init__()
+        self._backend = backend
+        self._model = model
+        self._reply_cap = reply_cap
+        self._deadline = deadline
+        self._size_limit = size_limit if size_limit is not None else reply_size_limit(reply_cap)
+        self._size = 0
+
+    def _within_size(self, text: str) -> Iterator[str]:
+        """`text`, or as much of it as fits the size limit and then the cut."""
+        encoded = text.encode("utf-8", "surrogatepass")
+        if self._size + len(encoded) > self._size_limit:
+            if head := encoded[: self._size_limit - self._size].decode("utf-8", "ignore"):
+                yield head
+            raise self._cut("size")
+        self._size += len(encoded)
+        yield text
+
+    def _check_time(self) -> None:
+        if self._deadline is not None and self._backend._clock() > self._deadline:
+            raise self._cut("time")
+
+    def _cut(self, reason: Literal["size", "time"], detail: str = "") -> BackendError:
+        self.cut_reason = reason
+        return self._backend.cut_error(
+            reason, self._model, self.text, detail=detail, reply_cap=self._reply_cap
+        )
+
+    def _failed(self, exc: Exception) -> BackendError:
+        """The error for an SDK error while reading (the text so far kept)."""
+        if isinstance(exc, ResponseCut):
+            return self._cut(exc.reason, exc.detail if exc.reason == "size" else "")
+        return self._backend.error_for(exc, self._model, partial_text=self.text, mid_stream=True)
+
+    def _not_the_api(self, exc: Exception, advice: str = "") -> BadResponse:
+        """The error for a chunk or event that does not follow the API (the text so far kept)."""
+        backend = self._backend
+        return BadResponse(
+            f"{backend.host} sent a reply chunk for model {self._model!r} that is not "
+            f"{backend.api_name} ({type(exc).__name__}); the text received so far is kept.{advice}",
+            partial_text=self.text,
+        )
+
+    def _unfinished(self) -> StreamInterrupted:
+        return StreamInterrupted(
+            f"The reply of model {self._model!r} from {self._backend.host} ended before the server "
+            f"said it was finished; the {len(self.text)} characters received are kept. Try again.",
+            partial_text=self.text,
+        )
+
+    def _take_usage(self, usage: Callable[[], Usage]) -> None:
+        """Keep the usage `usage()` makes of the server's report; leave it out when not plausible."""
+        try:
+            self.usage = usage()
+        except (ValidationError, ValueError, AttributeError, TypeError):
+            self.usage = None
+            self.usage_note = (
+                f"{self._backend.host} reported token usage that is not plausible; it is left out "
+                "and the local counts stand in for it."
+            )
+
+
+# --- The OpenAI-compatible backend -----------------------------------------------------------
 
 
 class _HttpClient(openai.DefaultHttpxClient):
@@ -341,7 +792,7 @@ class _HttpClient(openai.DefaultHttpxClient):
                 self.close()
 
 
-class OpenAIBackend:
+class OpenAIBackend(HttpChatBackend):
     """Streams replies from OpenAI or any server that speaks its Chat Completions API
     (Ollama, vLLM, LM Studio, llama.cpp, ...), through the official `openai` SDK.
 
@@ -360,16 +811,9 @@ class OpenAIBackend:
     then stops sending it, and such servers' replies have no usage (`usage` stays None).
 
     Every failure raises a `core.errors.BackendError` subclass whose message names the server
-    and model and never contains the API key.
-
-    Bounds and safety, for every client:
-
-    - redirects are never followed (a 3xx is an error saying so);
-    - a reply is cut (`ReplyTooLong`, `ReplyTimeLimit`; the text so far kept) past
-      `reply_size_limit(cap)` bytes of text, past `reply_time_limit_s` seconds in all (None: no
-      limit), or at a single event over `MAX_EVENT_BYTES`; any other body is read to 1 MiB at most;
-    - a server's usage report that is not plausible is left out (`usage_note` says so), never
-      turning a good reply into a failed one.
+    and model and never contains the API key. Bounds and errors are `HttpChatBackend`'s; a
+    server's usage report that is not plausible is left out (`usage_note` says so), never
+    turning a good reply into a failed one.
 
     For a base URL a visitor typed:
 
@@ -385,7 +829,9 @@ class OpenAIBackend:
       ("could not reach the server"), whether the port was closed, filtered or not HTTP.
     """
 
-    capabilities = Capabilities(server_usage=True, counting="server", cached_tokens=True, thread_safe=True)
+    sdk_errors = SdkErrors.of(openai, OpenAIResponseCut)
+    api_name = "OpenAI-compatible"
+    _client: openai.OpenAI
 
     def __init__(
         self,
@@ -403,23 +849,22 @@ class OpenAIBackend:
         network_backend: httpcore2.NetworkBackend | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        super().__init__(
+            api_key=api_key,
+            timeout=timeout,
+            quote_server_text=quote_server_text,
+            reply_time_limit_s=reply_time_limit_s,
+            clock=clock,
+        )
         isolated = isolated or public_addresses_only
         if isolated and (api_key is None or base_url is None):
             raise BackendError("A client for a typed base URL needs its key and URL given explicitly.")
-        hooks: dict[str, list[Callable[[Any], None]]] = {
-            "request": [_only_sdk_headers(f"Bearer {api_key}")] if isolated else [],
-            "response": [
-                _bound_responses(
-                    time_limit_s=reply_time_limit_s, untrusted=public_addresses_only, clock=clock
-                )
-            ],
-        }
         http_client = _HttpClient(
-            transport=PublicOnlyTransport(network_backend=network_backend) if public_addresses_only else None,
-            trust_env=not public_addresses_only,
-            follow_redirects=False,
-            headers={"Accept-Encoding": "identity"},
-            event_hooks=hooks,
+            **self._http_client_options(
+                public_addresses_only=public_addresses_only,
+                network_backend=network_backend,
+                request_hooks=[_only_sdk_headers(f"Bearer {api_key}")] if isolated else [],
+            )
         )
         # Explicit empty values, so the SDK does not read them from the environment.
         from_environment = "" if isolated else None
@@ -452,34 +897,15 @@ class OpenAIBackend:
             self._client.admin_api_key = None
             self._client.webhook_secret = None
             self._client._custom_headers = {}
-        self.timeout = float(timeout)
+        self._api_key = self._client.api_key  # the SDK's, when it came from OPENAI_API_KEY
         self.max_retries = max_retries
         self.isolated = isolated
         self.public_addresses_only = public_addresses_only
-        self.quote_server_text = quote_server_text
-        self.reply_time_limit_s = reply_time_limit_s
-        self._clock = clock
         self._send_stream_options = True
-        self._tokenize_client: TokenizeClient | None = None
 
-    def tokenize_client(self) -> TokenizeClient:
+    def _make_tokenize_client(self) -> TokenizeClient:
         """The tokenize endpoints of this server (vLLM, llama.cpp), on this backend's HTTP client."""
-        if self._tokenize_client is None:
-            self._tokenize_client = TokenizeClient(self._client)
-        return self._tokenize_client
-
-    @property
-    def host(self) -> str:
-        """The server's host (and port when it is not the scheme's default)."""
-        url = self._client.base_url
-        host = f"[{url.host}]" if ":" in url.host else url.host
-        return f"{host}:{url.port}" if url.port else host
-
-    @property
-    def base_url(self) -> str:
-        """The base URL requests go to, without any user:password part."""
-        url = self._client.base_url
-        return f"{url.scheme}://{self.host}{url.path}".rstrip("/")
+        return TokenizeClient(self._client)
 
     def __repr__(self) -> str:
         return (
@@ -524,14 +950,12 @@ class OpenAIBackend:
         content_type = sdk_stream.response.headers.get("content-type", "")
         if content_type and "event-stream" not in content_type:
             raise self._not_a_stream(sdk_stream, request.model, content_type)
-        deadline = started + self.reply_time_limit_s if self.reply_time_limit_s else None
         return OpenAIReplyStream(
             self,
             request.model,
             sdk_stream,
-            size_limit=reply_size_limit(request.max_reply_tokens),
             reply_cap=request.max_reply_tokens,
-            deadline=deadline,
+            deadline=self.reply_deadline(started),
         )
 
     def _not_a_stream(
@@ -555,221 +979,14 @@ class OpenAIBackend:
             f"not an event stream: {self._scrub(snippet)!r}. {advice}"
         )
 
-    def error_for(
-        self, exc: openai.OpenAIError, model: str, *, partial_text: str = "", mid_stream: bool = False
-    ) -> BackendError:
-        """The `BackendError` for an SDK error, at `create()` or (`mid_stream`) while iterating."""
-        host = self.host
-        kept: dict[str, Any] = {"partial_text": partial_text}
-        said = self._server_says(exc)
-        if isinstance(exc, RefusedAddressError):
-            return AddressRefused(
-                f"{host} resolves to {exc.reason}. For a base URL typed here, this deployment "
-                "connects only to public addresses; nothing was sent.",
-                **kept,
-            ).coded("address_refused", host=host, reason=exc.reason)
-        if isinstance(exc, ResponseCut):
-            return self.cut_error(exc.reason, model, partial_text, detail=exc.detail, mid_stream=mid_stream)
-        if not self.quote_server_text and not mid_stream and isinstance(exc, openai.APIConnectionError):
-            # Refused, timed out, not HTTP, TLS: one text, so errors do not map a network.
-            return ConnectionFailed(
-                f"Could not reach the server at {host} for model {model!r}. Check the base URL "
-                f"{self.base_url}.",
-                **kept,
-            ).coded("unreachable", host=host, model=model, base_url=self.base_url)
-        if isinstance(exc, openai.APITimeoutError):
-            if mid_stream:
-                return RequestTimedOut(
-                    f"{host} stopped sending the reply of model {model!r} for over {self.timeout:g} s; "
-                    "the text received so far is kept. Try again.",
-                    **kept,
-                ).coded("stalled", host=host, model=model, seconds=self.timeout)
-            return RequestTimedOut(
-                f"{host} did not answer within {self.timeout:g} s (model {model!r}). Try again; "
-                "a slow or busy server may need a longer timeout.",
-                **kept,
-            ).coded("timed_out", host=host, model=model, seconds=self.timeout)
-        if isinstance(exc, openai.APIConnectionError):
-            if mid_stream:
-                return StreamInterrupted(
-                    f"The connection to {host} broke while model {model!r} was replying; the "
-                    f"{len(partial_text)} characters received are kept. Try again.",
-                    **kept,
-                ).coded("stream_broken", host=host, model=model, chars=len(partial_text))
-            return ConnectionFailed(
-                f"Could not connect to {host}{self._cause(exc)} — is the server running? "
-                f"Check the base URL {self.base_url}.",
-                **kept,
-            ).coded("connection_failed", host=host, cause=self._cause(exc), base_url=self.base_url)
-        if isinstance(exc, openai.APIStatusError):
-            return self._status_error(exc, model, said, kept)
-        if isinstance(exc, openai.APIResponseValidationError):
-            return BadResponse(
-                f"{host} sent a reply for model {model!r} that is not OpenAI-compatible.{said}", **kept
-            )
-        if isinstance(exc, openai.APIError):
-            # e.g. an `error` event in the middle of a stream
-            return BackendError(f"{host} reported an error for model {model!r}.{said}", **kept)
-        detail = f": {self._scrub(str(exc))}" if self.quote_server_text else "."
-        return BackendError(f"Request to {host} for model {model!r} failed{detail}", **kept)
-
-    def cut_error(
-        self,
-        reason: Literal["size", "time"],
-        model: str,
-        partial_text: str,
-        *,
-        detail: str = "",
-        reply_cap: int | None = None,
-        mid_stream: bool = True,
-    ) -> BackendError:
-        """The error for a reply whose reading stopped at a bound (`partial_text` is kept)."""
-        host = self.host
-        if not mid_stream:
-            return BadResponse(
-                f"{host} sent {detail or 'too much'} for model {model!r}; reading stopped.",
-                partial_text=partial_text,
-            )
-        kept = f"reading stopped and the {len(partial_text):,} characters received are kept"
-        chars = len(partial_text)
-        if reason == "time":
-            return ReplyTimeLimit(
-                f"The reply of model {model!r} from {host} was still going after "
-                f"{self.reply_time_limit_s:g} s, the time limit for one reply (REPLY_TIME_LIMIT_S); "
-                f"{kept}.",
-                partial_text=partial_text,
-            ).coded("reply_time_limit", model=model, host=host, seconds=self.reply_time_limit_s, chars=chars)
-        if detail:
-            what = f"sent {detail}"
-        else:
-            limit = reply_size_limit(reply_cap)
-            cap = f"a reply cap of {reply_cap:,} tokens" if reply_cap is not None else "no reply cap"
-            what = (
-                f"passed {limit:,} bytes, the most a reply with {cap} may hold "
-                f"({REPLY_BYTES_PER_TOKEN} bytes a token plus {REPLY_BYTES_MARGIN // 1024} KiB)"
-            )
-            return ReplyTooLong(
-                f"The reply of model {model!r} from {host} {what}; {kept}.", partial_text=partial_text
-            ).coded("reply_too_long", model=model, host=host, limit=limit, chars=chars)
-        return ReplyTooLong(
-            f"The reply of model {model!r} from {host} {what}; {kept}.", partial_text=partial_text
-        )
-
-    def _status_error(
-        self, exc: openai.APIStatusError, model: str, said: str, kept: dict[str, Any]
-    ) -> BackendError:
-        host, status = self.host, exc.status_code
-        request_id = exc.request_id if self.quote_server_text else None
-        kept = {**kept, "status_code": status, "request_id": request_id}
-        if 300 <= status < 400:
-            location = exc.response.headers.get("location", "")
-            to = f" to {self._scrub(location[:200])!r}" if self.quote_server_text and location else ""
-            return BackendError(
-                f"{host} answered model {model!r} with a redirect (HTTP {status}){to}; redirects are "
-                "not followed. Use the address it redirects to as the base URL.",
-                **kept,
-            )
-        fields = {
-            "host": host,
-            "model": model,
-            "status": status,
-            "base_url": self.base_url,
-            "server_said": self._server_message(exc),
-        }
-        if status == 401:
-            return AuthenticationFailed(
-                f"{host} rejected the API key (HTTP 401) for model {model!r}.{said} "
-                "Check the key (or OPENAI_API_KEY).",
-                **kept,
-            ).coded("auth_failed", **fields)
-        if status == 403:
-            return PermissionDenied(
-                f"{host} does not let this API key use model {model!r} (HTTP 403).{said} "
-                "Choose a model the key may use, or a key with access to it.",
-                **kept,
-            ).coded("permission_denied", **fields)
-        if status == 404:
-            return ModelNotFound(
-                f"{host} does not know model {model!r} (HTTP 404).{said} Check the model name; "
-                f"the base URL {self.base_url} may also be wrong.",
-                **kept,
-            ).coded("model_not_found", **fields)
-        if status in (400, 422):
-            return BadRequest(
-                f"{host} refused the request for model {model!r} (HTTP {status}).{said} "
-                "An option may not be supported by this server or model.",
-                **kept,
-            ).coded("bad_request", **fields)
-        if status == 429:
-            retry_after = parse_retry_after(exc.response.headers)
-            seconds = math.ceil(retry_after) if retry_after is not None else 0
-            if exc.code == "insufficient_quota":
-                when, code = "No quota is left: check the account's plan and billing.", "no_quota"
-            elif retry_after is not None and seconds > 0:
-                when, code = (
-                    f"Try again in {seconds} second{'s' if seconds != 1 else ''}.",
-                    "rate_limited_wait",
-                )
-            elif retry_after is not None:
-                when, code = "Try again now.", "rate_limited_now"
-            else:
-                when, code = "Wait a little and try again.", "rate_limited"
-            return RateLimited(
-                f"{host} is rate-limiting requests for model {model!r} (HTTP 429).{said} {when}",
-                retry_after=retry_after,
-                retryable=exc.code != "insufficient_quota",
-                **kept,
-            ).coded(code, seconds=seconds, **fields)
-        if status >= 500:
-            return ServerError(
-                f"{host} failed with HTTP {status} for model {model!r}.{said} "
-                "The problem is on the server's side; try again later.",
-                **kept,
-            ).coded("server_error", **fields)
-        return BackendError(f"{host} answered HTTP {status} for model {model!r}.{said}", **kept).coded(
-            "http_status", **fields
-        )
-
-    def _scrub(self, text: str) -> str:
-        return scrub_secrets(text, self._client.api_key)
-
-    def _server_says(self, exc: openai.OpenAIError) -> str:
-        """' Server says: …' with the server's own (scrubbed) message, or '' when it gave none
-        (or when this backend does not quote its server)."""
-        text = self._server_message(exc)
-        return f" Server says: {text}." if text else ""
-
-    def _server_message(self, exc: openai.OpenAIError) -> str:
-        """The server's own (scrubbed, shortened) message, or '' (see `_server_says`)."""
-        if not self.quote_server_text:
-            return ""
-        message: object = None
-        if isinstance(exc, openai.APIStatusError):
-            body = exc.body
-            if isinstance(body, Mapping):
-                message = body.get("message")
-            elif isinstance(body, str) and not body.lstrip().startswith("<"):  # skip HTML pages
-                message = body
-        elif isinstance(exc, openai.APIError):
-            message = exc.message
-        if not isinstance(message, str) or not message.strip():
-            return ""
-        text = " ".join(self._scrub(message).split())
-        if len(text) > _SERVER_MESSAGE_CHARS:
-            text = text[: _SERVER_MESSAGE_CHARS - 1] + "…"
-        return text.rstrip(". ")
-
-    def _cause(self, exc: BaseException) -> str:
-        cause = exc.__cause__
-        return f" ({self._scrub(str(cause))})" if cause is not None and str(cause) else ""
+    def _answer(self, exc: Exception) -> ServerAnswer | None:
+        if not isinstance(exc, openai.APIStatusError):
+            return None
+        return ServerAnswer(exc.status_code, exc.response.headers, exc.body, exc.request_id, exc.code)
 
 
-class OpenAIReplyStream(ReplyStream):
-    """One streamed reply from an `OpenAIBackend`; see `ReplyStream`.
-
-    Reading stops (raising `ReplyTooLong` / `ReplyTimeLimit` with the text so far, and setting
-    `cut_reason`) once the text passes `size_limit` bytes or the clock passes `deadline`.
-    """
+class OpenAIReplyStream(BoundedReplyStream):
+    """One streamed reply from an `OpenAIBackend`; see `BoundedReplyStream`."""
 
     def __init__(
         self,
@@ -781,45 +998,25 @@ class OpenAIReplyStream(ReplyStream):
         reply_cap: int | None = None,
         deadline: float | None = None,
     ) -> None:
-        super().__init__()
-        self._backend = backend
-        self._model = model
+        super().__init__(backend, model, reply_cap=reply_cap, deadline=deadline, size_limit=size_limit)
         self._sdk_stream = sdk_stream
-        self._size_limit = size_limit if size_limit is not None else reply_size_limit(reply_cap)
-        self._reply_cap = reply_cap
-        self._deadline = deadline
 
     def close(self) -> None:
         self._sdk_stream.close()
 
-    def _take_usage(self, usage: Any) -> None:
-        try:
-            self.usage = Usage(
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                cached_prompt_tokens=cached_tokens_reported(usage),
-            )
-        except (ValidationError, AttributeError, TypeError):
-            self.usage = None
-            self.usage_note = (
-                f"{self._backend.host} reported token usage that is not plausible; it is left out "
-                "and the local counts stand in for it."
-            )
-
-    def _cut(self, reason: Literal["size", "time"], detail: str = "") -> BackendError:
-        self.cut_reason = reason
-        return self._backend.cut_error(
-            reason, self._model, self.text, detail=detail, reply_cap=self._reply_cap
-        )
-
     def _chunks(self) -> Iterator[str]:
-        backend, model = self._backend, self._model
-        clock, deadline = backend._clock, self._deadline
-        size = 0
         try:
             for chunk in self._sdk_stream:
-                if chunk.usage is not None:  # the final chunk (some servers send it on every chunk)
-                    self._take_usage(chunk.usage)
+                if (
+                    usage := chunk.usage
+                ) is not None:  # the final chunk (some servers send it on every chunk)
+                    self._take_usage(
+                        lambda: Usage(
+                            prompt_tokens=usage.prompt_tokens,
+                            completion_tokens=usage.completion_tokens,
+                            cached_prompt_tokens=cached_tokens_reported(usage),
+                        )
+                    )
                 for choice in chunk.choices:
                     if choice.index != 0:
                         continue
@@ -828,42 +1025,23 @@ class OpenAIReplyStream(ReplyStream):
                     if choice.finish_reason:
                         # As the server said it, but bounded: it is recorded with the turn.
                         self.finish_reason = str(choice.finish_reason)[:_FINISH_REASON_CHARS]
-                    if not text:
-                        continue
-                    encoded = len(text.encode("utf-8", "surrogatepass"))
-                    if size + encoded > self._size_limit:
-                        room = self._size_limit - size
-                        if head := text.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore"):
-                            yield head
-                        raise self._cut("size")
-                    size += encoded
-                    yield text
-                if deadline is not None and clock() > deadline:
-                    raise self._cut("time")
+                    if text:
+                        yield from self._within_size(text)
+                self._check_time()
         except openai.APIConnectionError as exc:
             if self.finish_reason is not None and not isinstance(exc, openai.APITimeoutError):
                 return  # the reply was complete; only the usage chunk was lost
-            raise backend.error_for(exc, model, partial_text=self.text, mid_stream=True) from None
-        except ResponseCut as exc:
-            raise self._cut(exc.reason, exc.detail if exc.reason == "size" else "") from None
+            raise self._failed(exc) from None
         except openai.OpenAIError as exc:
-            raise backend.error_for(exc, model, partial_text=self.text, mid_stream=True) from None
+            raise self._failed(exc) from None
         except (ValueError, TypeError, AttributeError) as exc:
             # json.JSONDecodeError for a `data:` line that is not JSON, or a chunk of the wrong shape
-            raise BadResponse(
-                f"{backend.host} sent a reply chunk for model {model!r} that is not OpenAI-compatible "
-                f"({type(exc).__name__}); the text received so far is kept. Check that the base URL "
-                f"{backend.base_url} points at an OpenAI-compatible API.",
-                partial_text=self.text,
-            ) from None
+            advice = f" Check that the base URL {self._backend.base_url} points at an OpenAI-compatible API."
+            raise self._not_the_api(exc, advice) from None
         finally:
             self._sdk_stream.close()
         if self.finish_reason is None:
-            raise StreamInterrupted(
-                f"The reply of model {model!r} from {backend.host} ended before the server said it "
-                f"was finished; the {len(self.text)} characters received are kept. Try again.",
-                partial_text=self.text,
-            )
+            raise self._unfinished()
 
 
 # --- the provider ----------------------------------------------------------------------------

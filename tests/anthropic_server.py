@@ -19,7 +19,9 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import sys
 import threading
+import time
 from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -77,11 +79,13 @@ class AnthropicServer:
         self.requests: list[RecordedRequest] = []
         self.api_key: str | None = None
         self.min_cache_tokens = 1024
+        #: Seconds to wait before each text delta (a slow model).
+        self.chunk_delay = 0.0
         self._cache: set[tuple[int, ...]] = set()
         self._faults: deque[AnthropicFault] = deque()
         self._lock = threading.Lock()
         self._ids = itertools.count(1)
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._httpd = _HTTPServer(("127.0.0.1", 0), _handler(self))
         self._httpd.daemon_threads = True
         self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.02,), daemon=True)
 
@@ -153,6 +157,13 @@ class AnthropicServer:
             "cache_read_input_tokens": read,
             "cache_creation_input_tokens": written,
         }
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client hanging up mid-reply (stop, a time limit) is expected, not an error.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 def _handler(server: AnthropicServer) -> type[BaseHTTPRequestHandler]:
@@ -252,6 +263,8 @@ def _handler(server: AnthropicServer) -> type[BaseHTTPRequestHandler]:
                     event("error", {"error": {"type": kind, "message": fault.message}})
                     self.wfile.write(b"0\r\n\r\n")
                     return
+                if server.chunk_delay:
+                    time.sleep(server.chunk_delay)
                 event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
             event("content_block_stop", {"index": 0})
             event(

@@ -914,6 +914,9 @@ def page_texts(at: AppTest) -> list[str]:
     texts += [str(element.value) for element in at.get("title")]
     texts += [button.label for button in at.button]
     texts += [str(expander.label) for expander in at.expander]
+    # st.table renders every cell (and header) as Markdown.
+    for table in at.table:
+        texts += [str(cell) for cell in [*table.value.columns, *table.value.to_numpy().ravel()]]
     return texts
 
 
@@ -940,6 +943,8 @@ def test_no_text_the_page_draws_loads_an_image(start_app: StartApp, tmp_path: Pa
     assert any("Trick" in text for text in shown) and any("starter.png" in text for text in shown)
     send(at, "Ask " + trick.replace("\\n", "\n"))
     shown += page_texts(at)
+    # The next call's table quotes the message whole (so its cells are checked too).
+    assert any("p.png" in str(cell) for table in at.table for cell in table.value.to_numpy().ravel())
     at.session_state.view = "personas"
     at.run()
     shown += page_texts(at)

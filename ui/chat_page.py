@@ -26,6 +26,7 @@ from core.stats import dashboard_figures
 from core.tokens import METHOD_CALIBRATED, METHOD_SERVER, METHOD_TIKTOKEN
 from ui import compare_view
 from ui.cache_metrics import cache_metrics
+from ui.charts import vega_chart
 from ui.frame import CONVERSATION_PARAM, Frame, html_lang, model_table
 from ui.state import (
     Action,
@@ -623,7 +624,7 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
     if drawing.usage is None:
         st.caption(tr("dashboard.usage.empty"))
     else:
-        st.vega_lite_chart(spec=drawing.usage, width="stretch", height=330)
+        vega_chart(drawing.usage, width="stretch", height=330)
     if offline:
         st.caption(tr("dashboard.usage.offline"))
     if figures.server_cut is not None:
@@ -636,7 +637,7 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
 
     st.markdown(f"**{tr('dashboard.gauge.header')}**")
     # As tall as the bar and its legend.
-    st.vega_lite_chart(spec=drawing.gauge, width="stretch", height="content")
+    vega_chart(drawing.gauge, width="stretch", height="content")
     parts = " · ".join(f"{tr(f'gauge.part.{part}')} {tokens:,}" for part, tokens in gauge.parts())
     st.caption(tr("dashboard.gauge.parts", parts=parts))
     in_context, drops = figures.in_context, figures.next_drops
@@ -650,52 +651,16 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
         st.caption(tr_plural("dashboard.context.fits", in_context))
     counting_status(session)
 
-    roles = {
-        "system": tr("dashboard.role.system"),
-        "user": tr("dashboard.role.user"),
-        "assistant": tr("dashboard.role.assistant"),
-        "(reply priming)": tr("dashboard.role.priming"),
-    }
-    states = {
-        "sent": tr("dashboard.next_call.sent"),
-        "sent, pinned": tr("dashboard.next_call.sent_pinned"),
-        "dropped": tr("dashboard.next_call.dropped"),
-    }
     with st.expander(tr("dashboard.next_call.header")):
         # A static table: every message's whole text, wrapped, the system prompt first.
-        st.table(
-            [
-                {
-                    tr("dashboard.next_call.role"): roles.get(row["role"], row["role"]),
-                    tr("dashboard.next_call.tokens"): row["tokens"],
-                    tr("dashboard.next_call.state"): states.get(row["next call"], row["next call"]),
-                    tr("dashboard.next_call.text"): row["text"],
-                }
-                for row in figures.context
-            ]
-        )
+        st.table(drawing.next_call, hide_index=True)
         st.caption(tr("dashboard.next_call.total", used=gauge.used))
 
     st.markdown(f"**{tr('dashboard.trims.header')}**")
     if not figures.trims:
         st.caption(tr("dashboard.trims.empty"))
     else:
-        # Each trim with the whole text of what it dropped, wrapped.
-        st.table(
-            [
-                {
-                    tr("dashboard.trims.turn"): event.turn,
-                    tr("dashboard.trims.dropped"): len(event.dropped),
-                    tr("dashboard.trims.before"): f"{event.tokens_before:,}",
-                    tr("dashboard.trims.after"): f"{event.tokens_after:,}",
-                    tr("dashboard.trims.text"): "\n\n".join(
-                        f"{roles.get(message.role, message.role)}: {message.content}"
-                        for message in map(conversation.message, event.dropped)
-                    ),
-                }
-                for event in conversation.trim_events
-            ]
-        )
+        st.table(drawing.trim_log, hide_index=True)  # each trim with the whole text it dropped
     with st.expander(tr("dashboard.turns.header")):
         st.dataframe(drawing.turns, hide_index=True)
 

@@ -617,6 +617,9 @@ CATALOG: dict[str, str] = {
         "{host} failed with HTTP {status} for model “{model}”. The problem is on the server's side; try "
         "again later."
     ),
+    "error.overloaded": (
+        "{host} is overloaded (HTTP 529) and could not serve model “{model}”. Try again in a little while."
+    ),
     "error.http_status": "{host} answered HTTP {status} for model “{model}”.",
     "error.reply_time_limit": (
         "The reply of model “{model}” from {host} was still going after {seconds:g} s, the time limit "

@@ -555,6 +555,7 @@ CATALOG: dict[str, str] = {
     "error.server_error": (
         "{host} 处理模型“{model}”的请求失败（HTTP {status}）。问题出在服务器端；请稍后再试。"
     ),
+    "error.overloaded": "{host} 过载（HTTP 529），无法处理模型“{model}”的请求。请稍后再试。",
     "error.http_status": "{host} 对模型“{model}”的请求返回了 HTTP {status}。",
     "error.reply_time_limit": (
         "模型“{model}”（{host}）的回复在 {seconds:g} 秒后仍未结束，已达到单条回复的时间上限；已停止读取，"
