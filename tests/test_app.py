@@ -9,6 +9,7 @@ from tests.apptest import (
     click,
     conversation,
     images_in,
+    new_conversation,
     open_key,
     page_text,
     select_persona,
@@ -98,7 +99,7 @@ def test_switching_personas_keeps_separate_conversations(app):
 def test_new_conversation_starts_over_and_keeps_budget(app):
     send(app, "hello")
     setting(app, "budget").set_value(2048).run()
-    click(app, "New conversation")
+    new_conversation(app)
     chat = conversation(app)
     assert len(chat.messages) == 1 and chat.context_budget == 2048
 
