@@ -12,6 +12,11 @@ exception on the page, a dropped connection), the server's CPU time per turn and
 memory. The visitors run in this process, on the same two cores: their CPU time is printed too.
 
 Run: python -m benchmarks.load [--visitors 10 25 50] [--duration 60] [--option NAME=VALUE ...]
+                                [--against NAME=VALUE ...]
+
+`--against` runs every crowd a second time with those options added, printed on the next line
+(e.g. `--against runner.postScriptGC=true`: Streamlit's default full collection after every run,
+which .streamlit/config.toml turns off).
 """
 
 from __future__ import annotations
@@ -245,7 +250,7 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))]
 
 
-def run_load(visitors: int, duration_s: float, options: list[str]) -> str:
+def run_load(visitors: int, duration_s: float, options: list[str], label: str) -> str:
     folder = tempfile.mkdtemp(prefix="dashboard-load-")
     try:
         with streamlit_server(folder, options) as server:
@@ -283,7 +288,7 @@ def run_load(visitors: int, duration_s: float, options: list[str]) -> str:
     cpu_per_turn = (busy.cpu_s - idle.cpu_s) / max(1, len(turns))
     ok = bool(answered) and not failures and percentile(answered, 0.95) <= TARGET_P95_S
     line = (
-        f"{visitors:>8} | {len(turns):>5} | {len(failures):>8} | "
+        f"{label:<28} | {visitors:>8} | {len(turns):>5} | {len(failures):>8} | "
         + (
             f"{percentile(answered, 0.5):>6.2f} | {percentile(answered, 0.95):>6.2f} | "
             f"{max(answered):>6.2f} | {percentile(settled, 0.95) if settled else float('nan'):>11.2f} | "
@@ -308,7 +313,14 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="a `streamlit run` option for the server, e.g. runner.postScriptGC=false",
+        help="a `streamlit run` option for the server, e.g. server.enableStaticServing=true",
+    )
+    parser.add_argument(
+        "--against",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="run each crowd again with these options added, e.g. runner.postScriptGC=true",
     )
     args = parser.parse_args(argv)
     print(
@@ -318,14 +330,19 @@ def main(argv: list[str] | None = None) -> None:
         + "\n"
     )
     header = (
-        f"{'visitors':>8} | {'turns':>5} | {'failures':>8} | {'p50 s':>6} | {'p95 s':>6} | {'max s':>6} | "
+        f"{'server options':<28} | {'visitors':>8} | {'turns':>5} | {'failures':>8} | "
+        f"{'p50 s':>6} | {'p95 s':>6} | {'max s':>6} | "
         f"{'settled p95':>10} | {'server ms':>9} | {'srv CPU':>7} | {'cli CPU':>7} | "
         f"{'RSS MiB 1 → N loaded → end (peak)':>31} | target"
     )
     print(header)
     print("-" * len(header))
+    variants = [(args.option, "as configured")]
+    if args.against:
+        variants.append(([*args.option, *args.against], " ".join(args.against)))
     for visitors in args.visitors:
-        print(run_load(visitors, args.duration, args.option), flush=True)
+        for options, label in variants:
+            print(run_load(visitors, args.duration, options, label), flush=True)
     print(
         "\np50/p95/max: send → the reply's last token; settled: send → the rerun after the reply has "
         f"drawn the page; server ms: server CPU per turn; target: p95 ≤ {TARGET_P95_S:.0f} s, no failure"

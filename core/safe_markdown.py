@@ -120,6 +120,8 @@ def safe_markdown(text: str) -> str:
 def without_server_paths(text: str) -> str:
     """`text` with each absolute file path cut to its last part (`/srv/app/data/dashboard.db` ->
     `dashboard.db`): errors name the file without telling anyone how the server is laid out."""
+    if "/" not in text:  # most texts; the pattern's scan is a cost on every label of every rerun
+        return text
     return _SERVER_PATH.sub(r"\1", text)
 
 

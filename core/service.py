@@ -231,9 +231,9 @@ class VisitorService:
 
     # --- conversations -----------------------------------------------------------------------
 
-    def session_for(self, persona: Persona) -> tuple[str, ChatSession, list[str]]:
-        """The conversation open for `persona`, on the current backend, within the limits; one
-        sentence per setting the limits changed."""
+    def session_for(self, persona: Persona) -> tuple[str, ChatSession, list[Notice]]:
+        """The conversation open for `persona`, on the current backend, within the limits; a
+        notice per setting the limits changed."""
         key, session = self.workspace.session_for(persona, self.backend)
         return key, session, self._within_limits(key, session)
 
@@ -353,10 +353,10 @@ class VisitorService:
 
     # --- settings, pins, summaries -----------------------------------------------------------
 
-    def change_settings(self, key: str, **changes: Any) -> tuple[ChatSettings, list[str]]:
+    def change_settings(self, key: str, **changes: Any) -> tuple[ChatSettings, list[Notice]]:
         """Change a conversation's settings (model, context_budget, max_reply_tokens,
         context_policy, ...) within the deployer's limits; saved when they changed. Returns the
-        settings in force and one sentence per limit that changed them."""
+        settings in force and a notice per limit that changed them."""
         session = self.workspace.sessions[key]
         before = session.settings
         try:
@@ -476,9 +476,9 @@ class VisitorService:
 
     # --- the deployer's policy ---------------------------------------------------------------
 
-    def _within_limits(self, key: str, session: ChatSession, *, save: bool = True) -> list[str]:
+    def _within_limits(self, key: str, session: ChatSession, *, save: bool = True) -> list[Notice]:
         """Bring a conversation's settings within the deployer's limits (saved when changed);
-        one sentence per change. Also installs the summarizer's admission check."""
+        a notice per change. Also installs the summarizer's admission check."""
         session.backend = self.backend
         session.admit_summary = self._admit_summary
         limits = self.limits

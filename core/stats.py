@@ -291,6 +291,8 @@ class DashboardFigures:
     next_call_tokens: int = 0
     #: The last turn's prompt as the server cut it without saying so (None: read whole).
     server_cut: SilentTruncation | None = None
+    #: Per trim (in `trims` order), the (role, whole text) of each message it dropped.
+    trim_dropped: tuple[tuple[tuple[str, str], ...], ...] = ()
 
 
 def record_version(conversation: Conversation, policy: ContextPolicy) -> tuple[object, ...]:
@@ -344,6 +346,10 @@ def dashboard_figures(
         next_drop_preview=conversation.message(drops[0]).preview(40) if drops else None,
         next_call_tokens=gauge.used - dropped + _next_message_tokens(conversation),
         server_cut=conversation.turns[-1].server_cut if conversation.turns else None,
+        trim_dropped=tuple(
+            tuple((message.role, message.content) for message in map(conversation.message, event.dropped))
+            for event in conversation.trim_events
+        ),
     )
     _figures[conversation] = (version, figures)
     return figures

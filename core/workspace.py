@@ -58,7 +58,9 @@ class Workspace:
         """Load a saved conversation (once per browser session) and make it its persona's current."""
         if conversation_id not in self.sessions:
             if self.store is None:
-                raise StoreUnavailable("Saved conversations cannot be read: the store is not open.", where="")
+                raise StoreUnavailable(
+                    "Saved conversations cannot be read: the store is not open.", where=""
+                ).coded("store_not_open")
             conversation, handle = self.store.load(self.owner, conversation_id)
             self.sessions[conversation_id] = ChatSession(conversation, backend)
             self.handles[conversation_id] = handle
@@ -174,7 +176,9 @@ class Workspace:
 
     def load_comparison(self, comparison_id: str, backend: ChatBackend) -> Comparison:
         if self.store is None:
-            raise StoreUnavailable("Saved comparisons cannot be read: the store is not open.", where="")
+            raise StoreUnavailable(
+                "Saved comparisons cannot be read: the store is not open.", where=""
+            ).coded("store_not_open")
         data = json.loads(self.store.load_comparison(self.owner, comparison_id))
         columns = data.get("columns", []) if isinstance(data, dict) else []
         return Comparison.from_dict(data, [backend] * len(columns))

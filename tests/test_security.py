@@ -632,7 +632,8 @@ def test_deployer_limits_are_read_and_enforced() -> None:
         2000,
         16000,
     )
-    assert len(notes) == 3 and "'o1-pro' is not available" in notes[0]
+    assert [note.code for note in notes] == ["limit_model", "limit_reply_cap", "limit_context_budget"]
+    assert notes[0].fields == {"model": "o1-pro", "used": "gpt-4o-mini"}
     fine = ChatSettings(model="gpt-4.1-mini", context_budget=8000, max_reply_tokens=500)
     assert limits.enforce(fine) == (fine, [])
 
@@ -913,6 +914,9 @@ def page_texts(at: AppTest) -> list[str]:
     texts += [str(element.value) for element in at.get("title")]
     texts += [button.label for button in at.button]
     texts += [str(expander.label) for expander in at.expander]
+    # st.table renders every cell (and header) as Markdown.
+    for table in at.table:
+        texts += [str(cell) for cell in [*table.value.columns, *table.value.to_numpy().ravel()]]
     return texts
 
 
@@ -939,6 +943,8 @@ def test_no_text_the_page_draws_loads_an_image(start_app: StartApp, tmp_path: Pa
     assert any("Trick" in text for text in shown) and any("starter.png" in text for text in shown)
     send(at, "Ask " + trick.replace("\\n", "\n"))
     shown += page_texts(at)
+    # The next call's table quotes the message whole (so its cells are checked too).
+    assert any("p.png" in str(cell) for table in at.table for cell in table.value.to_numpy().ravel())
     at.session_state.view = "personas"
     at.run()
     shown += page_texts(at)

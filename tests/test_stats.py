@@ -11,20 +11,22 @@ from altair.vegalite.v6.schema import load_schema
 from core.backends import Usage
 from core.charts import (
     GAUGE_COLORS,
+    LIGHT_THEME_CHART_TEXT,
     OKABE_ITO,
     SERIES,
-    TRIM_LOG_COLUMNS,
     TRIMS,
     USAGE_LEGENDS,
     dashboard_drawing,
     for_streamlit,
     gauge_spec,
+    in_theme,
     usage_spec,
 )
 from core.context import DropOldest, Summarize
 from core.conversation import Conversation
 from core.i18n import translator
 from core.model_info import load_model_table
+from core.safe_markdown import page_markdown
 from core.settings import ChatSettings
 from core.stats import (
     context_frame,
@@ -40,6 +42,7 @@ from core.stats import (
 )
 from core.summaries import offline_summary
 from core.tokens import count_prompt_tokens, tokenizer_for
+from tests.apptest import images_in
 
 EN = translator("en")
 
@@ -408,6 +411,32 @@ def test_gauge_chart_is_valid_vega_lite():
     assert free["encoding"]["color"]["legend"]["symbolFillColor"] == "transparent"
 
 
+def relative_luminance(colour: str) -> float:
+    channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
+    r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def test_chart_text_is_readable_on_the_light_theme():
+    """Axis, legend and title text 4.5:1 or more on white (WCAG AA) in the light theme (or a
+    browser that has not said its theme); the dark theme keeps Streamlit's, which passes
+    (tests/browser/test_accessibility.py measures both)."""
+    conversation = new_conversation("sys", "gpt-4o", 150)
+    chat(conversation, 3)
+    spec = usage_spec(turn_rows(conversation), trim_rows(conversation), EN)
+    for theme in ("light", None):
+        themed = in_theme(spec, theme)
+        assert_valid_vega_lite(themed)
+        config = themed["config"]
+        for part in ("axis", "legend"):
+            assert config[part]["labelColor"] == config[part]["titleColor"] == LIGHT_THEME_CHART_TEXT
+        assert config["title"]["color"] == LIGHT_THEME_CHART_TEXT
+        assert themed["layer"] == spec["layer"]
+    assert (1 + 0.05) / (relative_luminance(LIGHT_THEME_CHART_TEXT) + 0.05) >= 4.5
+    assert in_theme(spec, "dark") == spec
+    assert "config" not in spec
+
+
 def test_a_spec_vega_lite_rejects_fails_the_check():
     conversation = new_conversation("sys", "gpt-4o", 150)
     chat(conversation, 3)
@@ -440,11 +469,16 @@ def test_figures_and_drawing_are_built_once_per_version():
     assert dashboard_figures(conversation, POLICY, table) is figures
     assert dashboard_drawing(figures, EN) is drawing
     # Tables keep their columns when empty, and show what the frames show.
-    assert drawing.trims.num_rows == len(conversation.trim_events) == 0
-    assert drawing.trims.column_names == TRIM_LOG_COLUMNS
+    assert drawing.trim_log.num_rows == len(conversation.trim_events) == 0
+    assert drawing.trim_log.column_names == ["turn", "dropped", "before", "after", "what was dropped"]
     turns = turns_frame(conversation)
     assert drawing.turns.to_pandas().astype(turns.dtypes).equals(turns)
-    assert drawing.context.to_pandas().equals(context_frame(conversation, POLICY))
+    context = context_frame(conversation, POLICY)
+    shown = drawing.next_call.to_pandas()
+    assert list(shown.columns) == ["role", "tokens", "next call", "text"]
+    assert shown["tokens"].tolist() == context["tokens"].tolist()
+    assert shown["text"].tolist() == context["text"].tolist()
+    assert shown["role"].tolist()[-1] == "(reply priming)"
     # Each kind of change gives new figures that show it.
     changes = [
         lambda: conversation.add_user("one more question " + "about dumplings " * 5),
@@ -473,6 +507,27 @@ def test_figures_and_drawing_are_built_once_per_version():
     assert len(conversation.trim_events) == 1 and conversation.messages[-1].state == "replaced"
     assert len(conversation.summary_versions) == 2
     assert [row["turn"] for row in dashboard_figures(conversation, POLICY, table).mismatched] == [4]
+
+
+def test_the_shown_tables_are_in_the_page_language_and_load_no_image():
+    """`st.table` renders its cells as Markdown: a message that hides an image shows it as a link,
+    in the next call's table and in the trimming log (whole text, its role translated)."""
+    trick = "look ![a [b] c](http://h/p.png) and $5"
+    conversation = new_conversation("sys", "gpt-4o", 150)
+    conversation.add_user(trick)
+    conversation.add_assistant("noted " + "dumplings " * 20)
+    chat(conversation, 3)  # 150 tokens: the oldest exchange (the trick) is trimmed
+    figures = dashboard_figures(conversation, POLICY, load_model_table())
+    assert figures.trims and figures.trim_dropped[0][0] == ("user", trick)
+    drawing = dashboard_drawing(figures, translator("zh-CN"))
+    log = drawing.trim_log.to_pylist()
+    assert list(log[0]) == ["轮次", "丢弃", "裁剪前", "裁剪后", "丢弃的内容"]
+    dropped_text = list(log[0].values())[-1]
+    assert page_markdown(trick) in dropped_text and "用户" in dropped_text
+    assert images_in(dropped_text) == [] and images_in(trick) == ["http://h/p.png"]
+    shown = dashboard_drawing(figures, EN).next_call.to_pylist()
+    assert all(images_in(row["text"]) == [] for row in shown)
+    assert all(re.search(r"[\u4e00-\u9fff]", column) for column in drawing.next_call.column_names)
 
 
 def test_chart_titles_legends_and_tooltips_follow_the_page_language():

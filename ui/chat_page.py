@@ -17,6 +17,7 @@ from core.charts import dashboard_drawing
 from core.conversation import MAX_IMPORT_BYTES, Message, MessageState
 from core.errors import BackendError, DashboardError
 from core.i18n import current as session_translator
+from core.notices import Notice
 from core.personas import Persona, chat_avatar
 from core.service import StartedReply, VisitorService
 from core.session import ChatSession
@@ -25,6 +26,7 @@ from core.stats import dashboard_figures
 from core.tokens import METHOD_CALIBRATED, METHOD_SERVER, METHOD_TIKTOKEN
 from ui import compare_view
 from ui.cache_metrics import cache_metrics
+from ui.charts import vega_chart
 from ui.frame import CONVERSATION_PARAM, Frame, html_lang, model_table
 from ui.state import (
     Action,
@@ -36,7 +38,7 @@ from ui.state import (
     summary_key,
     title_key,
 )
-from ui.text import as_markdown, error_text, tr, tr_plural
+from ui.text import as_markdown, error_text, notice_text, tr, tr_plural
 
 CHAT_HEIGHT_PX = 560
 DASHBOARD_HEIGHT_PX = 640
@@ -202,13 +204,13 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
             )
 
 
-def settings_sidebar(service: VisitorService, persona: Persona, key: str, notes: list[str]) -> None:
+def settings_sidebar(service: VisitorService, persona: Persona, key: str, notes: list[Notice]) -> None:
     """The model, context budget, reply cap and policy of the open conversation, within the
     deployer's limits on the deployer's key."""
     settings = service.session(key).settings
     limits = service.limits
     for note in notes:
-        st.caption(tr("sidebar.limits.applied", note=note))
+        st.caption(tr("sidebar.limits.applied", note=notice_text(note)))
     if limits is not None and limits.allowed_models:
         models = list(limits.allowed_models)
         model = st.selectbox(
@@ -268,7 +270,7 @@ def settings_sidebar(service: VisitorService, persona: Persona, key: str, notes:
         context_policy=policy,
     )
     for note in more_notes:
-        st.caption(tr("sidebar.limits.applied", note=note))
+        st.caption(tr("sidebar.limits.applied", note=notice_text(note)))
 
 
 def import_conversation(frame: Frame) -> None:
@@ -622,7 +624,7 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
     if drawing.usage is None:
         st.caption(tr("dashboard.usage.empty"))
     else:
-        st.vega_lite_chart(spec=drawing.usage, width="stretch", height=330)
+        vega_chart(drawing.usage, width="stretch", height=330)
     if offline:
         st.caption(tr("dashboard.usage.offline"))
     if figures.server_cut is not None:
@@ -635,7 +637,7 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
 
     st.markdown(f"**{tr('dashboard.gauge.header')}**")
     # As tall as the bar and its legend.
-    st.vega_lite_chart(spec=drawing.gauge, width="stretch", height="content")
+    vega_chart(drawing.gauge, width="stretch", height="content")
     parts = " · ".join(f"{tr(f'gauge.part.{part}')} {tokens:,}" for part, tokens in gauge.parts())
     st.caption(tr("dashboard.gauge.parts", parts=parts))
     in_context, drops = figures.in_context, figures.next_drops
@@ -649,52 +651,16 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
         st.caption(tr_plural("dashboard.context.fits", in_context))
     counting_status(session)
 
-    roles = {
-        "system": tr("dashboard.role.system"),
-        "user": tr("dashboard.role.user"),
-        "assistant": tr("dashboard.role.assistant"),
-        "(reply priming)": tr("dashboard.role.priming"),
-    }
-    states = {
-        "sent": tr("dashboard.next_call.sent"),
-        "sent, pinned": tr("dashboard.next_call.sent_pinned"),
-        "dropped": tr("dashboard.next_call.dropped"),
-    }
     with st.expander(tr("dashboard.next_call.header")):
         # A static table: every message's whole text, wrapped, the system prompt first.
-        st.table(
-            [
-                {
-                    tr("dashboard.next_call.role"): roles.get(row["role"], row["role"]),
-                    tr("dashboard.next_call.tokens"): row["tokens"],
-                    tr("dashboard.next_call.state"): states.get(row["next call"], row["next call"]),
-                    tr("dashboard.next_call.text"): row["text"],
-                }
-                for row in figures.context
-            ]
-        )
+        st.table(drawing.next_call, hide_index=True)
         st.caption(tr("dashboard.next_call.total", used=gauge.used))
 
     st.markdown(f"**{tr('dashboard.trims.header')}**")
     if not figures.trims:
         st.caption(tr("dashboard.trims.empty"))
     else:
-        # Each trim with the whole text of what it dropped, wrapped.
-        st.table(
-            [
-                {
-                    tr("dashboard.trims.turn"): event.turn,
-                    tr("dashboard.trims.dropped"): len(event.dropped),
-                    tr("dashboard.trims.before"): f"{event.tokens_before:,}",
-                    tr("dashboard.trims.after"): f"{event.tokens_after:,}",
-                    tr("dashboard.trims.text"): "\n\n".join(
-                        f"{roles.get(message.role, message.role)}: {message.content}"
-                        for message in map(conversation.message, event.dropped)
-                    ),
-                }
-                for event in conversation.trim_events
-            ]
-        )
+        st.table(drawing.trim_log, hide_index=True)  # each trim with the whole text it dropped
     with st.expander(tr("dashboard.turns.header")):
         st.dataframe(drawing.turns, hide_index=True)
 

@@ -28,6 +28,7 @@ from core.personas import Persona
 from core.service import ColumnChoice, VisitorService
 from core.settings import MAX_CONTEXT_BUDGET
 from ui import testsets_view
+from ui.charts import vega_chart
 from ui.frame import Frame
 from ui.leaderboard_view import leaderboard_section
 from ui.state import Key, compare_key
@@ -274,7 +275,7 @@ def comparison_view(service: VisitorService, comparison: Comparison) -> None:
     chart = comparison_spec(snapshot, chart_texts())
     if chart is not None:
         st.markdown(f"**{tr('compare.chart.header')}**")
-        st.vega_lite_chart(spec=chart, width="stretch", height=260)
+        vega_chart(chart, width="stretch", height=260)
     vote_buttons(service, snapshot)
 
 

@@ -10,6 +10,7 @@ import streamlit as st
 from core.charts import leaderboard_spec
 from core.compare import Pick
 from core.leaderboard import BOOTSTRAP_SAMPLES, MIN_VOTES, Leaderboard, leaderboard, votes_from_picks
+from ui.charts import vega_chart
 from ui.text import tr
 
 #: The last table built, with the picks it was built from (a rerun with no new vote fits nothing).
@@ -57,7 +58,7 @@ def leaderboard_section(picks: Sequence[Pick]) -> None:
         interval_title=tr("leaderboard.column.interval"),
         votes_title=tr("leaderboard.votes"),
     )
-    st.vega_lite_chart(spec=spec, width="stretch", height=90 + 40 * len(board.ratings))
+    vega_chart(spec, width="stretch", height=90 + 40 * len(board.ratings))
     st.caption(tr("leaderboard.total", votes=f"{board.votes:,}"))
     columns = st.columns(2)
     columns[0].download_button(

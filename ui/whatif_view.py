@@ -11,6 +11,7 @@ from core.charts import replay_spec
 from core.errors import DashboardError
 from core.prompt_cache import CACHE_RULES, CacheRuleName
 from core.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, POLICY_NAMES, PolicyName
+from ui.charts import vega_chart
 from ui.frame import Frame
 from ui.state import Key
 from ui.text import as_markdown, error_text, tr
@@ -102,7 +103,7 @@ def show(result: replay.ReplayComparison) -> None:
         delta_arrow="off",
         help=tr("whatif.cache.help"),
     )
-    st.vega_lite_chart(spec=replay_spec(result, tr), width="stretch", height=260)
+    vega_chart(replay_spec(result, tr), width="stretch", height=260)
     for note in replayed.notes:
         st.caption(as_markdown(note))
     if result.forgotten_only_in_replay:

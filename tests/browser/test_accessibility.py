@@ -1,0 +1,176 @@
+"""Accessibility in Chromium: text contrast (WCAG 2.2, 1.4.3) in the light and the dark theme.
+
+The conversation measured holds trimmed and summarized messages, the summary, captions, both
+charts and a conversation list with the open conversation: it is made by the real session on the
+offline model and brought in through the sidebar's import, as a visitor would.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser
+
+from core.offline import OfflineBackend
+from core.personas import load_personas
+from core.session import ChatSession
+from tests.browser.conftest import (
+    MAIN,
+    REPO_ROOT,
+    SIDEBAR,
+    UI_TIMEOUT_MS,
+    VIEWPORT,
+    AppPage,
+    StreamlitServer,
+)
+
+pytestmark = pytest.mark.browser
+
+#: WCAG 2.2 success criterion 1.4.3 (AA): text, and large text (24 px, or 18.66 px bold).
+NORMAL_TEXT_RATIO = 4.5
+LARGE_TEXT_RATIO = 3.0
+
+# Every visible text node under the given roots, with the contrast of its colour against what is
+# painted behind it. What is painted is worked out as the browser composes it: from the page's
+# white canvas down through each ancestor, its background colour laid over what is behind it and
+# the whole group faded by its opacity; the text's colour (CSS `color`, or `fill` for SVG text, as
+# in Vega's charts) is one more layer over its parent's. Icons drawn with an icon font (Material
+# Symbols' ligatures) and text with no letter or digit (emoji) are not text to read; a disabled
+# control's label is exempt (WCAG 1.4.3: "part of an inactive user interface component").
+CONTRAST_JS = """(roots) => {
+    const parse = (value) => {
+        const m = value.match(/rgba?\\(([^)]+)\\)/);
+        if (!m) return [0, 0, 0, 0];
+        const parts = m[1].split(/[ ,/]+/).filter(Boolean).map(Number);
+        return [parts[0], parts[1], parts[2], parts.length > 3 ? parts[3] : 1];
+    };
+    const over = (top, below) => {  // top (rgba) over an opaque colour
+        const a = top[3];
+        return [0, 1, 2].map((i) => top[i] * a + below[i] * (1 - a));
+    };
+    const mix = (inner, behind, opacity) =>
+        [0, 1, 2].map((i) => inner[i] * opacity + behind[i] * (1 - opacity));
+    const luminance = (rgb) => {
+        const [r, g, b] = rgb.map((v) => {
+            const c = v / 255;
+            return c <= 0.03928 ? c / 12.92 : Math.pow((c + 0.055) / 1.055, 2.4);
+        });
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b;
+    };
+    const ratio = (a, b) => {
+        const [hi, lo] = [luminance(a), luminance(b)].sort((x, y) => y - x);
+        return (hi + 0.05) / (lo + 0.05);
+    };
+    // The colour painted at the text, with or without the text's own layer.
+    const painted = (chain, textColour, withText) => {
+        const render = (index, behind) => {
+            if (index === chain.length) return withText ? over(textColour, behind) : behind;
+            const style = getComputedStyle(chain[index]);
+            const local = over(parse(style.backgroundColor), behind);
+            return mix(render(index + 1, local), behind, Number(style.opacity));
+        };
+        return render(0, [255, 255, 255]);
+    };
+    const hex = (rgb) => '#' + rgb.map((v) => Math.round(v).toString(16).padStart(2, '0')).join('');
+    const results = [];
+    for (const selector of roots) {
+        for (const root of document.querySelectorAll(selector)) {
+            const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+            for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+                const text = node.textContent.trim();
+                if (!/[\\p{L}\\p{N}]/u.test(text)) continue;
+                const element = node.parentElement;
+                if (element.closest('title')) continue;  // an SVG icon's name, not drawn
+                // WCAG exempts an inactive control (a disabled button) from the ratio.
+                if (element.closest('[disabled], [aria-disabled="true"]')) continue;
+                if (!element.checkVisibility({opacityProperty: true, visibilityProperty: true})) continue;
+                const range = document.createRange();
+                range.selectNodeContents(node);
+                const box = range.getBoundingClientRect();
+                if (box.width < 1 || box.height < 1) continue;
+                const style = getComputedStyle(element);
+                if (/Material/.test(style.fontFamily)) continue;
+                const svg = element instanceof SVGElement;
+                let colour = parse(svg ? style.fill : style.color);
+                if (svg) colour[3] *= Number(style.fillOpacity);
+                const chain = [];
+                for (let e = element; e; e = e.parentElement) chain.unshift(e);
+                const fg = painted(chain, colour, true);
+                const bg = painted(chain, colour, false);
+                const size = parseFloat(style.fontSize);
+                const large = size >= 24 || (size >= 18.66 && Number(style.fontWeight) >= 700);
+                const testid = element.closest('[data-testid]');
+                results.push({
+                    text: text.slice(0, 60),
+                    ratio: Math.round(ratio(fg, bg) * 100) / 100,
+                    required: large ? 3 : 4.5,
+                    colour: hex(fg),
+                    background: hex(bg),
+                    where: (testid ? testid.getAttribute('data-testid') : '') + (svg ? ' svg' : ''),
+                });
+            }
+        }
+    }
+    return results;
+}"""
+
+
+def trimmed_and_summarized(folder: Path) -> Path:
+    """An export of a foodie conversation on the offline model: five turns under a 300-token
+    budget that drops the oldest (two exchanges trimmed), then three under a summary."""
+    persona = load_personas(REPO_ROOT / "personas").personas["foodie"]
+    session = ChatSession.start(persona, OfflineBackend())
+    session.conversation.update_settings(context_budget=300)
+    for turn in range(8):
+        if turn == 5:
+            session.conversation.update_settings(context_policy="summarize", context_budget=500)
+        "".join(session.send(f"Question {turn}: how do I cook dish number {turn} well at home?"))
+    states = {message.state.value for message in session.conversation.messages}
+    assert {"trimmed", "summarized"} <= states, states
+    path = folder / "trimmed-and-summarized.json"
+    path.write_text(session.conversation.to_json(), encoding="utf-8")
+    return path
+
+
+def import_conversation(app: AppPage, path: Path) -> None:
+    """Import an exported conversation through the sidebar (it opens as a new conversation)."""
+    app.page.locator(f'{SIDEBAR} input[type="file"]').set_input_files(str(path))
+    app.wait_until(
+        "() => document.body.innerText.includes('Question 7')", "the imported conversation", UI_TIMEOUT_MS
+    )
+    app.wait_idle()
+
+
+def low_contrast(measured: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return sorted((m for m in measured if m["ratio"] < m["required"]), key=lambda m: m["ratio"])
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_every_text_has_enough_contrast(
+    offline_server: StreamlitServer, browser: Browser, tmp_path: Path, scheme: str
+) -> None:
+    exported = trimmed_and_summarized(tmp_path)
+    context = browser.new_context(viewport=VIEWPORT, color_scheme=scheme)  # type: ignore[arg-type]
+    try:
+        app = AppPage(context.new_page(), offline_server)
+        app.page.set_default_timeout(UI_TIMEOUT_MS)
+        app.open()
+        # The first run's charts too: drawn before the browser has said which theme it shows.
+        on_load = app.page.evaluate(CONTRAST_JS, [MAIN, SIDEBAR])
+        import_conversation(app, exported)
+        import_conversation(app, exported)  # two with one title: the list numbers them
+        body = app.body_text()
+        assert "trimmed" in body and "summarized" in body, body
+        measured = app.page.evaluate(CONTRAST_JS, [MAIN, SIDEBAR])
+        assert [m for m in measured if m["where"].endswith("svg")], "no chart text measured"
+        assert len(measured) > 100, measured
+        lowest = min(measured, key=lambda m: m["ratio"] / m["required"])
+        print(f"\n{scheme}: {len(measured)} texts, the lowest: {lowest}")
+        app.screenshot(f"a11y-contrast-{scheme}")
+        for when, texts in (("on load", on_load), ("with the conversation", measured)):
+            worst = low_contrast(texts)
+            assert not worst, f"{when}, {len(worst)} of {len(texts)} under their ratio: {worst[:15]}"
+    finally:
+        context.close()
