@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -90,7 +91,7 @@ def sample(field: str) -> Any:
     if field in {"updated", "at"}:
         return datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
     numbers = {"count", "budget", "reply_cap", "used", "drops", "status", "seconds", "cost", "fraction"}
-    numbers |= {"length", "limit", "chars", "pinned", "overflow", "api", "round"}
+    numbers |= {"length", "limit", "chars", "pinned", "overflow", "api", "round", "share"}
     if field in numbers | {"tokens", "turn", "number", "error", "turns", "window", "setting"}:
         return 1234
     return f"<{field}>"
@@ -629,3 +630,32 @@ def test_the_editors_own_checks_read_in_chinese(clean_env):
     assert f"{avatar_label}：必须是一个表情符号，例如 🍜（只能一个），而不是 'abc'" in errors
     assert any(e.startswith(f"{id_label}：“my persona!”不是有效的 ID") for e in errors), errors
     only_chinese(errors, "'abc'", "my persona!")
+
+
+def test_the_persona_import_report_reads_in_chinese(clean_env):
+    """The report's format, notes, reasons and warnings are notices the page words: in Chinese,
+    nothing but the source's own field names and values is English."""
+    at = zh_page(clean_env)
+    at.switch_page("app_pages/personas.py").run()
+    agent = {
+        "identifier": "chef",
+        "author": "someone",
+        "meta": {"title": "Chef", "description": "Cooks\nand talks.", "tags": ["x" * 50], "avatar": "👨‍🍳"},
+        "config": {"params": {"top_p": 7, "temperature": "hot"}, "chatConfig": {"historyCount": 8}},
+    }
+    uploader = next(u for u in at.file_uploader if u.key == "persona_import_files_0")
+    uploader.set_value([("chef.json", json.dumps(agent).encode(), "application/json")]).run()
+    assert not at.exception, at.exception
+    assert "来自 chef.json · LobeHub 助手" in [c.value for c in at.caption]
+    warnings = [w.value for w in at.warning]
+    assert "来源中没有系统提示词；已设为“You are Chef.”" in warnings
+    mapped, dropped = (frame.value for frame in at.dataframe)
+    notes = [note for note in mapped["说明"] if note]
+    assert notes == ["已合并为一行"]
+    reasons = dict(zip(dropped["来源"], dropped["原因"], strict=True))
+    assert reasons["config.params.top_p"] == "7 超出了 top_p 的范围 0 到 1"
+    assert reasons["config.params.temperature"] == "值为 'hot'，不是数字"
+    assert reasons["config"].startswith("chatConfig.historyCount 计算的是消息条数而不是 token")
+    assert reasons["author"] == "角色中没有对应位置；保留以便导出"
+    only_chinese(list(reasons.values()), "'hot'", "'" + "x" * 50 + "'", "top_p", "first_mes")
+    assert reasons["meta.tags[0]"].endswith("不是 1 到 40 个字符的一行文字")

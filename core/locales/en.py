@@ -770,4 +770,66 @@ CATALOG: dict[str, str] = {
     "notice.limit_summarizer": "Summarizer model “{model}” is not available here.",
     "notice.limit_reply_cap": "The reply cap is at most {limit:,} tokens here.",
     "notice.limit_context_budget": "The context budget is at most {limit:,} tokens here.",
+    # the persona import report (core/persona_mapping.py ImportReport: notice.import_<…>)
+    "personas.exchange.none_in_source": "(none in the source)",
+    "notice.import_format_lobehub": "LobeHub agent",
+    "notice.import_format_nextchat": "NextChat mask",
+    "notice.import_format_open_webui": "Open WebUI model",
+    "notice.import_format_librechat": "LibreChat modelSpec",
+    "notice.import_format_card_json": "character card {version} (JSON)",
+    "notice.import_format_card_png": "character card {version} (PNG, '{chunk}' chunk)",
+    "notice.import_format_card_charx": "character card {version} (CHARX)",
+    "notice.import_format_persona_yaml": "persona YAML (this app's own)",
+    "notice.import_note_joined": "joined into one line",
+    "notice.import_note_cut": "cut to {limit:,} characters",
+    "notice.import_note_joined_cut": "joined into one line, cut to {limit:,} characters",
+    "notice.import_note_messages": "{count} messages",
+    "notice.import_note_filled_in": "filled in",
+    "notice.import_value_null": "nothing (null)",
+    "notice.import_value_mapping": "a mapping",
+    "notice.import_value_list": "a list",
+    "notice.import_drop_not_text": "is {value}, not text",
+    "notice.import_drop_not_whole": "is {value}, not a whole number",
+    "notice.import_drop_not_number": "is {value}, not a number",
+    "notice.import_drop_not_model": "is {value}, not a model name",
+    "notice.import_drop_not_list": "is {value}, not a list",
+    "notice.import_drop_not_emoji": "{value} is not an emoji",
+    "notice.import_drop_not_emoji_code": "{value} is not an emoji code; the default avatar is used",
+    "notice.import_drop_not_one_line": "{value} is not one line of 1-{limit} characters",
+    "notice.import_drop_out_of_range": "{value} is outside {field}'s range {low}-{high}",
+    "notice.import_drop_too_many": "a persona holds at most {limit}",
+    "notice.import_drop_examples": "{count} example messages past the first {limit}",
+    "notice.import_drop_picture": "the picture {problem}; the emoji avatar is used",
+    "notice.import_drop_picture_link": (
+        "{url} is a link to a picture; it is never fetched, so the emoji avatar is used"
+    ),
+    "notice.import_drop_kept": "no place in a persona; kept for export",
+    "notice.import_drop_not_sampling": "not a sampling option",
+    "notice.import_drop_unknown_setting": "{value} is not a setting this version reads",
+    "notice.import_drop_invalid": "not valid in a persona: {problem}",
+    "notice.import_drop_too_large": "too large to keep in a persona file ({problem}); not kept",
+    "notice.import_drop_not_message": "not a user or assistant message with text",
+    "notice.import_drop_history_count": (
+        "{field} counts messages, not tokens, so it cannot become the context budget (kept for export)"
+    ),
+    "notice.import_drop_post_history": (
+        "not sent: the dashboard sends nothing after the conversation history (kept for export)"
+    ),
+    "notice.import_drop_alternate_greetings": "a persona has one greeting, first_mes (kept for export)",
+    "notice.import_drop_group_greetings": "the dashboard has no group chats (kept for export)",
+    "notice.import_drop_depth_prompt": (
+        "not sent: the dashboard inserts nothing inside the history (kept for export)"
+    ),
+    "notice.import_drop_outside_data": "outside the card's data; not read",
+    "notice.import_drop_asset_missing": "{uri} is not in the file",
+    "notice.import_warn_budget": (
+        "the system message takes {tokens:,} of the {budget:,}-token budget ({share:.0%}), leaving little "
+        "room for the conversation"
+    ),
+    "notice.import_warn_example_cut": "example {number} was cut to {limit:,} characters",
+    "notice.import_warn_no_system_prompt": "the source has no system prompt; it was set to “{prompt}”",
+    "notice.import_warn_lorebook": (
+        "lorebook entries triggered by keywords: {count}. The dashboard does not trigger entries; they "
+        "are not used (kept for export)"
+    ),
 }
