@@ -13,7 +13,7 @@ from typing import Literal
 import streamlit as st
 
 from core.calibration import SilentTruncation
-from core.charts import dashboard_drawing
+from core.charts import dashboard_drawing, gauge_labels
 from core.conversation import MAX_IMPORT_BYTES, Message, MessageState
 from core.errors import BackendError, DashboardError
 from core.i18n import current as session_translator
@@ -638,7 +638,7 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
     st.markdown(f"**{tr('dashboard.gauge.header')}**")
     # As tall as the bar and its legend.
     vega_chart(drawing.gauge, width="stretch", height="content")
-    parts = " · ".join(f"{tr(f'gauge.part.{part}')} {tokens:,}" for part, tokens in gauge.parts())
+    parts = " · ".join(f"{label} {tokens:,}" for _, label, tokens in gauge_labels(gauge, tr))
     st.caption(tr("dashboard.gauge.parts", parts=parts))
     in_context, drops = figures.in_context, figures.next_drops
     if drops:
