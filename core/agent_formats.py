@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
+from core.notices import Notice
 from core.persona_mapping import (
     ImportedPersona,
     ImportProblem,
@@ -37,7 +38,6 @@ NEXTCHAT: Final = "nextchat"
 OPEN_WEBUI: Final = "open_webui"
 LIBRECHAT: Final = "librechat"
 _SAMPLING = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
-_HISTORY_COUNT = "counts messages, not tokens, so it cannot become the context budget (kept for export)"
 
 
 def _items(value: Any) -> list[Any]:
@@ -59,7 +59,7 @@ def _built(
     source: dict[str, Any],
     file_name: str,
     *id_candidates: Any,
-    reasons: dict[str, str] | None = None,
+    reasons: dict[str, Notice] | None = None,
 ) -> ImportedPersona:
     """The persona, with what it did not read kept under `extensions[format_key]` and its id from
     the first usable candidate (else the file's name)."""
@@ -107,7 +107,7 @@ def import_lobehub(file_name: str, value: Any, *, user_name: str) -> list[Import
 
 
 def _import_lobehub_agent(file_name: str, agent: dict[str, Any], *, user_name: str) -> ImportedPersona:
-    builder = PersonaBuilder(file_name, "LobeHub agent", user_name=user_name)
+    builder = PersonaBuilder(file_name, Notice(code="import_format_lobehub"), user_name=user_name)
     meta, config = agent["meta"], agent["config"]
     block = dict(agent["persona_dashboard"]) if isinstance(agent.get("persona_dashboard"), dict) else {}
     builder.text("name", "meta.title", meta.get("title"))
@@ -134,7 +134,9 @@ def _import_lobehub_agent(file_name: str, agent: dict[str, Any], *, user_name: s
     chat_config = config.get("chatConfig")
     reasons = {}
     if isinstance(chat_config, dict) and "historyCount" in chat_config:
-        reasons["config"] = "chatConfig.historyCount " + _HISTORY_COUNT
+        reasons["config"] = Notice(
+            code="import_drop_history_count", fields={"field": "chatConfig.historyCount"}
+        )
     return _built(
         builder, LOBEHUB, agent, file_name, agent.get("identifier"), meta.get("title"), reasons=reasons
     )
@@ -197,7 +199,7 @@ def _role_messages(builder: PersonaBuilder, messages: list[Any], where: str) -> 
         if role in ("user", "assistant") and isinstance(content, str):
             pairs.append((role, content))
         elif role != "system":
-            builder.drop(f"{where}[{index}]", "not a user or assistant message with text")
+            builder.drop(f"{where}[{index}]", Notice(code="import_drop_not_message"))
     return pairs
 
 
@@ -214,11 +216,11 @@ def is_nextchat(value: Any) -> bool:
 def import_nextchat(file_name: str, masks: Any, *, user_name: str) -> list[ImportedPersona]:
     results = []
     for mask in _items(masks):
-        builder = PersonaBuilder(file_name, "NextChat mask", user_name=user_name)
+        builder = PersonaBuilder(file_name, Notice(code="import_format_nextchat"), user_name=user_name)
         builder.text("name", "name", mask.get("name"))
         avatar = mask.get("avatar")
         if isinstance(avatar, str) and avatar and not builder.emoji("avatar", _emoji_from_code(avatar)):
-            builder.drop("avatar", f"{avatar!r} is not an emoji code; the default avatar is used")
+            builder.drop("avatar", Notice(code="import_drop_not_emoji_code", fields={"value": repr(avatar)}))
         context = mask["context"]
         system = [
             m["content"]
@@ -238,7 +240,9 @@ def import_nextchat(file_name: str, masks: Any, *, user_name: str) -> list[Impor
         builder.read("avatar", "context")
         reasons = {}
         if isinstance(config, dict) and "historyMessageCount" in config:
-            reasons["modelConfig"] = "historyMessageCount " + _HISTORY_COUNT
+            reasons["modelConfig"] = Notice(
+                code="import_drop_history_count", fields={"field": "historyMessageCount"}
+            )
         results.append(_built(builder, NEXTCHAT, mask, file_name, mask.get("name"), reasons=reasons))
     return results
 
@@ -266,7 +270,7 @@ def is_open_webui(value: Any) -> bool:
 def import_open_webui(file_name: str, models: Any, *, user_name: str) -> list[ImportedPersona]:
     results = []
     for model in _items(models):
-        builder = PersonaBuilder(file_name, "Open WebUI model", user_name=user_name)
+        builder = PersonaBuilder(file_name, Notice(code="import_format_open_webui"), user_name=user_name)
         builder.text("name", "name", model.get("name"))
         meta = model.get("meta") if isinstance(model.get("meta"), dict) else {}
         params = model.get("params") if isinstance(model.get("params"), dict) else {}
@@ -314,7 +318,7 @@ def librechat_specs(config: Any) -> list[dict[str, Any]]:
 def import_librechat(file_name: str, config: Any, *, user_name: str) -> list[ImportedPersona]:
     results = []
     for spec in librechat_specs(config):
-        builder = PersonaBuilder(file_name, "LibreChat modelSpec", user_name=user_name)
+        builder = PersonaBuilder(file_name, Notice(code="import_format_librechat"), user_name=user_name)
         preset = spec["preset"]
         builder.text("name", "label", spec.get("label") or spec.get("name"))
         builder.text("description", "description", spec.get("description"))

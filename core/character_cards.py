@@ -31,6 +31,7 @@ from typing import Any, Final
 from PIL import Image
 
 from core.avatars import PNG_SIGNATURE, decode_avatar
+from core.notices import Notice
 from core.persona_mapping import (
     MAX_JSON_BYTES,
     ImportedPersona,
@@ -40,6 +41,7 @@ from core.persona_mapping import (
     kept_fields,
     persona_id_from,
     read_json,
+    shown_value,
     substitute_macros,
 )
 from core.personas import Persona
@@ -74,11 +76,10 @@ _USED = (
     "data.assets",
 )
 _REASONS = {
-    "post_history_instructions": "not sent: the dashboard sends nothing after the conversation history "
-    "(kept for export)",
-    "alternate_greetings": "a persona has one greeting, first_mes (kept for export)",
-    "group_only_greetings": "the dashboard has no group chats (kept for export)",
-    "extensions.depth_prompt": "not sent: the dashboard inserts nothing inside the history (kept for export)",
+    "post_history_instructions": Notice(code="import_drop_post_history"),
+    "alternate_greetings": Notice(code="import_drop_alternate_greetings"),
+    "group_only_greetings": Notice(code="import_drop_group_greetings"),
+    "extensions.depth_prompt": Notice(code="import_drop_depth_prompt"),
 }
 _PLACEHOLDER_COLOUR = (96, 110, 140)
 #: What a card has no field for: it travels in data.extensions.persona_dashboard.
@@ -102,7 +103,7 @@ _CARD_BLOCK_KEYS = (
 
 def import_card_json(file_name: str, data: bytes, *, user_name: str) -> ImportedPersona:
     card = read_json(data)
-    return _import_card(file_name, card, "JSON", user_name=user_name)
+    return _import_card(file_name, card, Notice(code="import_format_card_json"), user_name=user_name)
 
 
 def import_card_png(file_name: str, data: bytes, *, user_name: str) -> ImportedPersona:
@@ -118,7 +119,13 @@ def import_card_png(file_name: str, data: bytes, *, user_name: str) -> ImportedP
     except (binascii.Error, ValueError):
         raise ImportProblem(f"its '{keyword}' chunk is not valid base64") from None
     card = read_json(raw, f"its '{keyword}' chunk")
-    return _import_card(file_name, card, f"PNG, '{keyword}' chunk", user_name=user_name, picture=data)
+    return _import_card(
+        file_name,
+        card,
+        Notice(code="import_format_card_png", fields={"chunk": keyword}),
+        user_name=user_name,
+        picture=data,
+    )
 
 
 def import_charx(file_name: str, data: bytes, *, user_name: str) -> ImportedPersona:
@@ -169,7 +176,9 @@ def import_charx(file_name: str, data: bytes, *, user_name: str) -> ImportedPers
             path = uri.removeprefix("embeded://").removeprefix("embedded://")
             return read(path, MAX_ASSET_BYTES) if path in names else None
 
-        return _import_card(file_name, card, "CHARX", user_name=user_name, asset=asset)
+        return _import_card(
+            file_name, card, Notice(code="import_format_card_charx"), user_name=user_name, asset=asset
+        )
 
 
 def _unsafe_path(name: str) -> bool:
@@ -209,7 +218,7 @@ def png_text_chunks(data: bytes) -> dict[str, bytes]:
 def _import_card(
     file_name: str,
     card: Any,
-    container: str,
+    container: Notice,
     *,
     user_name: str,
     picture: bytes | None = None,
@@ -230,7 +239,8 @@ def _import_card(
         raise ImportProblem(f"is a card of spec {spec!r}; chara_card_v2 and chara_card_v3 are read")
     else:
         raise ImportProblem("is not a character card (no 'spec', and not a V1 card's name and description)")
-    builder = PersonaBuilder(file_name, f"character card {version} ({container})", user_name=user_name)
+    source_format = Notice(code=container.code, fields={**container.fields, "version": version})
+    builder = PersonaBuilder(file_name, source_format, user_name=user_name)
     ours = _our_block(data)
     char = data.get("nickname") if isinstance(data.get("nickname"), str) and data.get("nickname") else None
     name = data.get("name")
@@ -254,7 +264,8 @@ def _import_card(
     copies = [key for key in kept if key != "data"]
     if copies:  # SillyTavern repeats V1 fields beside `data` for old readers
         builder.drop(
-            ", ".join(copies[:6]) + (", …" if len(copies) > 6 else ""), "outside the card's data; not read"
+            ", ".join(copies[:6]) + (", …" if len(copies) > 6 else ""),
+            Notice(code="import_drop_outside_data"),
         )
     kept_data = dict(kept.get("data") or {})
     book = _kept_book(data.get("character_book"))
@@ -293,7 +304,9 @@ def _system_prompt(
             parts.append(framing.format(value.strip()))
             sources.append(prefix + key)
         elif value not in (None, ""):
-            builder.drop(prefix + key, "is not text")
+            builder.drop(
+                prefix + key, Notice(code="import_drop_not_text", fields={"value": shown_value(value)})
+            )
     book = data.get("character_book")
     entries = book.get("entries") if isinstance(book, dict) else None
     if isinstance(entries, list):
@@ -309,10 +322,7 @@ def _system_prompt(
             1 for e in entries if isinstance(e, dict) and not _constant(e) and e.get("enabled", True)
         )
         if others:
-            builder.warn(
-                f"{others} lorebook {'entry is' if others == 1 else 'entries are'} triggered by keywords, "
-                "which the dashboard does not do; not used (kept for export)"
-            )
+            builder.warn(Notice(code="import_warn_lorebook", fields={"count": others}))
     if parts:
         builder.text("system_prompt", " + ".join(sources), "\n\n".join(parts))
 
@@ -354,14 +364,16 @@ def _picture(
         if uri.startswith(("embeded://", "embedded://")):
             body = asset(uri) if asset else None
             if body is None:
-                builder.drop("data.assets (icon)", f"{uri} is not in the file")
+                builder.drop(
+                    "data.assets (icon)", Notice(code="import_drop_asset_missing", fields={"uri": uri})
+                )
                 continue
             builder.image(f"data.assets (icon {uri})", body)
         else:
             builder.image_url("data.assets (icon)", uri)
         return
     if picture is not None:
-        builder.image("the PNG picture", picture)
+        builder.image("PNG", picture)
 
 
 def parse_mes_example(text: str, macros: Callable[[Any], Any]) -> list[tuple[str, str]]:

@@ -187,5 +187,11 @@ def _number(
     if not math.isfinite(value) or value < 0 or (positive and value == 0):
         whole = " (a whole number)" if parse is int else ""
         least = "more than 0" if positive else "at least 0"
-        raise ConfigError(name, f"The setting {name} must be a number of {least}{whole}, not {raw!r}.")
+        raise ConfigError(name, f"The setting {name} must be a number of {least}{whole}, not {raw!r}.").coded(
+            ("config_whole_positive" if positive else "config_whole")
+            if parse is int
+            else ("config_number_positive" if positive else "config_number"),
+            setting=name,
+            value=raw,
+        )
     return value

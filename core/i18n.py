@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from core.locales import en, zh_CN
+from core.notices import Notice
 from core.safe_markdown import shown_text
 
 Language = Literal["en", "zh-CN"]
@@ -108,3 +109,12 @@ def current(state: Mapping[Any, Any]) -> Translator:
     """The translator of the language a session's page is shown in (`state[LANGUAGE_STATE]`,
     English before the page has set it)."""
     return translator(parse_language(state.get(LANGUAGE_STATE)) or DEFAULT_LANGUAGE)
+
+
+def english(notice: Notice) -> str:
+    """A notice in English, a notice among its fields too (the command line, logs, str() of an
+    error that carries notices)."""
+    fields = {
+        name: english(value) if isinstance(value, Notice) else value for name, value in notice.fields.items()
+    }
+    return translator("en")(notice.key, **fields)

@@ -23,7 +23,9 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from core.errors import ConfigError, RateLimitedLocally
+from core.notices import Notice
 from core.settings import MAX_CONTEXT_BUDGET, MAX_REPLY_CAP, ChatSettings
+from core.validation import field_limits
 
 #: The longest chat message a visitor may send by default (`chat_input(max_chars=...)`).
 DEFAULT_MAX_MESSAGE_CHARS = 20_000
@@ -92,30 +94,36 @@ class DeployerLimits(BaseModel):
             error = exc.errors(include_url=False)[0]
             field_name = str(error["loc"][0])
             setting = cls.SETTINGS.get(field_name, field_name)
+            low, high = field_limits(cls, field_name)
             raise ConfigError(
                 setting, f"The setting {setting} is not valid: {error['msg']} (got {values.get(field_name)})."
+            ).coded(
+                "config_range", setting=setting, value=values.get(field_name), low=low, high=high
             ) from None
 
     def model_allowed(self, model: str) -> bool:
         return not self.allowed_models or model in self.allowed_models
 
-    def enforce(self, settings: ChatSettings) -> tuple[ChatSettings, list[str]]:
-        """`settings` within these limits, and one sentence per change made (for the visitor)."""
+    def enforce(self, settings: ChatSettings) -> tuple[ChatSettings, list[Notice]]:
+        """`settings` within these limits, and a notice per change made (for the visitor:
+        `notice.limit_<what>`)."""
         changes: dict[str, Any] = {}
-        notes: list[str] = []
+        notes: list[Notice] = []
         if not self.model_allowed(settings.model):
             changes["model"] = self.allowed_models[0]
-            notes.append(f"Model {settings.model!r} is not available here; using {self.allowed_models[0]!r}.")
+            notes.append(
+                Notice(code="limit_model", fields={"model": settings.model, "used": self.allowed_models[0]})
+            )
         if settings.summarizer_model is not None and not self.model_allowed(settings.summarizer_model):
             # The summary is then written by the conversation's own (allowed) model.
             changes["summarizer_model"] = None
-            notes.append(f"Summarizer model {settings.summarizer_model!r} is not available here.")
+            notes.append(Notice(code="limit_summarizer", fields={"model": settings.summarizer_model}))
         if settings.max_reply_tokens > self.max_reply_cap:
             changes["max_reply_tokens"] = self.max_reply_cap
-            notes.append(f"The reply cap is at most {self.max_reply_cap:,} tokens here.")
+            notes.append(Notice(code="limit_reply_cap", fields={"limit": self.max_reply_cap}))
         if settings.context_budget > self.max_context_budget:
             changes["context_budget"] = self.max_context_budget
-            notes.append(f"The context budget is at most {self.max_context_budget:,} tokens here.")
+            notes.append(Notice(code="limit_context_budget", fields={"limit": self.max_context_budget}))
         if not changes:
             return settings, notes
         return ChatSettings.model_validate({**settings.model_dump(), **changes}), notes
@@ -200,13 +208,27 @@ class RateLimits:
 RATE_LIMITS = RateLimits()
 
 
+#: A refused request's error code (`error.<code>`) by the setting that refused it: one that must wait...
+_WAIT_CODES = {
+    "RATE_LIMIT_REQUESTS_PER_MIN": "local_requests_wait",
+    "RATE_LIMIT_TOKENS_PER_MIN": "local_tokens_wait",
+    "RATE_LIMIT_DEPLOYMENT_REQUESTS_PER_MIN": "deployment_requests_wait",
+    "RATE_LIMIT_TOKENS_PER_DAY": "deployment_tokens_wait",
+}
+#: ...and one larger than the whole limit, which never fits.
+_TOO_LARGE_CODES = {
+    "RATE_LIMIT_TOKENS_PER_MIN": "local_tokens_too_many",
+    "RATE_LIMIT_TOKENS_PER_DAY": "deployment_tokens_too_many",
+}
+
+
 def _whole_number(setting: str, raw: object) -> int:
     text = str(raw).strip()
     if isinstance(raw, bool) or not _WHOLE_NUMBER.fullmatch(text):
         shown = text if len(text) <= 40 else text[:37] + "..."
         raise ConfigError(
             setting, f"The setting {setting} must be a whole number of at least 1, not {shown!r}."
-        )
+        ).coded("config_whole_positive", setting=setting, value=shown)
     return int(text)
 
 
@@ -218,7 +240,9 @@ def _models(setting: str, raw: object) -> tuple[str, ...]:
         if not name:
             continue
         if len(name) > 200 or any(ch.isspace() for ch in name):
-            raise ConfigError(setting, f"{setting}: {name[:60]!r} is not a model name.")
+            raise ConfigError(setting, f"{setting}: {name[:60]!r} is not a model name.").coded(
+                "config_model_name", setting=setting, value=name[:60]
+            )
         if name not in models:
             models.append(name)
     return tuple(models)
@@ -270,17 +294,18 @@ class RateLimiter:
                     "Lower the reply cap or the context budget.",
                     retry_after=None,
                     limit=self.token_setting,
-                )
+                ).coded(_TOO_LARGE_CODES[self.token_setting], tokens=tokens, limit=self.tokens_per_min)
             wait = self._wait(now, tokens, requests)
             if wait is not None:
-                seconds, limit, what = wait
+                seconds, limit, used = wait
+                what = f"{used:,} {'requests' if limit == self.request_setting else 'tokens'}"
                 shown = max(math.ceil(seconds), 1)
                 raise RateLimitedLocally(
                     f"{self.scope} has used {what} in the last {self._window_name}, the most this "
                     f"deployment allows. Try again in {shown} s.",
                     retry_after=seconds,
                     limit=limit,
-                )
+                ).coded(_WAIT_CODES[limit], used=used, seconds=shown)
             if dry_run:
                 return
             self._requests.extend([now] * requests)
@@ -310,9 +335,10 @@ class RateLimiter:
         while self._tokens and self._tokens[0][0] <= start:
             self._token_sum -= self._tokens.popleft()[1]
 
-    def _wait(self, now: float, tokens: int, requests: int) -> tuple[float, str, str] | None:
-        """(seconds, setting, what was used) for the limit that blocks `requests` now, or None."""
-        waits: list[tuple[float, str, str]] = []
+    def _wait(self, now: float, tokens: int, requests: int) -> tuple[float, str, int] | None:
+        """(seconds, setting, how many requests or tokens were used) for the limit that blocks
+        `requests` now, or None."""
+        waits: list[tuple[float, str, int]] = []
         limit = self.requests_per_min
         if limit is not None and len(self._requests) + requests > limit:
             # The requests fit once enough of the oldest ones have left the window (never, when
@@ -323,7 +349,7 @@ class RateLimiter:
                 (
                     oldest_to_leave + self.window_s - now,
                     self.request_setting,
-                    f"{len(self._requests)} requests",
+                    len(self._requests),
                 )
             )
         if self.tokens_per_min is not None and self._token_sum + tokens > self.tokens_per_min:
@@ -335,7 +361,7 @@ class RateLimiter:
                         (
                             when + self.window_s - now,
                             self.token_setting,
-                            f"{self._token_sum:,} tokens",
+                            self._token_sum,
                         )
                     )
                     break

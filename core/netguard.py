@@ -32,6 +32,7 @@ import openai
 from httpcore2._types import SOCKET_OPTION
 
 from core.errors import BaseUrlRefused, ConfigError
+from core.notices import Notice
 from core.owners import AccessMode
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -79,26 +80,39 @@ class _Url:
         return f"{self.scheme}://{host}{port}{self.path}"
 
 
+class BadUrl(ValueError):
+    """What is wrong with a base URL: str() in English, `reason` for the page (`notice.url_<…>`)."""
+
+    def __init__(self, reason: Notice, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
 def _parse_url(url: str) -> _Url:
     """An http(s) base URL, strictly: no user info, query, fragment, dot segments or characters
-    that parsers read differently. Raises ValueError saying what is wrong."""
+    that parsers read differently. Raises `BadUrl` saying what is wrong."""
     if _UNSAFE_URL_CHARS.search(url):
-        raise ValueError("it contains spaces, backslashes, control characters or an '@'")
+        raise BadUrl(
+            Notice(code="url_characters"), "it contains spaces, backslashes, control characters or an '@'"
+        )
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise ValueError("it must start with http:// or https://")
+        raise BadUrl(Notice(code="url_scheme"), "it must start with http:// or https://")
     if parts.query or parts.fragment or "?" in url or "#" in url:
-        raise ValueError("a base URL has no query (?…) or fragment (#…)")
+        raise BadUrl(Notice(code="url_query"), "a base URL has no query (?…) or fragment (#…)")
     host = (parts.hostname or "").rstrip(".")
     if not host:
-        raise ValueError("it has no host")
-    port = parts.port  # ValueError when not a number in 0..65535
+        raise BadUrl(Notice(code="url_host"), "it has no host")
+    try:
+        port = parts.port
+    except ValueError as exc:  # not a number in 0..65535
+        raise BadUrl(Notice(code="url_port"), str(exc)) from None
     if port is not None and port == (443 if scheme == "https" else 80):
         port = None
     segments = unquote(parts.path).split("/")
     if any(segment in (".", "..") for segment in segments):
-        raise ValueError("it has '.' or '..' path segments")
+        raise BadUrl(Notice(code="url_dots"), "it has '.' or '..' path segments")
     return _Url(scheme, host.lower(), port, parts.path.rstrip("/"))
 
 
@@ -117,10 +131,10 @@ def parse_allowed_base_urls(raw: str, *, setting: str = "ALLOWED_BASE_URLS") -> 
         if "://" in entry:
             try:
                 normalized = str(_parse_url(entry))
-            except ValueError as exc:
+            except BadUrl as exc:
                 raise ConfigError(
                     setting, f"{setting}: {entry[:80]!r} is not a usable base URL: {exc}."
-                ) from None
+                ).coded("config_base_url", setting=setting, value=entry[:80], reason=exc.reason) from None
         else:
             normalized = entry.lower().rstrip(".")
             match = _HOST_ENTRY.match(normalized)
@@ -129,7 +143,7 @@ def parse_allowed_base_urls(raw: str, *, setting: str = "ALLOWED_BASE_URLS") -> 
                     setting,
                     f"{setting}: {entry[:80]!r} is neither a URL (https://host/path) nor a host "
                     "(host or host:port).",
-                )
+                ).coded("config_host", setting=setting, value=entry[:80])
         if normalized not in entries:
             entries.append(normalized)
     return entries
@@ -194,16 +208,18 @@ def typed_base_url_allowed(url: str, *, access_mode: AccessMode, allowed: Sequen
             url,
             "This deployment does not let visitors choose a base URL; clear the Base URL field to "
             "use the app's own connection.",
-        )
+        ).coded("base_url_not_chosen")
     try:
         _parse_url(url)
-    except ValueError as exc:
-        raise BaseUrlRefused(url, f"The base URL {shown!r} cannot be used: {exc}.") from None
+    except BadUrl as exc:
+        raise BaseUrlRefused(url, f"The base URL {shown!r} cannot be used: {exc}.").coded(
+            "base_url_unusable", url=shown, reason=exc.reason
+        ) from None
     if not any(base_url_matches(url, entry) for entry in allowed):
         raise BaseUrlRefused(
             url,
             f"The base URL {shown!r} is not one this deployment allows. Allowed: {', '.join(allowed)}.",
-        )
+        ).coded("base_url_not_allowed", url=shown, allowed=", ".join(allowed))
 
 
 # --- addresses ---------------------------------------------------------------------------------

@@ -142,8 +142,9 @@ def access_setting(environ: Mapping[str, str]) -> AccessMode | None:
     for mode in ACCESS_MODES:
         if raw == mode:
             return mode
-    raise ConfigError(
-        "ACCESS_MODE", f"The setting ACCESS_MODE must be one of {', '.join(ACCESS_MODES)}, not {raw!r}."
+    modes = ", ".join(ACCESS_MODES)
+    raise ConfigError("ACCESS_MODE", f"The setting ACCESS_MODE must be one of {modes}, not {raw!r}.").coded(
+        "config_access_mode", value=raw, modes=modes
     )
 
 
@@ -167,12 +168,14 @@ def owner_for_token(token: str) -> str:
         raise InvalidWorkspaceLink(
             "This private link is not valid (it was cut short or changed). Open the link you "
             "bookmarked, or start a new workspace."
-        )
+        ).coded("workspace_link_invalid")
     return "link:" + hashlib.sha256(token.encode()).hexdigest()
 
 
 def owner_for_user(issuer: str, subject: str) -> str:
     """The owner of a user signed in with OIDC: the identity provider and its id for the user."""
     if not issuer or not subject:
-        raise DashboardError("The sign-in did not say who you are (no issuer or subject).")
+        raise DashboardError("The sign-in did not say who you are (no issuer or subject).").coded(
+            "signin_no_identity"
+        )
     return f"oidc:{issuer}|{subject}"

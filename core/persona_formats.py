@@ -31,6 +31,7 @@ from core.agent_formats import (
 from core.avatars import PNG_SIGNATURE
 from core.character_cards import V1_KEYS, card_json, card_png, import_card_json, import_card_png, import_charx
 from core.errors import PersonaFileError
+from core.notices import Notice
 from core.persona_mapping import (
     DEFAULT_USER_NAME,
     MAX_IMPORT_BYTES,
@@ -189,7 +190,7 @@ def _yaml_personas(file_name: str, data: bytes, user_name: str) -> list[Imported
     if _is_persona_yaml(value):
         persona_id = persona_id_from(Path(file_name).stem)
         persona = parse_persona(text, persona_id, name=file_name)
-        report = ImportReport(file_name, "persona YAML (this app's own)")
+        report = ImportReport(file_name, Notice(code="import_format_persona_yaml"))
         report.mapped = [Mapped(name, name) for name in PersonaFile.model_fields if name in value]
         measure(report, persona)
         return [ImportedPersona(persona, report)]

@@ -20,6 +20,8 @@ from pydantic import ValidationError
 
 from core.avatars import AvatarImageError, avatar_from_data_url, avatar_png, encode_avatar
 from core.errors import PersonaFileError
+from core.i18n import english
+from core.notices import Notice
 from core.personas import (
     DEFAULT_MODEL,
     MAX_EXAMPLES,
@@ -32,7 +34,7 @@ from core.personas import (
 )
 from core.settings import POLICY_NAMES, Sampling
 from core.tokens import tokenizer_for
-from core.validation import describe_problems, describe_value
+from core.validation import describe_problems, describe_value, field_limits
 
 __all__ = [
     "DEFAULT_IMPORT_BUDGET",
@@ -50,6 +52,7 @@ __all__ = [
     "measure",
     "persona_id_from",
     "read_json",
+    "shown_value",
 ]
 
 #: The largest file an import reads (a character card PNG with a large picture is a few MiB).
@@ -83,7 +86,7 @@ class Mapped:
 
     ours: str
     theirs: str
-    note: str = ""
+    note: Notice | None = None
 
 
 @dataclass(frozen=True)
@@ -91,19 +94,20 @@ class Dropped:
     """A source field not used, and why (kept ones are named in `reason`)."""
 
     theirs: str
-    reason: str
+    reason: Notice
 
 
 @dataclass
 class ImportReport:
     """What one import did: the source format, what was mapped, dropped and filled in, warnings,
-    and the system message's tokens against the persona's context budget."""
+    and the system message's tokens against the persona's context budget. Its words are notices
+    (`notice.import_<…>` with their fields) the page shows in its language."""
 
     file_name: str
-    source_format: str
+    source_format: Notice
     mapped: list[Mapped] = field(default_factory=list)
     dropped: list[Dropped] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
+    warnings: list[Notice] = field(default_factory=list)
     system_tokens: int = 0
     context_budget: int = 0
 
@@ -118,18 +122,18 @@ class ImportReport:
 
     def lines(self) -> list[str]:
         """The report as text lines (the command line prints them)."""
-        lines = [f"format: {self.source_format}"]
+        lines = [f"format: {english(self.source_format)}"]
         for item in self.mapped:
             lines.append(
-                f"  mapped   {item.ours} <- {item.theirs}" + (f" ({item.note})" if item.note else "")
+                f"  mapped   {item.ours} <- {item.theirs}" + (f" ({english(item.note)})" if item.note else "")
             )
         for drop in self.dropped:
-            lines.append(f"  dropped  {drop.theirs}: {drop.reason}")
+            lines.append(f"  dropped  {drop.theirs}: {english(drop.reason)}")
         lines.append(
             f"  tokens   system message {self.system_tokens:,} of a {self.context_budget:,}-token budget "
             f"({self.budget_share:.0%})"
         )
-        lines.extend(f"  warning  {warning}" for warning in self.warnings)
+        lines.extend(f"  warning  {english(warning)}" for warning in self.warnings)
         return lines
 
 
@@ -239,6 +243,25 @@ def dashboard_block(persona: Persona, *, keys: Iterable[str], skip: str) -> dict
     return {key: values[key] for key in keys if values[key] not in (None, {}, [])}
 
 
+def shown_value(value: Any) -> str | Notice:
+    """A value as a report shows it: its repr cut short, or its kind (a list, a mapping, nothing)
+    in the page's language."""
+    if value is None:
+        return Notice(code="import_value_null")
+    if isinstance(value, dict):
+        return Notice(code="import_value_mapping")
+    if isinstance(value, list | tuple | set | frozenset):
+        return Notice(code="import_value_list")
+    return describe_value(value)
+
+
+def _out_of_range(field_name: str, value: Any, low: float | None, high: float | None) -> Notice:
+    return Notice(
+        code="import_drop_out_of_range",
+        fields={"value": shown_value(value), "field": field_name, "low": low, "high": high},
+    )
+
+
 def substitute_macros(text: str, char: str, user: str) -> str:
     """`{{char}}`/`<BOT>` and `{{user}}`/`<USER>` (any case) replaced by the names, as the tools that
     write them do before sending; `{{original}}` (SillyTavern: "the prompt this replaces") removed."""
@@ -254,15 +277,17 @@ def measure(report: ImportReport, persona: Persona) -> None:
     report.system_tokens, report.context_budget = tokens, persona.context_budget
     if report.budget_warning:
         report.warnings.append(
-            f"the system message takes {tokens:,} of the {persona.context_budget:,}-token budget "
-            f"({report.budget_share:.0%}), leaving little room for the conversation"
+            Notice(
+                code="import_warn_budget",
+                fields={"tokens": tokens, "budget": persona.context_budget, "share": report.budget_share},
+            )
         )
 
 
 class PersonaBuilder:
     """Collects a persona's fields from a source, recording each mapping and each drop."""
 
-    def __init__(self, file_name: str, source_format: str, *, user_name: str = DEFAULT_USER_NAME) -> None:
+    def __init__(self, file_name: str, source_format: Notice, *, user_name: str = DEFAULT_USER_NAME) -> None:
         self.file_name = file_name
         self.user_name = user_name or DEFAULT_USER_NAME
         self.report = ImportReport(file_name=file_name, source_format=source_format)
@@ -282,13 +307,13 @@ class PersonaBuilder:
         """Source fields read outside the builder (an id, a version number), not to be kept."""
         self._read.update(theirs)
 
-    def drop(self, theirs: str, reason: str) -> None:
+    def drop(self, theirs: str, reason: Notice) -> None:
         self.report.dropped.append(Dropped(theirs, reason))
 
-    def warn(self, warning: str) -> None:
+    def warn(self, warning: Notice) -> None:
         self.report.warnings.append(warning)
 
-    def _map(self, ours: str, theirs: str, value: Any, note: str = "") -> None:
+    def _map(self, ours: str, theirs: str, value: Any, note: Notice | None = None) -> None:
         self.fields[ours] = value
         self._sources[ours] = theirs
         self.report.mapped = [m for m in self.report.mapped if m.ours != ours]
@@ -302,15 +327,15 @@ class PersonaBuilder:
         if value is None or value == "":
             return
         if not isinstance(value, str):
-            self.drop(theirs, f"is {describe_value(value)}, not text")
+            self.drop(theirs, Notice(code="import_drop_not_text", fields={"value": shown_value(value)}))
             return
-        text, notes = value.strip(), []
+        text = value.strip()
         if not text:
             return
-        if ours in {"name", "description"} and ("\n" in text or "\r" in text):
+        joined = ours in {"name", "description"} and ("\n" in text or "\r" in text)
+        if joined:
             text = " ".join(text.split())
-            notes.append("joined into one line")
-        limit = _LIMITS[ours]
+        limit, note = _LIMITS[ours], Notice(code="import_note_joined") if joined else None
         if len(text) > limit:
             if ours == "system_prompt":
                 raise ImportProblem(
@@ -318,8 +343,13 @@ class PersonaBuilder:
                     f"{limit:,}, and a prompt is not cut"
                 )
             text = text[: limit - 1].rstrip() + "…"
-            notes.append(f"cut to {limit:,} characters")
-        self._map(ours, theirs, text, ", ".join(notes))
+            cut = {"limit": limit}
+            note = (
+                Notice(code="import_note_joined_cut", fields=cut)
+                if joined
+                else Notice(code="import_note_cut", fields=cut)
+            )
+        self._map(ours, theirs, text, note)
 
     def emoji(self, theirs: str, value: Any) -> bool:
         """The avatar emoji when `value` is one; False (nothing recorded) otherwise."""
@@ -338,7 +368,7 @@ class PersonaBuilder:
         try:
             self._map("avatar_image", theirs, encode_avatar(avatar_png(data)))
         except AvatarImageError as exc:
-            self.drop(theirs, f"the picture {exc}; the emoji avatar is used")
+            self.drop(theirs, Notice(code="import_drop_picture", fields={"problem": str(exc)}))
 
     def image_url(self, theirs: str, url: Any) -> None:
         """An avatar from a URL: a data: URL is decoded here; any other URL is never fetched."""
@@ -349,10 +379,10 @@ class PersonaBuilder:
             try:
                 self._map("avatar_image", theirs, encode_avatar(avatar_from_data_url(url.strip())))
             except AvatarImageError as exc:
-                self.drop(theirs, f"the picture {exc}; the emoji avatar is used")
+                self.drop(theirs, Notice(code="import_drop_picture", fields={"problem": str(exc)}))
             return
         shown = url if len(url) <= 80 else url[:79] + "…"
-        self.drop(theirs, f"{shown} is a link to a picture; it is never fetched, so the emoji avatar is used")
+        self.drop(theirs, Notice(code="import_drop_picture_link", fields={"url": shown}))
 
     def integer(self, ours: str, theirs: str, value: Any) -> None:
         """A whole-number field within the persona's limits; anything else is dropped with why."""
@@ -362,11 +392,11 @@ class PersonaBuilder:
         if isinstance(value, float) and value.is_integer():
             value = int(value)
         if not isinstance(value, int) or isinstance(value, bool):
-            self.drop(theirs, f"is {describe_value(value)}, not a whole number")
+            self.drop(theirs, Notice(code="import_drop_not_whole", fields={"value": shown_value(value)}))
             return
         low, high = _RANGES[ours]
         if not low <= value <= high:
-            self.drop(theirs, f"{value:,} is outside {ours}'s range {low:,}-{high:,}")
+            self.drop(theirs, _out_of_range(ours, value, low, high))
             return
         self._map(ours, theirs, value)
 
@@ -376,12 +406,12 @@ class PersonaBuilder:
         if value is None:
             return
         if isinstance(value, bool) or not isinstance(value, int | float):
-            self.drop(theirs, f"is {describe_value(value)}, not a number")
+            self.drop(theirs, Notice(code="import_drop_not_number", fields={"value": shown_value(value)}))
             return
         try:
             Sampling.model_validate({key: value}, strict=False)
-        except ValidationError as exc:
-            self.drop(theirs, exc.errors(include_url=False)[0]["msg"])
+        except ValidationError:
+            self.drop(theirs, _out_of_range(key, value, *field_limits(Sampling, key)))
             return
         self.sampling[key] = int(value) if key == "seed" else float(value)
         self.report.mapped.append(Mapped(f"sampling.{key}", theirs))
@@ -391,7 +421,7 @@ class PersonaBuilder:
         if isinstance(value, str) and value.strip() and len(value.strip()) <= 200:
             self._map("model", theirs, value.strip())
         elif value not in (None, ""):
-            self.drop(theirs, f"is {describe_value(value)}, not a model name")
+            self.drop(theirs, Notice(code="import_drop_not_model", fields={"value": shown_value(value)}))
 
     def text_list(self, ours: str, theirs: str, values: Any, *, most: int | None = None) -> None:
         """A list of short texts (tags, starter prompts): the items a persona can hold, the rest
@@ -400,7 +430,7 @@ class PersonaBuilder:
         if values in (None, []):
             return
         if not isinstance(values, list):
-            self.drop(theirs, f"is {describe_value(values)}, not a list")
+            self.drop(theirs, Notice(code="import_drop_not_list", fields={"value": shown_value(values)}))
             return
         limit = 40 if ours == "tags" else 300
         kept: list[str] = []
@@ -408,10 +438,13 @@ class PersonaBuilder:
             text = item.strip() if isinstance(item, str) else ""
             if not text or len(text) > limit or (ours == "tags" and "\n" in text):
                 self.drop(
-                    f"{theirs}[{index}]", f"{describe_value(item)} is not one line of 1-{limit} characters"
+                    f"{theirs}[{index}]",
+                    Notice(
+                        code="import_drop_not_one_line", fields={"value": shown_value(item), "limit": limit}
+                    ),
                 )
             elif most is not None and len(kept) >= most:
-                self.drop(f"{theirs}[{index}]", f"a persona holds at most {most}")
+                self.drop(f"{theirs}[{index}]", Notice(code="import_drop_too_many", fields={"limit": most}))
             elif text not in kept:
                 kept.append(text)
         if kept:
@@ -424,14 +457,26 @@ class PersonaBuilder:
         for index, message in enumerate(kept):
             if len(message["content"]) > 4_000:
                 message["content"] = message["content"][:3_999].rstrip() + "…"
-                self.warn(f"example {index + 1} was cut to 4,000 characters")
+                self.warn(
+                    Notice(code="import_warn_example_cut", fields={"number": index + 1, "limit": 4_000})
+                )
         if len(kept) > MAX_EXAMPLES:
-            self.drop(theirs, f"{len(kept) - MAX_EXAMPLES} example messages past the first {MAX_EXAMPLES}")
+            self.drop(
+                theirs,
+                Notice(
+                    code="import_drop_examples",
+                    fields={"count": len(kept) - MAX_EXAMPLES, "limit": MAX_EXAMPLES},
+                ),
+            )
             kept = kept[:MAX_EXAMPLES]
         if kept:
-            self._map("examples", theirs, kept, f"{len(kept)} messages")
+            self._map(
+                "examples", theirs, kept, Notice(code="import_note_messages", fields={"count": len(kept)})
+            )
 
-    def keep(self, format_key: str, kept: dict[str, Any], *, reasons: dict[str, str] | None = None) -> None:
+    def keep(
+        self, format_key: str, kept: dict[str, Any], *, reasons: dict[str, Notice] | None = None
+    ) -> None:
         """Fields with no place in a persona, kept under `extensions[format_key]` (each reported,
         with its own reason where `reasons` has one)."""
         if not kept:
@@ -441,10 +486,10 @@ class PersonaBuilder:
             inner = list(value) if isinstance(value, dict) and value and name == "extensions" else [None]
             for key in inner:
                 path = name if key is None else f"{name}.{key}"
-                self.drop(path, (reasons or {}).get(path, "no place in a persona; kept for export"))
+                self.drop(path, (reasons or {}).get(path, Notice(code="import_drop_kept")))
 
     def keep_unread(
-        self, format_key: str, source: dict[str, Any], *, reasons: dict[str, str] | None = None
+        self, format_key: str, source: dict[str, Any], *, reasons: dict[str, Notice] | None = None
     ) -> None:
         """`keep` every field of `source` this import did not read."""
         self.keep(format_key, kept_fields(source, self._read), reasons=reasons)
@@ -456,7 +501,9 @@ class PersonaBuilder:
             where = f"{theirs}.{key}"
             if key == "avatar":
                 if not self.emoji(where, value):
-                    self.drop(where, f"{describe_value(value)} is not an emoji")
+                    self.drop(
+                        where, Notice(code="import_drop_not_emoji", fields={"value": shown_value(value)})
+                    )
             elif key == "model":
                 self.model(where, value)
             elif key == "sampling" and isinstance(value, dict):
@@ -464,7 +511,7 @@ class PersonaBuilder:
                     if option in Sampling.model_fields:
                         self.sample(option, f"{where}.{option}", number)
                     else:
-                        self.drop(f"{where}.{option}", "not a sampling option")
+                        self.drop(f"{where}.{option}", Notice(code="import_drop_not_sampling"))
             elif key in _RANGES:
                 self.integer(key, where, value)
             elif key == "context_policy" and value in POLICY_NAMES:
@@ -478,7 +525,9 @@ class PersonaBuilder:
             elif key == "id" and isinstance(value, str):
                 self.suggested_id = value
             elif key != "has_avatar_image":
-                self.drop(where, f"{describe_value(value)} is not a setting this version reads")
+                self.drop(
+                    where, Notice(code="import_drop_unknown_setting", fields={"value": shown_value(value)})
+                )
 
     # --- the persona -------------------------------------------------------------------------
 
@@ -491,11 +540,11 @@ class PersonaBuilder:
         if "avatar" not in fields:
             fields["avatar"] = default_avatar
         if "description" not in fields:
-            fields["description"] = f"Imported from {self.report.source_format}."
-            self.report.mapped.append(Mapped("description", "(none in the source)", "filled in"))
+            fields["description"] = f"Imported from {english(self.report.source_format)}."
+            self.report.mapped.append(Mapped("description", "", Notice(code="import_note_filled_in")))
         if "system_prompt" not in fields:
             fields["system_prompt"] = f"You are {name}."
-            self.warn(f"the source has no system prompt; it was set to 'You are {name}.'")
+            self.warn(Notice(code="import_warn_no_system_prompt", fields={"prompt": fields["system_prompt"]}))
         if self.sampling:
             fields["sampling"] = dict(self.sampling)
         fields.setdefault("context_budget", DEFAULT_IMPORT_BUDGET)
@@ -528,7 +577,10 @@ class PersonaBuilder:
                     if name == "extensions":
                         self._shed_extension(fields, problem)
                     else:
-                        self.drop(self._sources.get(name, name), problem)
+                        self.drop(
+                            self._sources.get(name, name),
+                            Notice(code="import_drop_invalid", fields={"problem": problem}),
+                        )
                         fields.pop(name, None)
             except PersonaFileError as error:  # the YAML it would save does not load back
                 if not fields.get("extensions"):
@@ -549,7 +601,7 @@ class PersonaBuilder:
                     for d in self.report.dropped
                     if d.theirs != largest and not d.theirs.startswith(largest + ".")
                 ]
-                self.drop(largest, f"too large to keep in a persona file ({problem}); not kept")
+                self.drop(largest, Notice(code="import_drop_too_large", fields={"problem": problem}))
                 break
         else:
             extensions = {}

@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 from pydantic.config import JsonDict
+from pydantic_core import PydanticCustomError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from core.avatars import AvatarImageError, check_avatar_png, decode_avatar
@@ -53,6 +54,7 @@ __all__ = [
     "persona_yaml",
     "read_yaml",
     "system_message",
+    "valid_persona_id",
     "write_persona_schema",
 ]
 
@@ -75,9 +77,13 @@ EXAMPLES_HEADING = "Example exchanges (they show how to answer; they are not par
 # --- The model -----------------------------------------------------------------------------
 
 
+# The validators raise errors of their own types (validation.OWN_CODES), with the values their
+# text needs in the context, so a form can word them in its language (`validation.<type>`).
+
+
 def _one_line(value: str) -> str:
     if "\n" in value or "\r" in value:
-        raise ValueError("must be a single line (no line breaks)")
+        raise PydanticCustomError("one_line", "must be a single line (no line breaks)")
     return value
 
 
@@ -88,7 +94,9 @@ def _emoji(value: str) -> str:
     from streamlit.string_util import is_emoji
 
     if not is_emoji(value):
-        raise ValueError(f"must be an emoji such as 🍜 (one emoji only), got {value!r}")
+        raise PydanticCustomError(
+            "emoji", "must be an emoji such as 🍜 (one emoji only), got {value}", {"value": repr(value)}
+        )
     return value
 
 
@@ -96,15 +104,19 @@ def _avatar_image(value: str) -> str:
     try:
         check_avatar_png(decode_avatar(value))
     except AvatarImageError as exc:
-        raise ValueError(f"the avatar image {exc}") from None
+        raise PydanticCustomError(
+            "avatar_image", "the avatar image {problem}", {"problem": str(exc)}
+        ) from None
     return value
 
 
 def _small_json(value: dict[str, JsonValue]) -> dict[str, JsonValue]:
     size = len(json.dumps(value, ensure_ascii=False).encode())
     if size > MAX_EXTENSIONS_BYTES:
-        raise ValueError(
-            f"holds {size // 1024} KiB as JSON; extensions are limited to {MAX_EXTENSIONS_BYTES // 1024} KiB"
+        raise PydanticCustomError(
+            "extensions_too_large",
+            "holds {size} KiB as JSON; extensions are limited to {limit} KiB",
+            {"size": size // 1024, "limit": MAX_EXTENSIONS_BYTES // 1024},
         )
     return value
 
@@ -538,6 +550,15 @@ def _decode(data: bytes) -> str:
             f"is not UTF-8 text: byte 0x{data[offset]:02x} at line {line}, column {column}; "
             "save the file as UTF-8"
         ) from None
+
+
+def valid_persona_id(persona_id: str) -> bool:
+    """Whether `persona_id` may name a persona (and its file)."""
+    try:
+        _ID_ADAPTER.validate_python(persona_id)
+    except ValidationError:
+        return False
+    return True
 
 
 def _check_id(persona_id: str, what: str) -> None:

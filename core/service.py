@@ -22,6 +22,7 @@ else worth telling the visitor is a `core.notices.Notice`.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ from core.settings import ChatSettings
 from core.store import ConversationSummary, StaleConversation
 from core.testsets import TestRunRecord, TestSet, TestSetRun
 from core.workspace import Workspace
+
+#: How often the text of a reply still streaming is saved (seconds): a crash loses at most this much.
+REPLY_DRAFT_EVERY_S = 2.0
 
 #: A replay's result (`VisitorService.replay`, `replay_policies`).
 R = TypeVar("R")
@@ -151,8 +155,10 @@ class VisitorService:
         prices: ModelTable,
         deployment: Deployment | None = None,
         rate_limits: RateLimits = RATE_LIMITS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.workspace = workspace
+        self.clock = clock
         self.backends = backends
         self.prices = prices
         self.deployment = deployment or Deployment()
@@ -225,9 +231,9 @@ class VisitorService:
 
     # --- conversations -----------------------------------------------------------------------
 
-    def session_for(self, persona: Persona) -> tuple[str, ChatSession, list[str]]:
-        """The conversation open for `persona`, on the current backend, within the limits; one
-        sentence per setting the limits changed."""
+    def session_for(self, persona: Persona) -> tuple[str, ChatSession, list[Notice]]:
+        """The conversation open for `persona`, on the current backend, within the limits; a
+        notice per setting the limits changed."""
         key, session = self.workspace.session_for(persona, self.backend)
         return key, session, self._within_limits(key, session)
 
@@ -332,11 +338,12 @@ class VisitorService:
         )
         return target
 
-    def save(self, key: str) -> None:
-        """Write the conversation through to the store (the one save path). A failure becomes
-        `store_problem` for the page to show; the conversation stays as it is, nothing is lost."""
+    def save(self, key: str, *, reply_draft: str | None = None) -> None:
+        """Write the conversation through to the store (the one save path), with `reply_draft`,
+        the text so far of a reply still streaming. A failure becomes `store_problem` for the
+        page to show; the conversation stays as it is, nothing is lost."""
         try:
-            self.workspace.save(key)
+            self.workspace.save(key, reply_draft=reply_draft)
         except StaleConversation as error:
             self.store_problem, self.stale = error_notice("stale", error), True
         except DashboardError as error:
@@ -346,10 +353,10 @@ class VisitorService:
 
     # --- settings, pins, summaries -----------------------------------------------------------
 
-    def change_settings(self, key: str, **changes: Any) -> tuple[ChatSettings, list[str]]:
+    def change_settings(self, key: str, **changes: Any) -> tuple[ChatSettings, list[Notice]]:
         """Change a conversation's settings (model, context_budget, max_reply_tokens,
         context_policy, ...) within the deployer's limits; saved when they changed. Returns the
-        settings in force and one sentence per limit that changed them."""
+        settings in force and a notice per limit that changed them."""
         session = self.workspace.sessions[key]
         before = session.settings
         try:
@@ -453,18 +460,25 @@ class VisitorService:
         return self._saved(key, start(session))
 
     def _saved(self, key: str, chunks: Iterator[str]) -> Iterator[str]:
-        """`chunks`, then the turn saved, however they end."""
+        """`chunks`, the reply so far saved as a draft at most every `REPLY_DRAFT_EVERY_S` while
+        they stream (a crash keeps it), then the turn saved, however they end."""
+        session = self.workspace.sessions[key]
+        saved_at = self.clock()
         try:
-            yield from chunks
+            for chunk in chunks:
+                yield chunk
+                if self.clock() - saved_at >= REPLY_DRAFT_EVERY_S and (draft := session.partial_reply):
+                    self.save(key, reply_draft=draft)
+                    saved_at = self.clock()
         finally:
             self.workspace.sessions[key].stop()  # a consumer that walked away: keep what arrived
             self.save(key)
 
     # --- the deployer's policy ---------------------------------------------------------------
 
-    def _within_limits(self, key: str, session: ChatSession, *, save: bool = True) -> list[str]:
+    def _within_limits(self, key: str, session: ChatSession, *, save: bool = True) -> list[Notice]:
         """Bring a conversation's settings within the deployer's limits (saved when changed);
-        one sentence per change. Also installs the summarizer's admission check."""
+        a notice per change. Also installs the summarizer's admission check."""
         session.backend = self.backend
         session.admit_summary = self._admit_summary
         limits = self.limits

@@ -66,6 +66,7 @@ class ConversationNotFound(StoreError, LookupError):
     def __init__(self, conversation_id: str) -> None:
         super().__init__(f"There is no saved conversation {conversation_id!r}.")
         self.conversation_id = conversation_id
+        self.coded("conversation_not_found", id=conversation_id)
 
 
 class StaleConversation(StoreError):
@@ -79,6 +80,7 @@ class StaleConversation(StoreError):
         self.conversation_id = conversation_id
         self.expected = expected
         self.found = found
+        self.coded("stale_conversation", expected=expected, found=found)
 
 
 class StoreUnavailable(StoreError):
@@ -255,7 +257,19 @@ summary_events = sa.Table(
     sa.Column("fallback_reason", sa.Text),
 )
 
-_CHILD_TABLES: Final = (messages, turns, trim_events, summary_versions, summary_events)
+#: Text of a conversation not in its messages yet, one row of each kind: "reply", the reply
+#: streaming now (saved every few seconds, recovered as an interrupted reply after a crash).
+drafts = sa.Table(
+    "drafts",
+    metadata,
+    _parent(),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+REPLY_DRAFT: Final = "reply"
+
+_CHILD_TABLES: Final = (messages, turns, trim_events, summary_versions, summary_events, drafts)
 
 #: Comparisons (core/compare.py), each as its export record: the columns' conversations with their
 #: labels, figures, the messages sent and the picks.
@@ -367,6 +381,8 @@ class StoredConversation:
     title_pending: bool
     saved_summary_versions: int = 0
     saved_summary_events: int = 0
+    #: A draft of the reply in progress is in the store (the next save without one removes it).
+    reply_draft_saved: bool = False
 
 
 # --- the store -----------------------------------------------------------------------------
@@ -381,10 +397,14 @@ class Store:
         try:
             self._url = make_url(url)
         except sa_exc.ArgumentError:
-            raise StoreError(f"{redact_url(str(url))!r} is not a database URL.") from None
+            raise StoreError(f"{redact_url(str(url))!r} is not a database URL.").coded(
+                "store_bad_url", url=redact_url(str(url))
+            ) from None
         self._backend = self._url.get_backend_name()
         if self._backend not in ("sqlite", "postgresql"):
-            raise StoreError(f"Only SQLite and PostgreSQL databases are supported, not {self._backend!r}.")
+            raise StoreError(
+                f"Only SQLite and PostgreSQL databases are supported, not {self._backend!r}."
+            ).coded("store_kind", kind=self._backend)
         self._path = sqlite_path(self._url)
         self.where = str(self._path) if self._path else describe_url(self._url)
         self._read_only = self._url.query.get("mode") == "ro"
@@ -395,9 +415,13 @@ class Store:
         try:
             self.engine = self._create_engine(echo=echo, busy_timeout_s=busy_timeout_s)
         except sa_exc.ArgumentError as exc:
-            raise StoreError(f"The database URL for {self.where} is not usable: {exc}") from None
+            raise StoreError(f"The database URL for {self.where} is not usable: {exc}").coded(
+                "store_url_unusable", where=self.where, reason=str(exc)
+            ) from None
         except ModuleNotFoundError as exc:
-            raise StoreError(f"The database driver for {self.where} is not installed: {exc.name}.") from None
+            raise StoreError(f"The database driver for {self.where} is not installed: {exc.name}.").coded(
+                "store_driver_missing", where=self.where, driver=exc.name
+            ) from None
         try:
             self._open()
         except BaseException:
@@ -421,7 +445,7 @@ class Store:
                 "DATABASE_URL",
                 f"DATABASE_URL ({redact_url(url)}) is not a database URL; expected e.g. "
                 "sqlite:////path/to/dashboard.db or postgresql+psycopg://user:password@host/dbname.",
-            ) from None
+            ).coded("config_database_url", url=redact_url(url)) from None
         if parsed.drivername in ("postgres", "postgresql"):  # the psycopg (3) driver is the one installed
             parsed = parsed.set(drivername="postgresql+psycopg")
         if parsed.get_backend_name() not in ("sqlite", "postgresql"):
@@ -429,7 +453,7 @@ class Store:
                 "DATABASE_URL",
                 f"DATABASE_URL ({describe_url(parsed)}) names a {parsed.get_backend_name()} database; "
                 "only sqlite:/// and postgresql+psycopg:// URLs are supported.",
-            )
+            ).coded("config_database_kind", url=describe_url(parsed), kind=parsed.get_backend_name())
         return cls(parsed)
 
     def close(self) -> None:
@@ -499,8 +523,19 @@ class Store:
             saved_summary_events=len(conversation.summary_events),
         )
 
-    def save(self, owner: str, handle: StoredConversation, conversation: Conversation) -> StoredConversation:
+    def save(
+        self,
+        owner: str,
+        handle: StoredConversation,
+        conversation: Conversation,
+        *,
+        reply_draft: str | None = None,
+    ) -> StoredConversation:
         """Write what changed since `handle` in one transaction; the new handle.
+
+        `reply_draft`: the text so far of a reply still streaming, kept as the conversation's
+        reply draft (`load` recovers it as an interrupted reply); a save without one removes a
+        draft saved before (the reply has ended, and is in the messages if it had any text).
 
         Raises StaleConversation (writing nothing) when the conversation was saved elsewhere since.
         """
@@ -587,6 +622,17 @@ class Store:
                 ]
                 if rows:
                     conn.execute(_REWRITE_MESSAGE, rows)
+                if reply_draft or handle.reply_draft_saved:
+                    conn.execute(drafts.delete().where(_draft_of(handle.id, REPLY_DRAFT)))
+                if reply_draft:
+                    conn.execute(
+                        drafts.insert().values(
+                            conversation_id=handle.id,
+                            kind=REPLY_DRAFT,
+                            content=reply_draft,
+                            updated_at=_utcnow(),
+                        )
+                    )
         except BaseException:
             _give_back_changes(conversation, changed)
             raise
@@ -600,13 +646,14 @@ class Store:
             saved_summary_events=counts[4],
             settings_json=settings_json,
             title_pending=handle.title_pending and not auto_title,
+            reply_draft_saved=bool(reply_draft),
         )
 
     def rename(self, owner: str, conversation_id: str, title: str) -> None:
         """Give the conversation this title (no longer automatic)."""
         title = _clean_title(title)
         if not title:
-            raise InvalidTitle("A title cannot be empty.")
+            raise InvalidTitle("A title cannot be empty.").coded("title_empty")
         self._update_one(
             owner, conversation_id, "renaming the conversation", title=title, title_is_auto=False
         )
@@ -649,7 +696,10 @@ class Store:
     # --- reading -----------------------------------------------------------------------------
 
     def load(self, owner: str, conversation_id: str) -> tuple[Conversation, StoredConversation]:
-        """The saved conversation (deleted or not) and its handle; six queries whatever its length."""
+        """The saved conversation (deleted or not) and its handle; seven queries whatever its length.
+
+        A reply draft left by a save that never came (the server stopped mid-reply) is recovered
+        as the pending question's reply, marked interrupted; the next save writes it."""
         _check_owner(owner)
         with self._read("loading the conversation") as conn:
             row = conn.execute(
@@ -682,6 +732,9 @@ class Store:
                 .where(summary_events.c.conversation_id == conversation_id)
                 .order_by(summary_events.c.seq)
             ).all()
+            reply_draft = conn.execute(
+                sa.select(drafts.c.content).where(_draft_of(conversation_id, REPLY_DRAFT))
+            ).scalar_one_or_none()
         record = {
             "version": 2,
             "persona_id": row.persona_id,
@@ -727,7 +780,11 @@ class Store:
         try:
             conversation = Conversation.from_dict(record)  # validates, and recounts tokens
         except ConversationImportError as exc:
-            raise StoreError(f"Saved conversation {conversation_id!r} cannot be rebuilt: {exc}") from None
+            raise StoreError(f"Saved conversation {conversation_id!r} cannot be rebuilt: {exc}").coded(
+                "conversation_unreadable", id=conversation_id
+            ) from None
+        if reply_draft and conversation.pending_user_message is not None:
+            conversation.add_assistant(reply_draft, None, interrupted=True)
         handle = StoredConversation(
             id=conversation_id,
             version=row.version,
@@ -738,6 +795,7 @@ class Store:
             title_pending=row.title_is_auto and not row.title,
             saved_summary_versions=len(version_rows),
             saved_summary_events=len(summary_rows),
+            reply_draft_saved=reply_draft is not None,
         )
         return conversation, handle
 
@@ -858,7 +916,9 @@ class Store:
                     .values(title=title, record=record, updated_at=now)
                 )
                 if updated.rowcount == 0:
-                    raise StoreError(f"There is no saved comparison {comparison_id!r}.")
+                    raise StoreError(f"There is no saved comparison {comparison_id!r}.").coded(
+                        "comparison_not_found", id=comparison_id
+                    )
                 return comparison_id
             comparison_id = uuid4().hex
             conn.execute(
@@ -884,7 +944,9 @@ class Store:
         with self._read("loading the comparison") as conn:
             record = conn.execute(query).scalar_one_or_none()
         if record is None:
-            raise StoreError(f"There is no saved comparison {comparison_id!r}.")
+            raise StoreError(f"There is no saved comparison {comparison_id!r}.").coded(
+                "comparison_not_found", id=comparison_id
+            )
         return str(record)
 
     def comparison_records(self, owner: str) -> builtins.list[str]:
@@ -1071,7 +1133,7 @@ class Store:
             raise StoreUnavailable(
                 f"The database {self.where} is busy: no connection was free in time ({action}).",
                 where=self.where,
-            ) from None
+            ).coded("store_busy", where=self.where) from None
 
     def _translated(self, exc: sa_exc.DBAPIError, action: str) -> StoreError:
         """A clear error for a driver's error (never with the SQL, its parameters or a password)."""
@@ -1087,24 +1149,24 @@ class Store:
                     f"The database {where} is read-only: saved conversations can be read, but {action} "
                     "failed. Check the file's and its folder's permissions.",
                     where=where,
-                )
+                ).coded("store_read_only_file", where=where)
             if code.startswith(("SQLITE_BUSY", "SQLITE_LOCKED")):
                 return StoreUnavailable(
                     f"The database {where} is locked by another process; {action} failed. "
                     "Try again in a moment.",
                     where=where,
-                )
+                ).coded("store_locked", where=where)
             if code.startswith("SQLITE_FULL"):
                 return StoreUnavailable(
                     f"The database {where} is full (no disk space left, or its size limit); {action} failed.",
                     where=where,
-                )
+                ).coded("store_full", where=where)
             if code.startswith(("SQLITE_NOTADB", "SQLITE_CORRUPT")):
                 return NotADatabase(
                     f"{where} is not a readable SQLite database ({reason}); it was left untouched. "
                     "Move it aside or point DATABASE_URL elsewhere.",
                     where=where,
-                )
+                ).coded("store_not_sqlite", where=where)
             if code.startswith(
                 ("SQLITE_CANTOPEN", "SQLITE_IOERR", "SQLITE_PERM", "SQLITE_AUTH")
             ) or isinstance(orig, sqlite3.OperationalError):
@@ -1112,21 +1174,25 @@ class Store:
                     f"The database {where} cannot be used ({reason}); {action} failed. "
                     "Check that its folder exists and is writable.",
                     where=where,
-                )
-            return StoreError(f"The database {where} refused {action}: {reason}.")
+                ).coded("store_cannot_open", where=where, reason=reason)
+            return StoreError(f"The database {where} refused {action}: {reason}.").coded(
+                "store_refused", where=where, reason=reason
+            )
         sqlstate = getattr(orig, "sqlstate", None) or ""
         if sqlstate == "25006":  # read_only_sql_transaction: a standby, or a read-only default
             return StoreUnavailable(
                 f"The database {where} is read-only: saved conversations can be read, but {action} failed.",
                 where=where,
-            )
+            ).coded("store_read_only", where=where)
         if isinstance(exc, sa_exc.OperationalError | sa_exc.InterfaceError) or sqlstate.startswith(
             ("08", "53", "57")
         ):
             return StoreUnavailable(
                 f"The database {where} is unavailable ({reason}); {action} failed.", where=where
-            )
-        return StoreError(f"The database {where} refused {action}: {reason}.")
+            ).coded("store_unavailable", where=where, reason=reason)
+        return StoreError(f"The database {where} refused {action}: {reason}.").coded(
+            "store_refused", where=where, reason=reason
+        )
 
     def _create_engine(self, *, echo: bool, busy_timeout_s: float) -> Engine:
         if self._backend == "postgresql":
@@ -1158,7 +1224,9 @@ class Store:
         """Refuse what is not a SQLite file before SQLite touches it; create a new file's folder."""
         try:
             if path.is_dir():
-                raise NotADatabase(f"{path} is a folder, not a database file.", where=str(path))
+                raise NotADatabase(f"{path} is a folder, not a database file.", where=str(path)).coded(
+                    "store_folder", where=str(path)
+                )
             if path.exists():
                 with path.open("rb") as file:
                     header = file.read(len(_SQLITE_HEADER))
@@ -1167,13 +1235,13 @@ class Store:
                         f"{path} is not a SQLite database (it may be corrupted, or another kind of file); "
                         "it was left untouched. Move it aside or point DATABASE_URL elsewhere.",
                         where=str(path),
-                    )
+                    ).coded("store_not_sqlite", where=str(path))
             elif not self._read_only:
                 path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StoreUnavailable(
                 f"The database {path} cannot be used: {exc.strerror or exc}.", where=str(path)
-            ) from None
+            ).coded("store_cannot_open", where=str(path), reason=str(exc.strerror or exc)) from None
 
     def _open(self) -> None:
         """Check the database is this app's (or empty), and upgrade its schema to head."""
@@ -1201,7 +1269,7 @@ class Store:
                 f"({', '.join(sorted(tables)[:5])}); it was left untouched. "
                 "Use a database of its own for the dashboard.",
                 where=self.where,
-            )
+            ).coded("store_foreign_tables", where=self.where, tables=", ".join(sorted(tables)[:5]))
         current = _current_revision(conn)
         if current is not None:
             try:
@@ -1214,12 +1282,12 @@ class Store:
                     f"(revision {current!r}): another application's, or a newer version's. "
                     "It was left untouched.",
                     where=self.where,
-                )
+                ).coded("store_unknown_schema", where=self.where, revision=current)
         elif tables - {"alembic_version"}:
             raise NotADatabase(
                 f"The database {self.where} holds tables with no schema version; it was left untouched.",
                 where=self.where,
-            )
+            ).coded("store_unversioned", where=self.where)
         return current
 
     def _use_wal(self) -> None:
@@ -1324,6 +1392,10 @@ def _message_row(conversation_id: str, position: int, message: Message) -> dict[
     }
 
 
+def _draft_of(conversation_id: str, kind: str) -> sa.ColumnElement[bool]:
+    return sa.and_(drafts.c.conversation_id == conversation_id, drafts.c.kind == kind)
+
+
 def _message_or_none(conversation: Conversation, message_id: str) -> Message | None:
     try:
         return conversation.message(message_id)
@@ -1349,7 +1421,9 @@ def _auto_title(candidates: Sequence[Message]) -> str:
 def _clean_title(title: str) -> str:
     title = " ".join(title.split())
     if len(title) > MAX_TITLE_CHARS:
-        raise InvalidTitle(f"A title has at most {MAX_TITLE_CHARS} characters; this one has {len(title)}.")
+        raise InvalidTitle(
+            f"A title has at most {MAX_TITLE_CHARS} characters; this one has {len(title)}."
+        ).coded("title_too_long", limit=MAX_TITLE_CHARS, length=len(title))
     return title
 
 

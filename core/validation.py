@@ -76,7 +76,7 @@ def describe_problems(
         elif kind == "invalid_key":
             inside = f" in {field_path(loc[:-1])}" if len(loc) > 1 else ""
             problem = f"key {describe_value(loc[-1])}{inside} is not a field name (keys must be text)"
-        elif kind == "value_error":  # a model's own validator: its message already shows the value
+        elif kind == "value_error" or kind in OWN_CODES:  # a model's own validator: it words the value
             problem = f"{path or 'the top level'}: {error['msg'].removeprefix('Value error, ')}"
         else:
             problem = f"{path or 'the top level'}: {error['msg']} (got {describe_value(error['input'])})"
@@ -197,9 +197,13 @@ _FIELD_CODES: Mapping[str, tuple[str, str | None]] = {
 }
 
 
+#: The error types of the models' own validators (`PydanticCustomError`, core/personas.py): each
+#: is its own code, and the error's context holds its text's fields.
+OWN_CODES: frozenset[str] = frozenset({"one_line", "emoji", "avatar_image", "extensions_too_large"})
+
 #: Every code `field_problems` gives.
 FIELD_PROBLEM_CODES: frozenset[str] = frozenset(
-    {code for code, _ in _FIELD_CODES.values()} | {"too_short", "invalid"}
+    {code for code, _ in _FIELD_CODES.values()} | {"too_short", "invalid"} | OWN_CODES
 )
 
 
@@ -210,6 +214,9 @@ def field_problems(exc: ValidationError) -> list[FieldProblem]:
     for error in exc.errors(include_url=False):
         loc = tuple(error["loc"])
         field = str(loc[0]) if loc else ""
+        if error["type"] in OWN_CODES:
+            problems.append(FieldProblem(field, error["type"], dict(error.get("ctx") or {})))
+            continue
         code, context_key = _FIELD_CODES.get(error["type"], ("invalid", None))
         values: dict[str, Any] = {}
         if context_key is not None:

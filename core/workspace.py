@@ -58,7 +58,9 @@ class Workspace:
         """Load a saved conversation (once per browser session) and make it its persona's current."""
         if conversation_id not in self.sessions:
             if self.store is None:
-                raise StoreUnavailable("Saved conversations cannot be read: the store is not open.", where="")
+                raise StoreUnavailable(
+                    "Saved conversations cannot be read: the store is not open.", where=""
+                ).coded("store_not_open")
             conversation, handle = self.store.load(self.owner, conversation_id)
             self.sessions[conversation_id] = ChatSession(conversation, backend)
             self.handles[conversation_id] = handle
@@ -109,8 +111,9 @@ class Workspace:
 
     # --- saving ------------------------------------------------------------------------------
 
-    def save(self, key: str) -> None:
-        """Write what changed to the store, under the conversation's id.
+    def save(self, key: str, *, reply_draft: str | None = None) -> None:
+        """Write what changed to the store, under the conversation's id (and `reply_draft`, the
+        text so far of the reply streaming now: `Store.save`).
 
         A draft with no message yet is not saved. Raises the store's errors (StaleConversation,
         StoreUnavailable, ...) with the session left as it is, so nothing typed is lost.
@@ -124,7 +127,7 @@ class Workspace:
                 return
             handle = self.store.create(self.owner, session.conversation, conversation_id=key)
         else:
-            handle = self.store.save(self.owner, handle, session.conversation)
+            handle = self.store.save(self.owner, handle, session.conversation, reply_draft=reply_draft)
         self.handles[key] = handle
 
     # --- this owner's personas ----------------------------------------------------------------
@@ -173,7 +176,9 @@ class Workspace:
 
     def load_comparison(self, comparison_id: str, backend: ChatBackend) -> Comparison:
         if self.store is None:
-            raise StoreUnavailable("Saved comparisons cannot be read: the store is not open.", where="")
+            raise StoreUnavailable(
+                "Saved comparisons cannot be read: the store is not open.", where=""
+            ).coded("store_not_open")
         data = json.loads(self.store.load_comparison(self.owner, comparison_id))
         columns = data.get("columns", []) if isinstance(data, dict) else []
         return Comparison.from_dict(data, [backend] * len(columns))

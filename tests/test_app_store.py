@@ -159,6 +159,31 @@ def test_a_stale_tab_is_told_to_reload_and_loses_no_saved_message(app: AppTest) 
     assert [m.content for m in conversation(again).messages if m.role == "user"] == ["one", "two", "four"]
 
 
+def test_a_reply_cut_by_a_crash_comes_back_interrupted_to_regenerate_or_continue(
+    app: AppTest, database_url: str
+) -> None:
+    send(app, "北京烤鸭怎么吃？")
+    key = open_key(app)
+    # What a server killed mid-reply leaves: the question, saved before the call, and the draft
+    # of its reply saved while it streamed.
+    with Store(database_url) as store:
+        stored, handle = store.load(LOCAL_OWNER, key)
+        stored.add_user("还有呢？")
+        store.save(LOCAL_OWNER, handle, stored, reply_draft="[Offline model] I received 4 messages")
+    again = new_browser_session(app.query_params)  # the visitor reloads once the server is back
+    assert not again.exception
+    question, reply = conversation(again).messages[-2:]
+    assert (question.content, reply.content) == ("还有呢？", "[Offline model] I received 4 messages")
+    assert reply.interrupted
+    assert ":orange-badge[interrupted · partial reply]" in [m.value for m in again.markdown]
+    assert {"Regenerate last answer", "Continue the reply"} <= {b.label for b in again.button}
+    click(again, "Continue the reply")
+    assert conversation(again).messages[-2].automatic and not conversation(again).messages[-1].interrupted
+    with Store(database_url) as store:
+        reloaded, handle = store.load(LOCAL_OWNER, key)
+    assert reloaded.to_dict() == conversation(again).to_dict() and not handle.reply_draft_saved
+
+
 def test_the_page_saves_to_data_dir_when_no_database_url_is_set(
     clean_env: pytest.MonkeyPatch, start_app: StartApp, tmp_path: Path
 ) -> None:

@@ -4,6 +4,8 @@ exists, the language follows `?lang=`, the sidebar choice and the browser, in th
 from __future__ import annotations
 
 import ast
+import functools
+import json
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -89,7 +91,7 @@ def sample(field: str) -> Any:
     if field in {"updated", "at"}:
         return datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
     numbers = {"count", "budget", "reply_cap", "used", "drops", "status", "seconds", "cost", "fraction"}
-    numbers |= {"length", "limit", "chars", "pinned", "overflow", "api", "round"}
+    numbers |= {"length", "limit", "chars", "pinned", "overflow", "api", "round", "share"}
     if field in numbers | {"tokens", "turn", "number", "error", "turns", "window", "setting"}:
         return 1234
     return f"<{field}>"
@@ -175,13 +177,16 @@ def test_every_notice_has_its_text():
 
 def code_values(node: ast.expr, assigned: dict[str, set[str]], where: str) -> set[str]:
     """The strings an error code expression can be: a literal, either side of `a if ... else b`,
-    or what the module assigned to the variable it names."""
+    what the module assigned to the variable it names, or any value of the dict of literals it
+    looks up (`CODES[setting]`)."""
     if isinstance(node, ast.Constant):
         return {str(node.value)}
     if isinstance(node, ast.IfExp):
         return code_values(node.body, assigned, where) | code_values(node.orelse, assigned, where)
     if isinstance(node, ast.Name):
         return assigned.get(node.id, set())
+    if isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name) and node.value.id in assigned:
+        return assigned[node.value.id]
     raise AssertionError(f"{where}:{node.lineno}: an error code this test cannot read")
 
 
@@ -194,6 +199,11 @@ def error_codes() -> set[str]:
         for node in ast.walk(tree):
             if isinstance(node, ast.Assign):
                 for target in node.targets:
+                    if isinstance(target, ast.Name) and isinstance(node.value, ast.Dict):
+                        values = [v.value for v in node.value.values if isinstance(v, ast.Constant)]
+                        if len(values) == len(node.value.values):
+                            assigned[target.id] = {str(value) for value in values}
+                        continue
                     pairs = (
                         zip(target.elts, node.value.elts, strict=False)
                         if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple)
@@ -309,6 +319,7 @@ ALLOWED_WORDS = {
     "token", "tokens", "English", "UTC", "HTTP", "tiktoken",
     "PNG", "charx", "LobeHub", "NextChat", "Open", "WebUI", "LibreChat", "modelSpecs",
     "Bradley", "Terry",  # a method named for its authors
+    "SQLite", "PostgreSQL",
 }  # fmt: skip
 #: Code-like tokens: identifiers, file and folder names, URLs, model ids (a digit, `_`, `.`, `/`, `:`).
 CODE_LIKE = re.compile(r"[A-Za-z0-9_]+(?:[-./:]+[A-Za-z0-9_]+)+/?|\w*[0-9_]\w*|[A-Za-z]+/")
@@ -369,7 +380,7 @@ def test_lang_zh_cn_shows_no_english_label_in_the_sidebar(start_app):
 def test_lang_zh_cn_translates_the_first_screen(clean_env):
     at = zh_page(clean_env)
     texts = list(shown_texts(at.main))
-    assert any(t.startswith("从左到右：系统提示") for t in texts)
+    assert any(t.startswith("从左到右：1 系统提示") for t in texts)
     assert [m.label for m in at.metric] == ["下一次调用发送", "费用", "输入 token", "输出 token"]
     assert at.chat_input(key="chat_input").placeholder == "给 美食家 发消息…"
     assert {t: words for t in texts if (words := english_words(t))} == {}
@@ -517,3 +528,134 @@ def test_every_view_under_lang_zh_cn_shows_no_english(clean_env):
     assert not at.exception, at.exception
     seen["whatif"] = english_shown(at)
     assert {view: found for view, found in seen.items() if found} == {}
+
+
+# --- core's errors and notices in Chinese (error.<code>, notice.<code>, validation.<code>) -------
+
+
+def zh_app(clean_env: pytest.MonkeyPatch, **env: str) -> AppTest:
+    """The page in Chinese with these deployer settings."""
+    for name, value in env.items():
+        clean_env.setenv(name, value)
+    return zh_page(clean_env)
+
+
+def only_chinese(texts: list[str], *quoted: str) -> list[str]:
+    """`texts`, each checked to say nothing in English but names of settings, formats and units,
+    and the `quoted` values the visitor or deployer wrote."""
+    assert texts, "nothing shown"
+    unquoted = {text: functools.reduce(lambda t, q: t.replace(q, " "), quoted, text) for text in texts}
+    assert {text: words for text, rest in unquoted.items() if (words := english_words(rest))} == {}
+    return texts
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "shown"),
+    [
+        ("MAX_REPLY_CAP", "-5", "设置 MAX_REPLY_CAP 必须是不小于 1 的整数，而不是“-5”。"),
+        ("MAX_CONTEXT_BUDGET", "0", "设置 MAX_CONTEXT_BUDGET 必须在 1 到 2000000 之间，而不是 0。"),
+        ("ALLOWED_MODELS", "gpt 4", "ALLOWED_MODELS：“gpt 4”不是模型名称。"),
+        ("ACCESS_MODE", "x1", "设置 ACCESS_MODE 必须是 single-user, private 之一，而不是“x1”。"),
+        ("OPENAI_TIMEOUT_S", "-1", "设置 OPENAI_TIMEOUT_S 必须是不小于 0 的数字，而不是“-1”。"),
+        ("ALLOWED_BASE_URLS", "ftp://x1", "ALLOWED_BASE_URLS：“ftp://x1”不是可用的基础 URL（必须以"),
+    ],
+)
+def test_a_malformed_deployer_setting_reads_in_chinese(clean_env, setting, value, shown):
+    """A ConfigError stops the page with its text in the page's language."""
+    for name, setting_value in {"ACCESS_MODE": "private", setting: value}.items():
+        clean_env.setenv(name, setting_value)
+    at = AppTest.from_file(str(APP_PATH), default_timeout=60)
+    at.query_params["lang"] = "zh-CN"
+    at.run()
+    assert not at.exception, at.exception
+    errors = only_chinese([e.value for e in at.error], value, "private")  # ACCESS_MODE's own value
+    assert any(shown in error for error in errors), errors
+
+
+def deployed_zh(clean_env: pytest.MonkeyPatch, server: Any, **env: str) -> AppTest:
+    """The page in Chinese on the deployer's key and the local server (the offline model is not
+    held to the deployer's limits)."""
+    return zh_app(
+        clean_env, OPENAI_API_KEY="sk-deployer-0123456789abcdef", OPENAI_BASE_URL=server.base_url, **env
+    )
+
+
+def test_the_deployments_rate_limit_reads_in_chinese(clean_env, openai_server):
+    """RateLimitedLocally."""
+    at = deployed_zh(clean_env, openai_server, RATE_LIMIT_REQUESTS_PER_MIN="1")
+    at.chat_input(key="chat_input").set_value("北京烤鸭怎么吃？").run()
+    at.chat_input(key="chat_input").set_value("还有呢？").run()
+    assert not at.exception, at.exception
+    assert len(openai_server.chat_requests) == 1
+    errors = only_chinese([e.value for e in at.error])
+    assert any("你的工作区在过去一分钟内已发送 1 个请求，达到此部署允许的上限。请在" in e for e in errors), (
+        errors
+    )
+
+
+def test_the_deployments_caps_read_in_chinese(clean_env, openai_server):
+    at = deployed_zh(clean_env, openai_server, MAX_REPLY_CAP="100", MAX_CONTEXT_BUDGET="800")
+    captions = [c.value for c in at.sidebar.caption if c.value.startswith("受此部署限制")]
+    assert only_chinese(captions) == [
+        "受此部署限制：此处回复上限最多为 100 个 token。",
+        "受此部署限制：此处上下文预算最多为 800 个 token。",
+    ]
+
+
+def test_a_database_that_cannot_be_used_reads_in_chinese(clean_env, tmp_path):
+    """A store error (here: a file that is not SQLite) is said in Chinese; the page still works."""
+    not_a_database = tmp_path / "notes.db"
+    not_a_database.write_bytes(b"just some text, not a database\n" * 4)
+    at = zh_app(clean_env, DATABASE_URL=f"sqlite:///{not_a_database}")
+    warnings = [w.value for w in at.warning if w.value.startswith("对话目前无法保存")]
+    assert len(only_chinese(warnings)) == 1
+    assert "不是可读取的 SQLite 数据库（可能已损坏，或是别的文件）；它未被改动。" in warnings[0]
+    assert not_a_database.read_bytes().startswith(b"just some text")
+
+
+def test_the_editors_own_checks_read_in_chinese(clean_env):
+    """The persona model's own validators (an avatar that is not one emoji) and the id's rule are
+    worded in Chinese under their fields, with the fields' labels."""
+    at = zh_page(clean_env)
+    at.switch_page("app_pages/personas.py").run()
+    next(b for b in at.button if b.label == "新建角色").click().run()
+    fields = {w.label: w for w in [*at.text_input, *at.text_area]}
+    id_label = next(label for label in fields if label.startswith("ID"))
+    avatar_label = next(label for label in fields if "表情" in label)
+    fields[id_label].input("my persona!")
+    fields[avatar_label].input("abc")
+    at.button(key="FormSubmitter:persona_form-保存").click().run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert f"{avatar_label}：必须是一个表情符号，例如 🍜（只能一个），而不是 'abc'" in errors
+    assert any(e.startswith(f"{id_label}：“my persona!”不是有效的 ID") for e in errors), errors
+    only_chinese(errors, "'abc'", "my persona!")
+
+
+def test_the_persona_import_report_reads_in_chinese(clean_env):
+    """The report's format, notes, reasons and warnings are notices the page words: in Chinese,
+    nothing but the source's own field names and values is English."""
+    at = zh_page(clean_env)
+    at.switch_page("app_pages/personas.py").run()
+    agent = {
+        "identifier": "chef",
+        "author": "someone",
+        "meta": {"title": "Chef", "description": "Cooks\nand talks.", "tags": ["x" * 50], "avatar": "👨‍🍳"},
+        "config": {"params": {"top_p": 7, "temperature": "hot"}, "chatConfig": {"historyCount": 8}},
+    }
+    uploader = next(u for u in at.file_uploader if u.key == "persona_import_files_0")
+    uploader.set_value([("chef.json", json.dumps(agent).encode(), "application/json")]).run()
+    assert not at.exception, at.exception
+    assert "来自 chef.json · LobeHub 助手" in [c.value for c in at.caption]
+    warnings = [w.value for w in at.warning]
+    assert "来源中没有系统提示词；已设为“You are Chef.”" in warnings
+    mapped, dropped = (frame.value for frame in at.dataframe)
+    notes = [note for note in mapped["说明"] if note]
+    assert notes == ["已合并为一行"]
+    reasons = dict(zip(dropped["来源"], dropped["原因"], strict=True))
+    assert reasons["config.params.top_p"] == "7 超出了 top_p 的范围 0 到 1"
+    assert reasons["config.params.temperature"] == "值为 'hot'，不是数字"
+    assert reasons["config"].startswith("chatConfig.historyCount 计算的是消息条数而不是 token")
+    assert reasons["author"] == "角色中没有对应位置；保留以便导出"
+    only_chinese(list(reasons.values()), "'hot'", "'" + "x" * 50 + "'", "top_p", "first_mes")
+    assert reasons["meta.tags[0]"].endswith("不是 1 到 40 个字符的一行文字")

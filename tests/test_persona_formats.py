@@ -22,6 +22,7 @@ from PIL import Image
 
 from core.avatars import avatar_png, encode_avatar
 from core.character_cards import card_png, png_text_chunks
+from core.i18n import english
 from core.persona_formats import EXPORT_FORMATS, FileImport, export_persona, import_file, import_files
 from core.persona_mapping import MAX_IMPORT_BYTES
 from core.personas import BUNDLED_PERSONAS_DIR, Persona, load_personas, parse_persona, persona_yaml
@@ -100,11 +101,11 @@ def test_a_v2_card_maps_as_the_issue_says() -> None:
     assert isinstance(kept, dict)
     assert kept["post_history_instructions"] == "Stay in character."
     assert kept["extensions"] == {"talkativeness": "0.5", "depth_prompt": {"prompt": "Be brief.", "depth": 4}}
-    dropped = {d.theirs: d.reason for d in report.dropped}
+    dropped = {d.theirs: english(d.reason) for d in report.dropped}
     assert "not sent" in dropped["post_history_instructions"]
     assert "one greeting" in dropped["alternate_greetings"]
     assert {m.ours for m in report.mapped} >= {"name", "system_prompt", "greeting", "examples", "tags"}
-    assert report.source_format == "character card V2 (JSON)"
+    assert english(report.source_format) == "character card V2 (JSON)"
     assert 0 < report.system_tokens < report.context_budget and not report.budget_warning
 
 
@@ -112,9 +113,9 @@ def test_fields_beside_a_v2_cards_data_are_reported_not_kept() -> None:
     card = {**v2_card(), "name": "Old copy", "description": "old", "fav": False}
     result = import_file("aria.json", json.dumps(card).encode())
     assert only(result).name == "Aria"
-    assert {d.theirs: d.reason for d in result.personas[0].report.dropped}["name, description, fav"] == (
-        "outside the card's data; not read"
-    )
+    assert {d.theirs: english(d.reason) for d in result.personas[0].report.dropped}[
+        "name, description, fav"
+    ] == ("outside the card's data; not read")
     assert "name" not in only(result).extensions["character_card"]  # type: ignore[operator]
 
 
@@ -135,7 +136,7 @@ def test_a_v1_card_and_a_v3_card_import() -> None:
     result = import_file("aria3.json", json.dumps(v3).encode())
     persona = only(result)
     assert persona.system_prompt.startswith("Ari is a travelling bard")  # {{char}} is the nickname
-    assert result.personas[0].report.source_format == "character card V3 (JSON)"
+    assert english(result.personas[0].report.source_format) == "character card V3 (JSON)"
 
 
 def test_constant_lorebook_entries_are_pinned_in_the_system_prompt_and_others_warned() -> None:
@@ -155,7 +156,9 @@ def test_constant_lorebook_entries_are_pinned_in_the_system_prompt_and_others_wa
     persona = only(result)
     assert persona.system_prompt.endswith("Scenario: A crowded tavern.\n\nThe tavern is the Prancing Pony.")
     assert "Disabled." not in persona.system_prompt and "Dawn" not in persona.system_prompt
-    assert any("1 lorebook entry is triggered by keywords" in w for w in result.personas[0].report.warnings)
+    assert [w.fields for w in result.personas[0].report.warnings if w.code == "import_warn_lorebook"] == [
+        {"count": 1}
+    ]
     kept_book = persona.extensions["character_card"]["character_book"]  # type: ignore[index, call-overload]
     assert [e["content"] for e in kept_book["entries"]] == ["Disabled.", "Her sword is Dawn."]
 
@@ -170,7 +173,7 @@ def test_a_png_card_prefers_ccv3_and_its_picture_becomes_the_avatar() -> None:
     with Image.open(io.BytesIO(base64.b64decode(persona.avatar_image))) as image:
         assert image.size == (256, 128) and image.getpixel((5, 5)) == (30, 120, 200)
         assert "ccv3" not in image.info  # the card is not copied into the avatar
-    assert result.personas[0].report.source_format == "character card V3 (PNG, 'ccv3' chunk)"
+    assert english(result.personas[0].report.source_format) == "character card V3 (PNG, 'ccv3' chunk)"
     chara_only = only(import_file("card.png", png_with_text(picture(), chara=b64json(v2_card()))))
     assert chara_only.name == "Aria"
 
@@ -232,8 +235,8 @@ def test_a_lobehub_agent_maps_and_keeps_the_rest() -> None:
     assert persona.max_reply_tokens == 800 and persona.greeting == "Hungry?"
     assert persona.starter_prompts == ["What can I cook with eggs?"]
     assert [e.content for e in persona.examples] == ["Pasta?", "Boil water."]
-    dropped = {d.theirs: d.reason for d in result.personas[0].report.dropped}
-    assert "less than or equal to 1" in dropped["config.params.top_p"]
+    dropped = {d.theirs: english(d.reason) for d in result.personas[0].report.dropped}
+    assert dropped["config.params.top_p"] == "7 is outside top_p's range 0-1"
     assert "counts messages, not tokens" in dropped["config"]
     assert persona.extensions["lobehub"] == {
         "author": "someone",
@@ -263,7 +266,7 @@ def test_a_nextchat_mask_list_gives_one_persona_each() -> None:
     assert (cat.avatar, cat.system_prompt, cat.sampling.temperature) == ("😸", "You are a cat.", 1.0)
     assert [(e.role, e.content) for e in cat.examples] == [("user", "Hi"), ("assistant", "Meow")]
     assert plain.system_prompt == "You are Plain." and plain.avatar == "🤖"
-    assert any("no system prompt" in w for w in result.personas[1].report.warnings)
+    assert any("no system prompt" in english(w) for w in result.personas[1].report.warnings)
 
 
 def test_an_open_webui_export_maps_budget_prompts_and_a_data_url_picture() -> None:
@@ -330,7 +333,7 @@ modelSpecs:
     assert [(e.role, e.content) for e in tutor.examples] == [("user", "2+2?"), ("assistant", "4.")]
     assert tutor.extensions["librechat"] == {"name": "tutor", "preset": {"endpoint": "openAI"}}
     assert poet.avatar_image is None
-    assert any("never fetched" in d.reason for d in result.personas[1].report.dropped)
+    assert any("never fetched" in english(d.reason) for d in result.personas[1].report.dropped)
 
 
 def test_this_apps_own_yaml_imports_too() -> None:
@@ -346,7 +349,7 @@ def test_a_system_prompt_over_half_the_budget_is_warned() -> None:
     result = import_file("big.json", json.dumps(card).encode())
     report = result.personas[0].report
     assert report.budget_warning and report.budget_share > 0.5
-    assert any("leaving little room" in w for w in report.warnings)
+    assert any("leaving little room" in english(w) for w in report.warnings)
 
 
 # --- Round trips -----------------------------------------------------------------------------
@@ -554,7 +557,7 @@ def test_remote_image_urls_are_never_fetched(counting_server: tuple[str, list[st
     for result in results:
         imported = result.personas[0]
         assert imported.persona.avatar_image is None
-        assert any("never fetched" in d.reason for d in imported.report.dropped)
+        assert any("never fetched" in english(d.reason) for d in imported.report.dropped)
     assert hits == []
 
 
@@ -592,8 +595,8 @@ def test_a_card_in_a_decompression_bomb_imports_without_its_picture() -> None:
     result = import_file("bomb.png", bomb + chunk(b"IEND", b""))
     persona = only(result)
     assert persona.name == "Aria" and persona.avatar_image is None
-    reasons = {d.theirs: d.reason for d in result.personas[0].report.dropped}
-    assert "declares too many pixels" in reasons["the PNG picture"]
+    reasons = {d.theirs: english(d.reason) for d in result.personas[0].report.dropped}
+    assert "declares too many pixels" in reasons["PNG"]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

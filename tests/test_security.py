@@ -632,7 +632,8 @@ def test_deployer_limits_are_read_and_enforced() -> None:
         2000,
         16000,
     )
-    assert len(notes) == 3 and "'o1-pro' is not available" in notes[0]
+    assert [note.code for note in notes] == ["limit_model", "limit_reply_cap", "limit_context_budget"]
+    assert notes[0].fields == {"model": "o1-pro", "used": "gpt-4o-mini"}
     fine = ChatSettings(model="gpt-4.1-mini", context_budget=8000, max_reply_tokens=500)
     assert limits.enforce(fine) == (fine, [])
 

@@ -13,10 +13,11 @@ from typing import Literal
 import streamlit as st
 
 from core.calibration import SilentTruncation
-from core.charts import dashboard_drawing
+from core.charts import dashboard_drawing, gauge_labels
 from core.conversation import MAX_IMPORT_BYTES, Message, MessageState
 from core.errors import BackendError, DashboardError
 from core.i18n import current as session_translator
+from core.notices import Notice
 from core.personas import Persona, chat_avatar
 from core.service import StartedReply, VisitorService
 from core.session import ChatSession
@@ -38,7 +39,7 @@ from ui.state import (
     summary_key,
     title_key,
 )
-from ui.text import as_markdown, error_text, tr, tr_plural
+from ui.text import as_markdown, error_text, notice_text, tr, tr_plural
 
 CHAT_HEIGHT_PX = 560
 DASHBOARD_HEIGHT_PX = 640
@@ -206,13 +207,13 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
                 )
 
 
-def settings_sidebar(service: VisitorService, persona: Persona, key: str, notes: list[str]) -> None:
+def settings_sidebar(service: VisitorService, persona: Persona, key: str, notes: list[Notice]) -> None:
     """The model, context budget, reply cap and policy of the open conversation, within the
     deployer's limits on the deployer's key."""
     settings = service.session(key).settings
     limits = service.limits
     for note in notes:
-        st.caption(tr("sidebar.limits.applied", note=note))
+        st.caption(tr("sidebar.limits.applied", note=notice_text(note)))
     if limits is not None and limits.allowed_models:
         models = list(limits.allowed_models)
         model = st.selectbox(
@@ -272,7 +273,7 @@ def settings_sidebar(service: VisitorService, persona: Persona, key: str, notes:
         context_policy=policy,
     )
     for note in more_notes:
-        st.caption(tr("sidebar.limits.applied", note=note))
+        st.caption(tr("sidebar.limits.applied", note=notice_text(note)))
 
 
 def import_conversation(frame: Frame) -> None:
@@ -643,7 +644,7 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
     st.markdown(f"**{tr('dashboard.gauge.header')}**")
     # As tall as the bar and its legend.
     vega_chart(drawing.gauge, width="stretch", height="content")
-    parts = " · ".join(f"{tr(f'gauge.part.{part}')} {tokens:,}" for part, tokens in gauge.parts())
+    parts = " · ".join(f"{label} {tokens:,}" for _, label, tokens in gauge_labels(gauge, tr))
     st.caption(tr("dashboard.gauge.parts", parts=parts))
     in_context, drops = figures.in_context, figures.next_drops
     if drops:

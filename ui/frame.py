@@ -433,7 +433,7 @@ def notices(service: VisitorService) -> None:
     for notice in service.take_notices():
         show_notice(notice)
     if service.store_error is not None:
-        st.warning(tr("store.not_saving", error=service.store_error), icon="💾")
+        st.warning(tr("store.not_saving", error=error_text(service.store_error)), icon="💾")
     elif service.store_problem is not None:
         show_notice(service.store_problem.model_copy(update={"level": "warning"}), icon="💾")
 

@@ -29,7 +29,7 @@ from core.persona_formats import (
 from core.persona_mapping import DEFAULT_USER_NAME
 from core.personas import Persona, persona_yaml
 from ui.state import Key, page_state, persona_export_key, persona_import_files_key, persona_import_pick_key
-from ui.text import as_markdown, error_text, tr
+from ui.text import as_markdown, error_text, notice_text, tr
 
 
 def uploader_key() -> str:
@@ -114,7 +114,11 @@ def preview_file(file_index: int, result: FileImport) -> None:
                 key=persona_import_pick_key(file_index, persona_index),
             )
             head[1].caption(
-                tr("personas.exchange.source", file=result.file_name, format=report.source_format)
+                tr(
+                    "personas.exchange.source",
+                    file=result.file_name,
+                    format=notice_text(report.source_format),
+                )
             )
             share = report.budget_share
             tokens = tr(
@@ -125,13 +129,14 @@ def preview_file(file_index: int, result: FileImport) -> None:
             )
             st.progress(min(share, 1.0), text=tokens)
             for warning in report.warnings:
-                st.warning(as_markdown(warning), icon="⚠️")
+                st.warning(as_markdown(notice_text(warning)), icon="⚠️")
             st.dataframe(
                 [
                     {
                         tr("personas.exchange.col.ours"): item.ours,
-                        tr("personas.exchange.col.theirs"): item.theirs,
-                        tr("personas.exchange.col.note"): item.note,
+                        tr("personas.exchange.col.theirs"): item.theirs
+                        or tr("personas.exchange.none_in_source"),
+                        tr("personas.exchange.col.note"): notice_text(item.note) if item.note else "",
                     }
                     for item in report.mapped
                 ],
@@ -144,7 +149,7 @@ def preview_file(file_index: int, result: FileImport) -> None:
                         [
                             {
                                 tr("personas.exchange.col.theirs"): drop.theirs,
-                                tr("personas.exchange.col.why"): drop.reason,
+                                tr("personas.exchange.col.why"): notice_text(drop.reason),
                             }
                             for drop in report.dropped
                         ],

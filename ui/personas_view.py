@@ -22,6 +22,7 @@ from core.personas import (
     examples_text,
     parse_persona,
     persona_yaml,
+    valid_persona_id,
 )
 from core.service import VisitorService
 from core.settings import Sampling
@@ -277,14 +278,19 @@ def editor(service: VisitorService, personas: dict[str, Persona]) -> None:
             avatar_image=base.avatar_image,
             extensions=dict(base.extensions),
         )
+    if not valid_persona_id(persona_id.strip()):  # the file name's rules
+        slots["id"].error(as_markdown(tr("personas.editor.id_invalid", label=labels["id"], id=persona_id)))
     try:
         checked = PersonaFile.model_validate(fields)
-        persona = parse_persona(persona_yaml(checked), persona_id.strip())
     except ValidationError as exc:
         show_field_problems(field_problems(exc), labels, slots)
         return
-    except PersonaFileError as error:  # the id: the file name's rules
-        slots["id"].error(as_markdown("; ".join(error.problems)))
+    if not valid_persona_id(persona_id.strip()):
+        return
+    try:
+        persona = parse_persona(persona_yaml(checked), persona_id.strip())
+    except PersonaFileError as error:  # what was checked above, checked as a file is: not expected
+        slots[""].error(error_text(error))
         return
     if not custom and persona.id in personas:
         st.error(tr("personas.editor.id_taken", id=persona.id))

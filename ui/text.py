@@ -24,24 +24,32 @@ def tr_plural(key: str, count: int, /, **fields: object) -> str:
 
 def error_text(error: BaseException | ErrorInfo) -> str:
     """An error (or a comparison column's record of one) in the page's language: `error.<code>`
-    with its fields (core/errors.py), and what the server said, quoted as it said it. An error of
-    no code reads as its English message."""
+    with its fields (core/errors.py; a field that is a `Notice` in the page's language too), and
+    what the server said, quoted as it said it. An error of no code reads as its English message."""
     if isinstance(error, ErrorInfo):
         code, message, fields = error.code, error.message, dict(error.fields)
     elif isinstance(error, DashboardError):
         code, message, fields = error.code, str(error), error.fields
     else:
         code, message, fields = "generic", str(error), {}
-    text = tr(f"error.{code}", message=message, **fields)
+    # A reason among the fields is a notice of its own (e.g. what is wrong with a URL).
+    worded = {
+        name: notice_text(value) if isinstance(value, Notice) else value for name, value in fields.items()
+    }
+    text = tr(f"error.{code}", message=message, **worded)
     if said := fields.get("server_said"):
         text += " " + tr("error.details.server_said", text=said)
     return text
 
 
 def notice_text(notice: Notice) -> str:
-    """A notice in the page's language; an error among its fields in the page's language too."""
+    """A notice in the page's language; an error or notice among its fields in the page's language too."""
     fields = {
-        name: error_text(value) if isinstance(value, BaseException) else value
+        name: error_text(value)
+        if isinstance(value, BaseException)
+        else notice_text(value)
+        if isinstance(value, Notice)
+        else value
         for name, value in notice.fields.items()
     }
     return tr(notice.key, **fields)

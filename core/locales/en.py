@@ -255,6 +255,14 @@ CATALOG: dict[str, str] = {
     "validation.at_most": "{label}: at most {limit:,}.",
     "validation.less_than": "{label}: less than {limit:,}.",
     "validation.invalid": "{label}: {detail}",
+    "validation.one_line": "{label}: must be a single line (no line breaks).",
+    "validation.emoji": "{label}: must be an emoji such as 🍜 (one emoji only), got {value}",
+    "validation.avatar_image": "{label}: the avatar image {problem}",
+    "validation.extensions_too_large": "{label}: holds {size} KiB as JSON; at most {limit} KiB are kept.",
+    "personas.editor.id_invalid": (
+        "{label}: “{id}” is not a valid id: use letters, digits, '_' and '-' (at most 64), e.g. travel-pl"
+        "anner."
+    ),
     "personas.editor.not_saved": "Not saved: {error}",
     # --- importing from and exporting to other apps (ui/persona_exchange.py) ---------------------
     "personas.exchange.header": "Import from other apps",
@@ -644,4 +652,184 @@ CATALOG: dict[str, str] = {
     "chart.gauge.axis_fitted": "tokens of the {budget:,}-token budget (set: {setting:,})",
     "compare.saved.link_help": "A comparison: opens on the Compare page",
     "compare.answer": "Answer {letter}",
+    # deployer's settings (ConfigError)
+    "error.config_number": "The setting {setting} must be a number of at least 0, not “{value}”.",
+    "error.config_number_positive": "The setting {setting} must be a number more than 0, not “{value}”.",
+    "error.config_whole": "The setting {setting} must be a whole number of at least 0, not “{value}”.",
+    "error.config_whole_positive": (
+        "The setting {setting} must be a whole number of at least 1, not “{value}”."
+    ),
+    "error.config_range": "The setting {setting} must be between {low} and {high}, not {value}.",
+    "error.config_model_name": "{setting}: “{value}” is not a model name.",
+    "error.config_base_url": "{setting}: “{value}” is not a usable base URL ({reason}).",
+    "error.config_host": (
+        "{setting}: “{value}” is neither a URL (https://host/path) nor a host (host or host:port)."
+    ),
+    "error.config_access_mode": "The setting ACCESS_MODE must be one of {modes}, not “{value}”.",
+    "error.config_database_url": (
+        "DATABASE_URL ({url}) is not a database URL; expected e.g. sqlite:////path/to/dashboard.db or "
+        "postgresql+psycopg://user:password@host/dbname."
+    ),
+    "error.config_database_kind": (
+        "DATABASE_URL ({url}) names a {kind} database; only sqlite:/// and postgresql+psycopg:// URLs "
+        "are supported."
+    ),
+    # the deployment's own rate limits (RateLimitedLocally)
+    "error.local_requests_wait": (
+        "Your workspace has sent {used:,} requests in the last minute, the most this deployment allows. "
+        "Try again in {seconds} s."
+    ),
+    "error.local_tokens_wait": (
+        "Your workspace has used {used:,} tokens in the last minute, the most this deployment allows. "
+        "Try again in {seconds} s."
+    ),
+    "error.deployment_requests_wait": (
+        "This deployment has sent {used:,} requests in the last minute, the most it allows for all "
+        "visitors together. Try again in {seconds} s."
+    ),
+    "error.deployment_tokens_wait": (
+        "This deployment has used {used:,} tokens in the last day, the most it allows for all visitors "
+        "together. Try again in {seconds} s."
+    ),
+    "error.local_tokens_too_many": (
+        "This request needs about {tokens:,} tokens, more than the {limit:,} tokens a minute this "
+        "deployment allows. Lower the reply cap or the context budget."
+    ),
+    "error.deployment_tokens_too_many": (
+        "This request needs about {tokens:,} tokens, more than the {limit:,} tokens a day this "
+        "deployment allows. Lower the reply cap or the context budget."
+    ),
+    # base URLs and links
+    "error.base_url_not_chosen": (
+        "This deployment does not let visitors choose a base URL; clear the Base URL field to use the "
+        "app's own connection."
+    ),
+    "error.base_url_unusable": "The base URL “{url}” cannot be used: {reason}.",
+    "error.base_url_not_allowed": (
+        "The base URL “{url}” is not one this deployment allows. Allowed: {allowed}."
+    ),
+    "error.workspace_link_invalid": (
+        "This private link is not valid (it was cut short or changed). Open the link you bookmarked, "
+        "or start a new workspace."
+    ),
+    "error.signin_no_identity": "The sign-in did not say who you are (no issuer or subject).",
+    # the store
+    "error.conversation_not_found": "There is no saved conversation “{id}”.",
+    "error.conversation_unreadable": "The saved conversation “{id}” cannot be read back.",
+    "error.comparison_not_found": "There is no saved comparison “{id}”.",
+    "error.stale_conversation": (
+        "This conversation was saved elsewhere (another tab or window) since it was loaded here "
+        "(version {found}, expected {expected}); nothing was saved. Reload it to go on."
+    ),
+    "error.title_empty": "A title cannot be empty.",
+    "error.title_too_long": "A title has at most {limit:,} characters; this one has {length:,}.",
+    "error.store_not_open": "Saved conversations cannot be read: the database is not open.",
+    "error.store_bad_url": "“{url}” is not a database URL.",
+    "error.store_kind": "Only SQLite and PostgreSQL databases are supported, not {kind}.",
+    "error.store_url_unusable": "The database URL for {where} is not usable: {reason}",
+    "error.store_driver_missing": "The database driver for {where} is not installed: {driver}.",
+    "error.store_busy": "The database {where} is busy: no connection was free in time. Try again.",
+    "error.store_read_only_file": (
+        "The database {where} is read-only: saved conversations can be read, but not saved. Check the "
+        "file's and its folder's permissions."
+    ),
+    "error.store_read_only": (
+        "The database {where} is read-only: saved conversations can be read, but not saved."
+    ),
+    "error.store_locked": "The database {where} is locked by another process. Try again in a moment.",
+    "error.store_full": "The database {where} is full (no disk space left, or its size limit).",
+    "error.store_not_sqlite": (
+        "{where} is not a readable SQLite database (it may be corrupted, or another kind of file); it "
+        "was left untouched. Move it aside or point DATABASE_URL elsewhere."
+    ),
+    "error.store_folder": "{where} is a folder, not a database file.",
+    "error.store_cannot_open": (
+        "The database {where} cannot be used ({reason}). Check that its folder exists and is writable."
+    ),
+    "error.store_unavailable": "The database {where} is unavailable ({reason}).",
+    "error.store_refused": "The database {where} refused the change: {reason}.",
+    "error.store_foreign_tables": (
+        "The database {where} holds another application's tables ({tables}); it was left untouched. "
+        "Use a database of its own for the dashboard."
+    ),
+    "error.store_unknown_schema": (
+        "The database {where} has a schema this version of the app does not know (revision "
+        "“{revision}”): another application's, or a newer version's. It was left untouched."
+    ),
+    "error.store_unversioned": (
+        "The database {where} holds tables with no schema version; it was left untouched."
+    ),
+    # the deployer's limits applied to a conversation's settings (Notice)
+    "notice.url_characters": "it contains spaces, backslashes, control characters or an '@'",
+    "notice.url_scheme": "it must start with `http://` or `https://`",
+    "notice.url_query": "a base URL has no query (?…) or fragment (#…)",
+    "notice.url_host": "it has no host",
+    "notice.url_port": "its port is not a number from 0 to 65535",
+    "notice.url_dots": "it has '.' or '..' path segments",
+    "notice.limit_model": "Model “{model}” is not available here; using “{used}”.",
+    "notice.limit_summarizer": "Summarizer model “{model}” is not available here.",
+    "notice.limit_reply_cap": "The reply cap is at most {limit:,} tokens here.",
+    "notice.limit_context_budget": "The context budget is at most {limit:,} tokens here.",
+    # the persona import report (core/persona_mapping.py ImportReport: notice.import_<…>)
+    "personas.exchange.none_in_source": "(none in the source)",
+    "notice.import_format_lobehub": "LobeHub agent",
+    "notice.import_format_nextchat": "NextChat mask",
+    "notice.import_format_open_webui": "Open WebUI model",
+    "notice.import_format_librechat": "LibreChat modelSpec",
+    "notice.import_format_card_json": "character card {version} (JSON)",
+    "notice.import_format_card_png": "character card {version} (PNG, '{chunk}' chunk)",
+    "notice.import_format_card_charx": "character card {version} (CHARX)",
+    "notice.import_format_persona_yaml": "persona YAML (this app's own)",
+    "notice.import_note_joined": "joined into one line",
+    "notice.import_note_cut": "cut to {limit:,} characters",
+    "notice.import_note_joined_cut": "joined into one line, cut to {limit:,} characters",
+    "notice.import_note_messages": "{count} messages",
+    "notice.import_note_filled_in": "filled in",
+    "notice.import_value_null": "nothing (null)",
+    "notice.import_value_mapping": "a mapping",
+    "notice.import_value_list": "a list",
+    "notice.import_drop_not_text": "is {value}, not text",
+    "notice.import_drop_not_whole": "is {value}, not a whole number",
+    "notice.import_drop_not_number": "is {value}, not a number",
+    "notice.import_drop_not_model": "is {value}, not a model name",
+    "notice.import_drop_not_list": "is {value}, not a list",
+    "notice.import_drop_not_emoji": "{value} is not an emoji",
+    "notice.import_drop_not_emoji_code": "{value} is not an emoji code; the default avatar is used",
+    "notice.import_drop_not_one_line": "{value} is not one line of 1-{limit} characters",
+    "notice.import_drop_out_of_range": "{value} is outside {field}'s range {low}-{high}",
+    "notice.import_drop_too_many": "a persona holds at most {limit}",
+    "notice.import_drop_examples": "{count} example messages past the first {limit}",
+    "notice.import_drop_picture": "the picture {problem}; the emoji avatar is used",
+    "notice.import_drop_picture_link": (
+        "{url} is a link to a picture; it is never fetched, so the emoji avatar is used"
+    ),
+    "notice.import_drop_kept": "no place in a persona; kept for export",
+    "notice.import_drop_not_sampling": "not a sampling option",
+    "notice.import_drop_unknown_setting": "{value} is not a setting this version reads",
+    "notice.import_drop_invalid": "not valid in a persona: {problem}",
+    "notice.import_drop_too_large": "too large to keep in a persona file ({problem}); not kept",
+    "notice.import_drop_not_message": "not a user or assistant message with text",
+    "notice.import_drop_history_count": (
+        "{field} counts messages, not tokens, so it cannot become the context budget (kept for export)"
+    ),
+    "notice.import_drop_post_history": (
+        "not sent: the dashboard sends nothing after the conversation history (kept for export)"
+    ),
+    "notice.import_drop_alternate_greetings": "a persona has one greeting, first_mes (kept for export)",
+    "notice.import_drop_group_greetings": "the dashboard has no group chats (kept for export)",
+    "notice.import_drop_depth_prompt": (
+        "not sent: the dashboard inserts nothing inside the history (kept for export)"
+    ),
+    "notice.import_drop_outside_data": "outside the card's data; not read",
+    "notice.import_drop_asset_missing": "{uri} is not in the file",
+    "notice.import_warn_budget": (
+        "the system message takes {tokens:,} of the {budget:,}-token budget ({share:.0%}), leaving little "
+        "room for the conversation"
+    ),
+    "notice.import_warn_example_cut": "example {number} was cut to {limit:,} characters",
+    "notice.import_warn_no_system_prompt": "the source has no system prompt; it was set to “{prompt}”",
+    "notice.import_warn_lorebook": (
+        "lorebook entries triggered by keywords: {count}. The dashboard does not trigger entries; they "
+        "are not used (kept for export)"
+    ),
 }

@@ -240,6 +240,13 @@ CATALOG: dict[str, str] = {
     "validation.at_most": "{label}：不能大于 {limit:,}。",
     "validation.less_than": "{label}：必须小于 {limit:,}。",
     "validation.invalid": "{label}：{detail}",
+    "validation.one_line": "{label}：只能是一行（不能换行）。",
+    "validation.emoji": "{label}：必须是一个表情符号，例如 🍜（只能一个），而不是 {value}",
+    "validation.avatar_image": "{label}：头像图片无法使用（{problem}）",
+    "validation.extensions_too_large": "{label}：以 JSON 计占 {size} KiB；最多保留 {limit} KiB。",
+    "personas.editor.id_invalid": (
+        "{label}：“{id}”不是有效的 ID：只能使用字母、数字、“_”和“-”（最多 64 个），例如 travel-planner。"
+    ),
     "personas.editor.not_saved": "未保存：{error}",
     # --- importing from and exporting to other apps (ui/persona_exchange.py) ---------------------
     "personas.exchange.header": "从其他应用导入",
@@ -579,4 +586,155 @@ CATALOG: dict[str, str] = {
     "chart.gauge.axis_fitted": "占 {budget:,} token 预算的 token 数（设定：{setting:,}）",
     "compare.saved.link_help": "这是一个对比：在对比页面中打开",
     "compare.answer": "回答 {letter}",
+    # 部署者的设置（ConfigError）
+    "error.config_number": "设置 {setting} 必须是不小于 0 的数字，而不是“{value}”。",
+    "error.config_number_positive": "设置 {setting} 必须是大于 0 的数字，而不是“{value}”。",
+    "error.config_whole": "设置 {setting} 必须是不小于 0 的整数，而不是“{value}”。",
+    "error.config_whole_positive": "设置 {setting} 必须是不小于 1 的整数，而不是“{value}”。",
+    "error.config_range": "设置 {setting} 必须在 {low} 到 {high} 之间，而不是 {value}。",
+    "error.config_model_name": "{setting}：“{value}”不是模型名称。",
+    "error.config_base_url": "{setting}：“{value}”不是可用的基础 URL（{reason}）。",
+    "error.config_host": (
+        "{setting}：“{value}”既不是 URL（https://host/path），也不是主机（host 或 host:port）。"
+    ),
+    "error.config_access_mode": "设置 ACCESS_MODE 必须是 {modes} 之一，而不是“{value}”。",
+    "error.config_database_url": (
+        "DATABASE_URL（{url}）不是数据库 URL；应为例如 sqlite:////path/to/dashboard.db 或 "
+        "postgresql+psycopg://user:password@host/dbname。"
+    ),
+    "error.config_database_kind": (
+        "DATABASE_URL（{url}）指向 {kind} 数据库；只支持 sqlite:/// 和 postgresql+psycopg:// 开头的 URL。"
+    ),
+    # 本部署自己的速率限制（RateLimitedLocally）
+    "error.local_requests_wait": (
+        "你的工作区在过去一分钟内已发送 {used:,} 个请求，达到此部署允许的上限。请在 {seconds} 秒后重试。"
+    ),
+    "error.local_tokens_wait": (
+        "你的工作区在过去一分钟内已使用 {used:,} 个 token，达到此部署允许的上限。请在 {seconds} 秒后重试。"
+    ),
+    "error.deployment_requests_wait": (
+        "此部署在过去一分钟内已发送 {used:,} 个请求，达到所有访客合计允许的上限。请在 {seconds} 秒后重试。"
+    ),
+    "error.deployment_tokens_wait": (
+        "此部署在过去一天内已使用 {used:,} 个 token，达到所有访客合计允许的上限。请在 {seconds} 秒后重试。"
+    ),
+    "error.local_tokens_too_many": (
+        "此请求约需 {tokens:,} 个 token，超过此部署每分钟允许的 {limit:,} 个 token。请降低回复上限或上下"
+        "文预算。"
+    ),
+    "error.deployment_tokens_too_many": (
+        "此请求约需 {tokens:,} 个 token，超过此部署每天允许的 {limit:,} 个 token。请降低回复上限或上下文"
+        "预算。"
+    ),
+    # 基础 URL 与链接
+    "error.base_url_not_chosen": "此部署不允许访客选择基础 URL；清空“基础 URL”一栏即可使用应用自己的连接。",
+    "error.base_url_unusable": "基础 URL“{url}”无法使用：{reason}。",
+    "error.base_url_not_allowed": "基础 URL“{url}”不在此部署允许的范围内。允许的有：{allowed}。",
+    "error.workspace_link_invalid": (
+        "此私人链接无效（被截断或改动过）。请打开你收藏的链接，或新建一个工作区。"
+    ),
+    "error.signin_no_identity": "登录结果没有说明你是谁（缺少签发者或主体）。",
+    # 存储
+    "error.conversation_not_found": "没有已保存的对话“{id}”。",
+    "error.conversation_unreadable": "已保存的对话“{id}”无法读回。",
+    "error.comparison_not_found": "没有已保存的对比“{id}”。",
+    "error.stale_conversation": (
+        "此对话在这里加载之后已在别处（另一个标签页或窗口）保存过（版本 {found}，预期 {expected}）；"
+        "本次没有保存任何内容。请重新加载后继续。"
+    ),
+    "error.title_empty": "标题不能为空。",
+    "error.title_too_long": "标题最多 {limit:,} 个字符；这个标题有 {length:,} 个。",
+    "error.store_not_open": "无法读取已保存的对话：数据库没有打开。",
+    "error.store_bad_url": "“{url}”不是数据库 URL。",
+    "error.store_kind": "只支持 SQLite 和 PostgreSQL 数据库，不支持 {kind}。",
+    "error.store_url_unusable": "{where} 的数据库 URL 无法使用：{reason}",
+    "error.store_driver_missing": "{where} 的数据库驱动没有安装：{driver}。",
+    "error.store_busy": "数据库 {where} 正忙：没有及时等到空闲连接。请重试。",
+    "error.store_read_only_file": (
+        "数据库 {where} 是只读的：可以读取已保存的对话，但无法保存。请检查该文件及其文件夹的权限。"
+    ),
+    "error.store_read_only": "数据库 {where} 是只读的：可以读取已保存的对话，但无法保存。",
+    "error.store_locked": "数据库 {where} 被另一个进程锁定。请稍后再试。",
+    "error.store_full": "数据库 {where} 已满（磁盘空间不足，或达到其大小上限）。",
+    "error.store_not_sqlite": (
+        "{where} 不是可读取的 SQLite 数据库（可能已损坏，或是别的文件）；它未被改动。请把它移开，或让 DAT"
+        "ABASE_URL 指向别处。"
+    ),
+    "error.store_folder": "{where} 是文件夹，不是数据库文件。",
+    "error.store_cannot_open": "数据库 {where} 无法使用（{reason}）。请检查其文件夹是否存在且可写。",
+    "error.store_unavailable": "数据库 {where} 不可用（{reason}）。",
+    "error.store_refused": "数据库 {where} 拒绝了这次更改：{reason}。",
+    "error.store_foreign_tables": (
+        "数据库 {where} 中有其他应用的表（{tables}）；它未被改动。请为本应用使用单独的数据库。"
+    ),
+    "error.store_unknown_schema": (
+        "数据库 {where} 的结构版本（“{revision}”）不为此版本的应用所知：属于其他应用或更新的版本。它未被"
+        "改动。"
+    ),
+    "error.store_unversioned": "数据库 {where} 中的表没有结构版本；它未被改动。",
+    # 部署者对对话设置的限制（Notice）
+    "notice.url_characters": "其中含有空格、反斜杠、控制字符或“@”",
+    "notice.url_scheme": "必须以 `http://` 或 `https://` 开头",
+    "notice.url_query": "基础 URL 不能带查询（?…）或片段（#…）",
+    "notice.url_host": "缺少主机名",
+    "notice.url_port": "端口不是 0 到 65535 之间的数字",
+    "notice.url_dots": "路径中含有“.”或“..”段",
+    "notice.limit_model": "此处不提供模型“{model}”；改用“{used}”。",
+    "notice.limit_summarizer": "此处不提供摘要模型“{model}”。",
+    "notice.limit_reply_cap": "此处回复上限最多为 {limit:,} 个 token。",
+    "notice.limit_context_budget": "此处上下文预算最多为 {limit:,} 个 token。",
+    # 角色导入报告（core/persona_mapping.py ImportReport：notice.import_<…>）
+    "personas.exchange.none_in_source": "（来源中没有）",
+    "notice.import_format_lobehub": "LobeHub 助手",
+    "notice.import_format_nextchat": "NextChat 面具",
+    "notice.import_format_open_webui": "Open WebUI 模型",
+    "notice.import_format_librechat": "LibreChat 模型预设（modelSpec）",
+    "notice.import_format_card_json": "角色卡 {version}（JSON）",
+    "notice.import_format_card_png": "角色卡 {version}（PNG，“{chunk}”块）",
+    "notice.import_format_card_charx": "角色卡 {version}（CHARX）",
+    "notice.import_format_persona_yaml": "角色 YAML（本应用自己的格式）",
+    "notice.import_note_joined": "已合并为一行",
+    "notice.import_note_cut": "已截断为 {limit:,} 个字符",
+    "notice.import_note_joined_cut": "已合并为一行，并截断为 {limit:,} 个字符",
+    "notice.import_note_messages": "{count} 条消息",
+    "notice.import_note_filled_in": "已自动填写",
+    "notice.import_value_null": "空值（null）",
+    "notice.import_value_mapping": "一个映射",
+    "notice.import_value_list": "一个列表",
+    "notice.import_drop_not_text": "值为 {value}，不是文本",
+    "notice.import_drop_not_whole": "值为 {value}，不是整数",
+    "notice.import_drop_not_number": "值为 {value}，不是数字",
+    "notice.import_drop_not_model": "值为 {value}，不是模型名称",
+    "notice.import_drop_not_list": "值为 {value}，不是列表",
+    "notice.import_drop_not_emoji": "{value} 不是表情符号",
+    "notice.import_drop_not_emoji_code": "{value} 不是表情符号编码；使用默认头像",
+    "notice.import_drop_not_one_line": "{value} 不是 1 到 {limit} 个字符的一行文字",
+    "notice.import_drop_out_of_range": "{value} 超出了 {field} 的范围 {low} 到 {high}",
+    "notice.import_drop_too_many": "一个角色最多容纳 {limit} 项",
+    "notice.import_drop_examples": "前 {limit} 条之后的 {count} 条示例消息",
+    "notice.import_drop_picture": "图片无法使用（{problem}）；使用表情头像",
+    "notice.import_drop_picture_link": "{url} 是图片链接；链接从不获取，因此使用表情头像",
+    "notice.import_drop_kept": "角色中没有对应位置；保留以便导出",
+    "notice.import_drop_not_sampling": "不是采样选项",
+    "notice.import_drop_unknown_setting": "{value} 不是此版本读取的设置",
+    "notice.import_drop_invalid": "在角色中无效：{problem}",
+    "notice.import_drop_too_large": "太大，无法保留在角色文件中（{problem}）；未保留",
+    "notice.import_drop_not_message": "不是带文字的用户或助手消息",
+    "notice.import_drop_history_count": (
+        "{field} 计算的是消息条数而不是 token，不能作为上下文预算（保留以便导出）"
+    ),
+    "notice.import_drop_post_history": "不发送：本应用不会在对话历史之后附加内容（保留以便导出）",
+    "notice.import_drop_alternate_greetings": "一个角色只有一条开场白，即 first_mes（保留以便导出）",
+    "notice.import_drop_group_greetings": "本应用没有群聊（保留以便导出）",
+    "notice.import_drop_depth_prompt": "不发送：本应用不会在历史中间插入内容（保留以便导出）",
+    "notice.import_drop_outside_data": "在角色卡的 data 之外；未读取",
+    "notice.import_drop_asset_missing": "文件中没有 {uri}",
+    "notice.import_warn_budget": (
+        "系统消息占用 {budget:,} token 预算中的 {tokens:,} 个（{share:.0%}），留给对话的空间很少"
+    ),
+    "notice.import_warn_example_cut": "第 {number} 条示例已截断为 {limit:,} 个字符",
+    "notice.import_warn_no_system_prompt": "来源中没有系统提示词；已设为“{prompt}”",
+    "notice.import_warn_lorebook": (
+        "由关键词触发的世界书条目：{count} 条。本应用不会触发条目，因此不使用它们（保留以便导出）"
+    ),
 }
