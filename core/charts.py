@@ -36,8 +36,9 @@ Text = Callable[..., str]
 VEGA_LITE_SCHEMA = "https://vega.github.io/schema/vega-lite/v6.json"
 
 #: The Okabe-Ito palette: told apart under protanopia, deuteranopia and tritanopia. Every colour
-#: the dashboard's charts draw with is one of these, and each series is also told apart by its
-#: mark (line, hollow circle, bar, dashed rule, triangle, band), which its legend symbol repeats.
+#: the dashboard's charts draw data with is one of these (or `NEUTRAL` grey), and each series is
+#: also told apart by its mark (line, hollow circle, bar, dashed rule, triangle, band), which its
+#: legend symbol repeats; each part of the gauge by its number.
 OKABE_ITO = {
     "blue": "#0072B2",
     "orange": "#E69F00",
@@ -48,6 +49,10 @@ OKABE_ITO = {
     "yellow": "#F0E442",
     "black": "#000000",
 }
+
+#: Marks that are neither data series nor parts (the trim markers, the gauge's free room): a grey
+#: 3:1 or more on both themes' backgrounds (WCAG 1.4.11; black vanished on the dark one).
+NEUTRAL = "#888888"
 
 # turn_rows column -> (series id, colour). A series is shown as `chart.series.<id>` in the page's
 # language, and every layer below filters on that name.
@@ -60,7 +65,7 @@ SERIES = {
     "summary_tokens": ("summary", OKABE_ITO["purple"]),
 }
 #: The trim markers' series id and colour.
-TRIMS = ("trimmed", OKABE_ITO["black"])
+TRIMS = ("trimmed", NEUTRAL)
 #: The budget is left out of the y scale, and named in a note at the top instead of drawn as a
 #: rule, when it is more than this many times the largest figure drawn: at a 64,000-token budget
 #: with 300-token prompts, a scale up to the budget draws the usage as a flat line at 0.
@@ -74,8 +79,19 @@ GAUGE_COLORS = {
     "history": OKABE_ITO["sky"],
     "newest": OKABE_ITO["green"],
     "priming": OKABE_ITO["vermillion"],
-    "free": OKABE_ITO["black"],
+    "free": NEUTRAL,
 }
+#: The colour of a part's number on the gauge: black, and white on the blue (each 4.5:1 or more
+#: on its part's colour; tests/test_stats.py checks).
+GAUGE_NUMBER_INK = {"default": OKABE_ITO["black"], "system": "#ffffff"}
+#: The gauge's bar, and the gap that parts each from the next (its colour is the page's, whichever
+#: the theme).
+GAUGE_BAR_PX = 26
+FREE_DASH = [4, 3]
+GAUGE_GAP_PX = 2
+#: The least share of the budget a part needs to have its number written on it (a digit needs
+#: about 12 px; the gauge is about 330 px wide on a phone).
+GAUGE_NUMBER_MIN_SHARE = 0.04
 # A trim marker's tooltip: field, type, format; each titled `chart.trim.<field>`.
 TRIM_TOOLTIP = (
     ("turn", "quantitative", None),
@@ -286,15 +302,40 @@ def _vega_string(value: str) -> str:
     return json.dumps(value)
 
 
+def gauge_labels(gauge: ContextGauge, text: Text) -> list[tuple[str, str, int]]:
+    """(part, its label, tokens), left to right. A label is the part's number and name ("2
+    summary"): the number is written on the part in the bar too, so parts are told apart by more
+    than their colour, and each part keeps its number whether or not the others are drawn."""
+    return [
+        (part, f"{number} {text(f'gauge.part.{part}')}", tokens)
+        for number, (part, tokens) in enumerate(gauge.parts(), start=1)
+    ]
+
+
 def gauge_spec(gauge: ContextGauge, text: Text) -> Spec:
-    """One bar: what fills the context budget now, part by part, left to right, with the free
-    room as a dashed outline; a legend names each part."""
+    """One bar: what fills the context budget now, part by part, left to right, a gap between
+    parts, each wide enough numbered on it, the free room a dashed outline; a legend names each
+    part by its number, the axis below says the budget. The bar is `GAUGE_BAR_PX` tall and the
+    chart grows downwards to hold the axis and legend (`autosize` fit-x: fitted to the width only)."""
+    labelled = gauge_labels(gauge, text)
+    labels = {part: label for part, label, _ in labelled}
     parts: list[Row] = []
     start = 0
-    for order, (part, tokens) in enumerate(gauge.parts()):
-        label = text(f"gauge.part.{part}")
-        parts.append({"part": label, "tokens": tokens, "order": order, "start": start, "end": start + tokens})
+    for order, (part, label, tokens) in enumerate(labelled):
+        parts.append(
+            {
+                "part": label,
+                "tokens": tokens,
+                "order": order,
+                "start": start,
+                "end": start + tokens,
+                "middle": start + tokens / 2,
+                "number": str(order + 1),
+                "ink": GAUGE_NUMBER_INK.get(part, GAUGE_NUMBER_INK["default"]),
+            }
+        )
         start += tokens
+    total = max(start, 1)
     used = [part for part in GAUGE_COLORS if part != "free"]
     tooltip = [
         {"field": "part", "type": "nominal", "title": text("chart.gauge.part")},
@@ -308,14 +349,14 @@ def gauge_spec(gauge: ContextGauge, text: Text) -> Spec:
             if gauge.budget_setting is not None
             else text("chart.gauge.axis", budget=gauge.budget)
         ),
-        "scale": {"domain": [0, max(start, 1)], "nice": False},
+        "scale": {"domain": [0, total], "nice": False},
     }
 
     def layer(ids: list[str], mark: Spec, legend: Spec) -> Spec:
-        names = [text(f"gauge.part.{part}") for part in ids]
+        names = [labels[part] for part in ids]
         return {
             "transform": [{"filter": {"field": "part", "oneOf": names}}, {"filter": "datum.tokens > 0"}],
-            "mark": mark,
+            "mark": {**mark, "height": GAUGE_BAR_PX, "x2Offset": -GAUGE_GAP_PX},
             "encoding": {
                 "x": x,
                 "x2": {"field": "end"},
@@ -329,17 +370,34 @@ def gauge_spec(gauge: ContextGauge, text: Text) -> Spec:
             },
         }
 
+    # A part's number on it, where the part is wide enough for it.
+    numbers = {
+        "transform": [
+            {"filter": {"field": "part", "oneOf": [labels[part] for part in used]}},
+            {"filter": f"datum.tokens >= {GAUGE_NUMBER_MIN_SHARE} * {total}"},
+        ],
+        "mark": {"type": "text", "fontWeight": "bold", "align": "center", "baseline": "middle"},
+        "encoding": {
+            "x": {**x, "field": "middle"},
+            "text": {"field": "number"},
+            "color": {"field": "ink", "type": "nominal", "scale": None},
+            "tooltip": tooltip,
+        },
+    }
     return {
         "$schema": VEGA_LITE_SCHEMA,
-        "height": 28,
+        "height": GAUGE_BAR_PX,
+        "autosize": {"type": "fit-x", "contains": "padding"},
         "data": {"name": "gauge"},
         "layer": [
-            layer(used, {"type": "bar", "height": 24}, {"symbolType": "square", "columns": 4}),
+            # Two columns: the free room's legend stands beside this one, within a phone's width.
+            layer(used, {"type": "bar"}, {"symbolType": "square", "columns": 2}),
             layer(
                 ["free"],
-                {"type": "bar", "height": 22, "filled": False, "strokeDash": [4, 3], "strokeWidth": 1.5},
-                {"symbolType": "square", "symbolFillColor": "transparent", "symbolDash": [4, 3]},
+                {"type": "bar", "filled": False, "strokeDash": FREE_DASH, "strokeWidth": 1.5},
+                {"symbolType": "square", "symbolFillColor": "transparent", "symbolDash": FREE_DASH},
             ),
+            numbers,
         ],
         "resolve": {"scale": {"color": "independent"}, "legend": {"color": "independent"}},
         "datasets": {"gauge": parts},

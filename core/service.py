@@ -22,6 +22,7 @@ else worth telling the visitor is a `core.notices.Notice`.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -53,6 +54,9 @@ from core.settings import ChatSettings
 from core.store import ConversationSummary, StaleConversation
 from core.testsets import TestRunRecord, TestSet, TestSetRun
 from core.workspace import Workspace
+
+#: How often the text of a reply still streaming is saved (seconds): a crash loses at most this much.
+REPLY_DRAFT_EVERY_S = 2.0
 
 #: A replay's result (`VisitorService.replay`, `replay_policies`).
 R = TypeVar("R")
@@ -151,8 +155,10 @@ class VisitorService:
         prices: ModelTable,
         deployment: Deployment | None = None,
         rate_limits: RateLimits = RATE_LIMITS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.workspace = workspace
+        self.clock = clock
         self.backends = backends
         self.prices = prices
         self.deployment = deployment or Deployment()
@@ -332,11 +338,12 @@ class VisitorService:
         )
         return target
 
-    def save(self, key: str) -> None:
-        """Write the conversation through to the store (the one save path). A failure becomes
-        `store_problem` for the page to show; the conversation stays as it is, nothing is lost."""
+    def save(self, key: str, *, reply_draft: str | None = None) -> None:
+        """Write the conversation through to the store (the one save path), with `reply_draft`,
+        the text so far of a reply still streaming. A failure becomes `store_problem` for the
+        page to show; the conversation stays as it is, nothing is lost."""
         try:
-            self.workspace.save(key)
+            self.workspace.save(key, reply_draft=reply_draft)
         except StaleConversation as error:
             self.store_problem, self.stale = error_notice("stale", error), True
         except DashboardError as error:
@@ -453,9 +460,16 @@ class VisitorService:
         return self._saved(key, start(session))
 
     def _saved(self, key: str, chunks: Iterator[str]) -> Iterator[str]:
-        """`chunks`, then the turn saved, however they end."""
+        """`chunks`, the reply so far saved as a draft at most every `REPLY_DRAFT_EVERY_S` while
+        they stream (a crash keeps it), then the turn saved, however they end."""
+        session = self.workspace.sessions[key]
+        saved_at = self.clock()
         try:
-            yield from chunks
+            for chunk in chunks:
+                yield chunk
+                if self.clock() - saved_at >= REPLY_DRAFT_EVERY_S and (draft := session.partial_reply):
+                    self.save(key, reply_draft=draft)
+                    saved_at = self.clock()
         finally:
             self.workspace.sessions[key].stop()  # a consumer that walked away: keep what arrived
             self.save(key)

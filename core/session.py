@@ -35,6 +35,11 @@ CONTINUE_PROMPT = (
     "Your previous reply was cut off by the length limit. Continue exactly where it stopped, "
     "without repeating anything."
 )
+#: The same, for a reply interrupted before it ended (stopped, broken off, a crash).
+CONTINUE_INTERRUPTED_PROMPT = (
+    "Your previous reply was interrupted before it ended. Continue exactly where it stopped, "
+    "without repeating anything."
+)
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,12 @@ class ChatSession:
         return self._in_progress is not None
 
     @property
+    def partial_reply(self) -> str | None:
+        """The text so far of the reply streaming now (None when none is)."""
+        in_progress = self._in_progress
+        return in_progress.stream.text if in_progress is not None else None
+
+    @property
     def can_retry(self) -> bool:
         return self.conversation.pending_user_message is not None
 
@@ -113,8 +124,10 @@ class ChatSession:
 
     @property
     def can_continue(self) -> bool:
+        """The last reply ended early: at the reply cap, or interrupted (stopped, broken off, or
+        recovered after the server stopped mid-reply)."""
         reply = self.conversation.last_reply
-        return reply is not None and reply.cut_off
+        return reply is not None and (reply.cut_off or reply.interrupted)
 
     # --- changing ----------------------------------------------------------------------------
 
@@ -145,15 +158,17 @@ class ChatSession:
         return self._reply()
 
     def continue_reply(self) -> Iterator[str]:
-        """Ask the model to go on with a reply the reply cap cut off.
+        """Ask the model to go on with a reply the reply cap cut off, or that was interrupted.
 
         The request to continue is recorded as a user message the dashboard wrote, since the
         model sees it; the continuation is the next answer.
         """
         if not self.can_continue:
-            raise ConversationStateError("The last reply was not cut off by the reply cap.")
+            raise ConversationStateError("The last reply was not cut off by the reply cap or interrupted.")
         self.stop()
-        self.conversation.add_user(CONTINUE_PROMPT, automatic=True)
+        reply = self.conversation.last_reply
+        prompt = CONTINUE_PROMPT if reply is not None and reply.cut_off else CONTINUE_INTERRUPTED_PROMPT
+        self.conversation.add_user(prompt, automatic=True)
         return self._reply()
 
     def stop(self) -> Turn | None:

@@ -257,7 +257,19 @@ summary_events = sa.Table(
     sa.Column("fallback_reason", sa.Text),
 )
 
-_CHILD_TABLES: Final = (messages, turns, trim_events, summary_versions, summary_events)
+#: Text of a conversation not in its messages yet, one row of each kind: "reply", the reply
+#: streaming now (saved every few seconds, recovered as an interrupted reply after a crash).
+drafts = sa.Table(
+    "drafts",
+    metadata,
+    _parent(),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+REPLY_DRAFT: Final = "reply"
+
+_CHILD_TABLES: Final = (messages, turns, trim_events, summary_versions, summary_events, drafts)
 
 #: Comparisons (core/compare.py), each as its export record: the columns' conversations with their
 #: labels, figures, the messages sent and the picks.
@@ -369,6 +381,8 @@ class StoredConversation:
     title_pending: bool
     saved_summary_versions: int = 0
     saved_summary_events: int = 0
+    #: A draft of the reply in progress is in the store (the next save without one removes it).
+    reply_draft_saved: bool = False
 
 
 # --- the store -----------------------------------------------------------------------------
@@ -509,8 +523,19 @@ class Store:
             saved_summary_events=len(conversation.summary_events),
         )
 
-    def save(self, owner: str, handle: StoredConversation, conversation: Conversation) -> StoredConversation:
+    def save(
+        self,
+        owner: str,
+        handle: StoredConversation,
+        conversation: Conversation,
+        *,
+        reply_draft: str | None = None,
+    ) -> StoredConversation:
         """Write what changed since `handle` in one transaction; the new handle.
+
+        `reply_draft`: the text so far of a reply still streaming, kept as the conversation's
+        reply draft (`load` recovers it as an interrupted reply); a save without one removes a
+        draft saved before (the reply has ended, and is in the messages if it had any text).
 
         Raises StaleConversation (writing nothing) when the conversation was saved elsewhere since.
         """
@@ -597,6 +622,17 @@ class Store:
                 ]
                 if rows:
                     conn.execute(_REWRITE_MESSAGE, rows)
+                if reply_draft or handle.reply_draft_saved:
+                    conn.execute(drafts.delete().where(_draft_of(handle.id, REPLY_DRAFT)))
+                if reply_draft:
+                    conn.execute(
+                        drafts.insert().values(
+                            conversation_id=handle.id,
+                            kind=REPLY_DRAFT,
+                            content=reply_draft,
+                            updated_at=_utcnow(),
+                        )
+                    )
         except BaseException:
             _give_back_changes(conversation, changed)
             raise
@@ -610,6 +646,7 @@ class Store:
             saved_summary_events=counts[4],
             settings_json=settings_json,
             title_pending=handle.title_pending and not auto_title,
+            reply_draft_saved=bool(reply_draft),
         )
 
     def rename(self, owner: str, conversation_id: str, title: str) -> None:
@@ -659,7 +696,10 @@ class Store:
     # --- reading -----------------------------------------------------------------------------
 
     def load(self, owner: str, conversation_id: str) -> tuple[Conversation, StoredConversation]:
-        """The saved conversation (deleted or not) and its handle; six queries whatever its length."""
+        """The saved conversation (deleted or not) and its handle; seven queries whatever its length.
+
+        A reply draft left by a save that never came (the server stopped mid-reply) is recovered
+        as the pending question's reply, marked interrupted; the next save writes it."""
         _check_owner(owner)
         with self._read("loading the conversation") as conn:
             row = conn.execute(
@@ -692,6 +732,9 @@ class Store:
                 .where(summary_events.c.conversation_id == conversation_id)
                 .order_by(summary_events.c.seq)
             ).all()
+            reply_draft = conn.execute(
+                sa.select(drafts.c.content).where(_draft_of(conversation_id, REPLY_DRAFT))
+            ).scalar_one_or_none()
         record = {
             "version": 2,
             "persona_id": row.persona_id,
@@ -740,6 +783,8 @@ class Store:
             raise StoreError(f"Saved conversation {conversation_id!r} cannot be rebuilt: {exc}").coded(
                 "conversation_unreadable", id=conversation_id
             ) from None
+        if reply_draft and conversation.pending_user_message is not None:
+            conversation.add_assistant(reply_draft, None, interrupted=True)
         handle = StoredConversation(
             id=conversation_id,
             version=row.version,
@@ -750,6 +795,7 @@ class Store:
             title_pending=row.title_is_auto and not row.title,
             saved_summary_versions=len(version_rows),
             saved_summary_events=len(summary_rows),
+            reply_draft_saved=reply_draft is not None,
         )
         return conversation, handle
 
@@ -1344,6 +1390,10 @@ def _message_row(conversation_id: str, position: int, message: Message) -> dict[
         "automatic": message.automatic,
         "created_at": message.created_at,
     }
+
+
+def _draft_of(conversation_id: str, kind: str) -> sa.ColumnElement[bool]:
+    return sa.and_(drafts.c.conversation_id == conversation_id, drafts.c.kind == kind)
 
 
 def _message_or_none(conversation: Conversation, message_id: str) -> Message | None:

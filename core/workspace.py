@@ -111,8 +111,9 @@ class Workspace:
 
     # --- saving ------------------------------------------------------------------------------
 
-    def save(self, key: str) -> None:
-        """Write what changed to the store, under the conversation's id.
+    def save(self, key: str, *, reply_draft: str | None = None) -> None:
+        """Write what changed to the store, under the conversation's id (and `reply_draft`, the
+        text so far of the reply streaming now: `Store.save`).
 
         A draft with no message yet is not saved. Raises the store's errors (StaleConversation,
         StoreUnavailable, ...) with the session left as it is, so nothing typed is lost.
@@ -126,7 +127,7 @@ class Workspace:
                 return
             handle = self.store.create(self.owner, session.conversation, conversation_id=key)
         else:
-            handle = self.store.save(self.owner, handle, session.conversation)
+            handle = self.store.save(self.owner, handle, session.conversation, reply_draft=reply_draft)
         self.handles[key] = handle
 
     # --- this owner's personas ----------------------------------------------------------------

@@ -173,3 +173,12 @@ def postgres_url(postgres_cluster: postgres.PostgresCluster) -> Iterator[str]:
     name = postgres_cluster.create_database()
     yield postgres_cluster.url(name)
     postgres_cluster.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new database on each store: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.owners import LOCAL_OWNER
 from core.store import Store
-from tests.apptest import click, conversation, open_key, send, setting
+from tests.apptest import click, conversation, open_expander, open_key, send, setting
 from tests.conftest import APP_PATH, StartApp
 
 
@@ -61,7 +61,7 @@ def test_rename_search_delete_and_undo(app: AppTest) -> None:
     click(app, "New conversation")
     send(app, "best noodles in Lanzhou")
     key = open_key(app)
-    app.sidebar.text_input(key=f"title::{key}").input("Noodle trip").run()
+    open_expander(app, "manage_open").sidebar.text_input(key=f"title::{key}").input("Noodle trip").run()
     click(app, "Rename")
     assert listed_titles(app)[0] == "Noodle trip"
 
@@ -83,7 +83,7 @@ def test_import_creates_a_new_conversation_and_overwrites_nothing(app: AppTest) 
     send(app, "keep me")
     original_key, original = open_key(app), conversation(app).to_dict()
     exported = conversation(app).to_json()
-    app.file_uploader(key="import_file").set_value(
+    open_expander(app, "export_open").file_uploader(key="import_file").set_value(
         ("foodie.json", exported.encode(), "application/json")
     ).run()
     assert not app.exception
@@ -157,6 +157,31 @@ def test_a_stale_tab_is_told_to_reload_and_loses_no_saved_message(app: AppTest) 
     assert not [w for w in other_tab.warning if w.icon == "💾"]
     again = new_browser_session(app.query_params)
     assert [m.content for m in conversation(again).messages if m.role == "user"] == ["one", "two", "four"]
+
+
+def test_a_reply_cut_by_a_crash_comes_back_interrupted_to_regenerate_or_continue(
+    app: AppTest, database_url: str
+) -> None:
+    send(app, "北京烤鸭怎么吃？")
+    key = open_key(app)
+    # What a server killed mid-reply leaves: the question, saved before the call, and the draft
+    # of its reply saved while it streamed.
+    with Store(database_url) as store:
+        stored, handle = store.load(LOCAL_OWNER, key)
+        stored.add_user("还有呢？")
+        store.save(LOCAL_OWNER, handle, stored, reply_draft="[Offline model] I received 4 messages")
+    again = new_browser_session(app.query_params)  # the visitor reloads once the server is back
+    assert not again.exception
+    question, reply = conversation(again).messages[-2:]
+    assert (question.content, reply.content) == ("还有呢？", "[Offline model] I received 4 messages")
+    assert reply.interrupted
+    assert ":orange-badge[interrupted · partial reply]" in [m.value for m in again.markdown]
+    assert {"Regenerate last answer", "Continue the reply"} <= {b.label for b in again.button}
+    click(again, "Continue the reply")
+    assert conversation(again).messages[-2].automatic and not conversation(again).messages[-1].interrupted
+    with Store(database_url) as store:
+        reloaded, handle = store.load(LOCAL_OWNER, key)
+    assert reloaded.to_dict() == conversation(again).to_dict() and not handle.reply_draft_saved
 
 
 def test_the_page_saves_to_data_dir_when_no_database_url_is_set(

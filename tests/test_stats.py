@@ -10,14 +10,18 @@ from altair.vegalite.v6.schema import load_schema
 
 from core.backends import Usage
 from core.charts import (
+    FREE_DASH,
     GAUGE_COLORS,
+    GAUGE_NUMBER_INK,
     LIGHT_THEME_CHART_TEXT,
+    NEUTRAL,
     OKABE_ITO,
     SERIES,
     TRIMS,
     USAGE_LEGENDS,
     dashboard_drawing,
     for_streamlit,
+    gauge_labels,
     gauge_spec,
     in_theme,
     usage_spec,
@@ -375,7 +379,9 @@ def test_charts_use_only_colour_blind_safe_colours():
     used = set()
     for spec in specs:
         used |= colours(spec)
-    assert used and used <= palette, used - palette
+    # Data in Okabe-Ito's colours; a neutral grey for the trim markers and the free room (black
+    # vanished on the dark theme); white and black for the numbers written on the gauge's parts.
+    assert used and used <= palette | {NEUTRAL, "#ffffff"}, used - palette
     # Each series and gauge part its own colour.
     series_colours = [colour for _, colour in SERIES.values()] + [TRIMS[1]]
     assert len(set(series_colours)) == len(series_colours)
@@ -388,33 +394,63 @@ def test_gauge_chart_is_valid_vega_lite():
     gauge = context_gauge(conversation)
     spec = gauge_spec(gauge, EN)
     assert_valid_vega_lite(spec)
-    assert [layer["mark"]["type"] for layer in spec["layer"]] == ["bar", "bar"]
+    used, free, numbers = spec["layer"]
+    assert [layer["mark"]["type"] for layer in (used, free, numbers)] == ["bar", "bar", "text"]
+    expected = [
+        (f"{number} {EN(f'gauge.part.{part}')}", tokens)
+        for number, (part, tokens) in enumerate(gauge.parts(), start=1)
+    ]
+    # Each part by its number and name, in the legend, the tooltip and the caption alike.
     parts = [(row["part"], row["tokens"]) for row in spec["datasets"]["gauge"]]
-    assert parts == [(EN(f"gauge.part.{part}"), tokens) for part, tokens in gauge.parts()]
+    assert parts == expected
+    assert [(label, tokens) for _, label, tokens in gauge_labels(gauge, EN)] == parts
     assert sum(tokens for _, tokens in parts) == 1000
     # Each part from where the one before it ends.
     ends = [row["end"] for row in spec["datasets"]["gauge"]]
     assert [row["start"] for row in spec["datasets"]["gauge"]] == [0, *ends[:-1]] and ends[-1] == 1000
-    # A legend names every part: the used ones filled, the free room a dashed outline, as drawn.
-    used, free = spec["layer"]
-    assert used["mark"].get("filled", True)
+    # A legend names every part in the bar's order: the used ones filled, the free room a dashed
+    # outline, as drawn.
     legend_entries = []
-    for layer in spec["layer"]:
+    for layer in (used, free):
         color = layer["encoding"]["color"]
         assert color["legend"] is not None and color["legend"]["symbolType"] == "square"
         assert color["scale"]["domain"] == layer["transform"][0]["filter"]["oneOf"]
         legend_entries += color["scale"]["domain"]
-    assert legend_entries == [EN(f"gauge.part.{part}") for part, _ in gauge.parts()]
-    assert legend_entries == [EN(f"gauge.part.{part}") for part in GAUGE_COLORS]
+    assert legend_entries == [label for label, _ in parts]
+    assert used["mark"].get("filled", True)
     assert free["mark"]["filled"] is False
-    assert free["mark"]["strokeDash"] == free["encoding"]["color"]["legend"]["symbolDash"]
+    assert free["mark"]["strokeDash"] == free["encoding"]["color"]["legend"]["symbolDash"] == FREE_DASH
     assert free["encoding"]["color"]["legend"]["symbolFillColor"] == "transparent"
+    # The numbers: on the used parts wide enough, in ink readable on each part's colour.
+    assert numbers["encoding"]["text"] == {"field": "number"}
+    assert numbers["encoding"]["color"] == {"field": "ink", "type": "nominal", "scale": None}
+    for row in spec["datasets"]["gauge"]:
+        part = next(p for p in GAUGE_COLORS if row["part"].endswith(EN(f"gauge.part.{p}")))
+        assert row["number"] == row["part"].split()[0]
+        if part != "free":
+            assert contrast(row["ink"], GAUGE_COLORS[part]) >= 4.5, (part, row["ink"])
+    # The chart grows to hold its axis and legend (the bar alone was drawn, 28 px tall, clipped).
+    assert spec["autosize"] == {"type": "fit-x", "contains": "padding"}
+
+
+def test_neutral_marks_show_on_both_themes():
+    """The free room's outline and the trim markers: 3:1 or more (WCAG 1.4.11) on white and on
+    dark backgrounds."""
+    for background in ("#ffffff", "#0e1117", "#262730"):
+        assert contrast(NEUTRAL, background) >= 3, background
+    assert set(GAUGE_NUMBER_INK.values()) == {"#000000", "#ffffff"}
 
 
 def relative_luminance(colour: str) -> float:
     channels = [int(colour[i : i + 2], 16) / 255 for i in (1, 3, 5)]
     r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
     return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+
+def contrast(first: str, second: str) -> float:
+    """WCAG's contrast ratio of two #rrggbb colours."""
+    high, low = sorted((relative_luminance(first), relative_luminance(second)), reverse=True)
+    return (high + 0.05) / (low + 0.05)
 
 
 def test_chart_text_is_readable_on_the_light_theme():
@@ -432,7 +468,7 @@ def test_chart_text_is_readable_on_the_light_theme():
             assert config[part]["labelColor"] == config[part]["titleColor"] == LIGHT_THEME_CHART_TEXT
         assert config["title"]["color"] == LIGHT_THEME_CHART_TEXT
         assert themed["layer"] == spec["layer"]
-    assert (1 + 0.05) / (relative_luminance(LIGHT_THEME_CHART_TEXT) + 0.05) >= 4.5
+    assert contrast(LIGHT_THEME_CHART_TEXT, "#ffffff") >= 4.5
     assert in_theme(spec, "dark") == spec
     assert "config" not in spec
 
