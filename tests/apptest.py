@@ -39,6 +39,12 @@ def click(at: AppTest, label: str) -> AppTest:
     return at
 
 
+def open_expander(at: AppTest, key: str) -> AppTest:
+    """Open the expander keyed `key` (ui/layout.lazy_expander: its content is drawn only while open)."""
+    at.session_state[key] = True
+    return at.run()
+
+
 def session(at: AppTest, persona_id: str = "foodie") -> ChatSession:
     """The session open for `persona_id` in this browser session."""
     workspace = at.session_state.service.workspace

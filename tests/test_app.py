@@ -9,6 +9,7 @@ from tests.apptest import (
     click,
     conversation,
     images_in,
+    open_expander,
     open_key,
     page_text,
     select_persona,
@@ -92,6 +93,9 @@ def test_trimming_shows_in_record_chat_and_chart_data(app):
     assert list(log["turn"]) == [e.turn for e in chat.trim_events]
     # The log and the next-call view show whole texts (a table that wraps them), system prompt too.
     assert log["what was dropped"].iloc[0].startswith(f"user: {trimmed[0].content}\n\nassistant: ")
+    # The next call's table is drawn only while its expander is open.
+    assert not any("next call" in t.value.columns for t in app.table)
+    open_expander(app, "next_call_open")
     sends = next(t.value for t in app.table if "next call" in t.value.columns)
     assert sends["text"].iloc[0] == chat.system_prompt and sends["role"].iloc[0] == "system"
     assert set(sends["next call"]) <= {"sent", "dropped"} and sends["next call"].iloc[-1] == "sent"
@@ -133,7 +137,7 @@ def test_export_import_round_trip(app):
     exported = conversation(app).to_json()
     assert "api_key" not in exported
     select_persona(app, "translator")
-    app.file_uploader(key="import_file").set_value(
+    open_expander(app, "export_open").file_uploader(key="import_file").set_value(
         ("foodie.json", exported.encode(), "application/json")
     ).run()
     assert not app.exception
@@ -146,7 +150,9 @@ def test_export_import_round_trip(app):
 def test_bad_import_is_rejected_and_changes_nothing(app):
     send(app, "keep me")
     before = conversation(app).to_dict()
-    app.file_uploader(key="import_file").set_value(("bad.json", b'{"messages": 3}', "application/json")).run()
+    open_expander(app, "export_open").file_uploader(key="import_file").set_value(
+        ("bad.json", b'{"messages": 3}', "application/json")
+    ).run()
     assert any("Import of bad.json failed" in e.value for e in app.error)
     assert conversation(app).to_dict() == before
 

@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.owners import LOCAL_OWNER
 from core.store import Store
-from tests.apptest import click, conversation, open_key, send, setting
+from tests.apptest import click, conversation, open_expander, open_key, send, setting
 from tests.conftest import APP_PATH, StartApp
 
 
@@ -61,7 +61,7 @@ def test_rename_search_delete_and_undo(app: AppTest) -> None:
     click(app, "New conversation")
     send(app, "best noodles in Lanzhou")
     key = open_key(app)
-    app.sidebar.text_input(key=f"title::{key}").input("Noodle trip").run()
+    open_expander(app, "manage_open").sidebar.text_input(key=f"title::{key}").input("Noodle trip").run()
     click(app, "Rename")
     assert listed_titles(app)[0] == "Noodle trip"
 
@@ -83,7 +83,7 @@ def test_import_creates_a_new_conversation_and_overwrites_nothing(app: AppTest) 
     send(app, "keep me")
     original_key, original = open_key(app), conversation(app).to_dict()
     exported = conversation(app).to_json()
-    app.file_uploader(key="import_file").set_value(
+    open_expander(app, "export_open").file_uploader(key="import_file").set_value(
         ("foodie.json", exported.encode(), "application/json")
     ).run()
     assert not app.exception

@@ -28,6 +28,7 @@ from ui import compare_view
 from ui.cache_metrics import cache_metrics
 from ui.charts import vega_chart
 from ui.frame import CONVERSATION_PARAM, Frame, html_lang, model_table
+from ui.layout import lazy_expander
 from ui.state import (
     Action,
     Key,
@@ -183,25 +184,27 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
     if len(listed) > CONVERSATIONS_LISTED:
         st.caption(tr("conversations.older", count=len(listed) - CONVERSATIONS_LISTED))
     if service.is_saved(key):
-        with st.expander(tr("conversations.manage")):
-            current = next((c for c in listed if c.id == key), None)
-            title = current.display_title if current else ""
-            st.text_input(tr("conversations.title"), value=title, key=title_key(key), max_chars=200)
-            columns = st.columns(2)
-            columns[0].button(
-                tr("conversations.rename"),
-                on_click=whole_page,
-                args=(rename_conversation, service, key),
-                width="stretch",
-            )
-            columns[1].button(
-                tr("conversations.delete"),
-                icon="🗑️",
-                on_click=whole_page,
-                args=(service.delete, key, title),
-                width="stretch",
-                key="delete_conversation",
-            )
+        manage = lazy_expander(tr("conversations.manage"), Key.MANAGE_OPEN)
+        if manage is not None:
+            with manage:
+                current = next((c for c in listed if c.id == key), None)
+                title = current.display_title if current else ""
+                st.text_input(tr("conversations.title"), value=title, key=title_key(key), max_chars=200)
+                columns = st.columns(2)
+                columns[0].button(
+                    tr("conversations.rename"),
+                    on_click=whole_page,
+                    args=(rename_conversation, service, key),
+                    width="stretch",
+                )
+                columns[1].button(
+                    tr("conversations.delete"),
+                    icon="🗑️",
+                    on_click=whole_page,
+                    args=(service.delete, key, title),
+                    width="stretch",
+                    key="delete_conversation",
+                )
 
 
 def settings_sidebar(service: VisitorService, persona: Persona, key: str, notes: list[Notice]) -> None:
@@ -293,34 +296,37 @@ def import_conversation(frame: Frame) -> None:
 def export_import(frame: Frame, key: str) -> None:
     persona = frame.persona
     conversation = frame.service.session(key).conversation
-    st.header(tr("sidebar.export.header"))
-    columns = st.columns(2)
-    columns[0].download_button(
-        "JSON",
-        conversation.to_json,  # built when clicked, not on every rerun
-        file_name=f"{persona.id}-conversation.json",
-        mime="application/json",
-        icon="⬇️",
-        on_click="ignore",
-        width="stretch",
-    )
-    columns[1].download_button(
-        "Markdown",
-        functools.partial(conversation.to_markdown, f"{persona.avatar} {persona.name}"),
-        file_name=f"{persona.id}-conversation.md",
-        mime="text/markdown",
-        icon="⬇️",
-        on_click="ignore",
-        width="stretch",
-    )
-    st.file_uploader(
-        tr("sidebar.import.label"),
-        type=["json"],
-        key=Key.IMPORT_FILE,
-        on_change=import_conversation,
-        args=(frame,),
-        max_upload_size=max(1, MAX_IMPORT_BYTES // (1024 * 1024)),
-    )
+    box = lazy_expander(tr("sidebar.export.header"), Key.EXPORT_OPEN, icon="⬇️")
+    if box is None:
+        return
+    with box:
+        columns = st.columns(2)
+        columns[0].download_button(
+            "JSON",
+            conversation.to_json,  # built when clicked, not on every rerun
+            file_name=f"{persona.id}-conversation.json",
+            mime="application/json",
+            icon="⬇️",
+            on_click="ignore",
+            width="stretch",
+        )
+        columns[1].download_button(
+            "Markdown",
+            functools.partial(conversation.to_markdown, f"{persona.avatar} {persona.name}"),
+            file_name=f"{persona.id}-conversation.md",
+            mime="text/markdown",
+            icon="⬇️",
+            on_click="ignore",
+            width="stretch",
+        )
+        st.file_uploader(
+            tr("sidebar.import.label"),
+            type=["json"],
+            key=Key.IMPORT_FILE,
+            on_change=import_conversation,
+            args=(frame,),
+            max_upload_size=max(1, MAX_IMPORT_BYTES // (1024 * 1024)),
+        )
 
 
 # --- chat --------------------------------------------------------------------------------------
@@ -651,18 +657,20 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
         st.caption(tr_plural("dashboard.context.fits", in_context))
     counting_status(session)
 
-    with st.expander(tr("dashboard.next_call.header")):
-        # A static table: every message's whole text, wrapped, the system prompt first.
-        st.table(drawing.next_call, hide_index=True)
-        st.caption(tr("dashboard.next_call.total", used=gauge.used))
+    if (next_call := lazy_expander(tr("dashboard.next_call.header"), Key.NEXT_CALL_OPEN)) is not None:
+        with next_call:
+            # A static table: every message's whole text, wrapped, the system prompt first.
+            st.table(drawing.next_call, hide_index=True)
+            st.caption(tr("dashboard.next_call.total", used=gauge.used))
 
     st.markdown(f"**{tr('dashboard.trims.header')}**")
     if not figures.trims:
         st.caption(tr("dashboard.trims.empty"))
     else:
         st.table(drawing.trim_log, hide_index=True)  # each trim with the whole text it dropped
-    with st.expander(tr("dashboard.turns.header")):
-        st.dataframe(drawing.turns, hide_index=True)
+    if (turns := lazy_expander(tr("dashboard.turns.header"), Key.TURNS_OPEN)) is not None:
+        with turns:
+            st.dataframe(drawing.turns, hide_index=True)
 
 
 def server_cut(cut: SilentTruncation, key: str) -> None:

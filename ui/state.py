@@ -35,6 +35,11 @@ class Key(StrEnum):
     CONVERSATION_SEARCH = "conversation_search"
     IMPORT_FILE = "import_file"
     CHAT_INPUT = "chat_input"
+    # Expanders whose content is drawn only while open (ui/layout.lazy_expander)
+    EXPORT_OPEN = "export_open"
+    MANAGE_OPEN = "manage_open"
+    NEXT_CALL_OPEN = "next_call_open"
+    TURNS_OPEN = "turns_open"
     # compare
     COMPARE_COUNT = "compare_count"
     COMPARE_BLIND = "blind"

@@ -402,6 +402,13 @@ class AppPage:
         """Send one chat message and wait for the reply (or the error box)."""
         return self.wait_reply(self.submit(text), expect, error=error)
 
+    def open_expander(self, label: str, *, area: str = MAIN) -> None:
+        """Open the expander labelled `label` in `area` (a lazy one draws its content on opening)."""
+        summary = self.page.locator(f'{area} [data-testid="stExpander"] summary').filter(has_text=label).first
+        summary.click()
+        time.sleep(0.2)  # the rerun starts once the expander's state reaches the server
+        self.wait_idle()
+
     def show_view(self, label: str) -> None:
         """Go to a view by its link in the page's navigation ("Chat", "Personas", "Compare", ...)."""
         self.page.locator('[data-testid="stTopNavLink"]').filter(has_text=label).first.click()
