@@ -91,7 +91,7 @@ def sample(field: str) -> Any:
     if field in {"updated", "at"}:
         return datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
     numbers = {"count", "budget", "reply_cap", "used", "drops", "status", "seconds", "cost", "fraction"}
-    numbers |= {"length", "limit", "chars", "pinned", "overflow", "api", "round", "share"}
+    numbers |= {"length", "limit", "chars", "pinned", "overflow", "api", "round", "share", "offset"}
     if field in numbers | {"tokens", "turn", "number", "error", "turns", "window", "setting"}:
         return 1234
     return f"<{field}>"
@@ -136,7 +136,8 @@ def test_the_chinese_catalog_is_chinese():
     """Not a copy of the English: every entry but the names kept as they are has Chinese in it."""
     # "HTTP {status}", a numbered title, a quoted snippet: no words of their own to translate.
     kept = {"error.details.status", "conversations.item.numbered", "conversations.item.match"}
-    kept |= {"validation.invalid"}  # "{label}：{detail}"
+    kept |= {"validation.invalid", "error.persona_file"}  # "{label}：{detail}", "{file}：{problems}"
+    kept |= {"error.details.separator"}  # "；"
     han = re.compile(r"[\u4e00-\u9fff]")
     assert [k for k, text in zh_CN.CATALOG.items() if k not in kept and not han.search(text)] == []
 
@@ -659,3 +660,32 @@ def test_the_persona_import_report_reads_in_chinese(clean_env):
     assert reasons["author"] == "角色中没有对应位置；保留以便导出"
     only_chinese(list(reasons.values()), "'hot'", "'" + "x" * 50 + "'", "top_p", "first_mes")
     assert reasons["meta.tags[0]"].endswith("不是 1 到 40 个字符的一行文字")
+
+
+def test_files_that_cannot_be_imported_say_why_in_chinese(clean_env):
+    """One error per file (PersonaFileError with its problems as notices), in Chinese."""
+    import io
+
+    from PIL import Image
+
+    picture = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(picture, format="PNG")
+    at = zh_page(clean_env)
+    at.switch_page("app_pages/personas.py").run()
+    uploads = [
+        ("photo.png", picture.getvalue(), "image/png"),
+        ("other.json", b'{"hello": "world"}', "application/json"),
+        ("latin1.yaml", "name: Café\n".encode("latin-1"), "application/yaml"),
+        ("cut.json", b'{"spec": "chara_card_v2", "data": {', "application/json"),
+    ]
+    uploader = next(u for u in at.file_uploader if u.key == "persona_import_files_0")
+    uploader.set_value(uploads).run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 4, errors
+    assert errors[0].startswith("未导入：photo.png：这个 PNG 中没有角色卡")
+    assert errors[1].startswith("未导入：other.json：是本应用不认识的 JSON 格式")
+    assert errors[2] == "未导入：latin1.yaml：该文件不是 UTF-8 文本（偏移 9 处的字节 0xe9）"
+    assert errors[3].startswith("未导入：cut.json：该文件不是有效的 JSON：第 1 行第 36 列：")
+    # What the JSON parser said is quoted as it said it; the rest is Chinese.
+    only_chinese(errors, errors[3].rsplit("：", 1)[-1], "modelSpecs", "chara")

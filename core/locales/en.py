@@ -836,4 +836,58 @@ CATALOG: dict[str, str] = {
         "lorebook entries triggered by keywords: {count}. The dashboard does not trigger entries; they "
         "are not used (kept for export)"
     ),
+    "error.persona_file": "{file}: {problems}",
+    "error.details.separator": "; ",
+    # why a file could not be imported (ImportProblem -> PersonaFileError: notice.import_<…>)
+    "notice.import_what_file": "the file",
+    "notice.import_what_chunk": "its '{chunk}' chunk",
+    "notice.import_what_card_json": "its card.json",
+    "notice.import_json_too_large": "{what} holds {size} of JSON; at most {limit} is read",
+    "notice.import_json_containers": "{what} has {count:,} JSON objects and lists; at most {limit:,}",
+    "notice.import_json_too_deep": "{what} is JSON nested more than {limit} levels deep",
+    "notice.import_json_invalid_at": "{what} is not valid JSON: {problem} at line {line}, column {column}",
+    "notice.import_json_invalid": "{what} is not valid JSON: {problem}",
+    "notice.import_not_utf8": "{what} is not UTF-8 text (byte {byte} at offset {offset})",
+    "notice.import_prompt_too_long": (
+        "the system prompt is {length:,} characters ({theirs}); a persona holds at most {limit:,}, and a "
+        "prompt is not cut"
+    ),
+    "notice.import_no_name": "it has no name",
+    "notice.import_not_valid": "the persona could not be made valid",
+    "notice.import_png_no_card": (
+        "is a PNG with no character card in it (no 'ccv3' or 'chara' text chunk); export the card from "
+        "its app as a PNG card"
+    ),
+    "notice.import_chunk_not_base64": "its '{chunk}' chunk is not valid base64",
+    "notice.import_charx_not_zip": "is not a valid .charx (zip) file",
+    "notice.import_charx_entries": "holds {count:,} files; a .charx is read with at most {limit}",
+    "notice.import_charx_outside": "holds a file named '{name}', outside the archive; refused",
+    "notice.import_charx_too_large": "unpacks to {size} MiB; a .charx is read up to {limit} MiB",
+    "notice.import_charx_no_card": "is a zip with no card.json at its top level",
+    "notice.import_charx_unpack": "its {name} cannot be unpacked ({problem})",
+    "notice.import_charx_entry_too_large": "its {name} unpacks past {limit} MiB; refused",
+    "notice.import_not_png": "is not a PNG file (its first bytes are not a PNG signature)",
+    "notice.import_png_cut_short": "is a damaged PNG: it ends before its IEND chunk (the file is cut short)",
+    "notice.import_png_chunk_past_end": "is a damaged PNG: its '{chunk}' chunk runs past the end of the file",
+    "notice.import_png_checksum": "is a damaged PNG: its '{chunk}' chunk fails its checksum",
+    "notice.import_png_chunks": "is a PNG with more than {limit:,} chunks; refused",
+    "notice.import_card_not_object": "is not a character card: the JSON is not an object",
+    "notice.import_card_no_data": "is a {spec} card without its 'data' object",
+    "notice.import_card_spec": "is a card of spec '{spec}'; chara_card_v2 and chara_card_v3 are read",
+    "notice.import_not_card": (
+        "is not a character card (no 'spec', and not a V1 card's name and description)"
+    ),
+    "notice.import_not_regular": "is not a regular file",
+    "notice.import_empty": "is empty",
+    "notice.import_unknown_json": (
+        "is JSON in no format this app reads; it reads a character card (JSON, PNG or .charx), a "
+        "LobeHub agent, a NextChat mask, an Open WebUI model export, LibreChat modelSpecs (YAML) or a "
+        "persona YAML file"
+    ),
+    "notice.import_not_yaml": "is not readable YAML: {problem}",
+    "notice.import_too_large": "is {size} MiB; imports read files of at most {limit} MiB",
+    "notice.import_not_librechat": (
+        "is not a LibreChat config: no modelSpecs.list of specs (each with a label and a preset)"
+    ),
+    "notice.import_librechat_no_preset": "a LibreChat modelSpecs list item has no preset",
 }

@@ -740,4 +740,53 @@ CATALOG: dict[str, str] = {
     "notice.import_warn_lorebook": (
         "由关键词触发的世界书条目：{count} 条。本应用不会触发条目，因此不使用它们（保留以便导出）"
     ),
+    "error.persona_file": "{file}：{problems}",
+    "error.details.separator": "；",
+    # 文件无法导入的原因（ImportProblem -> PersonaFileError：notice.import_<…>）
+    "notice.import_what_file": "该文件",
+    "notice.import_what_chunk": "其中的“{chunk}”块",
+    "notice.import_what_card_json": "其中的 card.json",
+    "notice.import_json_too_large": "{what}含有 {size} 的 JSON；最多读取 {limit}",
+    "notice.import_json_containers": "{what}有 {count:,} 个 JSON 对象和列表；最多 {limit:,} 个",
+    "notice.import_json_too_deep": "{what}的 JSON 嵌套超过 {limit} 层",
+    "notice.import_json_invalid_at": "{what}不是有效的 JSON：第 {line} 行第 {column} 列：{problem}",
+    "notice.import_json_invalid": "{what}不是有效的 JSON：{problem}",
+    "notice.import_not_utf8": "{what}不是 UTF-8 文本（偏移 {offset} 处的字节 {byte}）",
+    "notice.import_prompt_too_long": (
+        "系统提示词有 {length:,} 个字符（{theirs}）；一个角色最多容纳 {limit:,} 个，且提示词不会被截断"
+    ),
+    "notice.import_no_name": "没有名称",
+    "notice.import_not_valid": "无法使该角色有效",
+    "notice.import_png_no_card": (
+        "这个 PNG 中没有角色卡（没有“ccv3”或“chara”文本块）；请在原应用中把角色卡导出为 PNG 卡片"
+    ),
+    "notice.import_chunk_not_base64": "其中的“{chunk}”块不是有效的 base64",
+    "notice.import_charx_not_zip": "不是有效的 .charx（zip）文件",
+    "notice.import_charx_entries": "含有 {count:,} 个文件；读取 .charx 时最多 {limit} 个",
+    "notice.import_charx_outside": "含有位于压缩包之外的文件“{name}”；已拒绝",
+    "notice.import_charx_too_large": "解压后有 {size} MiB；读取 .charx 时最多 {limit} MiB",
+    "notice.import_charx_no_card": "这个 zip 的顶层没有 card.json",
+    "notice.import_charx_unpack": "其中的 {name} 无法解压（{problem}）",
+    "notice.import_charx_entry_too_large": "其中的 {name} 解压后超过 {limit} MiB；已拒绝",
+    "notice.import_not_png": "不是 PNG 文件（开头的字节不是 PNG 签名）",
+    "notice.import_png_cut_short": "PNG 已损坏：在 IEND 块之前就结束了（文件不完整）",
+    "notice.import_png_chunk_past_end": "PNG 已损坏：其中的“{chunk}”块超出了文件末尾",
+    "notice.import_png_checksum": "PNG 已损坏：其中的“{chunk}”块校验和不符",
+    "notice.import_png_chunks": "这个 PNG 的块多于 {limit:,} 个；已拒绝",
+    "notice.import_card_not_object": "不是角色卡：其 JSON 不是对象",
+    "notice.import_card_no_data": "是缺少“data”对象的 {spec} 角色卡",
+    "notice.import_card_spec": "是规范为“{spec}”的角色卡；只读取 chara_card_v2 和 chara_card_v3",
+    "notice.import_not_card": "不是角色卡（没有“spec”，也不是带名称和描述的 V1 角色卡）",
+    "notice.import_not_regular": "不是普通文件",
+    "notice.import_empty": "是空的",
+    "notice.import_unknown_json": (
+        "是本应用不认识的 JSON 格式；本应用读取：角色卡（JSON、PNG 或 .charx）、LobeHub 助手、NextChat 面具、"
+        "Open WebUI 模型导出、LibreChat modelSpecs（YAML）或角色 YAML 文件"
+    ),
+    "notice.import_not_yaml": "不是可读取的 YAML：{problem}",
+    "notice.import_too_large": "大小为 {size} MiB；导入只读取最多 {limit} MiB 的文件",
+    "notice.import_not_librechat": (
+        "不是 LibreChat 配置：没有 modelSpecs.list 规格列表（每项需有 label 和 preset）"
+    ),
+    "notice.import_librechat_no_preset": "LibreChat modelSpecs 列表中有一项没有 preset",
 }
