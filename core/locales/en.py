@@ -109,6 +109,10 @@ CATALOG: dict[str, str] = {
     "chat.starters": "Try one of these:",
     "chat.retry": "Retry",
     "chat.regenerate": "Regenerate last answer",
+    "chat.unsent_restored": (
+        "What you wrote in this tab could not be saved (another tab saved this conversation first); "
+        "it is back in the chat input, to send again."
+    ),
     "chat.continue": "Continue the reply",
     # MessageState labels, by state value (core/conversation.py says them in English).
     "state.context": "in context",

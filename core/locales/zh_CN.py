@@ -104,6 +104,9 @@ CATALOG: dict[str, str] = {
     "chat.starters": "试试这些：",
     "chat.retry": "重试",
     "chat.regenerate": "重新生成上一条回答",
+    "chat.unsent_restored": (
+        "你在此标签页中写的内容未能保存（另一个标签页先保存了此对话）；它已放回聊天输入框，可以再次发送。"
+    ),
     "chat.continue": "继续回复",
     # MessageState labels, by state value (core/conversation.py says them in English).
     "state.context": "在上下文中",
