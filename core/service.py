@@ -21,6 +21,7 @@ else worth telling the visitor is a `core.notices.Notice`.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -355,10 +356,18 @@ class VisitorService:
             self.workspace.save(key, reply_draft=reply_draft)
         except StaleConversation as error:
             self.store_problem, self.stale = error_notice("stale", error), True
+            # What this tab's visitor wrote is offered back once the conversation is reloaded.
+            with contextlib.suppress(DashboardError):
+                self.workspace.keep_unsent(key)
         except DashboardError as error:
             self.store_problem, self.stale = error_notice("store_unsaved", error), False
         else:
             self.store_problem, self.stale = None, False
+
+    def take_unsent(self, key: str) -> str | None:
+        """What the visitor wrote in a stale tab that could not be saved, once, when this
+        conversation was opened or reloaded since: for the page to put back in the chat input."""
+        return self.workspace.take_unsent(key)
 
     # --- settings, pins, summaries -----------------------------------------------------------
 

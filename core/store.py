@@ -258,7 +258,8 @@ summary_events = sa.Table(
 )
 
 #: Text of a conversation not in its messages yet, one row of each kind: "reply", the reply
-#: streaming now (saved every few seconds, recovered as an interrupted reply after a crash).
+#: streaming now (saved every few seconds, recovered as an interrupted reply after a crash);
+#: "message", what a stale tab's visitor wrote that could not be saved (offered back on opening).
 drafts = sa.Table(
     "drafts",
     metadata,
@@ -268,6 +269,7 @@ drafts = sa.Table(
     sa.Column("updated_at", UTCDateTime, nullable=False),
 )
 REPLY_DRAFT: Final = "reply"
+MESSAGE_DRAFT: Final = "message"
 
 _CHILD_TABLES: Final = (messages, turns, trim_events, summary_versions, summary_events, drafts)
 
@@ -383,6 +385,8 @@ class StoredConversation:
     saved_summary_events: int = 0
     #: A draft of the reply in progress is in the store (the next save without one removes it).
     reply_draft_saved: bool = False
+    #: What the visitor wrote in a stale tab that could not be saved, to offer back (`MESSAGE_DRAFT`).
+    unsent_text: str | None = None
 
 
 # --- the store -----------------------------------------------------------------------------
@@ -622,17 +626,10 @@ class Store:
                 ]
                 if rows:
                     conn.execute(_REWRITE_MESSAGE, rows)
-                if reply_draft or handle.reply_draft_saved:
-                    conn.execute(drafts.delete().where(_draft_of(handle.id, REPLY_DRAFT)))
                 if reply_draft:
-                    conn.execute(
-                        drafts.insert().values(
-                            conversation_id=handle.id,
-                            kind=REPLY_DRAFT,
-                            content=reply_draft,
-                            updated_at=_utcnow(),
-                        )
-                    )
+                    _put_draft(conn, handle.id, REPLY_DRAFT, reply_draft)
+                elif handle.reply_draft_saved:
+                    conn.execute(drafts.delete().where(_draft_of(handle.id, REPLY_DRAFT)))
         except BaseException:
             _give_back_changes(conversation, changed)
             raise
@@ -732,9 +729,11 @@ class Store:
                 .where(summary_events.c.conversation_id == conversation_id)
                 .order_by(summary_events.c.seq)
             ).all()
-            reply_draft = conn.execute(
-                sa.select(drafts.c.content).where(_draft_of(conversation_id, REPLY_DRAFT))
-            ).scalar_one_or_none()
+            draft_rows = conn.execute(
+                sa.select(drafts.c.kind, drafts.c.content).where(drafts.c.conversation_id == conversation_id)
+            ).all()
+        kept: dict[str, str] = {row.kind: row.content for row in draft_rows}
+        reply_draft = kept.get(REPLY_DRAFT)
         record = {
             "version": 2,
             "persona_id": row.persona_id,
@@ -796,8 +795,36 @@ class Store:
             saved_summary_versions=len(version_rows),
             saved_summary_events=len(summary_rows),
             reply_draft_saved=reply_draft is not None,
+            unsent_text=kept.get(MESSAGE_DRAFT),
         )
         return conversation, handle
+
+    def keep_draft(self, owner: str, conversation_id: str, kind: str, text: str) -> None:
+        """Keep `text` as the conversation's draft of this kind (replacing one kept before)."""
+        _check_owner(owner)
+        with self._write("saving the conversation") as conn:
+            self._check_owned(conn, owner, conversation_id)
+            conn.execute(drafts.delete().where(_draft_of(conversation_id, kind)))
+            conn.execute(
+                drafts.insert().values(
+                    conversation_id=conversation_id, kind=kind, content=text, updated_at=_utcnow()
+                )
+            )
+
+    def drop_draft(self, owner: str, conversation_id: str, kind: str) -> None:
+        """Forget the conversation's draft of this kind, if it has one."""
+        _check_owner(owner)
+        with self._write("saving the conversation") as conn:
+            self._check_owned(conn, owner, conversation_id)
+            conn.execute(drafts.delete().where(_draft_of(conversation_id, kind)))
+
+    @staticmethod
+    def _check_owned(conn: Connection, owner: str, conversation_id: str) -> None:
+        owned = sa.select(conversations.c.id).where(
+            conversations.c.id == conversation_id, conversations.c.owner == owner
+        )
+        if conn.execute(owned).scalar_one_or_none() is None:
+            raise ConversationNotFound(conversation_id)
 
     def list(
         self,
@@ -1390,6 +1417,14 @@ def _message_row(conversation_id: str, position: int, message: Message) -> dict[
         "automatic": message.automatic,
         "created_at": message.created_at,
     }
+
+
+def _put_draft(conn: Connection, conversation_id: str, kind: str, text: str) -> None:
+    """The conversation's draft of this kind is `text` (the one before replaced)."""
+    conn.execute(drafts.delete().where(_draft_of(conversation_id, kind)))
+    conn.execute(
+        drafts.insert().values(conversation_id=conversation_id, kind=kind, content=text, updated_at=_utcnow())
+    )
 
 
 def _draft_of(conversation_id: str, kind: str) -> sa.ColumnElement[bool]:

@@ -141,6 +141,15 @@ def test_a_database_that_is_not_one_is_reported_and_chat_still_works(
     assert garbage.read_bytes() == b"this is not a database" * 100
 
 
+def unsent_offered(at: AppTest) -> str | None:
+    """The text the page put into the chat input on its last run (None: it put none), with the
+    notice that says why."""
+    chat_input = at.chat_input[0].proto
+    notices = [i.value for i in at.info if "could not be saved" in i.value]
+    assert bool(notices) == chat_input.set_value
+    return chat_input.value if chat_input.set_value else None
+
+
 def test_a_stale_tab_is_told_to_reload_and_loses_no_saved_message(app: AppTest) -> None:
     send(app, "one")
     other_tab = new_browser_session(app.query_params)
@@ -152,6 +161,10 @@ def test_a_stale_tab_is_told_to_reload_and_loses_no_saved_message(app: AppTest) 
     questions = [m.content for m in conversation(other_tab).messages if m.role == "user"]
     assert questions == ["one", "two"]
     assert not [w for w in other_tab.warning if w.icon == "💾"]  # the store's warning is gone
+    # What was written in the stale tab is not lost: it is back in the chat input, said once.
+    assert unsent_offered(other_tab) == "three"
+    other_tab.run()
+    assert unsent_offered(other_tab) is None
     # The first tab's record is intact, and the reloaded tab can go on.
     send(other_tab, "four")
     assert not [w for w in other_tab.warning if w.icon == "💾"]
@@ -182,6 +195,19 @@ def test_a_reply_cut_by_a_crash_comes_back_interrupted_to_regenerate_or_continue
     with Store(database_url) as store:
         reloaded, handle = store.load(LOCAL_OWNER, key)
     assert reloaded.to_dict() == conversation(again).to_dict() and not handle.reply_draft_saved
+
+
+def test_a_stale_tabs_message_is_offered_back_after_a_browser_reload_too(app: AppTest) -> None:
+    send(app, "one")
+    other_tab = new_browser_session(app.query_params)
+    send(app, "two")
+    send(other_tab, "three")
+    send(other_tab, "four")  # still stale: both are kept, in order
+    again = new_browser_session(other_tab.query_params)  # F5 in the stale tab
+    assert [m.content for m in conversation(again).messages if m.role == "user"] == ["one", "two"]
+    assert unsent_offered(again) == "three\n\nfour"
+    # Offered once: another reload (or tab) does not offer it again.
+    assert unsent_offered(new_browser_session(other_tab.query_params)) is None
 
 
 def test_the_page_saves_to_data_dir_when_no_database_url_is_set(

@@ -37,6 +37,7 @@ from core.errors import ConfigError, DashboardError, ServerError
 from core.owners import owner_for_user
 from core.settings import ChatSettings
 from core.store import (
+    MESSAGE_DRAFT,
     ConversationNotFound,
     InvalidTitle,
     NotADatabase,
@@ -502,6 +503,26 @@ def test_a_reply_that_ends_replaces_its_draft(store: Store):
     assert not loaded_handle.reply_draft_saved
     with store.engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM drafts")).scalar_one() == 0
+
+
+def test_a_message_draft_is_read_with_the_conversation_until_dropped_and_only_by_its_owner(store: Store):
+    handle = store.create(ALICE, conversation_with(5))
+    assert store.load(ALICE, handle.id)[1].unsent_text is None
+    store.keep_draft(ALICE, handle.id, MESSAGE_DRAFT, "written in a stale tab")
+    store.keep_draft(ALICE, handle.id, MESSAGE_DRAFT, "written in a stale tab, twice")
+    loaded, loaded_handle = store.load(ALICE, handle.id)
+    assert (
+        loaded_handle.unsent_text == "written in a stale tab, twice" and not loaded_handle.reply_draft_saved
+    )
+    assert len(loaded.messages) == 5  # a message draft is not a message
+    for other_owner in (
+        lambda: store.keep_draft(BOB, handle.id, MESSAGE_DRAFT, "x"),
+        lambda: store.drop_draft(BOB, handle.id, MESSAGE_DRAFT),
+    ):
+        with pytest.raises(ConversationNotFound):
+            other_owner()
+    store.drop_draft(ALICE, handle.id, MESSAGE_DRAFT)
+    assert store.load(ALICE, handle.id)[1].unsent_text is None
 
 
 def test_a_draft_of_a_stale_copy_is_not_saved(store: Store):

@@ -441,6 +441,11 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
     history_box = st.container(height=CHAT_HEIGHT_PX if conversation.turns else "content", border=False)
     controls = st.container()
     limits = service.limits
+    if (unsent := service.take_unsent(key)) is not None:
+        # A stale tab's message that could not be saved: back in the input, once.
+        page_state().set(Key.CHAT_INPUT, unsent)
+        with controls:
+            st.info(tr("chat.unsent_restored"), icon="↩️")
     # The request starts in the callback, before this page is drawn again.
     st.chat_input(
         tr("chat.input.placeholder", name=persona.name),
