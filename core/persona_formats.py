@@ -44,7 +44,7 @@ from core.persona_mapping import (
     persona_id_from,
     read_json,
 )
-from core.personas import Persona, PersonaFile, parse_persona, read_yaml
+from core.personas import FileProblem, Persona, PersonaFile, parse_persona, read_yaml
 
 __all__ = [
     "EXPORT_FILES",
@@ -182,8 +182,8 @@ def _yaml_personas(file_name: str, data: bytes, user_name: str) -> list[Imported
         raise ImportProblem(not_utf8(data, exc, Notice(code="import_what_file"))) from None
     try:
         value = read_yaml(text, max_nodes=MAX_YAML_NODES)
-    except ValueError as exc:
-        raise ImportProblem(Notice(code="import_not_yaml", fields={"problem": str(exc)})) from None
+    except FileProblem as problem:
+        raise ImportProblem(Notice(code="import_not_yaml", fields={"problem": problem.problems})) from None
     if _is_persona_yaml(value):
         persona_id = persona_id_from(Path(file_name).stem)
         persona = parse_persona(text, persona_id, name=file_name)

@@ -689,3 +689,36 @@ def test_files_that_cannot_be_imported_say_why_in_chinese(clean_env):
     assert errors[3].startswith("未导入：cut.json：该文件不是有效的 JSON：第 1 行第 36 列：")
     # What the JSON parser said is quoted as it said it; the rest is Chinese.
     only_chinese(errors, errors[3].rsplit("：", 1)[-1], "modelSpecs", "chara")
+
+
+def test_a_bad_persona_file_in_the_sidebar_reads_in_chinese(clean_env, tmp_path):
+    """The persona folder's broken files (PersonaFileError) are listed in the sidebar in Chinese."""
+    import shutil
+
+    from core.personas import BUNDLED_PERSONAS_DIR
+
+    folder = tmp_path / "personas"
+    shutil.copytree(BUNDLED_PERSONAS_DIR, folder)
+    (folder / "twice.yaml").write_text("name: A\nname: B\n", encoding="utf-8")
+    (folder / "latin.yaml").write_bytes("name: Café\n".encode("latin-1"))
+    (folder / "bad name.yaml").write_text("name: A\n", encoding="utf-8")
+    (folder / "empty.yaml").write_text("", encoding="utf-8")
+    at = zh_app(clean_env, PERSONAS_DIR=str(folder))
+    errors = [e.value for e in at.sidebar.error]
+    assert errors == [
+        "bad name.yaml：文件名必须能作为有效的角色 ID（'bad name' 不行）："
+        "只能使用字母、数字、“_”和“-”，例如 travel-planner",
+        "empty.yaml：是空的；一个角色至少需要 name、avatar、description 和 system_prompt",
+        "latin.yaml：不是 UTF-8 文本：第 1 行第 10 列的字节 0xe9；请把文件存为 UTF-8",
+        "twice.yaml：第 2 行：键“name”出现了两次",
+    ]
+    only_chinese(
+        errors,
+        "bad name.yaml",
+        "'bad name'",
+        "travel-planner",
+        "name",
+        "avatar",
+        "description",
+        "system_prompt",
+    )

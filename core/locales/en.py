@@ -890,4 +890,66 @@ CATALOG: dict[str, str] = {
         "is not a LibreChat config: no modelSpecs.list of specs (each with a label and a preset)"
     ),
     "notice.import_librechat_no_preset": "a LibreChat modelSpecs list item has no preset",
+    # why a persona file cannot be read (core/personas.py FileProblem: notice.persona_<…>)
+    "notice.persona_alias": (
+        "line {line}: YAML aliases (*{name}) are not allowed in persona files; write the value out"
+    ),
+    "notice.persona_anchor": (
+        "line {line}: YAML anchors and aliases (&{name}, *{name}) are not allowed in persona files; write "
+        "the value out"
+    ),
+    "notice.persona_too_many_nodes": (
+        "line {line}, column {column}: more than {limit} keys and values; a persona needs far fewer"
+    ),
+    "notice.persona_too_deep": "line {line}, column {column}: nested more than {limit} levels deep",
+    "notice.persona_merge_key": (
+        "line {line}: YAML merge keys (<<) are not allowed in persona files; write the keys out (or quote "
+        "'<<' if it is meant as text)"
+    ),
+    "notice.persona_tag": (
+        "line {line}: YAML tag {tag} is not allowed; persona files hold plain text, numbers, lists and "
+        "mappings only"
+    ),
+    "notice.persona_long_number": (
+        "line {line}: a number of {length} characters is too long (quote it if it is meant as text)"
+    ),
+    "notice.persona_duplicate_key": "line {line}: key '{key}' appears twice",
+    "notice.persona_yaml_character": (
+        "line {line}, column {column}: character {character} is not allowed in YAML"
+    ),
+    "notice.persona_yaml_syntax": "line {line}, column {column}: YAML syntax error: {problem}{context}",
+    "notice.persona_yaml_error": "line {line}, column {column}: {problem}{context}",
+    "notice.persona_yaml_context": " ({context} that starts at line {line}, column {column})",
+    "notice.persona_yaml_other": "YAML error: {problem}",
+    "notice.persona_second_document": (
+        "line {line}: a second YAML document starts here; a persona file holds exactly one (remove the "
+        "'---' separator)"
+    ),
+    "notice.persona_value_unreadable": "a value could not be read as YAML: {problem}",
+    "notice.persona_broken_symlink": "is a broken symlink (its target does not exist)",
+    "notice.persona_symlink_outside": "is a symlink to {target}, outside the persona folder; refused",
+    "notice.persona_unreadable": "cannot be read: {problem}",
+    "notice.persona_is_folder": "is a folder, not a regular file",
+    "notice.persona_is_special": "is a special file, not a regular file",
+    "notice.persona_not_regular": "is not a regular file",
+    "notice.persona_too_large": "is {size}; persona files are limited to {limit} KiB",
+    "notice.persona_not_utf8": (
+        "is not UTF-8 text: byte {byte} at line {line}, column {column}; save the file as UTF-8"
+    ),
+    "notice.persona_bad_file_name": (
+        "the file name must make a valid persona id ({id} is not): use letters, digits, '_' and '-', e.g. "
+        "travel-planner"
+    ),
+    "notice.persona_bad_id": (
+        "the id must make a valid persona id ({id} is not): use letters, digits, '_' and '-', e.g. "
+        "travel-planner"
+    ),
+    "notice.persona_empty": "is empty; a persona needs at least name, avatar, description and system_prompt",
+    "notice.persona_not_mapping": (
+        "the top level must be a mapping of persona fields (name: ..., avatar: ...), not {value}"
+    ),
+    "notice.persona_folder_missing": "the persona folder does not exist",
+    "notice.persona_folder_not_folder": "is not a folder; PERSONAS_DIR must name a folder",
+    "notice.persona_folder_unreadable": "the persona folder cannot be read: {problem}",
+    "notice.persona_id_taken": "id '{id}' is already taken by {other}; rename or remove one of the two files",
 }

@@ -789,4 +789,50 @@ CATALOG: dict[str, str] = {
         "不是 LibreChat 配置：没有 modelSpecs.list 规格列表（每项需有 label 和 preset）"
     ),
     "notice.import_librechat_no_preset": "LibreChat modelSpecs 列表中有一项没有 preset",
+    # 角色文件无法读取的原因（core/personas.py FileProblem：notice.persona_<…>）
+    "notice.persona_alias": "第 {line} 行：角色文件中不允许使用 YAML 别名（*{name}）；请把值直接写出来",
+    "notice.persona_anchor": (
+        "第 {line} 行：角色文件中不允许使用 YAML 锚点和别名（&{name}、*{name}）；请把值直接写出来"
+    ),
+    "notice.persona_too_many_nodes": (
+        "第 {line} 行第 {column} 列：键和值超过 {limit} 个；一个角色用不了这么多"
+    ),
+    "notice.persona_too_deep": "第 {line} 行第 {column} 列：嵌套超过 {limit} 层",
+    "notice.persona_merge_key": (
+        "第 {line} 行：角色文件中不允许使用 YAML 合并键（<<）；请把键逐一写出（若本意是文字，请给“<<”加引号）"
+    ),
+    "notice.persona_tag": (
+        "第 {line} 行：不允许使用 YAML 标签 {tag}；角色文件只能包含普通文本、数字、列表和映射"
+    ),
+    "notice.persona_long_number": "第 {line} 行：{length} 个字符的数字太长（若本意是文字，请加引号）",
+    "notice.persona_duplicate_key": "第 {line} 行：键“{key}”出现了两次",
+    "notice.persona_yaml_character": "第 {line} 行第 {column} 列：YAML 中不允许字符 {character}",
+    "notice.persona_yaml_syntax": "第 {line} 行第 {column} 列：YAML 语法错误：{problem}{context}",
+    "notice.persona_yaml_error": "第 {line} 行第 {column} 列：{problem}{context}",
+    "notice.persona_yaml_context": "（{context}，始于第 {line} 行第 {column} 列）",
+    "notice.persona_yaml_other": "YAML 错误：{problem}",
+    "notice.persona_second_document": (
+        "第 {line} 行：这里开始了第二个 YAML 文档；一个角色文件只能有一个（请删除“---”分隔符）"
+    ),
+    "notice.persona_value_unreadable": "有一个值无法按 YAML 读取：{problem}",
+    "notice.persona_broken_symlink": "是失效的符号链接（目标不存在）",
+    "notice.persona_symlink_outside": "是指向角色文件夹之外 {target} 的符号链接；已拒绝",
+    "notice.persona_unreadable": "无法读取：{problem}",
+    "notice.persona_is_folder": "是文件夹，不是普通文件",
+    "notice.persona_is_special": "是特殊文件，不是普通文件",
+    "notice.persona_not_regular": "不是普通文件",
+    "notice.persona_too_large": "大小为 {size}；角色文件最多 {limit} KiB",
+    "notice.persona_not_utf8": "不是 UTF-8 文本：第 {line} 行第 {column} 列的字节 {byte}；请把文件存为 UTF-8",
+    "notice.persona_bad_file_name": (
+        "文件名必须能作为有效的角色 ID（{id} 不行）：只能使用字母、数字、“_”和“-”，例如 travel-planner"
+    ),
+    "notice.persona_bad_id": (
+        "ID 必须是有效的角色 ID（{id} 不行）：只能使用字母、数字、“_”和“-”，例如 travel-planner"
+    ),
+    "notice.persona_empty": "是空的；一个角色至少需要 name、avatar、description 和 system_prompt",
+    "notice.persona_not_mapping": "顶层必须是角色字段的映射（name: ...、avatar: ...），而不是 {value}",
+    "notice.persona_folder_missing": "角色文件夹不存在",
+    "notice.persona_folder_not_folder": "不是文件夹；PERSONAS_DIR 必须指向一个文件夹",
+    "notice.persona_folder_unreadable": "无法读取角色文件夹：{problem}",
+    "notice.persona_id_taken": "ID“{id}”已被 {other} 占用；请重命名或删除这两个文件之一",
 }
