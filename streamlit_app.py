@@ -10,7 +10,9 @@ import streamlit as st
 
 from ui.frame import frame
 from ui.text import tr
+from ui.uploads import bound_session_uploads
 
+bound_session_uploads()  # Streamlit holds a session's uploads in memory with no bound of its own
 frame()
 st.navigation(
     [

@@ -50,7 +50,7 @@ from core.netguard import allowed_base_urls_from
 from core.notices import Notice, error_notice
 from core.owners import AccessMode, visitor_access
 from core.personas import Persona
-from core.session import ChatSession
+from core.session import REQUEST_GOING_OUT, ChatSession
 from core.settings import ChatSettings
 from core.store import ConversationSummary, StaleConversation
 from core.testsets import TestRunRecord, TestSet, TestSetRun
@@ -99,6 +99,8 @@ class Deployment:
 
 
 TurnAction = Literal["send", "retry", "regenerate", "continue"]
+#: The longest a started turn holds its caller (the page's rerun) for its request to go out.
+REQUEST_WAIT_S = 0.25
 
 
 class StartedReply(Iterator[str]):
@@ -111,13 +113,20 @@ class StartedReply(Iterator[str]):
         self._chunks = chunks
         self._first: Future[str | None] = Future()
         self._first_taken = False
+        # The caller (a callback, before the page's rerun) waits until the request goes out, or
+        # the turn ends first, or REQUEST_WAIT_S (a summary or a server count may come first).
+        self._going_out = threading.Event()
         threading.Thread(target=self._fetch_first, name="first-chunk", daemon=True).start()
+        self._going_out.wait(REQUEST_WAIT_S)
 
     def _fetch_first(self) -> None:
+        REQUEST_GOING_OUT.set(self._going_out.set)
         try:
             self._first.set_result(next(self._chunks, None))
         except BaseException as error:  # handed to the reader, raised there
             self._first.set_exception(error)
+        finally:
+            self._going_out.set()
 
     def __next__(self) -> str:
         if not self._first_taken:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,11 @@ from core.counting import Counting, counting_for
 from core.errors import BackendError, ConversationStateError, DashboardError, EmptyReply
 from core.personas import Persona, system_message
 from core.settings import MAX_REPLY_CAP, ChatSettings, Sampling
+
+#: Called on the thread that runs a turn once its request is built and goes to the backend (after
+#: the policy's fit): `core.service.StartedReply` holds the page's rerun until then, so the
+#: request is not built while a rerun competes with it for the interpreter.
+REQUEST_GOING_OUT: ContextVar[Callable[[], None] | None] = ContextVar("request_going_out", default=None)
 
 #: Sent (as a user message the dashboard writes) to continue a reply cut off by the reply cap.
 CONTINUE_PROMPT = (
@@ -189,6 +195,8 @@ class ChatSession:
             counting.before_fit(self.conversation)
             messages = self.policy.fit(self.conversation, complete=self.summarize)
             messages = counting.after_fit(self.conversation, self.policy, messages)
+            if (going_out := REQUEST_GOING_OUT.get()) is not None:
+                going_out()
             stream = self.backend.stream(
                 ChatRequest(
                     messages=messages,

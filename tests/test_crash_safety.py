@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 
 from core.store import Store
 from tests.conftest import REPO_ROOT
@@ -54,15 +53,14 @@ STREAMING_VISITOR = textwrap.dedent(
 )
 
 
-def test_kill_9_mid_reply_keeps_the_question_and_the_reply_so_far(
-    backend_url: str, openai_server: OpenAIServer
-) -> None:
-    database_url = backend_url
-    openai_server.chunk_delay = 0.1  # about 6 s for the whole reply
+def kill_mid_reply(database_url: str, model: OpenAIServer, after_chunks: int) -> tuple[str, int]:
+    """Start a visitor's process sending QUESTION, `kill -9` it once `after_chunks` chunks of the
+    reply arrived; the conversation's key and the chunks it had."""
+    model.chunk_delay = 0.1  # about 6 s for the whole reply
     Store(database_url).close()  # the schema, before the visitor's process opens it
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DATABASE_URL"))}
     visitor = subprocess.Popen(
-        [sys.executable, "-c", STREAMING_VISITOR, database_url, openai_server.base_url, OWNER, QUESTION],
+        [sys.executable, "-c", STREAMING_VISITOR, database_url, model.base_url, OWNER, QUESTION],
         cwd=REPO_ROOT,
         env=environment,
         stdout=subprocess.PIPE,
@@ -72,22 +70,27 @@ def test_kill_9_mid_reply_keeps_the_question_and_the_reply_so_far(
     try:
         assert visitor.stdout is not None
         key = visitor.stdout.readline().strip()
-        started = time.monotonic()
         chunks = 0
-        while chunks < 35:  # 3.5 s of reply: one draft saved at 2 s, the next due at 4 s
+        while chunks < after_chunks:
             line = visitor.stdout.readline().strip()
             assert line.isdigit(), (line, visitor.stderr.read() if visitor.stderr else "")
             chunks = int(line)
         os.kill(visitor.pid, signal.SIGKILL)
         visitor.wait(timeout=10)
-        streamed_s = time.monotonic() - started
     finally:
         if visitor.poll() is None:
             visitor.kill()
             visitor.wait(timeout=10)
     assert visitor.returncode == -signal.SIGKILL
+    return key, chunks
 
-    with Store(database_url) as reopened:
+
+def test_kill_9_mid_reply_keeps_the_question_and_the_reply_so_far(
+    backend_url: str, openai_server: OpenAIServer
+) -> None:
+    # 3.5 s of reply: one draft saved at 2 s, the next due at 4 s.
+    key, chunks = kill_mid_reply(backend_url, openai_server, after_chunks=35)
+    with Store(backend_url) as reopened:
         [listed] = reopened.list(OWNER)
         assert listed.id == key and listed.title.startswith("word0")
         conversation, handle = reopened.load(OWNER, key)
@@ -98,7 +101,18 @@ def test_kill_9_mid_reply_keeps_the_question_and_the_reply_so_far(
         # Saved at most 2 s apart: the draft holds at least the first 2 s of the reply (the
         # chunks after the draft saved at 2 s are lost, no more), never the whole reply.
         words = len(reply.content.split())
-        assert 15 <= words <= chunks < 62, (words, chunks, streamed_s)
+        assert 15 <= words <= chunks < 62, (words, chunks)
         assert conversation.turns[-1].interrupted and handle.reply_draft_saved
         # A reload offers what fits an interrupted reply: regenerate it, or continue it.
         assert conversation.pending_user_message is None and conversation.last_reply is reply
+
+
+def test_kill_9_before_any_draft_keeps_the_question_pending_for_retry(
+    backend_url: str, openai_server: OpenAIServer
+) -> None:
+    key, _ = kill_mid_reply(backend_url, openai_server, after_chunks=5)  # 0.5 s: no draft yet
+    with Store(backend_url) as reopened:
+        conversation, handle = reopened.load(OWNER, key)
+    [question] = conversation.messages[1:]
+    assert conversation.pending_user_message is question and question.content == QUESTION
+    assert not conversation.turns and not handle.reply_draft_saved
