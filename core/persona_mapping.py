@@ -34,7 +34,7 @@ from core.personas import (
 )
 from core.settings import POLICY_NAMES, Sampling
 from core.tokens import tokenizer_for
-from core.validation import describe_problems, describe_value, field_limits
+from core.validation import describe_value, field_limits, problem_notices
 
 __all__ = [
     "DEFAULT_IMPORT_BUDGET",
@@ -589,10 +589,10 @@ class PersonaBuilder:
                 persona = Persona.model_validate({**fields, "id": persona_id})
                 return parse_persona(persona_yaml(persona), persona_id)
             except ValidationError as exc:
-                failed: dict[str, str] = {}
+                failed: dict[str, Notice] = {}
                 for error, problem in zip(
                     exc.errors(include_url=False),
-                    describe_problems(exc, model=Persona, max_shown=10_000),
+                    problem_notices(exc, model=Persona, max_shown=10_000),
                     strict=True,
                 ):
                     failed.setdefault(str(error["loc"][0]) if error["loc"] else "", problem)
@@ -600,7 +600,7 @@ class PersonaBuilder:
                     raise ImportProblem(*failed.values()) from None
                 for name, problem in failed.items():
                     if name == "extensions":
-                        self._shed_extension(fields, problem)
+                        self._shed_extension(fields, english(problem))
                     else:
                         self.drop(
                             self._sources.get(name, name),

@@ -33,7 +33,7 @@ from core.avatars import AvatarImageError, check_avatar_png, decode_avatar
 from core.errors import PersonaFileError, Problem, problem_english
 from core.notices import Notice
 from core.settings import PolicyName, Sampling
-from core.validation import LineOf, describe_problems, describe_value
+from core.validation import LineOf, describe_value, problem_notices
 
 __all__ = [
     "BUNDLED_PERSONAS_DIR",
@@ -599,11 +599,11 @@ def _persona_from_text(text: str, persona_id: str) -> Persona:
     try:
         fields = PersonaFile.model_validate(data, strict=True)
     except ValidationError as exc:
-        problems = describe_problems(
+        problems = problem_notices(
             exc,
             model=PersonaFile,
             line_of=_line_of(root),
-            unknown_hints={"id": f"the id is the file name ({persona_id!r}), so remove this line"},
+            unknown_hints={"id": Notice(code="persona_id_hint", fields={"id": repr(persona_id)})},
             max_shown=MAX_PROBLEMS_SHOWN,
         )
         raise FileProblem(*problems) from None

@@ -137,7 +137,11 @@ def test_the_chinese_catalog_is_chinese():
     # "HTTP {status}", a numbered title, a quoted snippet: no words of their own to translate.
     kept = {"error.details.status", "conversations.item.numbered", "conversations.item.match"}
     kept |= {"validation.invalid", "error.persona_file"}  # "{label}：{detail}", "{file}：{problems}"
-    kept |= {"error.details.separator"}  # "；"
+    kept |= {
+        "error.details.separator",
+        "notice.validation_hint",
+        "notice.validation_own",
+    }  # "；", "：{hint}", "{path}：{problem}"
     han = re.compile(r"[\u4e00-\u9fff]")
     assert [k for k, text in zh_CN.CATALOG.items() if k not in kept and not han.search(text)] == []
 
@@ -695,7 +699,7 @@ def test_a_bad_persona_file_in_the_sidebar_reads_in_chinese(clean_env, tmp_path)
     """The persona folder's broken files (PersonaFileError) are listed in the sidebar in Chinese."""
     import shutil
 
-    from core.personas import BUNDLED_PERSONAS_DIR
+    from core.personas import BUNDLED_PERSONAS_DIR, PersonaFile
 
     folder = tmp_path / "personas"
     shutil.copytree(BUNDLED_PERSONAS_DIR, folder)
@@ -703,8 +707,20 @@ def test_a_bad_persona_file_in_the_sidebar_reads_in_chinese(clean_env, tmp_path)
     (folder / "latin.yaml").write_bytes("name: Café\n".encode("latin-1"))
     (folder / "bad name.yaml").write_text("name: A\n", encoding="utf-8")
     (folder / "empty.yaml").write_text("", encoding="utf-8")
+    (folder / "wrong.yaml").write_text(
+        "name: A\navatar: abc\ncolour: red\ndescription: x\nsystem_prompt: x\ncontext_budget: 10\n",
+        encoding="utf-8",
+    )
     at = zh_app(clean_env, PERSONAS_DIR=str(folder))
     errors = [e.value for e in at.sidebar.error]
+    wrong = errors.pop()
+    assert wrong.startswith(
+        "wrong.yaml：第 2 行：avatar：必须是一个表情符号，例如 🍜（只能一个），而不是 'abc'；"
+    )
+    assert "第 3 行：未知字段“colour”；允许的字段：name, avatar" in wrong
+    assert "第 6 行：context_budget：应不小于 64（实际为 10）" in wrong
+    assert "缺少必填字段“max_reply_tokens”" in wrong
+    only_chinese([wrong], "wrong.yaml", "'abc'", "colour", *PersonaFile.model_fields)
     assert errors == [
         "bad name.yaml：文件名必须能作为有效的角色 ID（'bad name' 不行）："
         "只能使用字母、数字、“_”和“-”，例如 travel-planner",

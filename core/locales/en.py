@@ -953,4 +953,56 @@ CATALOG: dict[str, str] = {
     "notice.persona_folder_not_folder": "is not a folder; PERSONAS_DIR must name a folder",
     "notice.persona_folder_unreadable": "the persona folder cannot be read: {problem}",
     "notice.persona_id_taken": "id '{id}' is already taken by {other}; rename or remove one of the two files",
+    # a validation error, as loaders word it (core/validation.py problem_notices: notice.validation_<…>)
+    "notice.validation_line": "line {line}: {problem}",
+    "notice.validation_top_level": "the top level",
+    "notice.validation_unknown": "unknown field '{name}'{where}{hint}{suggestion}{allowed}",
+    "notice.validation_in": " in {parent}",
+    "notice.validation_hint": ": {hint}",
+    "notice.validation_did_you_mean": " (did you mean '{name}'?)",
+    "notice.validation_allowed": "; allowed fields: {fields}",
+    "notice.validation_missing": "missing required field '{path}'",
+    "notice.validation_invalid_key": "key {key}{where} is not a field name (keys must be text)",
+    "notice.validation_own": "{path}: {problem}",
+    "notice.validation_field": "{path}: {problem} (got {value})",
+    "notice.validation_more_one": "and 1 more problem",
+    "notice.validation_more": "and {count} more problems",
+    "notice.validation_one_line": "must be a single line (no line breaks)",
+    "notice.validation_emoji": "must be an emoji such as 🍜 (one emoji only), got {value}",
+    "notice.validation_avatar_image": "the avatar image {problem}",
+    "notice.validation_extensions_too_large": (
+        "holds {size} KiB as JSON; extensions are limited to {limit} KiB"
+    ),
+    "notice.persona_id_hint": "the id is the file name ({id}), so remove this line",
+    "notice.pydantic_string_type": "Input should be a valid string",
+    "notice.pydantic_int_type": "Input should be a valid integer",
+    "notice.pydantic_float_type": "Input should be a valid number",
+    "notice.pydantic_list_type": "Input should be a valid list",
+    "notice.pydantic_dict_type": "Input should be a valid dictionary",
+    "notice.pydantic_bool_type": "Input should be a valid boolean",
+    "notice.pydantic_model_type": "Input should be a valid dictionary or instance of {class_name}",
+    "notice.pydantic_int_from_float": "Input should be a valid integer, got a number with a fractional part",
+    "notice.pydantic_finite_number": "Input should be a finite number",
+    "notice.pydantic_literal_error": "Input should be {expected}",
+    "notice.pydantic_string_pattern_mismatch": "String should match pattern '{pattern}'",
+    "notice.pydantic_string_too_short": "String should have at least {min_length} characters",
+    "notice.pydantic_string_too_short_one": "String should have at least {min_length} character",
+    "notice.pydantic_string_too_long": "String should have at most {max_length} characters",
+    "notice.pydantic_string_too_long_one": "String should have at most {max_length} character",
+    "notice.pydantic_too_short": (
+        "List should have at least {min_length} items after validation, not {actual_length}"
+    ),
+    "notice.pydantic_too_short_one": (
+        "List should have at least {min_length} item after validation, not {actual_length}"
+    ),
+    "notice.pydantic_too_long": (
+        "List should have at most {max_length} items after validation, not {actual_length}"
+    ),
+    "notice.pydantic_too_long_one": (
+        "List should have at most {max_length} item after validation, not {actual_length}"
+    ),
+    "notice.pydantic_greater_than_equal": "Input should be greater than or equal to {ge}",
+    "notice.pydantic_less_than_equal": "Input should be less than or equal to {le}",
+    "notice.pydantic_greater_than": "Input should be greater than {gt}",
+    "notice.pydantic_less_than": "Input should be less than {lt}",
 }
