@@ -8,5 +8,7 @@ calls a model).
 """
 
 from ui.frame import frame
+from ui.uploads import bound_session_uploads
 
+bound_session_uploads()  # Streamlit holds a session's uploads in memory with no bound of its own
 frame().view.run()

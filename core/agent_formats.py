@@ -306,12 +306,10 @@ def librechat_specs(config: Any) -> list[dict[str, Any]]:
     if isinstance(config, dict) and isinstance(config.get("preset"), dict):
         config = [config]
     if not isinstance(config, list) or not config:
-        raise ImportProblem(
-            "is not a LibreChat config: no modelSpecs.list of specs (each with a label and a preset)"
-        )
+        raise ImportProblem(Notice(code="import_not_librechat"))
     specs = [spec for spec in config if isinstance(spec, dict) and isinstance(spec.get("preset"), dict)]
     if len(specs) != len(config):
-        raise ImportProblem("a LibreChat modelSpecs list item has no preset")
+        raise ImportProblem(Notice(code="import_librechat_no_preset"))
     return specs
 
 

@@ -932,7 +932,12 @@ class OpenAIBackend(HttpChatBackend):
 
     def stream(self, request: ChatRequest) -> OpenAIReplyStream:
         """Send `request`; raises a `BackendError` if the server refuses it or cannot be reached."""
+        # The SDK walks every message against its TypedDict schemas before it sends anything
+        # (about 25 ms at 200 messages, with the interpreter held). The messages are plain
+        # wire-format dicts already: they go in `extra_body`, which the SDK merges into the JSON
+        # after that walk, in the same place (the bytes sent are the same).
         params = self.request_params(request)
+        params = {**params, "messages": [], "extra_body": {"messages": params["messages"]}}
         started = self._clock()
         try:
             try:

@@ -110,15 +110,12 @@ def import_card_png(file_name: str, data: bytes, *, user_name: str) -> ImportedP
     chunks = png_text_chunks(data)
     keyword = "ccv3" if "ccv3" in chunks else "chara" if "chara" in chunks else None
     if keyword is None:
-        raise ImportProblem(
-            "is a PNG with no character card in it (no 'ccv3' or 'chara' text chunk); "
-            "export the card from its app as a PNG card"
-        )
+        raise ImportProblem(Notice(code="import_png_no_card"))
     try:
         raw = base64.b64decode(b"".join(chunks[keyword].split()), validate=True)
     except (binascii.Error, ValueError):
-        raise ImportProblem(f"its '{keyword}' chunk is not valid base64") from None
-    card = read_json(raw, f"its '{keyword}' chunk")
+        raise ImportProblem(Notice(code="import_chunk_not_base64", fields={"chunk": keyword})) from None
+    card = read_json(raw, Notice(code="import_what_chunk", fields={"chunk": keyword}))
     return _import_card(
         file_name,
         card,
@@ -132,25 +129,29 @@ def import_charx(file_name: str, data: bytes, *, user_name: str) -> ImportedPers
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError):
-        raise ImportProblem("is not a valid .charx (zip) file") from None
+        raise ImportProblem(Notice(code="import_charx_not_zip")) from None
     with archive:
         entries = archive.infolist()
         if len(entries) > MAX_CHARX_ENTRIES:
             raise ImportProblem(
-                f"holds {len(entries):,} files; a .charx is read with at most {MAX_CHARX_ENTRIES}"
+                Notice(
+                    code="import_charx_entries", fields={"count": len(entries), "limit": MAX_CHARX_ENTRIES}
+                )
             )
         for entry in entries:
             if _unsafe_path(entry.filename):
-                raise ImportProblem(f"holds a file named {entry.filename!r}, outside the archive; refused")
+                raise ImportProblem(Notice(code="import_charx_outside", fields={"name": entry.filename}))
         declared = sum(entry.file_size for entry in entries)
         if declared > MAX_CHARX_BYTES:
             raise ImportProblem(
-                f"unpacks to {declared / 1024 / 1024:.0f} MiB; a .charx is read up to "
-                f"{MAX_CHARX_BYTES // 1024 // 1024} MiB"
+                Notice(
+                    code="import_charx_too_large",
+                    fields={"size": round(declared / 1024 / 1024), "limit": MAX_CHARX_BYTES // 1024 // 1024},
+                )
             )
         names = {entry.filename: entry for entry in entries}
         if "card.json" not in names:
-            raise ImportProblem("is a zip with no card.json at its top level")
+            raise ImportProblem(Notice(code="import_charx_no_card"))
 
         def read(name: str, limit: int) -> bytes:
             entry = names[name]
@@ -165,12 +166,19 @@ def import_charx(file_name: str, data: bytes, *, user_name: str) -> ImportedPers
                 EOFError,
                 zlib.error,
             ) as exc:
-                raise ImportProblem(f"its {name} cannot be unpacked ({exc})") from None
+                raise ImportProblem(
+                    Notice(code="import_charx_unpack", fields={"name": name, "problem": str(exc)})
+                ) from None
             if len(body) > limit:
-                raise ImportProblem(f"its {name} unpacks past {limit // 1024 // 1024} MiB; refused")
+                raise ImportProblem(
+                    Notice(
+                        code="import_charx_entry_too_large",
+                        fields={"name": name, "limit": limit // 1024 // 1024},
+                    )
+                )
             return body
 
-        card = read_json(read("card.json", MAX_JSON_BYTES), "its card.json")
+        card = read_json(read("card.json", MAX_JSON_BYTES), Notice(code="import_what_card_json"))
 
         def asset(uri: str) -> bytes | None:
             path = uri.removeprefix("embeded://").removeprefix("embedded://")
@@ -190,21 +198,23 @@ def png_text_chunks(data: bytes) -> dict[str, bytes]:
     """The PNG's `tEXt` chunks (keyword -> text); raises `ImportProblem` for a damaged PNG.
     Every chunk's CRC is checked, so a cut or corrupted file is named as such."""
     if not data.startswith(PNG_SIGNATURE):
-        raise ImportProblem("is not a PNG file (its first bytes are not a PNG signature)")
+        raise ImportProblem(Notice(code="import_not_png"))
     chunks: dict[str, bytes] = {}
     position, count = len(PNG_SIGNATURE), 0
     while True:
         if position + 12 > len(data):
-            raise ImportProblem("is a damaged PNG: it ends before its IEND chunk (the file is cut short)")
+            raise ImportProblem(Notice(code="import_png_cut_short"))
         (length,) = struct.unpack(">I", data[position : position + 4])
         kind = data[position + 4 : position + 8]
         end = position + 8 + length
         if end + 4 > len(data):
-            raise ImportProblem(f"is a damaged PNG: its {kind!r} chunk runs past the end of the file")
+            raise ImportProblem(
+                Notice(code="import_png_chunk_past_end", fields={"chunk": kind.decode("latin-1")})
+            )
         body = data[position + 8 : end]
         (crc,) = struct.unpack(">I", data[end : end + 4])
         if zlib.crc32(kind + body) != crc:
-            raise ImportProblem(f"is a damaged PNG: its {kind.decode('latin-1')!r} chunk fails its checksum")
+            raise ImportProblem(Notice(code="import_png_checksum", fields={"chunk": kind.decode("latin-1")}))
         if kind == b"tEXt":
             keyword, _, text = body.partition(b"\0")
             chunks.setdefault(keyword.decode("latin-1"), text)
@@ -212,7 +222,7 @@ def png_text_chunks(data: bytes) -> dict[str, bytes]:
             return chunks
         position, count = end + 4, count + 1
         if count > MAX_PNG_CHUNKS:
-            raise ImportProblem(f"is a PNG with more than {MAX_PNG_CHUNKS:,} chunks; refused")
+            raise ImportProblem(Notice(code="import_png_chunks", fields={"limit": MAX_PNG_CHUNKS}))
 
 
 def _import_card(
@@ -225,20 +235,20 @@ def _import_card(
     asset: Callable[[str], bytes | None] | None = None,
 ) -> ImportedPersona:
     if not isinstance(card, dict):
-        raise ImportProblem("is not a character card: the JSON is not an object")
+        raise ImportProblem(Notice(code="import_card_not_object"))
     spec = card.get("spec")
     if spec in (CARD_V2, CARD_V3):
         data = card.get("data")
         if not isinstance(data, dict):
-            raise ImportProblem(f"is a {spec} card without its 'data' object")
+            raise ImportProblem(Notice(code="import_card_no_data", fields={"spec": spec}))
         version = "V3" if spec == CARD_V3 else "V2"
         wrapped = card
     elif spec is None and "name" in card and any(key in card for key in V1_KEYS):
         data, version, wrapped = card, "V1", {"data": card}
     elif spec is not None:
-        raise ImportProblem(f"is a card of spec {spec!r}; chara_card_v2 and chara_card_v3 are read")
+        raise ImportProblem(Notice(code="import_card_spec", fields={"spec": str(spec)[:60]}))
     else:
-        raise ImportProblem("is not a character card (no 'spec', and not a V1 card's name and description)")
+        raise ImportProblem(Notice(code="import_not_card"))
     source_format = Notice(code=container.code, fields={**container.fields, "version": version})
     builder = PersonaBuilder(file_name, source_format, user_name=user_name)
     ours = _our_block(data)

@@ -8,7 +8,10 @@ sentence (logs, tests, and any error not given a code yet, code "generic").
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar, Self
+
+from core.notices import Notice
 
 
 class DashboardError(Exception):
@@ -257,17 +260,33 @@ class BadResponse(BackendError):
 # --- Personas ------------------------------------------------------------------------------
 
 
+#: What is wrong with a file: a notice the page words in its language (`notice.<code>`), or an
+#: English sentence of no code yet.
+Problem = str | Notice
+
+
 class PersonaFileError(DashboardError):
     """One persona file (or the persona folder itself) could not be loaded; the other files still load.
 
     `file_name` is relative to the persona folder (e.g. "foodie.yaml"); `problems` says what is wrong,
-    each with its line number when known. str() is "file: problem; problem", so it reads on its own.
+    each with its line number when known. str() is "file: problem; problem" in English, so it reads
+    on its own; the page words it from its code, `persona_file`.
     """
 
-    def __init__(self, file_name: str, problems: str | list[str] | tuple[str, ...]) -> None:
+    def __init__(self, file_name: str, problems: Problem | Sequence[Problem]) -> None:
         self.file_name = file_name
-        self.problems = (problems,) if isinstance(problems, str) else tuple(problems)
-        super().__init__(f"{file_name}: " + "; ".join(self.problems))
+        self.problems: tuple[Problem, ...] = (
+            (problems,) if isinstance(problems, str | Notice) else tuple(problems)
+        )
+        super().__init__(f"{file_name}: " + "; ".join(map(problem_english, self.problems)))
+        self.coded("persona_file", file=file_name, problems=self.problems)
+
+
+def problem_english(problem: Problem) -> str:
+    """A problem in English (a notice worded from the English catalog)."""
+    from core.i18n import english  # the catalogs: loaded only when an error carries a notice
+
+    return problem if isinstance(problem, str) else english(problem)
 
 
 class ReplyCut(BackendError):

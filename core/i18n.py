@@ -112,9 +112,16 @@ def current(state: Mapping[Any, Any]) -> Translator:
 
 
 def english(notice: Notice) -> str:
-    """A notice in English, a notice among its fields too (the command line, logs, str() of an
-    error that carries notices)."""
-    fields = {
-        name: english(value) if isinstance(value, Notice) else value for name, value in notice.fields.items()
-    }
-    return translator("en")(notice.key, **fields)
+    """A notice in English, a notice among its fields too and a list of them joined: for the
+    command line, logs and str() of an error that carries notices, so as written (a page's
+    `Translator` also takes server paths out)."""
+    catalog = CATALOGS["en"]
+
+    def field(value: object) -> object:
+        if isinstance(value, Notice):
+            return english(value)
+        if isinstance(value, list | tuple):
+            return catalog["error.details.separator"].join(str(field(item)) for item in value)
+        return value
+
+    return catalog[notice.key].format(**{name: field(value) for name, value in notice.fields.items()})

@@ -3,7 +3,9 @@
 Its reply is deterministic and describes what it received: how many messages and prompt tokens
 were in its context and the oldest message it can still see. That makes trimming visible in the
 chat itself. It reports usage exactly as the API would: prompt tokens counted the API's way,
-completion tokens of the reply it sent, cut at the reply cap with finish_reason "length".
+completion tokens of the reply it sent, cut at the reply cap with finish_reason "length", and
+the prompt tokens it served from its prompt cache: a plain prefix cache (`core.prompt_cache`'s
+`PREFIX_RULE`, as llama.cpp's server keeps one), so the dashboard's cache figures work offline.
 
 Asked for a summary (the policy "summarize"'s fixed instructions), it writes one deterministically:
 see `core.summaries.offline_summary`.
@@ -19,6 +21,7 @@ from typing import TYPE_CHECKING
 from core.backends import Capabilities, ChatBackend, ChatRequest, ReplyStream, Usage
 from core.conversation import preview
 from core.i18n import Language, translator
+from core.prompt_cache import PREFIX_RULE, PromptCache, prompt_token_ids
 from core.providers import register
 from core.server_tokens import TokenizeClient
 from core.summaries import is_summary_message, offline_summary
@@ -58,16 +61,24 @@ def offline_reply(messages: list[dict[str, str]], prompt_tokens: int, language: 
 
 
 class OfflineReplyStream(ReplyStream):
-    def __init__(self, request: ChatRequest, chunk_delay_s: float, language: Language = "en") -> None:
+    def __init__(
+        self,
+        request: ChatRequest,
+        chunk_delay_s: float,
+        language: Language = "en",
+        cache: PromptCache | None = None,
+    ) -> None:
         super().__init__()
         self._request = request
         self._chunk_delay_s = chunk_delay_s
         self._language: Language = language
+        self._cache = cache if cache is not None else PromptCache(PREFIX_RULE)
 
     def _chunks(self) -> Iterator[str]:
         request = self._request
         tokenizer = tokenizer_for(request.model)
         prompt_tokens = count_prompt_tokens(request.messages, request.model)
+        cached = self._cache.serve(prompt_token_ids(request.messages, tokenizer))
         summary = offline_summary(request.messages, tokenizer)
         reply = (
             summary if summary is not None else offline_reply(request.messages, prompt_tokens, self._language)
@@ -83,21 +94,25 @@ class OfflineReplyStream(ReplyStream):
                 time.sleep(self._chunk_delay_s)
             yield word
         self.finish_reason = finish_reason
-        self.usage = Usage(prompt_tokens=prompt_tokens, completion_tokens=len(reply_tokens))
+        self.usage = Usage(
+            prompt_tokens=prompt_tokens, completion_tokens=len(reply_tokens), cached_prompt_tokens=cached
+        )
 
 
 class OfflineBackend:
     """The default backend when no API key is configured."""
 
-    capabilities = Capabilities(server_usage=False, counting="local", cached_tokens=False, thread_safe=True)
+    capabilities = Capabilities(server_usage=False, counting="local", cached_tokens=True, thread_safe=True)
 
     def __init__(self, *, chunk_delay_s: float = 0.0, language: Language = "en") -> None:
         self.chunk_delay_s = chunk_delay_s
         #: The language it answers in (the page's).
         self.language: Language = language
+        #: The prompts it has seen, as a server with a plain prefix cache remembers them.
+        self.prompt_cache = PromptCache(PREFIX_RULE)
 
     def stream(self, request: ChatRequest) -> OfflineReplyStream:
-        return OfflineReplyStream(request, self.chunk_delay_s, self.language)
+        return OfflineReplyStream(request, self.chunk_delay_s, self.language, self.prompt_cache)
 
     def tokenize_client(self) -> TokenizeClient | None:
         return None  # counted here, with tiktoken

@@ -40,10 +40,11 @@ from core.persona_mapping import (
     ImportReport,
     Mapped,
     measure,
+    not_utf8,
     persona_id_from,
     read_json,
 )
-from core.personas import Persona, PersonaFile, parse_persona, read_yaml
+from core.personas import FileProblem, Persona, PersonaFile, parse_persona, read_yaml
 
 __all__ = [
     "EXPORT_FILES",
@@ -66,10 +67,6 @@ IMPORT_SUFFIXES: Final = ("json", "png", "charx", "yaml", "yml")
 #: A whole librechat.yaml (endpoints, interface, …) holds far more values than a persona file.
 MAX_YAML_NODES: Final = 50_000
 _ZIP_SIGNATURE = b"PK\x03\x04"
-_FORMATS_READ = (
-    "a character card (JSON, PNG or .charx), a LobeHub agent, a NextChat mask, an Open WebUI model "
-    "export, LibreChat modelSpecs (YAML) or a persona YAML file"
-)
 
 
 @dataclass(frozen=True)
@@ -133,7 +130,7 @@ def read_import_file(path: str | Path) -> bytes:
     try:
         info = os.stat(target)
         if not stat.S_ISREG(info.st_mode):
-            raise ImportProblem("is not a regular file")
+            raise ImportProblem(Notice(code="import_not_regular"))
         if info.st_size > MAX_IMPORT_BYTES:
             raise ImportProblem(_too_big(info.st_size))
         with target.open("rb") as handle:
@@ -145,16 +142,18 @@ def read_import_file(path: str | Path) -> bytes:
     return data
 
 
-def _too_big(size: int) -> str:
-    limit = MAX_IMPORT_BYTES // 1024 // 1024
-    return f"is {size / 1024 / 1024:.1f} MiB; imports read files of at most {limit} MiB"
+def _too_big(size: int) -> Notice:
+    return Notice(
+        code="import_too_large",
+        fields={"size": f"{size / 1024 / 1024:.1f}", "limit": MAX_IMPORT_BYTES // 1024 // 1024},
+    )
 
 
 def _personas_in(file_name: str, data: bytes, user_name: str) -> list[ImportedPersona]:
     if len(data) > MAX_IMPORT_BYTES:
         raise ImportProblem(_too_big(len(data)))
     if not data.strip():
-        raise ImportProblem("is empty")
+        raise ImportProblem(Notice(code="import_empty"))
     suffix = Path(file_name).suffix.lower().lstrip(".")
     if data.startswith(PNG_SIGNATURE) or suffix == "png":
         return [import_card_png(file_name, data, user_name=user_name)]
@@ -173,20 +172,18 @@ def _personas_in(file_name: str, data: bytes, user_name: str) -> list[ImportedPe
         return import_nextchat(file_name, value, user_name=user_name)
     if is_open_webui(value):
         return import_open_webui(file_name, value, user_name=user_name)
-    raise ImportProblem(f"is JSON in no format this app reads; it reads {_FORMATS_READ}")
+    raise ImportProblem(Notice(code="import_unknown_json"))
 
 
 def _yaml_personas(file_name: str, data: bytes, user_name: str) -> list[ImportedPersona]:
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ImportProblem(
-            f"is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
-        ) from None
+        raise ImportProblem(not_utf8(data, exc, Notice(code="import_what_file"))) from None
     try:
         value = read_yaml(text, max_nodes=MAX_YAML_NODES)
-    except ValueError as exc:
-        raise ImportProblem(f"is not readable YAML: {exc}") from None
+    except FileProblem as problem:
+        raise ImportProblem(Notice(code="import_not_yaml", fields={"problem": problem.problems})) from None
     if _is_persona_yaml(value):
         persona_id = persona_id_from(Path(file_name).stem)
         persona = parse_persona(text, persona_id, name=file_name)

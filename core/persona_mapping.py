@@ -19,7 +19,7 @@ from typing import Any, Final
 from pydantic import ValidationError
 
 from core.avatars import AvatarImageError, avatar_from_data_url, avatar_png, encode_avatar
-from core.errors import PersonaFileError
+from core.errors import PersonaFileError, Problem, problem_english
 from core.i18n import english
 from core.notices import Notice
 from core.personas import (
@@ -34,7 +34,7 @@ from core.personas import (
 )
 from core.settings import POLICY_NAMES, Sampling
 from core.tokens import tokenizer_for
-from core.validation import describe_problems, describe_value, field_limits
+from core.validation import describe_value, field_limits, problem_notices
 
 __all__ = [
     "DEFAULT_IMPORT_BUDGET",
@@ -50,6 +50,7 @@ __all__ = [
     "dashboard_block",
     "kept_fields",
     "measure",
+    "not_utf8",
     "persona_id_from",
     "read_json",
     "shown_value",
@@ -75,7 +76,7 @@ _REQUIRED = {"name", "avatar", "description", "system_prompt", "context_budget",
 class ImportProblem(Exception):
     """Internal: this file (or this persona in it) cannot be imported, for the reasons given."""
 
-    def __init__(self, *problems: str) -> None:
+    def __init__(self, *problems: Problem) -> None:
         super().__init__(*problems)
         self.problems = problems
 
@@ -145,45 +146,67 @@ class ImportedPersona:
     report: ImportReport
 
 
-def read_json(data: bytes, what: str = "the file") -> Any:
+def read_json(data: bytes, what: Notice | None = None) -> Any:
     """JSON from bytes, bounded: size, depth and container count are capped, so a file nested or
-    sized to exhaust memory or the stack fails with a sentence instead."""
+    sized to exhaust memory or the stack fails with a sentence instead. `what` names the JSON
+    (e.g. a PNG chunk); the file itself by default."""
+    what = what or Notice(code="import_what_file")
     if len(data) > MAX_JSON_BYTES:
         raise ImportProblem(
-            f"{what} holds {_size(len(data))} of JSON; at most {_size(MAX_JSON_BYTES)} is read"
+            Notice(
+                code="import_json_too_large",
+                fields={"what": what, "size": _size(len(data)), "limit": _size(MAX_JSON_BYTES)},
+            )
         )
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise ImportProblem(
-            f"{what} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start})"
-        ) from None
+        raise ImportProblem(not_utf8(data, exc, what)) from None
     # Counted before parsing: every container costs memory, and the text bounds how many can exist.
     containers = text.count("{") + text.count("[")
     if containers > MAX_JSON_CONTAINERS:
         raise ImportProblem(
-            f"{what} has {containers:,} JSON objects and lists; at most {MAX_JSON_CONTAINERS:,}"
+            Notice(
+                code="import_json_containers",
+                fields={"what": what, "count": containers, "limit": MAX_JSON_CONTAINERS},
+            )
         )
     try:
         value = json.loads(text)
     except RecursionError:
-        raise ImportProblem(f"{what} is JSON nested more than {MAX_JSON_DEPTH} levels deep") from None
+        raise ImportProblem(_too_deep(what)) from None
     except json.JSONDecodeError as exc:
         raise ImportProblem(
-            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}"
+            Notice(
+                code="import_json_invalid_at",
+                fields={"what": what, "problem": exc.msg, "line": exc.lineno, "column": exc.colno},
+            )
         ) from None
     except ValueError as exc:  # e.g. an integer of more than 4,300 digits
-        raise ImportProblem(f"{what} is not valid JSON: {exc}") from None
+        raise ImportProblem(
+            Notice(code="import_json_invalid", fields={"what": what, "problem": str(exc)})
+        ) from None
     _check_depth(value, what)
     return value
 
 
-def _check_depth(value: Any, what: str) -> None:
+def not_utf8(data: bytes, exc: UnicodeDecodeError, what: Notice) -> Notice:
+    """`what` (the file, a chunk) is not UTF-8 text: where, and the byte found there."""
+    return Notice(
+        code="import_not_utf8", fields={"what": what, "byte": f"0x{data[exc.start]:02x}", "offset": exc.start}
+    )
+
+
+def _too_deep(what: Notice) -> Notice:
+    return Notice(code="import_json_too_deep", fields={"what": what, "limit": MAX_JSON_DEPTH})
+
+
+def _check_depth(value: Any, what: Notice) -> None:
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if depth > MAX_JSON_DEPTH:
-            raise ImportProblem(f"{what} is JSON nested more than {MAX_JSON_DEPTH} levels deep")
+            raise ImportProblem(_too_deep(what))
         if isinstance(item, dict):
             stack.extend((child, depth + 1) for child in item.values())
         elif isinstance(item, list):
@@ -339,8 +362,10 @@ class PersonaBuilder:
         if len(text) > limit:
             if ours == "system_prompt":
                 raise ImportProblem(
-                    f"the system prompt is {len(text):,} characters ({theirs}); a persona holds at most "
-                    f"{limit:,}, and a prompt is not cut"
+                    Notice(
+                        code="import_prompt_too_long",
+                        fields={"length": len(text), "theirs": theirs, "limit": limit},
+                    )
                 )
             text = text[: limit - 1].rstrip() + "…"
             cut = {"limit": limit}
@@ -535,7 +560,7 @@ class PersonaBuilder:
         """The persona, validated as a persona file is (its YAML parsed back); raises `ImportProblem`."""
         fields = dict(self.fields)
         if "name" not in fields:
-            raise ImportProblem("it has no name")
+            raise ImportProblem(Notice(code="import_no_name"))
         name = fields["name"]
         if "avatar" not in fields:
             fields["avatar"] = default_avatar
@@ -564,10 +589,10 @@ class PersonaBuilder:
                 persona = Persona.model_validate({**fields, "id": persona_id})
                 return parse_persona(persona_yaml(persona), persona_id)
             except ValidationError as exc:
-                failed: dict[str, str] = {}
+                failed: dict[str, Notice] = {}
                 for error, problem in zip(
                     exc.errors(include_url=False),
-                    describe_problems(exc, model=Persona, max_shown=10_000),
+                    problem_notices(exc, model=Persona, max_shown=10_000),
                     strict=True,
                 ):
                     failed.setdefault(str(error["loc"][0]) if error["loc"] else "", problem)
@@ -575,7 +600,7 @@ class PersonaBuilder:
                     raise ImportProblem(*failed.values()) from None
                 for name, problem in failed.items():
                     if name == "extensions":
-                        self._shed_extension(fields, problem)
+                        self._shed_extension(fields, english(problem))
                     else:
                         self.drop(
                             self._sources.get(name, name),
@@ -585,8 +610,8 @@ class PersonaBuilder:
             except PersonaFileError as error:  # the YAML it would save does not load back
                 if not fields.get("extensions"):
                     raise ImportProblem(*error.problems) from None
-                self._shed_extension(fields, "; ".join(error.problems))
-        raise ImportProblem("the persona could not be made valid")
+                self._shed_extension(fields, "; ".join(map(problem_english, error.problems)))
+        raise ImportProblem(Notice(code="import_not_valid"))
 
     def _shed_extension(self, fields: dict[str, Any], problem: str) -> None:
         extensions: dict[str, Any] = dict(fields.get("extensions") or {})

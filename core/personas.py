@@ -30,9 +30,10 @@ from pydantic_core import PydanticCustomError
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from core.avatars import AvatarImageError, check_avatar_png, decode_avatar
-from core.errors import PersonaFileError
+from core.errors import PersonaFileError, Problem, problem_english
+from core.notices import Notice
 from core.settings import PolicyName, Sampling
-from core.validation import LineOf, describe_problems, describe_value
+from core.validation import LineOf, describe_value, problem_notices
 
 __all__ = [
     "BUNDLED_PERSONAS_DIR",
@@ -41,6 +42,7 @@ __all__ = [
     "SCHEMA_FILE_NAME",
     "SEED_PERSONA_ID",
     "Example",
+    "FileProblem",
     "Persona",
     "PersonaCatalog",
     "PersonaFile",
@@ -317,11 +319,11 @@ class PersonaCatalog:
     errors: list[PersonaFileError] = field(default_factory=list)
 
 
-class _FileProblem(Exception):
-    """Internal: this file cannot be loaded, for the reasons given."""
+class FileProblem(ValueError):
+    """This file (or YAML text) cannot be read, for the reasons given (`read_yaml` raises it)."""
 
-    def __init__(self, *problems: str) -> None:
-        super().__init__(*problems)
+    def __init__(self, *problems: Problem) -> None:
+        super().__init__("; ".join(map(problem_english, problems)))
         self.problems = problems
 
 
@@ -354,19 +356,21 @@ class _PersonaLoader(yaml.SafeLoader):  # type: ignore[misc, unused-ignore]  # A
         line, column = event.start_mark.line + 1, event.start_mark.column + 1
         if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
             name = _cut(event.anchor)
-            used = f"*{name}" if isinstance(event, yaml.AliasEvent) else f"&{name}, *{name}"
-            kind = "aliases" if isinstance(event, yaml.AliasEvent) else "anchors and aliases"
-            raise _FileProblem(
-                f"line {line}: YAML {kind} ({used}) are not allowed in persona files; write the value out"
-            )
+            if isinstance(event, yaml.AliasEvent):
+                raise FileProblem(Notice(code="persona_alias", fields={"line": line, "name": name}))
+            raise FileProblem(Notice(code="persona_anchor", fields={"line": line, "name": name}))
         self._nodes += 1
         if self._nodes > self._max_nodes:
-            raise _FileProblem(
-                f"line {line}, column {column}: more than {self._max_nodes} keys and values; "
-                "a persona needs far fewer"
+            raise FileProblem(
+                Notice(
+                    code="persona_too_many_nodes",
+                    fields={"line": line, "column": column, "limit": self._max_nodes},
+                )
             )
         if self._depth >= MAX_DEPTH:
-            raise _FileProblem(f"line {line}, column {column}: nested more than {MAX_DEPTH} levels deep")
+            raise FileProblem(
+                Notice(code="persona_too_deep", fields={"line": line, "column": column, "limit": MAX_DEPTH})
+            )
         self._depth += 1
         try:
             node = super().compose_node(parent, index)
@@ -381,26 +385,24 @@ def _check_node(node: Node) -> None:
     """Refuse what the safe loader would build without complaint: odd tags, long numbers, repeated keys."""
     line = _line(node)
     if node.tag == _MERGE_TAG:
-        raise _FileProblem(
-            f"line {line}: YAML merge keys (<<) are not allowed in persona files; write the keys out "
-            "(or quote '<<' if it is meant as text)"
-        )
+        raise FileProblem(Notice(code="persona_merge_key", fields={"line": line}))
     if node.tag not in _ALLOWED_TAGS:
-        raise _FileProblem(
-            f"line {line}: YAML tag {_short_tag(node.tag)} is not allowed; "
-            "persona files hold plain text, numbers, lists and mappings only"
-        )
+        raise FileProblem(Notice(code="persona_tag", fields={"line": line, "tag": _short_tag(node.tag)}))
     if isinstance(node, ScalarNode) and node.tag in _NUMBER_TAGS and len(node.value) > MAX_NUMBER_CHARS:
-        raise _FileProblem(
-            f"line {line}: a number of {len(node.value)} characters is too long "
-            "(quote it if it is meant as text)"
+        raise FileProblem(
+            Notice(code="persona_long_number", fields={"line": line, "length": len(node.value)})
         )
     if isinstance(node, MappingNode):
         seen: set[str] = set()
         for key_node, _ in node.value:
             if isinstance(key_node, ScalarNode):
                 if key_node.value in seen:
-                    raise _FileProblem(f"line {_line(key_node)}: key '{key_node.value}' appears twice")
+                    raise FileProblem(
+                        Notice(
+                            code="persona_duplicate_key",
+                            fields={"line": _line(key_node), "key": key_node.value},
+                        )
+                    )
                 seen.add(key_node.value)
 
 
@@ -417,32 +419,39 @@ def _short_tag(tag: str) -> str:
     return "!!" + tag.removeprefix("tag:yaml.org,2002:") if tag.startswith("tag:yaml.org,2002:") else tag
 
 
-def _yaml_problem(exc: yaml.YAMLError, text: str) -> str:
+def _yaml_problem(exc: yaml.YAMLError, text: str) -> Notice:
+    """Where PyYAML stopped and why (its own words, quoted)."""
     if isinstance(exc, yaml.reader.ReaderError):
         before = text[: exc.position]
         line, column = before.count("\n") + 1, exc.position - (before.rfind("\n") + 1) + 1
-        return f"line {line}, column {column}: character U+{exc.character:04X} is not allowed in YAML"
+        return Notice(
+            code="persona_yaml_character",
+            fields={"line": line, "column": column, "character": f"U+{exc.character:04X}"},
+        )
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark
-        syntax = isinstance(exc, yaml.scanner.ScannerError | yaml.parser.ParserError)
-        kind = "YAML syntax error: " if syntax else ""
-        message = f"line {mark.line + 1}, column {mark.column + 1}: {kind}{exc.problem}"
+        context: str | Notice = ""
         if exc.context and exc.context_mark is not None:
             start = exc.context_mark
-            message += f" ({exc.context} that starts at line {start.line + 1}, column {start.column + 1})"
-        return message
-    return f"YAML error: {exc}"
+            context = Notice(
+                code="persona_yaml_context",
+                fields={"context": exc.context, "line": start.line + 1, "column": start.column + 1},
+            )
+        where = {"line": mark.line + 1, "column": mark.column + 1, "problem": exc.problem, "context": context}
+        if isinstance(exc, yaml.scanner.ScannerError | yaml.parser.ParserError):
+            return Notice(code="persona_yaml_syntax", fields=where)
+        return Notice(code="persona_yaml_error", fields=where)
+    return Notice(code="persona_yaml_other", fields={"problem": str(exc)})
 
 
 def read_yaml(text: str, *, max_nodes: int = MAX_NODES) -> Any:
     """One YAML document read as persona files are (plain values, no aliases, capped size and
-    nesting), for other tools' YAML; raises `ValueError` saying what is wrong and where."""
+    nesting), for other tools' YAML; raises a `ValueError` whose `problems` say what is wrong
+    and where."""
     try:
         return _parse(text, max_nodes)[0]
     except yaml.YAMLError as exc:
-        raise ValueError(_yaml_problem(exc, text)) from None
-    except _FileProblem as problem:
-        raise ValueError("; ".join(problem.problems)) from None
+        raise FileProblem(_yaml_problem(exc, text)) from None
 
 
 def _parse(text: str, max_nodes: int = MAX_NODES) -> tuple[Any, Node | None]:
@@ -454,9 +463,8 @@ def _parse(text: str, max_nodes: int = MAX_NODES) -> tuple[Any, Node | None]:
         except yaml.composer.ComposerError as exc:
             if exc.problem != "but found another document" or exc.problem_mark is None:
                 raise
-            raise _FileProblem(
-                f"line {exc.problem_mark.line + 1}: a second YAML document starts here; a persona file "
-                "holds exactly one (remove the '---' separator)"
+            raise FileProblem(
+                Notice(code="persona_second_document", fields={"line": exc.problem_mark.line + 1})
             ) from None
         if root is None:
             return None, None
@@ -464,7 +472,9 @@ def _parse(text: str, max_nodes: int = MAX_NODES) -> tuple[Any, Node | None]:
             return loader.construct_document(root), root
         except (ArithmeticError, LookupError, TypeError, ValueError, AttributeError) as exc:
             # PyYAML's constructors raise these for odd scalars such as "0x_" or "!!int -".
-            raise _FileProblem(f"a value could not be read as YAML: {type(exc).__name__}: {exc}") from None
+            raise FileProblem(
+                Notice(code="persona_value_unreadable", fields={"problem": f"{type(exc).__name__}: {exc}"})
+            ) from None
     finally:
         loader.dispose()
 
@@ -498,20 +508,21 @@ def _read_bytes(entry: Path, directory: Path) -> bytes:
         try:
             target = entry.resolve(strict=True)
         except (OSError, RuntimeError):
-            raise _FileProblem("is a broken symlink (its target does not exist)") from None
+            raise FileProblem(Notice(code="persona_broken_symlink")) from None
         if not target.is_relative_to(directory):
-            raise _FileProblem(f"is a symlink to {target}, outside the persona folder; refused")
+            raise FileProblem(Notice(code="persona_symlink_outside", fields={"target": str(target)}))
     try:
         info = os.stat(target)
     except OSError as exc:
-        raise _FileProblem(f"cannot be read: {exc.strerror}") from None
+        raise FileProblem(_unreadable(exc)) from None
     if not stat.S_ISREG(info.st_mode):
-        kind = "a folder" if stat.S_ISDIR(info.st_mode) else "a special file"
-        raise _FileProblem(f"is {kind}, not a regular file")
+        if stat.S_ISDIR(info.st_mode):
+            raise FileProblem(Notice(code="persona_is_folder"))
+        raise FileProblem(Notice(code="persona_is_special"))
     # Size is checked before reading so a huge file is never read into memory; fstat on the open
     # descriptor repeats the checks in case the file was swapped in between.
     if info.st_size > MAX_FILE_BYTES:
-        raise _FileProblem(_too_big(info.st_size))
+        raise FileProblem(_too_big(info.st_size))
     flags = (
         os.O_RDONLY
         | getattr(os, "O_NONBLOCK", 0)
@@ -521,22 +532,26 @@ def _read_bytes(entry: Path, directory: Path) -> bytes:
     try:
         fd = os.open(target, flags)
     except OSError as exc:
-        raise _FileProblem(f"cannot be read: {exc.strerror}") from None
+        raise FileProblem(_unreadable(exc)) from None
     with os.fdopen(fd, "rb") as handle:
         info = os.fstat(handle.fileno())
         if not stat.S_ISREG(info.st_mode):
-            raise _FileProblem("is not a regular file")
+            raise FileProblem(Notice(code="persona_not_regular"))
         if info.st_size > MAX_FILE_BYTES:
-            raise _FileProblem(_too_big(info.st_size))
+            raise FileProblem(_too_big(info.st_size))
         data = handle.read(MAX_FILE_BYTES + 1)
     if len(data) > MAX_FILE_BYTES:
-        raise _FileProblem(_too_big(len(data)))
+        raise FileProblem(_too_big(len(data)))
     return data
 
 
-def _too_big(size: int) -> str:
+def _unreadable(exc: OSError) -> Notice:
+    return Notice(code="persona_unreadable", fields={"problem": str(exc.strerror or exc)})
+
+
+def _too_big(size: int) -> Notice:
     shown = f"{size / 1024 / 1024:.1f} MiB" if size >= 1024 * 1024 else f"{size / 1024:.0f} KiB"
-    return f"is {shown}; persona files are limited to {MAX_FILE_BYTES // 1024} KiB"
+    return Notice(code="persona_too_large", fields={"size": shown, "limit": MAX_FILE_BYTES // 1024})
 
 
 def _decode(data: bytes) -> str:
@@ -546,9 +561,11 @@ def _decode(data: bytes) -> str:
         offset = exc.start
         line = data[:offset].count(b"\n") + 1
         column = offset - (data.rfind(b"\n", 0, offset) + 1) + 1
-        raise _FileProblem(
-            f"is not UTF-8 text: byte 0x{data[offset]:02x} at line {line}, column {column}; "
-            "save the file as UTF-8"
+        raise FileProblem(
+            Notice(
+                code="persona_not_utf8",
+                fields={"byte": f"0x{data[offset]:02x}", "line": line, "column": column},
+            )
         ) from None
 
 
@@ -561,44 +578,40 @@ def valid_persona_id(persona_id: str) -> bool:
     return True
 
 
-def _check_id(persona_id: str, what: str) -> None:
-    try:
-        _ID_ADAPTER.validate_python(persona_id)
-    except ValidationError:
-        raise _FileProblem(
-            f"{what} must make a valid persona id ({persona_id!r} is not): "
-            "use letters, digits, '_' and '-', e.g. travel-planner"
-        ) from None
+def _check_id(persona_id: str, *, file_name: bool) -> None:
+    """Refuse an id (or the file name that gives it) that cannot name a persona."""
+    if valid_persona_id(persona_id):
+        return
+    if file_name:
+        raise FileProblem(Notice(code="persona_bad_file_name", fields={"id": repr(persona_id)}))
+    raise FileProblem(Notice(code="persona_bad_id", fields={"id": repr(persona_id)}))
 
 
 def _persona_from_text(text: str, persona_id: str) -> Persona:
     try:
         data, root = _parse(text)
     except yaml.YAMLError as exc:
-        raise _FileProblem(_yaml_problem(exc, text)) from None
+        raise FileProblem(_yaml_problem(exc, text)) from None
     if data is None:
-        raise _FileProblem("is empty; a persona needs at least name, avatar, description and system_prompt")
+        raise FileProblem(Notice(code="persona_empty"))
     if not isinstance(data, dict):
-        raise _FileProblem(
-            "the top level must be a mapping of persona fields (name: ..., avatar: ...), "
-            f"not {describe_value(data)}"
-        )
+        raise FileProblem(Notice(code="persona_not_mapping", fields={"value": describe_value(data)}))
     try:
         fields = PersonaFile.model_validate(data, strict=True)
     except ValidationError as exc:
-        problems = describe_problems(
+        problems = problem_notices(
             exc,
             model=PersonaFile,
             line_of=_line_of(root),
-            unknown_hints={"id": f"the id is the file name ({persona_id!r}), so remove this line"},
+            unknown_hints={"id": Notice(code="persona_id_hint", fields={"id": repr(persona_id)})},
             max_shown=MAX_PROBLEMS_SHOWN,
         )
-        raise _FileProblem(*problems) from None
+        raise FileProblem(*problems) from None
     return Persona(id=persona_id, **dict(fields))
 
 
 def _load_file(entry: Path, directory: Path) -> Persona:
-    _check_id(entry.stem, "the file name")
+    _check_id(entry.stem, file_name=True)
     return _persona_from_text(_decode(_read_bytes(entry, directory)), entry.stem)
 
 
@@ -608,10 +621,10 @@ def parse_persona(text: str, persona_id: str, *, name: str | None = None) -> Per
     label = name or f"{persona_id}.yaml"
     try:
         if len(text.encode()) > MAX_FILE_BYTES:
-            raise _FileProblem(_too_big(len(text.encode())))
-        _check_id(persona_id, "the id")
+            raise FileProblem(_too_big(len(text.encode())))
+        _check_id(persona_id, file_name=False)
         return _persona_from_text(text, persona_id)
-    except _FileProblem as problem:
+    except FileProblem as problem:
         raise PersonaFileError(label, list(problem.problems)) from None
 
 
@@ -659,15 +672,17 @@ def load_personas(directory: str | Path) -> PersonaCatalog:
             key=lambda entry: entry.name,
         )
     except FileNotFoundError:
-        catalog.errors.append(PersonaFileError(str(folder), "the persona folder does not exist"))
+        catalog.errors.append(PersonaFileError(str(folder), Notice(code="persona_folder_missing")))
         return catalog
     except NotADirectoryError:
-        catalog.errors.append(
-            PersonaFileError(str(folder), "is not a folder; PERSONAS_DIR must name a folder")
-        )
+        catalog.errors.append(PersonaFileError(str(folder), Notice(code="persona_folder_not_folder")))
         return catalog
     except (OSError, RuntimeError) as exc:
-        catalog.errors.append(PersonaFileError(str(folder), f"the persona folder cannot be read: {exc}"))
+        catalog.errors.append(
+            PersonaFileError(
+                str(folder), Notice(code="persona_folder_unreadable", fields={"problem": str(exc)})
+            )
+        )
         return catalog
 
     claimed: dict[str, str] = {}  # id -> the file that claimed it
@@ -677,15 +692,14 @@ def load_personas(directory: str | Path) -> PersonaCatalog:
         if stem in claimed:
             catalog.errors.append(
                 PersonaFileError(
-                    entry.name,
-                    f"id '{stem}' is already taken by {claimed[stem]}; rename or remove one of the two files",
+                    entry.name, Notice(code="persona_id_taken", fields={"id": stem, "other": claimed[stem]})
                 )
             )
             continue
         claimed[stem] = entry.name
         try:
             loaded.append(_load_file(entry, resolved))
-        except _FileProblem as problem:
+        except FileProblem as problem:
             catalog.errors.append(PersonaFileError(entry.name, list(problem.problems)))
         except Exception as exc:  # a loader bug must cost one file, never the whole catalog
             catalog.errors.append(
@@ -786,7 +800,7 @@ def _export_command(argv: list[str]) -> int:
     source = Path(parsed.persona)
     try:
         persona = _load_file(source, source.resolve().parent)
-    except _FileProblem as problem:
+    except FileProblem as problem:
         print(f"error  {PersonaFileError(source.name, list(problem.problems))}")
         return 1
     exported = export_persona(persona, parsed.export_format)

@@ -21,7 +21,9 @@ else worth telling the visitor is a `core.notices.Notice`.
 
 from __future__ import annotations
 
+import contextlib
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -48,11 +50,14 @@ from core.netguard import allowed_base_urls_from
 from core.notices import Notice, error_notice
 from core.owners import AccessMode, visitor_access
 from core.personas import Persona
-from core.session import ChatSession
+from core.session import REQUEST_GOING_OUT, ChatSession
 from core.settings import ChatSettings
 from core.store import ConversationSummary, StaleConversation
 from core.testsets import TestRunRecord, TestSet, TestSetRun
 from core.workspace import Workspace
+
+#: How often the text of a reply still streaming is saved (seconds): a crash loses at most this much.
+REPLY_DRAFT_EVERY_S = 2.0
 
 #: A replay's result (`VisitorService.replay`, `replay_policies`).
 R = TypeVar("R")
@@ -94,6 +99,8 @@ class Deployment:
 
 
 TurnAction = Literal["send", "retry", "regenerate", "continue"]
+#: The longest a started turn holds its caller (the page's rerun) for its request to go out.
+REQUEST_WAIT_S = 0.25
 
 
 class StartedReply(Iterator[str]):
@@ -106,13 +113,20 @@ class StartedReply(Iterator[str]):
         self._chunks = chunks
         self._first: Future[str | None] = Future()
         self._first_taken = False
+        # The caller (a callback, before the page's rerun) waits until the request goes out, or
+        # the turn ends first, or REQUEST_WAIT_S (a summary or a server count may come first).
+        self._going_out = threading.Event()
         threading.Thread(target=self._fetch_first, name="first-chunk", daemon=True).start()
+        self._going_out.wait(REQUEST_WAIT_S)
 
     def _fetch_first(self) -> None:
+        REQUEST_GOING_OUT.set(self._going_out.set)
         try:
             self._first.set_result(next(self._chunks, None))
         except BaseException as error:  # handed to the reader, raised there
             self._first.set_exception(error)
+        finally:
+            self._going_out.set()
 
     def __next__(self) -> str:
         if not self._first_taken:
@@ -151,8 +165,10 @@ class VisitorService:
         prices: ModelTable,
         deployment: Deployment | None = None,
         rate_limits: RateLimits = RATE_LIMITS,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.workspace = workspace
+        self.clock = clock
         self.backends = backends
         self.prices = prices
         self.deployment = deployment or Deployment()
@@ -332,17 +348,26 @@ class VisitorService:
         )
         return target
 
-    def save(self, key: str) -> None:
-        """Write the conversation through to the store (the one save path). A failure becomes
-        `store_problem` for the page to show; the conversation stays as it is, nothing is lost."""
+    def save(self, key: str, *, reply_draft: str | None = None) -> None:
+        """Write the conversation through to the store (the one save path), with `reply_draft`,
+        the text so far of a reply still streaming. A failure becomes `store_problem` for the
+        page to show; the conversation stays as it is, nothing is lost."""
         try:
-            self.workspace.save(key)
+            self.workspace.save(key, reply_draft=reply_draft)
         except StaleConversation as error:
             self.store_problem, self.stale = error_notice("stale", error), True
+            # What this tab's visitor wrote is offered back once the conversation is reloaded.
+            with contextlib.suppress(DashboardError):
+                self.workspace.keep_unsent(key)
         except DashboardError as error:
             self.store_problem, self.stale = error_notice("store_unsaved", error), False
         else:
             self.store_problem, self.stale = None, False
+
+    def take_unsent(self, key: str) -> str | None:
+        """What the visitor wrote in a stale tab that could not be saved, once, when this
+        conversation was opened or reloaded since: for the page to put back in the chat input."""
+        return self.workspace.take_unsent(key)
 
     # --- settings, pins, summaries -----------------------------------------------------------
 
@@ -453,9 +478,16 @@ class VisitorService:
         return self._saved(key, start(session))
 
     def _saved(self, key: str, chunks: Iterator[str]) -> Iterator[str]:
-        """`chunks`, then the turn saved, however they end."""
+        """`chunks`, the reply so far saved as a draft at most every `REPLY_DRAFT_EVERY_S` while
+        they stream (a crash keeps it), then the turn saved, however they end."""
+        session = self.workspace.sessions[key]
+        saved_at = self.clock()
         try:
-            yield from chunks
+            for chunk in chunks:
+                yield chunk
+                if self.clock() - saved_at >= REPLY_DRAFT_EVERY_S and (draft := session.partial_reply):
+                    self.save(key, reply_draft=draft)
+                    saved_at = self.clock()
         finally:
             self.workspace.sessions[key].stop()  # a consumer that walked away: keep what arrived
             self.save(key)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +31,19 @@ from core.errors import BackendError, ConversationStateError, DashboardError, Em
 from core.personas import Persona, system_message
 from core.settings import MAX_REPLY_CAP, ChatSettings, Sampling
 
+#: Called on the thread that runs a turn once its request is built and goes to the backend (after
+#: the policy's fit): `core.service.StartedReply` holds the page's rerun until then, so the
+#: request is not built while a rerun competes with it for the interpreter.
+REQUEST_GOING_OUT: ContextVar[Callable[[], None] | None] = ContextVar("request_going_out", default=None)
+
 #: Sent (as a user message the dashboard writes) to continue a reply cut off by the reply cap.
 CONTINUE_PROMPT = (
     "Your previous reply was cut off by the length limit. Continue exactly where it stopped, "
+    "without repeating anything."
+)
+#: The same, for a reply interrupted before it ended (stopped, broken off, a crash).
+CONTINUE_INTERRUPTED_PROMPT = (
+    "Your previous reply was interrupted before it ended. Continue exactly where it stopped, "
     "without repeating anything."
 )
 
@@ -104,6 +115,12 @@ class ChatSession:
         return self._in_progress is not None
 
     @property
+    def partial_reply(self) -> str | None:
+        """The text so far of the reply streaming now (None when none is)."""
+        in_progress = self._in_progress
+        return in_progress.stream.text if in_progress is not None else None
+
+    @property
     def can_retry(self) -> bool:
         return self.conversation.pending_user_message is not None
 
@@ -113,8 +130,10 @@ class ChatSession:
 
     @property
     def can_continue(self) -> bool:
+        """The last reply ended early: at the reply cap, or interrupted (stopped, broken off, or
+        recovered after the server stopped mid-reply)."""
         reply = self.conversation.last_reply
-        return reply is not None and reply.cut_off
+        return reply is not None and (reply.cut_off or reply.interrupted)
 
     # --- changing ----------------------------------------------------------------------------
 
@@ -145,15 +164,17 @@ class ChatSession:
         return self._reply()
 
     def continue_reply(self) -> Iterator[str]:
-        """Ask the model to go on with a reply the reply cap cut off.
+        """Ask the model to go on with a reply the reply cap cut off, or that was interrupted.
 
         The request to continue is recorded as a user message the dashboard wrote, since the
         model sees it; the continuation is the next answer.
         """
         if not self.can_continue:
-            raise ConversationStateError("The last reply was not cut off by the reply cap.")
+            raise ConversationStateError("The last reply was not cut off by the reply cap or interrupted.")
         self.stop()
-        self.conversation.add_user(CONTINUE_PROMPT, automatic=True)
+        reply = self.conversation.last_reply
+        prompt = CONTINUE_PROMPT if reply is not None and reply.cut_off else CONTINUE_INTERRUPTED_PROMPT
+        self.conversation.add_user(prompt, automatic=True)
         return self._reply()
 
     def stop(self) -> Turn | None:
@@ -174,6 +195,8 @@ class ChatSession:
             counting.before_fit(self.conversation)
             messages = self.policy.fit(self.conversation, complete=self.summarize)
             messages = counting.after_fit(self.conversation, self.policy, messages)
+            if (going_out := REQUEST_GOING_OUT.get()) is not None:
+                going_out()
             stream = self.backend.stream(
                 ChatRequest(
                     messages=messages,

@@ -257,7 +257,21 @@ summary_events = sa.Table(
     sa.Column("fallback_reason", sa.Text),
 )
 
-_CHILD_TABLES: Final = (messages, turns, trim_events, summary_versions, summary_events)
+#: Text of a conversation not in its messages yet, one row of each kind: "reply", the reply
+#: streaming now (saved every few seconds, recovered as an interrupted reply after a crash);
+#: "message", what a stale tab's visitor wrote that could not be saved (offered back on opening).
+drafts = sa.Table(
+    "drafts",
+    metadata,
+    _parent(),
+    sa.Column("kind", sa.String(16), primary_key=True),
+    sa.Column("content", sa.Text, nullable=False),
+    sa.Column("updated_at", UTCDateTime, nullable=False),
+)
+REPLY_DRAFT: Final = "reply"
+MESSAGE_DRAFT: Final = "message"
+
+_CHILD_TABLES: Final = (messages, turns, trim_events, summary_versions, summary_events, drafts)
 
 #: Comparisons (core/compare.py), each as its export record: the columns' conversations with their
 #: labels, figures, the messages sent and the picks.
@@ -369,6 +383,10 @@ class StoredConversation:
     title_pending: bool
     saved_summary_versions: int = 0
     saved_summary_events: int = 0
+    #: A draft of the reply in progress is in the store (the next save without one removes it).
+    reply_draft_saved: bool = False
+    #: What the visitor wrote in a stale tab that could not be saved, to offer back (`MESSAGE_DRAFT`).
+    unsent_text: str | None = None
 
 
 # --- the store -----------------------------------------------------------------------------
@@ -509,8 +527,19 @@ class Store:
             saved_summary_events=len(conversation.summary_events),
         )
 
-    def save(self, owner: str, handle: StoredConversation, conversation: Conversation) -> StoredConversation:
+    def save(
+        self,
+        owner: str,
+        handle: StoredConversation,
+        conversation: Conversation,
+        *,
+        reply_draft: str | None = None,
+    ) -> StoredConversation:
         """Write what changed since `handle` in one transaction; the new handle.
+
+        `reply_draft`: the text so far of a reply still streaming, kept as the conversation's
+        reply draft (`load` recovers it as an interrupted reply); a save without one removes a
+        draft saved before (the reply has ended, and is in the messages if it had any text).
 
         Raises StaleConversation (writing nothing) when the conversation was saved elsewhere since.
         """
@@ -597,6 +626,10 @@ class Store:
                 ]
                 if rows:
                     conn.execute(_REWRITE_MESSAGE, rows)
+                if reply_draft:
+                    _put_draft(conn, handle.id, REPLY_DRAFT, reply_draft)
+                elif handle.reply_draft_saved:
+                    conn.execute(drafts.delete().where(_draft_of(handle.id, REPLY_DRAFT)))
         except BaseException:
             _give_back_changes(conversation, changed)
             raise
@@ -610,6 +643,7 @@ class Store:
             saved_summary_events=counts[4],
             settings_json=settings_json,
             title_pending=handle.title_pending and not auto_title,
+            reply_draft_saved=bool(reply_draft),
         )
 
     def rename(self, owner: str, conversation_id: str, title: str) -> None:
@@ -659,7 +693,10 @@ class Store:
     # --- reading -----------------------------------------------------------------------------
 
     def load(self, owner: str, conversation_id: str) -> tuple[Conversation, StoredConversation]:
-        """The saved conversation (deleted or not) and its handle; six queries whatever its length."""
+        """The saved conversation (deleted or not) and its handle; seven queries whatever its length.
+
+        A reply draft left by a save that never came (the server stopped mid-reply) is recovered
+        as the pending question's reply, marked interrupted; the next save writes it."""
         _check_owner(owner)
         with self._read("loading the conversation") as conn:
             row = conn.execute(
@@ -692,6 +729,11 @@ class Store:
                 .where(summary_events.c.conversation_id == conversation_id)
                 .order_by(summary_events.c.seq)
             ).all()
+            draft_rows = conn.execute(
+                sa.select(drafts.c.kind, drafts.c.content).where(drafts.c.conversation_id == conversation_id)
+            ).all()
+        kept: dict[str, str] = {row.kind: row.content for row in draft_rows}
+        reply_draft = kept.get(REPLY_DRAFT)
         record = {
             "version": 2,
             "persona_id": row.persona_id,
@@ -740,6 +782,8 @@ class Store:
             raise StoreError(f"Saved conversation {conversation_id!r} cannot be rebuilt: {exc}").coded(
                 "conversation_unreadable", id=conversation_id
             ) from None
+        if reply_draft and conversation.pending_user_message is not None:
+            conversation.add_assistant(reply_draft, None, interrupted=True)
         handle = StoredConversation(
             id=conversation_id,
             version=row.version,
@@ -750,8 +794,37 @@ class Store:
             title_pending=row.title_is_auto and not row.title,
             saved_summary_versions=len(version_rows),
             saved_summary_events=len(summary_rows),
+            reply_draft_saved=reply_draft is not None,
+            unsent_text=kept.get(MESSAGE_DRAFT),
         )
         return conversation, handle
+
+    def keep_draft(self, owner: str, conversation_id: str, kind: str, text: str) -> None:
+        """Keep `text` as the conversation's draft of this kind (replacing one kept before)."""
+        _check_owner(owner)
+        with self._write("saving the conversation") as conn:
+            self._check_owned(conn, owner, conversation_id)
+            conn.execute(drafts.delete().where(_draft_of(conversation_id, kind)))
+            conn.execute(
+                drafts.insert().values(
+                    conversation_id=conversation_id, kind=kind, content=text, updated_at=_utcnow()
+                )
+            )
+
+    def drop_draft(self, owner: str, conversation_id: str, kind: str) -> None:
+        """Forget the conversation's draft of this kind, if it has one."""
+        _check_owner(owner)
+        with self._write("saving the conversation") as conn:
+            self._check_owned(conn, owner, conversation_id)
+            conn.execute(drafts.delete().where(_draft_of(conversation_id, kind)))
+
+    @staticmethod
+    def _check_owned(conn: Connection, owner: str, conversation_id: str) -> None:
+        owned = sa.select(conversations.c.id).where(
+            conversations.c.id == conversation_id, conversations.c.owner == owner
+        )
+        if conn.execute(owned).scalar_one_or_none() is None:
+            raise ConversationNotFound(conversation_id)
 
     def list(
         self,
@@ -1344,6 +1417,18 @@ def _message_row(conversation_id: str, position: int, message: Message) -> dict[
         "automatic": message.automatic,
         "created_at": message.created_at,
     }
+
+
+def _put_draft(conn: Connection, conversation_id: str, kind: str, text: str) -> None:
+    """The conversation's draft of this kind is `text` (the one before replaced)."""
+    conn.execute(drafts.delete().where(_draft_of(conversation_id, kind)))
+    conn.execute(
+        drafts.insert().values(conversation_id=conversation_id, kind=kind, content=text, updated_at=_utcnow())
+    )
+
+
+def _draft_of(conversation_id: str, kind: str) -> sa.ColumnElement[bool]:
+    return sa.and_(drafts.c.conversation_id == conversation_id, drafts.c.kind == kind)
 
 
 def _message_or_none(conversation: Conversation, message_id: str) -> Message | None:

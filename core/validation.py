@@ -17,6 +17,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
 
+from core.notices import Notice
+
 __all__ = [
     "FieldProblem",
     "LineOf",
@@ -26,6 +28,7 @@ __all__ = [
     "field_limits",
     "field_path",
     "field_problems",
+    "problem_notices",
 ]
 
 #: `line_of(loc, want_key)`: the line an error location points at, or None when unknown. `want_key`
@@ -35,15 +38,73 @@ LineOf = Callable[[tuple[str | int, ...], bool], int | None]
 _KEY_ERRORS = {"extra_forbidden", "invalid_key"}
 
 
-def describe_problems(
+#: pydantic's error types whose message the catalogs word (`notice.pydantic_<type>`, the English as
+#: pydantic writes it); a type with a length gives `_one` when the length is 1. Others keep
+#: pydantic's English message.
+_PYDANTIC_NOTICES: Mapping[str, Notice] = {
+    "string_type": Notice(code="pydantic_string_type"),
+    "int_type": Notice(code="pydantic_int_type"),
+    "float_type": Notice(code="pydantic_float_type"),
+    "list_type": Notice(code="pydantic_list_type"),
+    "dict_type": Notice(code="pydantic_dict_type"),
+    "bool_type": Notice(code="pydantic_bool_type"),
+    "model_type": Notice(code="pydantic_model_type"),
+    "int_from_float": Notice(code="pydantic_int_from_float"),
+    "finite_number": Notice(code="pydantic_finite_number"),
+    "literal_error": Notice(code="pydantic_literal_error"),
+    "string_pattern_mismatch": Notice(code="pydantic_string_pattern_mismatch"),
+    "string_too_short": Notice(code="pydantic_string_too_short"),
+    "string_too_short_one": Notice(code="pydantic_string_too_short_one"),
+    "string_too_long": Notice(code="pydantic_string_too_long"),
+    "string_too_long_one": Notice(code="pydantic_string_too_long_one"),
+    "too_short": Notice(code="pydantic_too_short"),
+    "too_short_one": Notice(code="pydantic_too_short_one"),
+    "too_long": Notice(code="pydantic_too_long"),
+    "too_long_one": Notice(code="pydantic_too_long_one"),
+    "greater_than_equal": Notice(code="pydantic_greater_than_equal"),
+    "less_than_equal": Notice(code="pydantic_less_than_equal"),
+    "greater_than": Notice(code="pydantic_greater_than"),
+    "less_than": Notice(code="pydantic_less_than"),
+}
+_LENGTHS = ("min_length", "max_length")
+
+
+def _pydantic_problem(error: Any) -> str | Notice:
+    """What pydantic said about one error, as a notice where the catalogs word its type."""
+    context = dict(error.get("ctx") or {})
+    kind = error["type"]
+    if kind in ("too_long", "too_short") and context.get("field_type") != "List":
+        return str(error["msg"])
+    if any(context.get(length) == 1 for length in _LENGTHS) and f"{kind}_one" in _PYDANTIC_NOTICES:
+        kind = f"{kind}_one"
+    known = _PYDANTIC_NOTICES.get(kind)
+    if known is None:
+        return str(error["msg"])
+    context.pop("field_type", None)
+    context.pop("expected_plural", None)
+    # As pydantic writes them: a whole float without ".0".
+    shown = {key: int(v) if isinstance(v, float) and v.is_integer() else v for key, v in context.items()}
+    return Notice(code=known.code, fields={key: str(value) for key, value in shown.items()})
+
+
+def _own_problem(error: Any) -> str | Notice:
+    """A model's own validator's message: a notice for the types of OWN_CODES."""
+    own = _OWN_NOTICES.get(error["type"])
+    if own is not None:
+        return Notice(code=own.code, fields=dict(error.get("ctx") or {}))
+    return str(error["msg"]).removeprefix("Value error, ")
+
+
+def problem_notices(
     exc: ValidationError,
     *,
     model: type[BaseModel] | None = None,
     line_of: LineOf | None = None,
-    unknown_hints: Mapping[str, str] | None = None,
+    unknown_hints: Mapping[str, str | Notice] | None = None,
     max_shown: int = 10,
-) -> list[str]:
-    """One sentence per error of `exc` (at most `max_shown`, then "and N more problems").
+) -> list[Notice]:
+    """One notice per error of `exc` (at most `max_shown`, then "and N more problems"), for a
+    page to word in its language (`describe_problems` is their English).
 
     `model` is the model that was validated; with it an unknown field gets a "did you mean" and
     the list of allowed fields (once per mapping). `line_of` prefixes "line N: " where it finds
@@ -57,35 +118,76 @@ def describe_problems(
     for error in errors[:max_shown]:
         loc = tuple(error["loc"])
         kind = error["type"]
-        path = field_path(loc)
+        path: str | Notice = field_path(loc) or Notice(code="validation_top_level")
         if kind == "extra_forbidden":
             name, parent = str(loc[-1]), loc[:-1]
-            problem = f"unknown field '{name}'" + (f" in {field_path(parent)}" if parent else "")
-            if unknown_hints and path in unknown_hints:
-                problem += f": {unknown_hints[path]}"
+            parts: dict[str, str | Notice] = {"where": "", "hint": "", "suggestion": "", "allowed": ""}
+            if parent:
+                parts["where"] = Notice(code="validation_in", fields={"parent": field_path(parent)})
+            if unknown_hints and field_path(loc) in unknown_hints:
+                parts["hint"] = Notice(
+                    code="validation_hint", fields={"hint": unknown_hints[field_path(loc)]}
+                )
             else:
                 allowed = _allowed_fields(model, parent)
                 close = difflib.get_close_matches(name, allowed, n=1)
                 if close:
-                    problem += f" (did you mean '{close[0]}'?)"
+                    parts["suggestion"] = Notice(code="validation_did_you_mean", fields={"name": close[0]})
                 if allowed and parent not in listed:
                     listed.add(parent)
-                    problem += f"; allowed fields: {', '.join(allowed)}"
+                    parts["allowed"] = Notice(
+                        code="validation_allowed", fields={"fields": ", ".join(allowed)}
+                    )
+            problem = Notice(code="validation_unknown", fields={"name": name, **parts})
         elif kind == "missing":
-            problem = f"missing required field '{path}'"
+            problem = Notice(code="validation_missing", fields={"path": path})
         elif kind == "invalid_key":
-            inside = f" in {field_path(loc[:-1])}" if len(loc) > 1 else ""
-            problem = f"key {describe_value(loc[-1])}{inside} is not a field name (keys must be text)"
+            where = (
+                Notice(code="validation_in", fields={"parent": field_path(loc[:-1])}) if len(loc) > 1 else ""
+            )
+            problem = Notice(
+                code="validation_invalid_key", fields={"key": describe_value(loc[-1]), "where": where}
+            )
         elif kind == "value_error" or kind in OWN_CODES:  # a model's own validator: it words the value
-            problem = f"{path or 'the top level'}: {error['msg'].removeprefix('Value error, ')}"
+            problem = Notice(code="validation_own", fields={"path": path, "problem": _own_problem(error)})
         else:
-            problem = f"{path or 'the top level'}: {error['msg']} (got {describe_value(error['input'])})"
+            problem = Notice(
+                code="validation_field",
+                fields={
+                    "path": path,
+                    "problem": _pydantic_problem(error),
+                    "value": describe_value(error["input"]),
+                },
+            )
         line = line_of(loc, kind in _KEY_ERRORS) if line_of is not None else None
-        problems.append(f"line {line}: {problem}" if line is not None else problem)
+        problems.append(
+            Notice(code="validation_line", fields={"line": line, "problem": problem})
+            if line is not None
+            else problem
+        )
     hidden = len(errors) - max_shown
-    if hidden > 0:
-        problems.append(f"and {hidden} more problem{'s' if hidden > 1 else ''}")
+    if hidden == 1:
+        problems.append(Notice(code="validation_more_one"))
+    elif hidden > 1:
+        problems.append(Notice(code="validation_more", fields={"count": hidden}))
     return problems
+
+
+def describe_problems(
+    exc: ValidationError,
+    *,
+    model: type[BaseModel] | None = None,
+    line_of: LineOf | None = None,
+    unknown_hints: Mapping[str, str | Notice] | None = None,
+    max_shown: int = 10,
+) -> list[str]:
+    """`problem_notices` in English: one sentence per error (loaders' messages, logs)."""
+    from core.i18n import english  # the catalogs import nothing of this module's users
+
+    notices = problem_notices(
+        exc, model=model, line_of=line_of, unknown_hints=unknown_hints, max_shown=max_shown
+    )
+    return [english(notice) for notice in notices]
 
 
 def describe_validation_error(
@@ -93,7 +195,7 @@ def describe_validation_error(
     *,
     model: type[BaseModel] | None = None,
     line_of: LineOf | None = None,
-    unknown_hints: Mapping[str, str] | None = None,
+    unknown_hints: Mapping[str, str | Notice] | None = None,
     max_shown: int = 10,
 ) -> str:
     """`describe_problems` joined with "; " into one message."""
@@ -199,7 +301,13 @@ _FIELD_CODES: Mapping[str, tuple[str, str | None]] = {
 
 #: The error types of the models' own validators (`PydanticCustomError`, core/personas.py): each
 #: is its own code, and the error's context holds its text's fields.
-OWN_CODES: frozenset[str] = frozenset({"one_line", "emoji", "avatar_image", "extensions_too_large"})
+_OWN_NOTICES: Mapping[str, Notice] = {
+    "one_line": Notice(code="validation_one_line"),
+    "emoji": Notice(code="validation_emoji"),
+    "avatar_image": Notice(code="validation_avatar_image"),
+    "extensions_too_large": Notice(code="validation_extensions_too_large"),
+}
+OWN_CODES: frozenset[str] = frozenset(_OWN_NOTICES)
 
 #: Every code `field_problems` gives.
 FIELD_PROBLEM_CODES: frozenset[str] = frozenset(

@@ -11,16 +11,24 @@ page to show; nothing typed is lost.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from core.backends import ChatBackend
 from core.compare import LETTERS, Comparison, Pick
 from core.conversation import Conversation, preview
-from core.errors import PersonaFileError, TooManyPersonas
+from core.errors import DashboardError, PersonaFileError, TooManyPersonas
 from core.personas import Persona, parse_persona, persona_yaml
 from core.session import ChatSession
-from core.store import ConversationSummary, Store, StoredConversation, StoreUnavailable, new_conversation_id
+from core.store import (
+    MESSAGE_DRAFT,
+    ConversationSummary,
+    Store,
+    StoredConversation,
+    StoreUnavailable,
+    new_conversation_id,
+)
 from core.testsets import TestRunRecord, TestSet
 
 #: The most personas one workspace keeps: each is read and checked when a visitor's session opens
@@ -111,8 +119,9 @@ class Workspace:
 
     # --- saving ------------------------------------------------------------------------------
 
-    def save(self, key: str) -> None:
-        """Write what changed to the store, under the conversation's id.
+    def save(self, key: str, *, reply_draft: str | None = None) -> None:
+        """Write what changed to the store, under the conversation's id (and `reply_draft`, the
+        text so far of the reply streaming now: `Store.save`).
 
         A draft with no message yet is not saved. Raises the store's errors (StaleConversation,
         StoreUnavailable, ...) with the session left as it is, so nothing typed is lost.
@@ -126,8 +135,35 @@ class Workspace:
                 return
             handle = self.store.create(self.owner, session.conversation, conversation_id=key)
         else:
-            handle = self.store.save(self.owner, handle, session.conversation)
+            handle = self.store.save(self.owner, handle, session.conversation, reply_draft=reply_draft)
         self.handles[key] = handle
+
+    def keep_unsent(self, key: str) -> str | None:
+        """Keep what the visitor wrote in this copy that is not saved (it went stale: another
+        tab saved first) as the conversation's message draft, offered back when it is next
+        opened or reloaded; the text kept, or None when there is nothing to keep."""
+        handle = self.handles.get(key)
+        if self.store is None or handle is None:
+            return None
+        added = self.sessions[key].conversation.messages[handle.saved_messages :]
+        texts = [m.content for m in added if m.role == "user" and not m.automatic]
+        if not texts:
+            return None
+        text = "\n\n".join(texts)
+        self.store.keep_draft(self.owner, key, MESSAGE_DRAFT, text)
+        return text
+
+    def take_unsent(self, key: str) -> str | None:
+        """The message draft read with the conversation (`keep_unsent`), once: it is forgotten
+        (should the store fail to forget it, it is offered again the next time)."""
+        handle = self.handles.get(key)
+        if handle is None or handle.unsent_text is None:
+            return None
+        self.handles[key] = replace(handle, unsent_text=None)
+        if self.store is not None:
+            with contextlib.suppress(DashboardError):
+                self.store.drop_draft(self.owner, key, MESSAGE_DRAFT)
+        return handle.unsent_text
 
     # --- this owner's personas ----------------------------------------------------------------
 

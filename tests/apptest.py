@@ -64,6 +64,12 @@ def listed_titles(at: AppTest) -> list[str]:
     return list(conversation_list(at).options[1:])
 
 
+def open_expander(at: AppTest, key: str) -> AppTest:
+    """Open the expander keyed `key` (ui/layout.lazy_expander: its content is drawn only while open)."""
+    at.session_state[key] = True
+    return at.run()
+
+
 def session(at: AppTest, persona_id: str = "foodie") -> ChatSession:
     """The session open for `persona_id` in this browser session."""
     workspace = at.session_state.service.workspace

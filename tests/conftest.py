@@ -7,6 +7,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import streamlit
+from streamlit import config as streamlit_config
+from streamlit.runtime.secrets import Secrets
 from streamlit.testing.v1 import AppTest
 
 from core.limits import RATE_LIMITS
@@ -99,11 +102,18 @@ def database_url(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> pytest.MonkeyPatch:
-    """No deployer setting from the developer's environment; the offline model answers at once;
-    conversations go to this test's own database."""
+def clean_env(
+    monkeypatch: pytest.MonkeyPatch, database_url: str, tmp_path: Path
+) -> Iterator[pytest.MonkeyPatch]:
+    """No deployer setting from the developer's environment or secrets.toml; the offline model
+    answers at once; conversations go to this test's own database."""
     for name in DEPLOYER_SETTINGS:
         monkeypatch.delenv(name, raising=False)
+    # st.secrets reads the checkout's and the home folder's .streamlit/secrets.toml (AppTest too,
+    # when a test gives it no secrets): here it reads only a file in this test's folder.
+    secrets_files = streamlit_config.get_option("secrets.files")
+    streamlit_config.set_option("secrets.files", [str(tmp_path / "secrets.toml")])
+    monkeypatch.setattr(streamlit, "secrets", Secrets())
     RATE_LIMITS.clear()  # the process's rate limiters: each test is a fresh deployment
     # AppTest has no real connection, so with ACCESS_MODE unset its visitor is a stranger and
     # gets a private workspace (tests/test_security.py checks that default with ACCESS_MODE="").
@@ -111,7 +121,8 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, database_url: str) -> pytest.Monk
     monkeypatch.setenv("ACCESS_MODE", "single-user")
     monkeypatch.setenv("OFFLINE_CHUNK_DELAY_S", "0")
     monkeypatch.setenv("DATABASE_URL", database_url)
-    return monkeypatch
+    yield monkeypatch
+    streamlit_config.set_option("secrets.files", secrets_files)
 
 
 @pytest.fixture
@@ -173,3 +184,12 @@ def postgres_url(postgres_cluster: postgres.PostgresCluster) -> Iterator[str]:
     name = postgres_cluster.create_database()
     yield postgres_cluster.url(name)
     postgres_cluster.drop_database(name)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new database on each store: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'store.db'}"
+    url: str = request.getfixturevalue("postgres_url")
+    return url

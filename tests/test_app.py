@@ -4,12 +4,14 @@ import json
 import shutil
 
 from core.context import DropOldest
-from core.stats import context_gauge
+from core.model_info import load_model_table
+from core.stats import context_gauge, totals
 from tests.apptest import (
     click,
     conversation,
     images_in,
     new_conversation,
+    open_expander,
     open_key,
     page_text,
     select_persona,
@@ -53,9 +55,29 @@ def test_a_full_turn_on_the_offline_model(app):
     headline = app.metric[0]
     assert (headline.label, headline.value) == ("Next call sends", f"{sends:,}")
     assert headline.delta == f"{sends / 1024:.0%} of the 1,024 budget"
-    assert [m.label for m in app.metric] == ["Next call sends", "Cost", "Tokens in", "Tokens out"]
+    labels = ["Next call sends", "Cost", "Tokens in", "Tokens out", "Cache hit rate", "Saved by caching"]
+    assert [m.label for m in app.metric] == labels
     assert app.metric[2].value == f"{chat.turns[0].reported_prompt_tokens:,}"
     assert not app.error
+
+
+def test_the_offline_model_fills_the_cache_figures(app):
+    send(app, "北京烤鸭怎么吃？")
+    assert app.metric[4].value == "0%"  # a first prompt is never cached
+    send(app, "还有呢？")
+    turns = conversation(app).turns
+    cached = turns[1].cached_tokens
+    assert cached > 0
+    hit_rate, saved = app.metric[4], app.metric[5]
+    rate = cached / (turns[0].prompt_tokens + turns[1].prompt_tokens)
+    assert (hit_rate.label, hit_rate.value) == ("Cache hit rate", f"{rate:.0%}")
+    assert hit_rate.delta == f"{cached:,} prompt tokens from cache"
+    # Offline, the money is what caching would save (as the cost says what it would cost); a
+    # sum under a hundredth of a cent says so rather than $0.0000.
+    assert saved.label == "Saved by caching" and saved.delta == "offline; what it would save"
+    worth = totals(conversation(app), load_model_table()).cache_saved
+    assert worth is not None and worth > 0
+    assert saved.value == ("< $0.0001" if worth < 0.0001 else f"${worth:.4f}")
 
 
 def test_starter_prompt_sends_its_text(app):
@@ -78,6 +100,9 @@ def test_trimming_shows_in_record_chat_and_chart_data(app):
     assert list(log["turn"]) == [e.turn for e in chat.trim_events]
     # The log and the next-call view show whole texts (a table that wraps them), system prompt too.
     assert log["what was dropped"].iloc[0].startswith(f"user: {trimmed[0].content}\n\nassistant: ")
+    # The next call's table is drawn only while its expander is open.
+    assert not any("next call" in t.value.columns for t in app.table)
+    open_expander(app, "next_call_open")
     sends = next(t.value for t in app.table if "next call" in t.value.columns)
     assert sends["text"].iloc[0] == chat.system_prompt and sends["role"].iloc[0] == "system"
     assert set(sends["next call"]) <= {"sent", "dropped"} and sends["next call"].iloc[-1] == "sent"
@@ -119,7 +144,7 @@ def test_export_import_round_trip(app):
     exported = conversation(app).to_json()
     assert "api_key" not in exported
     select_persona(app, "translator")
-    app.file_uploader(key="import_file").set_value(
+    open_expander(app, "settings_open").file_uploader(key="import_file").set_value(
         ("foodie.json", exported.encode(), "application/json")
     ).run()
     assert not app.exception
@@ -132,7 +157,9 @@ def test_export_import_round_trip(app):
 def test_bad_import_is_rejected_and_changes_nothing(app):
     send(app, "keep me")
     before = conversation(app).to_dict()
-    app.file_uploader(key="import_file").set_value(("bad.json", b'{"messages": 3}', "application/json")).run()
+    open_expander(app, "settings_open").file_uploader(key="import_file").set_value(
+        ("bad.json", b'{"messages": 3}', "application/json")
+    ).run()
     assert any("Import of bad.json failed" in e.value for e in app.error)
     assert conversation(app).to_dict() == before
 

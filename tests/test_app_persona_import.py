@@ -17,6 +17,7 @@ from core.character_cards import png_text_chunks
 from core.persona_formats import import_file
 from core.personas import EXAMPLES_HEADING
 from core.tokens import tokenizer_for
+from tests.apptest import open_expander
 
 
 def card_png(name: str) -> bytes:
@@ -136,6 +137,8 @@ def test_the_next_call_view_shows_the_examples_with_their_tokens(app: AppTest) -
     app.button(key="persona_import_save").click().run()
     app.button(key="chat::aria").click().run()
     assert not app.exception, app.exception
+    app.switch_page("app_pages/chat.py")  # AppTest reruns the page it last switched to
+    open_expander(app, "next_call_open")  # the next call's table, drawn only while open
     frames = [t.value for t in app.table if "text" in getattr(t.value, "columns", [])]
     system = next(f for f in frames if "role" in f.columns and (f["role"] == "system").any())
     row = system[system["role"] == "system"].iloc[0]

@@ -16,6 +16,7 @@ from tests.apptest import (
     listed_titles,
     new_conversation,
     open_conversation,
+    open_expander,
     open_key,
     send,
     setting,
@@ -67,7 +68,7 @@ def test_rename_search_delete_and_undo(app: AppTest) -> None:
     new_conversation(app)
     send(app, "best noodles in Lanzhou")
     key = open_key(app)
-    app.sidebar.text_input(key=f"title::{key}").input("Noodle trip").run()
+    open_expander(app, "settings_open").sidebar.text_input(key=f"title::{key}").input("Noodle trip").run()
     click(app, "Rename")
     assert listed_titles(app)[0] == "Noodle trip"
 
@@ -89,7 +90,7 @@ def test_import_creates_a_new_conversation_and_overwrites_nothing(app: AppTest) 
     send(app, "keep me")
     original_key, original = open_key(app), conversation(app).to_dict()
     exported = conversation(app).to_json()
-    app.file_uploader(key="import_file").set_value(
+    open_expander(app, "settings_open").file_uploader(key="import_file").set_value(
         ("foodie.json", exported.encode(), "application/json")
     ).run()
     assert not app.exception
@@ -147,6 +148,15 @@ def test_a_database_that_is_not_one_is_reported_and_chat_still_works(
     assert garbage.read_bytes() == b"this is not a database" * 100
 
 
+def unsent_offered(at: AppTest) -> str | None:
+    """The text the page put into the chat input on its last run (None: it put none), with the
+    notice that says why."""
+    chat_input = at.chat_input[0].proto
+    notices = [i.value for i in at.info if "could not be saved" in i.value]
+    assert bool(notices) == chat_input.set_value
+    return chat_input.value if chat_input.set_value else None
+
+
 def test_a_stale_tab_is_told_to_reload_and_loses_no_saved_message(app: AppTest) -> None:
     send(app, "one")
     other_tab = new_browser_session(app.query_params)
@@ -158,11 +168,53 @@ def test_a_stale_tab_is_told_to_reload_and_loses_no_saved_message(app: AppTest) 
     questions = [m.content for m in conversation(other_tab).messages if m.role == "user"]
     assert questions == ["one", "two"]
     assert not [w for w in other_tab.warning if w.icon == "💾"]  # the store's warning is gone
+    # What was written in the stale tab is not lost: it is back in the chat input, said once.
+    assert unsent_offered(other_tab) == "three"
+    other_tab.run()
+    assert unsent_offered(other_tab) is None
     # The first tab's record is intact, and the reloaded tab can go on.
     send(other_tab, "four")
     assert not [w for w in other_tab.warning if w.icon == "💾"]
     again = new_browser_session(app.query_params)
     assert [m.content for m in conversation(again).messages if m.role == "user"] == ["one", "two", "four"]
+
+
+def test_a_reply_cut_by_a_crash_comes_back_interrupted_to_regenerate_or_continue(
+    app: AppTest, database_url: str
+) -> None:
+    send(app, "北京烤鸭怎么吃？")
+    key = open_key(app)
+    # What a server killed mid-reply leaves: the question, saved before the call, and the draft
+    # of its reply saved while it streamed.
+    with Store(database_url) as store:
+        stored, handle = store.load(LOCAL_OWNER, key)
+        stored.add_user("还有呢？")
+        store.save(LOCAL_OWNER, handle, stored, reply_draft="[Offline model] I received 4 messages")
+    again = new_browser_session(app.query_params)  # the visitor reloads once the server is back
+    assert not again.exception
+    question, reply = conversation(again).messages[-2:]
+    assert (question.content, reply.content) == ("还有呢？", "[Offline model] I received 4 messages")
+    assert reply.interrupted
+    assert ":orange-badge[interrupted · partial reply]" in [m.value for m in again.markdown]
+    assert {"Regenerate last answer", "Continue the reply"} <= {b.label for b in again.button}
+    click(again, "Continue the reply")
+    assert conversation(again).messages[-2].automatic and not conversation(again).messages[-1].interrupted
+    with Store(database_url) as store:
+        reloaded, handle = store.load(LOCAL_OWNER, key)
+    assert reloaded.to_dict() == conversation(again).to_dict() and not handle.reply_draft_saved
+
+
+def test_a_stale_tabs_message_is_offered_back_after_a_browser_reload_too(app: AppTest) -> None:
+    send(app, "one")
+    other_tab = new_browser_session(app.query_params)
+    send(app, "two")
+    send(other_tab, "three")
+    send(other_tab, "four")  # still stale: both are kept, in order
+    again = new_browser_session(other_tab.query_params)  # F5 in the stale tab
+    assert [m.content for m in conversation(again).messages if m.role == "user"] == ["one", "two"]
+    assert unsent_offered(again) == "three\n\nfour"
+    # Offered once: another reload (or tab) does not offer it again.
+    assert unsent_offered(new_browser_session(other_tab.query_params)) is None
 
 
 def test_the_page_saves_to_data_dir_when_no_database_url_is_set(

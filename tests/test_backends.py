@@ -171,6 +171,19 @@ def test_options_left_unset_are_not_sent(openai_server: OpenAIServer) -> None:
     assert set(body) == {"model", "messages", "stream", "stream_options"}
 
 
+def test_the_body_is_the_one_the_sdks_typed_path_sends(openai_server: OpenAIServer) -> None:
+    """The messages skip the SDK's schema walk (they go through `extra_body`): the body the server
+    reads is still the one `create(**request_params)` sends, key for key and in the same order."""
+    backend = make_backend(openai_server)
+    request = make_request(max_reply_tokens=50, sampling={"temperature": 0.3, "top_p": 0.9})
+    list(backend.stream(request))
+    client = openai.OpenAI(api_key=KEY, base_url=openai_server.base_url, max_retries=0, timeout=5.0)
+    list(client.chat.completions.create(**backend.request_params(request)))
+    ours, typed = (recorded.body for recorded in openai_server.chat_requests)
+    assert ours["messages"] == MESSAGES
+    assert json.dumps(ours) == json.dumps(typed)
+
+
 @pytest.mark.parametrize(
     ("model", "cap_key"),
     [

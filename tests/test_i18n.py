@@ -92,7 +92,7 @@ def sample(field: str) -> Any:
     if field in {"updated", "at"}:
         return datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
     numbers = {"count", "budget", "reply_cap", "used", "drops", "status", "seconds", "cost", "fraction"}
-    numbers |= {"length", "limit", "chars", "pinned", "overflow", "api", "round", "share"}
+    numbers |= {"length", "limit", "chars", "pinned", "overflow", "api", "round", "share", "offset"}
     if field in numbers | {"tokens", "turn", "number", "error", "turns", "window", "setting"}:
         return 1234
     return f"<{field}>"
@@ -137,7 +137,12 @@ def test_the_chinese_catalog_is_chinese():
     """Not a copy of the English: every entry but the names kept as they are has Chinese in it."""
     # "HTTP {status}", a numbered title, a quoted snippet: no words of their own to translate.
     kept = {"error.details.status", "conversations.item.numbered", "conversations.item.match"}
-    kept |= {"validation.invalid"}  # "{label}：{detail}"
+    kept |= {"validation.invalid", "error.persona_file"}  # "{label}：{detail}", "{file}：{problems}"
+    kept |= {
+        "error.details.separator",
+        "notice.validation_hint",
+        "notice.validation_own",
+    }  # "；", "：{hint}", "{path}：{problem}"
     han = re.compile(r"[\u4e00-\u9fff]")
     assert [k for k, text in zh_CN.CATALOG.items() if k not in kept and not han.search(text)] == []
 
@@ -660,3 +665,77 @@ def test_the_persona_import_report_reads_in_chinese(clean_env):
     assert reasons["author"] == "角色中没有对应位置；保留以便导出"
     only_chinese(list(reasons.values()), "'hot'", "'" + "x" * 50 + "'", "top_p", "first_mes")
     assert reasons["meta.tags[0]"].endswith("不是 1 到 40 个字符的一行文字")
+
+
+def test_files_that_cannot_be_imported_say_why_in_chinese(clean_env):
+    """One error per file (PersonaFileError with its problems as notices), in Chinese."""
+    import io
+
+    from PIL import Image
+
+    picture = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(picture, format="PNG")
+    at = zh_page(clean_env)
+    at.switch_page("app_pages/personas.py").run()
+    uploads = [
+        ("photo.png", picture.getvalue(), "image/png"),
+        ("other.json", b'{"hello": "world"}', "application/json"),
+        ("latin1.yaml", "name: Café\n".encode("latin-1"), "application/yaml"),
+        ("cut.json", b'{"spec": "chara_card_v2", "data": {', "application/json"),
+    ]
+    uploader = next(u for u in at.file_uploader if u.key == "persona_import_files_0")
+    uploader.set_value(uploads).run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error]
+    assert len(errors) == 4, errors
+    assert errors[0].startswith("未导入：photo.png：这个 PNG 中没有角色卡")
+    assert errors[1].startswith("未导入：other.json：是本应用不认识的 JSON 格式")
+    assert errors[2] == "未导入：latin1.yaml：该文件不是 UTF-8 文本（偏移 9 处的字节 0xe9）"
+    assert errors[3].startswith("未导入：cut.json：该文件不是有效的 JSON：第 1 行第 36 列：")
+    # What the JSON parser said is quoted as it said it; the rest is Chinese.
+    only_chinese(errors, errors[3].rsplit("：", 1)[-1], "modelSpecs", "chara")
+
+
+def test_a_bad_persona_file_in_the_sidebar_reads_in_chinese(clean_env, tmp_path):
+    """The persona folder's broken files (PersonaFileError) are listed in the sidebar in Chinese."""
+    import shutil
+
+    from core.personas import BUNDLED_PERSONAS_DIR, PersonaFile
+
+    folder = tmp_path / "personas"
+    shutil.copytree(BUNDLED_PERSONAS_DIR, folder)
+    (folder / "twice.yaml").write_text("name: A\nname: B\n", encoding="utf-8")
+    (folder / "latin.yaml").write_bytes("name: Café\n".encode("latin-1"))
+    (folder / "bad name.yaml").write_text("name: A\n", encoding="utf-8")
+    (folder / "empty.yaml").write_text("", encoding="utf-8")
+    (folder / "wrong.yaml").write_text(
+        "name: A\navatar: abc\ncolour: red\ndescription: x\nsystem_prompt: x\ncontext_budget: 10\n",
+        encoding="utf-8",
+    )
+    at = zh_app(clean_env, PERSONAS_DIR=str(folder))
+    errors = [e.value for e in at.sidebar.error]
+    wrong = errors.pop()
+    assert wrong.startswith(
+        "wrong.yaml：第 2 行：avatar：必须是一个表情符号，例如 🍜（只能一个），而不是 'abc'；"
+    )
+    assert "第 3 行：未知字段“colour”；允许的字段：name, avatar" in wrong
+    assert "第 6 行：context_budget：应不小于 64（实际为 10）" in wrong
+    assert "缺少必填字段“max_reply_tokens”" in wrong
+    only_chinese([wrong], "wrong.yaml", "'abc'", "colour", *PersonaFile.model_fields)
+    assert errors == [
+        "bad name.yaml：文件名必须能作为有效的角色 ID（'bad name' 不行）："
+        "只能使用字母、数字、“_”和“-”，例如 travel-planner",
+        "empty.yaml：是空的；一个角色至少需要 name、avatar、description 和 system_prompt",
+        "latin.yaml：不是 UTF-8 文本：第 1 行第 10 列的字节 0xe9；请把文件存为 UTF-8",
+        "twice.yaml：第 2 行：键“name”出现了两次",
+    ]
+    only_chinese(
+        errors,
+        "bad name.yaml",
+        "'bad name'",
+        "travel-planner",
+        "name",
+        "avatar",
+        "description",
+        "system_prompt",
+    )

@@ -4,9 +4,11 @@ import re
 
 from core.backends import ChatRequest
 from core.conversation import Conversation
+from core.model_info import load_model_table
 from core.offline import OfflineBackend
 from core.session import ChatSession
 from core.settings import ChatSettings
+from core.stats import totals
 from core.tokens import count_prompt_tokens, tokenizer_for
 
 
@@ -74,3 +76,49 @@ def test_reply_is_in_the_language_it_was_given():
     quoted = re.findall(r"“[^”]*”", reply)
     english = set(re.findall(r"[A-Za-z]+", re.sub(r"“[^”]*”", "", reply))) - {"token", "API"}
     assert quoted and not english, english
+
+
+def test_it_serves_a_repeated_prefix_from_its_prompt_cache_as_a_plain_prefix_cache_does():
+    settings = ChatSettings(model="gpt-4o-mini", context_budget=100_000)
+    session = ChatSession(Conversation("You are a patient cook.", settings), OfflineBackend())
+    for question in ("How long do I boil an egg?", "And a duck egg?", "煮鸡蛋要多久？"):
+        list(session.send(question))
+    first, second, third = session.conversation.turns
+    priming = tokenizer_for("gpt-4o-mini").reply_priming
+    # Nothing is cached at first; then each prompt shares all of the one before but its priming
+    # (the next message's framing comes where the reply's priming was).
+    assert first.reported_cached_tokens == 0
+    assert second.reported_cached_tokens == first.prompt_tokens - priming
+    assert third.reported_cached_tokens == second.prompt_tokens - priming
+    # The dashboard's figures, offline: a hit rate, and what the cache saved at the model's prices.
+    total = totals(session.conversation, load_model_table())
+    assert total.cache_reported and total.cached_tokens == second.cached_tokens + third.cached_tokens
+    assert 0.3 < total.cache_hit_rate < 1 and total.cache_saved is not None and total.cache_saved > 0
+
+
+def test_a_trimmed_prefix_is_no_longer_served_from_cache():
+    settings = ChatSettings(model="gpt-4o-mini", context_budget=400)
+    session = ChatSession(Conversation("You cook.", settings), OfflineBackend())
+    for i in range(6):
+        list(session.send(f"Question {i}: how many minutes for {i + 2} eggs?"))
+    conversation = session.conversation
+    trimmed_at = conversation.trim_events[0].turn
+    turn, before = conversation.turns[trimmed_at - 1], conversation.turns[trimmed_at - 2]
+    question = conversation.message(turn.reply_id)
+    question = conversation.messages[conversation.messages.index(question) - 1]
+    # The oldest exchange left: the prompt is the same as before only up to the question now
+    # where the old one was (a token cache shares the question's framing and its first words).
+    system = conversation.messages[0].tokens
+    assert system <= turn.cached_tokens < system + question.tokens < before.cached_tokens
+
+
+def test_each_offline_backend_has_its_own_cache():
+    request = ChatRequest(messages=[{"role": "user", "content": "hello"}], model="gpt-4o-mini")
+    backend = OfflineBackend()
+    list(backend.stream(request))
+    again = backend.stream(request)
+    list(again)
+    assert again.usage is not None and again.usage.cached_prompt_tokens == again.usage.prompt_tokens
+    fresh = OfflineBackend().stream(request)
+    list(fresh)
+    assert fresh.usage is not None and fresh.usage.cached_prompt_tokens == 0

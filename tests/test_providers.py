@@ -70,7 +70,7 @@ def test_each_backend_declares_what_it_supports(openai_server: OpenAIServer) -> 
     remote = Connection(api_key="sk-test", base_url=openai_server.base_url).backend()
     assert isinstance(remote, OpenAIBackend)
     assert offline.capabilities == Capabilities(
-        server_usage=False, counting="local", cached_tokens=False, thread_safe=True
+        server_usage=False, counting="local", cached_tokens=True, thread_safe=True
     )
     assert remote.capabilities.server_usage and remote.capabilities.counting == "server"
     assert offline.tokenize_client() is None

@@ -78,7 +78,7 @@ from core.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, MAX_REPLY_CAP, Cha
 from core.store import Store
 from core.summaries import SUMMARIZE_INSTRUCTION, SUMMARY_FRAME, neutralize_markup, summarize_request
 from core.workspace import MAX_PERSONAS, Workspace
-from tests.apptest import conversation, images_in, page_text, send, show_page
+from tests.apptest import conversation, images_in, open_expander, page_text, send, show_page
 from tests.conftest import APP_PATH, REPO_ROOT, StartApp
 from tests.openai_server import Fault, OpenAIServer, running_server, unused_port
 from ui.personas_view import GALLERY_PAGE
@@ -942,6 +942,7 @@ def test_no_text_the_page_draws_loads_an_image(start_app: StartApp, tmp_path: Pa
     shown = page_texts(at)
     assert any("Trick" in text for text in shown) and any("starter.png" in text for text in shown)
     send(at, "Ask " + trick.replace("\\n", "\n"))
+    open_expander(at, "next_call_open")
     shown += page_texts(at)
     # The next call's table quotes the message whole (so its cells are checked too).
     assert any("p.png" in str(cell) for table in at.table for cell in table.value.to_numpy().ravel())

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -21,7 +23,8 @@ from core.errors import (
 from core.offline import OfflineBackend
 from core.personas import load_personas
 from core.scripted import ScriptedBackend, ScriptedReply
-from core.session import CONTINUE_PROMPT, ChatSession
+from core.service import StartedReply
+from core.session import CONTINUE_PROMPT, REQUEST_GOING_OUT, ChatSession
 from core.settings import ChatSettings
 from core.tokens import count_prompt_tokens
 from tests.conftest import REPO_ROOT
@@ -394,3 +397,43 @@ def test_start_takes_the_personas_context_policy_and_summarizer(tmp_path) -> Non
     assert session.settings.summarizer_model == "gpt-4.1-nano"
     default = ChatSession.start(load_personas(REPO_ROOT / "personas").personas["foodie"], OfflineBackend())
     assert default.settings.context_policy == "drop_oldest" and default.settings.summarizer_model is None
+
+
+def test_the_request_is_announced_on_the_turns_thread_after_the_fit() -> None:
+    """`REQUEST_GOING_OUT` is called once per turn, after the policy's fit (the trim is recorded)
+    and before the backend is asked: what `core.service.StartedReply` waits for."""
+    session = ChatSession(
+        Conversation("sys", ChatSettings(model="gpt-4o-mini", context_budget=120)), OfflineBackend()
+    )
+    for number in range(3):
+        "".join(session.send(f"question {number} " + "about noodles " * 8))
+    announced: list[int] = []
+    token = REQUEST_GOING_OUT.set(lambda: announced.append(len(session.conversation.trim_events)))
+    try:
+        reply = session.send("one more question " + "about noodles " * 8)
+        assert announced == []  # nothing runs before the first chunk is asked for
+        next(reply)
+        "".join(reply)
+        # Announced once, with every trim of the turn already made.
+        assert announced == [len(session.conversation.trim_events)] and announced[0] > 0
+    finally:
+        REQUEST_GOING_OUT.reset(token)
+
+
+def test_a_started_reply_holds_its_caller_until_the_request_goes_out() -> None:
+    events: list[str] = []
+
+    def chunks() -> Iterator[str]:
+        time.sleep(0.05)  # the policy's fit
+        events.append("fit")
+        announce = REQUEST_GOING_OUT.get()
+        assert announce is not None  # set on the thread that fetches the first chunk
+        announce()
+        time.sleep(0.1)  # the server thinks
+        events.append("first chunk")
+        yield "a"
+
+    reply = StartedReply("key", chunks())
+    events.append("caller goes on")
+    assert next(reply) == "a"
+    assert events == ["fit", "caller goes on", "first chunk"]

@@ -111,3 +111,20 @@ def test_a_developers_settings_do_not_reach_a_test(clean_env: pytest.MonkeyPatch
             assert os.environ[name].startswith("sqlite:///")
         else:
             assert name not in os.environ, name
+
+
+def test_no_secrets_file_outside_the_tests_folder_is_read(
+    clean_env: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A developer's .streamlit/secrets.toml (in the checkout or the home folder) never reaches a
+    test: the page's secrets come only from this test's folder, and from what is written there."""
+    import streamlit as st
+    from streamlit import config
+
+    from ui.frame import deployer_secrets
+
+    assert config.get_option("secrets.files") == [str(tmp_path / "secrets.toml")]
+    assert deployer_secrets() == {}
+    (tmp_path / "secrets.toml").write_text('ALLOWED_MODELS = "gpt-4o-mini"\n', encoding="utf-8")
+    st.secrets._secrets = None  # as on a file change: read again
+    assert deployer_secrets() == {"ALLOWED_MODELS": "gpt-4o-mini"}

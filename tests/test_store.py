@@ -37,6 +37,7 @@ from core.errors import ConfigError, DashboardError, ServerError
 from core.owners import owner_for_user
 from core.settings import ChatSettings
 from core.store import (
+    MESSAGE_DRAFT,
     ConversationNotFound,
     InvalidTitle,
     NotADatabase,
@@ -134,14 +135,6 @@ def states(conversation: Conversation) -> Counter[str]:
 
 
 # --- fixtures and helpers -------------------------------------------------------------------
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def backend_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'store.db'}"
-    url: str = request.getfixturevalue("postgres_url")
-    return url
 
 
 @pytest.fixture
@@ -321,12 +314,12 @@ def test_a_pin_rewrites_only_that_message(store: Store):
     assert not store.load(ALICE, handle.id)[0].message(old.id).pinned
 
 
-def test_loading_2000_messages_takes_six_queries(store: Store):
+def test_loading_2000_messages_takes_seven_queries(store: Store):
     conversation = conversation_with(2001, budget=3000)
     handle = store.create(ALICE, conversation)
     with counting(store.engine) as queries:
         loaded, _ = store.load(ALICE, handle.id)
-    assert queries["SELECT"] == 6 and queries["statements written"] == 0
+    assert queries["SELECT"] == 7 and queries["statements written"] == 0
     assert len(loaded.messages) == 2001 and loaded.to_dict() == conversation.to_dict()
 
 
@@ -459,6 +452,89 @@ def test_a_process_killed_mid_save_leaves_the_previous_version(backend_url: str)
         assert row_counts(reopened, handle.id) == counts
         chat(loaded, "After the crash.", "Still here.")
         reopened.save(ALICE, loaded_handle, loaded)
+
+
+def test_a_reply_draft_is_saved_with_its_question_and_recovered_as_an_interrupted_reply(backend_url: str):
+    conversation = conversation_with(21, budget=400)
+    with Store(backend_url) as store:
+        handle = store.create(ALICE, conversation)
+        conversation.add_user("Tell me the whole story of bread.")
+        POLICY.fit(conversation)  # trims before the call: saved with the first draft
+        with counting(store.engine) as writes:
+            handle = store.save(ALICE, handle, conversation, reply_draft="Once upon a time")
+        # The question and the trims it caused, the version, and the draft (replaced in place).
+        assert writes["INSERT drafts"] == writes["DELETE drafts"] == writes["INSERT messages"] == 1
+        assert handle.reply_draft_saved
+        with counting(store.engine) as writes:
+            handle = store.save(ALICE, handle, conversation, reply_draft="Once upon a time, a loaf")
+        assert dict(writes) == {
+            "UPDATE conversations": 1,
+            "DELETE drafts": 1,
+            "INSERT drafts": 1,
+            "statements written": 3,
+            "rows": 3,
+        }
+    # A server that stops here (kill -9) never saves the reply; a new process reads the draft.
+    with Store(backend_url) as reopened:
+        loaded, loaded_handle = reopened.load(ALICE, handle.id)
+        question, reply = loaded.messages[-2:]
+        assert (question.role, question.content) == ("user", "Tell me the whole story of bread.")
+        assert (reply.role, reply.interrupted) == ("assistant", True)
+        assert reply.content == "Once upon a time, a loaf"
+        assert loaded.turns[-1].interrupted and loaded.pending_user_message is None
+        assert [m.state for m in loaded.messages] == [m.state for m in conversation.messages] + ["context"]
+        assert loaded_handle.reply_draft_saved and loaded_handle.saved_messages == len(conversation.messages)
+        # The next save writes the recovered reply as a message and removes the draft.
+        loaded_handle = reopened.save(ALICE, loaded_handle, loaded)
+        again, again_handle = reopened.load(ALICE, handle.id)
+        assert again.to_dict() == loaded.to_dict() and not again_handle.reply_draft_saved
+        assert row_counts(reopened, handle.id)["messages"] == len(loaded.messages)
+
+
+def test_a_reply_that_ends_replaces_its_draft(store: Store):
+    conversation = conversation_with(5)
+    handle = store.create(ALICE, conversation)
+    conversation.add_user("Another question.")
+    handle = store.save(ALICE, handle, conversation, reply_draft="Half an ans")
+    conversation.add_assistant("Half an answer, then the rest.", None, finish_reason="stop")
+    handle = store.save(ALICE, handle, conversation)
+    loaded, loaded_handle = store.load(ALICE, handle.id)
+    assert loaded.to_dict() == conversation.to_dict() and not loaded.messages[-1].interrupted
+    assert not loaded_handle.reply_draft_saved
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM drafts")).scalar_one() == 0
+
+
+def test_a_message_draft_is_read_with_the_conversation_until_dropped_and_only_by_its_owner(store: Store):
+    handle = store.create(ALICE, conversation_with(5))
+    assert store.load(ALICE, handle.id)[1].unsent_text is None
+    store.keep_draft(ALICE, handle.id, MESSAGE_DRAFT, "written in a stale tab")
+    store.keep_draft(ALICE, handle.id, MESSAGE_DRAFT, "written in a stale tab, twice")
+    loaded, loaded_handle = store.load(ALICE, handle.id)
+    assert (
+        loaded_handle.unsent_text == "written in a stale tab, twice" and not loaded_handle.reply_draft_saved
+    )
+    assert len(loaded.messages) == 5  # a message draft is not a message
+    for other_owner in (
+        lambda: store.keep_draft(BOB, handle.id, MESSAGE_DRAFT, "x"),
+        lambda: store.drop_draft(BOB, handle.id, MESSAGE_DRAFT),
+    ):
+        with pytest.raises(ConversationNotFound):
+            other_owner()
+    store.drop_draft(ALICE, handle.id, MESSAGE_DRAFT)
+    assert store.load(ALICE, handle.id)[1].unsent_text is None
+
+
+def test_a_draft_of_a_stale_copy_is_not_saved(store: Store):
+    conversation = conversation_with(5)
+    handle = store.create(ALICE, conversation)
+    elsewhere, elsewhere_handle = store.load(ALICE, handle.id)
+    chat(elsewhere, "From another tab.", "Answered there.")
+    store.save(ALICE, elsewhere_handle, elsewhere)
+    conversation.add_user("From this tab.")
+    with pytest.raises(StaleConversation):
+        store.save(ALICE, handle, conversation, reply_draft="Partial")
+    assert store.load(ALICE, handle.id)[0].messages[-1].content == "Answered there."
 
 
 # --- owners ---------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from ui import compare_view
 from ui.cache_metrics import cache_metrics
 from ui.charts import vega_chart
 from ui.frame import CONVERSATION_PARAM, Frame, html_lang, model_table
+from ui.layout import lazy_expander
 from ui.state import (
     Action,
     Key,
@@ -63,8 +64,9 @@ def page(frame: Frame) -> None:
         compare_view.recent_comparisons(service)
     with frame.settings:
         settings_sidebar(service, persona, key, notes)
-        manage_conversation(service, persona, key)
-        export_import(frame, key)
+        if frame.settings_open:  # drawn only while the settings are open (ui/layout.lazy_expander)
+            manage_conversation(service, persona, key)
+            export_import(frame, key)
     with st.sidebar:
         html_lang()
     # The open conversation is in the link, so a reload (or a bookmark) returns to it.
@@ -467,6 +469,11 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
     history_box = st.container(height=CHAT_HEIGHT_PX if conversation.turns else "content", border=False)
     problem = st.container()  # the last call's error and Retry, right under the history
     limits = service.limits
+    if (unsent := service.take_unsent(key)) is not None:
+        # A stale tab's message that could not be saved: back in the input, once.
+        page_state().set(Key.CHAT_INPUT, unsent)
+        with problem:
+            st.info(tr("chat.unsent_restored"), icon="↩️")
     # The request starts in the callback, before this page is drawn again.
     st.chat_input(
         tr("chat.input.placeholder", name=persona.name),
@@ -657,7 +664,7 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
         tr("dashboard.tokens_out.label"), f"{total.completion_tokens:,}", help=tr("dashboard.tokens_out.help")
     )
     if total.cache_reported:
-        cache_metrics(total, tr)
+        cache_metrics(total, tr, offline=offline)
 
     st.markdown(f"**{tr('dashboard.usage.header')}**")
     if drawing.usage is None:
@@ -690,18 +697,20 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
         st.caption(tr_plural("dashboard.context.fits", in_context))
     counting_status(session)
 
-    with st.expander(tr("dashboard.next_call.header")):
-        # A static table: every message's whole text, wrapped, the system prompt first.
-        st.table(drawing.next_call, hide_index=True)
-        st.caption(tr("dashboard.next_call.total", used=gauge.used))
+    if (next_call := lazy_expander(tr("dashboard.next_call.header"), Key.NEXT_CALL_OPEN)) is not None:
+        with next_call:
+            # A static table: every message's whole text, wrapped, the system prompt first.
+            st.table(drawing.next_call, hide_index=True)
+            st.caption(tr("dashboard.next_call.total", used=gauge.used))
 
     st.markdown(f"**{tr('dashboard.trims.header')}**")
     if not figures.trims:
         st.caption(tr("dashboard.trims.empty"))
     else:
         st.table(drawing.trim_log, hide_index=True)  # each trim with the whole text it dropped
-    with st.expander(tr("dashboard.turns.header")):
-        st.dataframe(drawing.turns, hide_index=True)
+    if (turns := lazy_expander(tr("dashboard.turns.header"), Key.TURNS_OPEN)) is not None:
+        with turns:
+            st.dataframe(drawing.turns, hide_index=True)
 
 
 def server_cut(cut: SilentTruncation, key: str) -> None:

@@ -256,6 +256,8 @@ class Frame:
     under_persona: DeltaGenerator
     #: The sidebar's settings, under the connection (the chat page adds the conversation's).
     settings: DeltaGenerator
+    #: Whether the settings are open (what only they show need not be drawn while closed).
+    settings_open: bool
     #: The view the link names, for the entry point to run.
     view: StreamlitPage
 
@@ -347,7 +349,17 @@ def frame() -> Frame:
     persona, connection, under_persona, settings = sidebar(service, catalog, deployment)
     with top:
         view = view_switch()
-    drawn = Frame(service, catalog, frozenset(own), persona, connection, under_persona, settings, view)
+    drawn = Frame(
+        service,
+        catalog,
+        frozenset(own),
+        persona,
+        connection,
+        under_persona,
+        settings.box,
+        settings.open,
+        view,
+    )
     _CURRENT.set(drawn)
     notices(service)
     if deployment.shared_with_strangers:
@@ -356,9 +368,17 @@ def frame() -> Frame:
     return drawn
 
 
+@dataclass(frozen=True)
+class SidebarSettings:
+    """The sidebar's settings expander: where a page adds its settings, and whether it is open."""
+
+    box: DeltaGenerator
+    open: bool
+
+
 def sidebar(
     service: VisitorService, catalog: PersonaCatalog, deployment: Deployment
-) -> tuple[Persona, Connection, DeltaGenerator, DeltaGenerator]:
+) -> tuple[Persona, Connection, DeltaGenerator, SidebarSettings]:
     """The language, the persona and (the chat page's) conversations; the connection and every
     setting in one closed expander, so that few stops come before the chat input for a keyboard
     (the sidebar precedes the page in Tab order)."""
@@ -381,7 +401,11 @@ def sidebar(
                 for error in catalog.errors:
                     st.error(error_text(error), icon="📄")
         status = st.container()  # what the connection does, in view: drawn once it is known
-        with st.expander(tr("sidebar.settings")):
+        # Keyed, and a rerun when opened or closed, so a page may draw some of its part only while
+        # open; the connection and settings are drawn always (a widget not drawn loses its value).
+        expander = st.expander(tr("sidebar.settings"), key=Key.SETTINGS_OPEN, on_change="rerun")
+        settings_open = bool(expander.open)
+        with expander:
             st.subheader(tr("sidebar.connection.header"))
             st.text_input(
                 tr("sidebar.api_key.label"), type="password", key=Key.API_KEY, help=tr("sidebar.api_key.help")
@@ -401,7 +425,7 @@ def sidebar(
             if service.refused_base_url is not None:
                 st.error(tr("sidebar.base_url.refused", error=error_text(service.refused_base_url)))
             connection_status(service, persona, connection)
-    return persona, connection, under_persona, settings
+    return persona, connection, under_persona, SidebarSettings(settings, settings_open)
 
 
 def choose_view() -> None:

@@ -37,6 +37,10 @@ class Key(StrEnum):
     CONVERSATION_SEARCH = "conversation_search"
     IMPORT_FILE = "import_file"
     CHAT_INPUT = "chat_input"
+    # Expanders whose content is drawn only while open (ui/layout.lazy_expander)
+    SETTINGS_OPEN = "settings_open"  # the sidebar's settings (their export and rename: only while open)
+    NEXT_CALL_OPEN = "next_call_open"
+    TURNS_OPEN = "turns_open"
     # compare
     COMPARE_COUNT = "compare_count"
     COMPARE_BLIND = "blind"

@@ -32,27 +32,27 @@ def error_text(error: BaseException | ErrorInfo) -> str:
         code, message, fields = error.code, str(error), error.fields
     else:
         code, message, fields = "generic", str(error), {}
-    # A reason among the fields is a notice of its own (e.g. what is wrong with a URL).
-    worded = {
-        name: notice_text(value) if isinstance(value, Notice) else value for name, value in fields.items()
-    }
-    text = tr(f"error.{code}", message=message, **worded)
+    text = tr(f"error.{code}", message=message, **{name: field_text(value) for name, value in fields.items()})
     if said := fields.get("server_said"):
         text += " " + tr("error.details.server_said", text=said)
     return text
 
 
+def field_text(value: object) -> object:
+    """A field of an error or notice as its text shows it: a notice (a reason, what is wrong with a
+    URL) or an error in the page's language, and a list of them joined; anything else as it is."""
+    if isinstance(value, Notice):
+        return notice_text(value)
+    if isinstance(value, BaseException):
+        return error_text(value)
+    if isinstance(value, list | tuple):
+        return tr("error.details.separator").join(str(field_text(item)) for item in value)
+    return value
+
+
 def notice_text(notice: Notice) -> str:
     """A notice in the page's language; an error or notice among its fields in the page's language too."""
-    fields = {
-        name: error_text(value)
-        if isinstance(value, BaseException)
-        else notice_text(value)
-        if isinstance(value, Notice)
-        else value
-        for name, value in notice.fields.items()
-    }
-    return tr(notice.key, **fields)
+    return tr(notice.key, **{name: field_text(value) for name, value in notice.fields.items()})
 
 
 def show_notice(notice: Notice, *, icon: str | None = None) -> None:

@@ -112,6 +112,10 @@ CATALOG: dict[str, str] = {
     "chat.starters": "Try one of these:",
     "chat.retry": "Retry",
     "chat.regenerate": "Regenerate last answer",
+    "chat.unsent_restored": (
+        "What you wrote in this tab could not be saved (another tab saved this conversation first); "
+        "it is back in the chat input, to send again."
+    ),
     "chat.continue": "Continue the reply",
     # MessageState labels, by state value (core/conversation.py says them in English).
     "state.context": "in context",
@@ -147,6 +151,7 @@ CATALOG: dict[str, str] = {
         "empties the cache; the stable-prefix policy keeps it."
     ),
     "dashboard.cache_saved.label": "Saved by caching",
+    "dashboard.cache_saved.offline_delta": "offline; what it would save",
     "dashboard.cache_saved.unknown": "unknown price",
     "dashboard.cache_saved.help": (
         "What the same tokens would have cost with no cache, less what they cost; negative when "
@@ -835,4 +840,172 @@ CATALOG: dict[str, str] = {
         "lorebook entries triggered by keywords: {count}. The dashboard does not trigger entries; they "
         "are not used (kept for export)"
     ),
+    "error.persona_file": "{file}: {problems}",
+    "error.details.separator": "; ",
+    # why a file could not be imported (ImportProblem -> PersonaFileError: notice.import_<…>)
+    "notice.import_what_file": "the file",
+    "notice.import_what_chunk": "its '{chunk}' chunk",
+    "notice.import_what_card_json": "its card.json",
+    "notice.import_json_too_large": "{what} holds {size} of JSON; at most {limit} is read",
+    "notice.import_json_containers": "{what} has {count:,} JSON objects and lists; at most {limit:,}",
+    "notice.import_json_too_deep": "{what} is JSON nested more than {limit} levels deep",
+    "notice.import_json_invalid_at": "{what} is not valid JSON: {problem} at line {line}, column {column}",
+    "notice.import_json_invalid": "{what} is not valid JSON: {problem}",
+    "notice.import_not_utf8": "{what} is not UTF-8 text (byte {byte} at offset {offset})",
+    "notice.import_prompt_too_long": (
+        "the system prompt is {length:,} characters ({theirs}); a persona holds at most {limit:,}, and a "
+        "prompt is not cut"
+    ),
+    "notice.import_no_name": "it has no name",
+    "notice.import_not_valid": "the persona could not be made valid",
+    "notice.import_png_no_card": (
+        "is a PNG with no character card in it (no 'ccv3' or 'chara' text chunk); export the card from "
+        "its app as a PNG card"
+    ),
+    "notice.import_chunk_not_base64": "its '{chunk}' chunk is not valid base64",
+    "notice.import_charx_not_zip": "is not a valid .charx (zip) file",
+    "notice.import_charx_entries": "holds {count:,} files; a .charx is read with at most {limit}",
+    "notice.import_charx_outside": "holds a file named '{name}', outside the archive; refused",
+    "notice.import_charx_too_large": "unpacks to {size} MiB; a .charx is read up to {limit} MiB",
+    "notice.import_charx_no_card": "is a zip with no card.json at its top level",
+    "notice.import_charx_unpack": "its {name} cannot be unpacked ({problem})",
+    "notice.import_charx_entry_too_large": "its {name} unpacks past {limit} MiB; refused",
+    "notice.import_not_png": "is not a PNG file (its first bytes are not a PNG signature)",
+    "notice.import_png_cut_short": "is a damaged PNG: it ends before its IEND chunk (the file is cut short)",
+    "notice.import_png_chunk_past_end": "is a damaged PNG: its '{chunk}' chunk runs past the end of the file",
+    "notice.import_png_checksum": "is a damaged PNG: its '{chunk}' chunk fails its checksum",
+    "notice.import_png_chunks": "is a PNG with more than {limit:,} chunks; refused",
+    "notice.import_card_not_object": "is not a character card: the JSON is not an object",
+    "notice.import_card_no_data": "is a {spec} card without its 'data' object",
+    "notice.import_card_spec": "is a card of spec '{spec}'; chara_card_v2 and chara_card_v3 are read",
+    "notice.import_not_card": (
+        "is not a character card (no 'spec', and not a V1 card's name and description)"
+    ),
+    "notice.import_not_regular": "is not a regular file",
+    "notice.import_empty": "is empty",
+    "notice.import_unknown_json": (
+        "is JSON in no format this app reads; it reads a character card (JSON, PNG or .charx), a "
+        "LobeHub agent, a NextChat mask, an Open WebUI model export, LibreChat modelSpecs (YAML) or a "
+        "persona YAML file"
+    ),
+    "notice.import_not_yaml": "is not readable YAML: {problem}",
+    "notice.import_too_large": "is {size} MiB; imports read files of at most {limit} MiB",
+    "notice.import_not_librechat": (
+        "is not a LibreChat config: no modelSpecs.list of specs (each with a label and a preset)"
+    ),
+    "notice.import_librechat_no_preset": "a LibreChat modelSpecs list item has no preset",
+    # why a persona file cannot be read (core/personas.py FileProblem: notice.persona_<…>)
+    "notice.persona_alias": (
+        "line {line}: YAML aliases (*{name}) are not allowed in persona files; write the value out"
+    ),
+    "notice.persona_anchor": (
+        "line {line}: YAML anchors and aliases (&{name}, *{name}) are not allowed in persona files; write "
+        "the value out"
+    ),
+    "notice.persona_too_many_nodes": (
+        "line {line}, column {column}: more than {limit} keys and values; a persona needs far fewer"
+    ),
+    "notice.persona_too_deep": "line {line}, column {column}: nested more than {limit} levels deep",
+    "notice.persona_merge_key": (
+        "line {line}: YAML merge keys (<<) are not allowed in persona files; write the keys out (or quote "
+        "'<<' if it is meant as text)"
+    ),
+    "notice.persona_tag": (
+        "line {line}: YAML tag {tag} is not allowed; persona files hold plain text, numbers, lists and "
+        "mappings only"
+    ),
+    "notice.persona_long_number": (
+        "line {line}: a number of {length} characters is too long (quote it if it is meant as text)"
+    ),
+    "notice.persona_duplicate_key": "line {line}: key '{key}' appears twice",
+    "notice.persona_yaml_character": (
+        "line {line}, column {column}: character {character} is not allowed in YAML"
+    ),
+    "notice.persona_yaml_syntax": "line {line}, column {column}: YAML syntax error: {problem}{context}",
+    "notice.persona_yaml_error": "line {line}, column {column}: {problem}{context}",
+    "notice.persona_yaml_context": " ({context} that starts at line {line}, column {column})",
+    "notice.persona_yaml_other": "YAML error: {problem}",
+    "notice.persona_second_document": (
+        "line {line}: a second YAML document starts here; a persona file holds exactly one (remove the "
+        "'---' separator)"
+    ),
+    "notice.persona_value_unreadable": "a value could not be read as YAML: {problem}",
+    "notice.persona_broken_symlink": "is a broken symlink (its target does not exist)",
+    "notice.persona_symlink_outside": "is a symlink to {target}, outside the persona folder; refused",
+    "notice.persona_unreadable": "cannot be read: {problem}",
+    "notice.persona_is_folder": "is a folder, not a regular file",
+    "notice.persona_is_special": "is a special file, not a regular file",
+    "notice.persona_not_regular": "is not a regular file",
+    "notice.persona_too_large": "is {size}; persona files are limited to {limit} KiB",
+    "notice.persona_not_utf8": (
+        "is not UTF-8 text: byte {byte} at line {line}, column {column}; save the file as UTF-8"
+    ),
+    "notice.persona_bad_file_name": (
+        "the file name must make a valid persona id ({id} is not): use letters, digits, '_' and '-', e.g. "
+        "travel-planner"
+    ),
+    "notice.persona_bad_id": (
+        "the id must make a valid persona id ({id} is not): use letters, digits, '_' and '-', e.g. "
+        "travel-planner"
+    ),
+    "notice.persona_empty": "is empty; a persona needs at least name, avatar, description and system_prompt",
+    "notice.persona_not_mapping": (
+        "the top level must be a mapping of persona fields (name: ..., avatar: ...), not {value}"
+    ),
+    "notice.persona_folder_missing": "the persona folder does not exist",
+    "notice.persona_folder_not_folder": "is not a folder; PERSONAS_DIR must name a folder",
+    "notice.persona_folder_unreadable": "the persona folder cannot be read: {problem}",
+    "notice.persona_id_taken": "id '{id}' is already taken by {other}; rename or remove one of the two files",
+    # a validation error, as loaders word it (core/validation.py problem_notices: notice.validation_<…>)
+    "notice.validation_line": "line {line}: {problem}",
+    "notice.validation_top_level": "the top level",
+    "notice.validation_unknown": "unknown field '{name}'{where}{hint}{suggestion}{allowed}",
+    "notice.validation_in": " in {parent}",
+    "notice.validation_hint": ": {hint}",
+    "notice.validation_did_you_mean": " (did you mean '{name}'?)",
+    "notice.validation_allowed": "; allowed fields: {fields}",
+    "notice.validation_missing": "missing required field '{path}'",
+    "notice.validation_invalid_key": "key {key}{where} is not a field name (keys must be text)",
+    "notice.validation_own": "{path}: {problem}",
+    "notice.validation_field": "{path}: {problem} (got {value})",
+    "notice.validation_more_one": "and 1 more problem",
+    "notice.validation_more": "and {count} more problems",
+    "notice.validation_one_line": "must be a single line (no line breaks)",
+    "notice.validation_emoji": "must be an emoji such as 🍜 (one emoji only), got {value}",
+    "notice.validation_avatar_image": "the avatar image {problem}",
+    "notice.validation_extensions_too_large": (
+        "holds {size} KiB as JSON; extensions are limited to {limit} KiB"
+    ),
+    "notice.persona_id_hint": "the id is the file name ({id}), so remove this line",
+    "notice.pydantic_string_type": "Input should be a valid string",
+    "notice.pydantic_int_type": "Input should be a valid integer",
+    "notice.pydantic_float_type": "Input should be a valid number",
+    "notice.pydantic_list_type": "Input should be a valid list",
+    "notice.pydantic_dict_type": "Input should be a valid dictionary",
+    "notice.pydantic_bool_type": "Input should be a valid boolean",
+    "notice.pydantic_model_type": "Input should be a valid dictionary or instance of {class_name}",
+    "notice.pydantic_int_from_float": "Input should be a valid integer, got a number with a fractional part",
+    "notice.pydantic_finite_number": "Input should be a finite number",
+    "notice.pydantic_literal_error": "Input should be {expected}",
+    "notice.pydantic_string_pattern_mismatch": "String should match pattern '{pattern}'",
+    "notice.pydantic_string_too_short": "String should have at least {min_length} characters",
+    "notice.pydantic_string_too_short_one": "String should have at least {min_length} character",
+    "notice.pydantic_string_too_long": "String should have at most {max_length} characters",
+    "notice.pydantic_string_too_long_one": "String should have at most {max_length} character",
+    "notice.pydantic_too_short": (
+        "List should have at least {min_length} items after validation, not {actual_length}"
+    ),
+    "notice.pydantic_too_short_one": (
+        "List should have at least {min_length} item after validation, not {actual_length}"
+    ),
+    "notice.pydantic_too_long": (
+        "List should have at most {max_length} items after validation, not {actual_length}"
+    ),
+    "notice.pydantic_too_long_one": (
+        "List should have at most {max_length} item after validation, not {actual_length}"
+    ),
+    "notice.pydantic_greater_than_equal": "Input should be greater than or equal to {ge}",
+    "notice.pydantic_less_than_equal": "Input should be less than or equal to {le}",
+    "notice.pydantic_greater_than": "Input should be greater than {gt}",
+    "notice.pydantic_less_than": "Input should be less than {lt}",
 }

@@ -107,6 +107,9 @@ CATALOG: dict[str, str] = {
     "chat.starters": "试试这些：",
     "chat.retry": "重试",
     "chat.regenerate": "重新生成上一条回答",
+    "chat.unsent_restored": (
+        "你在此标签页中写的内容未能保存（另一个标签页先保存了此对话）；它已放回聊天输入框，可以再次发送。"
+    ),
     "chat.continue": "继续回复",
     # MessageState labels, by state value (core/conversation.py says them in English).
     "state.context": "在上下文中",
@@ -139,6 +142,7 @@ CATALOG: dict[str, str] = {
         "裁剪最早的消息会改变提示的开头，使缓存失效；“稳定前缀”策略能保住缓存。"
     ),
     "dashboard.cache_saved.label": "缓存节省",
+    "dashboard.cache_saved.offline_delta": "离线；原可节省的金额",
     "dashboard.cache_saved.unknown": "价格未知",
     "dashboard.cache_saved.help": (
         "同样的 token 不用缓存时的费用减去实际费用；缓存写入比读取节省得更多时为负数。"
@@ -740,4 +744,141 @@ CATALOG: dict[str, str] = {
     "notice.import_warn_lorebook": (
         "由关键词触发的世界书条目：{count} 条。本应用不会触发条目，因此不使用它们（保留以便导出）"
     ),
+    "error.persona_file": "{file}：{problems}",
+    "error.details.separator": "；",
+    # 文件无法导入的原因（ImportProblem -> PersonaFileError：notice.import_<…>）
+    "notice.import_what_file": "该文件",
+    "notice.import_what_chunk": "其中的“{chunk}”块",
+    "notice.import_what_card_json": "其中的 card.json",
+    "notice.import_json_too_large": "{what}含有 {size} 的 JSON；最多读取 {limit}",
+    "notice.import_json_containers": "{what}有 {count:,} 个 JSON 对象和列表；最多 {limit:,} 个",
+    "notice.import_json_too_deep": "{what}的 JSON 嵌套超过 {limit} 层",
+    "notice.import_json_invalid_at": "{what}不是有效的 JSON：第 {line} 行第 {column} 列：{problem}",
+    "notice.import_json_invalid": "{what}不是有效的 JSON：{problem}",
+    "notice.import_not_utf8": "{what}不是 UTF-8 文本（偏移 {offset} 处的字节 {byte}）",
+    "notice.import_prompt_too_long": (
+        "系统提示词有 {length:,} 个字符（{theirs}）；一个角色最多容纳 {limit:,} 个，且提示词不会被截断"
+    ),
+    "notice.import_no_name": "没有名称",
+    "notice.import_not_valid": "无法使该角色有效",
+    "notice.import_png_no_card": (
+        "这个 PNG 中没有角色卡（没有“ccv3”或“chara”文本块）；请在原应用中把角色卡导出为 PNG 卡片"
+    ),
+    "notice.import_chunk_not_base64": "其中的“{chunk}”块不是有效的 base64",
+    "notice.import_charx_not_zip": "不是有效的 .charx（zip）文件",
+    "notice.import_charx_entries": "含有 {count:,} 个文件；读取 .charx 时最多 {limit} 个",
+    "notice.import_charx_outside": "含有位于压缩包之外的文件“{name}”；已拒绝",
+    "notice.import_charx_too_large": "解压后有 {size} MiB；读取 .charx 时最多 {limit} MiB",
+    "notice.import_charx_no_card": "这个 zip 的顶层没有 card.json",
+    "notice.import_charx_unpack": "其中的 {name} 无法解压（{problem}）",
+    "notice.import_charx_entry_too_large": "其中的 {name} 解压后超过 {limit} MiB；已拒绝",
+    "notice.import_not_png": "不是 PNG 文件（开头的字节不是 PNG 签名）",
+    "notice.import_png_cut_short": "PNG 已损坏：在 IEND 块之前就结束了（文件不完整）",
+    "notice.import_png_chunk_past_end": "PNG 已损坏：其中的“{chunk}”块超出了文件末尾",
+    "notice.import_png_checksum": "PNG 已损坏：其中的“{chunk}”块校验和不符",
+    "notice.import_png_chunks": "这个 PNG 的块多于 {limit:,} 个；已拒绝",
+    "notice.import_card_not_object": "不是角色卡：其 JSON 不是对象",
+    "notice.import_card_no_data": "是缺少“data”对象的 {spec} 角色卡",
+    "notice.import_card_spec": "是规范为“{spec}”的角色卡；只读取 chara_card_v2 和 chara_card_v3",
+    "notice.import_not_card": "不是角色卡（没有“spec”，也不是带名称和描述的 V1 角色卡）",
+    "notice.import_not_regular": "不是普通文件",
+    "notice.import_empty": "是空的",
+    "notice.import_unknown_json": (
+        "是本应用不认识的 JSON 格式；本应用读取：角色卡（JSON、PNG 或 .charx）、LobeHub 助手、NextChat 面具、"
+        "Open WebUI 模型导出、LibreChat modelSpecs（YAML）或角色 YAML 文件"
+    ),
+    "notice.import_not_yaml": "不是可读取的 YAML：{problem}",
+    "notice.import_too_large": "大小为 {size} MiB；导入只读取最多 {limit} MiB 的文件",
+    "notice.import_not_librechat": (
+        "不是 LibreChat 配置：没有 modelSpecs.list 规格列表（每项需有 label 和 preset）"
+    ),
+    "notice.import_librechat_no_preset": "LibreChat modelSpecs 列表中有一项没有 preset",
+    # 角色文件无法读取的原因（core/personas.py FileProblem：notice.persona_<…>）
+    "notice.persona_alias": "第 {line} 行：角色文件中不允许使用 YAML 别名（*{name}）；请把值直接写出来",
+    "notice.persona_anchor": (
+        "第 {line} 行：角色文件中不允许使用 YAML 锚点和别名（&{name}、*{name}）；请把值直接写出来"
+    ),
+    "notice.persona_too_many_nodes": (
+        "第 {line} 行第 {column} 列：键和值超过 {limit} 个；一个角色用不了这么多"
+    ),
+    "notice.persona_too_deep": "第 {line} 行第 {column} 列：嵌套超过 {limit} 层",
+    "notice.persona_merge_key": (
+        "第 {line} 行：角色文件中不允许使用 YAML 合并键（<<）；请把键逐一写出（若本意是文字，请给“<<”加引号）"
+    ),
+    "notice.persona_tag": (
+        "第 {line} 行：不允许使用 YAML 标签 {tag}；角色文件只能包含普通文本、数字、列表和映射"
+    ),
+    "notice.persona_long_number": "第 {line} 行：{length} 个字符的数字太长（若本意是文字，请加引号）",
+    "notice.persona_duplicate_key": "第 {line} 行：键“{key}”出现了两次",
+    "notice.persona_yaml_character": "第 {line} 行第 {column} 列：YAML 中不允许字符 {character}",
+    "notice.persona_yaml_syntax": "第 {line} 行第 {column} 列：YAML 语法错误：{problem}{context}",
+    "notice.persona_yaml_error": "第 {line} 行第 {column} 列：{problem}{context}",
+    "notice.persona_yaml_context": "（{context}，始于第 {line} 行第 {column} 列）",
+    "notice.persona_yaml_other": "YAML 错误：{problem}",
+    "notice.persona_second_document": (
+        "第 {line} 行：这里开始了第二个 YAML 文档；一个角色文件只能有一个（请删除“---”分隔符）"
+    ),
+    "notice.persona_value_unreadable": "有一个值无法按 YAML 读取：{problem}",
+    "notice.persona_broken_symlink": "是失效的符号链接（目标不存在）",
+    "notice.persona_symlink_outside": "是指向角色文件夹之外 {target} 的符号链接；已拒绝",
+    "notice.persona_unreadable": "无法读取：{problem}",
+    "notice.persona_is_folder": "是文件夹，不是普通文件",
+    "notice.persona_is_special": "是特殊文件，不是普通文件",
+    "notice.persona_not_regular": "不是普通文件",
+    "notice.persona_too_large": "大小为 {size}；角色文件最多 {limit} KiB",
+    "notice.persona_not_utf8": "不是 UTF-8 文本：第 {line} 行第 {column} 列的字节 {byte}；请把文件存为 UTF-8",
+    "notice.persona_bad_file_name": (
+        "文件名必须能作为有效的角色 ID（{id} 不行）：只能使用字母、数字、“_”和“-”，例如 travel-planner"
+    ),
+    "notice.persona_bad_id": (
+        "ID 必须是有效的角色 ID（{id} 不行）：只能使用字母、数字、“_”和“-”，例如 travel-planner"
+    ),
+    "notice.persona_empty": "是空的；一个角色至少需要 name、avatar、description 和 system_prompt",
+    "notice.persona_not_mapping": "顶层必须是角色字段的映射（name: ...、avatar: ...），而不是 {value}",
+    "notice.persona_folder_missing": "角色文件夹不存在",
+    "notice.persona_folder_not_folder": "不是文件夹；PERSONAS_DIR 必须指向一个文件夹",
+    "notice.persona_folder_unreadable": "无法读取角色文件夹：{problem}",
+    "notice.persona_id_taken": "ID“{id}”已被 {other} 占用；请重命名或删除这两个文件之一",
+    # 校验错误（core/validation.py problem_notices：notice.validation_<…>）
+    "notice.validation_line": "第 {line} 行：{problem}",
+    "notice.validation_top_level": "顶层",
+    "notice.validation_unknown": "未知字段“{name}”{where}{hint}{suggestion}{allowed}",
+    "notice.validation_in": "（位于 {parent}）",
+    "notice.validation_hint": "：{hint}",
+    "notice.validation_did_you_mean": "（是不是想写“{name}”？）",
+    "notice.validation_allowed": "；允许的字段：{fields}",
+    "notice.validation_missing": "缺少必填字段“{path}”",
+    "notice.validation_invalid_key": "键 {key}{where} 不是字段名（键必须是文本）",
+    "notice.validation_own": "{path}：{problem}",
+    "notice.validation_field": "{path}：{problem}（实际为 {value}）",
+    "notice.validation_more_one": "另有 1 个问题",
+    "notice.validation_more": "另有 {count} 个问题",
+    "notice.validation_one_line": "只能是一行（不能换行）",
+    "notice.validation_emoji": "必须是一个表情符号，例如 🍜（只能一个），而不是 {value}",
+    "notice.validation_avatar_image": "头像图片无法使用（{problem}）",
+    "notice.validation_extensions_too_large": "以 JSON 计占 {size} KiB；扩展字段最多 {limit} KiB",
+    "notice.persona_id_hint": "ID 就是文件名（{id}），请删除这一行",
+    "notice.pydantic_string_type": "应为文本",
+    "notice.pydantic_int_type": "应为整数",
+    "notice.pydantic_float_type": "应为数字",
+    "notice.pydantic_list_type": "应为列表",
+    "notice.pydantic_dict_type": "应为映射",
+    "notice.pydantic_bool_type": "应为布尔值（true 或 false）",
+    "notice.pydantic_model_type": "应为映射（{class_name}）",
+    "notice.pydantic_int_from_float": "应为整数，而这是带小数的数",
+    "notice.pydantic_finite_number": "应为有限的数字",
+    "notice.pydantic_literal_error": "应为 {expected}",
+    "notice.pydantic_string_pattern_mismatch": "应符合模式“{pattern}”",
+    "notice.pydantic_string_too_short": "至少需要 {min_length} 个字符",
+    "notice.pydantic_string_too_short_one": "至少需要 {min_length} 个字符",
+    "notice.pydantic_string_too_long": "最多 {max_length} 个字符",
+    "notice.pydantic_string_too_long_one": "最多 {max_length} 个字符",
+    "notice.pydantic_too_short": "至少需要 {min_length} 项，实际 {actual_length} 项",
+    "notice.pydantic_too_short_one": "至少需要 {min_length} 项，实际 {actual_length} 项",
+    "notice.pydantic_too_long": "最多 {max_length} 项，实际 {actual_length} 项",
+    "notice.pydantic_too_long_one": "最多 {max_length} 项，实际 {actual_length} 项",
+    "notice.pydantic_greater_than_equal": "应不小于 {ge}",
+    "notice.pydantic_less_than_equal": "应不大于 {le}",
+    "notice.pydantic_greater_than": "应大于 {gt}",
+    "notice.pydantic_less_than": "应小于 {lt}",
 }

@@ -402,6 +402,13 @@ class AppPage:
         """Send one chat message and wait for the reply (or the error box)."""
         return self.wait_reply(self.submit(text), expect, error=error)
 
+    def open_expander(self, label: str, *, area: str = MAIN) -> None:
+        """Open the expander labelled `label` in `area` (a lazy one draws its content on opening)."""
+        summary = self.page.locator(f'{area} [data-testid="stExpander"] summary').filter(has_text=label).first
+        summary.click()
+        time.sleep(0.2)  # the rerun starts once the expander's state reaches the server
+        self.wait_idle()
+
     def show_view(self, label: str) -> None:
         """Go to a view by the view switch at the top of the page ("Chat", "Personas", ...)."""
         switch = self.page.locator(f'{MAIN} [data-testid="stRadio"]').first
@@ -418,7 +425,7 @@ class AppPage:
         expanders = self.page.locator(f'{SIDEBAR} [data-testid="stExpander"]')
         expander = expanders.filter(has_text="Settings").first
         if expander.locator("details").get_attribute("open") is None:
-            expander.locator("summary").click()
+            self.open_expander("Settings", area=SIDEBAR)
 
     def select_persona(self, label: str) -> None:
         """Pick the persona whose option text contains `label` from the sidebar selectbox."""

@@ -1,0 +1,14 @@
+"""Layout helpers the views share."""
+
+from __future__ import annotations
+
+import streamlit as st
+from streamlit.elements.lib.mutable_expander_container import ExpanderContainer
+
+
+def lazy_expander(label: str, key: str, *, icon: str | None = None) -> ExpanderContainer | None:
+    """An expander whose content runs only while it is open (opening or closing it reruns): a
+    closed one costs a rerun its label alone, where Streamlit would otherwise build and send
+    everything inside it on every rerun. The container while open, else None."""
+    expander = st.expander(label, key=key, icon=icon, on_change="rerun")
+    return expander if expander.open else None

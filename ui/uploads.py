@@ -1,0 +1,62 @@
+"""A bound on the uploaded files one browser session holds in the server's memory.
+
+Streamlit 1.67 keeps every file PUT to `/_stcore/upload_file/<session>/<file>` in memory until
+the session ends, bounded only per file (`server.maxUploadSize`, 5 MB here): ten 5 MB uploads
+straight to that endpoint held +51 MiB. It offers no hook for more under `streamlit run`: the
+server builds its `MemoryUploadedFileManager` itself (streamlit/web/server/server.py, `Server.
+__init__`; starlette_app.py, `App._create_runtime`), with no setting to choose another, and the
+upload route calls that object's `add_file` (starlette_routes.py, `create_upload_routes`).
+(`st.App` takes middleware, but only when the app is run as an ASGI app, not by `streamlit run`.)
+
+So the running manager is given this subclass's `add_file` once per process
+(`bound_session_uploads`): before a file is added, the session's oldest files are let go until
+it holds at most `MAX_SESSION_UPLOAD_FILES` files and `MAX_SESSION_UPLOAD_BYTES` bytes. The page's
+uploaders need far less (one conversation or test-set file, a few persona files at once), so a
+visitor never meets the bound; a script flooding the endpoint keeps only its newest files.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar, Final
+
+from streamlit.runtime import Runtime
+from streamlit.runtime.memory_uploaded_file_manager import MemoryUploadedFileManager
+from streamlit.runtime.uploaded_file_manager import UploadedFileRec
+
+MAX_SESSION_UPLOAD_FILES: Final = 20
+MAX_SESSION_UPLOAD_BYTES: Final = 20 * 1024 * 1024
+
+
+class SessionBoundedUploads(MemoryUploadedFileManager):
+    """Streamlit's in-memory manager, holding at most `max_files` files and `max_bytes` bytes
+    per session (the oldest let go first)."""
+
+    max_files: ClassVar[int] = MAX_SESSION_UPLOAD_FILES
+    max_bytes: ClassVar[int] = MAX_SESSION_UPLOAD_BYTES
+
+    def add_file(self, session_id: str, file: UploadedFileRec) -> None:
+        if len(file.data) > self.max_bytes:
+            return  # never kept (server.maxUploadSize is smaller: it cannot arrive)
+        with self._lock:
+            held = [f for f in self.file_storage.get(session_id, {}).values() if f.file_id != file.file_id]
+        count, size = len(held) + 1, sum(len(f.data) for f in held) + len(file.data)
+        for oldest in held:  # in the order they came
+            if count <= self.max_files and size <= self.max_bytes:
+                break
+            self.remove_file(session_id, oldest.file_id)
+            count, size = count - 1, size - len(oldest.data)
+        super().add_file(session_id, file)
+
+
+def bound_session_uploads() -> bool:
+    """Bound the running server's uploads per session (once per process; cheap after). False
+    when there is no server (AppTest, a bare script) or its manager is not Streamlit's own."""
+    if not Runtime.exists():
+        return False
+    manager = Runtime.instance().uploaded_file_mgr
+    if isinstance(manager, SessionBoundedUploads):
+        return True
+    if type(manager) is not MemoryUploadedFileManager:
+        return False
+    manager.__class__ = SessionBoundedUploads  # the route holds this object: its class is changed
+    return True
