@@ -91,7 +91,7 @@ def sample(field: str) -> Any:
     if field in {"updated", "at"}:
         return datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
     numbers = {"count", "budget", "reply_cap", "used", "drops", "status", "seconds", "cost", "fraction"}
-    numbers |= {"length", "limit", "chars", "pinned", "overflow", "api", "round", "share", "offset"}
+    numbers |= {"length", "limit", "chars", "pinned", "overflow", "api", "round", "share", "offset", "size"}
     if field in numbers | {"tokens", "turn", "number", "error", "turns", "window", "setting"}:
         return 1234
     return f"<{field}>"
@@ -738,3 +738,26 @@ def test_a_bad_persona_file_in_the_sidebar_reads_in_chinese(clean_env, tmp_path)
         "description",
         "system_prompt",
     )
+
+
+@pytest.mark.parametrize(
+    ("content", "shown"),
+    [
+        (b'{"messages": 3}', "导入 bad.json 失败：无法导入对话：这不是对话导出文件："),
+        (b'{"a": "caf\xe9"}', "导入 bad.json 失败：无法导入对话：文件不是 UTF-8 文本。"),
+        (b'{"messages": [', "导入 bad.json 失败：无法导入对话：文件不是有效的 JSON（第 1 行第 15 列："),
+    ],
+)
+def test_a_conversation_file_that_is_not_imported_says_why_in_chinese(clean_env, content, shown):
+    """ConversationImportError: its problem (and the validation problems inside it) in Chinese."""
+    from tests.apptest import open_expander
+
+    at = zh_page(clean_env)
+    open_expander(at, "export_open").file_uploader(key="import_file").set_value(
+        ("bad.json", content, "application/json")
+    ).run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error if e.value.startswith("导入 bad.json 失败")]
+    assert len(errors) == 1 and errors[0].startswith(shown), errors
+    # Field names, and the JSON parser's own words for a syntax error, are quoted as they are.
+    only_chinese(errors, "bad.json", "messages", "model", "context_budget", "Expecting value")

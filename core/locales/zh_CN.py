@@ -877,4 +877,37 @@ CATALOG: dict[str, str] = {
     "notice.pydantic_less_than_equal": "应不大于 {le}",
     "notice.pydantic_greater_than": "应大于 {gt}",
     "notice.pydantic_less_than": "应小于 {lt}",
+    "error.invalid_settings": "设置无效：{problems}",
+    "notice.test_set_not_a_list": "应为提示词列表",
+    # 未导入的对话文件（core/conversation.py not_imported）
+    "error.conversation_import": "无法导入对话：{problem}",
+    "notice.conversation_file_too_large": "文件大于 {limit:,} 字节。",
+    "notice.conversation_too_large": "文件有 {size:,} 字节；超过 {limit:,} 字节的对话不会导入。",
+    "notice.conversation_not_export": "这不是对话导出文件：{problems}。",
+    "notice.conversation_not_utf8": "文件不是 UTF-8 文本。",
+    "notice.conversation_json_at": "文件不是有效的 JSON（第 {line} 行第 {column} 列：{problem}）。",
+    "notice.conversation_too_deep": "文件的 JSON 嵌套太深。",
+    "notice.conversation_huge_number": "文件中有一个几千位的数字；任何对话都不会有这样的数字。",
+    "notice.conversation_not_json": "文件不是有效的 JSON。",
+    "notice.conversation_surrogate": (
+        "{where} 中有单独的代理字符（未配对的 \\ud800-\\udfff 转义），不是文本。"
+    ),
+    "notice.conversation_surrogate_key": "{where} 中有一个字段名含单独的代理字符，不是文本。",
+    "notice.conversation_big_integer": "{where} 中的整数超过 64 位，任何计数或设置都不会这么大。",
+    "notice.conversation_not_finite": "{where} 中的 {value} 不是有限的数字。",
+    "notice.conversation_first_not_system": "第一条消息必须是系统提示词，并且在上下文中。",
+    "notice.conversation_second_system": "只有第一条消息可以是系统提示词。",
+    "notice.conversation_duplicate_id": "有两条消息使用同一个 ID；每条消息都需要自己的 ID。",
+    "notice.conversation_not_alternating": (
+        "第 {position} 条消息是上下文中的 {role} 消息，而此处应为 {expected} 消息；上下文中的消息必须在用"
+        "户和助手之间交替。"
+    ),
+    "notice.conversation_trim_unknown": "第 {turn} 轮的裁剪记录指向不存在的消息。",
+    "notice.conversation_trim_turn": "有一条裁剪记录指向第 {turn} 轮，但对话只有 {turns} 轮。",
+    "notice.conversation_turn_number": "第 {position} 轮的编号是 {number}；各轮必须依次编号为 1、2、3……",
+    "notice.conversation_turn_sent": "第 {position} 轮声称发送了 {count} 条消息，多于对话中的消息数。",
+    "notice.conversation_turn_reply": "第 {position} 轮指向的回复 {id} 不是此对话中的回答。",
+    "notice.conversation_turn_same_reply": "第 {position} 轮与之前的一轮指向同一条回复。",
+    "notice.conversation_summary_unknown": "有一个摘要版本指向不存在的消息。",
+    "notice.conversation_summary_event_unknown": "第 {turn} 轮的摘要记录指向不存在的消息。",
 }
