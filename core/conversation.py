@@ -31,8 +31,7 @@ from core.i18n import english
 from core.notices import Notice
 from core.safe_markdown import safe_markdown
 from core.settings import DEFAULT_REPLY_CAP, MAX_CONTEXT_BUDGET, ChatSettings
-from core.summaries import preview as one_line
-from core.summaries import summary_message, summary_tokens
+from core.summaries import one_line, summary_message, summary_tokens
 from core.tokens import Tokenizer, tokenizer_for
 from core.validation import field_path, problem_notices
 

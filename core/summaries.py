@@ -128,7 +128,7 @@ def offline_summary(messages: Sequence[dict[str, str]], tokenizer: Tokenizer) ->
     previous = _SUMMARY_TAG.search(request)
     lines = _summary_lines(previous.group(1)) if previous else []
     for role, content in _MESSAGE_TAG.findall(request):
-        lines.append(f"- {role}: {preview(content, OFFLINE_PREVIEW_CHARS)}")
+        lines.append(f"- {role}: {one_line(content, OFFLINE_PREVIEW_CHARS)}")
     limit = _LIMIT.search(request)
     return fit_lines(lines, tokenizer, int(limit.group(1)) if limit else None)
 
@@ -142,7 +142,7 @@ def offline_fold(
     """What the offline model answers to `summarize_request(previous, folded, limit_tokens)`,
     without building the request."""
     lines = _summary_lines(previous) if previous else []
-    lines += [f"- {role}: {preview(content, OFFLINE_PREVIEW_CHARS)}" for role, content in folded]
+    lines += [f"- {role}: {one_line(content, OFFLINE_PREVIEW_CHARS)}" for role, content in folded]
     return fit_lines(lines, tokenizer, limit_tokens)
 
 
@@ -179,7 +179,7 @@ def truncate_to_tokens(text: str, tokenizer: Tokenizer, limit_tokens: int) -> st
     return cut + "…"
 
 
-def preview(text: str, limit: int) -> str:
+def one_line(text: str, limit: int) -> str:
     """One line of at most `limit` characters (also `core.conversation.preview`)."""
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"

@@ -4,7 +4,8 @@ import json
 import shutil
 
 from core.context import DropOldest
-from core.stats import context_gauge
+from core.model_info import load_model_table
+from core.stats import context_gauge, totals
 from tests.apptest import (
     click,
     conversation,
@@ -70,7 +71,12 @@ def test_the_offline_model_fills_the_cache_figures(app):
     rate = cached / (turns[0].prompt_tokens + turns[1].prompt_tokens)
     assert (hit_rate.label, hit_rate.value) == ("Cache hit rate", f"{rate:.0%}")
     assert hit_rate.delta == f"{cached:,} prompt tokens from cache"
-    assert saved.label == "Saved by caching" and saved.value.startswith("$")
+    # Offline, the money is what caching would save (as the cost says what it would cost); a
+    # sum under a hundredth of a cent says so rather than $0.0000.
+    assert saved.label == "Saved by caching" and saved.delta == "offline; what it would save"
+    worth = totals(conversation(app), load_model_table()).cache_saved
+    assert worth is not None and worth > 0
+    assert saved.value == ("< $0.0001" if worth < 0.0001 else f"${worth:.4f}")
 
 
 def test_starter_prompt_sends_its_text(app):

@@ -11,8 +11,10 @@ from core.stats import Totals
 Translate = Callable[..., str]
 
 
-def cache_metrics(total: Totals, tr: Translate) -> None:
-    """Two metrics side by side; drawn only where a server reported cached tokens."""
+def cache_metrics(total: Totals, tr: Translate, *, offline: bool = False) -> None:
+    """Two metrics side by side; drawn only where a server reported cached tokens. On the offline
+    model (which simulates a prefix cache) the money is what caching would save, as the cost
+    metric beside it says what the conversation would cost."""
     hit, saved = st.columns(2)
     hit.metric(
         tr("dashboard.cache.label"),
@@ -22,5 +24,17 @@ def cache_metrics(total: Totals, tr: Translate) -> None:
         delta_arrow="off",
         help=tr("dashboard.cache.help"),
     )
-    figure = tr("dashboard.cache_saved.unknown") if total.cache_saved is None else f"${total.cache_saved:.4f}"
-    saved.metric(tr("dashboard.cache_saved.label"), figure, help=tr("dashboard.cache_saved.help"))
+    if total.cache_saved is None:
+        figure = tr("dashboard.cache_saved.unknown")
+    elif 0 < total.cache_saved < 0.0001:  # four decimals would say $0.0000
+        figure = "< $0.0001"
+    else:
+        figure = f"${total.cache_saved:.4f}"
+    saved.metric(
+        tr("dashboard.cache_saved.label"),
+        figure,
+        tr("dashboard.cache_saved.offline_delta") if offline else None,
+        delta_color="off",
+        delta_arrow="off",
+        help=tr("dashboard.cache_saved.help"),
+    )

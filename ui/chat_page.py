@@ -629,7 +629,7 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
         tr("dashboard.tokens_out.label"), f"{total.completion_tokens:,}", help=tr("dashboard.tokens_out.help")
     )
     if total.cache_reported:
-        cache_metrics(total, tr)
+        cache_metrics(total, tr, offline=offline)
 
     st.markdown(f"**{tr('dashboard.usage.header')}**")
     if drawing.usage is None:

@@ -148,6 +148,7 @@ CATALOG: dict[str, str] = {
         "empties the cache; the stable-prefix policy keeps it."
     ),
     "dashboard.cache_saved.label": "Saved by caching",
+    "dashboard.cache_saved.offline_delta": "offline; what it would save",
     "dashboard.cache_saved.unknown": "unknown price",
     "dashboard.cache_saved.help": (
         "What the same tokens would have cost with no cache, less what they cost; negative when "

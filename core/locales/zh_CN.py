@@ -139,6 +139,7 @@ CATALOG: dict[str, str] = {
         "裁剪最早的消息会改变提示的开头，使缓存失效；“稳定前缀”策略能保住缓存。"
     ),
     "dashboard.cache_saved.label": "缓存节省",
+    "dashboard.cache_saved.offline_delta": "离线；原可节省的金额",
     "dashboard.cache_saved.unknown": "价格未知",
     "dashboard.cache_saved.help": (
         "同样的 token 不用缓存时的费用减去实际费用；缓存写入比读取节省得更多时为负数。"
