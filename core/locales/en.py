@@ -1054,4 +1054,11 @@ CATALOG: dict[str, str] = {
     "notice.conversation_summary_event_unknown": (
         "Summary event of turn {turn} names a message that does not exist."
     ),
+    "error.summary_too_long": "The summary could not be cut to its {limit} tokens.",
+    "error.summary_empty": "The summarizer sent an empty summary.",
+    "error.no_api_key": (
+        "No API key: enter one or set OPENAI_API_KEY. A local server that needs no key (Ollama, LM Studio, "
+        "...) accepts any placeholder, e.g. `local`."
+    ),
+    "error.no_anthropic_key": "No API key: enter your Anthropic key (`sk-ant-...`).",
 }

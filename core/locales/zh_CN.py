@@ -911,4 +911,11 @@ CATALOG: dict[str, str] = {
     "notice.conversation_turn_same_reply": "第 {position} 轮与之前的一轮指向同一条回复。",
     "notice.conversation_summary_unknown": "有一个摘要版本指向不存在的消息。",
     "notice.conversation_summary_event_unknown": "第 {turn} 轮的摘要记录指向不存在的消息。",
+    "error.summary_too_long": "摘要无法缩减到 {limit} 个 token 以内。",
+    "error.summary_empty": "摘要模型返回了空摘要。",
+    "error.no_api_key": (
+        "没有 API 密钥：请输入密钥或设置 OPENAI_API_KEY。不需要密钥的本地服务器（Ollama、LM Studio 等）"
+        "接受任意占位值，例如 `local`。"
+    ),
+    "error.no_anthropic_key": "没有 API 密钥：请输入你的 Anthropic 密钥（`sk-ant-...`）。",
 }
