@@ -645,7 +645,12 @@ def test_the_persona_import_report_reads_in_chinese(clean_env):
     agent = {
         "identifier": "chef",
         "author": "someone",
-        "meta": {"title": "Chef", "description": "Cooks\nand talks.", "tags": ["x" * 50], "avatar": "👨‍🍳"},
+        "meta": {
+            "title": "Chef",
+            "description": "Cooks\nand talks.",
+            "tags": ["x" * 50],
+            "avatar": "data:image/png;base64,!!",
+        },
         "config": {"params": {"top_p": 7, "temperature": "hot"}, "chatConfig": {"historyCount": 8}},
     }
     uploader = next(u for u in at.file_uploader if u.key == "persona_import_files_0")
@@ -664,6 +669,7 @@ def test_the_persona_import_report_reads_in_chinese(clean_env):
     assert reasons["author"] == "角色中没有对应位置；保留以便导出"
     only_chinese(list(reasons.values()), "'hot'", "'" + "x" * 50 + "'", "top_p", "first_mes")
     assert reasons["meta.tags[0]"].endswith("不是 1 到 40 个字符的一行文字")
+    assert reasons["meta.avatar"] == "图片无法使用（是 base64 无效的数据 URL）；使用表情头像"
 
 
 def test_files_that_cannot_be_imported_say_why_in_chinese(clean_env):

@@ -1061,4 +1061,21 @@ CATALOG: dict[str, str] = {
         "...) accepts any placeholder, e.g. `local`."
     ),
     "error.no_anthropic_key": "No API key: enter your Anthropic key (`sk-ant-...`).",
+    # why a picture cannot be an avatar (core/avatars.py AvatarImageError: notice.avatar_<…>)
+    "notice.avatar_too_many_pixels": (
+        "the image is {width}×{height} pixels; at most {limit} megapixels are read"
+    ),
+    "notice.avatar_damaged": "the image data is damaged ({problem})",
+    "notice.avatar_does_not_fit": "the image does not fit the avatar size limit even at {side} pixels",
+    "notice.avatar_too_large": "is {size} KiB; an avatar image is at most {limit} KiB",
+    "notice.avatar_not_png": "must be a PNG image",
+    "notice.avatar_too_wide": "is {width}×{height} pixels; at most {limit} pixels a side",
+    "notice.avatar_png_damaged": "the PNG data is damaged ({problem})",
+    "notice.avatar_not_base64": "is not valid base64",
+    "notice.avatar_not_data_url": "is not a data:image URL; remote images are never fetched",
+    "notice.avatar_data_url_not_base64": "is a data URL that is not base64",
+    "notice.avatar_data_url_too_large": "is a data URL larger than {limit} MiB",
+    "notice.avatar_data_url_bad_base64": "is a data URL whose base64 is not valid",
+    "notice.avatar_not_image": "is not a PNG, JPEG, WebP or GIF image",
+    "notice.avatar_bomb": "declares too many pixels ({problem})",
 }

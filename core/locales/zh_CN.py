@@ -918,4 +918,19 @@ CATALOG: dict[str, str] = {
         "接受任意占位值，例如 `local`。"
     ),
     "error.no_anthropic_key": "没有 API 密钥：请输入你的 Anthropic 密钥（`sk-ant-...`）。",
+    # 图片不能作头像的原因（core/avatars.py AvatarImageError：notice.avatar_<…>）
+    "notice.avatar_too_many_pixels": "图片为 {width}×{height} 像素；最多读取 {limit} 百万像素",
+    "notice.avatar_damaged": "图片数据已损坏（{problem}）",
+    "notice.avatar_does_not_fit": "即使缩到 {side} 像素，图片仍超出头像大小上限",
+    "notice.avatar_too_large": "大小为 {size} KiB；头像图片最多 {limit} KiB",
+    "notice.avatar_not_png": "必须是 PNG 图片",
+    "notice.avatar_too_wide": "为 {width}×{height} 像素；每边最多 {limit} 像素",
+    "notice.avatar_png_damaged": "PNG 数据已损坏（{problem}）",
+    "notice.avatar_not_base64": "不是有效的 base64",
+    "notice.avatar_not_data_url": "不是以 data:image/ 开头的 URL；远程图片从不获取",
+    "notice.avatar_data_url_not_base64": "是未使用 base64 的数据 URL",
+    "notice.avatar_data_url_too_large": "是大于 {limit} MiB 的数据 URL",
+    "notice.avatar_data_url_bad_base64": "是 base64 无效的数据 URL",
+    "notice.avatar_not_image": "不是 PNG、JPEG、WebP 或 GIF 图片",
+    "notice.avatar_bomb": "声明的像素过多（{problem}）",
 }
