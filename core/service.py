@@ -33,10 +33,9 @@ from core import replay
 from core.backends import ChatBackend
 from core.compare import UNWATCHED_S, Column, Comparison, Pick, PickOutcome
 from core.connection import Backends, Connection, resolve_connection
-from core.conversation import MAX_IMPORT_BYTES, Conversation
+from core.conversation import MAX_IMPORT_BYTES, Conversation, not_imported
 from core.errors import (
     BaseUrlRefused,
-    ConversationImportError,
     ConversationStateError,
     DashboardError,
     InvalidSettings,
@@ -324,7 +323,9 @@ class VisitorService:
         its persona id, or None when the file was refused (with a notice)."""
         try:
             if len(data) > MAX_IMPORT_BYTES:
-                raise ConversationImportError(f"The file is larger than {MAX_IMPORT_BYTES:,} bytes.")
+                raise not_imported(
+                    Notice(code="conversation_file_too_large", fields={"limit": MAX_IMPORT_BYTES})
+                )
             conversation = Conversation.from_json(data)
             target = conversation.persona_id or fallback_persona_id
             if target not in personas:

@@ -881,4 +881,59 @@ CATALOG: dict[str, str] = {
     "notice.pydantic_less_than_equal": "应不大于 {le}",
     "notice.pydantic_greater_than": "应大于 {gt}",
     "notice.pydantic_less_than": "应小于 {lt}",
+    "error.invalid_settings": "设置无效：{problems}",
+    "notice.test_set_not_a_list": "应为提示词列表",
+    # 未导入的对话文件（core/conversation.py not_imported）
+    "error.conversation_import": "无法导入对话：{problem}",
+    "notice.conversation_file_too_large": "文件大于 {limit:,} 字节。",
+    "notice.conversation_too_large": "文件有 {size:,} 字节；超过 {limit:,} 字节的对话不会导入。",
+    "notice.conversation_not_export": "这不是对话导出文件：{problems}。",
+    "notice.conversation_not_utf8": "文件不是 UTF-8 文本。",
+    "notice.conversation_json_at": "文件不是有效的 JSON（第 {line} 行第 {column} 列：{problem}）。",
+    "notice.conversation_too_deep": "文件的 JSON 嵌套太深。",
+    "notice.conversation_huge_number": "文件中有一个几千位的数字；任何对话都不会有这样的数字。",
+    "notice.conversation_not_json": "文件不是有效的 JSON。",
+    "notice.conversation_surrogate": (
+        "{where} 中有单独的代理字符（未配对的 \\ud800-\\udfff 转义），不是文本。"
+    ),
+    "notice.conversation_surrogate_key": "{where} 中有一个字段名含单独的代理字符，不是文本。",
+    "notice.conversation_big_integer": "{where} 中的整数超过 64 位，任何计数或设置都不会这么大。",
+    "notice.conversation_not_finite": "{where} 中的 {value} 不是有限的数字。",
+    "notice.conversation_first_not_system": "第一条消息必须是系统提示词，并且在上下文中。",
+    "notice.conversation_second_system": "只有第一条消息可以是系统提示词。",
+    "notice.conversation_duplicate_id": "有两条消息使用同一个 ID；每条消息都需要自己的 ID。",
+    "notice.conversation_not_alternating": (
+        "第 {position} 条消息是上下文中的 {role} 消息，而此处应为 {expected} 消息；上下文中的消息必须在用"
+        "户和助手之间交替。"
+    ),
+    "notice.conversation_trim_unknown": "第 {turn} 轮的裁剪记录指向不存在的消息。",
+    "notice.conversation_trim_turn": "有一条裁剪记录指向第 {turn} 轮，但对话只有 {turns} 轮。",
+    "notice.conversation_turn_number": "第 {position} 轮的编号是 {number}；各轮必须依次编号为 1、2、3……",
+    "notice.conversation_turn_sent": "第 {position} 轮声称发送了 {count} 条消息，多于对话中的消息数。",
+    "notice.conversation_turn_reply": "第 {position} 轮指向的回复 {id} 不是此对话中的回答。",
+    "notice.conversation_turn_same_reply": "第 {position} 轮与之前的一轮指向同一条回复。",
+    "notice.conversation_summary_unknown": "有一个摘要版本指向不存在的消息。",
+    "notice.conversation_summary_event_unknown": "第 {turn} 轮的摘要记录指向不存在的消息。",
+    "error.summary_too_long": "摘要无法缩减到 {limit} 个 token 以内。",
+    "error.summary_empty": "摘要模型返回了空摘要。",
+    "error.no_api_key": (
+        "没有 API 密钥：请输入密钥或设置 OPENAI_API_KEY。不需要密钥的本地服务器（Ollama、LM Studio 等）"
+        "接受任意占位值，例如 `local`。"
+    ),
+    "error.no_anthropic_key": "没有 API 密钥：请输入你的 Anthropic 密钥（`sk-ant-...`）。",
+    # 图片不能作头像的原因（core/avatars.py AvatarImageError：notice.avatar_<…>）
+    "notice.avatar_too_many_pixels": "图片为 {width}×{height} 像素；最多读取 {limit} 百万像素",
+    "notice.avatar_damaged": "图片数据已损坏（{problem}）",
+    "notice.avatar_does_not_fit": "即使缩到 {side} 像素，图片仍超出头像大小上限",
+    "notice.avatar_too_large": "大小为 {size} KiB；头像图片最多 {limit} KiB",
+    "notice.avatar_not_png": "必须是 PNG 图片",
+    "notice.avatar_too_wide": "为 {width}×{height} 像素；每边最多 {limit} 像素",
+    "notice.avatar_png_damaged": "PNG 数据已损坏（{problem}）",
+    "notice.avatar_not_base64": "不是有效的 base64",
+    "notice.avatar_not_data_url": "不是以 data:image/ 开头的 URL；远程图片从不获取",
+    "notice.avatar_data_url_not_base64": "是未使用 base64 的数据 URL",
+    "notice.avatar_data_url_too_large": "是大于 {limit} MiB 的数据 URL",
+    "notice.avatar_data_url_bad_base64": "是 base64 无效的数据 URL",
+    "notice.avatar_not_image": "不是 PNG、JPEG、WebP 或 GIF 图片",
+    "notice.avatar_bomb": "声明的像素过多（{problem}）",
 }
