@@ -34,6 +34,7 @@ from core.prompt_cache import CACHE_RULES
 from core.settings import POLICY_NAMES
 from core.stats import ContextGauge
 from core.validation import FIELD_PROBLEM_CODES
+from tests.apptest import conversation_list
 from tests.conftest import APP_PATH, REPO_ROOT
 from ui.compare_view import MODES as COMPARE_MODES
 from ui.personas_view import EDITOR_LABELS
@@ -420,15 +421,15 @@ def test_the_language_switch(app):
     link, and switches back."""
     switch = app.selectbox(key="lang")
     assert (switch.label, switch.value, switch.options) == ("🌐 Language", "en", ["English", "简体中文"])
-    assert any(b.label == "New conversation" for b in app.button)
+    assert conversation_list(app).options[0] == "🆕 New conversation"
     switch.select("zh-CN").run()
     assert not app.exception, app.exception
     assert app.session_state.language == "zh-CN"
     assert app.query_params["lang"] == "zh-CN"
-    assert any(b.label == "新对话" for b in app.button)
+    assert conversation_list(app).options[0] == "🆕 新对话"
     assert app.header[0].value == "角色" and app.selectbox(key="lang").label == "🌐 语言"
     app.selectbox(key="lang").select("en").run()
-    assert any(b.label == "New conversation" for b in app.button)
+    assert conversation_list(app).options[0] == "🆕 New conversation"
     assert app.query_params["lang"] == "en"
 
 

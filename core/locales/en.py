@@ -21,6 +21,7 @@ CATALOG: dict[str, str] = {
         "**Everyone with this page's link sees these conversations**, and can use any base URL "
         "from this server: its deployer set ACCESS_MODE=single-user."
     ),
+    "views.label": "View",
     "views.chat": "💬 Chat",
     "views.personas": "🎭 Personas",
     "views.compare": "⚖️ Compare",
@@ -50,6 +51,7 @@ CATALOG: dict[str, str] = {
     "sidebar.persona.header": "Persona",
     "sidebar.persona.label": "Persona",
     "sidebar.persona_errors": "⚠️ {count} persona file(s) could not be loaded",
+    "sidebar.settings": "⚙️ Settings: connection, model, budget, export",
     "sidebar.connection.header": "Connection",
     "sidebar.api_key.label": "API key",
     "sidebar.api_key.help": (
@@ -82,6 +84,7 @@ CATALOG: dict[str, str] = {
     "connection.key_source.environment": "from environment",
     "connection.key_source.none": "no key",
     # --- conversation list ---------------------------------------------------------------------
+    "conversations.label": "Conversations",
     "conversations.new": "New conversation",
     "conversations.deleted": "Deleted “{title}”.",
     "conversations.undo_delete": "Undo delete",

@@ -18,6 +18,7 @@ CATALOG: dict[str, str] = {
         "**任何拿到本页链接的人都能看到这些对话**，并能让本服务器访问任意 API 基础地址："
         "部署者设置了 ACCESS_MODE=single-user。"
     ),
+    "views.label": "视图",
     "views.chat": "💬 聊天",
     "views.personas": "🎭 角色",
     "views.compare": "⚖️ 对比",
@@ -47,6 +48,7 @@ CATALOG: dict[str, str] = {
     "sidebar.persona.header": "角色",
     "sidebar.persona.label": "角色",
     "sidebar.persona_errors": "⚠️ 有 {count} 个角色文件无法加载",
+    "sidebar.settings": "⚙️ 设置：连接、模型、预算、导出",
     "sidebar.connection.header": "连接",
     "sidebar.api_key.label": "API 密钥",
     "sidebar.api_key.help": (
@@ -77,6 +79,7 @@ CATALOG: dict[str, str] = {
     "connection.key_source.environment": "来自环境变量",
     "connection.key_source.none": "未设置",
     # --- conversation list ---------------------------------------------------------------------
+    "conversations.label": "对话",
     "conversations.new": "新对话",
     "conversations.deleted": "已删除“{title}”。",
     "conversations.undo_delete": "撤销删除",
