@@ -760,7 +760,7 @@ def test_a_conversation_file_that_is_not_imported_says_why_in_chinese(clean_env,
     from tests.apptest import open_expander
 
     at = zh_page(clean_env)
-    open_expander(at, "export_open").file_uploader(key="import_file").set_value(
+    open_expander(at, "settings_open").file_uploader(key="import_file").set_value(
         ("bad.json", content, "application/json")
     ).run()
     assert not at.exception, at.exception
