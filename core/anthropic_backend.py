@@ -297,7 +297,9 @@ class AnthropicMessages:
         self, connection: Connection, *, offline_chunk_delay_s: float = 0.0, language: Language = "en"
     ) -> AnthropicBackend:
         if not connection.api_key:
-            raise AuthenticationFailed("No API key: enter your Anthropic key (sk-ant-...).")
+            raise AuthenticationFailed("No API key: enter your Anthropic key (sk-ant-...).").coded(
+                "no_anthropic_key"
+            )
         return AnthropicBackend(
             connection.api_key,
             connection.base_url,

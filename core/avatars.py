@@ -18,6 +18,8 @@ import warnings
 
 from PIL import Image, UnidentifiedImageError
 
+from core.notices import Notice
+
 __all__ = [
     "MAX_AVATAR_BYTES",
     "MAX_AVATAR_SIDE",
@@ -43,7 +45,14 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 class AvatarImageError(ValueError):
-    """The bytes are not an image this app can use as an avatar; the message says why."""
+    """The bytes are not an image this app can use as an avatar: `reason` says why (a notice the
+    page words, `notice.avatar_<…>`), str() in English."""
+
+    def __init__(self, reason: Notice) -> None:
+        from core.i18n import english  # the catalogs: loaded only when a picture is refused
+
+        super().__init__(english(reason))
+        self.reason = reason
 
 
 def avatar_png(data: bytes) -> bytes:
@@ -52,8 +61,14 @@ def avatar_png(data: bytes) -> bytes:
     try:
         if image.width * image.height > MAX_SOURCE_PIXELS:
             raise AvatarImageError(
-                f"the image is {image.width}×{image.height} pixels; at most "
-                f"{MAX_SOURCE_PIXELS // 1_000_000} megapixels are read"
+                Notice(
+                    code="avatar_too_many_pixels",
+                    fields={
+                        "width": image.width,
+                        "height": image.height,
+                        "limit": MAX_SOURCE_PIXELS // 1_000_000,
+                    },
+                )
             )
         try:
             with warnings.catch_warnings():
@@ -62,7 +77,7 @@ def avatar_png(data: bytes) -> bytes:
             has_alpha = image.mode in {"RGBA", "LA", "PA"} or "transparency" in image.info
             converted = image.convert("RGBA" if has_alpha else "RGB")
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as exc:
-            raise AvatarImageError(f"the image data is damaged ({exc})") from None
+            raise AvatarImageError(Notice(code="avatar_damaged", fields={"problem": str(exc)})) from None
     finally:
         image.close()
     for side in (MAX_AVATAR_SIDE, *_SMALLER_SIDES):
@@ -72,27 +87,32 @@ def avatar_png(data: bytes) -> bytes:
         resized.save(out, format="PNG", optimize=True)
         if out.tell() <= MAX_AVATAR_BYTES:
             return out.getvalue()
-    raise AvatarImageError("the image does not fit the avatar size limit even at 64 pixels")
+    raise AvatarImageError(Notice(code="avatar_does_not_fit", fields={"side": _SMALLER_SIDES[-1]}))
 
 
 def check_avatar_png(data: bytes) -> None:
     """Raise `AvatarImageError` unless `data` is a PNG within the stored avatar's limits."""
     if len(data) > MAX_AVATAR_BYTES:
         raise AvatarImageError(
-            f"is {len(data) // 1024} KiB; an avatar image is at most {MAX_AVATAR_BYTES // 1024} KiB"
+            Notice(
+                code="avatar_too_large", fields={"size": len(data) // 1024, "limit": MAX_AVATAR_BYTES // 1024}
+            )
         )
     if not data.startswith(PNG_SIGNATURE):
-        raise AvatarImageError("must be a PNG image")
+        raise AvatarImageError(Notice(code="avatar_not_png"))
     image = _open(data)
     try:
         if max(image.size) > MAX_AVATAR_SIDE:
             raise AvatarImageError(
-                f"is {image.width}×{image.height} pixels; at most {MAX_AVATAR_SIDE} pixels a side"
+                Notice(
+                    code="avatar_too_wide",
+                    fields={"width": image.width, "height": image.height, "limit": MAX_AVATAR_SIDE},
+                )
             )
         try:
             image.load()
         except (OSError, ValueError, SyntaxError) as exc:
-            raise AvatarImageError(f"the PNG data is damaged ({exc})") from None
+            raise AvatarImageError(Notice(code="avatar_png_damaged", fields={"problem": str(exc)})) from None
     finally:
         image.close()
 
@@ -107,7 +127,7 @@ def decode_avatar(text: str) -> bytes:
     try:
         return base64.b64decode("".join(text.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise AvatarImageError("is not valid base64") from None
+        raise AvatarImageError(Notice(code="avatar_not_base64")) from None
 
 
 def avatar_from_data_url(url: str) -> bytes:
@@ -115,15 +135,15 @@ def avatar_from_data_url(url: str) -> bytes:
     Only data URLs are read: a remote URL is refused here and never fetched."""
     head, comma, payload = url.partition(",")
     if not head.lower().startswith("data:image/") or not comma:
-        raise AvatarImageError("is not a data:image URL; remote images are never fetched")
+        raise AvatarImageError(Notice(code="avatar_not_data_url"))
     if not head.lower().endswith(";base64"):
-        raise AvatarImageError("is a data URL that is not base64")
+        raise AvatarImageError(Notice(code="avatar_data_url_not_base64"))
     if len(payload) > 12 * 1024 * 1024:
-        raise AvatarImageError("is a data URL larger than 12 MiB")
+        raise AvatarImageError(Notice(code="avatar_data_url_too_large", fields={"limit": 12}))
     try:
         raw = base64.b64decode("".join(payload.split()), validate=True)
     except (binascii.Error, ValueError):
-        raise AvatarImageError("is a data URL whose base64 is not valid") from None
+        raise AvatarImageError(Notice(code="avatar_data_url_bad_base64")) from None
     return avatar_png(raw)
 
 
@@ -132,6 +152,6 @@ def _open(data: bytes) -> Image.Image:
         # Only the header is read here; `formats` keeps Pillow from trying every decoder it has.
         return Image.open(io.BytesIO(data), formats=_FORMATS)
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise AvatarImageError("is not a PNG, JPEG, WebP or GIF image") from None
+        raise AvatarImageError(Notice(code="avatar_not_image")) from None
     except Image.DecompressionBombError as exc:
-        raise AvatarImageError(f"declares too many pixels ({exc})") from None
+        raise AvatarImageError(Notice(code="avatar_bomb", fields={"problem": str(exc)})) from None

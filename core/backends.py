@@ -886,7 +886,7 @@ class OpenAIBackend(HttpChatBackend):
                 raise AuthenticationFailed(
                     "No API key: enter one or set OPENAI_API_KEY. A local server that needs no key "
                     "(Ollama, LM Studio, ...) accepts any placeholder, e.g. 'local'."
-                ) from None
+                ).coded("no_api_key") from None
             raise BackendError(
                 f"Cannot set up the OpenAI client: {scrub_secrets(str(exc), api_key)}"
             ) from None

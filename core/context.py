@@ -348,7 +348,9 @@ class _SummaryWriter:
             text = truncate_to_tokens(text, conversation.tokenizer, text_limit)
             text_limit -= 1
         if conversation.count_summary(text) > limit:  # not reached: the plan leaves room for "…"
-            raise DashboardError(f"The summary could not be cut to its {limit} tokens.")
+            raise DashboardError(f"The summary could not be cut to its {limit} tokens.").coded(
+                "summary_too_long", limit=limit
+            )
         return text
 
     def _call(self, messages: list[dict[str, str]]) -> str:
@@ -366,7 +368,7 @@ class _SummaryWriter:
             self.usage_source = reply.usage_source or self.usage_source
         text = reply.text.strip()
         if not text:
-            raise EmptyReply("The summarizer sent an empty summary.")
+            raise EmptyReply("The summarizer sent an empty summary.").coded("summary_empty")
         return text
 
 

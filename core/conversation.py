@@ -27,11 +27,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from core.backends import MAX_REPORTED_TOKENS, Usage
 from core.calibration import Calibration, CalibrationRecord, SilentTruncation, silent_truncation
 from core.errors import ConversationImportError, ConversationStateError, InvalidSettings
+from core.i18n import english
+from core.notices import Notice
 from core.safe_markdown import safe_markdown
 from core.settings import DEFAULT_REPLY_CAP, MAX_CONTEXT_BUDGET, ChatSettings
 from core.summaries import one_line, summary_message, summary_tokens
 from core.tokens import Tokenizer, tokenizer_for
-from core.validation import describe_problems, describe_validation_error, field_path
+from core.validation import field_path, problem_notices
 
 Role = Literal["system", "user", "assistant"]
 
@@ -349,9 +351,7 @@ class _ConversationRecordV1(BaseModel):
         messages = [Message(**message.model_dump()) for message in self.messages]
         for event in self.trim_events:
             if any(not 0 < index < len(messages) for index in event.dropped):
-                raise ConversationImportError(
-                    f"Trim event of turn {event.turn} names a message that does not exist."
-                )
+                raise not_imported(Notice(code="conversation_trim_unknown", fields={"turn": event.turn}))
         trims = [
             {**event.model_dump(), "dropped": [messages[i].id for i in event.dropped]}
             for event in self.trim_events
@@ -474,7 +474,10 @@ class Conversation:
         try:
             settings = ChatSettings.model_validate({**self._settings.model_dump(), **changes})
         except ValidationError as error:
-            raise InvalidSettings("; ".join(describe_problems(error, model=ChatSettings))) from None
+            problems = problem_notices(error, model=ChatSettings)
+            raise InvalidSettings("; ".join(map(english, problems))).coded(
+                "invalid_settings", problems=problems
+            ) from None
         # A tokenizer installed for this model (calibrated, the server's) stays until the model changes.
         tokenizer = self._tokenizer if settings.model == self.model else tokenizer_for(settings.model)
         self._settings = settings
@@ -521,7 +524,7 @@ class Conversation:
     def add_user(self, text: str, *, automatic: bool = False) -> Message:
         """Add the user's message. A previous message still awaiting an answer becomes unanswered."""
         if not text.strip():
-            raise ConversationStateError("An empty message cannot be sent.")
+            raise ConversationStateError("An empty message cannot be sent.").coded("empty_message")
         pending = self.pending_user_message
         if pending is not None:
             self.leave_context([pending.id], MessageState.UNANSWERED)
@@ -579,7 +582,7 @@ class Conversation:
         """Set the last answer aside so the question it answered is pending again."""
         reply = self.last_reply
         if reply is None:
-            raise ConversationStateError("There is no answer to regenerate.")
+            raise ConversationStateError("There is no answer to regenerate.").coded("nothing_to_regenerate")
         self.leave_context([reply.id], MessageState.REPLACED)
 
     def pin(self, message_id: str, pinned: bool = True) -> Message:
@@ -729,9 +732,9 @@ class Conversation:
         with the others in `summary_versions`)."""
         current = self.summary
         if current is None:
-            raise ConversationStateError("There is no summary to edit yet.")
+            raise ConversationStateError("There is no summary to edit yet.").coded("no_summary_yet")
         if not text.strip():
-            raise ConversationStateError("A summary cannot be empty.")
+            raise ConversationStateError("A summary cannot be empty.").coded("summary_empty_edit")
         if text != current.text:
             self._set_summary(SummaryVersion(text=text, source="user", through_id=current.through_id))
         summary = self.summary
@@ -810,8 +813,8 @@ class Conversation:
                 data = _ConversationRecordV1.model_validate(data).upgraded()
             record = ConversationRecord.model_validate(data)
         except ValidationError as exc:
-            raise ConversationImportError(
-                "This is not a conversation export: " + describe_validation_error(exc) + "."
+            raise not_imported(
+                Notice(code="conversation_not_export", fields={"problems": problem_notices(exc)})
             ) from None
         _check_well_formed(record)
         _check_summary(record)
@@ -835,26 +838,27 @@ class Conversation:
         """Parse an exported JSON file, rejecting oversized or malformed input with a clear error."""
         size = len(data.encode() if isinstance(data, str) else data)
         if size > max_bytes:
-            raise ConversationImportError(
-                f"The file is {size:,} bytes; conversations over {max_bytes:,} bytes are not imported."
+            raise not_imported(
+                Notice(code="conversation_too_large", fields={"size": size, "limit": max_bytes})
             )
         try:
             parsed = json.loads(data)
         except UnicodeDecodeError:
-            raise ConversationImportError("The file is not UTF-8 text.") from None
+            raise not_imported(Notice(code="conversation_not_utf8")) from None
         except json.JSONDecodeError as exc:
-            raise ConversationImportError(
-                f"The file is not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})."
+            raise not_imported(
+                Notice(
+                    code="conversation_json_at",
+                    fields={"line": exc.lineno, "column": exc.colno, "problem": exc.msg},
+                )
             ) from None
         except RecursionError:
-            raise ConversationImportError("The file's JSON is nested too deeply.") from None
+            raise not_imported(Notice(code="conversation_too_deep")) from None
         except ValueError as exc:
             # Python refuses to read an integer of more than 4,300 digits (int_max_str_digits).
             if "digits" in str(exc):
-                raise ConversationImportError(
-                    "The file holds a number with thousands of digits; no conversation has one."
-                ) from None
-            raise ConversationImportError("The file is not valid JSON.") from None
+                raise not_imported(Notice(code="conversation_huge_number")) from None
+            raise not_imported(Notice(code="conversation_not_json")) from None
         return cls.from_dict(parsed)
 
     # --- internals ---------------------------------------------------------------------------
@@ -876,6 +880,11 @@ class Conversation:
         return self.messages[self._context_indexes[-1]]
 
 
+def not_imported(problem: Notice) -> ConversationImportError:
+    """The error for a file that is not imported: its English, and `problem` for the page."""
+    return ConversationImportError(english(problem)).coded("conversation_import", problem=problem)
+
+
 def _check_plain_values(data: Any) -> None:
     """Refuse what validation would choke on or let through to crash later: text with lone
     surrogates (not encodable), integers beyond 64 bits (or beyond what Python will print), and
@@ -883,28 +892,24 @@ def _check_plain_values(data: Any) -> None:
     pending: list[tuple[tuple[str | int, ...], Any]] = [((), data)]
     while pending:
         path, value = pending.pop()
-        where = field_path(path) or "the top level"
+        where = field_path(path) or english(Notice(code="validation_top_level"))
         if isinstance(value, str):
             if not _encodable(value):
-                raise ConversationImportError(
-                    f"{where} holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not text."
-                )
+                raise not_imported(Notice(code="conversation_surrogate", fields={"where": where}))
         elif isinstance(value, bool):
             continue
         elif isinstance(value, int):
             if not -MAX_IMPORT_INT - 1 <= value <= MAX_IMPORT_INT:
-                raise ConversationImportError(
-                    f"{where} holds an integer beyond 64 bits, too large for any count or setting."
-                )
+                raise not_imported(Notice(code="conversation_big_integer", fields={"where": where}))
         elif isinstance(value, float):
             if not math.isfinite(value):
-                raise ConversationImportError(f"{where} holds {value}, which is not a finite number.")
+                raise not_imported(
+                    Notice(code="conversation_not_finite", fields={"where": where, "value": str(value)})
+                )
         elif isinstance(value, dict):
             for key, child in value.items():
                 if isinstance(key, str) and not _encodable(key):
-                    raise ConversationImportError(
-                        f"A field name in {where} holds a lone surrogate, which is not text."
-                    )
+                    raise not_imported(Notice(code="conversation_surrogate_key", fields={"where": where}))
                 pending.append(((*path, str(key)), child))
         elif isinstance(value, list | tuple):
             pending.extend(((*path, index), child) for index, child in enumerate(value))
@@ -922,51 +927,54 @@ def _check_well_formed(record: ConversationRecord) -> None:
     """The invariants the policies rely on: one system prompt first, then alternating pairs in context."""
     first, rest = record.messages[0], record.messages[1:]
     if first.role != "system" or first.state is not MessageState.CONTEXT:
-        raise ConversationImportError("The first message must be the system prompt, in context.")
+        raise not_imported(Notice(code="conversation_first_not_system"))
     if any(m.role == "system" for m in rest):
-        raise ConversationImportError("Only the first message may be a system prompt.")
+        raise not_imported(Notice(code="conversation_second_system"))
     ids = {message.id for message in record.messages}
     if len(ids) != len(record.messages):
-        raise ConversationImportError("Two messages share one id; every message needs its own.")
+        raise not_imported(Notice(code="conversation_duplicate_id"))
     expected: Role = "user"
     for position, message in enumerate(rest, start=1):
         if message.state is not MessageState.CONTEXT:
             continue
         if message.role != expected:
-            raise ConversationImportError(
-                f"Message {position} is a {message.role} message in context where a {expected} "
-                "message was expected; in-context messages must alternate user/assistant."
+            raise not_imported(
+                Notice(
+                    code="conversation_not_alternating",
+                    fields={"position": position, "role": message.role, "expected": expected},
+                )
             )
         expected = "assistant" if expected == "user" else "user"
     for event in record.trim_events:
         if any(message_id not in ids for message_id in event.dropped):
-            raise ConversationImportError(
-                f"Trim event of turn {event.turn} names a message that does not exist."
-            )
+            raise not_imported(Notice(code="conversation_trim_unknown", fields={"turn": event.turn}))
         if record.turns and event.turn > len(record.turns) + 1:
-            raise ConversationImportError(
-                f"A trim event names turn {event.turn}, but the conversation has {len(record.turns)} turns."
+            raise not_imported(
+                Notice(code="conversation_trim_turn", fields={"turn": event.turn, "turns": len(record.turns)})
             )
     roles = {message.id: message.role for message in record.messages}
     replies: set[str] = set()
     for position, turn in enumerate(record.turns, start=1):
         if turn.number != position:
-            raise ConversationImportError(
-                f"Turn {position} is numbered {turn.number}; turns must be numbered 1, 2, 3, … in order."
+            raise not_imported(
+                Notice(code="conversation_turn_number", fields={"position": position, "number": turn.number})
             )
         if turn.messages_sent > len(record.messages):
-            raise ConversationImportError(
-                f"Turn {position} says it sent {turn.messages_sent} messages, more than the "
-                "conversation holds."
+            raise not_imported(
+                Notice(
+                    code="conversation_turn_sent", fields={"position": position, "count": turn.messages_sent}
+                )
             )
         if turn.reply_id is not None:
             if roles.get(turn.reply_id) != "assistant":
-                raise ConversationImportError(
-                    f"Turn {position} names a reply {turn.reply_id!r} that is not an answer in this "
-                    "conversation."
+                raise not_imported(
+                    Notice(
+                        code="conversation_turn_reply",
+                        fields={"position": position, "id": repr(turn.reply_id)},
+                    )
                 )
             if turn.reply_id in replies:
-                raise ConversationImportError(f"Turns {position} and an earlier one name the same reply.")
+                raise not_imported(Notice(code="conversation_turn_same_reply", fields={"position": position}))
             replies.add(turn.reply_id)
 
 
@@ -975,9 +983,7 @@ def _check_summary(record: ConversationRecord) -> None:
     ids = {message.id for message in record.messages}
     for version in record.summary_versions:
         if version.through_id is not None and version.through_id not in ids:
-            raise ConversationImportError("A summary version names a message that does not exist.")
+            raise not_imported(Notice(code="conversation_summary_unknown"))
     for event in record.summary_events:
         if any(message_id not in ids for message_id in (*event.folded, *event.dropped)):
-            raise ConversationImportError(
-                f"Summary event of turn {event.turn} names a message that does not exist."
-            )
+            raise not_imported(Notice(code="conversation_summary_event_unknown", fields={"turn": event.turn}))

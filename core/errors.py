@@ -130,9 +130,11 @@ class TestSetError(DashboardError, ValueError):
         "invalid": "{file} holds no usable prompts: {problem}",
     }
 
-    def __init__(self, reason: str, **fields: str | int) -> None:
+    def __init__(self, reason: str, **fields: str | int | Notice | list[Notice]) -> None:
         self.reason = reason
-        super().__init__(self._MESSAGES[reason].format(**fields))
+        super().__init__(
+            self._MESSAGES[reason].format(**{name: _english(value) for name, value in fields.items()})
+        )
         self.coded(
             "test_set_too_large"
             if reason == "too_large"
@@ -280,6 +282,13 @@ class PersonaFileError(DashboardError):
         )
         super().__init__(f"{file_name}: " + "; ".join(map(problem_english, self.problems)))
         self.coded("persona_file", file=file_name, problems=self.problems)
+
+
+def _english(value: str | int | Notice | list[Notice]) -> str | int:
+    """A field of an error in English (a notice worded, a list of them joined)."""
+    if isinstance(value, list):
+        return "; ".join(map(problem_english, value))
+    return problem_english(value) if isinstance(value, Notice) else value
 
 
 def problem_english(problem: Problem) -> str:

@@ -393,7 +393,7 @@ class PersonaBuilder:
         try:
             self._map("avatar_image", theirs, encode_avatar(avatar_png(data)))
         except AvatarImageError as exc:
-            self.drop(theirs, Notice(code="import_drop_picture", fields={"problem": str(exc)}))
+            self.drop(theirs, Notice(code="import_drop_picture", fields={"problem": exc.reason}))
 
     def image_url(self, theirs: str, url: Any) -> None:
         """An avatar from a URL: a data: URL is decoded here; any other URL is never fetched."""
@@ -404,7 +404,7 @@ class PersonaBuilder:
             try:
                 self._map("avatar_image", theirs, encode_avatar(avatar_from_data_url(url.strip())))
             except AvatarImageError as exc:
-                self.drop(theirs, Notice(code="import_drop_picture", fields={"problem": str(exc)}))
+                self.drop(theirs, Notice(code="import_drop_picture", fields={"problem": exc.reason}))
             return
         shown = url if len(url) <= 80 else url[:79] + "…"
         self.drop(theirs, Notice(code="import_drop_picture_link", fields={"url": shown}))

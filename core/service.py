@@ -33,10 +33,9 @@ from core import replay
 from core.backends import ChatBackend
 from core.compare import UNWATCHED_S, Column, Comparison, Pick, PickOutcome
 from core.connection import Backends, Connection, resolve_connection
-from core.conversation import MAX_IMPORT_BYTES, Conversation
+from core.conversation import MAX_IMPORT_BYTES, Conversation, not_imported
 from core.errors import (
     BaseUrlRefused,
-    ConversationImportError,
     ConversationStateError,
     DashboardError,
     InvalidSettings,
@@ -324,7 +323,9 @@ class VisitorService:
         its persona id, or None when the file was refused (with a notice)."""
         try:
             if len(data) > MAX_IMPORT_BYTES:
-                raise ConversationImportError(f"The file is larger than {MAX_IMPORT_BYTES:,} bytes.")
+                raise not_imported(
+                    Notice(code="conversation_file_too_large", fields={"limit": MAX_IMPORT_BYTES})
+                )
             conversation = Conversation.from_json(data)
             target = conversation.persona_id or fallback_persona_id
             if target not in personas:
@@ -659,7 +660,9 @@ class VisitorService:
         request per column against the rate limits (a refused prompt is recorded as refused and
         the run goes on). Returns at once; `finish_test_set()` saves the record once it ended."""
         if self.test_run is not None and not self.test_run.finished:
-            raise ConversationStateError("A test set is already running: cancel it or wait for it.")
+            raise ConversationStateError("A test set is already running: cancel it or wait for it.").coded(
+                "test_set_running"
+            )
         limits = self.limits
         if limits is not None:
             longest = max(test_set.prompts, key=len)
@@ -715,7 +718,7 @@ class VisitorService:
 
     def _open_comparison(self) -> Comparison:
         if self.comparison is None:
-            raise ConversationStateError("There is no comparison open.")
+            raise ConversationStateError("There is no comparison open.").coded("no_comparison")
         return self.comparison
 
     def _columns_within_limits(

@@ -35,7 +35,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from core.compare import Candidate, Column, Comparison, ErrorInfo, Pick, PickOutcome, settings_summary
 from core.errors import ConversationStateError, DashboardError, TestSetError
-from core.validation import describe_validation_error
+from core.notices import Notice
+from core.validation import problem_notices
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def parse_test_set(name: str, data: bytes, filename: str = "prompts.txt") -> Tes
     try:
         return TestSet(name=name, prompts=tuple(prompts))
     except ValidationError as exc:
-        raise TestSetError("invalid", file=filename, problem=describe_validation_error(exc)) from None
+        raise TestSetError("invalid", file=filename, problem=problem_notices(exc)) from None
 
 
 def _csv_prompts(text: str, filename: str) -> list[str]:
@@ -117,7 +118,7 @@ def _yaml_prompts(text: str, filename: str, name: str) -> tuple[str, list[str]]:
         name = str(data.get("name") or name)
         data = data.get("prompts")
     if not isinstance(data, list) or not all(isinstance(item, str | int | float) for item in data):
-        raise TestSetError("invalid", file=filename, problem="expected a list of prompts")
+        raise TestSetError("invalid", file=filename, problem=Notice(code="test_set_not_a_list"))
     return name, [str(item) for item in data]
 
 
@@ -185,12 +186,16 @@ class TestRunRecord(BaseModel):
     def vote(self, prompt: int, outcome: PickOutcome, column: int | None = None) -> TestRunRecord:
         """This record with the vote on `prompt` cast (or changed)."""
         if not 0 <= prompt < len(self.test_set.prompts):
-            raise ConversationStateError(f"This run has no prompt {prompt + 1}.")
+            raise ConversationStateError(f"This run has no prompt {prompt + 1}.").coded(
+                "run_no_prompt", number=prompt + 1
+            )
         if (outcome == "preferred") != (column is not None) or (column or 0) >= len(self.columns):
             raise ConversationStateError("Name the preferred column, and only for a preferred answer.")
         cell = self.cell(prompt, column) if column is not None else None
         if column is not None and (cell is None or cell.skipped or cell.error is not None):
-            raise ConversationStateError(f"Column {column + 1} has no answer to prompt {prompt + 1}.")
+            raise ConversationStateError(f"Column {column + 1} has no answer to prompt {prompt + 1}.").coded(
+                "run_no_answer", column=column + 1, number=prompt + 1
+            )
         votes = [v for v in self.votes if v.prompt != prompt]
         votes.append(PromptVote(prompt=prompt, outcome=outcome, column=column))
         return self.model_copy(update={"votes": tuple(sorted(votes, key=lambda v: v.prompt))})

@@ -7,6 +7,7 @@ from typing import Any
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.element_tree import Radio
 
 from core.conversation import Conversation
 from core.session import ChatSession
@@ -37,6 +38,30 @@ def click(at: AppTest, label: str) -> AppTest:
     next(b for b in at.button if b.label == label).click().run()
     assert not at.exception, at.exception
     return at
+
+
+def conversation_list(at: AppTest) -> Radio[Any]:
+    """The sidebar's conversation list: a radio group, New conversation ("") first."""
+    return next(r for r in at.sidebar.radio if r.key and r.key.startswith("conversation_list::"))
+
+
+def new_conversation(at: AppTest) -> AppTest:
+    """Pick New conversation in the sidebar's list."""
+    conversation_list(at).set_value("").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def open_conversation(at: AppTest, conversation_id: str) -> AppTest:
+    """Pick a conversation in the sidebar's list."""
+    conversation_list(at).set_value(conversation_id).run()
+    assert not at.exception, at.exception
+    return at
+
+
+def listed_titles(at: AppTest) -> list[str]:
+    """The titles the sidebar lists, newest first (after New conversation)."""
+    return list(conversation_list(at).options[1:])
 
 
 def open_expander(at: AppTest, key: str) -> AppTest:

@@ -10,6 +10,7 @@ from tests.apptest import (
     click,
     conversation,
     images_in,
+    new_conversation,
     open_expander,
     open_key,
     page_text,
@@ -123,7 +124,7 @@ def test_switching_personas_keeps_separate_conversations(app):
 def test_new_conversation_starts_over_and_keeps_budget(app):
     send(app, "hello")
     setting(app, "budget").set_value(2048).run()
-    click(app, "New conversation")
+    new_conversation(app)
     chat = conversation(app)
     assert len(chat.messages) == 1 and chat.context_budget == 2048
 
@@ -143,7 +144,7 @@ def test_export_import_round_trip(app):
     exported = conversation(app).to_json()
     assert "api_key" not in exported
     select_persona(app, "translator")
-    open_expander(app, "export_open").file_uploader(key="import_file").set_value(
+    open_expander(app, "settings_open").file_uploader(key="import_file").set_value(
         ("foodie.json", exported.encode(), "application/json")
     ).run()
     assert not app.exception
@@ -156,7 +157,7 @@ def test_export_import_round_trip(app):
 def test_bad_import_is_rejected_and_changes_nothing(app):
     send(app, "keep me")
     before = conversation(app).to_dict()
-    open_expander(app, "export_open").file_uploader(key="import_file").set_value(
+    open_expander(app, "settings_open").file_uploader(key="import_file").set_value(
         ("bad.json", b'{"messages": 3}', "application/json")
     ).run()
     assert any("Import of bad.json failed" in e.value for e in app.error)

@@ -9,12 +9,19 @@ from streamlit.testing.v1 import AppTest
 
 from core.owners import LOCAL_OWNER
 from core.store import Store
-from tests.apptest import click, conversation, open_expander, open_key, send, setting
+from tests.apptest import (
+    click,
+    conversation,
+    conversation_list,
+    listed_titles,
+    new_conversation,
+    open_conversation,
+    open_expander,
+    open_key,
+    send,
+    setting,
+)
 from tests.conftest import APP_PATH, StartApp
-
-
-def listed_titles(at: AppTest) -> list[str]:
-    return [b.label.removeprefix("▸ ") for b in at.sidebar.button if b.key and b.key.startswith("open::")]
 
 
 def new_browser_session(query_params: dict[str, str] | None = None) -> AppTest:
@@ -43,13 +50,13 @@ def test_a_reload_returns_the_conversation_with_its_settings_and_record(start_ap
 def test_new_conversation_keeps_the_old_one_listed(app: AppTest) -> None:
     send(app, "first conversation question")
     first_key = open_key(app)
-    click(app, "New conversation")
+    new_conversation(app)
     assert len(conversation(app).messages) == 1
     send(app, "second conversation question")
     assert open_key(app) != first_key
     assert listed_titles(app) == ["second conversation question", "first conversation question"]
     # Opening the first one shows it again.
-    next(b for b in app.sidebar.button if b.key == f"open::{first_key}").click().run()
+    open_conversation(app, first_key)
     assert open_key(app) == first_key
     assert [m.content for m in conversation(app).messages if m.role == "user"] == [
         "first conversation question"
@@ -58,10 +65,10 @@ def test_new_conversation_keeps_the_old_one_listed(app: AppTest) -> None:
 
 def test_rename_search_delete_and_undo(app: AppTest) -> None:
     send(app, "how to make dumplings")
-    click(app, "New conversation")
+    new_conversation(app)
     send(app, "best noodles in Lanzhou")
     key = open_key(app)
-    open_expander(app, "manage_open").sidebar.text_input(key=f"title::{key}").input("Noodle trip").run()
+    open_expander(app, "settings_open").sidebar.text_input(key=f"title::{key}").input("Noodle trip").run()
     click(app, "Rename")
     assert listed_titles(app)[0] == "Noodle trip"
 
@@ -83,14 +90,14 @@ def test_import_creates_a_new_conversation_and_overwrites_nothing(app: AppTest) 
     send(app, "keep me")
     original_key, original = open_key(app), conversation(app).to_dict()
     exported = conversation(app).to_json()
-    open_expander(app, "export_open").file_uploader(key="import_file").set_value(
+    open_expander(app, "settings_open").file_uploader(key="import_file").set_value(
         ("foodie.json", exported.encode(), "application/json")
     ).run()
     assert not app.exception
     assert open_key(app) != original_key
     assert len(listed_titles(app)) == 2
     assert any("as a new conversation" in s.value for s in app.success)
-    next(b for b in app.sidebar.button if b.key == f"open::{original_key}").click().run()
+    open_conversation(app, original_key)
     assert conversation(app).to_dict() == original
 
 
@@ -227,26 +234,25 @@ def test_the_page_saves_to_data_dir_when_no_database_url_is_set(
 
 def test_the_list_tells_conversations_apart_and_marks_the_open_one(app: AppTest) -> None:
     """Each conversation with its date and message count; the same title numbered; the open one
-    a primary button with ▸ and "Open now", not a greyed-out disabled one; a search shows the
-    words around the match."""
+    the list's choice (a radio group, not a greyed-out disabled button) and "Open now"; a search
+    shows the words around the match."""
     for reply_to in ("hello", "hello"):
         send(app, reply_to)
         send(app, "what about hot pot with lamb and sesame sauce?")
-        click(app, "New conversation")
+        new_conversation(app)
     send(app, "hello")
     open_id = open_key(app)
-    buttons = [b for b in app.sidebar.button if b.key and b.key.startswith("open::")]
-    assert [b.label for b in buttons] == ["▸ hello (3)", "hello (2)", "hello (1)"]
-    opened = next(b for b in buttons if b.key == f"open::{open_id}")
-    assert opened.proto.type == "primary" and not opened.disabled
-    assert all(b.proto.type == "secondary" and not b.disabled for b in buttons if b is not opened)
-    captions = [c.value for c in app.sidebar.caption]
-    assert any(c.startswith("Open now · ") and c.endswith("UTC · 2 messages") for c in captions)
-    assert sum(c.endswith("UTC · 4 messages") for c in captions) == 2
+    listed = conversation_list(app)
+    assert listed.options == ["🆕 New conversation", "hello (3)", "hello (2)", "hello (1)"]
+    assert listed.value == open_id and not listed.disabled
+    captions = list(listed.proto.captions)
+    assert captions[0] == ""
+    assert captions[1].startswith("Open now · ") and captions[1].endswith("UTC · 2 messages")
+    assert all(c.endswith("UTC · 4 messages") for c in captions[2:])
     app.sidebar.text_input(key="conversation_search").input("SESAME").run()
     assert listed_titles(app) == ["hello (2)", "hello (1)"]
-    snippets = [c.value for c in app.sidebar.caption if c.value.startswith("“")]
-    assert len(snippets) == 2 and all("sesame sauce" in s for s in snippets)
+    snippets = [c.split("\n")[-1] for c in conversation_list(app).proto.captions[1:]]
+    assert len(snippets) == 2 and all(s.startswith("“") and "sesame sauce" in s for s in snippets)
 
 
 def signed_in_session(user: dict[str, object], query_params: dict[str, str] | None = None) -> AppTest:

@@ -34,6 +34,7 @@ from core.prompt_cache import CACHE_RULES
 from core.settings import POLICY_NAMES
 from core.stats import ContextGauge
 from core.validation import FIELD_PROBLEM_CODES
+from tests.apptest import conversation_list
 from tests.conftest import APP_PATH, REPO_ROOT
 from ui.compare_view import MODES as COMPARE_MODES
 from ui.personas_view import EDITOR_LABELS
@@ -91,7 +92,7 @@ def sample(field: str) -> Any:
     if field in {"updated", "at"}:
         return datetime(2025, 1, 2, 3, 4, tzinfo=UTC)
     numbers = {"count", "budget", "reply_cap", "used", "drops", "status", "seconds", "cost", "fraction"}
-    numbers |= {"length", "limit", "chars", "pinned", "overflow", "api", "round", "share", "offset"}
+    numbers |= {"length", "limit", "chars", "pinned", "overflow", "api", "round", "share", "offset", "size"}
     if field in numbers | {"tokens", "turn", "number", "error", "turns", "window", "setting"}:
         return 1234
     return f"<{field}>"
@@ -420,15 +421,15 @@ def test_the_language_switch(app):
     link, and switches back."""
     switch = app.selectbox(key="lang")
     assert (switch.label, switch.value, switch.options) == ("🌐 Language", "en", ["English", "简体中文"])
-    assert any(b.label == "New conversation" for b in app.button)
+    assert conversation_list(app).options[0] == "🆕 New conversation"
     switch.select("zh-CN").run()
     assert not app.exception, app.exception
     assert app.session_state.language == "zh-CN"
     assert app.query_params["lang"] == "zh-CN"
-    assert any(b.label == "新对话" for b in app.button)
+    assert conversation_list(app).options[0] == "🆕 新对话"
     assert app.header[0].value == "角色" and app.selectbox(key="lang").label == "🌐 语言"
     app.selectbox(key="lang").select("en").run()
-    assert any(b.label == "New conversation" for b in app.button)
+    assert conversation_list(app).options[0] == "🆕 New conversation"
     assert app.query_params["lang"] == "en"
 
 
@@ -645,7 +646,12 @@ def test_the_persona_import_report_reads_in_chinese(clean_env):
     agent = {
         "identifier": "chef",
         "author": "someone",
-        "meta": {"title": "Chef", "description": "Cooks\nand talks.", "tags": ["x" * 50], "avatar": "👨‍🍳"},
+        "meta": {
+            "title": "Chef",
+            "description": "Cooks\nand talks.",
+            "tags": ["x" * 50],
+            "avatar": "data:image/png;base64,!!",
+        },
         "config": {"params": {"top_p": 7, "temperature": "hot"}, "chatConfig": {"historyCount": 8}},
     }
     uploader = next(u for u in at.file_uploader if u.key == "persona_import_files_0")
@@ -664,6 +670,7 @@ def test_the_persona_import_report_reads_in_chinese(clean_env):
     assert reasons["author"] == "角色中没有对应位置；保留以便导出"
     only_chinese(list(reasons.values()), "'hot'", "'" + "x" * 50 + "'", "top_p", "first_mes")
     assert reasons["meta.tags[0]"].endswith("不是 1 到 40 个字符的一行文字")
+    assert reasons["meta.avatar"] == "图片无法使用（是 base64 无效的数据 URL）；使用表情头像"
 
 
 def test_files_that_cannot_be_imported_say_why_in_chinese(clean_env):
@@ -738,3 +745,46 @@ def test_a_bad_persona_file_in_the_sidebar_reads_in_chinese(clean_env, tmp_path)
         "description",
         "system_prompt",
     )
+
+
+@pytest.mark.parametrize(
+    ("content", "shown"),
+    [
+        (b'{"messages": 3}', "导入 bad.json 失败：无法导入对话：这不是对话导出文件："),
+        (b'{"a": "caf\xe9"}', "导入 bad.json 失败：无法导入对话：文件不是 UTF-8 文本。"),
+        (b'{"messages": [', "导入 bad.json 失败：无法导入对话：文件不是有效的 JSON（第 1 行第 15 列："),
+    ],
+)
+def test_a_conversation_file_that_is_not_imported_says_why_in_chinese(clean_env, content, shown):
+    """ConversationImportError: its problem (and the validation problems inside it) in Chinese."""
+    from tests.apptest import open_expander
+
+    at = zh_page(clean_env)
+    open_expander(at, "settings_open").file_uploader(key="import_file").set_value(
+        ("bad.json", content, "application/json")
+    ).run()
+    assert not at.exception, at.exception
+    errors = [e.value for e in at.error if e.value.startswith("导入 bad.json 失败")]
+    assert len(errors) == 1 and errors[0].startswith(shown), errors
+    # Field names, and the JSON parser's own words for a syntax error, are quoted as they are.
+    only_chinese(errors, "bad.json", "messages", "model", "context_budget", "Expecting value")
+
+
+def test_an_action_the_conversation_refuses_reads_in_chinese():
+    """ConversationStateError from a stale tab or a double click (nothing to regenerate, an empty
+    summary, an empty message) is coded: its Chinese text, not its English sentence."""
+    from core.conversation import Conversation
+    from core.errors import ConversationStateError
+    from core.settings import ChatSettings
+
+    conversation = Conversation("You are terse.", ChatSettings(model="gpt-4o-mini", context_budget=1000))
+    zh, refused = translator("zh-CN"), []
+    for attempt in (
+        conversation.regenerate,
+        lambda: conversation.add_user("  "),
+        lambda: conversation.edit_summary("x"),
+    ):
+        with pytest.raises(ConversationStateError) as caught:
+            attempt()
+        refused.append(zh(f"error.{caught.value.code}", **caught.value.fields))
+    assert refused == ["没有可重新生成的回答。", "空消息无法发送。", "还没有可编辑的摘要。"]

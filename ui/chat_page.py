@@ -32,6 +32,7 @@ from ui.layout import lazy_expander
 from ui.state import (
     Action,
     Key,
+    conversation_list_key,
     page_state,
     pins_key,
     setting_key,
@@ -61,9 +62,12 @@ def page(frame: Frame) -> None:
     with frame.under_persona:
         conversation_list(service, persona, key)
         compare_view.recent_comparisons(service)
-    with st.sidebar:
+    with frame.settings:
         settings_sidebar(service, persona, key, notes)
-        export_import(frame, key)
+        if frame.settings_open:  # drawn only while the settings are open (ui/layout.lazy_expander)
+            manage_conversation(service, persona, key)
+            export_import(frame, key)
+    with st.sidebar:
         html_lang()
     if service.stale:
         st.button(
@@ -108,20 +112,25 @@ def rename_conversation(service: VisitorService, conversation_id: str) -> None:
     service.rename(conversation_id, page_state().get(title_key(conversation_id), ""))
 
 
+#: The conversation list's option for a new conversation (the others are conversation ids).
+NEW_CONVERSATION = ""
+
+
+def pick_conversation(service: VisitorService, persona: Persona, list_key: str) -> None:
+    """on_change of the conversation list: open the one picked, or start a new one."""
+    picked = page_state().get(list_key)
+    if picked == NEW_CONVERSATION:
+        whole_page(service.new_conversation, persona)
+    elif picked is not None:
+        whole_page(open_conversation, service, picked)
+
+
 @st.fragment
 def conversation_list(service: VisitorService, persona: Persona, key: str) -> None:
-    """This persona's conversations, newest first, with search, rename and delete (undoable).
-    A fragment: searching redraws the list alone; opening, starting, renaming or deleting one
-    redraws the page."""
+    """This persona's conversations, newest first, with search; the open one is the list's choice.
+    One radio group, New conversation first: a single stop for Tab however many are listed. A
+    fragment: searching redraws the list alone; opening or starting one redraws the page."""
     rerun_page_if_asked()
-    st.button(
-        tr("conversations.new"),
-        icon="🆕",
-        on_click=whole_page,
-        args=(service.new_conversation, persona),
-        width="stretch",
-        disabled=not service.is_saved(key) and len(service.session(key).conversation.messages) < 2,
-    )
     if service.deleted is not None:
         st.info(tr("conversations.deleted", title=service.deleted[1]), icon="🗑️")
         st.button(
@@ -132,6 +141,14 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
             key="undo_delete",
         )
     if not service.saving:
+        st.button(
+            tr("conversations.new"),
+            icon="🆕",
+            on_click=whole_page,
+            args=(service.new_conversation, persona),
+            width="stretch",
+            disabled=len(service.session(key).conversation.messages) < 2,
+        )
         return
     search = st.text_input(
         tr("conversations.search.label"),
@@ -155,51 +172,65 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
         if repeats[summary.display_title] > 1:
             counted[summary.display_title] += 1
             numbers[summary.id] = counted[summary.display_title]
+    labels = {NEW_CONVERSATION: f"🆕 {tr('conversations.new')}"}
+    captions = [""]
     for summary in shown:
-        is_open = summary.id == key
         title = summary.display_title
         if summary.id in numbers:
             title = tr("conversations.item.numbered", title=title, number=numbers[summary.id])
-        # The open one is a primary button (marked by its shape, its ▸ and its words, not by colour
-        # alone); clicking it does nothing. Others open on click.
-        st.button(
-            as_markdown(("▸ " if is_open else "") + title),
-            key=f"open::{summary.id}",
-            on_click=None if is_open else whole_page,
-            args=None if is_open else (open_conversation, service, summary.id),
-            type="primary" if is_open else "secondary",
-            width="stretch",
-        )
+        labels[summary.id] = as_markdown(title)
         details = tr_plural(
             "conversations.item.details", summary.message_count - 1, updated=summary.updated_at
         )
-        st.caption(tr("conversations.item.open", details=details) if is_open else details)
+        # The open one is the list's choice, and says so in words too.
+        caption = tr("conversations.item.open", details=details) if summary.id == key else details
         if summary.match:
-            st.caption(tr("conversations.item.match", snippet=as_markdown(summary.match)))
+            caption += "  \n" + tr("conversations.item.match", snippet=as_markdown(summary.match))
+        captions.append(caption)
+    # The open conversation is chosen (a new one: New conversation; one a search leaves out: none).
+    opened = key if service.is_saved(key) else NEW_CONVERSATION
+    list_key = conversation_list_key(opened)
+    st.radio(
+        tr("conversations.label"),
+        list(labels),
+        index=list(labels).index(opened) if opened in labels else None,
+        format_func=labels.__getitem__,
+        captions=captions,
+        key=list_key,
+        on_change=pick_conversation,
+        args=(service, persona, list_key),
+        label_visibility="collapsed",
+    )
     if len(listed) > CONVERSATIONS_LISTED:
         st.caption(tr("conversations.older", count=len(listed) - CONVERSATIONS_LISTED))
-    if service.is_saved(key):
-        manage = lazy_expander(tr("conversations.manage"), Key.MANAGE_OPEN)
-        if manage is not None:
-            with manage:
-                current = next((c for c in listed if c.id == key), None)
-                title = current.display_title if current else ""
-                st.text_input(tr("conversations.title"), value=title, key=title_key(key), max_chars=200)
-                columns = st.columns(2)
-                columns[0].button(
-                    tr("conversations.rename"),
-                    on_click=whole_page,
-                    args=(rename_conversation, service, key),
-                    width="stretch",
-                )
-                columns[1].button(
-                    tr("conversations.delete"),
-                    icon="🗑️",
-                    on_click=whole_page,
-                    args=(service.delete, key, title),
-                    width="stretch",
-                    key="delete_conversation",
-                )
+
+
+def manage_conversation(service: VisitorService, persona: Persona, key: str) -> None:
+    """Rename or delete the open conversation (in the sidebar's settings)."""
+    if not service.is_saved(key):
+        return
+    st.subheader(tr("conversations.manage"))
+    try:
+        current = next((c for c in service.list_conversations(persona_id=persona.id) if c.id == key), None)
+    except DashboardError:
+        current = None  # the conversation list already says the store cannot be read
+    title = current.display_title if current else ""
+    st.text_input(tr("conversations.title"), value=title, key=title_key(key), max_chars=200)
+    columns = st.columns(2)
+    columns[0].button(
+        tr("conversations.rename"),
+        on_click=rename_conversation,
+        args=(service, key),
+        width="stretch",
+    )
+    columns[1].button(
+        tr("conversations.delete"),
+        icon="🗑️",
+        on_click=service.delete,
+        args=(key, title),
+        width="stretch",
+        key="delete_conversation",
+    )
 
 
 def settings_sidebar(service: VisitorService, persona: Persona, key: str, notes: list[Notice]) -> None:
@@ -226,7 +257,7 @@ def settings_sidebar(service: VisitorService, persona: Persona, key: str, notes:
             max_chars=MAX_MODEL_NAME,
             help=tr("sidebar.model.help", model=persona.model),
         )
-    st.header(tr("sidebar.budget.header"))
+    st.subheader(tr("sidebar.budget.header"))
     max_budget = limits.max_context_budget if limits else MAX_CONTEXT_BUDGET
     max_cap = limits.max_reply_cap if limits else MAX_REPLY_CAP
     budget = st.number_input(
@@ -291,37 +322,34 @@ def import_conversation(frame: Frame) -> None:
 def export_import(frame: Frame, key: str) -> None:
     persona = frame.persona
     conversation = frame.service.session(key).conversation
-    box = lazy_expander(tr("sidebar.export.header"), Key.EXPORT_OPEN, icon="⬇️")
-    if box is None:
-        return
-    with box:
-        columns = st.columns(2)
-        columns[0].download_button(
-            "JSON",
-            conversation.to_json,  # built when clicked, not on every rerun
-            file_name=f"{persona.id}-conversation.json",
-            mime="application/json",
-            icon="⬇️",
-            on_click="ignore",
-            width="stretch",
-        )
-        columns[1].download_button(
-            "Markdown",
-            functools.partial(conversation.to_markdown, f"{persona.avatar} {persona.name}"),
-            file_name=f"{persona.id}-conversation.md",
-            mime="text/markdown",
-            icon="⬇️",
-            on_click="ignore",
-            width="stretch",
-        )
-        st.file_uploader(
-            tr("sidebar.import.label"),
-            type=["json"],
-            key=Key.IMPORT_FILE,
-            on_change=import_conversation,
-            args=(frame,),
-            max_upload_size=max(1, MAX_IMPORT_BYTES // (1024 * 1024)),
-        )
+    st.subheader(tr("sidebar.export.header"))
+    columns = st.columns(2)
+    columns[0].download_button(
+        "JSON",
+        conversation.to_json,  # built when clicked, not on every rerun
+        file_name=f"{persona.id}-conversation.json",
+        mime="application/json",
+        icon="⬇️",
+        on_click="ignore",
+        width="stretch",
+    )
+    columns[1].download_button(
+        "Markdown",
+        functools.partial(conversation.to_markdown, f"{persona.avatar} {persona.name}"),
+        file_name=f"{persona.id}-conversation.md",
+        mime="text/markdown",
+        icon="⬇️",
+        on_click="ignore",
+        width="stretch",
+    )
+    st.file_uploader(
+        tr("sidebar.import.label"),
+        type=["json"],
+        key=Key.IMPORT_FILE,
+        on_change=import_conversation,
+        args=(frame,),
+        max_upload_size=max(1, MAX_IMPORT_BYTES // (1024 * 1024)),
+    )
 
 
 # --- chat --------------------------------------------------------------------------------------
@@ -446,12 +474,12 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
     # A new conversation's box is only as tall as its greeting, so the chat input is on the first
     # screen (desktop and phone); once there are turns it scrolls at CHAT_HEIGHT_PX.
     history_box = st.container(height=CHAT_HEIGHT_PX if conversation.turns else "content", border=False)
-    controls = st.container()
+    problem = st.container()  # the last call's error and Retry, right under the history
     limits = service.limits
     if (unsent := service.take_unsent(key)) is not None:
         # A stale tab's message that could not be saved: back in the input, once.
         page_state().set(Key.CHAT_INPUT, unsent)
-        with controls:
+        with problem:
             st.info(tr("chat.unsent_restored"), icon="↩️")
     # The request starts in the callback, before this page is drawn again.
     st.chat_input(
@@ -491,9 +519,11 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
         if reply is not None and reply.key == key:
             stream_reply(service, key, persona, reply)
 
-    with controls:
-        chat_controls(service, key, persona)
-        pins(service, key)
+    with problem:
+        call_error(service, key)
+    # Under the input: what to ask, ask again, pins (so Tab reaches the input first).
+    chat_controls(service, key, persona)
+    pins(service, key)
 
 
 def start_turn(service: VisitorService, key: str, action: Action, text: str = "") -> None:
@@ -512,14 +542,23 @@ def submit_message(service: VisitorService, key: str) -> None:
         start_turn(service, key, Action.SEND, text)
 
 
-def chat_controls(service: VisitorService, key: str, persona: Persona) -> None:
-    """The last call's error with its data, starter prompts, and Retry / Regenerate / Continue."""
+def call_error(service: VisitorService, key: str) -> None:
+    """The last call's error with its data, and Retry."""
     session = service.session(key)
-    conversation = session.conversation
     if session.error is not None:
         st.error(as_markdown(error_text(session.error)), icon="⚠️")
         if details := error_details(session.error):
             st.caption(details)
+    if session.can_retry:
+        st.button(
+            tr("chat.retry"), icon="🔁", on_click=start_turn, args=(service, key, Action.RETRY), key="retry"
+        )
+
+
+def chat_controls(service: VisitorService, key: str, persona: Persona) -> None:
+    """Starter prompts, and Regenerate / Continue."""
+    session = service.session(key)
+    conversation = session.conversation
     if not conversation.turns and not conversation.pending_user_message and persona.starter_prompts:
         st.caption(tr("chat.starters"))
         for index, starter in enumerate(persona.starter_prompts):
@@ -529,11 +568,7 @@ def chat_controls(service: VisitorService, key: str, persona: Persona) -> None:
                 on_click=start_turn,
                 args=(service, key, Action.SEND, starter),
             )
-    if session.can_retry:
-        st.button(
-            tr("chat.retry"), icon="🔁", on_click=start_turn, args=(service, key, Action.RETRY), key="retry"
-        )
-    elif session.can_regenerate:
+    if session.can_regenerate and not session.can_retry:
         columns = st.columns(2) if session.can_continue else [st.container()]
         columns[0].button(
             tr("chat.regenerate"),

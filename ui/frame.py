@@ -13,6 +13,7 @@ from pathlib import Path
 
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
+from streamlit.navigation.page import StreamlitPage
 
 from core.connection import Backends, Connection
 from core.errors import (
@@ -253,6 +254,12 @@ class Frame:
     connection: Connection
     #: The sidebar's place under the persona selector (the chat page lists conversations there).
     under_persona: DeltaGenerator
+    #: The sidebar's settings, under the connection (the chat page adds the conversation's).
+    settings: DeltaGenerator
+    #: Whether the settings are open (what only they show need not be drawn while closed).
+    settings_open: bool
+    #: The view the link names, for the entry point to run.
+    view: StreamlitPage
 
 
 def visitor_service(deployment: Deployment) -> VisitorService:
@@ -328,6 +335,7 @@ def frame() -> Frame:
         for problem in catalog.errors:
             st.error(error_text(problem))
         st.stop()
+    top = st.container()  # the view switch, above any notice the visitor's first run shows
     service = visitor_service(deployment)
     # The shipped personas, then this visitor's own (which never replace a shipped one).
     own = {pid: p for pid, p in service.custom_personas().items() if pid not in catalog.personas}
@@ -338,8 +346,20 @@ def frame() -> Frame:
     state.catalog_ids = tuple(catalog.personas)
     if state.persona_id not in catalog.personas:
         state.persona_id = next(iter(catalog.personas))
-    persona, connection, under_persona = sidebar(service, catalog, deployment)
-    drawn = Frame(service, catalog, frozenset(own), persona, connection, under_persona)
+    persona, connection, under_persona, settings = sidebar(service, catalog, deployment)
+    with top:
+        view = view_switch()
+    drawn = Frame(
+        service,
+        catalog,
+        frozenset(own),
+        persona,
+        connection,
+        under_persona,
+        settings.box,
+        settings.open,
+        view,
+    )
     _CURRENT.set(drawn)
     notices(service)
     if deployment.shared_with_strangers:
@@ -348,9 +368,20 @@ def frame() -> Frame:
     return drawn
 
 
+@dataclass(frozen=True)
+class SidebarSettings:
+    """The sidebar's settings expander: where a page adds its settings, and whether it is open."""
+
+    box: DeltaGenerator
+    open: bool
+
+
 def sidebar(
     service: VisitorService, catalog: PersonaCatalog, deployment: Deployment
-) -> tuple[Persona, Connection, DeltaGenerator]:
+) -> tuple[Persona, Connection, DeltaGenerator, SidebarSettings]:
+    """The language, the persona and (the chat page's) conversations; the connection and every
+    setting in one closed expander, so that few stops come before the chat input for a keyboard
+    (the sidebar precedes the page in Tab order)."""
     with st.sidebar:
         language_switch()
         signed_in_as()
@@ -369,25 +400,64 @@ def sidebar(
             with st.expander(tr("sidebar.persona_errors", count=len(catalog.errors)), expanded=True):
                 for error in catalog.errors:
                     st.error(error_text(error), icon="📄")
-        st.header(tr("sidebar.connection.header"))
-        st.text_input(
-            tr("sidebar.api_key.label"), type="password", key=Key.API_KEY, help=tr("sidebar.api_key.help")
-        )
-        base_url_field(deployment.access_mode, list(deployment.allowed_base_urls))
-        try:
-            connection = service.connect(
-                typed_key=st.session_state.get(Key.API_KEY, ""),
-                typed_base_url=st.session_state.get(Key.BASE_URL, ""),
-                language=session_translator(st.session_state).language,
+        status = st.container()  # what the connection does, in view: drawn once it is known
+        # Keyed, and a rerun when opened or closed, so a page may draw some of its part only while
+        # open; the connection and settings are drawn always (a widget not drawn loses its value).
+        expander = st.expander(tr("sidebar.settings"), key=Key.SETTINGS_OPEN, on_change="rerun")
+        settings_open = bool(expander.open)
+        with expander:
+            st.subheader(tr("sidebar.connection.header"))
+            st.text_input(
+                tr("sidebar.api_key.label"), type="password", key=Key.API_KEY, help=tr("sidebar.api_key.help")
             )
-        except DashboardError as error:  # a deployer's setting is malformed
-            st.error(error_text(error))
-            st.stop()
-        if service.refused_base_url is not None:
-            st.error(tr("sidebar.base_url.refused", error=error_text(service.refused_base_url)))
-        connection_status(service, persona, connection)
-        # The chat page adds the conversation's settings below.
-    return persona, connection, under_persona
+            base_url_field(deployment.access_mode, list(deployment.allowed_base_urls))
+            settings = st.container()
+        with status:
+            try:
+                connection = service.connect(
+                    typed_key=st.session_state.get(Key.API_KEY, ""),
+                    typed_base_url=st.session_state.get(Key.BASE_URL, ""),
+                    language=session_translator(st.session_state).language,
+                )
+            except DashboardError as error:  # a deployer's setting is malformed
+                st.error(error_text(error))
+                st.stop()
+            if service.refused_base_url is not None:
+                st.error(tr("sidebar.base_url.refused", error=error_text(service.refused_base_url)))
+            connection_status(service, persona, connection)
+    return persona, connection, under_persona, SidebarSettings(settings, settings_open)
+
+
+def choose_view() -> None:
+    """on_change of the view switch: the page switches to it in this run (a callback cannot)."""
+    st.session_state[Key.VIEW_CHOSEN] = st.session_state[Key.VIEW]
+
+
+def view_switch() -> StreamlitPage:
+    """The view the link names, and a switch to the others at the top of the page: one radio
+    group, a single stop for Tab where Streamlit's navigation links were four."""
+    views = [
+        st.Page("app_pages/chat.py", title=tr("views.chat"), url_path="chat", default=True),
+        st.Page("app_pages/personas.py", title=tr("views.personas"), url_path="personas"),
+        st.Page("app_pages/compare.py", title=tr("views.compare"), url_path="compare"),
+        st.Page("app_pages/whatif.py", title=tr("views.whatif"), url_path="whatif"),
+    ]
+    pages = {page.url_path: page for page in views}
+    current = st.navigation(list(pages.values()), position="hidden")
+    chosen = st.session_state.pop(Key.VIEW_CHOSEN, None)
+    if chosen is not None and chosen != current.url_path and chosen in pages:
+        switch_page(pages[chosen])
+    st.session_state[Key.VIEW] = current.url_path
+    st.radio(
+        tr("views.label"),
+        list(pages),
+        format_func=lambda path: pages[path].title,
+        key=Key.VIEW,
+        horizontal=True,
+        label_visibility="collapsed",
+        on_change=choose_view,
+    )
+    return current
 
 
 def connection_status(service: VisitorService, persona: Persona, connection: Connection) -> None:
@@ -438,14 +508,15 @@ def notices(service: VisitorService) -> None:
         show_notice(service.store_problem.model_copy(update={"level": "warning"}), icon="💾")
 
 
-def switch_page(page_file: str) -> None:
+def switch_page(page: str | StreamlitPage) -> None:
     """Go to another page (`app_pages/chat.py`), keeping the link's workspace and language."""
     kept = {
         name: st.query_params[name] for name in (WORKSPACE_PARAM, LANGUAGE_PARAM) if name in st.query_params
     }
-    st.switch_page(page_file, query_params=kept)
+    st.switch_page(page, query_params=kept)
 
 
 def title(persona: Persona) -> None:
-    st.title(as_markdown(f"{persona.avatar} {persona.name}"))
+    # No anchor link: it would be a stop for Tab before the chat input, and leads nowhere new.
+    st.title(as_markdown(f"{persona.avatar} {persona.name}"), anchor=False)
     st.caption(tr("page.tagline"))

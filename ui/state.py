@@ -24,6 +24,8 @@ class Key(StrEnum):
     REPLY = "reply"  # the StartedReply a chat input's or button's callback began, for the page to stream
     PERSONA = "persona_id"  # the persona selector
     CATALOG_IDS = "catalog_ids"  # the persona ids this run lists (callbacks check against it)
+    VIEW = "view"  # the view switch at the top of the page (a page's url path)
+    VIEW_CHOSEN = "view_chosen"  # the view picked there, for the page to switch to
     LANGUAGE_SWITCH = "lang"  # the sidebar's language selector
     LANGUAGE_CHOSEN = "lang_chosen"  # the language picked there (kept over a reload by ?lang=)
     HTML_LANG_SET = "html_lang_set"
@@ -36,8 +38,7 @@ class Key(StrEnum):
     IMPORT_FILE = "import_file"
     CHAT_INPUT = "chat_input"
     # Expanders whose content is drawn only while open (ui/layout.lazy_expander)
-    EXPORT_OPEN = "export_open"
-    MANAGE_OPEN = "manage_open"
+    SETTINGS_OPEN = "settings_open"  # the sidebar's settings (their export and rename: only while open)
     NEXT_CALL_OPEN = "next_call_open"
     TURNS_OPEN = "turns_open"
     # compare
@@ -78,6 +79,13 @@ class Action(StrEnum):
 def setting_key(setting: str, conversation_key: str) -> str:
     """A conversation's setting widget: `model`, `budget`, `reply_cap`, `policy`."""
     return f"{setting}::{conversation_key}"
+
+
+def conversation_list_key(opened: str) -> str:
+    """The sidebar's conversation list while `opened` is open ("" for a new conversation): a new
+    widget whenever another opens, drawn with it chosen (setting a drawn radio's value from the
+    script races the browser's own, which can then report a change nobody made)."""
+    return f"conversation_list::{opened}"
 
 
 def title_key(conversation_key: str) -> str:

@@ -21,6 +21,7 @@ CATALOG: dict[str, str] = {
         "**Everyone with this page's link sees these conversations**, and can use any base URL "
         "from this server: its deployer set ACCESS_MODE=single-user."
     ),
+    "views.label": "View",
     "views.chat": "💬 Chat",
     "views.personas": "🎭 Personas",
     "views.compare": "⚖️ Compare",
@@ -50,6 +51,7 @@ CATALOG: dict[str, str] = {
     "sidebar.persona.header": "Persona",
     "sidebar.persona.label": "Persona",
     "sidebar.persona_errors": "⚠️ {count} persona file(s) could not be loaded",
+    "sidebar.settings": "⚙️ Settings: connection, model, budget, export",
     "sidebar.connection.header": "Connection",
     "sidebar.api_key.label": "API key",
     "sidebar.api_key.help": (
@@ -82,6 +84,7 @@ CATALOG: dict[str, str] = {
     "connection.key_source.environment": "from environment",
     "connection.key_source.none": "no key",
     # --- conversation list ---------------------------------------------------------------------
+    "conversations.label": "Conversations",
     "conversations.new": "New conversation",
     "conversations.deleted": "Deleted “{title}”.",
     "conversations.undo_delete": "Undo delete",
@@ -1005,4 +1008,95 @@ CATALOG: dict[str, str] = {
     "notice.pydantic_less_than_equal": "Input should be less than or equal to {le}",
     "notice.pydantic_greater_than": "Input should be greater than {gt}",
     "notice.pydantic_less_than": "Input should be less than {lt}",
+    "error.invalid_settings": "{problems}",
+    "notice.test_set_not_a_list": "expected a list of prompts",
+    # a conversation file that is not imported (core/conversation.py not_imported)
+    "error.conversation_import": "{problem}",
+    "notice.conversation_file_too_large": "The file is larger than {limit:,} bytes.",
+    "notice.conversation_too_large": (
+        "The file is {size:,} bytes; conversations over {limit:,} bytes are not imported."
+    ),
+    "notice.conversation_not_export": "This is not a conversation export: {problems}.",
+    "notice.conversation_not_utf8": "The file is not UTF-8 text.",
+    "notice.conversation_json_at": "The file is not valid JSON (line {line}, column {column}: {problem}).",
+    "notice.conversation_too_deep": "The file's JSON is nested too deeply.",
+    "notice.conversation_huge_number": (
+        "The file holds a number with thousands of digits; no conversation has one."
+    ),
+    "notice.conversation_not_json": "The file is not valid JSON.",
+    "notice.conversation_surrogate": (
+        "{where} holds a lone surrogate (an unpaired \\ud800-\\udfff escape), which is not text."
+    ),
+    "notice.conversation_surrogate_key": "A field name in {where} holds a lone surrogate, which is not text.",
+    "notice.conversation_big_integer": (
+        "{where} holds an integer beyond 64 bits, too large for any count or setting."
+    ),
+    "notice.conversation_not_finite": "{where} holds {value}, which is not a finite number.",
+    "notice.conversation_first_not_system": "The first message must be the system prompt, in context.",
+    "notice.conversation_second_system": "Only the first message may be a system prompt.",
+    "notice.conversation_duplicate_id": "Two messages share one id; every message needs its own.",
+    "notice.conversation_not_alternating": (
+        "Message {position} is a {role} message in context where a {expected} message was expected; "
+        "in-context messages must alternate user/assistant."
+    ),
+    "notice.conversation_trim_unknown": "Trim event of turn {turn} names a message that does not exist.",
+    "notice.conversation_trim_turn": (
+        "A trim event names turn {turn}, but the conversation has {turns} turns."
+    ),
+    "notice.conversation_turn_number": (
+        "Turn {position} is numbered {number}; turns must be numbered 1, 2, 3, … in order."
+    ),
+    "notice.conversation_turn_sent": (
+        "Turn {position} says it sent {count} messages, more than the conversation holds."
+    ),
+    "notice.conversation_turn_reply": (
+        "Turn {position} names a reply {id} that is not an answer in this conversation."
+    ),
+    "notice.conversation_turn_same_reply": "Turns {position} and an earlier one name the same reply.",
+    "notice.conversation_summary_unknown": "A summary version names a message that does not exist.",
+    "notice.conversation_summary_event_unknown": (
+        "Summary event of turn {turn} names a message that does not exist."
+    ),
+    "error.summary_too_long": "The summary could not be cut to its {limit} tokens.",
+    "error.summary_empty": "The summarizer sent an empty summary.",
+    "error.no_api_key": (
+        "No API key: enter one or set OPENAI_API_KEY. A local server that needs no key (Ollama, LM Studio, "
+        "...) accepts any placeholder, e.g. `local`."
+    ),
+    "error.no_anthropic_key": "No API key: enter your Anthropic key (`sk-ant-...`).",
+    # why a picture cannot be an avatar (core/avatars.py AvatarImageError: notice.avatar_<…>)
+    "notice.avatar_too_many_pixels": (
+        "the image is {width}×{height} pixels; at most {limit} megapixels are read"
+    ),
+    "notice.avatar_damaged": "the image data is damaged ({problem})",
+    "notice.avatar_does_not_fit": "the image does not fit the avatar size limit even at {side} pixels",
+    "notice.avatar_too_large": "is {size} KiB; an avatar image is at most {limit} KiB",
+    "notice.avatar_not_png": "must be a PNG image",
+    "notice.avatar_too_wide": "is {width}×{height} pixels; at most {limit} pixels a side",
+    "notice.avatar_png_damaged": "the PNG data is damaged ({problem})",
+    "notice.avatar_not_base64": "is not valid base64",
+    "notice.avatar_not_data_url": "is not a data:image URL; remote images are never fetched",
+    "notice.avatar_data_url_not_base64": "is a data URL that is not base64",
+    "notice.avatar_data_url_too_large": "is a data URL larger than {limit} MiB",
+    "notice.avatar_data_url_bad_base64": "is a data URL whose base64 is not valid",
+    "notice.avatar_not_image": "is not a PNG, JPEG, WebP or GIF image",
+    "notice.avatar_bomb": "declares too many pixels ({problem})",
+    "error.empty_message": "An empty message cannot be sent.",
+    "error.columns_replying": "The columns are still replying: stop them or wait for them first.",
+    "error.column_replying": "Column {letter} is still replying.",
+    "error.column_nothing_to_retry": "Column {letter} has no failed answer to ask again.",
+    "error.nothing_asked": "Nothing has been asked yet.",
+    "error.pick_after_all_finished": "Pick an answer once every column has finished.",
+    "error.already_picked": "An answer to this message has already been picked.",
+    "error.column_no_answer": "Column {letter} has no answer to this message to pick.",
+    "error.wait_for_columns": "Wait until every column has finished its reply.",
+    "error.nothing_to_regenerate": "There is no answer to regenerate.",
+    "error.no_summary_yet": "There is no summary to edit yet.",
+    "error.summary_empty_edit": "A summary cannot be empty.",
+    "error.test_set_running": "A test set is already running: cancel it or wait for it.",
+    "error.no_comparison": "There is no comparison open.",
+    "error.nothing_to_resend": "There is no unanswered message to send again.",
+    "error.nothing_to_continue": "The last reply was not cut off by the reply cap or interrupted.",
+    "error.run_no_prompt": "This run has no prompt {number}.",
+    "error.run_no_answer": "Column {column} has no answer to prompt {number}.",
 }

@@ -410,9 +410,22 @@ class AppPage:
         self.wait_idle()
 
     def show_view(self, label: str) -> None:
-        """Go to a view by its link in the page's navigation ("Chat", "Personas", "Compare", ...)."""
-        self.page.locator('[data-testid="stTopNavLink"]').filter(has_text=label).first.click()
+        """Go to a view by the view switch at the top of the page ("Chat", "Personas", ...)."""
+        switch = self.page.locator(f'{MAIN} [data-testid="stRadio"]').first
+        switch.locator("label").filter(has_text=label).first.click()
         self.wait_idle()
+
+    def open_conversation(self, title: str) -> None:
+        """Open the conversation the sidebar lists under `title`."""
+        listed = self.page.locator(f'{SIDEBAR} [data-testid="stRadio"] label').filter(has_text=title)
+        listed.first.click()
+
+    def open_settings(self) -> None:
+        """Open the sidebar's settings (connection, model, budget, export), closed on load."""
+        expanders = self.page.locator(f'{SIDEBAR} [data-testid="stExpander"]')
+        expander = expanders.filter(has_text="Settings").first
+        if expander.locator("details").get_attribute("open") is None:
+            self.open_expander("Settings", area=SIDEBAR)
 
     def select_persona(self, label: str) -> None:
         """Pick the persona whose option text contains `label` from the sidebar selectbox."""
@@ -423,6 +436,8 @@ class AppPage:
 
     def download(self, label: str, destination: Path, *, area: str = MAIN) -> str:
         """Click the download button labelled `label` in `area` (MAIN or SIDEBAR); the file's text."""
+        if area == SIDEBAR:
+            self.open_settings()
         button = self.page.locator(f'{area} [data-testid="stDownloadButton"]').filter(has_text=label)
         with self.page.expect_download() as info:
             button.click()
@@ -431,6 +446,7 @@ class AppPage:
 
     def set_sidebar_text(self, label: str, value: str) -> None:
         """Type into the sidebar text input labelled `label` and commit it (Enter)."""
+        self.open_settings()
         field = self.page.locator(SIDEBAR).get_by_label(label, exact=True)
         field.fill(value)
         field.press("Enter")

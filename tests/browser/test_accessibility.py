@@ -1,4 +1,5 @@
-"""Accessibility in Chromium: text contrast (WCAG 2.2, 1.4.3) in the light and the dark theme.
+"""Accessibility in Chromium: text contrast (WCAG 2.2, 1.4.3) in the light and the dark theme,
+and how many Tab presses reach the chat input from page load.
 
 The conversation measured holds trimmed and summarized messages, the summary, captions, both
 charts and a conversation list with the open conversation: it is made by the real session on the
@@ -17,6 +18,7 @@ from core.offline import OfflineBackend
 from core.personas import load_personas
 from core.session import ChatSession
 from tests.browser.conftest import (
+    CHAT_INPUT,
     MAIN,
     REPO_ROOT,
     SIDEBAR,
@@ -31,6 +33,8 @@ pytestmark = pytest.mark.browser
 #: WCAG 2.2 success criterion 1.4.3 (AA): text, and large text (24 px, or 18.66 px bold).
 NORMAL_TEXT_RATIO = 4.5
 LARGE_TEXT_RATIO = 3.0
+#: At most this many Tab presses from page load to the chat input.
+TABS_TO_CHAT_INPUT = 10
 
 # Every visible text node under the given roots, with the contrast of its colour against what is
 # painted behind it. What is painted is worked out as the browser composes it: from the page's
@@ -160,6 +164,7 @@ def trimmed_and_summarized(folder: Path) -> Path:
 
 def import_conversation(app: AppPage, path: Path) -> None:
     """Import an exported conversation through the sidebar (it opens as a new conversation)."""
+    app.open_settings()
     app.page.locator(f'{SIDEBAR} input[type="file"]').set_input_files(str(path))
     app.wait_until(
         "() => document.body.innerText.includes('Question 7')", "the imported conversation", UI_TIMEOUT_MS
@@ -199,5 +204,54 @@ def test_every_text_has_enough_contrast(
         for when, texts in (("on load", on_load), ("with the conversation", measured)):
             worst = low_contrast(texts)
             assert not worst, f"{when}, {len(worst)} of {len(texts)} under their ratio: {worst[:15]}"
+    finally:
+        context.close()
+
+
+def tabs_to_chat_input(app: AppPage) -> list[str]:
+    """Press Tab from the top of the freshly loaded page until the chat input has the focus (at
+    most 60 times); what each press focused."""
+    visited: list[str] = []
+    for _ in range(60):
+        app.page.keyboard.press("Tab")
+        focused = app.page.evaluate(
+            """(input) => {
+                const e = document.activeElement;
+                const testid = e.closest('[data-testid]');
+                return {
+                    input: e.matches(input),
+                    what: e.tagName + ' ' + (e.getAttribute('aria-label') || e.innerText || '')
+                        .slice(0, 40) + ' [' + (testid ? testid.getAttribute('data-testid') : '') + ']',
+                };
+            }""",
+            CHAT_INPUT,
+        )
+        visited.append(focused["what"])
+        if focused["input"]:
+            return visited
+    raise AssertionError(f"Tab never reached the chat input: {visited}")
+
+
+def test_the_chat_input_is_at_most_ten_tabs_away(
+    offline_server: StreamlitServer, browser: Browser, tmp_path: Path
+) -> None:
+    """From page load, for a new visitor and for one coming back to a conversation (its link
+    reloaded) with others listed beside it."""
+    exported = trimmed_and_summarized(tmp_path)
+    context = browser.new_context(viewport=VIEWPORT)
+    try:
+        app = AppPage(context.new_page(), offline_server)
+        app.page.set_default_timeout(UI_TIMEOUT_MS)
+        app.open()
+        first_visit = tabs_to_chat_input(app)
+        for _ in range(3):
+            import_conversation(app, exported)
+        app.page.reload()
+        app.wait_loaded()
+        coming_back = tabs_to_chat_input(app)
+        print(f"\nnew visitor, {len(first_visit)} presses:", *first_visit, sep="\n  ")
+        print(f"coming back, {len(coming_back)} presses:", *coming_back, sep="\n  ")
+        assert len(first_visit) <= TABS_TO_CHAT_INPUT, first_visit
+        assert len(coming_back) <= TABS_TO_CHAT_INPUT, coming_back
     finally:
         context.close()

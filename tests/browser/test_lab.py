@@ -25,7 +25,8 @@ QUESTION = "第{n}个问题：四川火锅、重庆小面和成都担担面，�
 
 
 def choose(app: AppPage, label: str, option: str) -> None:
-    """Pick `option` in the sidebar selectbox labelled `label`."""
+    """Pick `option` in the sidebar selectbox labelled `label` (in the sidebar's settings)."""
+    app.open_settings()
     box = app.page.locator(SIDEBAR).get_by_role("combobox", name=label)
     box.scroll_into_view_if_needed()
     box.click()

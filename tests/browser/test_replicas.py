@@ -11,7 +11,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from tests.browser.conftest import SIDEBAR, OpenApp, StartStreamlit
+from tests.browser.conftest import OpenApp, StartStreamlit
 
 pytestmark = pytest.mark.browser
 
@@ -29,8 +29,7 @@ def test_two_replicas_on_one_postgresql_share_the_conversations(
 
     # The second replica lists it (a new session starts on a new conversation) and opens it.
     on_second = open_app(second)
-    listed = on_second.page.locator(SIDEBAR).get_by_role("button", name=f"第一台：{marker}")
-    listed.click()
+    on_second.open_conversation(f"第一台：{marker}")
     on_second.wait_until(
         f"() => document.body.innerText.includes('第一台：{marker}') && location.search.includes('c=')",
         "the second replica opens the conversation from its list",

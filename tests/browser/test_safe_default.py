@@ -66,6 +66,7 @@ def test_only_a_visitor_at_this_machine_is_trusted(
     server = start_streamlit()  # no ACCESS_MODE: the default a public deployment gets
     local = visit(rebinding_browser, f"http://localhost:{server.port}/", server)
     sidebar = local.page.locator(SIDEBAR)
+    local.open_settings()
     assert sidebar.get_by_label("Base URL", exact=True).count() == 1  # reach your own llama.cpp
     assert "w=" not in local.page.url
     local.send("the local user's question")
@@ -76,6 +77,7 @@ def test_only_a_visitor_at_this_machine_is_trusted(
     text = stranger.body_text()
     assert "Bookmark this page's link" in text
     # No typed base URL: with nothing allowed the field is only a note.
+    stranger.open_settings()
     assert stranger.page.locator(SIDEBAR).get_by_role("textbox", name="Base URL").count() == 0
     assert "the local user's question" not in text  # not the local user's workspace
     stranger.send("a stranger's question")

@@ -93,7 +93,6 @@ def test_keys_do_not_leak(open_app: OpenApp, tmp_path: Path):
             app.screenshot("secrets-01-after-401")
 
             # Exports hold the conversation, never a key.
-            app.open_expander("Export / import", area=SIDEBAR)
             exported_json = app.download("JSON", tmp_path / "export.json", area=SIDEBAR)
             exported_md = app.download("Markdown", tmp_path / "export.md", area=SIDEBAR)
             for exported in (exported_json, exported_md):
