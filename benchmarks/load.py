@@ -79,6 +79,7 @@ class Visitor:
     failure: str | None = None
     _query_string: str = ""
     _chat_input_id: str = ""
+    _chat_fragment_id: str = ""
 
     def run(self) -> None:
         try:
@@ -104,6 +105,9 @@ class Visitor:
             element = message.delta.new_element
             if element.WhichOneof("type") == "chat_input":
                 self._chat_input_id = element.chat_input.id
+                # The chat is a fragment: a browser sends its input's value with the fragment's id,
+                # and the server reruns that fragment alone.
+                self._chat_fragment_id = message.delta.fragment_id
         if not self._chat_input_id:
             raise RuntimeError("the page has no chat input")
 
@@ -123,7 +127,8 @@ class Visitor:
         deadline = sent + TURN_TIMEOUT_S
         self._send(ws, text)
         try:
-            # The run that answers (it ends in a rerun), then the rerun that redraws the page.
+            # The run that answers (the chat's fragment; it ends in a rerun), then the rerun that
+            # redraws the page.
             for run in (1, 2):
                 status = None
                 for message, at in self._until_finished(ws, deadline):
@@ -140,6 +145,9 @@ class Visitor:
                         if body.startswith(REPLY_MARK) and f"You said: “{text}”" in body:
                             if run == 1 or turn.last_token_s is None:
                                 turn.last_token_s = at - sent
+                        elif which == "chat_input":  # as a browser, keep the newest ids
+                            self._chat_input_id = element.chat_input.id
+                            self._chat_fragment_id = message.delta.fragment_id
                         elif which == "exception":
                             turn.error = f"exception: {element.exception.message}"
                         elif which == "alert" and element.alert.format == element.alert.ERROR:
@@ -162,6 +170,7 @@ class Visitor:
         request = BackMsg()
         request.rerun_script.query_string = self._query_string
         if text is not None:
+            request.rerun_script.fragment_id = self._chat_fragment_id
             state = request.rerun_script.widget_states.widgets.add()
             state.id = self._chat_input_id
             state.chat_input_value.data = text

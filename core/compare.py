@@ -632,14 +632,14 @@ class Comparison:
         Raises `ConversationStateError` for an empty message or while a column is still
         replying (stop or wait for it first)."""
         if not text.strip():
-            raise ConversationStateError("An empty message cannot be sent.")
+            raise ConversationStateError("An empty message cannot be sent.").coded("empty_message")
         self._watched_at = self._clock()
         with self._control:
             with self._lock:
                 if self._busy():
                     raise ConversationStateError(
                         "The columns are still replying: stop them or wait for them first."
-                    )
+                    ).coded("columns_replying")
                 number = len(self._rounds) + 1
                 self._rounds.append(Round(number=number, text=text))
             started = self._clock()
@@ -655,11 +655,15 @@ class Comparison:
         with self._control:
             with self._lock:
                 if column._state() in RUNNING_STATES:
-                    raise ConversationStateError(f"Column {LETTERS[index]} is still replying.")
+                    raise ConversationStateError(f"Column {LETTERS[index]} is still replying.").coded(
+                        "column_replying", letter=LETTERS[index]
+                    )
                 last = column._figures()
                 how = column._retry_kind()
             if how is None:
-                raise ConversationStateError(f"Column {LETTERS[index]} has no failed answer to ask again.")
+                raise ConversationStateError(
+                    f"Column {LETTERS[index]} has no failed answer to ask again."
+                ).coded("column_nothing_to_retry", letter=LETTERS[index])
             number = last.round if last is not None else max(len(self._rounds), 1)
             attempt = last.attempt + 1 if last is not None and last.round == number else 1
             reply = column.session.retry() if how == "retry" else column.session.regenerate()
@@ -733,16 +737,20 @@ class Comparison:
         column = self._column(index) if index is not None else None
         with self._control, self._lock:
             if not self._rounds:
-                raise ConversationStateError("Nothing has been asked yet.")
+                raise ConversationStateError("Nothing has been asked yet.").coded("nothing_asked")
             if self._busy():
-                raise ConversationStateError("Pick an answer once every column has finished.")
+                raise ConversationStateError("Pick an answer once every column has finished.").coded(
+                    "pick_after_all_finished"
+                )
             number = len(self._rounds)
             if any(pick.round == number for pick in self._picks):
-                raise ConversationStateError("An answer to this message has already been picked.")
+                raise ConversationStateError("An answer to this message has already been picked.").coded(
+                    "already_picked"
+                )
             if column is not None and index is not None and not _answered(column._figures(), number):
                 raise ConversationStateError(
                     f"Column {LETTERS[index]} has no answer to this message to pick."
-                )
+                ).coded("column_no_answer", letter=LETTERS[index])
             candidates = tuple(
                 Candidate(
                     label=c.label,
@@ -906,7 +914,9 @@ class Comparison:
 
     def _refuse_while_running(self, column: Column, index: int) -> None:
         if column.busy:
-            raise ConversationStateError(f"Column {LETTERS[index]} is still replying.")
+            raise ConversationStateError(f"Column {LETTERS[index]} is still replying.").coded(
+                "column_replying", letter=LETTERS[index]
+            )
 
     def _republish(self, column: Column) -> None:
         """On the page thread, with the column idle: show the session's current state."""
@@ -917,7 +927,9 @@ class Comparison:
 
     def _refuse_while_busy(self) -> None:
         if self._busy():
-            raise ConversationStateError("Wait until every column has finished its reply.")
+            raise ConversationStateError("Wait until every column has finished its reply.").coded(
+                "wait_for_columns"
+            )
 
     def _changed(self) -> None:
         """Under the lock: something a snapshot shows changed."""

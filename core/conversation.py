@@ -524,7 +524,7 @@ class Conversation:
     def add_user(self, text: str, *, automatic: bool = False) -> Message:
         """Add the user's message. A previous message still awaiting an answer becomes unanswered."""
         if not text.strip():
-            raise ConversationStateError("An empty message cannot be sent.")
+            raise ConversationStateError("An empty message cannot be sent.").coded("empty_message")
         pending = self.pending_user_message
         if pending is not None:
             self.leave_context([pending.id], MessageState.UNANSWERED)
@@ -582,7 +582,7 @@ class Conversation:
         """Set the last answer aside so the question it answered is pending again."""
         reply = self.last_reply
         if reply is None:
-            raise ConversationStateError("There is no answer to regenerate.")
+            raise ConversationStateError("There is no answer to regenerate.").coded("nothing_to_regenerate")
         self.leave_context([reply.id], MessageState.REPLACED)
 
     def pin(self, message_id: str, pinned: bool = True) -> Message:
@@ -732,9 +732,9 @@ class Conversation:
         with the others in `summary_versions`)."""
         current = self.summary
         if current is None:
-            raise ConversationStateError("There is no summary to edit yet.")
+            raise ConversationStateError("There is no summary to edit yet.").coded("no_summary_yet")
         if not text.strip():
-            raise ConversationStateError("A summary cannot be empty.")
+            raise ConversationStateError("A summary cannot be empty.").coded("summary_empty_edit")
         if text != current.text:
             self._set_summary(SummaryVersion(text=text, source="user", through_id=current.through_id))
         summary = self.summary

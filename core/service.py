@@ -660,7 +660,9 @@ class VisitorService:
         request per column against the rate limits (a refused prompt is recorded as refused and
         the run goes on). Returns at once; `finish_test_set()` saves the record once it ended."""
         if self.test_run is not None and not self.test_run.finished:
-            raise ConversationStateError("A test set is already running: cancel it or wait for it.")
+            raise ConversationStateError("A test set is already running: cancel it or wait for it.").coded(
+                "test_set_running"
+            )
         limits = self.limits
         if limits is not None:
             longest = max(test_set.prompts, key=len)
@@ -716,7 +718,7 @@ class VisitorService:
 
     def _open_comparison(self) -> Comparison:
         if self.comparison is None:
-            raise ConversationStateError("There is no comparison open.")
+            raise ConversationStateError("There is no comparison open.").coded("no_comparison")
         return self.comparison
 
     def _columns_within_limits(

@@ -153,7 +153,9 @@ class ChatSession:
     def retry(self) -> Iterator[str]:
         """Send the pending user message again (after a failure)."""
         if not self.can_retry:
-            raise ConversationStateError("There is no unanswered message to send again.")
+            raise ConversationStateError("There is no unanswered message to send again.").coded(
+                "nothing_to_resend"
+            )
         self.stop()
         return self._reply()
 
@@ -170,7 +172,9 @@ class ChatSession:
         model sees it; the continuation is the next answer.
         """
         if not self.can_continue:
-            raise ConversationStateError("The last reply was not cut off by the reply cap or interrupted.")
+            raise ConversationStateError(
+                "The last reply was not cut off by the reply cap or interrupted."
+            ).coded("nothing_to_continue")
         self.stop()
         reply = self.conversation.last_reply
         prompt = CONTINUE_PROMPT if reply is not None and reply.cut_off else CONTINUE_INTERRUPTED_PROMPT

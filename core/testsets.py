@@ -186,12 +186,16 @@ class TestRunRecord(BaseModel):
     def vote(self, prompt: int, outcome: PickOutcome, column: int | None = None) -> TestRunRecord:
         """This record with the vote on `prompt` cast (or changed)."""
         if not 0 <= prompt < len(self.test_set.prompts):
-            raise ConversationStateError(f"This run has no prompt {prompt + 1}.")
+            raise ConversationStateError(f"This run has no prompt {prompt + 1}.").coded(
+                "run_no_prompt", number=prompt + 1
+            )
         if (outcome == "preferred") != (column is not None) or (column or 0) >= len(self.columns):
             raise ConversationStateError("Name the preferred column, and only for a preferred answer.")
         cell = self.cell(prompt, column) if column is not None else None
         if column is not None and (cell is None or cell.skipped or cell.error is not None):
-            raise ConversationStateError(f"Column {column + 1} has no answer to prompt {prompt + 1}.")
+            raise ConversationStateError(f"Column {column + 1} has no answer to prompt {prompt + 1}.").coded(
+                "run_no_answer", column=column + 1, number=prompt + 1
+            )
         votes = [v for v in self.votes if v.prompt != prompt]
         votes.append(PromptVote(prompt=prompt, outcome=outcome, column=column))
         return self.model_copy(update={"votes": tuple(sorted(votes, key=lambda v: v.prompt))})

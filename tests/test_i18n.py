@@ -768,3 +768,23 @@ def test_a_conversation_file_that_is_not_imported_says_why_in_chinese(clean_env,
     assert len(errors) == 1 and errors[0].startswith(shown), errors
     # Field names, and the JSON parser's own words for a syntax error, are quoted as they are.
     only_chinese(errors, "bad.json", "messages", "model", "context_budget", "Expecting value")
+
+
+def test_an_action_the_conversation_refuses_reads_in_chinese():
+    """ConversationStateError from a stale tab or a double click (nothing to regenerate, an empty
+    summary, an empty message) is coded: its Chinese text, not its English sentence."""
+    from core.conversation import Conversation
+    from core.errors import ConversationStateError
+    from core.settings import ChatSettings
+
+    conversation = Conversation("You are terse.", ChatSettings(model="gpt-4o-mini", context_budget=1000))
+    zh, refused = translator("zh-CN"), []
+    for attempt in (
+        conversation.regenerate,
+        lambda: conversation.add_user("  "),
+        lambda: conversation.edit_summary("x"),
+    ):
+        with pytest.raises(ConversationStateError) as caught:
+            attempt()
+        refused.append(zh(f"error.{caught.value.code}", **caught.value.fields))
+    assert refused == ["没有可重新生成的回答。", "空消息无法发送。", "还没有可编辑的摘要。"]

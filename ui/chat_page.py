@@ -69,11 +69,6 @@ def page(frame: Frame) -> None:
             export_import(frame, key)
     with st.sidebar:
         html_lang()
-    # The open conversation is in the link, so a reload (or a bookmark) returns to it.
-    if service.is_saved(key):
-        st.query_params[CONVERSATION_PARAM] = key
-    elif CONVERSATION_PARAM in st.query_params:
-        del st.query_params[CONVERSATION_PARAM]
     if service.stale:
         st.button(
             tr("store.reload.label"), on_click=service.reload, args=(key,), help=tr("store.reload.help")
@@ -458,7 +453,19 @@ def error_details(error: DashboardError) -> str:
     return " · ".join(parts)
 
 
+@st.fragment
 def chat(service: VisitorService, key: str, persona: Persona) -> None:
+    """The history, the chat input and the buttons under it. A fragment: sending (or retrying,
+    regenerating, continuing) reruns it alone while the reply streams, so the sidebar and the
+    dashboard are neither rebuilt first nor greyed meanwhile; the reply's end reruns the page,
+    which redraws the dashboard with the turn."""
+    rerun_page_if_asked()
+    # The open conversation is in the link, so a reload (or a bookmark) returns to it: here, so
+    # that a conversation saved by its first message has its link while the reply streams.
+    if service.is_saved(key):
+        st.query_params[CONVERSATION_PARAM] = key
+    elif CONVERSATION_PARAM in st.query_params:
+        del st.query_params[CONVERSATION_PARAM]
     session = service.session(key)
     conversation = session.conversation
     # The history scrolls in a box of its own, so the dashboard stays in view beside the newest
@@ -524,6 +531,8 @@ def start_turn(service: VisitorService, key: str, action: Action, text: str = ""
     reply = service.start(key, action.value, text)
     if reply is not None:
         page_state().hold_reply(reply)
+    else:  # refused or nothing to do: the notices and the conversation list are the page's
+        page_state().set(Key.RERUN_PAGE, True)
 
 
 def submit_message(service: VisitorService, key: str) -> None:
