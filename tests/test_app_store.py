@@ -22,6 +22,7 @@ from tests.apptest import (
     setting,
 )
 from tests.conftest import APP_PATH, StartApp
+from ui.frame import RETURN_LINK_STORAGE
 
 
 def new_browser_session(query_params: dict[str, str] | None = None) -> AppTest:
@@ -296,8 +297,9 @@ def test_a_conversation_link_opened_while_signed_out_opens_after_sign_in(start_a
         for s in scripts
     )
     back.run()  # once per session
-    assert not any("sessionStorage" in h.proto.body for h in back.get("html"))
+    assert not any(RETURN_LINK_STORAGE in h.proto.body for h in back.get("html"))
     # Opened with its link already: nothing to restore.
     assert not any(
-        "sessionStorage" in h.proto.body for h in signed_in_session(user, {"c": conversation_id}).get("html")
+        RETURN_LINK_STORAGE in h.proto.body
+        for h in signed_in_session(user, {"c": conversation_id}).get("html")
     )

@@ -436,7 +436,7 @@ def test_the_language_switch(app):
 def test_the_page_lang_follows_the_language(app):
     """Streamlit serves <html lang="en">; a tiny script in the sidebar says the language shown
     (checked in Chromium: it runs without errors and adds no gap). English alone needs none."""
-    assert not app.get("html")
+    assert not app.sidebar.get("html")
     app.selectbox(key="lang").select("zh-CN").run()
     (script,) = app.sidebar.get("html")
     assert script.proto.body == '<script>document.documentElement.lang = "zh-CN";</script>'

@@ -77,6 +77,7 @@ def page(frame: Frame) -> None:
     with dashboard_column:
         # Its own scrolling box too: the page fits the window and does not jump on each turn.
         dashboard_slot = st.container(height=DASHBOARD_HEIGHT_PX, border=False)
+        keep_draft()  # at the dashboard's foot, where its empty element's gap shows nothing
     with chat_column:
         chat(service, key, persona)
     with dashboard_slot:
@@ -353,6 +354,56 @@ def export_import(frame: Frame, key: str) -> None:
 
 
 # --- chat --------------------------------------------------------------------------------------
+
+#: Where this tab keeps the chat input's unsent text while another view is shown.
+DRAFT_STORAGE = "persona-dashboard:chat-draft"
+#: The script that keeps it: the text as typed (on every input, and every half second), forgotten
+#: when sent (Enter or the send button), put back into a new, empty input when the chat view is
+#: drawn again (through the value setter React watches, then an input event).
+_KEEP_DRAFT_JS = """(() => {  // its own scope: the script runs again on every run
+const storage = "%(storage)s";  // run %(run)s
+const since = Date.now();
+const watch = () => {
+    const input = document.querySelector('[data-testid="stChatInputTextArea"]');
+    if (!input) {
+        if (Date.now() - since < 15000) setTimeout(watch, 100);
+        return;
+    }
+    if (input.dataset.draftKept) return;  // an input watched since an earlier run
+    input.dataset.draftKept = "1";
+    const kept = sessionStorage.getItem(storage);
+    if (kept && !input.value) {  // a new input: the chat view is shown again
+        const setter = Object.getOwnPropertyDescriptor(HTMLTextAreaElement.prototype, "value").set;
+        setter.call(input, kept);
+        input.dispatchEvent(new Event("input", {bubbles: true}));
+    }
+    const keep = () => {
+        if (input.isConnected) sessionStorage.setItem(storage, input.value);
+    };
+    const sent = () => sessionStorage.setItem(storage, "");
+    input.addEventListener("input", keep);
+    input.addEventListener("keydown", (event) => {
+        if (event.key === "Enter" && !event.shiftKey) sent();
+    });
+    input.closest('[data-testid="stChatInput"]')
+        ?.querySelector('[data-testid="stChatInputSubmitButton"]')
+        ?.addEventListener("click", sent);
+    const every = setInterval(() => (input.isConnected ? keep() : clearInterval(every)), 500);
+};
+watch();
+})();
+"""
+
+
+def keep_draft() -> None:
+    """The chat input's unsent text survives a switch to another view and back. Streamlit keeps
+    it only in the browser's input (it reaches the server when sent, not before), and a view
+    switch removes that input; so the tab's sessionStorage keeps it (never the server, a file or
+    another tab), and the chat view puts it back."""
+    # Streamlit runs a script only when its element's HTML changes: a view switch back draws the
+    # same element, so each run's differs (the script is harmless to run again).
+    script = _KEEP_DRAFT_JS % {"storage": DRAFT_STORAGE, "run": time.monotonic_ns()}
+    st.html(f"<script>{script}</script>", unsafe_allow_javascript=True)
 
 
 def render_message(message: Message, persona: Persona) -> None:

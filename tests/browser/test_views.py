@@ -6,6 +6,7 @@ Screenshots land in artifacts/; UPDATE_SCREENSHOT=1 also copies them into docs/.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -146,3 +147,27 @@ def test_the_first_screen_shows_the_chat_input(offline_server: StreamlitServer, 
         finally:
             context.close()
     assert bottoms["desktop"] <= 1000 and bottoms["phone"] <= 844, bottoms
+
+
+def test_a_draft_survives_a_view_switch(offline_server: StreamlitServer, open_app: OpenApp) -> None:
+    """Text typed in the chat input and not sent is there again after another view; once sent,
+    it is not offered again."""
+    app = open_app(offline_server)
+    box = app.page.locator(CHAT_INPUT)
+    box.fill("一个还没发出的问题：")
+    app.show_view("Personas")
+    assert app.page.locator(CHAT_INPUT).count() == 0
+    app.show_view("Chat")
+    app.wait_until(
+        f"() => document.querySelector('{CHAT_INPUT}')?.value === '一个还没发出的问题：'",
+        "the draft back in the chat input",
+    )
+    box.fill("一个还没发出的问题：火锅")
+    box.press("Enter")
+    app.wait_reply(1, "[Offline model]")
+    assert "一个还没发出的问题：火锅" in app.messages()[-2]
+    app.show_view("Compare")
+    app.show_view("Chat")
+    app.page.locator(CHAT_INPUT).wait_for(state="visible")
+    time.sleep(1)  # time enough for a draft to be put back
+    assert app.page.locator(CHAT_INPUT).input_value() == ""
