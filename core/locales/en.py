@@ -459,7 +459,7 @@ CATALOG: dict[str, str] = {
     "offline.reply.role.assistant": "assistant",
     "offline.reply.oldest": "The oldest message I can still see is from the {role}: “{text}”",
     "offline.reply.you_said": "You said: “{text}”",
-    "offline.reply.hint": "Set an API key in the sidebar to talk to a real model.",
+    "offline.reply.hint": "Set an API key under Settings in the sidebar to talk to a real model.",
     "chart.compare.budget": "budget",
     # --- compare, blind pairs, test sets (ui/compare_view.py, ui/testsets_view.py) ---------------
     "compare.header": "Compare",

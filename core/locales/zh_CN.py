@@ -420,7 +420,7 @@ CATALOG: dict[str, str] = {
     "offline.reply.role.assistant": "助手",
     "offline.reply.oldest": "我仍能看到的最早一条消息来自{role}：“{text}”",
     "offline.reply.you_said": "你说：“{text}”",
-    "offline.reply.hint": "在侧边栏设置 API 密钥，即可与真实模型对话。",
+    "offline.reply.hint": "在侧边栏的“设置”中填入 API 密钥，即可与真实模型对话。",
     # --- the comparison chart (core/charts.py ComparisonChartTexts) ------------------------------
     "chart.compare.message": "消息",
     "chart.compare.prompt_tokens": "提示词 token 数",
