@@ -1,5 +1,5 @@
 """Accessibility in Chromium: text contrast (WCAG 2.2, 1.4.3) in the light and the dark theme,
-and how many Tab presses reach the chat input from page load.
+how many Tab presses reach the chat input from page load, and help tooltips on a touch screen.
 
 The conversation measured holds trimmed and summarized messages, the summary, captions, both
 charts and a conversation list with the open conversation: it is made by the real session on the
@@ -253,5 +253,28 @@ def test_the_chat_input_is_at_most_ten_tabs_away(
         print(f"coming back, {len(coming_back)} presses:", *coming_back, sep="\n  ")
         assert len(first_visit) <= TABS_TO_CHAT_INPUT, first_visit
         assert len(coming_back) <= TABS_TO_CHAT_INPUT, coming_back
+    finally:
+        context.close()
+
+
+def test_a_help_tooltip_closes_with_a_tap_elsewhere(
+    offline_server: StreamlitServer, browser: Browser
+) -> None:
+    """On a phone, a help mark's tooltip (Streamlit's `help=`) opens with a tap and closes with a
+    tap elsewhere (WCAG 1.4.13: content shown on hover or focus can be dismissed)."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    tooltip = '[data-testid="stTooltipContent"]'
+    try:
+        app = AppPage(context.new_page(), offline_server)
+        app.page.set_default_timeout(UI_TIMEOUT_MS)
+        app.open()
+        help_mark = app.page.locator(f'{MAIN} [data-testid="stMetric"] [data-testid="stTooltipHoverTarget"]')
+        help_mark.filter(visible=True).first.tap()
+        app.page.locator(tooltip).filter(visible=True).first.wait_for()
+        app.page.locator("h1").first.tap()
+        app.wait_until(
+            f"() => ![...document.querySelectorAll('{tooltip}')].some((e) => e.checkVisibility())",
+            "the tooltip closed by a tap elsewhere",
+        )
     finally:
         context.close()
