@@ -102,14 +102,17 @@ class Visitor:
     def _load(self, ws: ClientConnection) -> None:
         self._send(ws, None)
         for message, _ in self._until_finished(ws, time.monotonic() + TURN_TIMEOUT_S):
-            element = message.delta.new_element
-            if element.WhichOneof("type") == "chat_input":
-                self._chat_input_id = element.chat_input.id
-                # The chat is a fragment: a browser sends its input's value with the fragment's id,
-                # and the server reruns that fragment alone.
-                self._chat_fragment_id = message.delta.fragment_id
+            if message.delta.new_element.WhichOneof("type") == "chat_input":
+                self._keep_chat_input(message)
         if not self._chat_input_id:
             raise RuntimeError("the page has no chat input")
+
+    def _keep_chat_input(self, message: ForwardMsg) -> None:
+        """As a browser does, keep the newest drawing's ids: the chat is a fragment, so its input's
+        value goes with the fragment's id (which changes when the page above it does), and the
+        server reruns that fragment alone."""
+        self._chat_input_id = message.delta.new_element.chat_input.id
+        self._chat_fragment_id = message.delta.fragment_id
 
     def _chat(self, ws: ClientConnection) -> None:
         start = self.crowd.start if self.crowd is not None else time.monotonic()
@@ -145,9 +148,8 @@ class Visitor:
                         if body.startswith(REPLY_MARK) and f"You said: “{text}”" in body:
                             if run == 1 or turn.last_token_s is None:
                                 turn.last_token_s = at - sent
-                        elif which == "chat_input":  # as a browser, keep the newest ids
-                            self._chat_input_id = element.chat_input.id
-                            self._chat_fragment_id = message.delta.fragment_id
+                        elif which == "chat_input":
+                            self._keep_chat_input(message)
                         elif which == "exception":
                             turn.error = f"exception: {element.exception.message}"
                         elif which == "alert" and element.alert.format == element.alert.ERROR:
