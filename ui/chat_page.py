@@ -91,6 +91,11 @@ def whole_page(action: Callable[..., object], *args: object) -> None:
     """A callback in a fragment whose change the whole page shows: do it, then the fragment's
     rerun reruns the page (a callback cannot)."""
     action(*args)
+    ask_page_rerun()
+
+
+def ask_page_rerun() -> None:
+    """From a callback in a fragment: the fragment's rerun is to rerun the whole page instead."""
     page_state().set(Key.RERUN_PAGE, True)
 
 
@@ -583,7 +588,7 @@ def start_turn(service: VisitorService, key: str, action: Action, text: str = ""
     if reply is not None:
         page_state().hold_reply(reply)
     else:  # refused or nothing to do: the notices and the conversation list are the page's
-        page_state().set(Key.RERUN_PAGE, True)
+        ask_page_rerun()
 
 
 def submit_message(service: VisitorService, key: str) -> None:
