@@ -23,9 +23,9 @@ from core.safe_markdown import page_markdown
 from core.stats import TURN_COLUMNS, ContextGauge, DashboardFigures, Row
 
 if TYPE_CHECKING:
-    from core.compare import ComparisonSnapshot
-    from core.leaderboard import Leaderboard
-    from core.replay import ReplayComparison
+    from core.chat.replay import ReplayComparison
+    from core.compare.comparison import ComparisonSnapshot
+    from core.compare.leaderboard import Leaderboard
 
 Spec = dict[str, Any]
 #: The page's text in its language (a `core.i18n.Translator`): `text("chart.axis.turn")`. Every

@@ -13,11 +13,11 @@ from typing import Any
 
 import pandas as pd
 
-from core.calibration import SilentTruncation
-from core.context import ContextPolicy
-from core.conversation import Conversation
-from core.model_info import ModelTable
-from core.tokens import REPLY_PRIMING
+from core.chat.context import ContextPolicy
+from core.chat.conversation import Conversation
+from core.counting.calibration import SilentTruncation
+from core.counting.model_info import ModelTable
+from core.counting.tokens import REPLY_PRIMING
 
 TURN_COLUMNS = [
     "turn",
@@ -309,7 +309,7 @@ def record_version(conversation: Conversation, policy: ContextPolicy) -> tuple[o
         conversation.prompt_tokens,
         conversation.pinned_tokens,
         conversation.settings,
-        # The budget calls are fitted to: the setting, less what the tokenizer asks (core.counting).
+        # The budget calls are fitted to: the setting, less what the tokenizer asks (core.counting.methods).
         conversation.context_budget,
         policy.name,
     )

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from core.charts import ComparisonChartTexts, comparison_spec, replay_spec
-from core.compare import Column, Comparison
-from core.context import DropOldest
-from core.conversation import Conversation
+from core.chat.context import DropOldest
+from core.chat.conversation import Conversation
+from core.chat.replay import Scenario, compare
+from core.chat.settings import ChatSettings
+from core.compare.comparison import Column, Comparison
+from core.counting.model_info import load_model_table
 from core.i18n import translator
-from core.model_info import load_model_table
-from core.offline import OfflineBackend
-from core.personas import BUNDLED_PERSONAS_DIR, load_personas
-from core.replay import Scenario, compare
-from core.settings import ChatSettings
+from core.personas.persona import BUNDLED_PERSONAS_DIR, load_personas
+from core.providers.offline import OfflineBackend
 from tests.test_stats import assert_valid_vega_lite
 
 EN = translator("en")

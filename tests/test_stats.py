@@ -8,7 +8,6 @@ import pytest
 from altair.utils.schemapi import validate_jsonschema
 from altair.vegalite.v6.schema import load_schema
 
-from core.backends import Usage
 from core.charts import (
     FREE_DASH,
     GAUGE_COLORS,
@@ -26,12 +25,15 @@ from core.charts import (
     in_theme,
     usage_spec,
 )
-from core.context import DropOldest, Summarize
-from core.conversation import Conversation
+from core.chat.context import DropOldest, Summarize
+from core.chat.conversation import Conversation
+from core.chat.settings import ChatSettings
+from core.chat.summaries import offline_summary
+from core.counting.model_info import load_model_table
+from core.counting.tokens import count_prompt_tokens, tokenizer_for
 from core.i18n import translator
-from core.model_info import load_model_table
+from core.providers.backends import Usage
 from core.safe_markdown import page_markdown
-from core.settings import ChatSettings
 from core.stats import (
     context_frame,
     context_gauge,
@@ -44,8 +46,6 @@ from core.stats import (
     turn_rows,
     turns_frame,
 )
-from core.summaries import offline_summary
-from core.tokens import count_prompt_tokens, tokenizer_for
 from tests.apptest import images_in
 
 EN = translator("en")
