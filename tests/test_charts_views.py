@@ -88,3 +88,9 @@ def test_the_replay_chart_shows_both_runs_and_the_budget() -> None:
     assert spec["layer"][-1]["encoding"]["y"]["datum"] == 200
     replayed = [row["prompt tokens"] for row in spec["datasets"]["replay"] if row["run"] == "what if"]
     assert max(replayed) <= 200
+    # A budget far above every prompt is named, not drawn: drawn, it would flatten both lines.
+    far = replay_spec(compare(conversation, Scenario(budget=1_000_000), load_model_table()), EN)
+    assert_valid_vega_lite(far)
+    assert [layer.get("name") for layer in far["layer"]] == [None, "budget_note"]
+    assert far["layer"][-1]["data"]["values"] == [{"note": EN("chart.budget_off_scale", budget=1_000_000)}]
+    assert all("datum" not in layer["encoding"].get("y", {}) for layer in far["layer"])

@@ -94,7 +94,9 @@ def show(result: replay.ReplayComparison) -> None:
         f"{result.prompt_tokens_difference:+,}",
         delta_color="inverse",
     )
-    metrics[2].metric(tr("whatif.forgotten"), f"{len(result.forgotten_only_in_replay):,}")
+    metrics[2].metric(
+        tr("whatif.forgotten"), f"{len(result.forgotten_only_in_replay):,}", help=tr("whatif.forgotten.help")
+    )
     metrics[3].metric(
         tr("whatif.cache"),
         f"{replayed.cache_hit_rate:.0%}",

@@ -332,7 +332,10 @@ CATALOG: dict[str, str] = {
     "whatif.cost": "Cost, what if",
     "whatif.cost.delta": "recorded {recorded}",
     "whatif.prompt_tokens": "Prompt tokens, what if",
-    "whatif.forgotten": "Messages forgotten only in the replay",
+    "whatif.forgotten": "Forgotten, what if",
+    "whatif.forgotten.help": (
+        "Messages the replay leaves out of the context that the recorded calls still sent."
+    ),
     "whatif.forgotten.list": "What the model would have forgotten ({count} messages)",
     "whatif.cache_rule.label": "Prompt cache",
     "whatif.cache_rule.help": (

@@ -311,7 +311,8 @@ CATALOG: dict[str, str] = {
     "whatif.cost": "费用（假如）",
     "whatif.cost.delta": "实际 {recorded}",
     "whatif.prompt_tokens": "提示词 token（假如）",
-    "whatif.forgotten": "仅在重放中被遗忘的消息",
+    "whatif.forgotten": "遗忘（假如）",
+    "whatif.forgotten.help": "重放时不再放入上下文、而实际调用仍然发送的消息。",
     "whatif.forgotten.list": "模型会遗忘的内容（{count} 条消息）",
     "whatif.cache_rule.label": "提示缓存",
     "whatif.cache_rule.help": (
