@@ -764,6 +764,24 @@ def test_the_deploy_docs_have_the_public_checklist() -> None:
         assert setting in checklist, setting
 
 
+def test_the_checklist_states_the_bounds_the_code_holds() -> None:
+    """Item 8's figures are the constants themselves, so the page and the docs cannot drift."""
+    from core.chat.replay import MAX_REPLAY_MESSAGES
+    from core.compare.comparison import UNWATCHED_S
+    from core.compare.testsets import DEFAULT_PARALLEL
+    from core.store.workspace import MAX_PERSONAS
+    from ui.personas_view import GALLERY_PAGE
+
+    checklist = (REPO_ROOT / "docs/deploy.md").read_text().split("## Public deployment checklist", 1)[1]
+    item = checklist.split("**Work a visitor can start is bounded**", 1)[1].split("\n9. ", 1)[0]
+    bounded = " ".join(item.split())
+    assert f"at most {MAX_PERSONAS} personas" in bounded
+    assert f"draws {GALLERY_PAGE} a page" in bounded
+    assert f"at most {MAX_REPLAY_MESSAGES} messages" in bounded
+    assert f"nobody draws for {UNWATCHED_S:g} s" in bounded
+    assert f"at most {DEFAULT_PARALLEL} prompts at once" in bounded
+
+
 def test_scripted_backend_is_untouched_by_the_bounds() -> None:
     """The bounds live in the OpenAI backend; other backends stream as before."""
     session = ChatSession(
