@@ -12,7 +12,7 @@ One `VisitorService` per browser session, kept in its session state. It owns the
 conversations, personas and comparisons, and saving them: one save path), the connection and its
 backend, and the deployer's policy, enforced here once for every view: the models allowed (for the
 chat, every compare column and the summarizer), the reply cap, the context budget, the message size
-and the rate limits, which hold per workspace and for the whole deployment (`core.limits.RATE_LIMITS`),
+and the rate limits, which hold per workspace and for the whole deployment (`core.policy.limits.RATE_LIMITS`),
 not per browser session. The limits apply to calls paid with the deployer's key.
 
 A refusal is a `DashboardError` (raised, and kept as the session's error for the chat); anything
@@ -30,11 +30,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from core import replay
-from core.backends import ChatBackend
-from core.compare import UNWATCHED_S, Column, Comparison, Pick, PickOutcome
-from core.connection import Backends, Connection, resolve_connection
-from core.conversation import MAX_IMPORT_BYTES, Conversation, not_imported
+from core.chat import replay
+from core.chat.conversation import MAX_IMPORT_BYTES, Conversation, not_imported
+from core.chat.session import REQUEST_GOING_OUT, ChatSession
+from core.chat.settings import ChatSettings
+from core.compare.comparison import UNWATCHED_S, Column, Comparison, Pick, PickOutcome
+from core.compare.testsets import TestRunRecord, TestSet, TestSetRun
+from core.counting.model_info import ModelTable
 from core.errors import (
     BaseUrlRefused,
     ConversationStateError,
@@ -44,17 +46,15 @@ from core.errors import (
     PersonaFileError,
 )
 from core.i18n import Language
-from core.limits import RATE_LIMITS, DeployerLimits, RateLimits
-from core.model_info import ModelTable
-from core.netguard import allowed_base_urls_from
 from core.notices import Notice, error_notice
-from core.owners import AccessMode, visitor_access
-from core.personas import Persona
-from core.session import REQUEST_GOING_OUT, ChatSession
-from core.settings import ChatSettings
-from core.store import ConversationSummary, StaleConversation
-from core.testsets import TestRunRecord, TestSet, TestSetRun
-from core.workspace import Workspace
+from core.personas.persona import Persona
+from core.policy.limits import RATE_LIMITS, DeployerLimits, RateLimits
+from core.policy.netguard import allowed_base_urls_from
+from core.policy.owners import AccessMode, visitor_access
+from core.providers.backends import ChatBackend
+from core.providers.connection import Backends, Connection, resolve_connection
+from core.store.database import ConversationSummary, StaleConversation
+from core.store.workspace import Workspace
 
 #: How often the text of a reply still streaming is saved (seconds): a crash loses at most this much.
 REPLY_DRAFT_EVERY_S = 2.0
@@ -69,7 +69,7 @@ class Deployment:
 
     #: How this visitor is treated: the deployer's ACCESS_MODE, or by where they are when unset.
     access_mode: AccessMode = "single-user"
-    #: The visitor is on this machine (`core.owners.is_local_visitor`).
+    #: The visitor is on this machine (`core.policy.owners.is_local_visitor`).
     local_visitor: bool = False
     allowed_base_urls: tuple[str, ...] = ()
     limits: DeployerLimits = field(default_factory=DeployerLimits)

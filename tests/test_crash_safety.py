@@ -15,11 +15,11 @@ import sys
 import textwrap
 from collections.abc import Iterator
 
-from core.connection import Backends
-from core.model_info import load_model_table
+from core.counting.model_info import load_model_table
+from core.providers.connection import Backends
 from core.service import Deployment, VisitorService
-from core.store import Store
-from core.workspace import Workspace
+from core.store.database import Store
+from core.store.workspace import Workspace
 from tests.conftest import REPO_ROOT
 from tests.openai_server import OpenAIServer
 
@@ -31,12 +31,12 @@ QUESTION = " ".join(f"word{i}" for i in range(60))  # the echo streams in 62 del
 VISITOR = textwrap.dedent(
     """
     import sys
-    from core.connection import Backends
-    from core.model_info import load_model_table
-    from core.personas import Persona
+    from core.providers.connection import Backends
+    from core.counting.model_info import load_model_table
+    from core.personas.persona import Persona
     from core.service import Deployment, VisitorService
-    from core.store import Store
-    from core.workspace import Workspace
+    from core.store.database import Store
+    from core.store.workspace import Workspace
 
     url, base_url, owner, question = sys.argv[1:]
     environ = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": base_url, "OPENAI_MAX_RETRIES": "0"}

@@ -1,5 +1,5 @@
 """⚖️ Compare: one question to 2-4 personas or models at once, each column streaming on its own
-thread (core/compare.py), with what each column saw, its tokens, speed and cost; a blind pair of
+thread (core/compare/comparison.py), with what each column saw, its tokens, speed and cost; a blind pair of
 two anonymous columns; test sets (ui/testsets_view.py); and the leaderboard of the votes
 (ui/leaderboard_view.py).
 
@@ -22,13 +22,13 @@ from typing import Any
 import streamlit as st
 
 from core.charts import ComparisonChartTexts, comparison_spec
-from core.compare import ColumnView, Comparison, ComparisonSnapshot, RunFigures
-from core.conversation import MessageState
+from core.chat.conversation import MessageState
+from core.chat.settings import MAX_CONTEXT_BUDGET
+from core.compare.comparison import ColumnView, Comparison, ComparisonSnapshot, RunFigures
 from core.errors import DashboardError
 from core.notices import error_notice
-from core.personas import Persona
+from core.personas.persona import Persona
 from core.service import ColumnChoice, VisitorService
-from core.settings import MAX_CONTEXT_BUDGET
 from ui import testsets_view
 from ui.charts import vega_chart
 from ui.frame import Frame
