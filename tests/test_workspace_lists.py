@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from core import workspace as workspace_module
-from core.offline import OfflineBackend
-from core.personas import load_personas
-from core.store import Store
-from core.workspace import Workspace
+from core.personas.persona import load_personas
+from core.providers.offline import OfflineBackend
+from core.store import workspace as workspace_module
+from core.store.database import Store
+from core.store.workspace import Workspace
 from tests.conftest import REPO_ROOT
 
 OWNER = "alice"

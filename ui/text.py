@@ -7,7 +7,7 @@ from contextvars import ContextVar
 
 import streamlit as st
 
-from core.compare import ErrorInfo
+from core.compare.comparison import ErrorInfo
 from core.errors import DashboardError
 from core.i18n import Language, Translator, translator
 from core.i18n import current as session_translator
