@@ -2,7 +2,7 @@
 against 1, with the offline model and with the local OpenAI-compatible test server.
 
 One column is the plain chat: one `ChatSession` whose reply is read on the calling thread, as
-the chat page does. N columns are a `core.compare.Comparison` sent the same message: one worker
+the chat page does. N columns are a `core.compare.comparison.Comparison` sent the same message: one worker
 thread per column. Every column asks the same question of the same model, whose reply streams
 one word every CHUNK_DELAY_S seconds (the offline model's `chunk_delay_s`; the test server's
 `--chunk-delay`, the server running in a process of its own, the columns sharing one
@@ -25,13 +25,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from core.backends import ChatBackend, OpenAIBackend
-from core.compare import Column, Comparison
-from core.conversation import Conversation
-from core.model_info import load_model_table
-from core.offline import OfflineBackend
-from core.session import ChatSession
-from core.settings import ChatSettings
+from core.chat.conversation import Conversation
+from core.chat.session import ChatSession
+from core.chat.settings import ChatSettings
+from core.compare.comparison import Column, Comparison
+from core.counting.model_info import load_model_table
+from core.providers.backends import ChatBackend, OpenAIBackend
+from core.providers.offline import OfflineBackend
 from tests.openai_server import server_process
 
 ROOT = Path(__file__).resolve().parent.parent

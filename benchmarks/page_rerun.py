@@ -38,10 +38,10 @@ from streamlit.runtime.scriptrunner.script_cache import ScriptCache
 from streamlit.testing.v1 import AppTest, local_script_runner
 from streamlit.testing.v1.local_script_runner import LocalScriptRunner
 
-from core.context import DropOldest
-from core.offline import OfflineBackend
-from core.personas import load_personas
-from core.session import ChatSession
+from core.chat.context import DropOldest
+from core.chat.session import ChatSession
+from core.personas.persona import load_personas
+from core.providers.offline import OfflineBackend
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = ROOT / "streamlit_app.py"

@@ -20,11 +20,11 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
-from core.backends import OpenAIBackend
-from core.conversation import Conversation
-from core.model_info import load_model_table
-from core.session import ChatSession
-from core.settings import ChatSettings, PolicyName
+from core.chat.conversation import Conversation
+from core.chat.session import ChatSession
+from core.chat.settings import ChatSettings, PolicyName
+from core.counting.model_info import load_model_table
+from core.providers.backends import OpenAIBackend
 from core.stats import totals
 from tests.openai_server import server_process
 

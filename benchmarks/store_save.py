@@ -24,11 +24,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from core.backends import Usage
-from core.context import DropOldest
-from core.conversation import Conversation
-from core.settings import ChatSettings
-from core.store import Store
+from core.chat.context import DropOldest
+from core.chat.conversation import Conversation
+from core.chat.settings import ChatSettings
+from core.providers.backends import Usage
+from core.store.database import Store
 
 MODEL = "gpt-4o-mini"
 BUDGET = 4_096

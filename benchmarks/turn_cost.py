@@ -15,12 +15,12 @@ import statistics
 import time
 from collections.abc import Callable
 
-from core import tokens
-from core.context import DropOldest
-from core.conversation import Conversation
-from core.model_info import load_model_table
-from core.settings import ChatSettings
-from core.tokens import count_prompt_tokens
+from core.chat.context import DropOldest
+from core.chat.conversation import Conversation
+from core.chat.settings import ChatSettings
+from core.counting import tokens
+from core.counting.model_info import load_model_table
+from core.counting.tokens import count_prompt_tokens
 
 MODEL = "gpt-4.1"
 HISTORY_SIZES = (20, 200, 2_000)

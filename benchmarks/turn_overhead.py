@@ -40,7 +40,7 @@ from benchmarks.page_rerun import (
     send_through_page,
     throwaway_store,
 )
-from core.session import ChatSession
+from core.chat.session import ChatSession
 from tests.openai_server import server_process
 
 HISTORY = 500

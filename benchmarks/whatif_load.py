@@ -5,7 +5,7 @@ workspaces, a throwaway SQLite store) and two visitors speaking Streamlit's WebS
 as browser tabs do (`benchmarks.load.Visitor`):
 
 - the *replayer* builds the largest conversation a what-if replays (199 exchanges: the system
-  prompt and 398 messages, under `core.replay.MAX_REPLAY_MESSAGES`) by sending every question
+  prompt and 398 messages, under `core.chat.replay.MAX_REPLAY_MESSAGES`) by sending every question
   through the chat input, opens the What if view, and then, for a whole window, sets the view's
   budget to a value it has not used yet and waits for the page, again and again with no pause
   (a new scenario each time, so no kept result is reused: every run replays the conversation
@@ -37,7 +37,7 @@ from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
 from websockets.sync.client import ClientConnection
 
 from benchmarks.load import TURN_TIMEOUT_S, Turn, Visitor, percentile, server_use, streamlit_server
-from core.replay import MAX_REPLAY_MESSAGES
+from core.chat.replay import MAX_REPLAY_MESSAGES
 from ui.state import Key
 
 WINDOW_S = 30.0

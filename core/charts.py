@@ -23,9 +23,9 @@ from core.safe_markdown import page_markdown
 from core.stats import TURN_COLUMNS, ContextGauge, DashboardFigures, Row
 
 if TYPE_CHECKING:
-    from core.compare import ComparisonSnapshot
-    from core.leaderboard import Leaderboard
-    from core.replay import ReplayComparison
+    from core.chat.replay import ReplayComparison
+    from core.compare.comparison import ComparisonSnapshot
+    from core.compare.leaderboard import Leaderboard
 
 Spec = dict[str, Any]
 #: The page's text in its language (a `core.i18n.Translator`): `text("chart.axis.turn")`. Every
@@ -650,7 +650,9 @@ def comparison_spec(snapshot: ComparisonSnapshot, texts: ComparisonChartTexts | 
 
 def replay_spec(result: ReplayComparison, text: Text) -> Spec:
     """Prompt tokens per turn as recorded and as replayed (two lines, told apart by colour and by
-    dash), with the replay's budget as a dashed rule."""
+    dash), with the replay's budget as a dashed rule, or named above the plot when it is more
+    than BUDGET_OFF_SCALE times the largest prompt (as the usage chart does: drawn, it would
+    flatten the lines against zero)."""
     recorded, replayed = text("chart.replay.recorded"), text("chart.replay.what_if")
     rows = [
         {"turn": row.number, "run": run, "prompt tokens": turn.prompt_tokens}
@@ -691,7 +693,12 @@ def replay_spec(result: ReplayComparison, text: Text) -> Spec:
             },
         }
     ]
-    if budget is not None:
+    largest = max(
+        (turn.prompt_tokens for row in result.turns for turn in (row.recorded, row.replayed)), default=0
+    )
+    if budget is not None and budget > BUDGET_OFF_SCALE * largest:
+        layers.append(budget_note(text("chart.budget_off_scale", budget=budget)))
+    elif budget is not None:
         layers.append(
             {
                 "mark": {"type": "rule", "strokeDash": [2, 2], "color": "#D55E00"},

@@ -12,7 +12,7 @@ One `VisitorService` per browser session, kept in its session state. It owns the
 conversations, personas and comparisons, and saving them: one save path), the connection and its
 backend, and the deployer's policy, enforced here once for every view: the models allowed (for the
 chat, every compare column and the summarizer), the reply cap, the context budget, the message size
-and the rate limits, which hold per workspace and for the whole deployment (`core.limits.RATE_LIMITS`),
+and the rate limits, which hold per workspace and for the whole deployment (`core.policy.limits.RATE_LIMITS`),
 not per browser session. The limits apply to calls paid with the deployer's key.
 
 A refusal is a `DashboardError` (raised, and kept as the session's error for the chat); anything
@@ -22,6 +22,7 @@ else worth telling the visitor is a `core.notices.Notice`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -29,11 +30,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from core import replay
-from core.backends import ChatBackend
-from core.compare import UNWATCHED_S, Column, Comparison, Pick, PickOutcome
-from core.connection import Backends, Connection, resolve_connection
-from core.conversation import MAX_IMPORT_BYTES, Conversation, not_imported
+from core.chat import replay
+from core.chat.conversation import MAX_IMPORT_BYTES, Conversation, not_imported
+from core.chat.session import REQUEST_GOING_OUT, ChatSession
+from core.chat.settings import ChatSettings
+from core.compare.comparison import UNWATCHED_S, Column, Comparison, Pick, PickOutcome
+from core.compare.testsets import TestRunRecord, TestSet, TestSetRun
+from core.counting.model_info import ModelTable
 from core.errors import (
     BaseUrlRefused,
     ConversationStateError,
@@ -43,17 +46,15 @@ from core.errors import (
     PersonaFileError,
 )
 from core.i18n import Language
-from core.limits import RATE_LIMITS, DeployerLimits, RateLimits
-from core.model_info import ModelTable
-from core.netguard import allowed_base_urls_from
 from core.notices import Notice, error_notice
-from core.owners import AccessMode, visitor_access
-from core.personas import Persona
-from core.session import REQUEST_GOING_OUT, ChatSession
-from core.settings import ChatSettings
-from core.store import ConversationSummary, StaleConversation
-from core.testsets import TestRunRecord, TestSet, TestSetRun
-from core.workspace import Workspace
+from core.personas.persona import Persona
+from core.policy.limits import RATE_LIMITS, DeployerLimits, RateLimits
+from core.policy.netguard import allowed_base_urls_from
+from core.policy.owners import AccessMode, visitor_access
+from core.providers.backends import ChatBackend
+from core.providers.connection import Backends, Connection, resolve_connection
+from core.store.database import ConversationSummary, StaleConversation
+from core.store.workspace import Workspace
 
 #: How often the text of a reply still streaming is saved (seconds): a crash loses at most this much.
 REPLY_DRAFT_EVERY_S = 2.0
@@ -68,7 +69,7 @@ class Deployment:
 
     #: How this visitor is treated: the deployer's ACCESS_MODE, or by where they are when unset.
     access_mode: AccessMode = "single-user"
-    #: The visitor is on this machine (`core.owners.is_local_visitor`).
+    #: The visitor is on this machine (`core.policy.owners.is_local_visitor`).
     local_visitor: bool = False
     allowed_base_urls: tuple[str, ...] = ()
     limits: DeployerLimits = field(default_factory=DeployerLimits)
@@ -187,6 +188,9 @@ class VisitorService:
         self.comparison: Comparison | None = None
         self.comparison_id: str | None = None
         self._saved_version = -1  # the open comparison's snapshot version last saved
+        self._comparison_saved_at = float("-inf")  # and when (the service's clock)
+        #: Held while the open comparison is saved: its columns' workers save it too.
+        self._comparison_saving = threading.RLock()
         #: The running (or ended, not yet saved) test set.
         self.test_run: TestSetRun | None = None
         self._notices: list[Notice] = []
@@ -554,10 +558,17 @@ class VisitorService:
             self.notify(error_notice("comparison_not_started", error))
             return None
         self.close_comparison()
-        comparison.unwatched_limit_s = UNWATCHED_S  # drawn by the compare page
-        self.comparison, self.comparison_id = comparison, None
+        self._watch(comparison, None)
         self._columns_within_limits(comparison, notify=True)
         return comparison
+
+    def _watch(self, comparison: Comparison, comparison_id: str | None) -> None:
+        """`comparison` is the open one, drawn by the compare page and saved as its columns go."""
+        comparison.unwatched_limit_s = UNWATCHED_S
+        comparison.on_progress = functools.partial(self._comparison_progress, comparison)
+        with self._comparison_saving:
+            self.comparison, self.comparison_id = comparison, comparison_id
+            self._saved_version = comparison.version if comparison_id is not None else -1
 
     def _columns(self, personas: Mapping[str, Persona], choices: Sequence[ColumnChoice]) -> list[Column]:
         return [
@@ -579,15 +590,20 @@ class VisitorService:
             self.notify(error_notice("comparison_not_opened", error))
             return None
         self.close_comparison()
-        comparison.unwatched_limit_s = UNWATCHED_S
-        self.comparison, self.comparison_id = comparison, comparison_id
-        self._saved_version = comparison.snapshot().version
+        self._watch(comparison, comparison_id)
         return comparison
 
     def close_comparison(self) -> None:
-        if self.comparison is not None:
-            self.comparison.stop_all()
-        self.comparison, self.comparison_id = None, None
+        """Stop the open comparison's columns, saving what they have so far (kept interrupted)."""
+        comparison = self.comparison
+        if comparison is None:
+            return
+        with self._comparison_saving:
+            if comparison.busy:
+                self._save_comparison(comparison)
+            comparison.on_progress = None
+            self.comparison, self.comparison_id = None, None
+        comparison.stop_all()
 
     def compare_send(self, text: str) -> None:
         """Send `text` to every column at once (one request each against the rate limits)."""
@@ -617,17 +633,32 @@ class VisitorService:
         self.save_comparison()
 
     def save_comparison(self) -> None:
-        """Save the open comparison if it changed since it was last saved or opened."""
-        comparison = self._open_comparison()
-        version = comparison.snapshot().version
-        if self.comparison_id is not None and version == self._saved_version:
+        """Save the open comparison if it changed since it was last saved or opened (the one save
+        path of a comparison: its columns' progress comes here too, `_comparison_progress`)."""
+        self._save_comparison(self._open_comparison())
+
+    def _comparison_progress(self, comparison: Comparison, now: bool) -> None:
+        """`Comparison.on_progress`, on the page's thread or a column's worker: saved at once when
+        `now` (a question about to be sent, a column that ended), else the answers so far as a
+        draft at most every `REPLY_DRAFT_EVERY_S` (a crash then keeps them, interrupted)."""
+        if not now and self.clock() - self._comparison_saved_at < REPLY_DRAFT_EVERY_S:
             return
-        try:
-            self.comparison_id = self.workspace.save_comparison(self.comparison_id, comparison)
-        except DashboardError as error:
-            self.store_problem = error_notice("comparison_unsaved", error)
-            return
-        self._saved_version = version
+        self._save_comparison(comparison)
+
+    def _save_comparison(self, comparison: Comparison) -> None:
+        with self._comparison_saving:
+            if comparison is not self.comparison or not comparison.rounds:
+                return  # closed since (its last state was saved then), or nothing asked yet
+            version = comparison.version
+            if self.comparison_id is not None and version == self._saved_version:
+                return
+            self._comparison_saved_at = self.clock()
+            try:
+                self.comparison_id = self.workspace.save_comparison(self.comparison_id, comparison)
+            except DashboardError as error:
+                self.store_problem = error_notice("comparison_unsaved", error)
+                return
+            self._saved_version = version
 
     def saved_comparisons(self) -> list[tuple[str, str]]:
         return self.workspace.list_comparisons()

@@ -11,13 +11,11 @@ import weakref
 from dataclasses import dataclass
 from typing import Any
 
-import pandas as pd
-
-from core.calibration import SilentTruncation
-from core.context import ContextPolicy
-from core.conversation import Conversation
-from core.model_info import ModelTable
-from core.tokens import REPLY_PRIMING
+from core.chat.context import ContextPolicy
+from core.chat.conversation import Conversation
+from core.counting.calibration import SilentTruncation
+from core.counting.model_info import ModelTable
+from core.counting.tokens import REPLY_PRIMING
 
 TURN_COLUMNS = [
     "turn",
@@ -74,13 +72,6 @@ def turn_rows(conversation: Conversation) -> list[Row]:
     ]
 
 
-def turns_frame(conversation: Conversation) -> pd.DataFrame:
-    """`turn_rows` as a frame."""
-    return pd.DataFrame(turn_rows(conversation), columns=TURN_COLUMNS).astype(
-        {"reported_prompt_tokens": "Int64", "cached_prompt_tokens": "Int64", "difference": "Int64"}
-    )
-
-
 def trim_rows(conversation: Conversation) -> list[Row]:
     """One row per trimming event (TRIM_COLUMNS), with a preview of the oldest messages it dropped."""
     return [
@@ -101,11 +92,6 @@ def trim_rows(conversation: Conversation) -> list[Row]:
     ]
 
 
-def trims_frame(conversation: Conversation) -> pd.DataFrame:
-    """`trim_rows` as a frame."""
-    return pd.DataFrame(trim_rows(conversation), columns=TRIM_COLUMNS)
-
-
 def context_rows(conversation: Conversation, policy: ContextPolicy) -> list[Row]:
     """The in-context messages, in order (CONTEXT_COLUMNS), with the prompt tokens each costs, their
     full text, and what the policy's next call does with each ("sent", or "dropped" when it will
@@ -122,11 +108,6 @@ def context_rows(conversation: Conversation, policy: ContextPolicy) -> list[Row]
     ]
     rows.append({"role": "(reply priming)", "tokens": REPLY_PRIMING, "next call": "sent", "text": ""})
     return rows
-
-
-def context_frame(conversation: Conversation, policy: ContextPolicy) -> pd.DataFrame:
-    """`context_rows` as a frame."""
-    return pd.DataFrame(context_rows(conversation, policy), columns=CONTEXT_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -167,9 +148,6 @@ class ContextGauge:
             ("priming", self.priming),
             ("free", self.free),
         ]
-
-    def frame(self) -> pd.DataFrame:
-        return pd.DataFrame(self.parts(), columns=["part", "tokens"])
 
 
 def context_gauge(conversation: Conversation) -> ContextGauge:
@@ -309,7 +287,7 @@ def record_version(conversation: Conversation, policy: ContextPolicy) -> tuple[o
         conversation.prompt_tokens,
         conversation.pinned_tokens,
         conversation.settings,
-        # The budget calls are fitted to: the setting, less what the tokenizer asks (core.counting).
+        # The budget calls are fitted to: the setting, less what the tokenizer asks (core.counting.methods).
         conversation.context_budget,
         policy.name,
     )

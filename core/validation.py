@@ -299,7 +299,7 @@ _FIELD_CODES: Mapping[str, tuple[str, str | None]] = {
 }
 
 
-#: The error types of the models' own validators (`PydanticCustomError`, core/personas.py): each
+#: The error types of the models' own validators (`PydanticCustomError`, core/personas/persona.py): each
 #: is its own code, and the error's context holds its text's fields.
 _OWN_NOTICES: Mapping[str, Notice] = {
     "one_line": Notice(code="validation_one_line"),

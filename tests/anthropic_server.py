@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from core.tokens import get_encoding
+from core.counting.tokens import get_encoding
 from tests.openai_server import RecordedRequest, echo_reply, split_chunks
 
 #: Framing tokens, as negative ids no text token has.

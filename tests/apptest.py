@@ -9,8 +9,8 @@ from markdown_it.token import Token
 from streamlit.testing.v1 import AppTest
 from streamlit.testing.v1.element_tree import Radio
 
-from core.conversation import Conversation
-from core.session import ChatSession
+from core.chat.conversation import Conversation
+from core.chat.session import ChatSession
 
 
 def send(at: AppTest, text: str) -> AppTest:

@@ -12,7 +12,7 @@ from streamlit import config as streamlit_config
 from streamlit.runtime.secrets import Secrets
 from streamlit.testing.v1 import AppTest
 
-from core.limits import RATE_LIMITS
+from core.policy.limits import RATE_LIMITS
 from tests.anthropic_server import AnthropicServer, running_anthropic_server
 from tests.openai_server import OpenAIServer, running_server
 
@@ -22,7 +22,7 @@ APP_PATH = REPO_ROOT / "streamlit_app.py"
 #: and those the OpenAI SDK reads itself: cleared so a developer's own never leak into a test.
 #: tests/test_settings_cleared.py fails when the app reads one this list lacks.
 DEPLOYER_SETTINGS = (
-    # the connection (core/connection.py)
+    # the connection (core/providers/connection.py)
     "OPENAI_API_KEY",
     "OPENAI_BASE_URL",
     "OPENAI_ORG_ID",
@@ -40,7 +40,7 @@ DEPLOYER_SETTINGS = (
     "AZURE_OPENAI_API_KEY",
     "AZURE_OPENAI_AD_TOKEN",
     "AZURE_OPENAI_ENDPOINT",
-    # what visitors may spend (core/limits.py, core/netguard.py)
+    # what visitors may spend (core/policy/limits.py, core/policy/netguard.py)
     "ALLOWED_BASE_URLS",
     "ALLOWED_MODELS",
     "MAX_REPLY_CAP",
@@ -50,7 +50,7 @@ DEPLOYER_SETTINGS = (
     "RATE_LIMIT_TOKENS_PER_MIN",
     "RATE_LIMIT_DEPLOYMENT_REQUESTS_PER_MIN",
     "RATE_LIMIT_TOKENS_PER_DAY",
-    # who sees what, where it is kept (core/owners.py, core/store.py)
+    # who sees what, where it is kept (core/policy/owners.py, core/store/database.py)
     "ACCESS_MODE",
     "DATABASE_URL",
     "DATA_DIR",

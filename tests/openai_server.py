@@ -2,7 +2,7 @@
 
 It speaks the Chat Completions wire format (streaming SSE chunks, the final usage chunk, `[DONE]`,
 non-streaming JSON) and `GET /v1/models`, on 127.0.0.1 in a background thread. Its default reply
-echoes the last user message; usage is counted with `core.tokens` like the real API bills it.
+echoes the last user message; usage is counted with `core.counting.tokens` like the real API bills it.
 
 In a test (the `openai_server` fixture lives in tests/conftest.py)::
 
@@ -40,8 +40,8 @@ from typing import Any, Literal
 
 import tiktoken
 
-from core.prompt_cache import CACHE_RULES, OPENAI_RULE, PromptCache, prompt_token_ids
-from core.tokens import count_prompt_tokens, get_encoding, tokenizer_for
+from core.chat.prompt_cache import CACHE_RULES, OPENAI_RULE, PromptCache, prompt_token_ids
+from core.counting.tokens import count_prompt_tokens, get_encoding, tokenizer_for
 
 DEFAULT_MODELS = ("gpt-4o-mini", "gpt-4o", "gpt-4.1-mini", "o3-mini", "gpt-5-mini", "llama3.2")
 CONTROL_PREFIX = "/_control/"
@@ -123,7 +123,7 @@ def split_chunks(text: str) -> list[str]:
 @dataclass
 class Billing:
     """How a server that is not OpenAI's counts prompts: its model's own tokenizer and chat
-    template (`OpenAIServer.billing`; None bills like the OpenAI API, with `core.tokens`).
+    template (`OpenAIServer.billing`; None bills like the OpenAI API, with `core.counting.tokens`).
 
     Usage, the optional tokenize endpoints and the context-window check all count the same way.
     """

@@ -7,16 +7,16 @@ import itertools
 
 import pytest
 
-from core.anthropic_backend import AnthropicBackend
-from core.backends import ChatRequest, OpenAIBackend
-from core.connection import Connection
-from core.conversation import Conversation
+from core.chat.conversation import Conversation
+from core.chat.session import ChatSession
+from core.chat.settings import ChatSettings
+from core.counting.model_info import load_model_table
+from core.counting.tokens import METHOD_SERVER
 from core.errors import AuthenticationFailed, BackendError, Overloaded, RateLimited, ServerError
-from core.model_info import load_model_table
-from core.session import ChatSession
-from core.settings import ChatSettings
+from core.providers.anthropic_backend import AnthropicBackend
+from core.providers.backends import ChatRequest, OpenAIBackend
+from core.providers.connection import Connection
 from core.stats import totals
-from core.tokens import METHOD_SERVER
 from tests.anthropic_server import AnthropicServer, api_key_of
 
 KEY = "sk-ant-test-SECRET-0123456789"

@@ -3,8 +3,8 @@
 import json
 import shutil
 
-from core.context import DropOldest
-from core.model_info import load_model_table
+from core.chat.context import DropOldest
+from core.counting.model_info import load_model_table
 from core.stats import context_gauge, totals
 from tests.apptest import (
     click,

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
-from core.personas import Persona
-from core.tokens import get_encoding
+from core.counting.tokens import get_encoding
+from core.personas.persona import Persona
 from tests.apptest import click
 from tests.conftest import APP_PATH
 

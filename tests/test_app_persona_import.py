@@ -13,10 +13,10 @@ from typing import Any
 from PIL import Image
 from streamlit.testing.v1 import AppTest
 
-from core.character_cards import png_text_chunks
-from core.persona_formats import import_file
-from core.personas import EXAMPLES_HEADING
-from core.tokens import tokenizer_for
+from core.counting.tokens import tokenizer_for
+from core.personas.character_cards import png_text_chunks
+from core.personas.formats import import_file
+from core.personas.persona import EXAMPLES_HEADING
 from tests.apptest import open_expander
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
-from core.personas import BUNDLED_PERSONAS_DIR, load_personas, persona_yaml
+from core.personas.persona import BUNDLED_PERSONAS_DIR, load_personas, persona_yaml
 from tests.apptest import click, conversation, send
 from tests.conftest import APP_PATH
 

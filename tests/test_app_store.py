@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.owners import LOCAL_OWNER
-from core.store import Store
+from core.policy.owners import LOCAL_OWNER
+from core.store.database import Store
 from tests.apptest import (
     click,
     conversation,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from streamlit.testing.v1 import AppTest
 
-from core.conversation import MessageState
+from core.chat.conversation import MessageState
 from tests.apptest import conversation, open_key, send, session
 
 

@@ -15,7 +15,7 @@ def test_a_smaller_budget_says_what_it_would_cost_and_forget(app: AppTest) -> No
     assert not app.exception, app.exception
     app.number_input(key="whatif_budget").set_value(256).run()
     metrics = {m.label: m for m in app.metric}
-    assert metrics["Messages forgotten only in the replay"].value != "0"
+    assert metrics["Forgotten, what if"].value != "0"
     assert metrics["Cost, what if"].delta.startswith("recorded $")
     table = next(d.value for d in app.dataframe if "prompt, what if" in d.value.columns)
     assert len(table) == turns_before

@@ -12,18 +12,9 @@ from typing import Any
 import openai
 import pytest
 
-from core.backends import (
-    MAX_EVENT_BYTES,
-    MAX_REPORTED_TOKENS,
-    ChatRequest,
-    OpenAIBackend,
-    OpenAIReplyStream,
-    Usage,
-    parse_retry_after,
-    reply_size_limit,
-    scrub_secrets,
-    uses_max_completion_tokens,
-)
+from core.chat.prompt_cache import PREFIX_RULE, PromptCache
+from core.chat.settings import MAX_REPLY_CAP, Sampling
+from core.counting.tokens import count_prompt_tokens, tokenizer_for
 from core.errors import (
     AuthenticationFailed,
     BackendError,
@@ -38,9 +29,18 @@ from core.errors import (
     ServerError,
     StreamInterrupted,
 )
-from core.prompt_cache import PREFIX_RULE, PromptCache
-from core.settings import MAX_REPLY_CAP, Sampling
-from core.tokens import count_prompt_tokens, tokenizer_for
+from core.providers.backends import (
+    MAX_EVENT_BYTES,
+    MAX_REPORTED_TOKENS,
+    ChatRequest,
+    OpenAIBackend,
+    OpenAIReplyStream,
+    Usage,
+    parse_retry_after,
+    reply_size_limit,
+    scrub_secrets,
+    uses_max_completion_tokens,
+)
 from tests.openai_server import OpenAIServer, echo_reply, split_chunks, unused_port
 
 KEY = "sk-test-SECRET-123456"

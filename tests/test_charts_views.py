@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 from core.charts import ComparisonChartTexts, comparison_spec, replay_spec
-from core.compare import Column, Comparison
-from core.context import DropOldest
-from core.conversation import Conversation
+from core.chat.context import DropOldest
+from core.chat.conversation import Conversation
+from core.chat.replay import Scenario, compare
+from core.chat.settings import ChatSettings
+from core.compare.comparison import Column, Comparison
+from core.counting.model_info import load_model_table
 from core.i18n import translator
-from core.model_info import load_model_table
-from core.offline import OfflineBackend
-from core.personas import BUNDLED_PERSONAS_DIR, load_personas
-from core.replay import Scenario, compare
-from core.settings import ChatSettings
+from core.personas.persona import BUNDLED_PERSONAS_DIR, load_personas
+from core.providers.offline import OfflineBackend
 from tests.test_stats import assert_valid_vega_lite
 
 EN = translator("en")
@@ -88,3 +88,9 @@ def test_the_replay_chart_shows_both_runs_and_the_budget() -> None:
     assert spec["layer"][-1]["encoding"]["y"]["datum"] == 200
     replayed = [row["prompt tokens"] for row in spec["datasets"]["replay"] if row["run"] == "what if"]
     assert max(replayed) <= 200
+    # A budget far above every prompt is named, not drawn: drawn, it would flatten both lines.
+    far = replay_spec(compare(conversation, Scenario(budget=1_000_000), load_model_table()), EN)
+    assert_valid_vega_lite(far)
+    assert [layer.get("name") for layer in far["layer"]] == [None, "budget_note"]
+    assert far["layer"][-1]["data"]["values"] == [{"note": EN("chart.budget_off_scale", budget=1_000_000)}]
+    assert all("datum" not in layer["encoding"].get("y", {}) for layer in far["layer"])

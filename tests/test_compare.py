@@ -1,4 +1,4 @@
-"""Compare mode's core (core/compare.py): columns that stream at the same time, a failure that
+"""Compare mode's core (core/compare/comparison.py): columns that stream at the same time, a failure that
 stays in its column, stop and retry per column, blind picks and votes, and the exports;
 with the scripted backend, and with the real SDK over HTTP against the local test server."""
 
@@ -12,27 +12,27 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from core.backends import OpenAIBackend
-from core.compare import (
+from core.chat.conversation import Conversation
+from core.chat.session import ChatSession
+from core.chat.settings import ChatSettings
+from core.compare.comparison import (
     Column,
     Comparison,
     ComparisonSnapshot,
     markdown_cell,
 )
-from core.conversation import Conversation
+from core.compare.leaderboard import leaderboard, votes_from_picks
+from core.counting.model_info import load_model_table
+from core.counting.tokens import count_prompt_tokens
 from core.errors import (
     ConversationImportError,
     ConversationStateError,
     RateLimited,
     StreamInterrupted,
 )
-from core.leaderboard import leaderboard, votes_from_picks
-from core.model_info import load_model_table
-from core.offline import OfflineBackend
-from core.scripted import ScriptedBackend, ScriptedReply
-from core.session import ChatSession
-from core.settings import ChatSettings
-from core.tokens import count_prompt_tokens
+from core.providers.backends import OpenAIBackend
+from core.providers.offline import OfflineBackend
+from core.providers.scripted import ScriptedBackend, ScriptedReply
 from tests.openai_server import running_server
 
 SYSTEM = "You are a terse assistant."

@@ -2,9 +2,9 @@
 
 import pytest
 
-from core.connection import Backends, resolve_connection
 from core.errors import BaseUrlRefused, DashboardError
-from core.offline import OfflineBackend
+from core.providers.connection import Backends, resolve_connection
+from core.providers.offline import OfflineBackend
 
 
 def test_nothing_configured_means_offline():

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.backends import Usage
-from core.context import (
+from core.chat.context import (
     FIRST_TURN_ALONE,
     NO_SUMMARIZER,
     POLICIES,
@@ -22,7 +21,16 @@ from core.context import (
     policy_named,
     summary_cap,
 )
-from core.conversation import Conversation, MessageState
+from core.chat.conversation import Conversation, MessageState
+from core.chat.settings import ChatSettings
+from core.chat.summaries import (
+    CONDENSE_INSTRUCTION,
+    SUMMARIZE_INSTRUCTION,
+    SUMMARY_FRAME,
+    is_summary_message,
+    offline_summary,
+)
+from core.counting.tokens import count_prompt_tokens, tokenizer_for
 from core.errors import (
     ConversationImportError,
     ConversationStateError,
@@ -30,15 +38,7 @@ from core.errors import (
     RateLimited,
     ServerError,
 )
-from core.settings import ChatSettings
-from core.summaries import (
-    CONDENSE_INSTRUCTION,
-    SUMMARIZE_INSTRUCTION,
-    SUMMARY_FRAME,
-    is_summary_message,
-    offline_summary,
-)
-from core.tokens import count_prompt_tokens, tokenizer_for
+from core.providers.backends import Usage
 
 POLICY = DropOldest()
 

@@ -9,12 +9,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.backends import Usage
-from core.context import DropOldest
-from core.conversation import Conversation, MessageState
+from core.chat.context import DropOldest
+from core.chat.conversation import Conversation, MessageState
+from core.chat.settings import ChatSettings
+from core.counting.tokens import count_prompt_tokens
 from core.errors import ConversationImportError, ConversationStateError, PromptTooLong
-from core.settings import ChatSettings
-from core.tokens import count_prompt_tokens
+from core.providers.backends import Usage
 
 SYSTEM = "You are a terse assistant."
 POLICY = DropOldest()

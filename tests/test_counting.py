@@ -13,9 +13,11 @@ import json
 
 import pytest
 
-from core import calibration as cal
-from core.backends import OpenAIBackend
-from core.calibration import (
+from core.chat.conversation import Conversation
+from core.chat.session import ChatSession
+from core.chat.settings import ChatSettings
+from core.counting import calibration as cal
+from core.counting.calibration import (
     PRIOR_PARAMS,
     CalibratedTokenizer,
     Calibration,
@@ -23,19 +25,17 @@ from core.calibration import (
     cap_to_window,
     shrink,
 )
-from core.conversation import Conversation
-from core.counting import RECOUNT_TOLERANCE, ServerTokenizer, counting_for
-from core.errors import PromptTooLong
-from core.server_tokens import server_root
-from core.session import ChatSession
-from core.settings import ChatSettings
-from core.tokens import (
+from core.counting.methods import RECOUNT_TOLERANCE, ServerTokenizer, counting_for
+from core.counting.server_tokens import server_root
+from core.counting.tokens import (
     METHOD_SERVER,
     METHOD_TIKTOKEN,
     METHOD_UNCALIBRATED,
     count_prompt_tokens,
     tokenizer_for,
 )
+from core.errors import PromptTooLong
+from core.providers.backends import OpenAIBackend
 from tests.openai_server import CJK_CHARS, Billing, OpenAIServer
 
 MODEL = "qwen3"

@@ -1,4 +1,4 @@
-"""What the OpenAI-compatible and Anthropic backends share (`core.backends.HttpChatBackend`): the
+"""What the OpenAI-compatible and Anthropic backends share (`core.providers.backends.HttpChatBackend`): the
 per-reply time limit, the size cut and the typed errors, each checked on both backends over
 real HTTP against their local test servers (tests/openai_server.py, tests/anthropic_server.py)."""
 
@@ -10,8 +10,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from core.anthropic_backend import AnthropicBackend
-from core.backends import ChatRequest, HttpChatBackend, OpenAIBackend, reply_size_limit
 from core.errors import (
     AuthenticationFailed,
     BackendError,
@@ -25,6 +23,8 @@ from core.errors import (
     ServerError,
 )
 from core.i18n import translator
+from core.providers.anthropic_backend import AnthropicBackend
+from core.providers.backends import ChatRequest, HttpChatBackend, OpenAIBackend, reply_size_limit
 from tests.anthropic_server import running_anthropic_server
 from tests.openai_server import running_server
 

@@ -15,9 +15,10 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from core.charts import SERIES, TRIM_TOOLTIP, TRIMS, ComparisonChartTexts
-from core.compare import PickOutcome
-from core.connection import KeySource
-from core.conversation import MessageState, SummaryVersion
+from core.chat.conversation import MessageState, SummaryVersion
+from core.chat.prompt_cache import CACHE_RULES
+from core.chat.settings import POLICY_NAMES
+from core.compare.comparison import PickOutcome
 from core.i18n import (
     CATALOGS,
     LANGUAGES,
@@ -29,14 +30,14 @@ from core.i18n import (
     translator,
 )
 from core.locales import en, zh_CN
-from core.persona_formats import EXPORT_FORMATS
-from core.prompt_cache import CACHE_RULES
-from core.settings import POLICY_NAMES
+from core.personas.formats import EXPORT_FORMATS
+from core.providers.connection import KeySource
 from core.stats import ContextGauge
 from core.validation import FIELD_PROBLEM_CODES
 from tests.apptest import conversation_list
 from tests.conftest import APP_PATH, REPO_ROOT
 from ui.compare_view import MODES as COMPARE_MODES
+from ui.compare_view import NAMED_STATES
 from ui.personas_view import EDITOR_LABELS
 from ui.testsets_view import OTHER_VOTES
 
@@ -47,7 +48,7 @@ SOURCES = [
     *sorted((REPO_ROOT / "ui").glob("*.py")),
     *sorted((REPO_ROOT / "app_pages").glob("*.py")),
     REPO_ROOT / "core" / "charts.py",
-    REPO_ROOT / "core" / "offline.py",
+    REPO_ROOT / "core" / "providers" / "offline.py",
 ]
 #: `tr("key"`, `tr_plural("key"`, `text("key"` and `text.plural("key"` with a literal key (either
 #: quote, inside f-strings too).
@@ -81,7 +82,7 @@ DERIVED_FAMILIES = {
     "compare.mode.": set(COMPARE_MODES),
     "compare.vote.": set(OTHER_VOTES),
     "compare.vote.done_": set(get_args(PickOutcome)),
-    "compare.state.": {"waiting", "streaming", "stopped"},
+    "compare.state.": set(NAMED_STATES),
     "personas.editor.": set(EDITOR_LABELS.values()),
     "validation.": set(FIELD_PROBLEM_CODES),
 }
@@ -163,7 +164,7 @@ def test_every_key_derived_from_a_value_of_core_exists():
 
 #: A notice's code where core or the page makes one: `Notice(code="x"` or `error_notice("x"`.
 NOTICE_CODE = re.compile(r"""(?:\bcode=|\berror_notice\()\s*["']([a-z0-9_]+)["']""")
-NOTICE_SOURCES = [*sorted((REPO_ROOT / "core").glob("*.py")), *SOURCES]
+NOTICE_SOURCES = [*sorted((REPO_ROOT / "core").rglob("*.py")), *SOURCES]
 
 
 def notice_keys() -> set[str]:
@@ -197,9 +198,9 @@ def code_values(node: ast.expr, assigned: dict[str, set[str]], where: str) -> se
 
 
 def error_codes() -> set[str]:
-    """Every code core gives an error (`.coded(...)` in core/*.py)."""
+    """Every code core gives an error (`.coded(...)` in core/**/*.py)."""
     codes = {"generic"}
-    for path in sorted((REPO_ROOT / "core").glob("*.py")):
+    for path in sorted((REPO_ROOT / "core").rglob("*.py")):
         tree = ast.parse(path.read_text(encoding="utf-8"))
         assigned: dict[str, set[str]] = {}
         for node in ast.walk(tree):
@@ -483,7 +484,7 @@ def chart_texts(at: AppTest) -> Iterator[str]:
 def persona_content() -> list[str]:
     """What the shipped personas' authors wrote (names, descriptions, tags, starters, greetings):
     content, shown as written whatever the page's language, longest first."""
-    from core.personas import BUNDLED_PERSONAS_DIR, load_personas
+    from core.personas.persona import BUNDLED_PERSONAS_DIR, load_personas
 
     written = []
     for persona in load_personas(BUNDLED_PERSONAS_DIR).personas.values():
@@ -706,7 +707,7 @@ def test_a_bad_persona_file_in_the_sidebar_reads_in_chinese(clean_env, tmp_path)
     """The persona folder's broken files (PersonaFileError) are listed in the sidebar in Chinese."""
     import shutil
 
-    from core.personas import BUNDLED_PERSONAS_DIR, PersonaFile
+    from core.personas.persona import BUNDLED_PERSONAS_DIR, PersonaFile
 
     folder = tmp_path / "personas"
     shutil.copytree(BUNDLED_PERSONAS_DIR, folder)
@@ -773,9 +774,9 @@ def test_a_conversation_file_that_is_not_imported_says_why_in_chinese(clean_env,
 def test_an_action_the_conversation_refuses_reads_in_chinese():
     """ConversationStateError from a stale tab or a double click (nothing to regenerate, an empty
     summary, an empty message) is coded: its Chinese text, not its English sentence."""
-    from core.conversation import Conversation
+    from core.chat.conversation import Conversation
+    from core.chat.settings import ChatSettings
     from core.errors import ConversationStateError
-    from core.settings import ChatSettings
 
     conversation = Conversation("You are terse.", ChatSettings(model="gpt-4o-mini", context_budget=1000))
     zh, refused = translator("zh-CN"), []

@@ -1,4 +1,4 @@
-"""Bradley–Terry ratings with bootstrap intervals (core/leaderboard.py), checked against an
+"""Bradley–Terry ratings with bootstrap intervals (core/compare/leaderboard.py), checked against an
 independent maximum-likelihood fit written here (Hunter's MM algorithm, plain Python)."""
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import random
 
 import pytest
 
-from core.compare import Candidate, Pick
-from core.leaderboard import MIN_VOTES, Contestant, Outcome, Vote, leaderboard, votes_from_picks
+from core.compare.comparison import Candidate, Pick
+from core.compare.leaderboard import MIN_VOTES, Contestant, Outcome, Vote, leaderboard, votes_from_picks
 
 A = Contestant("foodie", "gpt-4o-mini", "budget 1,024")
 B = Contestant("foodie", "gpt-4o-mini", "budget 4,096")

@@ -10,8 +10,8 @@ import urllib.request
 
 import pytest
 
-from core.backends import ChatRequest, OpenAIBackend
-from core.calibration import Calibration
+from core.counting.calibration import Calibration
+from core.providers.backends import ChatRequest, OpenAIBackend
 from tests.test_counting import MIXED_QUESTIONS, MIXED_REPLIES
 
 URL = os.environ.get("LLAMA_SERVER_URL", "http://127.0.0.1:8901")

@@ -1,7 +1,7 @@
 import pytest
 
+from core.counting.model_info import load_model_table
 from core.errors import DashboardError
-from core.model_info import load_model_table
 
 
 def test_shipped_table_loads_and_matches_snapshots():

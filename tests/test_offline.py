@@ -2,14 +2,14 @@
 
 import re
 
-from core.backends import ChatRequest
-from core.conversation import Conversation
-from core.model_info import load_model_table
-from core.offline import OfflineBackend
-from core.session import ChatSession
-from core.settings import ChatSettings
+from core.chat.conversation import Conversation
+from core.chat.session import ChatSession
+from core.chat.settings import ChatSettings
+from core.counting.model_info import load_model_table
+from core.counting.tokens import count_prompt_tokens, tokenizer_for
+from core.providers.backends import ChatRequest
+from core.providers.offline import OfflineBackend
 from core.stats import totals
-from core.tokens import count_prompt_tokens, tokenizer_for
 
 
 def run(request: ChatRequest):

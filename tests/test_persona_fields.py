@@ -9,10 +9,17 @@ import io
 import pytest
 from PIL import Image
 
-from core.avatars import MAX_AVATAR_SIDE, AvatarImageError, avatar_from_data_url, avatar_png, encode_avatar
+from core.chat.session import ChatSession
+from core.counting.tokens import tokenizer_for
 from core.errors import PersonaFileError
-from core.offline import OfflineBackend
-from core.personas import (
+from core.personas.avatars import (
+    MAX_AVATAR_SIDE,
+    AvatarImageError,
+    avatar_from_data_url,
+    avatar_png,
+    encode_avatar,
+)
+from core.personas.persona import (
     EXAMPLES_HEADING,
     Example,
     Persona,
@@ -23,8 +30,7 @@ from core.personas import (
     persona_yaml,
     system_message,
 )
-from core.session import ChatSession
-from core.tokens import tokenizer_for
+from core.providers.offline import OfflineBackend
 
 
 def png(width: int, height: int, colour: tuple[int, int, int, int] = (200, 30, 30, 255)) -> bytes:

@@ -20,12 +20,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from core.avatars import avatar_png, encode_avatar
-from core.character_cards import card_png, png_text_chunks
 from core.i18n import english
-from core.persona_formats import EXPORT_FORMATS, FileImport, export_persona, import_file, import_files
-from core.persona_mapping import MAX_IMPORT_BYTES
-from core.personas import BUNDLED_PERSONAS_DIR, Persona, load_personas, parse_persona, persona_yaml
+from core.personas.avatars import avatar_png, encode_avatar
+from core.personas.character_cards import card_png, png_text_chunks
+from core.personas.formats import EXPORT_FORMATS, FileImport, export_persona, import_file, import_files
+from core.personas.mapping import MAX_IMPORT_BYTES
+from core.personas.persona import BUNDLED_PERSONAS_DIR, Persona, load_personas, parse_persona, persona_yaml
 
 
 def picture(width: int = 64, height: int = 64, colour: tuple[int, int, int] = (30, 120, 200)) -> bytes:
@@ -565,7 +565,7 @@ def test_remote_image_urls_are_never_fetched(counting_server: tuple[str, list[st
 
 
 def test_the_command_line_exports_and_imports(tmp_path: Any, capsys: pytest.CaptureFixture[str]) -> None:
-    from core.personas import main
+    from core.personas.persona import main
 
     source = BUNDLED_PERSONAS_DIR / "foodie.yaml"
     for export_format in EXPORT_FORMATS:

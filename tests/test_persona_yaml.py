@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from core.errors import PersonaFileError
-from core.personas import BUNDLED_PERSONAS_DIR, load_personas, parse_persona, persona_yaml
+from core.personas.persona import BUNDLED_PERSONAS_DIR, load_personas, parse_persona, persona_yaml
 
 SHIPPED = load_personas(BUNDLED_PERSONAS_DIR).personas
 

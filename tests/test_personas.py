@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from core.errors import DashboardError, PersonaFileError
-from core.personas import (
+from core.personas.persona import (
     BUNDLED_PERSONAS_DIR,
     MAX_FILE_BYTES,
     SCHEMA_FILE_NAME,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 
-from core.prompt_cache import (
+from core.chat.prompt_cache import (
     OPENAI_RULE,
     PREFIX_RULE,
     CacheRule,
@@ -12,7 +12,7 @@ from core.prompt_cache import (
     prompt_token_ids,
     shared_prefix,
 )
-from core.tokens import count_prompt_tokens, tokenizer_for
+from core.counting.tokens import count_prompt_tokens, tokenizer_for
 
 
 def test_openais_rule_counts_from_1024_tokens_in_blocks_of_128() -> None:

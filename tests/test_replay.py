@@ -5,13 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from core.backends import OpenAIBackend
-from core.context import summary_cap
-from core.conversation import Conversation, MessageState
-from core.errors import ServerError
-from core.model_info import ModelInfo, ModelTable, load_model_table
-from core.offline import OfflineBackend
-from core.replay import (
+from core.chat.context import summary_cap
+from core.chat.conversation import Conversation, MessageState
+from core.chat.replay import (
     STAND_IN_NOTE,
     Scenario,
     compare,
@@ -20,10 +16,14 @@ from core.replay import (
     recorded_exchanges,
     replay,
 )
-from core.scripted import ScriptedBackend, ScriptedReply
-from core.session import ChatSession
-from core.settings import ChatSettings
-from core.tokens import count_prompt_tokens, tokenizer_for
+from core.chat.session import ChatSession
+from core.chat.settings import ChatSettings
+from core.counting.model_info import ModelInfo, ModelTable, load_model_table
+from core.counting.tokens import count_prompt_tokens, tokenizer_for
+from core.errors import ServerError
+from core.providers.backends import OpenAIBackend
+from core.providers.offline import OfflineBackend
+from core.providers.scripted import ScriptedBackend, ScriptedReply
 
 PRICES = load_model_table()
 

@@ -23,16 +23,13 @@ import pytest
 from dockerfile_parse import DockerfileParser
 from streamlit.testing.v1 import AppTest
 
-from core import replay
-from core.backends import (
-    MAX_OTHER_BODY_BYTES,
-    ChatRequest,
-    OpenAIBackend,
-    reply_size_limit,
-    scrub_secrets,
-)
-from core.connection import Backends, Connection, resolve_connection
-from core.conversation import MAX_IMPORT_BYTES, Conversation
+from core.chat import replay
+from core.chat.conversation import MAX_IMPORT_BYTES, Conversation
+from core.chat.replay import MAX_REPLAY_MESSAGES
+from core.chat.session import ChatSession
+from core.chat.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, MAX_REPLY_CAP, ChatSettings
+from core.chat.summaries import SUMMARIZE_INSTRUCTION, SUMMARY_FRAME, neutralize_markup, summarize_request
+from core.counting.model_info import load_model_table
 from core.errors import (
     AddressRefused,
     BackendError,
@@ -48,9 +45,9 @@ from core.errors import (
     ReplyTooLong,
     TooManyPersonas,
 )
-from core.limits import DeployerLimits, RateLimiter
-from core.model_info import load_model_table
-from core.netguard import (
+from core.personas.persona import BUNDLED_PERSONAS_DIR, load_personas
+from core.policy.limits import DeployerLimits, RateLimiter
+from core.policy.netguard import (
     PublicAddressBackend,
     address_refusal,
     allowed_base_urls_from,
@@ -58,7 +55,7 @@ from core.netguard import (
     parse_allowed_base_urls,
     typed_base_url_allowed,
 )
-from core.owners import (
+from core.policy.owners import (
     LOCAL_OWNER,
     WORKSPACE_PARAM,
     InvalidWorkspaceLink,
@@ -68,16 +65,19 @@ from core.owners import (
     owner_for_token,
     visitor_access,
 )
-from core.personas import BUNDLED_PERSONAS_DIR, load_personas
-from core.replay import MAX_REPLAY_MESSAGES
+from core.providers.backends import (
+    MAX_OTHER_BODY_BYTES,
+    ChatRequest,
+    OpenAIBackend,
+    reply_size_limit,
+    scrub_secrets,
+)
+from core.providers.connection import Backends, Connection, resolve_connection
+from core.providers.scripted import ScriptedBackend, ScriptedReply
 from core.safe_markdown import safe_markdown, without_server_paths
-from core.scripted import ScriptedBackend, ScriptedReply
 from core.service import Deployment, VisitorService
-from core.session import ChatSession
-from core.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, MAX_REPLY_CAP, ChatSettings
-from core.store import Store
-from core.summaries import SUMMARIZE_INSTRUCTION, SUMMARY_FRAME, neutralize_markup, summarize_request
-from core.workspace import MAX_PERSONAS, Workspace
+from core.store.database import Store
+from core.store.workspace import MAX_PERSONAS, Workspace
 from tests.apptest import conversation, images_in, open_expander, page_text, send, show_page
 from tests.conftest import APP_PATH, REPO_ROOT, StartApp
 from tests.openai_server import Fault, OpenAIServer, running_server, unused_port
@@ -764,6 +764,24 @@ def test_the_deploy_docs_have_the_public_checklist() -> None:
         assert setting in checklist, setting
 
 
+def test_the_checklist_states_the_bounds_the_code_holds() -> None:
+    """Item 8's figures are the constants themselves, so the page and the docs cannot drift."""
+    from core.chat.replay import MAX_REPLAY_MESSAGES
+    from core.compare.comparison import UNWATCHED_S
+    from core.compare.testsets import DEFAULT_PARALLEL
+    from core.store.workspace import MAX_PERSONAS
+    from ui.personas_view import GALLERY_PAGE
+
+    checklist = (REPO_ROOT / "docs/deploy.md").read_text().split("## Public deployment checklist", 1)[1]
+    item = checklist.split("**Work a visitor can start is bounded**", 1)[1].split("\n9. ", 1)[0]
+    bounded = " ".join(item.split())
+    assert f"at most {MAX_PERSONAS} personas" in bounded
+    assert f"draws {GALLERY_PAGE} a page" in bounded
+    assert f"at most {MAX_REPLAY_MESSAGES} messages" in bounded
+    assert f"nobody draws for {UNWATCHED_S:g} s" in bounded
+    assert f"at most {DEFAULT_PARALLEL} prompts at once" in bounded
+
+
 def test_scripted_backend_is_untouched_by_the_bounds() -> None:
     """The bounds live in the OpenAI backend; other backends stream as before."""
     session = ChatSession(
@@ -1020,7 +1038,7 @@ def test_a_model_name_too_long_is_cut_at_the_field_and_refused_by_the_conversati
 
 @pytest.mark.parametrize("avatar", ["🙂🙂", "/🙂", "🍜x", "https://h/a.png", ":material/home:"])
 def test_an_avatar_streamlit_would_take_for_a_path_is_refused(avatar: str) -> None:
-    from core.personas import parse_persona
+    from core.personas.persona import parse_persona
 
     text = (
         f"name: N\navatar: '{avatar}'\ndescription: d\nsystem_prompt: s\nmodel: m\ncontext_budget: 100\n"
@@ -1032,7 +1050,7 @@ def test_an_avatar_streamlit_would_take_for_a_path_is_refused(avatar: str) -> No
 
 @pytest.mark.parametrize("avatar", ["🍜", "🧑‍💻", "👍🏽", "❤️", "🇨🇳"])
 def test_every_emoji_streamlit_draws_is_an_avatar(avatar: str) -> None:
-    from core.personas import parse_persona
+    from core.personas.persona import parse_persona
 
     text = (
         f"name: N\navatar: '{avatar}'\ndescription: d\nsystem_prompt: s\nmodel: m\ncontext_budget: 100\n"
@@ -1104,7 +1122,7 @@ def persona_text(number: int) -> str:
 
 
 def test_a_workspace_keeps_at_most_its_persona_limit(tmp_path: Path) -> None:
-    from core.personas import parse_persona
+    from core.personas.persona import parse_persona
 
     store = Store.from_environ({"DATABASE_URL": f"sqlite:///{tmp_path / 'dashboard.db'}"})
     for number in range(MAX_PERSONAS + 20):  # written past the limit, as an older version allowed
@@ -1157,7 +1175,7 @@ def test_a_what_if_replay_is_refused_past_its_size() -> None:
 
 def test_a_comparison_nobody_draws_stops_its_columns_and_keeps_what_arrived() -> None:
     """Its tab closed: the columns streamed on for nobody (four huge replies kept +200 MiB)."""
-    from core.compare import UNWATCHED_S, Column, Comparison
+    from core.compare.comparison import UNWATCHED_S, Column, Comparison
 
     now = [0.0]
     steps = [threading.Semaphore(1), threading.Semaphore(1)]

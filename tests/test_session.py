@@ -10,8 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from core.backends import OpenAIBackend, Usage
-from core.conversation import Conversation, MessageState
+from core.chat.conversation import Conversation, MessageState
+from core.chat.session import CONTINUE_PROMPT, REQUEST_GOING_OUT, ChatSession
+from core.chat.settings import ChatSettings
+from core.counting.tokens import count_prompt_tokens
 from core.errors import (
     AuthenticationFailed,
     ConversationStateError,
@@ -20,13 +22,11 @@ from core.errors import (
     ServerError,
     StreamInterrupted,
 )
-from core.offline import OfflineBackend
-from core.personas import load_personas
-from core.scripted import ScriptedBackend, ScriptedReply
+from core.personas.persona import load_personas
+from core.providers.backends import OpenAIBackend, Usage
+from core.providers.offline import OfflineBackend
+from core.providers.scripted import ScriptedBackend, ScriptedReply
 from core.service import StartedReply
-from core.session import CONTINUE_PROMPT, REQUEST_GOING_OUT, ChatSession
-from core.settings import ChatSettings
-from core.tokens import count_prompt_tokens
 from tests.conftest import REPO_ROOT
 from tests.openai_server import Fault, OpenAIServer
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from core.limits import DeployerLimits
+from core.policy.limits import DeployerLimits
 from tests.conftest import DEPLOYER_SETTINGS, REPO_ROOT
 
 SETTING_NAME = re.compile(r"[A-Z][A-Z0-9]*(_[A-Z0-9]+)+")
@@ -21,7 +21,7 @@ SETTINGS_SOURCES = ("environ", "secrets")
 def app_sources() -> list[Path]:
     """The page, its pages and every module under core/ and ui/."""
     files = [REPO_ROOT / "streamlit_app.py"]
-    for folder in ("core", "ui", "pages"):
+    for folder in ("core", "ui", "app_pages"):
         files += sorted((REPO_ROOT / folder).rglob("*.py"))
     return [path for path in files if path.is_file() and "migrations" not in path.parts]
 
@@ -95,7 +95,7 @@ def test_clean_env_clears_every_setting_the_app_reads() -> None:
             read.setdefault(name, str(path.relative_to(REPO_ROOT)))
     # The deployer limits are read through their table, not a literal beside `environ`.
     for name in DeployerLimits.SETTINGS.values():
-        read.setdefault(name, "core/limits.py")
+        read.setdefault(name, "core/policy/limits.py")
     assert "ALLOWED_MODELS" in read and "OPENAI_API_KEY" in read, "the scan found nothing"
     missing = {name: where for name, where in read.items() if name not in DEPLOYER_SETTINGS}
     assert not missing, f"add these to DEPLOYER_SETTINGS in tests/conftest.py: {missing}"

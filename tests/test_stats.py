@@ -8,7 +8,6 @@ import pytest
 from altair.utils.schemapi import validate_jsonschema
 from altair.vegalite.v6.schema import load_schema
 
-from core.backends import Usage
 from core.charts import (
     FREE_DASH,
     GAUGE_COLORS,
@@ -26,26 +25,24 @@ from core.charts import (
     in_theme,
     usage_spec,
 )
-from core.context import DropOldest, Summarize
-from core.conversation import Conversation
+from core.chat.context import DropOldest, Summarize
+from core.chat.conversation import Conversation
+from core.chat.settings import ChatSettings
+from core.chat.summaries import offline_summary
+from core.counting.model_info import load_model_table
+from core.counting.tokens import count_prompt_tokens, tokenizer_for
 from core.i18n import translator
-from core.model_info import load_model_table
+from core.providers.backends import Usage
 from core.safe_markdown import page_markdown
-from core.settings import ChatSettings
 from core.stats import (
-    context_frame,
     context_gauge,
     context_rows,
     dashboard_figures,
     next_turn_drops,
     totals,
     trim_rows,
-    trims_frame,
     turn_rows,
-    turns_frame,
 )
-from core.summaries import offline_summary
-from core.tokens import count_prompt_tokens, tokenizer_for
 from tests.apptest import images_in
 
 EN = translator("en")
@@ -71,45 +68,45 @@ def chat(conversation: Conversation, n: int, usage_offset: int = 0, cached_share
         )
 
 
-def test_turns_frame_shows_counted_reported_and_difference():
+def test_turn_rows_show_counted_reported_and_difference():
     conversation = new_conversation("sys", "gpt-4o", 10_000)
     chat(conversation, 3, usage_offset=2)
-    frame = turns_frame(conversation)
-    assert list(frame["turn"]) == [1, 2, 3]
-    assert list(frame["difference"]) == [2, 2, 2]
-    assert list(frame["reply_tokens"]) == [20, 20, 20]
-    assert (frame["context_budget"] == 10_000).all()
+    rows = turn_rows(conversation)
+    assert [row["turn"] for row in rows] == [1, 2, 3]
+    assert [row["difference"] for row in rows] == [2, 2, 2]
+    assert [row["reply_tokens"] for row in rows] == [20, 20, 20]
+    assert {row["context_budget"] for row in rows} == {10_000}
 
 
-def test_trims_frame_lists_each_event_with_a_preview():
+def test_trim_rows_list_each_event_with_a_preview():
     conversation = new_conversation("sys", "gpt-4o", 150)
     chat(conversation, 6)
-    frame = trims_frame(conversation)
-    assert len(frame) == len(conversation.trim_events) > 0
-    first = frame.iloc[0]
+    rows = trim_rows(conversation)
+    assert len(rows) == len(conversation.trim_events) > 0
+    first = rows[0]
     assert first["messages_dropped"] == 2
     assert first["tokens_before"] - first["tokens_after"] == first["tokens_freed"] > 0
     assert first["preview"].startswith("user: question 0")
 
 
-def test_context_frame_lists_what_the_next_call_sends():
+def test_context_rows_list_what_the_next_call_sends():
     conversation = new_conversation("sys", "gpt-4o", 150)
     chat(conversation, 6)
     conversation.add_user("pending question")
     # Before the call: the in-context messages as they stand, summing to the prompt's tokens,
     # with the ones the policy will drop marked, in full.
-    before = context_frame(conversation, POLICY)
-    assert int(before["tokens"].sum()) == conversation.prompt_tokens
-    marked = list(before["text"][before["next call"] == "dropped"])
+    before = context_rows(conversation, POLICY)
+    assert sum(row["tokens"] for row in before) == conversation.prompt_tokens
+    marked = [row["text"] for row in before if row["next call"] == "dropped"]
     assert marked, "150 tokens cannot hold six exchanges and a question"
     sent = POLICY.fit(conversation)
     dropped = [conversation.message(i).content for i in conversation.trim_events[-1].dropped]
     assert marked == dropped
-    frame = context_frame(conversation, POLICY)
-    assert list(frame["role"]) == [m["role"] for m in sent] + ["(reply priming)"]
-    assert list(frame["text"][:-1]) == [m["content"] for m in sent]
-    assert set(frame["next call"]) == {"sent"}
-    assert int(frame["tokens"].sum()) == count_prompt_tokens(sent, "gpt-4o")
+    rows = context_rows(conversation, POLICY)
+    assert [row["role"] for row in rows] == [m["role"] for m in sent] + ["(reply priming)"]
+    assert [row["text"] for row in rows[:-1]] == [m["content"] for m in sent]
+    assert {row["next call"] for row in rows} == {"sent"}
+    assert sum(row["tokens"] for row in rows) == count_prompt_tokens(sent, "gpt-4o")
 
 
 def test_gauge_breaks_the_context_down():
@@ -122,7 +119,7 @@ def test_gauge_breaks_the_context_down():
     assert gauge.newest == context[-1].tokens
     assert gauge.used == conversation.prompt_tokens
     assert gauge.free == 1000 - gauge.used
-    assert gauge.frame()["tokens"].sum() == 1000
+    assert sum(tokens for _, tokens in gauge.parts()) == 1000
     assert gauge.summary == 0
 
 
@@ -230,8 +227,8 @@ def colours(spec):
 def test_usage_chart_is_valid_vega_lite_and_draws_every_series():
     conversation = new_conversation("sys", "gpt-4o", 150)
     chat(conversation, 6, usage_offset=1, cached_share=0.5)
-    turns = turns_frame(conversation)
-    spec = usage_spec(turn_rows(conversation), trim_rows(conversation), EN)
+    turns = turn_rows(conversation)
+    spec = usage_spec(turns, trim_rows(conversation), EN)
     assert_valid_vega_lite(spec)
     layers = layers_by_series(spec)
     # No summary in a drop-oldest conversation: no band, and no legend entry for one.
@@ -257,7 +254,7 @@ def test_usage_chart_is_valid_vega_lite_and_draws_every_series():
         (name,) = layer["transform"][0]["filter"]["oneOf"]
         assert name == series_name(SERIES[column][0])
         assert [(r["turn"], r["tokens"]) for r in rows if r["series"] == name] == list(
-            zip(turns["turn"], turns[column], strict=True)
+            (row["turn"], row[column]) for row in turns
         )
     assert budget["mark"]["strokeDash"] and budget["encoding"]["x2"] == {"field": "end"}
     assert reported["mark"]["filled"] is False
@@ -507,14 +504,13 @@ def test_figures_and_drawing_are_built_once_per_version():
     # Tables keep their columns when empty, and show what the frames show.
     assert drawing.trim_log.num_rows == len(conversation.trim_events) == 0
     assert drawing.trim_log.column_names == ["turn", "dropped", "before", "after", "what was dropped"]
-    turns = turns_frame(conversation)
-    assert drawing.turns.to_pandas().astype(turns.dtypes).equals(turns)
-    context = context_frame(conversation, POLICY)
-    shown = drawing.next_call.to_pandas()
-    assert list(shown.columns) == ["role", "tokens", "next call", "text"]
-    assert shown["tokens"].tolist() == context["tokens"].tolist()
-    assert shown["text"].tolist() == context["text"].tolist()
-    assert shown["role"].tolist()[-1] == "(reply priming)"
+    assert drawing.turns.to_pylist() == turn_rows(conversation)
+    context = context_rows(conversation, POLICY)
+    shown = drawing.next_call
+    assert shown.column_names == ["role", "tokens", "next call", "text"]
+    assert shown["tokens"].to_pylist() == [row["tokens"] for row in context]
+    assert shown["text"].to_pylist() == [row["text"] for row in context]
+    assert shown["role"].to_pylist()[-1] == "(reply priming)"
     # Each kind of change gives new figures that show it.
     changes = [
         lambda: conversation.add_user("one more question " + "about dumplings " * 5),

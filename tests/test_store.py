@@ -30,13 +30,15 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-from core.backends import Usage
-from core.context import Completion, DropOldest, Summarize
-from core.conversation import Conversation, Message, SummaryEvent, SummaryVersion, Turn
+from core.chat.context import Completion, DropOldest, Summarize
+from core.chat.conversation import Conversation, Message, SummaryEvent, SummaryVersion, Turn
+from core.chat.settings import ChatSettings
+from core.chat.summaries import offline_summary
+from core.counting.tokens import tokenizer_for
 from core.errors import ConfigError, DashboardError, ServerError
-from core.owners import owner_for_user
-from core.settings import ChatSettings
-from core.store import (
+from core.policy.owners import owner_for_user
+from core.providers.backends import Usage
+from core.store.database import (
     MESSAGE_DRAFT,
     ConversationNotFound,
     InvalidTitle,
@@ -50,8 +52,6 @@ from core.store import (
     describe_url,
     metadata,
 )
-from core.summaries import offline_summary
-from core.tokens import tokenizer_for
 from tests.conftest import REPO_ROOT
 from tests.postgres import PostgresCluster, free_port
 
@@ -414,7 +414,7 @@ KILLED_SAVE = textwrap.dedent(
     """
     import os, sys
     import sqlalchemy as sa
-    from core.store import Store
+    from core.store.database import Store
     from tests.test_store import chat, exchange
 
     url, owner, conversation_id = sys.argv[1:]
@@ -819,7 +819,7 @@ def test_a_new_database_is_at_the_newest_migration_and_matches_the_code(store: S
     assert head and store.schema_revision() == head
     with store.engine.connect() as conn:
         differences = compare_metadata(MigrationContext.configure(conn), metadata)
-    assert differences == [], "core/store.py's tables and the migrations disagree"
+    assert differences == [], "core/store/database.py's tables and the migrations disagree"
 
 
 def test_opening_again_is_idempotent(backend_url: str):

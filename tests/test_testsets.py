@@ -1,4 +1,4 @@
-"""Test sets (core/testsets.py): prompts from text, CSV and YAML; a run against several columns
+"""Test sets (core/compare/testsets.py): prompts from text, CSV and YAML; a run against several columns
 with the real SDK over HTTP against the local server and on the offline model; a failing column
 or a refused prompt fails alone; cancel; and the difference against the last run after a
 persona's system prompt changes."""
@@ -11,18 +11,25 @@ from pathlib import Path
 
 import pytest
 
-from core.backends import OpenAIBackend
-from core.compare import Column
-from core.conversation import Conversation
+from core.chat.conversation import Conversation
+from core.chat.session import ChatSession
+from core.chat.settings import ChatSettings
+from core.compare.comparison import Column
+from core.compare.leaderboard import leaderboard, votes_from_picks
+from core.compare.testsets import (
+    MAX_PROMPTS,
+    TestRunRecord,
+    TestSet,
+    TestSetRun,
+    compare_runs,
+    parse_test_set,
+)
+from core.counting.tokens import get_encoding
 from core.errors import ConversationStateError, RateLimitedLocally, TestSetError
-from core.leaderboard import leaderboard, votes_from_picks
-from core.offline import OfflineBackend
-from core.session import ChatSession
-from core.settings import ChatSettings
-from core.store import Store
-from core.testsets import MAX_PROMPTS, TestRunRecord, TestSet, TestSetRun, compare_runs, parse_test_set
-from core.tokens import get_encoding
-from core.workspace import Workspace
+from core.providers.backends import OpenAIBackend
+from core.providers.offline import OfflineBackend
+from core.store.database import Store
+from core.store.workspace import Workspace
 from tests.openai_server import OpenAIServer
 
 PROMPTS = ("北京烤鸭怎么吃？", "What is a good ramen?", "Name one spice 🌶️")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from core import tokens
+from core.counting import tokens
+from core.counting.tokens import count_prompt_tokens, get_encoding, tokenizer_for
 from core.errors import TokenizerDataError
-from core.tokens import count_prompt_tokens, get_encoding, tokenizer_for
 
 # The example conversation of OpenAI's cookbook "How to count tokens with tiktoken", whose
 # API-verified counts are 129 (gpt-3.5-turbo, gpt-4) and 124 (gpt-4o, gpt-4o-mini).
@@ -102,7 +102,7 @@ def test_encoding_without_bundled_ranks_is_a_clear_error():
 def test_counting_works_with_no_network_and_an_empty_tiktoken_cache(tmp_path):
     # A fresh process with an empty cache and every download pointed at a dead proxy.
     script = (
-        "from core.tokens import count_prompt_tokens\n"
+        "from core.counting.tokens import count_prompt_tokens\n"
         "print(count_prompt_tokens([{'role': 'user', 'content': 'hello'}], 'gpt-4o'),"
         " count_prompt_tokens([{'role': 'user', 'content': 'hello'}], 'gpt-4'))\n"
     )

@@ -12,18 +12,18 @@ from typing import Literal
 
 import streamlit as st
 
-from core.calibration import SilentTruncation
 from core.charts import dashboard_drawing, gauge_labels
-from core.conversation import MAX_IMPORT_BYTES, Message, MessageState
+from core.chat.conversation import MAX_IMPORT_BYTES, Message, MessageState
+from core.chat.session import ChatSession
+from core.chat.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, MAX_REPLY_CAP, POLICY_NAMES
+from core.counting.calibration import SilentTruncation
+from core.counting.tokens import METHOD_CALIBRATED, METHOD_SERVER, METHOD_TIKTOKEN
 from core.errors import BackendError, DashboardError
 from core.i18n import current as session_translator
 from core.notices import Notice
-from core.personas import Persona, chat_avatar
+from core.personas.persona import Persona, chat_avatar
 from core.service import StartedReply, VisitorService
-from core.session import ChatSession
-from core.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, MAX_REPLY_CAP, POLICY_NAMES
 from core.stats import dashboard_figures
-from core.tokens import METHOD_CALIBRATED, METHOD_SERVER, METHOD_TIKTOKEN
 from ui import compare_view
 from ui.cache_metrics import cache_metrics
 from ui.charts import vega_chart

@@ -15,7 +15,8 @@ import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
 from streamlit.navigation.page import StreamlitPage
 
-from core.connection import Backends, Connection
+from core.counting.model_info import ModelTable, load_model_table
+from core.counting.tokens import BUNDLED_ENCODINGS, get_encoding
 from core.errors import (
     AddressRefused,
     AuthenticationFailed,
@@ -25,9 +26,9 @@ from core.errors import (
 )
 from core.i18n import LANGUAGE_PARAM, LANGUAGE_STATE, LANGUAGES, Language, language_for
 from core.i18n import current as session_translator
-from core.model_info import ModelTable, load_model_table
-from core.netguard import base_url_choices
-from core.owners import (
+from core.personas.persona import Persona, PersonaCatalog, load_personas
+from core.policy.netguard import base_url_choices
+from core.policy.owners import (
     LOCAL_OWNER,
     WORKSPACE_PARAM,
     AccessMode,
@@ -37,11 +38,10 @@ from core.owners import (
     owner_for_token,
     owner_for_user,
 )
-from core.personas import Persona, PersonaCatalog, load_personas
+from core.providers.connection import Backends, Connection
 from core.service import Deployment, VisitorService
-from core.store import Store
-from core.tokens import BUNDLED_ENCODINGS, get_encoding
-from core.workspace import Workspace
+from core.store.database import Store
+from core.store.workspace import Workspace
 from ui.state import Key, page_state
 from ui.text import as_markdown, error_text, show_notice, tr
 
@@ -222,7 +222,7 @@ def signed_in_as() -> None:
 
 
 def visitor_owner(mode: AccessMode) -> str:
-    """Whose conversations this browser session sees (see core/owners.py); may stop the page to
+    """Whose conversations this browser session sees (see core/policy/owners.py); may stop the page to
     ask for sign-in."""
     if mode == "single-user":
         return LOCAL_OWNER
@@ -318,7 +318,7 @@ def frame() -> Frame:
     sidebar's persona selector and connection, and the notices. Returns what the page needs."""
     page_language()
     st.set_page_config(page_title=tr("page.name"), page_icon="💬", layout="wide")
-    # With ACCESS_MODE unset, only the person at this machine is trusted (core/owners.py). The
+    # With ACCESS_MODE unset, only the person at this machine is trusted (core/policy/owners.py). The
     # handshake's peer and headers do not change within a session: asked once per session.
     local = st.session_state.get(Key.LOCAL_VISITOR)
     if local is None:

@@ -1,5 +1,5 @@
 """The leaderboard: which persona, on which model with which settings, wins the votes cast in
-comparisons (core/leaderboard.py), with 95% intervals, records and exports."""
+comparisons (core/compare/leaderboard.py), with 95% intervals, records and exports."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from collections.abc import Sequence
 import streamlit as st
 
 from core.charts import leaderboard_spec
-from core.compare import Pick
-from core.leaderboard import BOOTSTRAP_SAMPLES, MIN_VOTES, Leaderboard, leaderboard, votes_from_picks
+from core.compare.comparison import Pick
+from core.compare.leaderboard import BOOTSTRAP_SAMPLES, MIN_VOTES, Leaderboard, leaderboard, votes_from_picks
 from ui.charts import vega_chart
 from ui.text import tr
 

@@ -2,7 +2,7 @@
 preview of each persona with its report (what was mapped, what was not and why, the system
 message's tokens against the budget) before anything is saved, and export buttons per persona.
 
-Reading and mapping live in `core.persona_formats`; this module only lays them out. Text that came
+Reading and mapping live in `core.personas.formats`; this module only lays them out. Text that came
 from a file is shown as text (`st.code`, table cells), never rendered as Markdown or HTML.
 """
 
@@ -16,7 +16,7 @@ from typing import Any
 import streamlit as st
 
 from core.errors import DashboardError
-from core.persona_formats import (
+from core.personas.formats import (
     EXPORT_FILES,
     EXPORT_FORMATS,
     IMPORT_SUFFIXES,
@@ -26,8 +26,8 @@ from core.persona_formats import (
     export_bytes,
     import_files,
 )
-from core.persona_mapping import DEFAULT_USER_NAME
-from core.personas import Persona, persona_yaml
+from core.personas.mapping import DEFAULT_USER_NAME
+from core.personas.persona import Persona, persona_yaml
 from ui.state import Key, page_state, persona_export_key, persona_import_files_key, persona_import_pick_key
 from ui.text import as_markdown, error_text, notice_text, tr
 

@@ -12,9 +12,10 @@ from typing import Any
 import streamlit as st
 from pydantic import ValidationError
 
+from core.chat.settings import Sampling
 from core.errors import DashboardError, PersonaFileError
 from core.notices import Notice
-from core.personas import (
+from core.personas.persona import (
     Persona,
     PersonaFile,
     chat_avatar,
@@ -25,7 +26,6 @@ from core.personas import (
     valid_persona_id,
 )
 from core.service import VisitorService
-from core.settings import Sampling
 from core.validation import FieldProblem, field_limits, field_problems
 from ui.frame import Frame, switch_page
 from ui.persona_exchange import export_menu, import_panel
@@ -45,7 +45,7 @@ def page(frame: Frame) -> None:
         state.pop(GO_CHAT)
         switch_page("app_pages/chat.py")
     if state.has(Key.PERSONA_EDITOR):
-        editor(frame.service, frame.catalog.personas)
+        persona_editor(frame.service, frame.catalog.personas)
     else:
         gallery(frame.service, frame.catalog.personas, set(frame.own))
 
@@ -170,7 +170,7 @@ def show_field_problems(problems: list[FieldProblem], labels: dict[str, str], sl
         slots[field].error(as_markdown("  \n".join(texts)))
 
 
-def editor(service: VisitorService, personas: dict[str, Persona]) -> None:
+def persona_editor(service: VisitorService, personas: dict[str, Persona]) -> None:
     """The form: every field of a persona file, checked like a file when saved."""
     editing: dict[str, Any] = page_state().get(Key.PERSONA_EDITOR)
     base: Persona | None = editing["base"]

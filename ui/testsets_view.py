@@ -10,12 +10,12 @@ import functools
 
 import streamlit as st
 
-from core.compare import PickOutcome
+from core.compare.comparison import PickOutcome
+from core.compare.testsets import CellChange, TestRunRecord, TestSet, TestSetRun, compare_runs, parse_test_set
 from core.errors import DashboardError
 from core.notices import Notice, error_notice
-from core.personas import Persona
+from core.personas.persona import Persona
 from core.service import ColumnChoice, VisitorService
-from core.testsets import CellChange, TestRunRecord, TestSet, TestSetRun, compare_runs, parse_test_set
 from ui.state import Key, test_vote_key
 from ui.text import as_markdown, error_text, tr, tr_plural
 
@@ -40,7 +40,7 @@ def test_sets(service: VisitorService, personas: dict[str, Persona]) -> None:
         key=Key.TEST_SET_CHOICE,
     )
     if not name:
-        editor(service)
+        test_set_editor(service)
         return
     test_set = saved[name]
     with st.expander(tr_plural("testsets.prompts", len(test_set.prompts)), icon="📝"):
@@ -65,7 +65,7 @@ def test_sets(service: VisitorService, personas: dict[str, Persona]) -> None:
         results(service, runs[0], runs[1] if len(runs) > 1 else None)
 
 
-def editor(service: VisitorService) -> None:
+def test_set_editor(service: VisitorService) -> None:
     """A new test set: a name and its prompts, typed (one per line) or from a file."""
     st.text_input(tr("testsets.name"), key=Key.TEST_SET_NAME, max_chars=200)
     st.text_area(tr("testsets.text"), key=Key.TEST_SET_TEXT, height=140, placeholder=tr("testsets.text_help"))
@@ -122,7 +122,7 @@ def results(service: VisitorService, record: TestRunRecord, previous: TestRunRec
         st.warning(tr("testsets.cancelled"), icon="⏹")
     if previous is not None:
         st.caption(difference_line(list(changes.values())))
-    st.dataframe(totals(record, changes), hide_index=True, width="stretch")
+    st.dataframe(column_totals(record, changes), hide_index=True, width="stretch")
     labels = [f"{letter} · {spec.label}" for letter, spec in zip("ABCD", record.columns, strict=False)]
     for prompt_index, prompt in enumerate(record.test_set.prompts):
         with st.container(border=True):
@@ -199,7 +199,9 @@ def difference_line(changes: list[CellChange]) -> str:
     )
 
 
-def totals(record: TestRunRecord, changes: dict[tuple[str, str], CellChange]) -> list[dict[str, object]]:
+def column_totals(
+    record: TestRunRecord, changes: dict[tuple[str, str], CellChange]
+) -> list[dict[str, object]]:
     """One row per column: its tokens, time and cost over the run, and the change since the last."""
     rows: list[dict[str, object]] = []
     for index, spec in enumerate(record.columns):

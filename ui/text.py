@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from core.compare import ErrorInfo
+from core.compare.comparison import ErrorInfo
 from core.errors import DashboardError
 from core.i18n import current as session_translator
 from core.notices import Notice

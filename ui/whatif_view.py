@@ -1,16 +1,16 @@
 """What if: replay the open conversation's recorded messages under another budget, policy or
-model (core/replay.py) without calling any model, side by side with what really happened: the
+model (core/chat/replay.py) without calling any model, side by side with what really happened: the
 prompt tokens per turn, what each turn would have dropped or summarized, and the cost."""
 
 from __future__ import annotations
 
 import streamlit as st
 
-from core import replay
 from core.charts import replay_spec
+from core.chat import replay
+from core.chat.prompt_cache import CACHE_RULES, CacheRuleName
+from core.chat.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, POLICY_NAMES, PolicyName
 from core.errors import DashboardError
-from core.prompt_cache import CACHE_RULES, CacheRuleName
-from core.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, POLICY_NAMES, PolicyName
 from ui.charts import vega_chart
 from ui.frame import Frame
 from ui.state import Key
@@ -94,7 +94,9 @@ def show(result: replay.ReplayComparison) -> None:
         f"{result.prompt_tokens_difference:+,}",
         delta_color="inverse",
     )
-    metrics[2].metric(tr("whatif.forgotten"), f"{len(result.forgotten_only_in_replay):,}")
+    metrics[2].metric(
+        tr("whatif.forgotten"), f"{len(result.forgotten_only_in_replay):,}", help=tr("whatif.forgotten.help")
+    )
     metrics[3].metric(
         tr("whatif.cache"),
         f"{replayed.cache_hit_rate:.0%}",

@@ -117,7 +117,7 @@ CATALOG: dict[str, str] = {
         "it is back in the chat input, to send again."
     ),
     "chat.continue": "Continue the reply",
-    # MessageState labels, by state value (core/conversation.py says them in English).
+    # MessageState labels, by state value (core/chat/conversation.py says them in English).
     "state.context": "in context",
     "state.trimmed": "trimmed · no longer in the model's context",
     "state.unanswered": "not answered · not in context",
@@ -332,7 +332,10 @@ CATALOG: dict[str, str] = {
     "whatif.cost": "Cost, what if",
     "whatif.cost.delta": "recorded {recorded}",
     "whatif.prompt_tokens": "Prompt tokens, what if",
-    "whatif.forgotten": "Messages forgotten only in the replay",
+    "whatif.forgotten": "Forgotten, what if",
+    "whatif.forgotten.help": (
+        "Messages the replay leaves out of the context that the recorded calls still sent."
+    ),
     "whatif.forgotten.list": "What the model would have forgotten ({count} messages)",
     "whatif.cache_rule.label": "Prompt cache",
     "whatif.cache_rule.help": (
@@ -447,7 +450,7 @@ CATALOG: dict[str, str] = {
     "chart.replay.recorded": "recorded",
     "chart.replay.what_if": "what if",
     "chart.replay.run": "run",
-    # --- the offline model's reply (core/offline.py) ---
+    # --- the offline model's reply (core/providers/offline.py) ---
     "offline.reply.received": (
         "[Offline model] I received {messages} messages ({tokens} prompt tokens): the system prompt, "
         "{summary}{exchanges} and your message."
@@ -494,6 +497,7 @@ CATALOG: dict[str, str] = {
     "compare.state.waiting": "⏳ waiting",
     "compare.state.streaming": "✍️ streaming",
     "compare.state.stopped": "⏹ stopped",
+    "compare.state.interrupted": "⚡ interrupted · partial answer",
     "compare.stop": "Stop",
     "compare.retry": "Retry",
     "compare.figures.prompt": "prompt {tokens}",
@@ -778,7 +782,7 @@ CATALOG: dict[str, str] = {
     "notice.limit_summarizer": "Summarizer model “{model}” is not available here.",
     "notice.limit_reply_cap": "The reply cap is at most {limit:,} tokens here.",
     "notice.limit_context_budget": "The context budget is at most {limit:,} tokens here.",
-    # the persona import report (core/persona_mapping.py ImportReport: notice.import_<…>)
+    # the persona import report (core/personas/mapping.py ImportReport: notice.import_<…>)
     "personas.exchange.none_in_source": "(none in the source)",
     "notice.import_format_lobehub": "LobeHub agent",
     "notice.import_format_nextchat": "NextChat mask",
@@ -894,7 +898,7 @@ CATALOG: dict[str, str] = {
         "is not a LibreChat config: no modelSpecs.list of specs (each with a label and a preset)"
     ),
     "notice.import_librechat_no_preset": "a LibreChat modelSpecs list item has no preset",
-    # why a persona file cannot be read (core/personas.py FileProblem: notice.persona_<…>)
+    # why a persona file cannot be read (core/personas/persona.py FileProblem: notice.persona_<…>)
     "notice.persona_alias": (
         "line {line}: YAML aliases (*{name}) are not allowed in persona files; write the value out"
     ),
@@ -1010,7 +1014,7 @@ CATALOG: dict[str, str] = {
     "notice.pydantic_less_than": "Input should be less than {lt}",
     "error.invalid_settings": "{problems}",
     "notice.test_set_not_a_list": "expected a list of prompts",
-    # a conversation file that is not imported (core/conversation.py not_imported)
+    # a conversation file that is not imported (core/chat/conversation.py not_imported)
     "error.conversation_import": "{problem}",
     "notice.conversation_file_too_large": "The file is larger than {limit:,} bytes.",
     "notice.conversation_too_large": (
@@ -1064,7 +1068,7 @@ CATALOG: dict[str, str] = {
         "...) accepts any placeholder, e.g. `local`."
     ),
     "error.no_anthropic_key": "No API key: enter your Anthropic key (`sk-ant-...`).",
-    # why a picture cannot be an avatar (core/avatars.py AvatarImageError: notice.avatar_<…>)
+    # why a picture cannot be an avatar (core/personas/avatars.py AvatarImageError: notice.avatar_<…>)
     "notice.avatar_too_many_pixels": (
         "the image is {width}×{height} pixels; at most {limit} megapixels are read"
     ),

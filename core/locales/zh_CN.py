@@ -111,7 +111,7 @@ CATALOG: dict[str, str] = {
         "你在此标签页中写的内容未能保存（另一个标签页先保存了此对话）；它已放回聊天输入框，可以再次发送。"
     ),
     "chat.continue": "继续回复",
-    # MessageState labels, by state value (core/conversation.py says them in English).
+    # MessageState labels, by state value (core/chat/conversation.py says them in English).
     "state.context": "在上下文中",
     "state.trimmed": "已裁剪 · 不再在模型的上下文中",
     "state.unanswered": "未获回答 · 不在上下文中",
@@ -311,7 +311,8 @@ CATALOG: dict[str, str] = {
     "whatif.cost": "费用（假如）",
     "whatif.cost.delta": "实际 {recorded}",
     "whatif.prompt_tokens": "提示词 token（假如）",
-    "whatif.forgotten": "仅在重放中被遗忘的消息",
+    "whatif.forgotten": "遗忘（假如）",
+    "whatif.forgotten.help": "重放时不再放入上下文、而实际调用仍然发送的消息。",
     "whatif.forgotten.list": "模型会遗忘的内容（{count} 条消息）",
     "whatif.cache_rule.label": "提示缓存",
     "whatif.cache_rule.help": (
@@ -408,7 +409,7 @@ CATALOG: dict[str, str] = {
     "chart.replay.recorded": "实际记录",
     "chart.replay.what_if": "假设情形",
     "chart.replay.run": "运行",
-    # --- the offline model's reply (core/offline.py) ---
+    # --- the offline model's reply (core/providers/offline.py) ---
     "offline.reply.received": (
         "[离线模型] 我收到了 {messages} 条消息（{tokens} 个提示词 token）："
         "系统提示、{summary}{exchanges}，以及你的消息。"
@@ -460,6 +461,7 @@ CATALOG: dict[str, str] = {
     "compare.state.waiting": "⏳ 等待中",
     "compare.state.streaming": "✍️ 输出中",
     "compare.state.stopped": "⏹ 已停止",
+    "compare.state.interrupted": "⚡ 已中断 · 部分回答",
     "compare.stop": "停止",
     "compare.retry": "重试",
     "compare.figures.prompt": "提示词 {tokens}",
@@ -690,7 +692,7 @@ CATALOG: dict[str, str] = {
     "notice.limit_summarizer": "此处不提供摘要模型“{model}”。",
     "notice.limit_reply_cap": "此处回复上限最多为 {limit:,} 个 token。",
     "notice.limit_context_budget": "此处上下文预算最多为 {limit:,} 个 token。",
-    # 角色导入报告（core/persona_mapping.py ImportReport：notice.import_<…>）
+    # 角色导入报告（core/personas/mapping.py ImportReport：notice.import_<…>）
     "personas.exchange.none_in_source": "（来源中没有）",
     "notice.import_format_lobehub": "LobeHub 助手",
     "notice.import_format_nextchat": "NextChat 面具",
@@ -793,7 +795,7 @@ CATALOG: dict[str, str] = {
         "不是 LibreChat 配置：没有 modelSpecs.list 规格列表（每项需有 label 和 preset）"
     ),
     "notice.import_librechat_no_preset": "LibreChat modelSpecs 列表中有一项没有 preset",
-    # 角色文件无法读取的原因（core/personas.py FileProblem：notice.persona_<…>）
+    # 角色文件无法读取的原因（core/personas/persona.py FileProblem：notice.persona_<…>）
     "notice.persona_alias": "第 {line} 行：角色文件中不允许使用 YAML 别名（*{name}）；请把值直接写出来",
     "notice.persona_anchor": (
         "第 {line} 行：角色文件中不允许使用 YAML 锚点和别名（&{name}、*{name}）；请把值直接写出来"
@@ -883,7 +885,7 @@ CATALOG: dict[str, str] = {
     "notice.pydantic_less_than": "应小于 {lt}",
     "error.invalid_settings": "设置无效：{problems}",
     "notice.test_set_not_a_list": "应为提示词列表",
-    # 未导入的对话文件（core/conversation.py not_imported）
+    # 未导入的对话文件（core/chat/conversation.py not_imported）
     "error.conversation_import": "无法导入对话：{problem}",
     "notice.conversation_file_too_large": "文件大于 {limit:,} 字节。",
     "notice.conversation_too_large": "文件有 {size:,} 字节；超过 {limit:,} 字节的对话不会导入。",
@@ -921,7 +923,7 @@ CATALOG: dict[str, str] = {
         "接受任意占位值，例如 `local`。"
     ),
     "error.no_anthropic_key": "没有 API 密钥：请输入你的 Anthropic 密钥（`sk-ant-...`）。",
-    # 图片不能作头像的原因（core/avatars.py AvatarImageError：notice.avatar_<…>）
+    # 图片不能作头像的原因（core/personas/avatars.py AvatarImageError：notice.avatar_<…>）
     "notice.avatar_too_many_pixels": "图片为 {width}×{height} 像素；最多读取 {limit} 百万像素",
     "notice.avatar_damaged": "图片数据已损坏（{problem}）",
     "notice.avatar_does_not_fit": "即使缩到 {side} 像素，图片仍超出头像大小上限",

@@ -14,9 +14,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser
 
-from core.offline import OfflineBackend
-from core.personas import load_personas
-from core.session import ChatSession
+from core.chat.session import ChatSession
+from core.personas.persona import load_personas
+from core.providers.offline import OfflineBackend
 from tests.browser.conftest import (
     CHAT_INPUT,
     MAIN,

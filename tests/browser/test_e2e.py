@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from core.personas import load_personas
+from core.personas.persona import load_personas
 from tests.browser.conftest import (
     ARTIFACTS,
     CHART,

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from core.summaries import SUMMARY_FRAME
+from core.chat.summaries import SUMMARY_FRAME
 from tests.browser.conftest import (
     MAIN,
     SIDEBAR,

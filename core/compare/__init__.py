@@ -1,0 +1,1 @@
+"""Several columns answering one message, votes and the leaderboard, test sets."""

@@ -1,0 +1,3 @@
+"""The Persona model and its files, and import/export in other tools' formats (python -m
+core.personas).
+"""

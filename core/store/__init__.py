@@ -1,0 +1,1 @@
+"""The database (SQLAlchemy, Alembic migrations) and one owner's workspace written through to it."""
