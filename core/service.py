@@ -22,6 +22,7 @@ else worth telling the visitor is a `core.notices.Notice`.
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -187,6 +188,9 @@ class VisitorService:
         self.comparison: Comparison | None = None
         self.comparison_id: str | None = None
         self._saved_version = -1  # the open comparison's snapshot version last saved
+        self._comparison_saved_at = float("-inf")  # and when (the service's clock)
+        #: Held while the open comparison is saved: its columns' workers save it too.
+        self._comparison_saving = threading.RLock()
         #: The running (or ended, not yet saved) test set.
         self.test_run: TestSetRun | None = None
         self._notices: list[Notice] = []
@@ -554,10 +558,17 @@ class VisitorService:
             self.notify(error_notice("comparison_not_started", error))
             return None
         self.close_comparison()
-        comparison.unwatched_limit_s = UNWATCHED_S  # drawn by the compare page
-        self.comparison, self.comparison_id = comparison, None
+        self._watch(comparison, None)
         self._columns_within_limits(comparison, notify=True)
         return comparison
+
+    def _watch(self, comparison: Comparison, comparison_id: str | None) -> None:
+        """`comparison` is the open one, drawn by the compare page and saved as its columns go."""
+        comparison.unwatched_limit_s = UNWATCHED_S
+        comparison.on_progress = functools.partial(self._comparison_progress, comparison)
+        with self._comparison_saving:
+            self.comparison, self.comparison_id = comparison, comparison_id
+            self._saved_version = comparison.version if comparison_id is not None else -1
 
     def _columns(self, personas: Mapping[str, Persona], choices: Sequence[ColumnChoice]) -> list[Column]:
         return [
@@ -579,15 +590,20 @@ class VisitorService:
             self.notify(error_notice("comparison_not_opened", error))
             return None
         self.close_comparison()
-        comparison.unwatched_limit_s = UNWATCHED_S
-        self.comparison, self.comparison_id = comparison, comparison_id
-        self._saved_version = comparison.snapshot().version
+        self._watch(comparison, comparison_id)
         return comparison
 
     def close_comparison(self) -> None:
-        if self.comparison is not None:
-            self.comparison.stop_all()
-        self.comparison, self.comparison_id = None, None
+        """Stop the open comparison's columns, saving what they have so far (kept interrupted)."""
+        comparison = self.comparison
+        if comparison is None:
+            return
+        with self._comparison_saving:
+            if comparison.busy:
+                self._save_comparison(comparison)
+            comparison.on_progress = None
+            self.comparison, self.comparison_id = None, None
+        comparison.stop_all()
 
     def compare_send(self, text: str) -> None:
         """Send `text` to every column at once (one request each against the rate limits)."""
@@ -617,17 +633,32 @@ class VisitorService:
         self.save_comparison()
 
     def save_comparison(self) -> None:
-        """Save the open comparison if it changed since it was last saved or opened."""
-        comparison = self._open_comparison()
-        version = comparison.snapshot().version
-        if self.comparison_id is not None and version == self._saved_version:
+        """Save the open comparison if it changed since it was last saved or opened (the one save
+        path of a comparison: its columns' progress comes here too, `_comparison_progress`)."""
+        self._save_comparison(self._open_comparison())
+
+    def _comparison_progress(self, comparison: Comparison, now: bool) -> None:
+        """`Comparison.on_progress`, on the page's thread or a column's worker: saved at once when
+        `now` (a question about to be sent, a column that ended), else the answers so far as a
+        draft at most every `REPLY_DRAFT_EVERY_S` (a crash then keeps them, interrupted)."""
+        if not now and self.clock() - self._comparison_saved_at < REPLY_DRAFT_EVERY_S:
             return
-        try:
-            self.comparison_id = self.workspace.save_comparison(self.comparison_id, comparison)
-        except DashboardError as error:
-            self.store_problem = error_notice("comparison_unsaved", error)
-            return
-        self._saved_version = version
+        self._save_comparison(comparison)
+
+    def _save_comparison(self, comparison: Comparison) -> None:
+        with self._comparison_saving:
+            if comparison is not self.comparison or not comparison.rounds:
+                return  # closed since (its last state was saved then), or nothing asked yet
+            version = comparison.version
+            if self.comparison_id is not None and version == self._saved_version:
+                return
+            self._comparison_saved_at = self.clock()
+            try:
+                self.comparison_id = self.workspace.save_comparison(self.comparison_id, comparison)
+            except DashboardError as error:
+                self.store_problem = error_notice("comparison_unsaved", error)
+                return
+            self._saved_version = version
 
     def saved_comparisons(self) -> list[tuple[str, str]]:
         return self.workspace.list_comparisons()
@@ -744,12 +775,14 @@ class VisitorService:
 
     def replay_policies(self, key: str, scenario: replay.Scenario) -> tuple[replay.PolicyOutcome, ...]:
         """Every policy replayed under `scenario` on its simulated prompt cache; the last result
-        is kept, as `replay`'s."""
+        is kept, as `replay`'s, whose replay under the scenario's own policy is reused."""
         conversation = self.workspace.sessions[key].conversation
         return _last_result(
             self._policy_replays,
             _replay_key(key, conversation, scenario),
-            lambda: replay.compare_policies(conversation, scenario, self.prices),
+            lambda: replay.compare_policies(
+                conversation, scenario, self.prices, known=self.replay(key, scenario).replayed
+            ),
         )
 
     def replay(self, key: str, scenario: replay.Scenario) -> replay.ReplayComparison:

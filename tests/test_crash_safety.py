@@ -1,26 +1,34 @@
-"""Nothing typed or received is lost when the server dies: a process streaming a reply through
-the application service is killed with SIGKILL mid-reply, and a new process reading the same
-database finds the question and the reply so far (saved at most every 2 s), marked interrupted.
+"""Nothing typed or received is lost when the server dies: a process streaming a reply (or a
+comparison's columns) through the application service is killed with SIGKILL mid-reply, and a
+new process reading the same database finds the question and the reply so far (saved at most
+every 2 s), marked interrupted.
 Real parts throughout: the `openai` SDK against the local test server streaming slowly, the
 store on SQLite and PostgreSQL, a real `kill -9`."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 
+from core.counting.model_info import load_model_table
+from core.providers.connection import Backends
+from core.service import Deployment, VisitorService
 from core.store.database import Store
+from core.store.workspace import Workspace
 from tests.conftest import REPO_ROOT
 from tests.openai_server import OpenAIServer
 
 OWNER = "local"
 QUESTION = " ".join(f"word{i}" for i in range(60))  # the echo streams in 62 deltas
 
-#: A visitor's service in its own process: send QUESTION, print each chunk's number as it arrives.
-STREAMING_VISITOR = textwrap.dedent(
+#: A visitor's service in its own process (argv: database URL, model server, owner, question),
+#: with `persona` to talk to.
+VISITOR = textwrap.dedent(
     """
     import sys
     from core.providers.connection import Backends
@@ -44,6 +52,12 @@ STREAMING_VISITOR = textwrap.dedent(
          "system_prompt": "You cook.", "model": "gpt-4o-mini", "context_budget": 4000,
          "max_reply_tokens": 500}
     )
+    """
+)
+
+#: A visitor sending QUESTION, printing each chunk's number as it arrives.
+STREAMING_VISITOR = VISITOR + textwrap.dedent(
+    """
     key, _, _ = service.session_for(persona)
     print(key, flush=True)
     for number, _chunk in enumerate(service.send(key, question), start=1):
@@ -53,14 +67,16 @@ STREAMING_VISITOR = textwrap.dedent(
 )
 
 
-def kill_mid_reply(database_url: str, model: OpenAIServer, after_chunks: int) -> tuple[str, int]:
-    """Start a visitor's process sending QUESTION, `kill -9` it once `after_chunks` chunks of the
-    reply arrived; the conversation's key and the chunks it had."""
+def kill_mid_reply(
+    database_url: str, model: OpenAIServer, after_chunks: int, script: str = STREAMING_VISITOR
+) -> tuple[str, int]:
+    """Start a visitor's process running `script` (which prints an id, then a count of chunks as
+    they arrive), `kill -9` it once the count reached `after_chunks`; the id and the count."""
     model.chunk_delay = 0.1  # about 6 s for the whole reply
     Store(database_url).close()  # the schema, before the visitor's process opens it
     environment = {k: v for k, v in os.environ.items() if not k.startswith(("OPENAI_", "DATABASE_URL"))}
     visitor = subprocess.Popen(
-        [sys.executable, "-c", STREAMING_VISITOR, database_url, model.base_url, OWNER, QUESTION],
+        [sys.executable, "-c", script, database_url, model.base_url, OWNER, QUESTION],
         cwd=REPO_ROOT,
         env=environment,
         stdout=subprocess.PIPE,
@@ -70,6 +86,7 @@ def kill_mid_reply(database_url: str, model: OpenAIServer, after_chunks: int) ->
     try:
         assert visitor.stdout is not None
         key = visitor.stdout.readline().strip()
+        assert key, visitor.stderr.read() if visitor.stderr else ""
         chunks = 0
         while chunks < after_chunks:
             line = visitor.stdout.readline().strip()
@@ -116,3 +133,92 @@ def test_kill_9_before_any_draft_keeps_the_question_pending_for_retry(
     [question] = conversation.messages[1:]
     assert conversation.pending_user_message is question and question.content == QUESTION
     assert not conversation.turns and not handle.reply_draft_saved
+
+
+#: A visitor's service comparing two columns in its own process: send QUESTION to both, print
+#: the comparison's id (saved before the columns call the model), then, as the answers stream,
+#: the number of words the shorter one has (the page's drawing keeps the comparison watched).
+STREAMING_COMPARER = VISITOR + textwrap.dedent(
+    """
+    from core.service import ColumnChoice
+
+    choices = [ColumnChoice("cook", "gpt-4o-mini", 4000), ColumnChoice("cook", "gpt-4.1-mini", 3000)]
+    comparison = service.start_comparison({"cook": persona}, choices, blind=False)
+    service.compare_send(question)
+    print(service.comparison_id, flush=True)
+    while True:
+        view = comparison.snapshot()
+        print(min(len(column.text.split()) for column in view.columns), flush=True)
+        if not view.busy:
+            break
+        comparison.wait_for_change(view.version, timeout=0.5)
+    print("done", flush=True)
+    """
+)
+
+
+@contextlib.contextmanager
+def saved_comparison(database_url: str, comparison_id: str, model: OpenAIServer) -> Iterator[VisitorService]:
+    """A new visitor process's service (the same owner, the same database, the local server) with
+    the saved comparison open, as a reload of `?cmp=` opens it."""
+    environ = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": model.base_url, "OPENAI_MAX_RETRIES": "0"}
+    with Store(database_url) as store:
+        service = VisitorService(
+            Workspace(store, OWNER),
+            Backends(),
+            prices=load_model_table(),
+            deployment=Deployment.from_settings({}, environ),
+        )
+        service.connect()
+        assert service.open_comparison(comparison_id) is not None, service.take_notices()
+        try:
+            yield service
+        finally:
+            service.close_comparison()
+
+
+def test_kill_9_mid_compare_keeps_the_question_and_each_columns_answer_so_far(
+    backend_url: str, openai_server: OpenAIServer
+) -> None:
+    # 3.5 s of answers: a draft of both saved at 2 s, the next due at 4 s.
+    comparison_id, words_shown = kill_mid_reply(backend_url, openai_server, 35, STREAMING_COMPARER)
+    with saved_comparison(backend_url, comparison_id, openai_server) as service:
+        [(listed, title)] = service.saved_comparisons()
+        assert listed == comparison_id and title.startswith("word0")
+        assert service.comparison is not None
+        view = service.comparison.snapshot()
+        assert [r.text for r in view.rounds] == [QUESTION] and not view.busy
+        whole = "You said: " + QUESTION
+        for column in view.columns:
+            question, answer = column.messages[1:]
+            assert (question.role, question.content) == ("user", QUESTION)
+            assert answer.role == "assistant" and answer.interrupted and whole.startswith(answer.content)
+            assert 15 <= len(answer.content.split()) <= words_shown < 62, (answer.content, words_shown)
+            assert column.state == "interrupted" and column.text == answer.content
+            assert column.figures is not None and column.figures.reply_id == answer.id
+            assert column.can_retry
+        # Retry per column: the first asks again and gets the whole answer; the other keeps its part.
+        openai_server.chunk_delay = 0.0
+        service.compare_retry(0)
+        assert service.comparison.wait(timeout=30)
+        first, second = service.comparison.snapshot().columns
+        assert first.state == "done" and first.text == whole
+        assert second.state == "interrupted" and second.text != whole
+
+
+def test_kill_9_before_any_compare_draft_keeps_the_question_pending_in_every_column(
+    backend_url: str, openai_server: OpenAIServer
+) -> None:
+    comparison_id, _ = kill_mid_reply(backend_url, openai_server, 5, STREAMING_COMPARER)  # no draft yet
+    with saved_comparison(backend_url, comparison_id, openai_server) as service:
+        assert service.comparison is not None
+        view = service.comparison.snapshot()
+        assert [r.text for r in view.rounds] == [QUESTION]
+        for column in view.columns:
+            [question] = column.messages[1:]
+            assert question.content == QUESTION and column.state == "interrupted" and not column.text
+            assert column.can_retry
+        openai_server.chunk_delay = 0.0
+        service.compare_retry(1)
+        assert service.comparison.wait(timeout=30)
+        assert service.comparison.snapshot().columns[1].text == "You said: " + QUESTION

@@ -37,6 +37,7 @@ from core.validation import FIELD_PROBLEM_CODES
 from tests.apptest import conversation_list
 from tests.conftest import APP_PATH, REPO_ROOT
 from ui.compare_view import MODES as COMPARE_MODES
+from ui.compare_view import NAMED_STATES
 from ui.personas_view import EDITOR_LABELS
 from ui.testsets_view import OTHER_VOTES
 
@@ -81,7 +82,7 @@ DERIVED_FAMILIES = {
     "compare.mode.": set(COMPARE_MODES),
     "compare.vote.": set(OTHER_VOTES),
     "compare.vote.done_": set(get_args(PickOutcome)),
-    "compare.state.": {"waiting", "streaming", "stopped"},
+    "compare.state.": set(NAMED_STATES),
     "personas.editor.": set(EDITOR_LABELS.values()),
     "validation.": set(FIELD_PROBLEM_CODES),
 }

@@ -6,9 +6,11 @@ two anonymous columns; test sets (ui/testsets_view.py); and the leaderboard of t
 While columns stream, only the columns redraw: they are a fragment that reruns itself every
 LIVE_S (no loop holds the script), each column showing its text as it arrives and its final
 state, figures and buttons as soon as it ends; when the last column ends the page reruns once to
-save the comparison and draw the chart and the vote. Every start, send, retry, stop and vote
-goes through the visitor's service, which holds them to the deployer's limits. The open
-comparison's id is in the link (`?cmp=`), so a reload returns to it.
+draw the chart and the vote. Every start, send, retry, stop and vote goes through the visitor's
+service, which holds them to the deployer's limits and saves the comparison as it goes: the
+question before the columns call the model, their answers so far at most every 2 s, each answer
+as it ends. The comparison's id is in the link (`?cmp=`) from its first question, so a reload
+(even after a crash) returns to it, each unfinished answer kept as interrupted, to retry.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ LIVE_S = 0.25
 COMPARISON_PARAM = "cmp"
 #: What the setup offers, by key: `compare.mode.<key>` in core/locales.
 MODES = ("columns", "blind", "tests")
+#: A column's states its caption names (`compare.state.<state>`); the others show for themselves.
+NAMED_STATES = ("waiting", "streaming", "stopped", "interrupted")
 #: Comparisons listed under the chat page's conversation list.
 RECENT_COMPARISONS = 5
 
@@ -264,14 +268,14 @@ def comparison_view(service: VisitorService, comparison: Comparison) -> None:
             st.error(error_text(error))
         snapshot = comparison.snapshot()
     # While any column streams the columns redraw themselves; the rest of the page waits.
+    if snapshot.rounds and not snapshot.busy:
+        service.save_comparison()  # anything not saved yet (the columns save themselves as they go)
+    if service.comparison_id is not None:  # saved with its question: a reload returns to it
+        st.query_params[COMPARISON_PARAM] = service.comparison_id
     live = st.fragment(run_every=LIVE_S if snapshot.busy else None)(columns_part)
     live(service, comparison, snapshot.busy)
     if snapshot.busy:
         return
-    if snapshot.rounds:
-        service.save_comparison()  # what changed since the last save, once the columns are done
-    if service.comparison_id is not None:
-        st.query_params[COMPARISON_PARAM] = service.comparison_id
     chart = comparison_spec(snapshot, chart_texts())
     if chart is not None:
         st.markdown(f"**{tr('compare.chart.header')}**")
@@ -311,7 +315,7 @@ def draw_column(view: ColumnView, service: VisitorService) -> None:
                 st.markdown(as_markdown(view.text or "…"))
         if view.state == "failed" and figures.error is not None:
             st.error(as_markdown(error_text(figures.error)))
-    state = tr(f"compare.state.{view.state}") if view.state in ("waiting", "streaming", "stopped") else ""
+    state = tr(f"compare.state.{view.state}") if view.state in NAMED_STATES else ""
     # Sizes and costs would tell a hidden column's persona and model: shown after the vote.
     line = "" if view.hidden else figures_line(figures)
     st.caption(" · ".join(part for part in (state, line) if part) or " ")

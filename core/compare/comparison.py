@@ -44,6 +44,7 @@ and figures; `from_dict()` reads it back) and `to_markdown()` (answers side by s
 
 from __future__ import annotations
 
+import copy
 import functools
 import html
 import json
@@ -86,7 +87,11 @@ NO_PERSONA: Final = "(no persona)"
 
 #: "idle": nothing sent yet; "waiting": sent, no text yet; "streaming": text arriving; then one of
 #: "done", "failed" (the error is kept, with any text that arrived) or "stopped" (by the user).
-ColumnState = Literal["idle", "waiting", "streaming", "done", "failed", "stopped"]
+#: "interrupted": the column was still replying when the comparison was saved (`to_dict`), so a
+#: reload after a crash finds its text so far kept as an interrupted answer, to be asked again.
+ColumnState = Literal["idle", "waiting", "streaming", "done", "failed", "stopped", "interrupted"]
+#: A run that ended early with what arrived kept: `Comparison.retry` asks again.
+ENDED_EARLY_STATES: Final = frozenset({"failed", "stopped", "interrupted"})
 RUNNING_STATES: Final = frozenset({"waiting", "streaming"})
 
 Scalar = str | int | float | bool | None
@@ -369,11 +374,14 @@ class _Published:
     context_budget: int
     can_retry: bool
     can_regenerate: bool
+    #: `Conversation.to_dict()`: what a save writes while a worker owns the session.
+    record: dict[str, Any]
 
     @classmethod
     def of(cls, session: ChatSession) -> _Published:
         conversation = session.conversation
         return cls(
+            record=conversation.to_dict(),
             messages=tuple(message.model_copy() for message in conversation.messages),
             turns=tuple(conversation.turns),  # a Turn is never changed once recorded
             trim_events=tuple(conversation.trim_events),
@@ -383,6 +391,41 @@ class _Published:
             can_retry=session.can_retry,
             can_regenerate=session.can_regenerate,
         )
+
+
+@dataclass(frozen=True)
+class _ColumnState:
+    """A column as `Comparison.to_dict` found it; `record()` writes it."""
+
+    label: str
+    published: _Published
+    runs: tuple[RunFigures, ...]
+    #: The figures so far of a run still going, and its text so far.
+    running: RunFigures | None
+    text_so_far: str
+
+    def record(self) -> dict[str, Any]:
+        """A run still going is written as a crash would leave it: the question pending and the
+        text so far kept as an interrupted answer (state "interrupted")."""
+        conversation, runs = self.published.record, list(self.runs)
+        if self.running is not None:
+            interrupted = self.running.model_copy(update={"state": "interrupted", "interrupted": True})
+            if self.text_so_far:
+                # The published record is the conversation as sent, its question pending.
+                kept = Conversation.from_dict(conversation)
+                turn = kept.add_assistant(self.text_so_far, None, interrupted=True)
+                conversation = kept.to_dict()
+                interrupted = interrupted.model_copy(
+                    update={"turn_number": turn.number, "reply_id": turn.reply_id}
+                )
+            runs.append(interrupted)
+        return {
+            "label": self.label,
+            "persona_id": self.published.persona_id,
+            "model": self.published.model,
+            "conversation": copy.deepcopy(conversation),  # the published record stays as it is
+            "runs": [figures.model_dump(mode="json") for figures in runs],
+        }
 
 
 class Column:
@@ -472,7 +515,7 @@ class Column:
         last = self._runs[-1] if self._runs else None
         if (
             last is not None
-            and last.state in ("failed", "stopped")
+            and last.state in ENDED_EARLY_STATES
             and last.reply_id is not None
             and self._published.can_regenerate
             and self._published.messages[-1].id == last.reply_id
@@ -555,6 +598,11 @@ class Comparison:
         #: Set (to UNWATCHED_S) by whoever draws the comparison on a page: its columns stop when
         #: it has not been drawn for this long. None (a test set's, waited on in code): never.
         self.unwatched_limit_s: float | None = None
+        #: Set by whoever saves the comparison (the application service): called, never under the
+        #: lock, with True once a message is in every column that is sent it and before their calls
+        #: start, and when a column ends (save now), and with False on a worker after each chunk (a
+        #: draft of the text so far: throttle it). A failing hook is logged; the columns go on.
+        self.on_progress: Callable[[bool], None] | None = None
         self._lock = threading.Condition()
         #: Serializes the page-side calls that start runs or change the record (send, retry, pick).
         self._control = threading.RLock()
@@ -577,6 +625,12 @@ class Comparison:
         """True while any column is waiting for or streaming its reply."""
         with self._lock:
             return self._busy()
+
+    @property
+    def version(self) -> int:
+        """Grows with every change (as `snapshot().version`); reading it is not drawing it."""
+        with self._lock:
+            return self._version
 
     @property
     def labels_hidden(self) -> bool:
@@ -639,8 +693,11 @@ class Comparison:
                 number = len(self._rounds) + 1
                 self._rounds.append(Round(number=number, text=text))
             started = self._clock()
-            for column in self.columns:
-                self._start(column, column.session.send(text), number, 1, started)
+            replies = [column.session.send(text) for column in self.columns]  # lazy: no call yet
+            runs = [self._publish_run(column, number, 1, started) for column in self.columns]
+            self._progress(True)  # the question is saved before any column calls the model
+            for column, run, reply in zip(self.columns, runs, replies, strict=True):
+                self._launch(column, run, reply)
             return number
 
     def retry(self, index: int) -> None:
@@ -663,7 +720,9 @@ class Comparison:
             number = last.round if last is not None else max(len(self._rounds), 1)
             attempt = last.attempt + 1 if last is not None and last.round == number else 1
             reply = column.session.retry() if how == "retry" else column.session.regenerate()
-            self._start(column, reply, number, attempt, self._clock())
+            run = self._publish_run(column, number, attempt, self._clock())
+            self._progress(True)
+            self._launch(column, run, reply)
 
     def stop(self, index: int) -> bool:
         """Ask column `index` to stop; it keeps what arrived. False when it was not running."""
@@ -781,27 +840,36 @@ class Comparison:
 
     def to_dict(self) -> dict[str, Any]:
         """Every column's conversation (`Conversation.to_dict()`) with its label and figures, the
-        messages sent and the picks. Complete even in blind mode. Not while a column is running."""
-        with self._control, self._lock:
-            self._refuse_while_busy()
-            return {
+        messages sent and the picks. Complete even in blind mode.
+
+        Any thread, at any moment: a column still replying is written as it would be after a
+        crash, its question pending and the text so far as an interrupted answer (state
+        "interrupted"), which is what `from_dict` then reads back."""
+        with self._lock:
+            columns = [self._column_state(column) for column in self.columns]
+            record = {
                 "format": COMPARISON_FORMAT,
                 "version": COMPARISON_VERSION,
                 "blind": self.blind,
                 "revealed": self._revealed,
                 "rounds": [r.model_dump(mode="json") for r in self._rounds],
                 "picks": [p.model_dump(mode="json") for p in self._picks],
-                "columns": [
-                    {
-                        "label": column.label,
-                        "persona_id": column.session.conversation.persona_id,
-                        "model": column.session.settings.model,
-                        "conversation": column.session.conversation.to_dict(),
-                        "runs": [run.model_dump(mode="json") for run in column._runs],
-                    }
-                    for column in self.columns
-                ],
             }
+        # Rebuilding a conversation costs ~10 ms per column: not under the lock the workers need.
+        return {**record, "columns": [column.record() for column in columns]}
+
+    def _column_state(self, column: Column) -> _ColumnState:
+        """Under the lock: what `to_dict` writes of a column, from what was last published (the
+        session itself may be a worker's)."""
+        published = column._published
+        run = column._running()
+        return _ColumnState(
+            label=column.label,
+            published=published,
+            runs=column._runs,
+            running=run.live_figures() if run is not None else None,
+            text_so_far=run.text() if run is not None else "",
+        )
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=2)
@@ -982,20 +1050,24 @@ class Comparison:
             trim_events=published.trim_events,
         )
 
-    def _start(self, column: Column, reply: Iterator[str], number: int, attempt: int, started: float) -> None:
-        """On the page thread, once the session has the user's message: publish, then hand the
-        session to a worker."""
+    def _publish_run(self, column: Column, number: int, attempt: int, started: float) -> _Run:
+        """On the page thread, once the session has the user's message: publish it with a new run
+        (waiting), before the session is handed to a worker (`_launch`)."""
         published = _Published.of(column.session)
         run = _Run(round=number, attempt=attempt, started=started, context_budget=published.context_budget)
         with self._lock:
             column._run = run
             column._published = published
             self._changed()
+        return run
+
+    def _launch(self, column: Column, run: _Run, reply: Iterator[str]) -> None:
+        """Hand the session to a worker that consumes `reply` (its call starts there)."""
         index = self.columns.index(column)
         worker = threading.Thread(
             target=self._work,
             args=(column, run, reply),
-            name=f"compare-{LETTERS[index]}-{number}.{attempt}",
+            name=f"compare-{LETTERS[index]}-{run.round}.{run.attempt}",
             daemon=True,
         )
         worker.start()
@@ -1028,6 +1100,7 @@ class Comparison:
                         session.stop()
                         stopped = True
                         break
+                    self._progress(False)
             finally:
                 close = getattr(reply, "close", None)
                 if callable(close):
@@ -1041,6 +1114,17 @@ class Comparison:
         finally:
             # Always leave the column finished, whatever happened (even a BaseException).
             self._finish(column, run, turns_before, trims_before, error, stopped)
+            self._progress(True)
+
+    def _progress(self, now: bool) -> None:
+        """Tell `on_progress` (see `__init__`); never under the lock."""
+        hook = self.on_progress
+        if hook is None:
+            return
+        try:
+            hook(now)
+        except Exception:
+            logger.exception("Saving the comparison's progress failed")
 
     def _finish(
         self,

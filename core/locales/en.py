@@ -497,6 +497,7 @@ CATALOG: dict[str, str] = {
     "compare.state.waiting": "⏳ waiting",
     "compare.state.streaming": "✍️ streaming",
     "compare.state.stopped": "⏹ stopped",
+    "compare.state.interrupted": "⚡ interrupted · partial answer",
     "compare.stop": "Stop",
     "compare.retry": "Retry",
     "compare.figures.prompt": "prompt {tokens}",

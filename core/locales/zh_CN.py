@@ -461,6 +461,7 @@ CATALOG: dict[str, str] = {
     "compare.state.waiting": "⏳ 等待中",
     "compare.state.streaming": "✍️ 输出中",
     "compare.state.stopped": "⏹ 已停止",
+    "compare.state.interrupted": "⚡ 已中断 · 部分回答",
     "compare.stop": "停止",
     "compare.retry": "重试",
     "compare.figures.prompt": "提示词 {tokens}",
