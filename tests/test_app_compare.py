@@ -168,8 +168,11 @@ def test_a_test_set_runs_twice_around_a_persona_edit_and_shows_the_difference(ap
     changed = [c.value for c in app.caption if "changed since the last run" in c.value]
     assert len(changed) == 3
 
-    # A vote on a result reaches the leaderboard.
+    # A vote on a result reaches the leaderboard: an open vote (the columns are named), so it
+    # counts once all votes are chosen.
     app.segmented_control(key=f"test_vote::{service.test_runs('menus')[0].id}::0").set_value("A").run()
+    assert any("No blind votes yet" in info.value for info in app.info)
+    app.segmented_control(key="leaderboard_scope").set_value("all").run()
     board = next(d.value for d in app.dataframe if "Won · lost · tied" in d.value.columns)
     records = dict(zip(board["Persona"], board["Won · lost · tied"], strict=True))
     assert records == {"critic": "1 · 0 · 0", "translator": "0 · 1 · 0"}

@@ -19,6 +19,7 @@ from core.chat.conversation import MessageState, SummaryVersion
 from core.chat.prompt_cache import CACHE_RULES
 from core.chat.settings import POLICY_NAMES
 from core.compare.comparison import PickOutcome
+from core.compare.leaderboard import VOTE_SCOPES
 from core.i18n import (
     CATALOGS,
     LANGUAGES,
@@ -83,6 +84,7 @@ DERIVED_FAMILIES = {
     "compare.vote.": set(OTHER_VOTES),
     "compare.vote.done_": set(get_args(PickOutcome)),
     "compare.state.": set(NAMED_STATES),
+    "leaderboard.scope.": {*VOTE_SCOPES, "label", "help"},
     "personas.editor.": set(EDITOR_LABELS.values()),
     "validation.": set(FIELD_PROBLEM_CODES),
 }
@@ -326,6 +328,7 @@ ALLOWED_WORDS = {
     "token", "tokens", "English", "UTC", "HTTP", "tiktoken",
     "PNG", "charx", "LobeHub", "NextChat", "Open", "WebUI", "LibreChat", "modelSpecs",
     "Bradley", "Terry",  # a method named for its authors
+    "Chatbot", "Arena",  # a leaderboard's name
     "SQLite", "PostgreSQL",
 }  # fmt: skip
 #: Code-like tokens: identifiers, file and folder names, URLs, model ids (a digit, `_`, `.`, `/`, `:`).

@@ -75,7 +75,7 @@ def page(frame: Frame) -> None:
     else:
         columns_setup(service, personas)
     saved_list(service)
-    leaderboard_section(service.leaderboard_picks())
+    leaderboard_section(service.picks_by_conversation())
 
 
 def chart_texts() -> ComparisonChartTexts:

@@ -1,5 +1,6 @@
 """The leaderboard: which persona, on which model with which settings, wins the votes cast in
-comparisons (core/compare/leaderboard.py), with 95% intervals, records and exports."""
+comparisons (core/compare/leaderboard.py), with 95% intervals, records and exports; blind votes
+only (the default) or all votes, with how many there are of each."""
 
 from __future__ import annotations
 
@@ -9,30 +10,53 @@ import streamlit as st
 
 from core.charts import leaderboard_spec
 from core.compare.comparison import Pick
-from core.compare.leaderboard import BOOTSTRAP_SAMPLES, MIN_VOTES, Leaderboard, leaderboard, votes_from_picks
+from core.compare.leaderboard import (
+    BOOTSTRAP_SAMPLES,
+    MIN_VOTES,
+    VOTE_SCOPES,
+    Leaderboard,
+    VoteCounts,
+    VoteScope,
+    counted_votes,
+    leaderboard,
+)
 from ui.charts import vega_chart
+from ui.state import Key
 from ui.text import tr
 
 #: The last table built, with the picks it was built from (a rerun with no new vote fits nothing).
 CACHE_STATE = "leaderboard_cache"
 
 
-def board_for(picks: Sequence[Pick]) -> Leaderboard:
-    key = tuple(pick.id for pick in picks)
-    cached: tuple[tuple[str, ...], Leaderboard] | None = st.session_state.get(CACHE_STATE)
+def board_for(conversations: Sequence[Sequence[Pick]], scope: VoteScope) -> Leaderboard:
+    key = (scope, tuple(tuple(pick.id for pick in picks) for picks in conversations))
+    cached: tuple[object, Leaderboard] | None = st.session_state.get(CACHE_STATE)
     if cached is not None and cached[0] == key:
         return cached[1]
-    board = leaderboard(votes_from_picks(picks))
+    board = leaderboard(counted_votes(conversations, scope))
     st.session_state[CACHE_STATE] = (key, board)
     return board
 
 
-def leaderboard_section(picks: Sequence[Pick]) -> None:
+def leaderboard_section(conversations: Sequence[Sequence[Pick]]) -> None:
+    """The ratings from each conversation's picks (`VisitorService.picks_by_conversation`)."""
     st.subheader(tr("leaderboard.header"))
     st.caption(tr("leaderboard.about", samples=f"{BOOTSTRAP_SAMPLES:,}"))
-    board = board_for(picks)
+    counts = VoteCounts.of(conversations)
+    chosen = st.segmented_control(
+        tr("leaderboard.scope.label"),
+        VOTE_SCOPES,
+        format_func=lambda scope: tr(f"leaderboard.scope.{scope}", count=counts.counted(scope)),
+        default="blind",
+        key=Key.LEADERBOARD_SCOPE,
+        help=tr("leaderboard.scope.help"),
+    )
+    scope: VoteScope = chosen or "blind"  # a click on the chosen option clears it
+    st.caption(tr("leaderboard.counts", blind=counts.blind, open=counts.open))
+    board = board_for(conversations, scope)
     if not board.ratings:
-        st.info(tr("leaderboard.empty"), icon="🗳️")
+        only_open = scope == "blind" and counts.open
+        st.info(tr("leaderboard.empty_blind") if only_open else tr("leaderboard.empty"), icon="🗳️")
         return
     if not board.enough_votes:
         st.warning(tr("leaderboard.not_enough", minimum=MIN_VOTES), icon="⏳")

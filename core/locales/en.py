@@ -407,6 +407,19 @@ CATALOG: dict[str, str] = {
         "votes each. Until then the intervals are wide and the order may change."
     ),
     "leaderboard.row_not_enough": "not enough votes yet",
+    "leaderboard.scope.label": "Votes counted",
+    "leaderboard.scope.blind": "Blind votes only ({count})",
+    "leaderboard.scope.all": "All votes ({count})",
+    "leaderboard.scope.help": (
+        "A blind vote is cast before you know who answered; an open vote knows (a comparison "
+        "that was not blind, a blind pair's turns after its first vote, test-set results). Like "
+        "Chatbot Arena, the ranking counts blind votes unless you choose all. Either way one vote "
+        "per pair of answers per conversation counts: its last."
+    ),
+    "leaderboard.counts": "{blind} blind · {open} open votes cast.",
+    "leaderboard.empty_blind": (
+        "No blind votes yet: vote in a blind comparison or a blind pair, or count all votes."
+    ),
     "leaderboard.column.rank": "Rank",
     "leaderboard.column.persona": "Persona",
     "leaderboard.column.model": "Model",

@@ -373,6 +373,16 @@ CATALOG: dict[str, str] = {
         "票数还不够：至少有两个参赛者各得到 {minimum} 票后排名才稳定。在此之前区间较宽，顺序可能变化。"
     ),
     "leaderboard.row_not_enough": "票数还不够",
+    "leaderboard.scope.label": "计入的投票",
+    "leaderboard.scope.blind": "仅盲投（{count}）",
+    "leaderboard.scope.all": "全部投票（{count}）",
+    "leaderboard.scope.help": (
+        "盲投是在不知道谁回答的情况下投出的；公开投票则知道（非盲对比、盲测对在第一次投票后的各轮、"
+        "测试集结果）。与 Chatbot Arena 一样，除非你选择全部，排名只计入盲投。无论哪种，"
+        "每个对话中每对回答只计一票：最后一票。"
+    ),
+    "leaderboard.counts": "已投 {blind} 张盲投 · {open} 张公开投票。",
+    "leaderboard.empty_blind": "还没有盲投：在盲测对比或盲测对中投票，或选择计入全部投票。",
     "leaderboard.column.rank": "名次",
     "leaderboard.column.persona": "角色",
     "leaderboard.column.model": "模型",
