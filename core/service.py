@@ -776,12 +776,14 @@ class VisitorService:
 
     def replay_policies(self, key: str, scenario: replay.Scenario) -> tuple[replay.PolicyOutcome, ...]:
         """Every policy replayed under `scenario` on its simulated prompt cache; the last result
-        is kept, as `replay`'s."""
+        is kept, as `replay`'s, whose replay under the scenario's own policy is reused."""
         conversation = self.workspace.sessions[key].conversation
         return _last_result(
             self._policy_replays,
             _replay_key(key, conversation, scenario),
-            lambda: replay.compare_policies(conversation, scenario, self.prices),
+            lambda: replay.compare_policies(
+                conversation, scenario, self.prices, known=self.replay(key, scenario).replayed
+            ),
         )
 
     def replay(self, key: str, scenario: replay.Scenario) -> replay.ReplayComparison:

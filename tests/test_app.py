@@ -13,6 +13,7 @@ from tests.apptest import (
     new_conversation,
     open_expander,
     open_key,
+    open_settings,
     page_text,
     select_persona,
     send,
@@ -260,10 +261,22 @@ def test_missing_secrets_runs_offline(app):
 
 
 def test_typed_key_switches_to_the_openai_backend(app):
-    app.text_input(key="api_key").input("sk-typed-in-this-session").run()
+    open_settings(app).text_input(key="api_key").input("sk-typed-in-this-session").run()
     assert any("api.openai.com" in s.value and "typed here" in s.value for s in app.success)
     assert not any("built-in offline model" in i.value for i in app.info)
     assert all("sk-typed-in-this-session" not in s.value for s in app.success)
+
+
+def test_the_settings_are_drawn_only_while_open_and_keep_the_typed_key(app):
+    assert not [w for w in app.sidebar.text_input if w.key == "api_key"]  # closed on load
+    open_settings(app).text_input(key="api_key").input("sk-typed-in-this-session").run()
+    app.session_state["settings_open"] = False
+    app.run()
+    assert not [w for w in app.sidebar.text_input if w.key == "api_key"]
+    for _ in range(2):  # reruns with the field not drawn: still connected with the typed key
+        app.run()
+        assert any("typed here" in s.value for s in app.success)
+    assert open_settings(app).text_input(key="api_key").value == "sk-typed-in-this-session"
 
 
 def test_broken_persona_file_is_reported_and_the_rest_load(start_app, tmp_path):
@@ -321,7 +334,7 @@ def test_the_backend_is_kept_across_turns(app):
     backend = session(app).backend
     send(app, "two")
     assert session(app).backend is backend
-    app.text_input(key="api_key").input("sk-typed-in-this-session").run()
+    open_settings(app).text_input(key="api_key").input("sk-typed-in-this-session").run()
     assert session(app).backend is not backend
 
 

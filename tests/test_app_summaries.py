@@ -6,11 +6,11 @@ from __future__ import annotations
 from streamlit.testing.v1 import AppTest
 
 from core.chat.conversation import MessageState
-from tests.apptest import conversation, open_key, send, session
+from tests.apptest import conversation, open_key, open_settings, send, session
 
 
 def test_a_summarize_conversation_shows_and_edits_its_summary(app: AppTest) -> None:
-    app.selectbox(key=f"policy::{open_key(app)}").select("summarize").run()
+    open_settings(app).selectbox(key=f"policy::{open_key(app)}").select("summarize").run()
     for i in range(10):
         send(app, f"第{i}个问题：四川火锅、重庆小面和成都担担面，哪一个最适合第一次去四川的人？")
     chat = conversation(app)

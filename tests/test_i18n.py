@@ -35,7 +35,7 @@ from core.personas.formats import EXPORT_FORMATS
 from core.providers.connection import KeySource
 from core.stats import ContextGauge
 from core.validation import FIELD_PROBLEM_CODES
-from tests.apptest import conversation_list
+from tests.apptest import conversation_list, open_settings
 from tests.conftest import APP_PATH, REPO_ROOT
 from ui.compare_view import MODES as COMPARE_MODES
 from ui.compare_view import NAMED_STATES
@@ -379,7 +379,7 @@ def test_lang_zh_cn_shows_no_english_label_in_the_sidebar(start_app):
     start_app()  # the environment of every page test: offline, its own database
     at = AppTest.from_file(str(APP_PATH), default_timeout=60)
     at.query_params["lang"] = "zh-CN"
-    at.run()
+    open_settings(at.run())  # their fields too
     assert not at.exception, at.exception
     texts = list(shown_texts(at.sidebar))
     assert "角色" in texts and "连接" in texts and "🌐 语言" in texts
@@ -604,7 +604,7 @@ def test_the_deployments_rate_limit_reads_in_chinese(clean_env, openai_server):
 
 
 def test_the_deployments_caps_read_in_chinese(clean_env, openai_server):
-    at = deployed_zh(clean_env, openai_server, MAX_REPLY_CAP="100", MAX_CONTEXT_BUDGET="800")
+    at = open_settings(deployed_zh(clean_env, openai_server, MAX_REPLY_CAP="100", MAX_CONTEXT_BUDGET="800"))
     captions = [c.value for c in at.sidebar.caption if c.value.startswith("受此部署限制")]
     assert only_chinese(captions) == [
         "受此部署限制：此处回复上限最多为 100 个 token。",

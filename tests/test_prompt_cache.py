@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from core.chat.prompt_cache import (
     OPENAI_RULE,
     PREFIX_RULE,
@@ -68,3 +70,22 @@ def test_a_prompt_given_message_by_message_is_cached_as_its_tokens_would_be() ->
         assert tokens == messages
         history += [{"role": "assistant", "content": f"answer {i} " * 30}]
     assert tokens > 1024
+
+
+def test_the_shared_prefix_is_what_comparing_item_by_item_gives() -> None:
+    """`shared_prefix` compares slices (in C) instead of items; the answer is the plain loop's."""
+
+    def item_by_item(a: list[int] | tuple[int, ...], b: list[int] | tuple[int, ...]) -> int:
+        shared = 0
+        for x, y in zip(a, b, strict=False):
+            if x != y:
+                break
+            shared += 1
+        return shared
+
+    rng = random.Random(17)
+    for _ in range(2_000):
+        a = [rng.randint(0, 2) for _ in range(rng.randint(0, 40))]
+        b = a[: rng.randint(0, len(a))] + [rng.randint(0, 2) for _ in range(rng.randint(0, 40))]
+        for x, y in ((a, b), (b, a), (tuple(a), tuple(b)), (a, tuple(b))):
+            assert shared_prefix(x, y) == item_by_item(x, y), (x, y)

@@ -273,3 +273,55 @@ def test_every_policy_is_compared_on_the_same_cache():
         prefix.cached_tokens >= openai.cached_tokens
         for prefix, openai in zip(by_prefix, outcomes.values(), strict=True)
     )
+
+
+def test_the_replay_is_what_a_straightforward_computation_of_each_call_gives():
+    """Whatever makes the replay cheaper changes none of its figures: here each call under
+    drop_oldest is worked out from scratch, the plain way: the newest whole exchanges that fit the
+    budget with the system prompt and the question, counted message by message, and a plain
+    prefix cache that compares each prompt, message by message, with the 16 before it."""
+    session = recorded_session(40)
+    conversation = session.conversation
+    budget = 3_000
+    result = replay(conversation, Scenario(budget=budget, policy="drop_oldest", cache_rule="prefix"), PRICES)
+
+    tokenizer = tokenizer_for("gpt-4o")
+    system = conversation.messages[0]
+    found = recorded_exchanges(conversation)
+    seen: list[list[tuple[str, int]]] = []
+    kept_before = 0  # the first exchange the previous call still sent
+    assert len(result.turns) == len(found) == 40
+    for number, (row, item) in enumerate(zip(result.turns, found, strict=True)):
+        first = 0
+        while True:
+            history = [m for e in found[first:number] for m in (e.question, e.answer)]
+            sent = [system, *history, item.question]
+            prompt = count_prompt_tokens([m.as_api_message() for m in sent], "gpt-4o")
+            if prompt <= budget:
+                break
+            first += 1
+        blocks = [(m.id, tokenizer.count_message(m.as_api_message())) for m in sent]
+        shared = 0
+        for earlier in seen[-16:]:
+            common = 0
+            for mine, theirs in zip(blocks, earlier, strict=False):
+                if mine != theirs:
+                    break
+                common += 1
+            shared = max(shared, sum(tokens for _, tokens in blocks[:common]))
+        seen.append(blocks)
+        assert (row.prompt_tokens, row.messages_sent, row.cached_tokens) == (prompt, len(sent), shared)
+        dropped = [m.id for e in found[kept_before:first] for m in (e.question, e.answer)]
+        assert [ref.id for ref in row.dropped] == dropped
+        kept_before = first
+    assert sum(bool(row.dropped) for row in result.turns) > 10  # the budget was tight
+    assert 0 < result.cached_tokens < result.prompt_tokens
+
+
+def test_the_policies_compared_reuse_the_scenarios_own_replay_unchanged():
+    session = recorded_session(30, budget=3_000)
+    scenario = Scenario(budget=2_000, cache_rule="openai")
+    known = compare(session.conversation, scenario, PRICES).replayed
+    assert known.policy == "drop_oldest"
+    reused = compare_policies(session.conversation, scenario, PRICES, known=known)
+    assert reused == compare_policies(session.conversation, scenario, PRICES)

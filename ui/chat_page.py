@@ -19,7 +19,6 @@ from core.chat.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, MAX_REPLY_CAP
 from core.counting.calibration import SilentTruncation
 from core.counting.tokens import METHOD_CALIBRATED, METHOD_SERVER, METHOD_TIKTOKEN
 from core.errors import BackendError, DashboardError
-from core.i18n import current as session_translator
 from core.notices import Notice
 from core.personas.persona import Persona, chat_avatar
 from core.service import StartedReply, VisitorService
@@ -40,7 +39,7 @@ from ui.state import (
     summary_key,
     title_key,
 )
-from ui.text import as_markdown, error_text, notice_text, tr, tr_plural
+from ui.text import as_markdown, error_text, notice_text, page_translator, tr, tr_plural
 
 CHAT_HEIGHT_PX = 560
 DASHBOARD_HEIGHT_PX = 640
@@ -62,9 +61,11 @@ def page(frame: Frame) -> None:
     with frame.under_persona:
         conversation_list(service, persona, key)
         compare_view.recent_comparisons(service)
-    with frame.settings:
-        settings_sidebar(service, persona, key, notes)
-        if frame.settings_open:  # drawn only while the settings are open (ui/layout.lazy_expander)
+    if frame.settings is None:  # drawn only while open (ui/layout.lazy_expander)
+        page_state().hold_limit_notes(key, notes)
+    else:
+        with frame.settings:
+            settings_sidebar(service, persona, key, [*page_state().take_limit_notes(key), *notes])
             manage_conversation(service, persona, key)
             export_import(frame, key)
     with st.sidebar:
@@ -81,7 +82,7 @@ def page(frame: Frame) -> None:
     with chat_column:
         chat(service, key, persona)
     with dashboard_slot:
-        dashboard(service.session(key), key, frame.connection.offline)
+        dashboard(service, key, frame.connection.offline)
 
 
 # --- sidebar -----------------------------------------------------------------------------------
@@ -667,12 +668,13 @@ def pins(service: VisitorService, key: str) -> None:
 
 
 # --- dashboard ---------------------------------------------------------------------------------
-def dashboard(session: ChatSession, key: str, offline: bool) -> None:
+def dashboard(service: VisitorService, key: str, offline: bool) -> None:
+    session = service.session(key)
     conversation = session.conversation
     # Figures and charts are built once per version of the conversation (a message, turn, trim,
     # pin or setting): a rerun that changed none of them walks no history and builds no chart.
     figures = dashboard_figures(conversation, session.policy, model_table())
-    drawing = dashboard_drawing(figures, session_translator(st.session_state))
+    drawing = dashboard_drawing(figures, page_translator())
     gauge, total = figures.gauge, figures.totals
     st.subheader(tr("dashboard.header"))
     priced = model_table().lookup(conversation.model)
@@ -739,7 +741,7 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
     if offline:
         st.caption(tr("dashboard.usage.offline"))
     if figures.server_cut is not None:
-        server_cut(figures.server_cut, key)
+        server_cut(service, figures.server_cut, key)
     if figures.mismatched:
         st.warning(tr("dashboard.usage.mismatch", count=len(figures.mismatched)))
         st.dataframe(drawing.mismatched, hide_index=True)
@@ -778,12 +780,14 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
             st.dataframe(drawing.turns, hide_index=True)
 
 
-def server_cut(cut: SilentTruncation, key: str) -> None:
+def server_cut(service: VisitorService, cut: SilentTruncation, key: str) -> None:
     """The server read only part of the last prompt: say so, and offer a budget below what it read."""
     read, sent = f"{cut.read:,}", f"{cut.sent:,}"
     st.warning(tr("dashboard.server_cut", read=read, sent=sent, budget=cut.suggested_budget))
 
     def lower_budget() -> None:
+        service.change_settings(key, context_budget=cut.suggested_budget)
+        # The budget field, drawn while the settings are open, shows it (and keeps it).
         st.session_state[setting_key("budget", key)] = cut.suggested_budget
 
     st.button(

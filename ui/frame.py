@@ -25,7 +25,6 @@ from core.errors import (
     PermissionDenied,
 )
 from core.i18n import LANGUAGE_PARAM, LANGUAGE_STATE, LANGUAGES, Language, language_for
-from core.i18n import current as session_translator
 from core.personas.persona import Persona, PersonaCatalog, load_personas
 from core.policy.netguard import base_url_choices
 from core.policy.owners import (
@@ -42,8 +41,9 @@ from core.providers.connection import Backends, Connection
 from core.service import Deployment, VisitorService
 from core.store.database import Store
 from core.store.workspace import Workspace
+from ui.layout import lazy_expander
 from ui.state import Key, page_state
-from ui.text import as_markdown, error_text, show_notice, tr
+from ui.text import as_markdown, error_text, page_translator, show_notice, tr, use_language
 
 APP_DIR = Path(__file__).resolve().parent.parent
 #: The query parameter naming the open conversation, so a reload returns to it.
@@ -68,17 +68,19 @@ def personas_dir() -> Path:
     return Path(os.environ.get("PERSONAS_DIR") or APP_DIR / "personas")
 
 
-def directory_stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
-    """Changes when a persona file is added, removed or edited, so the cached catalog reloads."""
+def directory_stamp(directory: Path) -> str:
+    """Changes when a persona file is added, removed or edited, so the cached catalog reloads. One
+    string: Streamlit hashes a cached function's arguments on every call, a string at once, a
+    tuple of tuples item by item (a third of a millisecond a run for the shipped personas)."""
     try:
         entries = [(path.name, path.lstat()) for path in directory.iterdir()]
     except OSError:
-        return ()
-    return tuple(sorted((name, info.st_mtime_ns, info.st_size) for name, info in entries))
+        return ""
+    return repr(sorted((name, info.st_mtime_ns, info.st_size) for name, info in entries))
 
 
 @st.cache_resource(show_spinner=False)
-def persona_catalog(directory: str, stamp: tuple[tuple[str, int, int], ...]) -> PersonaCatalog:
+def persona_catalog(directory: str, stamp: str) -> PersonaCatalog:
     return load_personas(directory)
 
 
@@ -141,6 +143,7 @@ def page_language() -> Language:
         st.query_params.get(LANGUAGE_PARAM), st.session_state.get(Key.LANGUAGE_CHOSEN), st.context.locale
     )
     st.session_state[LANGUAGE_STATE] = language
+    use_language(language)
     return language
 
 
@@ -152,7 +155,7 @@ def choose_language() -> None:
 
 def language_switch() -> None:
     # whichever source chose it
-    st.session_state[Key.LANGUAGE_SWITCH] = session_translator(st.session_state).language
+    st.session_state[Key.LANGUAGE_SWITCH] = page_translator().language
     st.selectbox(
         tr("sidebar.language"),
         list(LANGUAGES),
@@ -166,7 +169,7 @@ def html_lang() -> None:
     """Streamlit's page says <html lang="en">: say the language shown instead (screen readers
     pick their voice by it, browsers their CJK font and translation offer). Nothing to say while
     the page has only been English. Called last in the sidebar: the element is empty but has a gap."""
-    language = session_translator(st.session_state).language
+    language = page_translator().language
     if language == "en" and not st.session_state.get(Key.HTML_LANG_SET):
         return
     st.session_state[Key.HTML_LANG_SET] = True
@@ -264,10 +267,9 @@ class Frame:
     connection: Connection
     #: The sidebar's place under the persona selector (the chat page lists conversations there).
     under_persona: DeltaGenerator
-    #: The sidebar's settings, under the connection (the chat page adds the conversation's).
-    settings: DeltaGenerator
-    #: Whether the settings are open (what only they show need not be drawn while closed).
-    settings_open: bool
+    #: The sidebar's settings, under the connection (the chat page adds the conversation's), while
+    #: they are open; None while closed (nothing in them is drawn then: ui/layout.lazy_expander).
+    settings: DeltaGenerator | None
     #: The view the link names, for the entry point to run.
     view: StreamlitPage
 
@@ -366,8 +368,7 @@ def frame() -> Frame:
         persona,
         connection,
         under_persona,
-        settings.box,
-        settings.open,
+        settings,
         view,
     )
     _CURRENT.set(drawn)
@@ -378,17 +379,9 @@ def frame() -> Frame:
     return drawn
 
 
-@dataclass(frozen=True)
-class SidebarSettings:
-    """The sidebar's settings expander: where a page adds its settings, and whether it is open."""
-
-    box: DeltaGenerator
-    open: bool
-
-
 def sidebar(
     service: VisitorService, catalog: PersonaCatalog, deployment: Deployment
-) -> tuple[Persona, Connection, DeltaGenerator, SidebarSettings]:
+) -> tuple[Persona, Connection, DeltaGenerator, DeltaGenerator | None]:
     """The language, the persona and (the chat page's) conversations; the connection and every
     setting in one closed expander, so that few stops come before the chat input for a keyboard
     (the sidebar precedes the page in Tab order)."""
@@ -411,23 +404,27 @@ def sidebar(
                 for error in catalog.errors:
                     st.error(error_text(error), icon="📄")
         status = st.container()  # what the connection does, in view: drawn once it is known
-        # Keyed, and a rerun when opened or closed, so a page may draw some of its part only while
-        # open; the connection and settings are drawn always (a widget not drawn loses its value).
-        expander = st.expander(tr("sidebar.settings"), key=Key.SETTINGS_OPEN, on_change="rerun")
-        settings_open = bool(expander.open)
-        with expander:
-            st.subheader(tr("sidebar.connection.header"))
-            st.text_input(
-                tr("sidebar.api_key.label"), type="password", key=Key.API_KEY, help=tr("sidebar.api_key.help")
-            )
-            base_url_field(deployment.access_mode, list(deployment.allowed_base_urls))
-            settings = st.container()
+        # Drawn only while open (ui/layout.lazy_expander): eight elements, five of them widgets,
+        # that no rerun with it closed need build. The key and URL typed there are kept while
+        # it is closed (`persist_state`); the model, budget and policy are the conversation's.
+        settings = lazy_expander(tr("sidebar.settings"), Key.SETTINGS_OPEN)
+        if settings is not None:
+            with settings:
+                st.subheader(tr("sidebar.connection.header"))
+                st.text_input(
+                    tr("sidebar.api_key.label"),
+                    type="password",
+                    key=Key.API_KEY,
+                    help=tr("sidebar.api_key.help"),
+                    persist_state="session",
+                )
+                base_url_field(deployment.access_mode, list(deployment.allowed_base_urls))
         with status:
             try:
                 connection = service.connect(
                     typed_key=st.session_state.get(Key.API_KEY, ""),
-                    typed_base_url=st.session_state.get(Key.BASE_URL, ""),
-                    language=session_translator(st.session_state).language,
+                    typed_base_url=typed_base_url(deployment.access_mode, list(deployment.allowed_base_urls)),
+                    language=page_translator().language,
                 )
             except DashboardError as error:  # a deployer's setting is malformed
                 st.error(error_text(error))
@@ -435,7 +432,7 @@ def sidebar(
             if service.refused_base_url is not None:
                 st.error(tr("sidebar.base_url.refused", error=error_text(service.refused_base_url)))
             connection_status(service, persona, connection)
-    return persona, connection, under_persona, SidebarSettings(settings, settings_open)
+    return persona, connection, under_persona, settings
 
 
 def choose_view() -> None:
@@ -482,6 +479,15 @@ def connection_status(service: VisitorService, persona: Persona, connection: Con
         st.warning(tr("connection.failing", host=connection.host, key_source=key_note), icon="🔗")
 
 
+def typed_base_url(mode: AccessMode, allowed: list[str]) -> str:
+    """The base URL this visitor chose, whether or not the settings are open: any on your own
+    machine; on a public deployment one of the deployer's choices, else "" (the deployer's)."""
+    chosen = str(st.session_state.get(Key.BASE_URL) or "")
+    if mode == "single-user" or chosen in base_url_choices(allowed):
+        return chosen
+    return ""
+
+
 def base_url_field(mode: AccessMode, allowed: list[str]) -> None:
     """Any base URL on your own machine; on a public deployment only the deployer's choices."""
     if mode == "single-user":
@@ -490,11 +496,11 @@ def base_url_field(mode: AccessMode, allowed: list[str]) -> None:
             key=Key.BASE_URL,
             placeholder="https://api.openai.com/v1",
             help=tr("sidebar.base_url.help"),
+            persist_state="session",
         )
         return
     choices = base_url_choices(allowed)
     if not choices:
-        st.session_state[Key.BASE_URL] = ""
         st.caption(tr("sidebar.base_url.locked"))
         return
     if st.session_state.get(Key.BASE_URL) not in ("", *choices):
@@ -505,6 +511,7 @@ def base_url_field(mode: AccessMode, allowed: list[str]) -> None:
         key=Key.BASE_URL,
         format_func=lambda url: url or tr("sidebar.base_url.deployer"),
         help=tr("sidebar.base_url.help"),
+        persist_state="session",
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import streamlit as st
 
+from core.notices import Notice
 from core.service import StartedReply, VisitorService
 
 
@@ -38,7 +39,8 @@ class Key(StrEnum):
     IMPORT_FILE = "import_file"
     CHAT_INPUT = "chat_input"
     # Expanders whose content is drawn only while open (ui/layout.lazy_expander)
-    SETTINGS_OPEN = "settings_open"  # the sidebar's settings (their export and rename: only while open)
+    SETTINGS_OPEN = "settings_open"  # the sidebar's settings: connection, model, budget, export
+    LIMIT_NOTES = "limit_notes"  # what the deployer's limits changed while the settings were closed
     NEXT_CALL_OPEN = "next_call_open"
     TURNS_OPEN = "turns_open"
     # compare
@@ -162,6 +164,17 @@ class PageState:
         reply = cast("StartedReply | None", self._state.get(Key.REPLY))
         self._state[Key.REPLY] = None
         return reply
+
+    def hold_limit_notes(self, conversation_key: str, notes: list[Notice]) -> None:
+        """What the deployer's limits changed in a conversation's settings while they were closed,
+        for the settings to say when opened."""
+        if notes:
+            held = cast("dict[str, list[Notice]]", self._state.setdefault(Key.LIMIT_NOTES, {}))
+            held.setdefault(conversation_key, []).extend(notes)
+
+    def take_limit_notes(self, conversation_key: str) -> list[Notice]:
+        held = cast("dict[str, list[Notice]]", self._state.get(Key.LIMIT_NOTES, {}))
+        return held.pop(conversation_key, [])
 
     def get(self, key: str, default: Any = None) -> Any:
         """A widget's value (for the keys built by the helpers above)."""

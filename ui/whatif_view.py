@@ -112,21 +112,25 @@ def show(result: replay.ReplayComparison) -> None:
         with st.expander(tr("whatif.forgotten.list", count=len(result.forgotten_only_in_replay))):
             for message in result.forgotten_only_in_replay:
                 st.caption(as_markdown(f"{message.role}: {message.preview}"))
-    rows = [
+    turns = result.turns  # by column, so each heading is translated once, not once a turn
+    st.dataframe(
         {
-            tr("whatif.table.turn"): row.number,
-            tr("whatif.table.recorded"): row.recorded.prompt_tokens,
-            tr("whatif.table.replayed"): row.replayed.prompt_tokens,
-            tr("whatif.table.difference"): row.prompt_tokens_difference,
-            tr("whatif.table.cached_recorded"): row.recorded.cached_tokens,
-            tr("whatif.table.cached_replayed"): row.replayed.cached_tokens,
-            tr("whatif.table.dropped"): " | ".join(m.preview for m in row.replayed.dropped),
-            tr("whatif.table.summarized"): " | ".join(m.preview for m in row.replayed.summarized),
-            tr("whatif.table.cost_difference"): row.cost_difference,
-        }
-        for row in result.turns
-    ]
-    st.dataframe(rows, hide_index=True)
+            tr("whatif.table.turn"): [row.number for row in turns],
+            tr("whatif.table.recorded"): [row.recorded.prompt_tokens for row in turns],
+            tr("whatif.table.replayed"): [row.replayed.prompt_tokens for row in turns],
+            tr("whatif.table.difference"): [row.prompt_tokens_difference for row in turns],
+            tr("whatif.table.cached_recorded"): [row.recorded.cached_tokens for row in turns],
+            tr("whatif.table.cached_replayed"): [row.replayed.cached_tokens for row in turns],
+            tr("whatif.table.dropped"): [
+                " | ".join(m.preview for m in row.replayed.dropped) for row in turns
+            ],
+            tr("whatif.table.summarized"): [
+                " | ".join(m.preview for m in row.replayed.summarized) for row in turns
+            ],
+            tr("whatif.table.cost_difference"): [row.cost_difference for row in turns],
+        },
+        hide_index=True,
+    )
 
 
 def show_policies(outcomes: tuple[replay.PolicyOutcome, ...], recorded_cost: float | None) -> None:

@@ -536,13 +536,17 @@ class PolicyOutcome:
 
 
 def compare_policies(
-    conversation: Conversation, scenario: Scenario, prices: ModelTable
+    conversation: Conversation, scenario: Scenario, prices: ModelTable, *, known: Replay | None = None
 ) -> tuple[PolicyOutcome, ...]:
     """The scenario replayed under every policy, each served from the same simulated prompt
-    cache: what caching gives each, and what each costs."""
+    cache: what caching gives each, and what each costs. `known`: the scenario's own replay when
+    already made (`compare`'s), which is not made again."""
     outcomes = []
     for name in POLICY_NAMES:
-        result = replay(conversation, replace(scenario, policy=name), prices)
+        if known is not None and known.policy == name:
+            result = known
+        else:
+            result = replay(conversation, replace(scenario, policy=name), prices)
         outcomes.append(
             PolicyOutcome(
                 policy=name,
