@@ -155,6 +155,7 @@ def test_a_test_set_runs_twice_around_a_persona_edit_and_shows_the_difference(ap
     assert not any("Against the run before" in c.value for c in app.caption)
     totals = app.dataframe[0].value
     assert list(totals["Answered"]) == ["3/3", "3/3"]
+    assert "Answers changed" not in totals.columns  # nothing to differ from yet
 
     edited = "You judge dishes in one short sentence."
     service.save_persona(critic.model_copy(update={"system_prompt": edited}))

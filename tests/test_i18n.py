@@ -39,6 +39,7 @@ from tests.apptest import conversation_list, open_settings
 from tests.conftest import APP_PATH, REPO_ROOT
 from ui.compare_view import MODES as COMPARE_MODES
 from ui.compare_view import NAMED_STATES
+from ui.leaderboard_view import SETTING_WORDS
 from ui.personas_view import EDITOR_LABELS
 from ui.testsets_view import OTHER_VOTES
 
@@ -85,6 +86,7 @@ DERIVED_FAMILIES = {
     "compare.vote.done_": set(get_args(PickOutcome)),
     "compare.state.": set(NAMED_STATES),
     "leaderboard.scope.": {*VOTE_SCOPES, "label", "help"},
+    "leaderboard.setting.": set(SETTING_WORDS.values()),
     "personas.editor.": set(EDITOR_LABELS.values()),
     "validation.": set(FIELD_PROBLEM_CODES),
 }
@@ -770,8 +772,10 @@ def test_a_conversation_file_that_is_not_imported_says_why_in_chinese(clean_env,
     assert not at.exception, at.exception
     errors = [e.value for e in at.error if e.value.startswith("导入 bad.json 失败")]
     assert len(errors) == 1 and errors[0].startswith(shown), errors
-    # Field names, and the JSON parser's own words for a syntax error, are quoted as they are.
-    only_chinese(errors, "bad.json", "messages", "model", "context_budget", "Expecting value")
+    # Field names are quoted as they are; the JSON parser's English is worded in Chinese too.
+    only_chinese(errors, "bad.json", "messages", "model", "context_budget")
+    if content.endswith(b"["):
+        assert "此处应为一个值" in errors[0], errors
 
 
 def test_an_action_the_conversation_refuses_reads_in_chinese():

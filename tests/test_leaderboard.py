@@ -209,11 +209,13 @@ def test_the_page_shows_the_table_the_interval_and_the_exports(language: str) ->
     table = at.dataframe[0].value
     assert len(table) == 2
     expected = leaderboard(votes_from_picks(leaderboard_page_picks(12)))
-    assert list(table.iloc[:, 4]) == [round(row.rating) for row in expected.ratings]
+    assert list(table.iloc[:, 3]) == [round(row.rating) for row in expected.ratings]
     assert not at.warning  # 12 votes each: enough
     assert len(at.get("download_button")) == 2
     if language == "zh-CN":
         assert at.subheader[0].value == "排行榜"
+        # Stored in English (it identifies the contestant), shown in the page's language.
+        assert sorted(table.iloc[:, -1]) == ["", "预算 1,024"]
 
 
 def test_the_page_says_when_there_are_not_enough_votes() -> None:
@@ -356,7 +358,7 @@ def test_the_page_counts_blind_votes_unless_all_are_chosen(language: str) -> Non
 
 def won_lost_tied(at: Any) -> list[tuple[int, ...]]:
     """The leaderboard table's records, as numbers."""
-    return [tuple(int(n) for n in re.findall(r"\d+", record)) for record in at.dataframe[0].value.iloc[:, 6]]
+    return [tuple(int(n) for n in re.findall(r"\d+", record)) for record in at.dataframe[0].value.iloc[:, 5]]
 
 
 def test_the_page_says_when_there_are_open_votes_but_no_blind_ones() -> None:
