@@ -91,7 +91,10 @@ def test_blind_mode_hides_labels_until_a_pick_and_the_leaderboard_counts_it(app:
     assert title == "which is best? (🙈 A · B · C)"
     assert not any(c.value.startswith("prompt ") for c in app.caption)  # no sizes or costs yet
     assert not app.get("vega_lite_chart")
+    # Only the Markdown export, which keeps the labels hidden: the JSON names who answered.
+    assert [button.proto.label for button in app.get("download_button")] == ["Markdown"]
     click(app, "B is better")
+    assert [button.proto.label for button in app.get("download_button")][:2] == ["JSON", "Markdown"]
     snapshot = app.session_state.service.comparison.snapshot()
     assert snapshot.picks[-1].persona_id == "translator"
     assert "Answer B" not in [view.label for view in snapshot.columns]  # revealed
