@@ -19,6 +19,7 @@ from core.chat.conversation import MessageState, SummaryVersion
 from core.chat.prompt_cache import CACHE_RULES
 from core.chat.settings import POLICY_NAMES
 from core.compare.comparison import PickOutcome
+from core.compare.leaderboard import VOTE_SCOPES
 from core.i18n import (
     CATALOGS,
     LANGUAGES,
@@ -38,6 +39,7 @@ from tests.apptest import conversation_list, open_settings
 from tests.conftest import APP_PATH, REPO_ROOT
 from ui.compare_view import MODES as COMPARE_MODES
 from ui.compare_view import NAMED_STATES
+from ui.leaderboard_view import SETTING_WORDS
 from ui.personas_view import EDITOR_LABELS
 from ui.testsets_view import OTHER_VOTES
 
@@ -83,6 +85,8 @@ DERIVED_FAMILIES = {
     "compare.vote.": set(OTHER_VOTES),
     "compare.vote.done_": set(get_args(PickOutcome)),
     "compare.state.": set(NAMED_STATES),
+    "leaderboard.scope.": {*VOTE_SCOPES, "label", "help"},
+    "leaderboard.setting.": set(SETTING_WORDS.values()),
     "personas.editor.": set(EDITOR_LABELS.values()),
     "validation.": set(FIELD_PROBLEM_CODES),
 }
@@ -326,6 +330,7 @@ ALLOWED_WORDS = {
     "token", "tokens", "English", "UTC", "HTTP", "tiktoken",
     "PNG", "charx", "LobeHub", "NextChat", "Open", "WebUI", "LibreChat", "modelSpecs",
     "Bradley", "Terry",  # a method named for its authors
+    "Chatbot", "Arena",  # a leaderboard's name
     "SQLite", "PostgreSQL",
 }  # fmt: skip
 #: Code-like tokens: identifiers, file and folder names, URLs, model ids (a digit, `_`, `.`, `/`, `:`).
@@ -768,8 +773,10 @@ def test_a_conversation_file_that_is_not_imported_says_why_in_chinese(clean_env,
     assert not at.exception, at.exception
     errors = [e.value for e in at.error if e.value.startswith("导入 bad.json 失败")]
     assert len(errors) == 1 and errors[0].startswith(shown), errors
-    # Field names, and the JSON parser's own words for a syntax error, are quoted as they are.
-    only_chinese(errors, "bad.json", "messages", "model", "context_budget", "Expecting value")
+    # Field names are quoted as they are; the JSON parser's English is worded in Chinese too.
+    only_chinese(errors, "bad.json", "messages", "model", "context_budget")
+    if content.endswith(b"["):
+        assert "此处应为一个值" in errors[0], errors
 
 
 def test_an_action_the_conversation_refuses_reads_in_chinese():

@@ -52,6 +52,7 @@ class Key(StrEnum):
     COMPARE_BLIND = "blind"
     COMPARE_INPUT = "compare_input"
     COMPARE_MODE = "compare_mode"  # side by side, blind pair or test sets
+    LEADERBOARD_SCOPE = "leaderboard_scope"  # blind votes only, or all votes
     TEST_SET_CHOICE = "test_set_choice"  # the test set shown ("" for a new one)
     TEST_SET_NAME = "test_set_name"
     TEST_SET_TEXT = "test_set_text"

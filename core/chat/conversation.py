@@ -30,7 +30,7 @@ from core.counting.calibration import Calibration, CalibrationRecord, SilentTrun
 from core.counting.tokens import Tokenizer, tokenizer_for
 from core.errors import ConversationImportError, ConversationStateError, InvalidSettings
 from core.i18n import english
-from core.notices import Notice
+from core.notices import Notice, json_problem
 from core.providers.backends import MAX_REPORTED_TOKENS, Usage
 from core.safe_markdown import safe_markdown
 from core.validation import field_path, problem_notices
@@ -846,7 +846,7 @@ class Conversation:
             raise not_imported(
                 Notice(
                     code="conversation_json_at",
-                    fields={"line": exc.lineno, "column": exc.colno, "problem": exc.msg},
+                    fields={"line": exc.lineno, "column": exc.colno, "problem": json_problem(exc)},
                 )
             ) from None
         except RecursionError:

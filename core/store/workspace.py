@@ -236,15 +236,14 @@ class Workspace:
         columns = data.get("columns", []) if isinstance(data, dict) else []
         return Comparison.from_dict(data, [backend] * len(columns))
 
-    def comparison_picks(self) -> builtins.list[Pick]:
-        """Every pick in this owner's saved comparisons, for the tally."""
+    def comparison_picks(self) -> builtins.list[builtins.list[Pick]]:
+        """The picks of each of this owner's saved comparisons (oldest first), for the tally."""
         if self.store is None:
             return []
-        picks: builtins.list[Pick] = []
-        for record in self.store.comparison_records(self.owner):
-            data = json.loads(record)
-            picks += [Pick.model_validate(pick) for pick in data.get("picks", [])]
-        return picks
+        return [
+            [Pick.model_validate(pick) for pick in json.loads(record).get("picks", [])]
+            for record in self.store.comparison_records(self.owner)
+        ]
 
     # --- test sets -----------------------------------------------------------------------------
 
@@ -277,9 +276,10 @@ class Workspace:
             TestRunRecord.model_validate_json(r) for r in self.store.test_run_records(self.owner, test_set)
         ]
 
-    def leaderboard_picks(self) -> builtins.list[Pick]:
-        """Every vote this owner cast, in comparisons and on test-set results."""
-        return [*self.comparison_picks(), *(pick for run in self.test_runs() for pick in run.picks())]
+    def picks_by_conversation(self) -> builtins.list[builtins.list[Pick]]:
+        """Every vote this owner cast, by the conversation it was cast in: a comparison's, or one
+        prompt's of a test-set run (`core.compare.leaderboard.counted_votes` reads them)."""
+        return [*self.comparison_picks(), *([pick] for run in self.test_runs() for pick in run.picks())]
 
     def conversation_counts(self) -> dict[str, int]:
         return self.store.conversation_counts(self.owner) if self.store else {}
