@@ -35,7 +35,7 @@ from typing import Any
 
 from streamlit.logger import get_logger
 from streamlit.runtime.scriptrunner.script_cache import ScriptCache
-from streamlit.testing.v1 import AppTest, local_script_runner
+from streamlit.testing.v1 import AppTest, app_test, local_script_runner
 from streamlit.testing.v1.local_script_runner import LocalScriptRunner
 
 from core.chat.context import DropOldest
@@ -64,9 +64,12 @@ def throwaway_store() -> None:
 
 
 def compile_once() -> None:
-    """Every AppTest run in this process shares one script cache, as `streamlit run` does."""
+    """Every AppTest run in this process shares one script cache, as `streamlit run` does: the
+    entry point's (the script runner's cache) and the view's in app_pages/ (`st.navigation`
+    runs it from the pages manager's cache, which AppTest also makes anew for every run)."""
     shared = ScriptCache()
     local_script_runner.ScriptCache = lambda: shared  # type: ignore[attr-defined,assignment]
+    app_test.ScriptCache = lambda: shared  # type: ignore[attr-defined,assignment]
 
 
 def history(messages: int) -> ChatSession:

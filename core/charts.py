@@ -11,6 +11,7 @@ browser: an unchanged conversation costs no chart or table work.
 from __future__ import annotations
 
 import json
+import operator
 import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,7 @@ from core.stats import TURN_COLUMNS, ContextGauge, DashboardFigures, Row
 if TYPE_CHECKING:
     from core.chat.replay import ReplayComparison
     from core.compare.comparison import ComparisonSnapshot
-    from core.compare.leaderboard import Leaderboard
+    from core.compare.leaderboard import Contestant, Leaderboard
 
 Spec = dict[str, Any]
 #: The page's text in its language (a `core.i18n.Translator`): `text("chart.axis.turn")`. Every
@@ -638,8 +639,8 @@ def comparison_spec(snapshot: ComparisonSnapshot, texts: ComparisonChartTexts | 
                 },
             }
         )
-    if off_scale:
-        layers.append(budget_note(f"{texts.budget} {off_scale[-1]:,} ↑"))
+    if off_scale:  # each column's far budget named (the columns' budgets differ)
+        layers.append(budget_note(f"{texts.budget} {' · '.join(f'{budget:,}' for budget in off_scale)} ↑"))
     return {
         "$schema": VEGA_LITE_SCHEMA,
         "data": {"name": "runs"},
@@ -713,12 +714,19 @@ def replay_spec(result: ReplayComparison, text: Text) -> Spec:
     }
 
 
-def leaderboard_spec(board: Leaderboard, *, rating_title: str, interval_title: str, votes_title: str) -> Spec:
+def leaderboard_spec(
+    board: Leaderboard,
+    *,
+    rating_title: str,
+    interval_title: str,
+    votes_title: str,
+    label: Callable[[Contestant], str] = operator.attrgetter("label"),
+) -> Spec:
     """Each contestant's rating as a point on its 95% interval (a rule), best at the top; the
-    axis and tooltip titles are the page's, in its language."""
+    axis and tooltip titles, and each contestant's `label`, are the page's, in its language."""
     rows = [
         {
-            "contestant": row.contestant.label,
+            "contestant": label(row.contestant),
             "rating": round(row.rating, 1),
             "lower": round(row.lower, 1),
             "upper": round(row.upper, 1),

@@ -663,9 +663,10 @@ class VisitorService:
     def saved_comparisons(self) -> list[tuple[str, str]]:
         return self.workspace.list_comparisons()
 
-    def leaderboard_picks(self) -> list[Pick]:
-        """Every vote of this owner, in comparisons and on test-set results (for the leaderboard)."""
-        return self.workspace.leaderboard_picks()
+    def picks_by_conversation(self) -> list[list[Pick]]:
+        """Every vote of this owner, by the conversation it was cast in (a comparison, or one
+        prompt of a test-set run), for the leaderboard."""
+        return self.workspace.picks_by_conversation()
 
     # --- test sets ---------------------------------------------------------------------------
 

@@ -70,6 +70,14 @@ def open_expander(at: AppTest, key: str) -> AppTest:
     return at.run()
 
 
+def open_settings(at: AppTest) -> AppTest:
+    """The sidebar's Settings, opened when closed: their widgets (the API key, the base URL, the
+    conversation's model, budget and policy) are drawn only while open."""
+    if not at.session_state["settings_open"]:
+        open_expander(at, "settings_open")
+    return at
+
+
 def session(at: AppTest, persona_id: str = "foodie") -> ChatSession:
     """The session open for `persona_id` in this browser session."""
     workspace = at.session_state.service.workspace
@@ -92,7 +100,9 @@ def open_key(at: AppTest, persona_id: str = "foodie") -> str:
 
 
 def setting(at: AppTest, name: str, persona_id: str = "foodie") -> Any:
-    """The sidebar widget of the open conversation's setting `name` (model, budget, reply_cap)."""
+    """The sidebar widget of the open conversation's setting `name` (model, budget, reply_cap),
+    the sidebar's Settings opened first when closed (their widgets are drawn only while open)."""
+    open_settings(at)
     key = f"{name}::{open_key(at, persona_id)}"
     return at.text_input(key=key) if name == "model" else at.number_input(key=key)
 

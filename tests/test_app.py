@@ -13,6 +13,7 @@ from tests.apptest import (
     new_conversation,
     open_expander,
     open_key,
+    open_settings,
     page_text,
     select_persona,
     send,
@@ -56,7 +57,8 @@ def test_a_full_turn_on_the_offline_model(app):
     headline = app.metric[0]
     assert (headline.label, headline.value) == ("Next call sends", f"{sends:,}")
     assert headline.delta == f"{sends / 1024:.0%} of the 1,024 budget"
-    labels = ["Next call sends", "Cost", "Tokens in", "Tokens out", "Cache hit rate", "Saved by caching"]
+    # Two columns: the cache figures under the tokens in and out, read column by column.
+    labels = ["Next call sends", "Cost", "Tokens in", "Cache hit rate", "Tokens out", "Saved by caching"]
     assert [m.label for m in app.metric] == labels
     assert app.metric[2].value == f"{chat.turns[0].reported_prompt_tokens:,}"
     assert not app.error
@@ -64,12 +66,12 @@ def test_a_full_turn_on_the_offline_model(app):
 
 def test_the_offline_model_fills_the_cache_figures(app):
     send(app, "北京烤鸭怎么吃？")
-    assert app.metric[4].value == "0%"  # a first prompt is never cached
+    assert app.metric[3].value == "0%"  # a first prompt is never cached
     send(app, "还有呢？")
     turns = conversation(app).turns
     cached = turns[1].cached_tokens
     assert cached > 0
-    hit_rate, saved = app.metric[4], app.metric[5]
+    hit_rate, saved = app.metric[3], app.metric[5]
     rate = cached / (turns[0].prompt_tokens + turns[1].prompt_tokens)
     assert (hit_rate.label, hit_rate.value) == ("Cache hit rate", f"{rate:.0%}")
     assert hit_rate.delta == f"{cached:,} prompt tokens from cache"
@@ -260,10 +262,22 @@ def test_missing_secrets_runs_offline(app):
 
 
 def test_typed_key_switches_to_the_openai_backend(app):
-    app.text_input(key="api_key").input("sk-typed-in-this-session").run()
+    open_settings(app).text_input(key="api_key").input("sk-typed-in-this-session").run()
     assert any("api.openai.com" in s.value and "typed here" in s.value for s in app.success)
     assert not any("built-in offline model" in i.value for i in app.info)
     assert all("sk-typed-in-this-session" not in s.value for s in app.success)
+
+
+def test_the_settings_are_drawn_only_while_open_and_keep_the_typed_key(app):
+    assert not [w for w in app.sidebar.text_input if w.key == "api_key"]  # closed on load
+    open_settings(app).text_input(key="api_key").input("sk-typed-in-this-session").run()
+    app.session_state["settings_open"] = False
+    app.run()
+    assert not [w for w in app.sidebar.text_input if w.key == "api_key"]
+    for _ in range(2):  # reruns with the field not drawn: still connected with the typed key
+        app.run()
+        assert any("typed here" in s.value for s in app.success)
+    assert open_settings(app).text_input(key="api_key").value == "sk-typed-in-this-session"
 
 
 def test_broken_persona_file_is_reported_and_the_rest_load(start_app, tmp_path):
@@ -321,7 +335,7 @@ def test_the_backend_is_kept_across_turns(app):
     backend = session(app).backend
     send(app, "two")
     assert session(app).backend is backend
-    app.text_input(key="api_key").input("sk-typed-in-this-session").run()
+    open_settings(app).text_input(key="api_key").input("sk-typed-in-this-session").run()
     assert session(app).backend is not backend
 
 

@@ -91,7 +91,10 @@ def test_blind_mode_hides_labels_until_a_pick_and_the_leaderboard_counts_it(app:
     assert title == "which is best? (🙈 A · B · C)"
     assert not any(c.value.startswith("prompt ") for c in app.caption)  # no sizes or costs yet
     assert not app.get("vega_lite_chart")
+    # Only the Markdown export, which keeps the labels hidden: the JSON names who answered.
+    assert [button.proto.label for button in app.get("download_button")] == ["Markdown"]
     click(app, "B is better")
+    assert [button.proto.label for button in app.get("download_button")][:2] == ["JSON", "Markdown"]
     snapshot = app.session_state.service.comparison.snapshot()
     assert snapshot.picks[-1].persona_id == "translator"
     assert "Answer B" not in [view.label for view in snapshot.columns]  # revealed
@@ -155,6 +158,7 @@ def test_a_test_set_runs_twice_around_a_persona_edit_and_shows_the_difference(ap
     assert not any("Against the run before" in c.value for c in app.caption)
     totals = app.dataframe[0].value
     assert list(totals["Answered"]) == ["3/3", "3/3"]
+    assert "Answers changed" not in totals.columns  # nothing to differ from yet
 
     edited = "You judge dishes in one short sentence."
     service.save_persona(critic.model_copy(update={"system_prompt": edited}))
@@ -168,8 +172,11 @@ def test_a_test_set_runs_twice_around_a_persona_edit_and_shows_the_difference(ap
     changed = [c.value for c in app.caption if "changed since the last run" in c.value]
     assert len(changed) == 3
 
-    # A vote on a result reaches the leaderboard.
+    # A vote on a result reaches the leaderboard: an open vote (the columns are named), so it
+    # counts once all votes are chosen.
     app.segmented_control(key=f"test_vote::{service.test_runs('menus')[0].id}::0").set_value("A").run()
+    assert any("No blind votes yet" in info.value for info in app.info)
+    app.segmented_control(key="leaderboard_scope").set_value("all").run()
     board = next(d.value for d in app.dataframe if "Won · lost · tied" in d.value.columns)
     records = dict(zip(board["Persona"], board["Won · lost · tied"], strict=True))
     assert records == {"critic": "1 · 0 · 0", "translator": "0 · 1 · 0"}

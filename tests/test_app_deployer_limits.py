@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.apptest import click, conversation, open_key, send, setting, show_page
+from tests.apptest import click, conversation, open_key, open_settings, send, setting, show_page
 from tests.conftest import StartApp
 from tests.openai_server import Billing, OpenAIServer
 
@@ -28,7 +28,7 @@ def deployed(start_app: StartApp, openai_server: OpenAIServer):
 
 
 def test_private_mode_without_an_allowlist_offers_no_base_url(start_app: StartApp) -> None:
-    at = start_app(ACCESS_MODE="private")
+    at = open_settings(start_app(ACCESS_MODE="private"))
     assert not [w for w in at.sidebar.text_input if w.key == "base_url"]
     assert any("does not let visitors choose another server" in c.value for c in at.sidebar.caption)
 
@@ -37,7 +37,7 @@ def test_private_mode_offers_only_the_allowed_base_urls(start_app: StartApp) -> 
     at = start_app(
         ACCESS_MODE="private", ALLOWED_BASE_URLS="https://api.example.com/v1, https://llm.example.org/v1"
     )
-    field = at.selectbox(key="base_url")
+    field = open_settings(at).selectbox(key="base_url")
     assert field.options == [
         "The deployment’s server",
         "https://api.example.com/v1",
@@ -46,12 +46,12 @@ def test_private_mode_offers_only_the_allowed_base_urls(start_app: StartApp) -> 
 
 
 def test_single_user_mode_lets_any_base_url_be_typed(app: AppTest) -> None:
-    assert app.text_input(key="base_url") is not None
+    assert open_settings(app).text_input(key="base_url") is not None
 
 
 def test_allowed_models_make_the_model_a_choice(deployed) -> None:
     at = deployed(ALLOWED_MODELS="gpt-4o-mini, gpt-4.1-mini")
-    model = at.selectbox(key=f"model::{open_key(at)}")
+    model = open_settings(at).selectbox(key=f"model::{open_key(at)}")
     assert model.options == ["gpt-4o-mini", "gpt-4.1-mini"]
 
 
@@ -85,9 +85,10 @@ def test_the_dashboard_says_how_tokens_are_counted(deployed, openai_server: Open
     at = deployed()
     setting(at, "model").input("qwen3").run()
     send(at, "北京烤鸭怎么吃？")
-    captions = [c.value for c in at.caption]
-    assert "📏 Counted exactly, by the server's own tokenizer." in captions
-    assert "The server reports a context window of 32,768 tokens." in captions
+    # The notes under the context gauge are one caption, a line each.
+    lines = [line for c in at.caption for line in c.value.split("  \n")]
+    assert "📏 Counted exactly, by the server's own tokenizer." in lines
+    assert "The server reports a context window of 32,768 tokens." in lines
     turn = conversation(at).turns[-1]
     assert turn.counted_prompt_tokens == turn.reported_prompt_tokens
 

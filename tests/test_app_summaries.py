@@ -6,11 +6,11 @@ from __future__ import annotations
 from streamlit.testing.v1 import AppTest
 
 from core.chat.conversation import MessageState
-from tests.apptest import conversation, open_key, send, session
+from tests.apptest import conversation, open_expander, open_key, open_settings, send, session
 
 
 def test_a_summarize_conversation_shows_and_edits_its_summary(app: AppTest) -> None:
-    app.selectbox(key=f"policy::{open_key(app)}").select("summarize").run()
+    open_settings(app).selectbox(key=f"policy::{open_key(app)}").select("summarize").run()
     for i in range(10):
         send(app, f"第{i}个问题：四川火锅、重庆小面和成都担担面，哪一个最适合第一次去四川的人？")
     chat = conversation(app)
@@ -39,7 +39,7 @@ def test_a_pinned_message_is_kept_in_context_and_badged(app: AppTest) -> None:
     send(app, "第二个问题")
     chat = conversation(app)
     first = chat.messages[1]
-    pins = app.multiselect(key=f"pins::{open_key(app)}::{len(chat.messages)}")
+    pins = open_expander(app, "pins_open").multiselect(key=f"pins::{open_key(app)}::{len(chat.messages)}")
     pins.select(first.id).run()
     assert conversation(app).messages[1].pinned
     assert ":blue-badge[📌 pinned]" in [m.value for m in app.markdown]

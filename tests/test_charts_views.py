@@ -43,6 +43,7 @@ def test_the_comparison_chart_follows_the_data_and_names_a_far_budget() -> None:
         [
             Column.start(PERSONAS["foodie"], backend, context_budget=150, label="near"),
             Column.start(PERSONAS["foodie"], backend, context_budget=200_000, label="wide"),
+            Column.start(PERSONAS["foodie"], backend, context_budget=32_000, label="middle"),
         ]
     )
     comparison.send("one")
@@ -58,7 +59,7 @@ def test_the_comparison_chart_follows_the_data_and_names_a_far_budget() -> None:
     notes = [
         layer["data"]["values"][0]["note"] for layer in spec["layer"] if "values" in layer.get("data", {})
     ]
-    assert notes == ["预算 200,000 ↑"]
+    assert notes == ["预算 32,000 · 200,000 ↑"]  # each far budget named
     assert spec["layer"][0]["encoding"]["y"]["title"] == "提示词 token"
 
 

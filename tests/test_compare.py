@@ -569,3 +569,48 @@ def test_three_columns_over_http_one_faulting() -> None:
         view = finished(comparison)
         assert view.columns[2].state == "done" and view.columns[2].text == f"You said: {question}"
         assert len(faulty_server.chat_requests) == 2 and len(shared_server.chat_requests) == 2
+
+
+# --- Saved while streaming -------------------------------------------------------------------------
+
+
+def test_a_comparison_written_while_it_streams_reads_back_with_each_answer_interrupted(
+    gates: list[threading.Event],
+) -> None:
+    """`to_dict` mid-stream writes what a crash would leave: the question pending in a column with
+    no text yet, a column's text so far as an interrupted answer; each retries on its own."""
+    a_steps, b_gate = Steps(allowed=2), threading.Event()
+    gates += [a_steps, b_gate]
+    a = column(ScriptedReply(chunks=["Half ", "an ", "answer"], gate=a_steps))
+    b = column(ScriptedReply(chunks=["Never sent"], gate=b_gate))
+    comparison = Comparison([a, b], model_table=PRICES)
+    progress: list[bool] = []
+    comparison.on_progress = progress.append
+    comparison.send("Go")
+    assert progress[0] is True  # once the question is in every column, before a call
+    wait_until(comparison, lambda v: v.columns[0].text == "Half an ", "A streamed two chunks")
+    assert False in progress  # a chunk: a draft the saver may throttle
+
+    record = comparison.to_dict()
+    json.dumps(record)  # as the store writes it
+    restored = Comparison.from_dict(
+        record, [ScriptedBackend().enqueue("A again"), ScriptedBackend().enqueue("B at last")]
+    )
+    first, second = restored.snapshot().columns
+    assert first.state == "interrupted" and first.text == "Half an "
+    assert first.messages[-1].interrupted and first.figures is not None
+    assert first.figures.reply_id == first.messages[-1].id and first.can_retry
+    assert second.state == "interrupted" and second.text == ""
+    assert second.messages[-1].role == "user" and second.can_retry
+    # The live comparison is untouched by the writing: it finishes, and says so.
+    a_steps.allow(5)
+    b_gate.set()
+    assert [view.state for view in finished(comparison).columns] == ["done", "done"]
+    assert progress[-1] is True  # a column ended: save now
+
+    restored.retry(0)
+    restored.retry(1)
+    assert [(view.state, view.text) for view in finished(restored).columns] == [
+        ("done", "A again"),
+        ("done", "B at last"),
+    ]

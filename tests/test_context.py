@@ -26,6 +26,7 @@ from core.chat.settings import ChatSettings
 from core.chat.summaries import (
     CONDENSE_INSTRUCTION,
     SUMMARIZE_INSTRUCTION,
+    SUMMARY_ACK,
     SUMMARY_FRAME,
     is_summary_message,
     offline_summary,
@@ -190,8 +191,12 @@ def turn(conversation: Conversation, question: str, answer: str, complete=offlin
 def assert_alternates(sent: list[dict[str, str]]) -> None:
     roles = [m["role"] for m in sent]
     assert roles[0] == "system"
-    # The running summary, when there is one, is a quoted record right after the system prompt.
-    rest = roles[2:] if len(sent) > 1 and is_summary_message(sent[1]) else roles[1:]
+    # The running summary, when there is one, is a quoted record right after the system prompt,
+    # answered by the assistant: the roles alternate over the whole request, as chat templates
+    # such as Gemma's and Mistral's demand (they refuse two user messages in a row).
+    if len(sent) > 1 and is_summary_message(sent[1]):
+        assert sent[2] == {"role": "assistant", "content": SUMMARY_ACK}
+    rest = roles[1:]
     assert rest == ["user", "assistant"] * (len(rest) // 2) + ["user"]
 
 
@@ -261,7 +266,7 @@ def test_summarize_folds_the_oldest_exchanges_and_sends_the_summary_after_the_sy
     event = conversation.summary_events[-1]
     assert event.turn == 9 and event.folded == list(plan.summarize) and not event.fallback
     assert event.tokens_before > event.tokens_after == conversation.prompt_tokens <= 220
-    assert event.summary_tokens == conversation.summary_tokens == count_prompt_tokens(sent[1:2], "gpt-4o") - 3
+    assert event.summary_tokens == conversation.summary_tokens == count_prompt_tokens(sent[1:3], "gpt-4o") - 3
     assert event.summarizer_model == "gpt-4o" and event.calls == 1
     summary = conversation.summary
     assert summary is not None and summary.through_id == plan.summarize[-1]

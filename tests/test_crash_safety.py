@@ -8,22 +8,30 @@ store on SQLite and PostgreSQL, a real `kill -9`."""
 from __future__ import annotations
 
 import contextlib
+import itertools
+import json
 import os
 import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import Iterator
 
 from core.counting.model_info import load_model_table
+from core.personas.persona import Persona
 from core.providers.connection import Backends
-from core.service import Deployment, VisitorService
+from core.service import ColumnChoice, Deployment, VisitorService
 from core.store.database import Store
 from core.store.workspace import Workspace
 from tests.conftest import REPO_ROOT
 from tests.openai_server import OpenAIServer
 
 OWNER = "local"
+COOK = Persona.model_validate(
+    {"id": "cook", "name": "Cook", "avatar": "🍳", "description": "Cooks.", "system_prompt": "You cook.",
+     "model": "gpt-4o-mini", "context_budget": 4000, "max_reply_tokens": 500}
+)  # fmt: skip
 QUESTION = " ".join(f"word{i}" for i in range(60))  # the echo streams in 62 deltas
 
 #: A visitor's service in its own process (argv: database URL, model server, owner, question),
@@ -158,9 +166,9 @@ STREAMING_COMPARER = VISITOR + textwrap.dedent(
 
 
 @contextlib.contextmanager
-def saved_comparison(database_url: str, comparison_id: str, model: OpenAIServer) -> Iterator[VisitorService]:
-    """A new visitor process's service (the same owner, the same database, the local server) with
-    the saved comparison open, as a reload of `?cmp=` opens it."""
+def saved_comparison_service(database_url: str, model: OpenAIServer) -> Iterator[VisitorService]:
+    """A visitor's service in this process (the owner, the database and the model server of the
+    visitor processes above); its comparison closed at the end."""
     environ = {"OPENAI_API_KEY": "sk-test", "OPENAI_BASE_URL": model.base_url, "OPENAI_MAX_RETRIES": "0"}
     with Store(database_url) as store:
         service = VisitorService(
@@ -170,11 +178,18 @@ def saved_comparison(database_url: str, comparison_id: str, model: OpenAIServer)
             deployment=Deployment.from_settings({}, environ),
         )
         service.connect()
-        assert service.open_comparison(comparison_id) is not None, service.take_notices()
         try:
             yield service
         finally:
             service.close_comparison()
+
+
+@contextlib.contextmanager
+def saved_comparison(database_url: str, comparison_id: str, model: OpenAIServer) -> Iterator[VisitorService]:
+    """A new visitor's service with the saved comparison open, as a reload of `?cmp=` opens it."""
+    with saved_comparison_service(database_url, model) as service:
+        assert service.open_comparison(comparison_id) is not None, service.take_notices()
+        yield service
 
 
 def test_kill_9_mid_compare_keeps_the_question_and_each_columns_answer_so_far(
@@ -222,3 +237,46 @@ def test_kill_9_before_any_compare_draft_keeps_the_question_pending_in_every_col
         service.compare_retry(1)
         assert service.comparison.wait(timeout=30)
         assert service.comparison.snapshot().columns[1].text == "You said: " + QUESTION
+
+
+def test_a_streaming_comparison_is_saved_at_most_every_2_s_and_another_workspace_reads_it(
+    backend_url: str, openai_server: OpenAIServer
+) -> None:
+    """While the columns stream, a second store on the same database (another server process
+    would see the same) reads the comparison: the question at once, then each column's answer
+    so far, the drafts at least 2 s apart until a column ends."""
+    openai_server.chunk_delay = 0.08  # 62 deltas: about 5 s per column
+    Store(backend_url).close()
+    seen: list[tuple[float, tuple[int, ...]]] = []  # (when, each column's saved answer length)
+    with saved_comparison_service(backend_url, openai_server) as service, Store(backend_url) as reader:
+        columns = [ColumnChoice("cook", "gpt-4o-mini", 4000), ColumnChoice("cook", "gpt-4.1", 3000)]
+        comparison = service.start_comparison({"cook": COOK}, columns, blind=False)
+        assert comparison is not None
+        started = time.monotonic()
+        service.compare_send(QUESTION)
+        comparison_id = service.comparison_id
+        assert comparison_id is not None  # saved before the columns called the model
+
+        def read() -> None:
+            record = json.loads(reader.load_comparison(OWNER, comparison_id))
+            lengths = tuple(
+                sum(len(m["content"]) for m in column["conversation"]["messages"] if m["role"] == "assistant")
+                for column in record["columns"]
+            )
+            if not seen or seen[-1][1] != lengths:
+                seen.append((time.monotonic() - started, lengths))
+
+        while comparison.busy:
+            comparison.snapshot()  # drawn, as the page draws it
+            read()
+            time.sleep(0.05)
+        service.save_comparison()  # the page's save once every column ended (nothing left by then)
+        read()
+    whole = len("You said: " + QUESTION)
+    assert seen[0][1] == (0, 0) and seen[0][0] < 1.0  # the question, before any answer
+    drafts = [(when, lengths) for when, lengths in seen if min(lengths) > 0 and max(lengths) < whole]
+    assert len(drafts) >= 2, seen  # about 2 s and 4 s into 5 s of answers
+    gaps = [later - earlier for (earlier, _), (later, _) in itertools.pairwise([seen[0], *drafts])]
+    # 2 s apart, less what a busy machine delays a poll (unthrottled, they would be 80 ms apart).
+    assert all(gap >= 1.5 for gap in gaps), seen
+    assert seen[-1][1] == (whole, whole), seen  # each answer saved as it ended

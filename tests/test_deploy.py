@@ -45,6 +45,8 @@ from streamlit.runtime.secrets import Secrets
 from streamlit.testing.v1 import AppTest
 from websockets.sync.client import connect as websocket_connect
 
+from tests.apptest import open_settings
+
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILE = REPO / "Dockerfile"
 FRONT_MATTER = REPO / "docs" / "hf-space-front-matter.yaml"
@@ -863,7 +865,8 @@ def test_page_connects_with_a_key_in_secrets(page_env):
     assert len(connected) == 1 and "from secrets" in connected[0], connected
     assert "api.openai.com" in connected[0]
     assert not any(OFFLINE_NOTICE in info.value for info in at.sidebar.info)
-    assert at.text_input(key="api_key").value == "", "the deployer's key must not be shown to visitors"
+    shown = open_settings(at).text_input(key="api_key").value
+    assert shown == "", "the deployer's key must not be shown to visitors"
 
 
 class _KeyCatcher(BaseHTTPRequestHandler):
@@ -894,7 +897,9 @@ def test_deployer_key_is_not_sent_to_a_visitor_base_url(page_env):
         at = AppTest.from_file(str(APP), default_timeout=60)
         at.secrets["OPENAI_API_KEY"] = key
         at.run()
-        at.text_input(key="base_url").input(f"http://127.0.0.1:{server.server_address[1]}/v1").run()
+        open_settings(at).text_input(key="base_url").input(
+            f"http://127.0.0.1:{server.server_address[1]}/v1"
+        ).run()
         at.chat_input(key="chat_input").set_value("hello").run()
     finally:
         server.shutdown()

@@ -19,6 +19,7 @@ from core.chat.conversation import MessageState, SummaryVersion
 from core.chat.prompt_cache import CACHE_RULES
 from core.chat.settings import POLICY_NAMES
 from core.compare.comparison import PickOutcome
+from core.compare.leaderboard import VOTE_SCOPES
 from core.i18n import (
     CATALOGS,
     LANGUAGES,
@@ -34,10 +35,11 @@ from core.personas.formats import EXPORT_FORMATS
 from core.providers.connection import KeySource
 from core.stats import ContextGauge
 from core.validation import FIELD_PROBLEM_CODES
-from tests.apptest import conversation_list
+from tests.apptest import conversation_list, open_settings
 from tests.conftest import APP_PATH, REPO_ROOT
 from ui.compare_view import MODES as COMPARE_MODES
 from ui.compare_view import NAMED_STATES
+from ui.leaderboard_view import SETTING_WORDS
 from ui.personas_view import EDITOR_LABELS
 from ui.testsets_view import OTHER_VOTES
 
@@ -83,6 +85,8 @@ DERIVED_FAMILIES = {
     "compare.vote.": set(OTHER_VOTES),
     "compare.vote.done_": set(get_args(PickOutcome)),
     "compare.state.": set(NAMED_STATES),
+    "leaderboard.scope.": {*VOTE_SCOPES, "label", "help"},
+    "leaderboard.setting.": set(SETTING_WORDS.values()),
     "personas.editor.": set(EDITOR_LABELS.values()),
     "validation.": set(FIELD_PROBLEM_CODES),
 }
@@ -326,6 +330,7 @@ ALLOWED_WORDS = {
     "token", "tokens", "English", "UTC", "HTTP", "tiktoken",
     "PNG", "charx", "LobeHub", "NextChat", "Open", "WebUI", "LibreChat", "modelSpecs",
     "Bradley", "Terry",  # a method named for its authors
+    "Chatbot", "Arena",  # a leaderboard's name
     "SQLite", "PostgreSQL",
 }  # fmt: skip
 #: Code-like tokens: identifiers, file and folder names, URLs, model ids (a digit, `_`, `.`, `/`, `:`).
@@ -376,7 +381,7 @@ def test_lang_zh_cn_shows_no_english_label_in_the_sidebar(start_app):
     start_app()  # the environment of every page test: offline, its own database
     at = AppTest.from_file(str(APP_PATH), default_timeout=60)
     at.query_params["lang"] = "zh-CN"
-    at.run()
+    open_settings(at.run())  # their fields too
     assert not at.exception, at.exception
     texts = list(shown_texts(at.sidebar))
     assert "角色" in texts and "连接" in texts and "🌐 语言" in texts
@@ -401,7 +406,8 @@ def test_badges_and_the_dashboard_follow_the_language(clean_env):
     markdown = [m.value for m in at.markdown]
     assert ":gray-badge[已重新生成 · 不在上下文中]" in markdown
     assert any("🔌 离线模型" in c.value for c in at.caption)
-    assert any(c.value.startswith("上下文中有 3 条消息。") for c in at.caption)
+    lines = [line for c in at.caption for line in c.value.split("  \n")]  # a caption's notes
+    assert any(line.startswith("上下文中有 3 条消息。") for line in lines)
 
 
 def test_the_browser_locale_picks_chinese_and_the_query_parameter_wins(clean_env):
@@ -601,7 +607,7 @@ def test_the_deployments_rate_limit_reads_in_chinese(clean_env, openai_server):
 
 
 def test_the_deployments_caps_read_in_chinese(clean_env, openai_server):
-    at = deployed_zh(clean_env, openai_server, MAX_REPLY_CAP="100", MAX_CONTEXT_BUDGET="800")
+    at = open_settings(deployed_zh(clean_env, openai_server, MAX_REPLY_CAP="100", MAX_CONTEXT_BUDGET="800"))
     captions = [c.value for c in at.sidebar.caption if c.value.startswith("受此部署限制")]
     assert only_chinese(captions) == [
         "受此部署限制：此处回复上限最多为 100 个 token。",
@@ -767,8 +773,10 @@ def test_a_conversation_file_that_is_not_imported_says_why_in_chinese(clean_env,
     assert not at.exception, at.exception
     errors = [e.value for e in at.error if e.value.startswith("导入 bad.json 失败")]
     assert len(errors) == 1 and errors[0].startswith(shown), errors
-    # Field names, and the JSON parser's own words for a syntax error, are quoted as they are.
-    only_chinese(errors, "bad.json", "messages", "model", "context_budget", "Expecting value")
+    # Field names are quoted as they are; the JSON parser's English is worded in Chinese too.
+    only_chinese(errors, "bad.json", "messages", "model", "context_budget")
+    if content.endswith(b"["):
+        assert "此处应为一个值" in errors[0], errors
 
 
 def test_an_action_the_conversation_refuses_reads_in_chinese():

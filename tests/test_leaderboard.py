@@ -8,11 +8,23 @@ import io
 import json
 import math
 import random
+import re
+from typing import Any
 
 import pytest
 
 from core.compare.comparison import Candidate, Pick
-from core.compare.leaderboard import MIN_VOTES, Contestant, Outcome, Vote, leaderboard, votes_from_picks
+from core.compare.leaderboard import (
+    MIN_VOTES,
+    Contestant,
+    Outcome,
+    Vote,
+    VoteCounts,
+    contestant_of,
+    counted_votes,
+    leaderboard,
+    votes_from_picks,
+)
 
 A = Contestant("foodie", "gpt-4o-mini", "budget 1,024")
 B = Contestant("foodie", "gpt-4o-mini", "budget 4,096")
@@ -172,8 +184,9 @@ def test_picks_become_pairwise_votes() -> None:
 # --- the page's leaderboard (ui/leaderboard_view.py) ---------------------------------------------
 
 
-def leaderboard_page(votes_each: int, language: str) -> None:
-    """A script for AppTest: the leaderboard of `votes_each` picks per pair among three columns."""
+def leaderboard_page(votes_each: int, language: str, open_votes: int = 0) -> None:
+    """A script for AppTest: the leaderboard of `votes_each` blind picks between two columns, each
+    in a comparison of its own, and a comparison of `open_votes` open picks."""
     import streamlit as st
 
     from core.i18n import LANGUAGE_STATE
@@ -181,7 +194,8 @@ def leaderboard_page(votes_each: int, language: str) -> None:
     from ui.leaderboard_view import leaderboard_section
 
     st.session_state[LANGUAGE_STATE] = language
-    leaderboard_section(leaderboard_page_picks(votes_each))
+    opened = [pick.model_copy(update={"blind": False}) for pick in leaderboard_page_picks(open_votes)]
+    leaderboard_section([*([pick] for pick in leaderboard_page_picks(votes_each)), opened])
 
 
 @pytest.mark.parametrize("language", ["en", "zh-CN"])
@@ -195,11 +209,13 @@ def test_the_page_shows_the_table_the_interval_and_the_exports(language: str) ->
     table = at.dataframe[0].value
     assert len(table) == 2
     expected = leaderboard(votes_from_picks(leaderboard_page_picks(12)))
-    assert list(table.iloc[:, 4]) == [round(row.rating) for row in expected.ratings]
+    assert list(table.iloc[:, 3]) == [round(row.rating) for row in expected.ratings]
     assert not at.warning  # 12 votes each: enough
     assert len(at.get("download_button")) == 2
     if language == "zh-CN":
         assert at.subheader[0].value == "排行榜"
+        # Stored in English (it identifies the contestant), shown in the page's language.
+        assert sorted(table.iloc[:, -1]) == ["", "预算 1,024"]
 
 
 def test_the_page_says_when_there_are_not_enough_votes() -> None:
@@ -240,3 +256,116 @@ def test_the_chart_is_valid_vega_lite_with_one_row_per_contestant() -> None:
     rows = spec["datasets"]["ratings"]
     assert [row["contestant"] for row in rows] == [row.contestant.label for row in board.ratings]
     assert all(row["lower"] <= row["rating"] <= row["upper"] for row in rows)
+
+
+# --- which votes count -------------------------------------------------------------------------
+
+
+def test_a_blind_pairs_first_vote_is_blind_and_its_later_turns_are_open() -> None:
+    """What the counting rule rests on: a vote reveals the pair, so later turns are voted open."""
+    from core.compare.comparison import Column, Comparison
+    from core.personas.persona import Persona
+    from core.providers.offline import OfflineBackend
+
+    persona = Persona.model_validate(
+        {
+            "id": "cook",
+            "name": "Cook",
+            "avatar": "🍳",
+            "description": "Cooks.",
+            "system_prompt": "Cook.",
+            "model": "gpt-4o-mini",
+            "context_budget": 4000,
+            "max_reply_tokens": 200,
+        }
+    )
+    backend = OfflineBackend()
+    pair = Comparison.blind_pair(
+        Column.start(persona, backend), Column.start(persona, backend, model="gpt-4.1"), rng=random.Random(1)
+    )
+    for question, outcome in (("Duck?", "tie"), ("Pancakes?", "both_bad"), ("Sauce?", "preferred")):
+        pair.send(question)
+        assert pair.wait(10)
+        pair.vote(outcome, 0 if outcome == "preferred" else None)  # type: ignore[arg-type]
+    assert [pick.blind for pick in pair.picks] == [True, False, False]
+    winner = contestant_of(pair.picks[-1].candidates[0])
+    loser = contestant_of(pair.picks[-1].candidates[1])
+    assert counted_votes([pair.picks]) == [Vote(winner, loser, Outcome.TIE)]  # the blind one
+    assert counted_votes([pair.picks], "all") == [Vote(winner, loser, Outcome.A)]  # the last
+    assert VoteCounts.of([pair.picks]) == VoteCounts(blind=1, open=2)
+
+
+def test_one_vote_per_pair_per_conversation_counts_its_last() -> None:
+    three = (
+        Candidate(label="A", persona_id="foodie", model="gpt-4o-mini", settings="budget 1,024"),
+        Candidate(label="B", persona_id="foodie", model="gpt-4o-mini", settings="budget 4,096"),
+        Candidate(label="C", persona_id="editor", model="gpt-4.1"),
+    )
+
+    def pick(round_: int, column: int | None, *, blind: bool = False, candidates=three) -> Pick:
+        outcome = "preferred" if column is not None else "tie"
+        return Pick(round=round_, outcome=outcome, column=column, label=None, persona_id=None, model=None,
+                    blind=blind, candidates=candidates)  # fmt: skip
+
+    # Three turns of one comparison: C, then A, then a tie; only the tie stands, once per pair.
+    comparison = [pick(1, 2), pick(2, 0), pick(3, None)]
+    assert counted_votes([comparison], "all") == [
+        Vote(A, B, Outcome.TIE),
+        Vote(A, C, Outcome.TIE),
+        Vote(B, C, Outcome.TIE),
+    ]
+    # A column whose settings changed mid-comparison is another contestant: its pair keeps its vote.
+    changed = (*three[:2], Candidate(label="C", persona_id="tutor", model="qwen3"))
+    later = [pick(1, 2), pick(2, 0, candidates=changed)]
+    assert counted_votes([later], "all") == [
+        Vote(C, A, Outcome.A),  # only the first turn had these two pairs
+        Vote(C, B, Outcome.A),
+        Vote(A, B, Outcome.A),
+        Vote(A, D, Outcome.A),
+    ]
+    # Separate conversations (comparisons, or test-set prompts) each count, blind ones by default.
+    separate = [[pick(1, 0, blind=True)], [pick(1, 0, blind=True)], [pick(1, 1)]]
+    assert counted_votes(separate) == 2 * [Vote(A, B, Outcome.A), Vote(A, C, Outcome.A)]
+    assert len(counted_votes(separate, "all")) == 6
+    assert VoteCounts.of(separate) == VoteCounts(blind=2, open=1)
+    assert (VoteCounts(2, 1).counted("blind"), VoteCounts(2, 1).counted("all")) == (2, 3)
+
+
+@pytest.mark.parametrize("language", ["en", "zh-CN"])
+def test_the_page_counts_blind_votes_unless_all_are_chosen(language: str) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(
+        leaderboard_page, kwargs={"votes_each": 6, "language": language, "open_votes": 9}, default_timeout=60
+    ).run()
+    assert not at.exception
+    scope = at.segmented_control(key="leaderboard_scope")
+    assert scope.value == "blind"
+    labels = list(scope.options)
+    expected_labels = {
+        "en": ["Blind votes only (6)", "All votes (15)"],
+        "zh-CN": ["仅盲投（6）", "全部投票（15）"],
+    }
+    assert labels == expected_labels[language]
+    # Six blind picks between the two, the second preferred in 4 (each its own comparison).
+    assert sorted(won_lost_tied(at)) == [(2, 4, 0), (4, 2, 0)]
+    # By its label: AppTest formats a raw value outside the script run, in English.
+    scope.set_value(labels[1]).run()
+    assert not at.exception
+    # The 9 open picks are one comparison's: one vote for the pair, its last (the second won).
+    assert sorted(won_lost_tied(at)) == [(2, 5, 0), (5, 2, 0)]
+
+
+def won_lost_tied(at: Any) -> list[tuple[int, ...]]:
+    """The leaderboard table's records, as numbers."""
+    return [tuple(int(n) for n in re.findall(r"\d+", record)) for record in at.dataframe[0].value.iloc[:, 5]]
+
+
+def test_the_page_says_when_there_are_open_votes_but_no_blind_ones() -> None:
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_function(
+        leaderboard_page, kwargs={"votes_each": 0, "language": "en", "open_votes": 3}, default_timeout=60
+    ).run()
+    assert "No blind votes yet" in at.info[0].value and not at.dataframe
+    assert "0 blind · 3 open votes cast." in [c.value for c in at.caption]

@@ -78,7 +78,7 @@ from core.safe_markdown import safe_markdown, without_server_paths
 from core.service import Deployment, VisitorService
 from core.store.database import Store
 from core.store.workspace import MAX_PERSONAS, Workspace
-from tests.apptest import conversation, images_in, open_expander, page_text, send, show_page
+from tests.apptest import conversation, images_in, open_expander, open_settings, page_text, send, show_page
 from tests.conftest import APP_PATH, REPO_ROOT, StartApp
 from tests.openai_server import Fault, OpenAIServer, running_server, unused_port
 from ui.personas_view import GALLERY_PAGE
@@ -847,7 +847,7 @@ def test_a_visitor_of_the_default_page_gets_a_private_workspace(start_app: Start
 
     at = start_app(ACCESS_MODE="")
     assert WORKSPACE_PARAM in at.query_params
-    assert not [field for field in at.text_input if field.key == "base_url"]
+    assert not [field for field in open_settings(at).text_input if field.key == "base_url"]
     assert at.session_state.service.workspace.owner.startswith("link:")
     assert config.get_option("client.showErrorDetails") == "none"
     assert "Everyone with this page's link" not in page_text(at)
@@ -1023,7 +1023,7 @@ def test_the_summarizer_request_keeps_its_frame_whatever_the_messages_hold() -> 
 def test_a_model_name_too_long_is_cut_at_the_field_and_refused_by_the_conversation(
     start_app: StartApp,
 ) -> None:
-    at = start_app()
+    at = open_settings(start_app())
     key = next(field.key for field in at.text_input if field.key and field.key.startswith("model::"))
     at.text_input(key=key).set_value("m" * 250).run()  # Streamlit keeps max_chars on the server too
     assert not at.exception

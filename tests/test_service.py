@@ -312,7 +312,7 @@ def test_a_test_set_holds_every_column_and_prompt_to_the_limits(
     assert [t.name for t in service.test_sets()] == ["menus"]
     voted = service.vote_on_test_result(record, min(answered), "preferred", 0)
     assert service.test_runs("menus") == [voted]
-    assert [p.outcome for p in service.leaderboard_picks()] == ["preferred"]
+    assert [[p.outcome for p in picks] for picks in service.picks_by_conversation()] == [["preferred"]]
 
 
 def test_a_blind_pair_is_held_to_the_limits_and_a_vote_is_saved(
@@ -327,7 +327,7 @@ def test_a_blind_pair_is_held_to_the_limits_and_a_vote_is_saved(
     assert pair.wait(20)
     assert_within_limits(openai_server, 2)
     service.compare_vote("both_bad")
-    assert [p.outcome for p in service.leaderboard_picks()] == ["both_bad"]
+    assert [[p.outcome for p in picks] for picks in service.picks_by_conversation()] == [["both_bad"]]
     assert not pair.labels_hidden
 
 

@@ -342,12 +342,12 @@ def test_summaries_are_asked_of_the_summarizer_model_without_sampling() -> None:
     for i in range(3):
         backend.enqueue(f"answer {i} " + "word " * 20)
         list(session.send(f"question {i} " + "word " * 20))
-    session.update_settings(context_budget=150)
+    session.update_settings(context_budget=170)
     backend.enqueue("The user asked three questions.", "final answer")
     list(session.send("question 3"))
     summary_request, chat_request = backend.requests[-2:]
     assert summary_request.model == "gpt-4.1-nano" and summary_request.sampling.temperature is None
-    assert summary_request.max_reply_tokens >= 150 // 4
+    assert summary_request.max_reply_tokens >= 170 // 4
     assert chat_request.model == "gpt-4o-mini" and chat_request.sampling.temperature == 0.9
     assert chat_request.messages[1]["content"].endswith("The user asked three questions.")
     event = session.conversation.summary_events[-1]
@@ -361,14 +361,14 @@ def test_a_failed_summary_drops_instead_and_the_reply_still_comes() -> None:
     for i in range(3):
         backend.enqueue(f"answer {i} " + "word " * 20)
         list(session.send(f"question {i} " + "word " * 20))
-    session.update_settings(context_budget=150)
+    session.update_settings(context_budget=170)
     backend.enqueue(ScriptedReply(error=ServerError("summarizer down", status_code=503)), "the answer")
     assert "".join(session.send("question 3")) == "the answer"
     assert session.error is None
     event = session.conversation.summary_events[-1]
     assert event.fallback and "summarizer down" in event.fallback_reason
     assert session.conversation.trim_events[-1].dropped == event.dropped
-    assert session.last_turn.counted_prompt_tokens <= 150
+    assert session.last_turn.counted_prompt_tokens <= 170
 
 
 def test_a_separate_summarizer_backend_can_write_the_summaries() -> None:
@@ -378,7 +378,7 @@ def test_a_separate_summarizer_backend_can_write_the_summaries() -> None:
     for i in range(3):
         chat_backend.enqueue(f"answer {i} " + "word " * 20)
         list(session.send(f"question {i} " + "word " * 20))
-    session.update_settings(context_budget=150)
+    session.update_settings(context_budget=170)
     chat_backend.enqueue("ok")
     summarizer.enqueue("A short summary.")
     list(session.send("question 3"))

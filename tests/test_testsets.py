@@ -232,5 +232,6 @@ def test_votes_on_results_become_leaderboard_picks_and_are_stored(tmp_path: Path
         workspace.save_test_run(voted)  # the same run, voted on: replaced, not added
         assert workspace.test_sets() == [voted.test_set]
         assert workspace.test_runs("menus") == [voted]
-        assert [p.id for p in workspace.leaderboard_picks()] == [p.id for p in picks]
+        # Each prompt's vote is its own conversation's (a new vote on it replaced the last).
+        assert [[p.id for p in got] for got in workspace.picks_by_conversation()] == [[p.id] for p in picks]
         assert Workspace(store, "bob").test_runs() == []

@@ -19,7 +19,6 @@ from core.chat.settings import MAX_CONTEXT_BUDGET, MAX_MODEL_NAME, MAX_REPLY_CAP
 from core.counting.calibration import SilentTruncation
 from core.counting.tokens import METHOD_CALIBRATED, METHOD_SERVER, METHOD_TIKTOKEN
 from core.errors import BackendError, DashboardError
-from core.i18n import current as session_translator
 from core.notices import Notice
 from core.personas.persona import Persona, chat_avatar
 from core.service import StartedReply, VisitorService
@@ -28,7 +27,7 @@ from ui import compare_view
 from ui.cache_metrics import cache_metrics
 from ui.charts import vega_chart
 from ui.frame import CONVERSATION_PARAM, Frame, html_lang, model_table
-from ui.layout import lazy_expander
+from ui.layout import Captions, lazy_expander
 from ui.state import (
     Action,
     Key,
@@ -40,7 +39,7 @@ from ui.state import (
     summary_key,
     title_key,
 )
-from ui.text import as_markdown, error_text, notice_text, tr, tr_plural
+from ui.text import as_markdown, error_text, notice_text, page_translator, tr, tr_plural
 
 CHAT_HEIGHT_PX = 560
 DASHBOARD_HEIGHT_PX = 640
@@ -62,9 +61,11 @@ def page(frame: Frame) -> None:
     with frame.under_persona:
         conversation_list(service, persona, key)
         compare_view.recent_comparisons(service)
-    with frame.settings:
-        settings_sidebar(service, persona, key, notes)
-        if frame.settings_open:  # drawn only while the settings are open (ui/layout.lazy_expander)
+    if frame.settings is None:  # drawn only while open (ui/layout.lazy_expander)
+        page_state().hold_limit_notes(key, notes)
+    else:
+        with frame.settings:
+            settings_sidebar(service, persona, key, [*page_state().take_limit_notes(key), *notes])
             manage_conversation(service, persona, key)
             export_import(frame, key)
     with st.sidebar:
@@ -80,8 +81,11 @@ def page(frame: Frame) -> None:
         keep_draft()  # at the dashboard's foot, where its empty element's gap shows nothing
     with chat_column:
         chat(service, key, persona)
+        # Beside the chat fragment, not in it: a reply streaming in it does not redraw them (the
+        # reply's end reruns the page), and each fragment nested one level less costs less.
+        pins(service, key)
     with dashboard_slot:
-        dashboard(service.session(key), key, frame.connection.offline)
+        dashboard(service, key, frame.connection.offline)
 
 
 # --- sidebar -----------------------------------------------------------------------------------
@@ -519,7 +523,8 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
     # The open conversation is in the link, so a reload (or a bookmark) returns to it: here, so
     # that a conversation saved by its first message has its link while the reply streams.
     if service.is_saved(key):
-        st.query_params[CONVERSATION_PARAM] = key
+        if st.query_params.get(CONVERSATION_PARAM) != key:  # each setting is a message to the browser
+            st.query_params[CONVERSATION_PARAM] = key
     elif CONVERSATION_PARAM in st.query_params:
         del st.query_params[CONVERSATION_PARAM]
     session = service.session(key)
@@ -577,9 +582,8 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
 
     with problem:
         call_error(service, key)
-    # Under the input: what to ask, ask again, pins (so Tab reaches the input first).
+    # Under the input: what to ask, ask again (so Tab reaches the input first); then the pins.
     chat_controls(service, key, persona)
-    pins(service, key)
 
 
 def start_turn(service: VisitorService, key: str, action: Action, text: str = "") -> None:
@@ -606,9 +610,7 @@ def call_error(service: VisitorService, key: str) -> None:
         if details := error_details(session.error):
             st.caption(details)
     if session.can_retry:
-        st.button(
-            tr("chat.retry"), icon="🔁", on_click=start_turn, args=(service, key, Action.RETRY), key="retry"
-        )
+        turn_button(service, key, Action.RETRY, tr("chat.retry"), "🔁")
 
 
 def chat_controls(service: VisitorService, key: str, persona: Persona) -> None:
@@ -624,23 +626,22 @@ def chat_controls(service: VisitorService, key: str, persona: Persona) -> None:
                 on_click=start_turn,
                 args=(service, key, Action.SEND, starter),
             )
-    if session.can_regenerate and not session.can_retry:
-        columns = st.columns(2) if session.can_continue else [st.container()]
-        columns[0].button(
-            tr("chat.regenerate"),
-            icon="🔄",
-            on_click=start_turn,
-            args=(service, key, Action.REGENERATE),
-            key="regenerate",
-        )
-        if session.can_continue:
-            columns[1].button(
-                tr("chat.continue"),
-                icon="⏩",
-                on_click=start_turn,
-                args=(service, key, Action.CONTINUE),
-                key="continue",
-            )
+    if not session.can_regenerate or session.can_retry:
+        return
+    regenerate = (Action.REGENERATE, tr("chat.regenerate"), "🔄")
+    if not session.can_continue:  # one button: no columns for it
+        turn_button(service, key, *regenerate)
+        return
+    left, right = st.columns(2)
+    with left:
+        turn_button(service, key, *regenerate)
+    with right:
+        turn_button(service, key, Action.CONTINUE, tr("chat.continue"), "⏩")
+
+
+def turn_button(service: VisitorService, key: str, action: Action, label: str, icon: str) -> None:
+    """A button that starts a turn (`action`), keyed by the action."""
+    st.button(label, icon=icon, on_click=start_turn, args=(service, key, action), key=action.value)
 
 
 @st.fragment
@@ -652,8 +653,12 @@ def pins(service: VisitorService, key: str) -> None:
     candidates = [m for m in conversation.context_messages()[1:] if not m.automatic]
     if not candidates:
         return
+    # Its choices are drawn only while open (ui/layout.lazy_expander).
+    box = lazy_expander(tr("pins.header", count=sum(m.pinned for m in candidates)), Key.PINS_OPEN, icon="📌")
+    if box is None:
+        return
     labels = {m.id: f"{'🧑' if m.role == 'user' else '🤖'} {m.preview(70)}" for m in candidates}
-    with st.expander(tr("pins.header", count=sum(m.pinned for m in candidates)), icon="📌"):
+    with box:
         chosen = st.multiselect(
             tr("pins.label"),
             list(labels),
@@ -667,12 +672,13 @@ def pins(service: VisitorService, key: str) -> None:
 
 
 # --- dashboard ---------------------------------------------------------------------------------
-def dashboard(session: ChatSession, key: str, offline: bool) -> None:
+def dashboard(service: VisitorService, key: str, offline: bool) -> None:
+    session = service.session(key)
     conversation = session.conversation
     # Figures and charts are built once per version of the conversation (a message, turn, trim,
     # pin or setting): a rerun that changed none of them walks no history and builds no chart.
     figures = dashboard_figures(conversation, session.policy, model_table())
-    drawing = dashboard_drawing(figures, session_translator(st.session_state))
+    drawing = dashboard_drawing(figures, page_translator())
     gauge, total = figures.gauge, figures.totals
     st.subheader(tr("dashboard.header"))
     priced = model_table().lookup(conversation.model)
@@ -729,38 +735,43 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
         tr("dashboard.tokens_out.label"), f"{total.completion_tokens:,}", help=tr("dashboard.tokens_out.help")
     )
     if total.cache_reported:
-        cache_metrics(total, tr, offline=offline)
+        cache_metrics(total, tr, bottom, offline=offline)
 
     st.markdown(f"**{tr('dashboard.usage.header')}**")
+    notes = Captions()  # the notes under a chart, one element while nothing comes between them
     if drawing.usage is None:
-        st.caption(tr("dashboard.usage.empty"))
+        notes.add(tr("dashboard.usage.empty"))
     else:
         vega_chart(drawing.usage, width="stretch", height=330)
     if offline:
-        st.caption(tr("dashboard.usage.offline"))
+        notes.add(tr("dashboard.usage.offline"))
     if figures.server_cut is not None:
-        server_cut(figures.server_cut, key)
+        notes.draw()
+        server_cut(service, figures.server_cut, key)
     if figures.mismatched:
+        notes.draw()
         st.warning(tr("dashboard.usage.mismatch", count=len(figures.mismatched)))
         st.dataframe(drawing.mismatched, hide_index=True)
     elif figures.any_reported:
-        st.caption(tr("dashboard.usage.match"))
+        notes.add(tr("dashboard.usage.match"))
+    notes.draw()
 
     st.markdown(f"**{tr('dashboard.gauge.header')}**")
     # As tall as the bar and its legend.
     vega_chart(drawing.gauge, width="stretch", height="content")
     parts = " · ".join(f"{label} {tokens:,}" for _, label, tokens in gauge_labels(gauge, tr))
-    st.caption(tr("dashboard.gauge.parts", parts=parts))
+    notes.add(tr("dashboard.gauge.parts", parts=parts))
     in_context, drops = figures.in_context, figures.next_drops
     if drops:
-        st.caption(
+        notes.add(
             tr_plural(
                 "dashboard.context.drops", in_context, drops=len(drops), preview=figures.next_drop_preview
             )
         )
     else:
-        st.caption(tr_plural("dashboard.context.fits", in_context))
-    counting_status(session)
+        notes.add(tr_plural("dashboard.context.fits", in_context))
+    counting_status(session, notes)
+    notes.draw()
 
     if (next_call := lazy_expander(tr("dashboard.next_call.header"), Key.NEXT_CALL_OPEN)) is not None:
         with next_call:
@@ -778,12 +789,14 @@ def dashboard(session: ChatSession, key: str, offline: bool) -> None:
             st.dataframe(drawing.turns, hide_index=True)
 
 
-def server_cut(cut: SilentTruncation, key: str) -> None:
+def server_cut(service: VisitorService, cut: SilentTruncation, key: str) -> None:
     """The server read only part of the last prompt: say so, and offer a budget below what it read."""
     read, sent = f"{cut.read:,}", f"{cut.sent:,}"
     st.warning(tr("dashboard.server_cut", read=read, sent=sent, budget=cut.suggested_budget))
 
     def lower_budget() -> None:
+        service.change_settings(key, context_budget=cut.suggested_budget)
+        # The budget field, drawn while the settings are open, shows it (and keeps it).
         st.session_state[setting_key("budget", key)] = cut.suggested_budget
 
     st.button(
@@ -793,9 +806,10 @@ def server_cut(cut: SilentTruncation, key: str) -> None:
     )
 
 
-def counting_status(session: ChatSession) -> None:
+def counting_status(session: ChatSession, notes: Captions) -> None:
     """Which method counts this conversation's tokens, how far off it may be, and the budget calls
-    are really fitted to (capped to the server's context window, less a margin while learning)."""
+    are really fitted to (capped to the server's context window, less a margin while learning):
+    added to `notes`, but for a warning."""
     status = session.counting.describe(session.conversation)
     if status.method == METHOD_TIKTOKEN:
         label = tr("counting.tiktoken")
@@ -807,8 +821,12 @@ def counting_status(session: ChatSession) -> None:
         )
     else:
         label = tr("counting.uncalibrated", model=session.conversation.model)
-    (st.caption if status.exact or status.calibrated_turns else st.warning)(label)
+    if status.exact or status.calibrated_turns:
+        notes.add(label)
+    else:
+        notes.draw()
+        st.warning(label)
     if status.context_window:
-        st.caption(tr("counting.window", window=status.context_window))
+        notes.add(tr("counting.window", window=status.context_window))
     if status.budget != status.budget_setting:
-        st.caption(tr("counting.budget", budget=status.budget, setting=status.budget_setting))
+        notes.add(tr("counting.budget", budget=status.budget, setting=status.budget_setting))

@@ -75,7 +75,7 @@ def page(frame: Frame) -> None:
     else:
         columns_setup(service, personas)
     saved_list(service)
-    leaderboard_section(service.leaderboard_picks())
+    leaderboard_section(service.picks_by_conversation())
 
 
 def chart_texts() -> ComparisonChartTexts:
@@ -238,13 +238,14 @@ def comparison_view(service: VisitorService, comparison: Comparison) -> None:
     top[0].subheader(tr("compare.blind.header") if snapshot.blind else tr("compare.header"))
     top[1].button(tr("compare.new"), on_click=close, args=(service,), disabled=snapshot.busy)
     if not snapshot.busy and snapshot.rounds:
-        top[2].download_button(
-            "JSON",
-            comparison.to_json(),
-            file_name="comparison.json",
-            mime="application/json",
-            on_click="ignore",
-        )
+        if not snapshot.labels_hidden:  # the JSON names every column's persona and model
+            top[2].download_button(
+                "JSON",
+                comparison.to_json(),
+                file_name="comparison.json",
+                mime="application/json",
+                on_click="ignore",
+            )
         top[3].download_button(
             "Markdown",
             comparison.to_markdown(tr("compare.header")),

@@ -10,6 +10,7 @@ import re
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
@@ -25,7 +26,6 @@ from core.errors import (
     PermissionDenied,
 )
 from core.i18n import LANGUAGE_PARAM, LANGUAGE_STATE, LANGUAGES, Language, language_for
-from core.i18n import current as session_translator
 from core.personas.persona import Persona, PersonaCatalog, load_personas
 from core.policy.netguard import base_url_choices
 from core.policy.owners import (
@@ -42,8 +42,9 @@ from core.providers.connection import Backends, Connection
 from core.service import Deployment, VisitorService
 from core.store.database import Store
 from core.store.workspace import Workspace
+from ui.layout import lazy_expander
 from ui.state import Key, page_state
-from ui.text import as_markdown, error_text, show_notice, tr
+from ui.text import as_markdown, error_text, page_translator, show_notice, tr, use_language
 
 APP_DIR = Path(__file__).resolve().parent.parent
 #: The query parameter naming the open conversation, so a reload returns to it.
@@ -68,17 +69,19 @@ def personas_dir() -> Path:
     return Path(os.environ.get("PERSONAS_DIR") or APP_DIR / "personas")
 
 
-def directory_stamp(directory: Path) -> tuple[tuple[str, int, int], ...]:
-    """Changes when a persona file is added, removed or edited, so the cached catalog reloads."""
+def directory_stamp(directory: Path) -> str:
+    """Changes when a persona file is added, removed or edited, so the cached catalog reloads. One
+    string: Streamlit hashes a cached function's arguments on every call, a string at once, a
+    tuple of tuples item by item (a third of a millisecond a run for the shipped personas)."""
     try:
         entries = [(path.name, path.lstat()) for path in directory.iterdir()]
     except OSError:
-        return ()
-    return tuple(sorted((name, info.st_mtime_ns, info.st_size) for name, info in entries))
+        return ""
+    return repr(sorted((name, info.st_mtime_ns, info.st_size) for name, info in entries))
 
 
 @st.cache_resource(show_spinner=False)
-def persona_catalog(directory: str, stamp: tuple[tuple[str, int, int], ...]) -> PersonaCatalog:
+def persona_catalog(directory: str, stamp: str) -> PersonaCatalog:
     return load_personas(directory)
 
 
@@ -123,6 +126,22 @@ def open_store(database_url: str, data_dir: str) -> Store:
     return Store.from_environ({"DATABASE_URL": database_url, "DATA_DIR": data_dir})
 
 
+def session_deployment(local: bool) -> Deployment:
+    """The deployer's settings (secrets and environment), read on a session's first run: a
+    setting changed since applies from the next session (a page reload) on. Read on every run,
+    they cost a quarter of a millisecond: with no secrets.toml, Streamlit looks for one at every
+    `st.secrets`. A malformed one stops the page, on every run until it is fixed."""
+    deployment = st.session_state.get(Key.DEPLOYMENT)
+    if deployment is None:
+        try:
+            deployment = Deployment.from_settings(deployer_secrets(), os.environ, local_visitor=local)
+        except DashboardError as error:
+            st.error(error_text(error))
+            st.stop()
+        st.session_state[Key.DEPLOYMENT] = deployment
+    return cast(Deployment, deployment)
+
+
 def deployer_secrets() -> dict[str, object]:
     """st.secrets as a dict; a deployment with no secrets.toml simply has none."""
     try:
@@ -141,6 +160,7 @@ def page_language() -> Language:
         st.query_params.get(LANGUAGE_PARAM), st.session_state.get(Key.LANGUAGE_CHOSEN), st.context.locale
     )
     st.session_state[LANGUAGE_STATE] = language
+    use_language(language)
     return language
 
 
@@ -152,7 +172,7 @@ def choose_language() -> None:
 
 def language_switch() -> None:
     # whichever source chose it
-    st.session_state[Key.LANGUAGE_SWITCH] = session_translator(st.session_state).language
+    st.session_state[Key.LANGUAGE_SWITCH] = page_translator().language
     st.selectbox(
         tr("sidebar.language"),
         list(LANGUAGES),
@@ -166,7 +186,7 @@ def html_lang() -> None:
     """Streamlit's page says <html lang="en">: say the language shown instead (screen readers
     pick their voice by it, browsers their CJK font and translation offer). Nothing to say while
     the page has only been English. Called last in the sidebar: the element is empty but has a gap."""
-    language = session_translator(st.session_state).language
+    language = page_translator().language
     if language == "en" and not st.session_state.get(Key.HTML_LANG_SET):
         return
     st.session_state[Key.HTML_LANG_SET] = True
@@ -212,11 +232,16 @@ def return_to_link() -> None:
 
 
 def signed_in_as() -> None:
-    """With OIDC sign-in: who is signed in, and a way to sign out (st.logout)."""
-    user = st.user.to_dict()
-    if not user.get("is_logged_in"):
+    """With OIDC sign-in: who is signed in, and a way to sign out (st.logout). Read once per
+    session, as its owner is (`visitor_owner`): signing in or out reloads the page, a new session."""
+    who = st.session_state.get(Key.SIGNED_IN_AS)
+    if who is None:
+        user = st.user.to_dict()
+        signed_in = bool(user.get("is_logged_in"))
+        who = str(user.get("name") or user.get("email") or user.get("sub") or "") if signed_in else False
+        st.session_state[Key.SIGNED_IN_AS] = who
+    if who is False:
         return
-    who = str(user.get("name") or user.get("email") or user.get("sub") or "")
     st.caption(tr("signin.as", who=who))
     st.button(tr("signin.logout"), icon="🚪", on_click=st.logout, key=Key.SIGN_OUT)
 
@@ -264,10 +289,9 @@ class Frame:
     connection: Connection
     #: The sidebar's place under the persona selector (the chat page lists conversations there).
     under_persona: DeltaGenerator
-    #: The sidebar's settings, under the connection (the chat page adds the conversation's).
-    settings: DeltaGenerator
-    #: Whether the settings are open (what only they show need not be drawn while closed).
-    settings_open: bool
+    #: The sidebar's settings, under the connection (the chat page adds the conversation's), while
+    #: they are open; None while closed (nothing in them is drawn then: ui/layout.lazy_expander).
+    settings: DeltaGenerator | None
     #: The view the link names, for the entry point to run.
     view: StreamlitPage
 
@@ -330,11 +354,7 @@ def frame() -> Frame:
         # process's, so once a stranger has visited it stays "none" (never back to a traceback
         # that another session's run could show them).
         st.set_option("client.showErrorDetails", "none")
-    try:
-        deployment = Deployment.from_settings(deployer_secrets(), os.environ, local_visitor=local)
-    except DashboardError as error:  # a deployer's setting is malformed
-        st.error(error_text(error))
-        st.stop()
+    deployment = session_deployment(local)
     load_tokenizers()
     directory = personas_dir()
     catalog = persona_catalog(str(directory), directory_stamp(directory))
@@ -366,8 +386,7 @@ def frame() -> Frame:
         persona,
         connection,
         under_persona,
-        settings.box,
-        settings.open,
+        settings,
         view,
     )
     _CURRENT.set(drawn)
@@ -378,17 +397,9 @@ def frame() -> Frame:
     return drawn
 
 
-@dataclass(frozen=True)
-class SidebarSettings:
-    """The sidebar's settings expander: where a page adds its settings, and whether it is open."""
-
-    box: DeltaGenerator
-    open: bool
-
-
 def sidebar(
     service: VisitorService, catalog: PersonaCatalog, deployment: Deployment
-) -> tuple[Persona, Connection, DeltaGenerator, SidebarSettings]:
+) -> tuple[Persona, Connection, DeltaGenerator, DeltaGenerator | None]:
     """The language, the persona and (the chat page's) conversations; the connection and every
     setting in one closed expander, so that few stops come before the chat input for a keyboard
     (the sidebar precedes the page in Tab order)."""
@@ -410,32 +421,36 @@ def sidebar(
             with st.expander(tr("sidebar.persona_errors", count=len(catalog.errors)), expanded=True):
                 for error in catalog.errors:
                     st.error(error_text(error), icon="📄")
-        status = st.container()  # what the connection does, in view: drawn once it is known
-        # Keyed, and a rerun when opened or closed, so a page may draw some of its part only while
-        # open; the connection and settings are drawn always (a widget not drawn loses its value).
-        expander = st.expander(tr("sidebar.settings"), key=Key.SETTINGS_OPEN, on_change="rerun")
-        settings_open = bool(expander.open)
-        with expander:
-            st.subheader(tr("sidebar.connection.header"))
-            st.text_input(
-                tr("sidebar.api_key.label"), type="password", key=Key.API_KEY, help=tr("sidebar.api_key.help")
+        # What the connection does, in view above the settings: they draw the key and URL it
+        # uses while open, and the session state keeps both whether or not they are drawn.
+        try:
+            connection = service.connect(
+                typed_key=st.session_state.get(Key.API_KEY, ""),
+                typed_base_url=typed_base_url(deployment.access_mode, list(deployment.allowed_base_urls)),
+                language=page_translator().language,
             )
-            base_url_field(deployment.access_mode, list(deployment.allowed_base_urls))
-            settings = st.container()
-        with status:
-            try:
-                connection = service.connect(
-                    typed_key=st.session_state.get(Key.API_KEY, ""),
-                    typed_base_url=st.session_state.get(Key.BASE_URL, ""),
-                    language=session_translator(st.session_state).language,
+        except DashboardError as error:  # a deployer's setting is malformed
+            st.error(error_text(error))
+            st.stop()
+        if service.refused_base_url is not None:
+            st.error(tr("sidebar.base_url.refused", error=error_text(service.refused_base_url)))
+        connection_status(service, persona, connection)
+        # Drawn only while open (ui/layout.lazy_expander): eight elements, five of them widgets,
+        # that no rerun with it closed need build. The key and URL typed there are kept while
+        # it is closed (`persist_state`); the model, budget and policy are the conversation's.
+        settings = lazy_expander(tr("sidebar.settings"), Key.SETTINGS_OPEN)
+        if settings is not None:
+            with settings:
+                st.subheader(tr("sidebar.connection.header"))
+                st.text_input(
+                    tr("sidebar.api_key.label"),
+                    type="password",
+                    key=Key.API_KEY,
+                    help=tr("sidebar.api_key.help"),
+                    persist_state="session",
                 )
-            except DashboardError as error:  # a deployer's setting is malformed
-                st.error(error_text(error))
-                st.stop()
-            if service.refused_base_url is not None:
-                st.error(tr("sidebar.base_url.refused", error=error_text(service.refused_base_url)))
-            connection_status(service, persona, connection)
-    return persona, connection, under_persona, SidebarSettings(settings, settings_open)
+                base_url_field(deployment.access_mode, list(deployment.allowed_base_urls))
+    return persona, connection, under_persona, settings
 
 
 def choose_view() -> None:
@@ -443,16 +458,27 @@ def choose_view() -> None:
     st.session_state[Key.VIEW_CHOSEN] = st.session_state[Key.VIEW]
 
 
+def view_pages() -> dict[str, StreamlitPage]:
+    """The views by their URL path, titled in the page's language: made once per session and
+    language (four `st.Page`s, each resolving its file, cost a rerun half a millisecond)."""
+    language = page_translator().language
+    made = st.session_state.get(Key.VIEW_PAGES)
+    if made is None or made[0] != language:
+        views = [
+            st.Page("app_pages/chat.py", title=tr("views.chat"), url_path="chat", default=True),
+            st.Page("app_pages/personas.py", title=tr("views.personas"), url_path="personas"),
+            st.Page("app_pages/compare.py", title=tr("views.compare"), url_path="compare"),
+            st.Page("app_pages/whatif.py", title=tr("views.whatif"), url_path="whatif"),
+        ]
+        made = st.session_state[Key.VIEW_PAGES] = (language, {page.url_path: page for page in views})
+    pages: dict[str, StreamlitPage] = made[1]
+    return pages
+
+
 def view_switch() -> StreamlitPage:
     """The view the link names, and a switch to the others at the top of the page: one radio
     group, a single stop for Tab where Streamlit's navigation links were four."""
-    views = [
-        st.Page("app_pages/chat.py", title=tr("views.chat"), url_path="chat", default=True),
-        st.Page("app_pages/personas.py", title=tr("views.personas"), url_path="personas"),
-        st.Page("app_pages/compare.py", title=tr("views.compare"), url_path="compare"),
-        st.Page("app_pages/whatif.py", title=tr("views.whatif"), url_path="whatif"),
-    ]
-    pages = {page.url_path: page for page in views}
+    pages = view_pages()
     current = st.navigation(list(pages.values()), position="hidden")
     chosen = st.session_state.pop(Key.VIEW_CHOSEN, None)
     if chosen is not None and chosen != current.url_path and chosen in pages:
@@ -482,6 +508,15 @@ def connection_status(service: VisitorService, persona: Persona, connection: Con
         st.warning(tr("connection.failing", host=connection.host, key_source=key_note), icon="🔗")
 
 
+def typed_base_url(mode: AccessMode, allowed: list[str]) -> str:
+    """The base URL this visitor chose, whether or not the settings are open: any on your own
+    machine; on a public deployment one of the deployer's choices, else "" (the deployer's)."""
+    chosen = str(st.session_state.get(Key.BASE_URL) or "")
+    if mode == "single-user" or chosen in base_url_choices(allowed):
+        return chosen
+    return ""
+
+
 def base_url_field(mode: AccessMode, allowed: list[str]) -> None:
     """Any base URL on your own machine; on a public deployment only the deployer's choices."""
     if mode == "single-user":
@@ -490,11 +525,11 @@ def base_url_field(mode: AccessMode, allowed: list[str]) -> None:
             key=Key.BASE_URL,
             placeholder="https://api.openai.com/v1",
             help=tr("sidebar.base_url.help"),
+            persist_state="session",
         )
         return
     choices = base_url_choices(allowed)
     if not choices:
-        st.session_state[Key.BASE_URL] = ""
         st.caption(tr("sidebar.base_url.locked"))
         return
     if st.session_state.get(Key.BASE_URL) not in ("", *choices):
@@ -505,6 +540,7 @@ def base_url_field(mode: AccessMode, allowed: list[str]) -> None:
         key=Key.BASE_URL,
         format_func=lambda url: url or tr("sidebar.base_url.deployer"),
         help=tr("sidebar.base_url.help"),
+        persist_state="session",
     )
 
 

@@ -12,6 +12,7 @@ from typing import Any, cast
 
 import streamlit as st
 
+from core.notices import Notice
 from core.service import StartedReply, VisitorService
 
 
@@ -20,12 +21,15 @@ class Key(StrEnum):
 
     SERVICE = "service"  # this visitor's VisitorService
     LOCAL_VISITOR = "local_visitor"  # whether this browser session is at the server's machine
+    DEPLOYMENT = "deployment"  # the deployer's settings, read on the session's first run
+    SIGNED_IN_AS = "signed_in_as"  # who signed in (OIDC), False when nobody: read once a session
     RERUN_PAGE = "rerun_page"  # a callback in a fragment changed what the whole page shows
     REPLY = "reply"  # the StartedReply a chat input's or button's callback began, for the page to stream
     PERSONA = "persona_id"  # the persona selector
     CATALOG_IDS = "catalog_ids"  # the persona ids this run lists (callbacks check against it)
     VIEW = "view"  # the view switch at the top of the page (a page's url path)
     VIEW_CHOSEN = "view_chosen"  # the view picked there, for the page to switch to
+    VIEW_PAGES = "view_pages"  # (language, the views' st.Page objects by URL path), made once
     LANGUAGE_SWITCH = "lang"  # the sidebar's language selector
     LANGUAGE_CHOSEN = "lang_chosen"  # the language picked there (kept over a reload by ?lang=)
     HTML_LANG_SET = "html_lang_set"
@@ -38,14 +42,17 @@ class Key(StrEnum):
     IMPORT_FILE = "import_file"
     CHAT_INPUT = "chat_input"
     # Expanders whose content is drawn only while open (ui/layout.lazy_expander)
-    SETTINGS_OPEN = "settings_open"  # the sidebar's settings (their export and rename: only while open)
+    SETTINGS_OPEN = "settings_open"  # the sidebar's settings: connection, model, budget, export
+    LIMIT_NOTES = "limit_notes"  # what the deployer's limits changed while the settings were closed
     NEXT_CALL_OPEN = "next_call_open"
+    PINS_OPEN = "pins_open"
     TURNS_OPEN = "turns_open"
     # compare
     COMPARE_COUNT = "compare_count"
     COMPARE_BLIND = "blind"
     COMPARE_INPUT = "compare_input"
     COMPARE_MODE = "compare_mode"  # side by side, blind pair or test sets
+    LEADERBOARD_SCOPE = "leaderboard_scope"  # blind votes only, or all votes
     TEST_SET_CHOICE = "test_set_choice"  # the test set shown ("" for a new one)
     TEST_SET_NAME = "test_set_name"
     TEST_SET_TEXT = "test_set_text"
@@ -161,6 +168,17 @@ class PageState:
         reply = cast("StartedReply | None", self._state.get(Key.REPLY))
         self._state[Key.REPLY] = None
         return reply
+
+    def hold_limit_notes(self, conversation_key: str, notes: list[Notice]) -> None:
+        """What the deployer's limits changed in a conversation's settings while they were closed,
+        for the settings to say when opened."""
+        if notes:
+            held = cast("dict[str, list[Notice]]", self._state.setdefault(Key.LIMIT_NOTES, {}))
+            held.setdefault(conversation_key, []).extend(notes)
+
+    def take_limit_notes(self, conversation_key: str) -> list[Notice]:
+        held = cast("dict[str, list[Notice]]", self._state.get(Key.LIMIT_NOTES, {}))
+        return held.pop(conversation_key, [])
 
     def get(self, key: str, default: Any = None) -> Any:
         """A widget's value (for the keys built by the helpers above)."""

@@ -208,15 +208,15 @@ def column_totals(
         cells = [c for c in record.cells if c.column == index and not c.skipped and c.error is None]
         mine = [c for (_, label), c in changes.items() if label == spec.label]
         latencies = [c.latency_s for c in cells if c.latency_s is not None]
-        rows.append(
-            {
-                tr("testsets.col.column"): f"{'ABCD'[index]} · {spec.label}",
-                tr("testsets.col.answered"): f"{len(cells)}/{len(record.test_set.prompts)}",
-                tr("testsets.col.prompt_tokens"): sum(c.prompt_tokens or 0 for c in cells),
-                tr("testsets.col.reply_tokens"): sum(c.reply_tokens or 0 for c in cells),
-                tr("testsets.col.latency"): round(sum(latencies) / len(latencies), 2) if latencies else None,
-                tr("testsets.col.cost"): round(sum(c.cost_usd or 0.0 for c in cells), 6),
-                tr("testsets.col.changed"): sum(c.answer_changed for c in mine) if changes else None,
-            }
-        )
+        row: dict[str, object] = {
+            tr("testsets.col.column"): f"{'ABCD'[index]} · {spec.label}",
+            tr("testsets.col.answered"): f"{len(cells)}/{len(record.test_set.prompts)}",
+            tr("testsets.col.prompt_tokens"): sum(c.prompt_tokens or 0 for c in cells),
+            tr("testsets.col.reply_tokens"): sum(c.reply_tokens or 0 for c in cells),
+            tr("testsets.col.latency"): round(sum(latencies) / len(latencies), 2) if latencies else None,
+            tr("testsets.col.cost"): round(sum(c.cost_usd or 0.0 for c in cells), 6),
+        }
+        if changes:  # a first run has nothing to differ from (the table would show "None")
+            row[tr("testsets.col.changed")] = sum(c.answer_changed for c in mine)
+        rows.append(row)
     return rows

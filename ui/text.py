@@ -3,23 +3,42 @@ service, and text from users, models and files made safe for `st.markdown`."""
 
 from __future__ import annotations
 
+from contextvars import ContextVar
+
 import streamlit as st
 
 from core.compare.comparison import ErrorInfo
 from core.errors import DashboardError
+from core.i18n import Language, Translator, translator
 from core.i18n import current as session_translator
 from core.notices import Notice
 from core.safe_markdown import page_markdown
 
+#: The translator of the run in progress (a script run is one thread, one context), set where
+#: the run decides its language (`ui.frame.page_language`): a page asks for some 70 strings a
+#: run, and each lookup in the session state costs about as much as drawing a caption.
+_RUN_TRANSLATOR: ContextVar[Translator] = ContextVar("run_translator")
+
+
+def use_language(language: Language) -> None:
+    """This run's language, for `tr` (the session state keeps it for callbacks and fragments)."""
+    _RUN_TRANSLATOR.set(translator(language))
+
+
+def page_translator() -> Translator:
+    """This run's translator; before its language is decided (a callback, a fragment's own
+    rerun), the session's."""
+    return _RUN_TRANSLATOR.get(None) or session_translator(st.session_state)
+
 
 def tr(key: str, /, **fields: object) -> str:
     """This session's text for `key`, formatted with `fields` (catalogs: core/locales)."""
-    return session_translator(st.session_state)(key, **fields)
+    return page_translator()(key, **fields)
 
 
 def tr_plural(key: str, count: int, /, **fields: object) -> str:
     """`key.one` or `key.other` for `count` (also passed as the field `count`)."""
-    return session_translator(st.session_state).plural(key, count, **fields)
+    return page_translator().plural(key, count, **fields)
 
 
 def error_text(error: BaseException | ErrorInfo) -> str:

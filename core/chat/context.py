@@ -8,7 +8,8 @@ that summarizes) through the `complete` function it is given.
 
 Every policy keeps the system prompt, the pending user message and pinned messages, and takes
 out whole user/assistant pairs, so what is sent always reads system, user, assistant, ..., user
-(with the running summary, when there is one, as a second system message after the first).
+(with the running summary, when there is one, right after the system prompt as a quoted user
+message and its one-word acknowledgement, so the roles alternate throughout).
 
 Three policies: `DropOldest` drops the oldest exchanges; `StablePrefix` drops them too, but
 down to a low-water mark, so the turns after a drop only append and a server's prompt cache keeps

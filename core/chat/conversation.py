@@ -25,12 +25,12 @@ from typing import Any, Final, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from core.chat.settings import DEFAULT_REPLY_CAP, MAX_CONTEXT_BUDGET, ChatSettings
-from core.chat.summaries import one_line, summary_message, summary_tokens
+from core.chat.summaries import SUMMARY_MESSAGE_COUNT, one_line, summary_messages, summary_tokens
 from core.counting.calibration import Calibration, CalibrationRecord, SilentTruncation, silent_truncation
 from core.counting.tokens import Tokenizer, tokenizer_for
 from core.errors import ConversationImportError, ConversationStateError, InvalidSettings
 from core.i18n import english
-from core.notices import Notice
+from core.notices import Notice, json_problem
 from core.providers.backends import MAX_REPORTED_TOKENS, Usage
 from core.safe_markdown import safe_markdown
 from core.validation import field_path, problem_notices
@@ -281,16 +281,12 @@ class RunningSummary:
     """The summary as it stands: sent after the system prompt instead of the folded messages."""
 
     text: str
-    #: Prompt tokens of the summary message (framing included).
+    #: Prompt tokens of the summary's messages (framing and acknowledgement included).
     tokens: int
     #: Every version, oldest first; the last is `text`.
     versions: tuple[SummaryVersion, ...]
     #: The newest message folded into it: the chat shows the summary after this message.
     through_id: str | None
-
-    def message(self) -> dict[str, str]:
-        """The summary as it is sent."""
-        return summary_message(self.text)
 
 
 class ConversationRecord(BaseModel):
@@ -464,7 +460,8 @@ class Conversation:
         after the system prompt. Read them; do not change them."""
         if not self.summary_versions:
             return list(self._context_api)
-        return [self._context_api[0], summary_message(self.summary_versions[-1].text), *self._context_api[1:]]
+        summary = summary_messages(self.summary_versions[-1].text)
+        return [self._context_api[0], *summary, *self._context_api[1:]]
 
     # --- changing ----------------------------------------------------------------------------
 
@@ -545,7 +542,7 @@ class Conversation:
             raise ConversationStateError("There is no user message for this reply to answer.")
         if not text:
             raise ConversationStateError("An empty reply is not recorded; the user message stays pending.")
-        messages_sent = len(self._context_indexes) + (1 if self.summary_versions else 0)
+        messages_sent = len(self._context_indexes) + (SUMMARY_MESSAGE_COUNT if self.summary_versions else 0)
         counted_prompt = self.prompt_tokens
         reply = self._append(
             Message(
@@ -849,7 +846,7 @@ class Conversation:
             raise not_imported(
                 Notice(
                     code="conversation_json_at",
-                    fields={"line": exc.lineno, "column": exc.colno, "problem": exc.msg},
+                    fields={"line": exc.lineno, "column": exc.colno, "problem": json_problem(exc)},
                 )
             ) from None
         except RecursionError:

@@ -9,7 +9,16 @@ contestant with no win (or no loss) finite, and it weighs as one vote, so it fad
 votes come in. The 95% interval is a bootstrap over the votes (resampled with replacement,
 refitted, the 2.5th and 97.5th percentiles).
 
-    board = leaderboard([Vote(a, b, Outcome.A), ...])
+Which votes count (`counted_votes`): by default only blind ones, as Chatbot Arena counts, since
+an open vote knows who answered (open votes: a comparison not made blind, a blind pair's turns
+after its first vote revealed it, test-set results); the leaderboard can count all of them
+instead. And one vote per pair of contestants per conversation (a comparison, or one prompt of a
+test-set run): its last. The turns of one conversation are one voter judging the same pair
+again, not new evidence; counting each would let a long conversation outvote several short ones
+and narrow the bootstrap intervals, which assume independent votes. The last vote stands for the
+voter's final judgement (the same rule as a test-set result's vote, which a new one replaces).
+
+    board = leaderboard(counted_votes(conversations, "blind"))
     for row in board.ratings: row.contestant.label, row.rating, row.lower, row.upper
 """
 
@@ -21,6 +30,7 @@ import json
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +53,10 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 FloatArray = npt.NDArray[np.float64]
+
+#: Which votes the leaderboard counts: "blind" (the default) or "all" (open ones too).
+VoteScope = Literal["blind", "all"]
+VOTE_SCOPES: tuple[VoteScope, ...] = ("blind", "all")
 
 
 class Outcome(StrEnum):
@@ -154,6 +168,40 @@ def votes_from_picks(picks: Iterable[Pick]) -> list[Vote]:
         votes += [
             Vote(a, b, outcome) for n, a in enumerate(contestants) for b in contestants[n + 1 :] if a != b
         ]
+    return votes
+
+
+@dataclass(frozen=True)
+class VoteCounts:
+    """How many votes (picks) were cast with the answers anonymous, and how many knowing them."""
+
+    blind: int
+    open: int
+
+    @classmethod
+    def of(cls, conversations: Iterable[Sequence[Pick]]) -> VoteCounts:
+        picks = [pick for picks in conversations for pick in picks]
+        blind = sum(pick.blind for pick in picks)
+        return cls(blind=blind, open=len(picks) - blind)
+
+    def counted(self, scope: VoteScope) -> int:
+        return self.blind if scope == "blind" else self.blind + self.open
+
+
+def counted_votes(conversations: Iterable[Sequence[Pick]], scope: VoteScope = "blind") -> list[Vote]:
+    """The pairwise votes the leaderboard counts from each conversation's picks (oldest first):
+    blind ones only unless `scope` is "all", then one vote per pair of contestants per
+    conversation, its last (see the module docstring for why)."""
+    votes: list[Vote] = []
+    for picks in conversations:
+        last: dict[frozenset[Contestant], Vote] = {}
+        for pick in picks:
+            if scope == "blind" and not pick.blind:
+                continue
+            for vote in votes_from_picks([pick]):
+                last.pop(pair := frozenset((vote.a, vote.b)), None)  # the later vote goes last
+                last[pair] = vote
+        votes += last.values()
     return votes
 
 

@@ -407,6 +407,23 @@ CATALOG: dict[str, str] = {
         "votes each. Until then the intervals are wide and the order may change."
     ),
     "leaderboard.row_not_enough": "not enough votes yet",
+    "leaderboard.scope.label": "Votes counted",
+    "leaderboard.scope.blind": "Blind votes only ({count})",
+    "leaderboard.scope.all": "All votes ({count})",
+    "leaderboard.scope.help": (
+        "A blind vote is cast before you know who answered; an open vote knows (a comparison "
+        "that was not blind, a blind pair's turns after its first vote, test-set results). Like "
+        "Chatbot Arena, the ranking counts blind votes unless you choose all. Either way one vote "
+        "per pair of answers per conversation counts: its last."
+    ),
+    "leaderboard.setting.budget": "budget {value}",
+    "leaderboard.setting.reply_cap": "reply cap {value}",
+    "leaderboard.setting.temperature": "temperature {value}",
+    "leaderboard.setting.seed": "seed {value}",
+    "leaderboard.counts": "{blind} blind · {open} open votes cast.",
+    "leaderboard.empty_blind": (
+        "No blind votes yet: vote in a blind comparison or a blind pair, or count all votes."
+    ),
     "leaderboard.column.rank": "Rank",
     "leaderboard.column.persona": "Persona",
     "leaderboard.column.model": "Model",
@@ -853,6 +870,15 @@ CATALOG: dict[str, str] = {
     "notice.import_json_too_large": "{what} holds {size} of JSON; at most {limit} is read",
     "notice.import_json_containers": "{what} has {count:,} JSON objects and lists; at most {limit:,}",
     "notice.import_json_too_deep": "{what} is JSON nested more than {limit} levels deep",
+    "notice.json_expecting_value": "Expecting value",
+    "notice.json_expecting_name": "Expecting property name enclosed in double quotes",
+    "notice.json_expecting_colon": "Expecting ':' delimiter",
+    "notice.json_expecting_comma": "Expecting ',' delimiter",
+    "notice.json_unterminated_string": "Unterminated string starting at",
+    "notice.json_control_character": "Invalid control character at",
+    "notice.json_extra_data": "Extra data",
+    "notice.json_bad_escape": "Invalid \\escape",
+    "notice.json_bad_unicode_escape": "Invalid \\uXXXX escape",
     "notice.import_json_invalid_at": "{what} is not valid JSON: {problem} at line {line}, column {column}",
     "notice.import_json_invalid": "{what} is not valid JSON: {problem}",
     "notice.import_not_utf8": "{what} is not UTF-8 text (byte {byte} at offset {offset})",

@@ -373,6 +373,20 @@ CATALOG: dict[str, str] = {
         "票数还不够：至少有两个参赛者各得到 {minimum} 票后排名才稳定。在此之前区间较宽，顺序可能变化。"
     ),
     "leaderboard.row_not_enough": "票数还不够",
+    "leaderboard.scope.label": "计入的投票",
+    "leaderboard.scope.blind": "仅盲投（{count}）",
+    "leaderboard.scope.all": "全部投票（{count}）",
+    "leaderboard.scope.help": (
+        "盲投是在不知道谁回答的情况下投出的；公开投票则知道（非盲对比、盲测对在第一次投票后的各轮、"
+        "测试集结果）。与 Chatbot Arena 一样，除非你选择全部，排名只计入盲投。无论哪种，"
+        "每个对话中每对回答只计一票：最后一票。"
+    ),
+    "leaderboard.setting.budget": "预算 {value}",
+    "leaderboard.setting.reply_cap": "回复上限 {value}",
+    "leaderboard.setting.temperature": "温度 {value}",
+    "leaderboard.setting.seed": "随机种子 {value}",
+    "leaderboard.counts": "已投 {blind} 张盲投 · {open} 张公开投票。",
+    "leaderboard.empty_blind": "还没有盲投：在盲测对比或盲测对中投票，或选择计入全部投票。",
     "leaderboard.column.rank": "名次",
     "leaderboard.column.persona": "角色",
     "leaderboard.column.model": "模型",
@@ -755,6 +769,15 @@ CATALOG: dict[str, str] = {
     "notice.import_json_too_large": "{what}含有 {size} 的 JSON；最多读取 {limit}",
     "notice.import_json_containers": "{what}有 {count:,} 个 JSON 对象和列表；最多 {limit:,} 个",
     "notice.import_json_too_deep": "{what}的 JSON 嵌套超过 {limit} 层",
+    "notice.json_expecting_value": "此处应为一个值",
+    "notice.json_expecting_name": "此处应为用双引号括起的属性名",
+    "notice.json_expecting_colon": "此处应为冒号“:”",
+    "notice.json_expecting_comma": "此处应为逗号“,”",
+    "notice.json_unterminated_string": "字符串没有结束",
+    "notice.json_control_character": "字符串中有无效的控制字符",
+    "notice.json_extra_data": "JSON 结束后还有多余内容",
+    "notice.json_bad_escape": "无效的转义（\\）",
+    "notice.json_bad_unicode_escape": "无效的 \\uXXXX 转义",
     "notice.import_json_invalid_at": "{what}不是有效的 JSON：第 {line} 行第 {column} 列：{problem}",
     "notice.import_json_invalid": "{what}不是有效的 JSON：{problem}",
     "notice.import_not_utf8": "{what}不是 UTF-8 文本（偏移 {offset} 处的字节 {byte}）",

@@ -21,7 +21,7 @@ from core.chat.settings import POLICY_NAMES, Sampling
 from core.counting.tokens import tokenizer_for
 from core.errors import PersonaFileError, Problem, problem_english
 from core.i18n import english
-from core.notices import Notice
+from core.notices import Notice, json_problem
 from core.personas.avatars import AvatarImageError, avatar_from_data_url, avatar_png, encode_avatar
 from core.personas.persona import (
     DEFAULT_MODEL,
@@ -178,7 +178,7 @@ def read_json(data: bytes, what: Notice | None = None) -> Any:
         raise ImportProblem(
             Notice(
                 code="import_json_invalid_at",
-                fields={"what": what, "problem": exc.msg, "line": exc.lineno, "column": exc.colno},
+                fields={"what": what, "problem": json_problem(exc), "line": exc.lineno, "column": exc.colno},
             )
         ) from None
     except ValueError as exc:  # e.g. an integer of more than 4,300 digits

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from core.chat.conversation import preview
 from core.chat.prompt_cache import PREFIX_RULE, PromptCache, prompt_token_ids
-from core.chat.summaries import is_summary_message, offline_summary
+from core.chat.summaries import offline_summary, without_summary
 from core.counting.server_tokens import TokenizeClient
 from core.counting.tokens import count_prompt_tokens, tokenizer_for
 from core.i18n import Language, translator
@@ -39,8 +39,7 @@ def offline_reply(messages: list[dict[str, str]], prompt_tokens: int, language: 
     text = translator(language)
     conversation = messages[1:] if messages and messages[0]["role"] == "system" else messages
     # The running summary of folded exchanges (policy "summarize") comes first.
-    summarized = bool(conversation) and is_summary_message(conversation[0])
-    conversation = conversation[1:] if summarized else conversation
+    summarized, conversation = without_summary(conversation)
     newest = conversation[-1]["content"] if conversation else ""
     oldest = conversation[0] if conversation else None
     lines = [

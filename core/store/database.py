@@ -21,6 +21,7 @@ import json
 import os
 import re
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
@@ -405,6 +406,8 @@ class Store:
                 "store_bad_url", url=redact_url(str(url))
             ) from None
         self._backend = self._url.get_backend_name()
+        self._writes = 0
+        self._writes_lock = threading.Lock()
         if self._backend not in ("sqlite", "postgresql"):
             raise StoreError(
                 f"Only SQLite and PostgreSQL databases are supported, not {self._backend!r}."
@@ -1142,13 +1145,23 @@ class Store:
             with conn.begin():
                 yield conn
 
+    @property
+    def writes(self) -> int:
+        """How many writes this object has made (counted once each is over, committed or not):
+        what a reader read stays current until it changes, except for another process's writes."""
+        return self._writes
+
     @contextmanager
     def _write(self, action: str) -> Iterator[Connection]:
-        with self._translate_errors(action), self.engine.connect() as conn:
-            # SQLite: take the write lock at BEGIN (waiting up to busy_timeout), never halfway through.
-            conn = conn.execution_options(sqlite_begin_immediate=True)
-            with conn.begin():
-                yield conn
+        try:
+            with self._translate_errors(action), self.engine.connect() as conn:
+                # SQLite: take the write lock at BEGIN (waiting up to busy_timeout), never halfway through.
+                conn = conn.execution_options(sqlite_begin_immediate=True)
+                with conn.begin():
+                    yield conn
+        finally:
+            with self._writes_lock:
+                self._writes += 1
 
     @contextmanager
     def _translate_errors(self, action: str) -> Iterator[None]:

@@ -13,7 +13,10 @@ from __future__ import annotations
 import builtins
 import contextlib
 import json
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 from core.chat.conversation import Conversation, preview
 from core.chat.session import ChatSession
@@ -34,6 +37,14 @@ from core.store.database import (
 #: The most personas one workspace keeps: each is read and checked when a visitor's session opens
 #: (10,000 cost every new visitor 3.6-5.5 s of server time), and a gallery of more helps nobody.
 MAX_PERSONAS = 500
+#: How long a list read from the store (conversations, comparisons) is shown again while this
+#: process writes nothing: every rerun draws the sidebar's list, and another process's writes
+#: (a replica's, on a shared PostgreSQL) show this much later at most.
+LISTING_REUSED_S = 5.0
+#: The most lists kept (one per persona and search text): past it, all are read again.
+LISTINGS_KEPT = 16
+
+Listed = TypeVar("Listed")
 
 
 @dataclass
@@ -49,6 +60,10 @@ class Workspace:
     personas: dict[str, Persona] | None = None
     #: Saved personas that no longer pass the checks (e.g. after a rule changed), one per row.
     persona_errors: builtins.list[PersonaFileError] = field(default_factory=list)
+    #: Lists read from the store: what was asked -> (the store's write count then, when, the list).
+    _listings: dict[tuple[Any, ...], tuple[int, float, Any]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     # --- opening -----------------------------------------------------------------------------
 
@@ -192,7 +207,10 @@ class Workspace:
     # --- comparisons ---------------------------------------------------------------------------
 
     def list_comparisons(self) -> builtins.list[tuple[str, str]]:
-        return self.store.list_comparisons(self.owner) if self.store else []
+        store = self.store
+        if store is None:
+            return []
+        return self._listed(("comparisons",), lambda: store.list_comparisons(self.owner))
 
     def save_comparison(self, comparison_id: str | None, comparison: Comparison) -> str | None:
         """Save the comparison (its columns' conversations, figures and picks); its id."""
@@ -218,15 +236,14 @@ class Workspace:
         columns = data.get("columns", []) if isinstance(data, dict) else []
         return Comparison.from_dict(data, [backend] * len(columns))
 
-    def comparison_picks(self) -> builtins.list[Pick]:
-        """Every pick in this owner's saved comparisons, for the tally."""
+    def comparison_picks(self) -> builtins.list[builtins.list[Pick]]:
+        """The picks of each of this owner's saved comparisons (oldest first), for the tally."""
         if self.store is None:
             return []
-        picks: builtins.list[Pick] = []
-        for record in self.store.comparison_records(self.owner):
-            data = json.loads(record)
-            picks += [Pick.model_validate(pick) for pick in data.get("picks", [])]
-        return picks
+        return [
+            [Pick.model_validate(pick) for pick in json.loads(record).get("picks", [])]
+            for record in self.store.comparison_records(self.owner)
+        ]
 
     # --- test sets -----------------------------------------------------------------------------
 
@@ -259,9 +276,10 @@ class Workspace:
             TestRunRecord.model_validate_json(r) for r in self.store.test_run_records(self.owner, test_set)
         ]
 
-    def leaderboard_picks(self) -> builtins.list[Pick]:
-        """Every vote this owner cast, in comparisons and on test-set results."""
-        return [*self.comparison_picks(), *(pick for run in self.test_runs() for pick in run.picks())]
+    def picks_by_conversation(self) -> builtins.list[builtins.list[Pick]]:
+        """Every vote this owner cast, by the conversation it was cast in: a comparison's, or one
+        prompt's of a test-set run (`core.compare.leaderboard.counted_votes` reads them)."""
+        return [*self.comparison_picks(), *([pick] for run in self.test_runs() for pick in run.picks())]
 
     def conversation_counts(self) -> dict[str, int]:
         return self.store.conversation_counts(self.owner) if self.store else {}
@@ -271,9 +289,30 @@ class Workspace:
     def list(
         self, *, persona_id: str | None = None, search: str | None = None, limit: int = 200
     ) -> builtins.list[ConversationSummary]:
-        if self.store is None:
+        store = self.store
+        if store is None:
             return []
-        return self.store.list(self.owner, persona_id=persona_id, search=search, limit=limit)
+        return self._listed(
+            ("conversations", persona_id, search, limit),
+            lambda: store.list(self.owner, persona_id=persona_id, search=search, limit=limit),
+        )
+
+    def _listed(
+        self, asked: tuple[Any, ...], read: Callable[[], builtins.list[Listed]]
+    ) -> builtins.list[Listed]:
+        """`read()`, or the list it returned last time when this process has written nothing to
+        the store since and it is under LISTING_REUSED_S old (a rerun that changed nothing
+        queries nothing)."""
+        assert self.store is not None
+        writes, now = self.store.writes, time.monotonic()
+        kept = self._listings.get(asked)
+        if kept is not None and kept[0] == writes and now - kept[1] < LISTING_REUSED_S:
+            return builtins.list(kept[2])
+        listed = read()
+        if len(self._listings) >= LISTINGS_KEPT:
+            self._listings.clear()
+        self._listings[asked] = (writes, now, listed)
+        return builtins.list(listed)
 
     def rename(self, conversation_id: str, title: str) -> None:
         if self.store is not None:

@@ -93,6 +93,7 @@ def test_typed_api_key_stays_in_its_session(offline_server: StreamlitServer, ope
 
     # B reruns (a chat turn) after A's key was typed: still empty, still offline.
     b.send("我还是离线的吗？")
+    b.open_settings()  # its fields are drawn only while open
     b_key_field = b.page.locator(SIDEBAR).get_by_label("API key", exact=True)
     assert b_key_field.input_value() == ""
     b_sidebar = b.page.locator(SIDEBAR).inner_text()
