@@ -52,11 +52,11 @@ MAX_REPLAY_MESSAGES = 400
 
 #: Python runs one thread at a time, so a replay left to run straight through holds every other
 #: visitor's script run and the server's event loop back until it ends. The server's replays
-#: (`VisitorService.replay`) work in slices of at most REPLAY_SLICE_S and rest between them, to
-#: work at most REPLAY_SHARE of the time: the What if view at 399 messages then takes about 3 s
-#: (0.3 s of work), and another visitor's chat turn is 7% slower while it runs back to back (21%
-#: at a share of 20%, 48% unpaced: benchmarks/whatif_load.py).
-REPLAY_SLICE_S: Final = 0.001
+#: (`VisitorService.replay`) rest after each REPLAY_SLICE_S of work, so that they work at most
+#: REPLAY_SHARE of the time: another visitor's chat turn was 4% slower (p50 and p95) while a
+#: visitor replayed 399 messages back to back, each What if view taking 4.3 s; unpaced, 53% slower
+#: (benchmarks/whatif_load.py; README, Benchmarks).
+REPLAY_SLICE_S: Final = 0.0005
 REPLAY_SHARE: Final = 0.1
 
 
@@ -67,12 +67,13 @@ class Pacer:
 
     def __init__(self, slice_s: float = REPLAY_SLICE_S, share: float = REPLAY_SHARE) -> None:
         self.slice_s = slice_s
-        self.rest_s = slice_s * (1 - share) / share
+        self._rest_per_work = (1 - share) / share
         self._since = time.perf_counter()
 
     def __call__(self) -> None:
-        if time.perf_counter() - self._since >= self.slice_s:
-            time.sleep(self.rest_s)
+        worked = time.perf_counter() - self._since
+        if worked >= self.slice_s:  # a step that ran past the slice is rested for in full
+            time.sleep(worked * self._rest_per_work)
             self._since = time.perf_counter()
 
 
