@@ -19,7 +19,10 @@ it prints the chatter's turn (send → the reply's last token, p50 and p95), the
 page has settled after the reply, a plain page rerun (p50, p95) and the server's CPU, then how
 much slower each figure is while the replayer replays.
 
-Run: python -m benchmarks.whatif_load [--window 30] [--rounds 1] [--interval 1.0]
+Run: python -m benchmarks.whatif_load [--window 30] [--rounds 1] [--interval 1.0] [--kept]
+
+`--kept` is the control: the replayer sets the same budget every time, so the view shows the
+replay it kept and nothing is replayed; what remains is a visitor rerunning the view that fast.
 """
 
 from __future__ import annotations
