@@ -792,7 +792,11 @@ class VisitorService:
             self._policy_replays,
             _replay_key(key, conversation, scenario),
             lambda: replay.compare_policies(
-                conversation, scenario, self.prices, known=self.replay(key, scenario).replayed
+                conversation,
+                scenario,
+                self.prices,
+                known=self.replay(key, scenario).replayed,
+                pace=replay.Pacer(),
             ),
         )
 
@@ -803,7 +807,7 @@ class VisitorService:
         return _last_result(
             self._replays,
             _replay_key(key, conversation, scenario),
-            lambda: replay.compare(conversation, scenario, self.prices),
+            lambda: replay.compare(conversation, scenario, self.prices, pace=replay.Pacer()),
         )
 
     # --- personas ----------------------------------------------------------------------------
@@ -824,11 +828,19 @@ def _replay_key(key: str, conversation: Conversation, scenario: replay.Scenario)
     return (key, len(conversation.messages), len(conversation.turns), scenario)
 
 
+#: Replays run one at a time in this process: each works at most `replay.REPLAY_SHARE` of the
+#: time, and several at once would together hold the interpreter longer from other visitors.
+#: Reentrant: the policies' replays reuse `VisitorService.replay`'s.
+_ONE_REPLAY_AT_A_TIME = threading.RLock()
+
+
 def _last_result(kept: dict[tuple[Any, ...], R], key: tuple[Any, ...], compute: Callable[[], R]) -> R:
-    """The result kept for `key`, or `compute()`d and kept instead of the last one."""
+    """The result kept for `key`, or `compute()`d (one replay at a time) and kept instead of the
+    last one."""
     result = kept.get(key)
     if result is None:
-        result = compute()
+        with _ONE_REPLAY_AT_A_TIME:
+            result = compute()
         kept.clear()
         kept[key] = result
     return result

@@ -57,7 +57,8 @@ def test_a_full_turn_on_the_offline_model(app):
     headline = app.metric[0]
     assert (headline.label, headline.value) == ("Next call sends", f"{sends:,}")
     assert headline.delta == f"{sends / 1024:.0%} of the 1,024 budget"
-    labels = ["Next call sends", "Cost", "Tokens in", "Tokens out", "Cache hit rate", "Saved by caching"]
+    # Two columns: the cache figures under the tokens in and out, read column by column.
+    labels = ["Next call sends", "Cost", "Tokens in", "Cache hit rate", "Tokens out", "Saved by caching"]
     assert [m.label for m in app.metric] == labels
     assert app.metric[2].value == f"{chat.turns[0].reported_prompt_tokens:,}"
     assert not app.error
@@ -65,12 +66,12 @@ def test_a_full_turn_on_the_offline_model(app):
 
 def test_the_offline_model_fills_the_cache_figures(app):
     send(app, "北京烤鸭怎么吃？")
-    assert app.metric[4].value == "0%"  # a first prompt is never cached
+    assert app.metric[3].value == "0%"  # a first prompt is never cached
     send(app, "还有呢？")
     turns = conversation(app).turns
     cached = turns[1].cached_tokens
     assert cached > 0
-    hit_rate, saved = app.metric[4], app.metric[5]
+    hit_rate, saved = app.metric[3], app.metric[5]
     rate = cached / (turns[0].prompt_tokens + turns[1].prompt_tokens)
     assert (hit_rate.label, hit_rate.value) == ("Cache hit rate", f"{rate:.0%}")
     assert hit_rate.delta == f"{cached:,} prompt tokens from cache"

@@ -85,9 +85,10 @@ def test_the_dashboard_says_how_tokens_are_counted(deployed, openai_server: Open
     at = deployed()
     setting(at, "model").input("qwen3").run()
     send(at, "北京烤鸭怎么吃？")
-    captions = [c.value for c in at.caption]
-    assert "📏 Counted exactly, by the server's own tokenizer." in captions
-    assert "The server reports a context window of 32,768 tokens." in captions
+    # The notes under the context gauge are one caption, a line each.
+    lines = [line for c in at.caption for line in c.value.split("  \n")]
+    assert "📏 Counted exactly, by the server's own tokenizer." in lines
+    assert "The server reports a context window of 32,768 tokens." in lines
     turn = conversation(at).turns[-1]
     assert turn.counted_prompt_tokens == turn.reported_prompt_tokens
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from streamlit.testing.v1 import AppTest
 
 from core.chat.conversation import MessageState
-from tests.apptest import conversation, open_key, open_settings, send, session
+from tests.apptest import conversation, open_expander, open_key, open_settings, send, session
 
 
 def test_a_summarize_conversation_shows_and_edits_its_summary(app: AppTest) -> None:
@@ -39,7 +39,7 @@ def test_a_pinned_message_is_kept_in_context_and_badged(app: AppTest) -> None:
     send(app, "第二个问题")
     chat = conversation(app)
     first = chat.messages[1]
-    pins = app.multiselect(key=f"pins::{open_key(app)}::{len(chat.messages)}")
+    pins = open_expander(app, "pins_open").multiselect(key=f"pins::{open_key(app)}::{len(chat.messages)}")
     pins.select(first.id).run()
     assert conversation(app).messages[1].pinned
     assert ":blue-badge[📌 pinned]" in [m.value for m in app.markdown]

@@ -406,7 +406,8 @@ def test_badges_and_the_dashboard_follow_the_language(clean_env):
     markdown = [m.value for m in at.markdown]
     assert ":gray-badge[已重新生成 · 不在上下文中]" in markdown
     assert any("🔌 离线模型" in c.value for c in at.caption)
-    assert any(c.value.startswith("上下文中有 3 条消息。") for c in at.caption)
+    lines = [line for c in at.caption for line in c.value.split("  \n")]  # a caption's notes
+    assert any(line.startswith("上下文中有 3 条消息。") for line in lines)
 
 
 def test_the_browser_locale_picks_chinese_and_the_query_parameter_wins(clean_env):

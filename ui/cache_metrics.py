@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
-import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from core.stats import Totals
 
 Translate = Callable[..., str]
 
 
-def cache_metrics(total: Totals, tr: Translate, *, offline: bool = False) -> None:
-    """Two metrics side by side; drawn only where a server reported cached tokens. On the offline
-    model (which simulates a prefix cache) the money is what caching would save, as the cost
-    metric beside it says what the conversation would cost."""
-    hit, saved = st.columns(2)
+def cache_metrics(
+    total: Totals, tr: Translate, columns: Sequence[DeltaGenerator], *, offline: bool = False
+) -> None:
+    """Two metrics side by side, at the foot of two `columns` (the tokens in and out above them
+    are as tall as each other, so they line up as a row of their own would, for three elements
+    less); drawn only where a server reported cached tokens. On the offline model (which
+    simulates a prefix cache) the money is what caching would save, as the cost metric beside it
+    says what the conversation would cost."""
+    hit, saved = columns
     hit.metric(
         tr("dashboard.cache.label"),
         f"{total.cache_hit_rate:.0%}",

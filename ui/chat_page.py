@@ -27,7 +27,7 @@ from ui import compare_view
 from ui.cache_metrics import cache_metrics
 from ui.charts import vega_chart
 from ui.frame import CONVERSATION_PARAM, Frame, html_lang, model_table
-from ui.layout import lazy_expander
+from ui.layout import Captions, lazy_expander
 from ui.state import (
     Action,
     Key,
@@ -81,6 +81,9 @@ def page(frame: Frame) -> None:
         keep_draft()  # at the dashboard's foot, where its empty element's gap shows nothing
     with chat_column:
         chat(service, key, persona)
+        # Beside the chat fragment, not in it: a reply streaming in it does not redraw them (the
+        # reply's end reruns the page), and each fragment nested one level less costs less.
+        pins(service, key)
     with dashboard_slot:
         dashboard(service, key, frame.connection.offline)
 
@@ -520,7 +523,8 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
     # The open conversation is in the link, so a reload (or a bookmark) returns to it: here, so
     # that a conversation saved by its first message has its link while the reply streams.
     if service.is_saved(key):
-        st.query_params[CONVERSATION_PARAM] = key
+        if st.query_params.get(CONVERSATION_PARAM) != key:  # each setting is a message to the browser
+            st.query_params[CONVERSATION_PARAM] = key
     elif CONVERSATION_PARAM in st.query_params:
         del st.query_params[CONVERSATION_PARAM]
     session = service.session(key)
@@ -578,9 +582,8 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
 
     with problem:
         call_error(service, key)
-    # Under the input: what to ask, ask again, pins (so Tab reaches the input first).
+    # Under the input: what to ask, ask again (so Tab reaches the input first); then the pins.
     chat_controls(service, key, persona)
-    pins(service, key)
 
 
 def start_turn(service: VisitorService, key: str, action: Action, text: str = "") -> None:
@@ -607,9 +610,7 @@ def call_error(service: VisitorService, key: str) -> None:
         if details := error_details(session.error):
             st.caption(details)
     if session.can_retry:
-        st.button(
-            tr("chat.retry"), icon="🔁", on_click=start_turn, args=(service, key, Action.RETRY), key="retry"
-        )
+        turn_button(service, key, Action.RETRY, tr("chat.retry"), "🔁")
 
 
 def chat_controls(service: VisitorService, key: str, persona: Persona) -> None:
@@ -625,23 +626,22 @@ def chat_controls(service: VisitorService, key: str, persona: Persona) -> None:
                 on_click=start_turn,
                 args=(service, key, Action.SEND, starter),
             )
-    if session.can_regenerate and not session.can_retry:
-        columns = st.columns(2) if session.can_continue else [st.container()]
-        columns[0].button(
-            tr("chat.regenerate"),
-            icon="🔄",
-            on_click=start_turn,
-            args=(service, key, Action.REGENERATE),
-            key="regenerate",
-        )
-        if session.can_continue:
-            columns[1].button(
-                tr("chat.continue"),
-                icon="⏩",
-                on_click=start_turn,
-                args=(service, key, Action.CONTINUE),
-                key="continue",
-            )
+    if not session.can_regenerate or session.can_retry:
+        return
+    regenerate = (Action.REGENERATE, tr("chat.regenerate"), "🔄")
+    if not session.can_continue:  # one button: no columns for it
+        turn_button(service, key, *regenerate)
+        return
+    left, right = st.columns(2)
+    with left:
+        turn_button(service, key, *regenerate)
+    with right:
+        turn_button(service, key, Action.CONTINUE, tr("chat.continue"), "⏩")
+
+
+def turn_button(service: VisitorService, key: str, action: Action, label: str, icon: str) -> None:
+    """A button that starts a turn (`action`), keyed by the action."""
+    st.button(label, icon=icon, on_click=start_turn, args=(service, key, action), key=action.value)
 
 
 @st.fragment
@@ -653,8 +653,12 @@ def pins(service: VisitorService, key: str) -> None:
     candidates = [m for m in conversation.context_messages()[1:] if not m.automatic]
     if not candidates:
         return
+    # Its choices are drawn only while open (ui/layout.lazy_expander).
+    box = lazy_expander(tr("pins.header", count=sum(m.pinned for m in candidates)), Key.PINS_OPEN, icon="📌")
+    if box is None:
+        return
     labels = {m.id: f"{'🧑' if m.role == 'user' else '🤖'} {m.preview(70)}" for m in candidates}
-    with st.expander(tr("pins.header", count=sum(m.pinned for m in candidates)), icon="📌"):
+    with box:
         chosen = st.multiselect(
             tr("pins.label"),
             list(labels),
@@ -731,38 +735,43 @@ def dashboard(service: VisitorService, key: str, offline: bool) -> None:
         tr("dashboard.tokens_out.label"), f"{total.completion_tokens:,}", help=tr("dashboard.tokens_out.help")
     )
     if total.cache_reported:
-        cache_metrics(total, tr, offline=offline)
+        cache_metrics(total, tr, bottom, offline=offline)
 
     st.markdown(f"**{tr('dashboard.usage.header')}**")
+    notes = Captions()  # the notes under a chart, one element while nothing comes between them
     if drawing.usage is None:
-        st.caption(tr("dashboard.usage.empty"))
+        notes.add(tr("dashboard.usage.empty"))
     else:
         vega_chart(drawing.usage, width="stretch", height=330)
     if offline:
-        st.caption(tr("dashboard.usage.offline"))
+        notes.add(tr("dashboard.usage.offline"))
     if figures.server_cut is not None:
+        notes.draw()
         server_cut(service, figures.server_cut, key)
     if figures.mismatched:
+        notes.draw()
         st.warning(tr("dashboard.usage.mismatch", count=len(figures.mismatched)))
         st.dataframe(drawing.mismatched, hide_index=True)
     elif figures.any_reported:
-        st.caption(tr("dashboard.usage.match"))
+        notes.add(tr("dashboard.usage.match"))
+    notes.draw()
 
     st.markdown(f"**{tr('dashboard.gauge.header')}**")
     # As tall as the bar and its legend.
     vega_chart(drawing.gauge, width="stretch", height="content")
     parts = " · ".join(f"{label} {tokens:,}" for _, label, tokens in gauge_labels(gauge, tr))
-    st.caption(tr("dashboard.gauge.parts", parts=parts))
+    notes.add(tr("dashboard.gauge.parts", parts=parts))
     in_context, drops = figures.in_context, figures.next_drops
     if drops:
-        st.caption(
+        notes.add(
             tr_plural(
                 "dashboard.context.drops", in_context, drops=len(drops), preview=figures.next_drop_preview
             )
         )
     else:
-        st.caption(tr_plural("dashboard.context.fits", in_context))
-    counting_status(session)
+        notes.add(tr_plural("dashboard.context.fits", in_context))
+    counting_status(session, notes)
+    notes.draw()
 
     if (next_call := lazy_expander(tr("dashboard.next_call.header"), Key.NEXT_CALL_OPEN)) is not None:
         with next_call:
@@ -797,9 +806,10 @@ def server_cut(service: VisitorService, cut: SilentTruncation, key: str) -> None
     )
 
 
-def counting_status(session: ChatSession) -> None:
+def counting_status(session: ChatSession, notes: Captions) -> None:
     """Which method counts this conversation's tokens, how far off it may be, and the budget calls
-    are really fitted to (capped to the server's context window, less a margin while learning)."""
+    are really fitted to (capped to the server's context window, less a margin while learning):
+    added to `notes`, but for a warning."""
     status = session.counting.describe(session.conversation)
     if status.method == METHOD_TIKTOKEN:
         label = tr("counting.tiktoken")
@@ -811,8 +821,12 @@ def counting_status(session: ChatSession) -> None:
         )
     else:
         label = tr("counting.uncalibrated", model=session.conversation.model)
-    (st.caption if status.exact or status.calibrated_turns else st.warning)(label)
+    if status.exact or status.calibrated_turns:
+        notes.add(label)
+    else:
+        notes.draw()
+        st.warning(label)
     if status.context_window:
-        st.caption(tr("counting.window", window=status.context_window))
+        notes.add(tr("counting.window", window=status.context_window))
     if status.budget != status.budget_setting:
-        st.caption(tr("counting.budget", budget=status.budget, setting=status.budget_setting))
+        notes.add(tr("counting.budget", budget=status.budget, setting=status.budget_setting))

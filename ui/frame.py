@@ -10,6 +10,7 @@ import re
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
@@ -125,6 +126,22 @@ def open_store(database_url: str, data_dir: str) -> Store:
     return Store.from_environ({"DATABASE_URL": database_url, "DATA_DIR": data_dir})
 
 
+def session_deployment(local: bool) -> Deployment:
+    """The deployer's settings (secrets and environment), read on a session's first run: a
+    setting changed since applies from the next session (a page reload) on. Read on every run,
+    they cost a quarter of a millisecond: with no secrets.toml, Streamlit looks for one at every
+    `st.secrets`. A malformed one stops the page, on every run until it is fixed."""
+    deployment = st.session_state.get(Key.DEPLOYMENT)
+    if deployment is None:
+        try:
+            deployment = Deployment.from_settings(deployer_secrets(), os.environ, local_visitor=local)
+        except DashboardError as error:
+            st.error(error_text(error))
+            st.stop()
+        st.session_state[Key.DEPLOYMENT] = deployment
+    return cast(Deployment, deployment)
+
+
 def deployer_secrets() -> dict[str, object]:
     """st.secrets as a dict; a deployment with no secrets.toml simply has none."""
     try:
@@ -215,11 +232,16 @@ def return_to_link() -> None:
 
 
 def signed_in_as() -> None:
-    """With OIDC sign-in: who is signed in, and a way to sign out (st.logout)."""
-    user = st.user.to_dict()
-    if not user.get("is_logged_in"):
+    """With OIDC sign-in: who is signed in, and a way to sign out (st.logout). Read once per
+    session, as its owner is (`visitor_owner`): signing in or out reloads the page, a new session."""
+    who = st.session_state.get(Key.SIGNED_IN_AS)
+    if who is None:
+        user = st.user.to_dict()
+        signed_in = bool(user.get("is_logged_in"))
+        who = str(user.get("name") or user.get("email") or user.get("sub") or "") if signed_in else False
+        st.session_state[Key.SIGNED_IN_AS] = who
+    if who is False:
         return
-    who = str(user.get("name") or user.get("email") or user.get("sub") or "")
     st.caption(tr("signin.as", who=who))
     st.button(tr("signin.logout"), icon="🚪", on_click=st.logout, key=Key.SIGN_OUT)
 
@@ -332,11 +354,7 @@ def frame() -> Frame:
         # process's, so once a stranger has visited it stays "none" (never back to a traceback
         # that another session's run could show them).
         st.set_option("client.showErrorDetails", "none")
-    try:
-        deployment = Deployment.from_settings(deployer_secrets(), os.environ, local_visitor=local)
-    except DashboardError as error:  # a deployer's setting is malformed
-        st.error(error_text(error))
-        st.stop()
+    deployment = session_deployment(local)
     load_tokenizers()
     directory = personas_dir()
     catalog = persona_catalog(str(directory), directory_stamp(directory))
@@ -403,7 +421,20 @@ def sidebar(
             with st.expander(tr("sidebar.persona_errors", count=len(catalog.errors)), expanded=True):
                 for error in catalog.errors:
                     st.error(error_text(error), icon="📄")
-        status = st.container()  # what the connection does, in view: drawn once it is known
+        # What the connection does, in view above the settings: they draw the key and URL it
+        # uses while open, and the session state keeps both whether or not they are drawn.
+        try:
+            connection = service.connect(
+                typed_key=st.session_state.get(Key.API_KEY, ""),
+                typed_base_url=typed_base_url(deployment.access_mode, list(deployment.allowed_base_urls)),
+                language=page_translator().language,
+            )
+        except DashboardError as error:  # a deployer's setting is malformed
+            st.error(error_text(error))
+            st.stop()
+        if service.refused_base_url is not None:
+            st.error(tr("sidebar.base_url.refused", error=error_text(service.refused_base_url)))
+        connection_status(service, persona, connection)
         # Drawn only while open (ui/layout.lazy_expander): eight elements, five of them widgets,
         # that no rerun with it closed need build. The key and URL typed there are kept while
         # it is closed (`persist_state`); the model, budget and policy are the conversation's.
@@ -419,19 +450,6 @@ def sidebar(
                     persist_state="session",
                 )
                 base_url_field(deployment.access_mode, list(deployment.allowed_base_urls))
-        with status:
-            try:
-                connection = service.connect(
-                    typed_key=st.session_state.get(Key.API_KEY, ""),
-                    typed_base_url=typed_base_url(deployment.access_mode, list(deployment.allowed_base_urls)),
-                    language=page_translator().language,
-                )
-            except DashboardError as error:  # a deployer's setting is malformed
-                st.error(error_text(error))
-                st.stop()
-            if service.refused_base_url is not None:
-                st.error(tr("sidebar.base_url.refused", error=error_text(service.refused_base_url)))
-            connection_status(service, persona, connection)
     return persona, connection, under_persona, settings
 
 
@@ -440,16 +458,27 @@ def choose_view() -> None:
     st.session_state[Key.VIEW_CHOSEN] = st.session_state[Key.VIEW]
 
 
+def view_pages() -> dict[str, StreamlitPage]:
+    """The views by their URL path, titled in the page's language: made once per session and
+    language (four `st.Page`s, each resolving its file, cost a rerun half a millisecond)."""
+    language = page_translator().language
+    made = st.session_state.get(Key.VIEW_PAGES)
+    if made is None or made[0] != language:
+        views = [
+            st.Page("app_pages/chat.py", title=tr("views.chat"), url_path="chat", default=True),
+            st.Page("app_pages/personas.py", title=tr("views.personas"), url_path="personas"),
+            st.Page("app_pages/compare.py", title=tr("views.compare"), url_path="compare"),
+            st.Page("app_pages/whatif.py", title=tr("views.whatif"), url_path="whatif"),
+        ]
+        made = st.session_state[Key.VIEW_PAGES] = (language, {page.url_path: page for page in views})
+    pages: dict[str, StreamlitPage] = made[1]
+    return pages
+
+
 def view_switch() -> StreamlitPage:
     """The view the link names, and a switch to the others at the top of the page: one radio
     group, a single stop for Tab where Streamlit's navigation links were four."""
-    views = [
-        st.Page("app_pages/chat.py", title=tr("views.chat"), url_path="chat", default=True),
-        st.Page("app_pages/personas.py", title=tr("views.personas"), url_path="personas"),
-        st.Page("app_pages/compare.py", title=tr("views.compare"), url_path="compare"),
-        st.Page("app_pages/whatif.py", title=tr("views.whatif"), url_path="whatif"),
-    ]
-    pages = {page.url_path: page for page in views}
+    pages = view_pages()
     current = st.navigation(list(pages.values()), position="hidden")
     chosen = st.session_state.pop(Key.VIEW_CHOSEN, None)
     if chosen is not None and chosen != current.url_path and chosen in pages:

@@ -12,3 +12,20 @@ def lazy_expander(label: str, key: str, *, icon: str | None = None) -> ExpanderC
     everything inside it on every rerun. The container while open, else None."""
     expander = st.expander(label, key=key, icon=icon, on_change="rerun")
     return expander if expander.open else None
+
+
+class Captions:
+    """Notes that follow each other, drawn as one caption, a line each: one element where each
+    note would be its own (an element costs a rerun about as much as a message of the chat)."""
+
+    def __init__(self) -> None:
+        self._lines: list[str] = []
+
+    def add(self, line: str) -> None:
+        self._lines.append(line)
+
+    def draw(self) -> None:
+        """The notes added since the last draw (none: nothing), before what comes next."""
+        if self._lines:
+            st.caption("  \n".join(self._lines))
+            self._lines = []

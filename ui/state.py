@@ -21,12 +21,15 @@ class Key(StrEnum):
 
     SERVICE = "service"  # this visitor's VisitorService
     LOCAL_VISITOR = "local_visitor"  # whether this browser session is at the server's machine
+    DEPLOYMENT = "deployment"  # the deployer's settings, read on the session's first run
+    SIGNED_IN_AS = "signed_in_as"  # who signed in (OIDC), False when nobody: read once a session
     RERUN_PAGE = "rerun_page"  # a callback in a fragment changed what the whole page shows
     REPLY = "reply"  # the StartedReply a chat input's or button's callback began, for the page to stream
     PERSONA = "persona_id"  # the persona selector
     CATALOG_IDS = "catalog_ids"  # the persona ids this run lists (callbacks check against it)
     VIEW = "view"  # the view switch at the top of the page (a page's url path)
     VIEW_CHOSEN = "view_chosen"  # the view picked there, for the page to switch to
+    VIEW_PAGES = "view_pages"  # (language, the views' st.Page objects by URL path), made once
     LANGUAGE_SWITCH = "lang"  # the sidebar's language selector
     LANGUAGE_CHOSEN = "lang_chosen"  # the language picked there (kept over a reload by ?lang=)
     HTML_LANG_SET = "html_lang_set"
@@ -42,6 +45,7 @@ class Key(StrEnum):
     SETTINGS_OPEN = "settings_open"  # the sidebar's settings: connection, model, budget, export
     LIMIT_NOTES = "limit_notes"  # what the deployer's limits changed while the settings were closed
     NEXT_CALL_OPEN = "next_call_open"
+    PINS_OPEN = "pins_open"
     TURNS_OPEN = "turns_open"
     # compare
     COMPARE_COUNT = "compare_count"

@@ -48,15 +48,26 @@ class SessionBoundedUploads(MemoryUploadedFileManager):
         super().add_file(session_id, file)
 
 
+#: The runtime last looked at, and whether its uploads are bounded.
+_looked_at: tuple[Runtime, bool] | None = None
+
+
 def bound_session_uploads() -> bool:
-    """Bound the running server's uploads per session (once per process; cheap after). False
-    when there is no server (AppTest, a bare script) or its manager is not Streamlit's own."""
+    """Bound the running server's uploads per session (once per process: every run after only
+    checks that the runtime is the same). False when there is no server (AppTest, a bare script)
+    or its manager is not Streamlit's own."""
+    global _looked_at
     if not Runtime.exists():
         return False
-    manager = Runtime.instance().uploaded_file_mgr
-    if isinstance(manager, SessionBoundedUploads):
-        return True
-    if type(manager) is not MemoryUploadedFileManager:
+    runtime = Runtime.instance()
+    if type(runtime) is not Runtime:  # a stand-in (AppTest's), with no upload route to bound
         return False
-    manager.__class__ = SessionBoundedUploads  # the route holds this object: its class is changed
-    return True
+    if _looked_at is not None and _looked_at[0] is runtime:
+        return _looked_at[1]
+    manager = runtime.uploaded_file_mgr
+    bounded = isinstance(manager, SessionBoundedUploads)
+    if type(manager) is MemoryUploadedFileManager:
+        manager.__class__ = SessionBoundedUploads  # the route holds this object: its class is changed
+        bounded = True
+    _looked_at = (runtime, bounded)
+    return bounded

@@ -24,7 +24,8 @@ Everything returned is plain frozen dataclasses of numbers and text: ready to ta
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -48,6 +49,35 @@ STAND_IN_NOTE: Final = (
 #: visitor's script thread (50,001 messages took 9 s and slowed another visitor from 2.0 to 3.8 s;
 #: here 501 messages took 1.1 s to replay dropping and 3.4 s summarizing, 201 took 0.24 and 0.72 s).
 MAX_REPLAY_MESSAGES = 400
+
+#: Python runs one thread at a time, so a replay left to run straight through holds every other
+#: visitor's script run and the server's event loop back until it ends. The server's replays
+#: (`VisitorService.replay`) work in slices of at most REPLAY_SLICE_S and rest between them, to
+#: work at most REPLAY_SHARE of the time: the What if view at 399 messages then takes about 3 s
+#: (0.3 s of work), and another visitor's chat turn is 7% slower while it runs back to back (21%
+#: at a share of 20%, 48% unpaced: benchmarks/whatif_load.py).
+REPLAY_SLICE_S: Final = 0.001
+REPLAY_SHARE: Final = 0.1
+
+
+class Pacer:
+    """Called between the steps of a long computation: once `slice_s` has passed since its last
+    rest, it sleeps, letting other threads run, long enough that the work has taken at most
+    `share` of the time. Steps must be short (a replay's step is one exchange)."""
+
+    def __init__(self, slice_s: float = REPLAY_SLICE_S, share: float = REPLAY_SHARE) -> None:
+        self.slice_s = slice_s
+        self.rest_s = slice_s * (1 - share) / share
+        self._since = time.perf_counter()
+
+    def __call__(self) -> None:
+        if time.perf_counter() - self._since >= self.slice_s:
+            time.sleep(self.rest_s)
+            self._since = time.perf_counter()
+
+
+def unpaced() -> None:
+    """No rest between steps: a replay run where nobody waits for the interpreter (tests, tools)."""
 
 
 @dataclass(frozen=True)
@@ -367,9 +397,12 @@ def recorded(conversation: Conversation, prices: ModelTable) -> Replay:
 # --- replaying ---------------------------------------------------------------------------------
 
 
-def replay(conversation: Conversation, scenario: Scenario, prices: ModelTable) -> Replay:
-    """The recorded exchanges replayed under `scenario`, without calling any model. A
-    conversation longer than MAX_REPLAY_MESSAGES raises ReplayTooLarge."""
+def replay(
+    conversation: Conversation, scenario: Scenario, prices: ModelTable, *, pace: Callable[[], None] = unpaced
+) -> Replay:
+    """The recorded exchanges replayed under `scenario`, without calling any model; `pace` is
+    called before each exchange (a `Pacer` on a server). A conversation longer than
+    MAX_REPLAY_MESSAGES raises ReplayTooLarge."""
     if len(conversation.messages) > MAX_REPLAY_MESSAGES:
         raise ReplayTooLarge(len(conversation.messages), MAX_REPLAY_MESSAGES)
     found = recorded_exchanges(conversation)
@@ -410,6 +443,7 @@ def replay(conversation: Conversation, scenario: Scenario, prices: ModelTable) -
     summarized_any = False
     cache = PromptCache(CACHE_RULES[scenario.cache_rule]) if scenario.cache_rule else None
     for index, item in enumerate(found):
+        pace()
         step = settings_for(item)
         if step != replayed.settings:
             replayed.update_settings(**step.model_dump())
@@ -502,10 +536,13 @@ def replay(conversation: Conversation, scenario: Scenario, prices: ModelTable) -
     )
 
 
-def compare(conversation: Conversation, scenario: Scenario, prices: ModelTable) -> ReplayComparison:
-    """The record and its replay under `scenario`, turn by turn, with what each forgot."""
+def compare(
+    conversation: Conversation, scenario: Scenario, prices: ModelTable, *, pace: Callable[[], None] = unpaced
+) -> ReplayComparison:
+    """The record and its replay under `scenario` (paced by `pace`), turn by turn, with what each
+    forgot."""
     before = recorded(conversation, prices)
-    after = replay(conversation, scenario, prices)
+    after = replay(conversation, scenario, prices, pace=pace)
     dropped_before = {ref.id for ref in before.forgotten}
     out_after = {ref.id for ref in (*after.forgotten, *after.summarized)}
     refs = _Refs(conversation)
@@ -536,17 +573,22 @@ class PolicyOutcome:
 
 
 def compare_policies(
-    conversation: Conversation, scenario: Scenario, prices: ModelTable, *, known: Replay | None = None
+    conversation: Conversation,
+    scenario: Scenario,
+    prices: ModelTable,
+    *,
+    known: Replay | None = None,
+    pace: Callable[[], None] = unpaced,
 ) -> tuple[PolicyOutcome, ...]:
-    """The scenario replayed under every policy, each served from the same simulated prompt
-    cache: what caching gives each, and what each costs. `known`: the scenario's own replay when
-    already made (`compare`'s), which is not made again."""
+    """The scenario replayed under every policy (paced by `pace`), each served from the same
+    simulated prompt cache: what caching gives each, and what each costs. `known`: the
+    scenario's own replay when already made (`compare`'s), which is not made again."""
     outcomes = []
     for name in POLICY_NAMES:
         if known is not None and known.policy == name:
             result = known
         else:
-            result = replay(conversation, replace(scenario, policy=name), prices)
+            result = replay(conversation, replace(scenario, policy=name), prices, pace=pace)
         outcomes.append(
             PolicyOutcome(
                 policy=name,
