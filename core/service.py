@@ -641,9 +641,19 @@ class VisitorService:
         """`Comparison.on_progress`, on the page's thread or a column's worker: saved at once when
         `now` (a question about to be sent, a column that ended), else the answers so far as a
         draft at most every `REPLY_DRAFT_EVERY_S` (a crash then keeps them, interrupted)."""
-        if not now and self.clock() - self._comparison_saved_at < REPLY_DRAFT_EVERY_S:
+        if now:
+            self._save_comparison(comparison)
             return
-        self._save_comparison(comparison)
+        if self.clock() - self._comparison_saved_at < REPLY_DRAFT_EVERY_S:
+            return
+        # A draft never waits: when another column's thread is saving, that save is the draft.
+        if not self._comparison_saving.acquire(blocking=False):
+            return
+        try:
+            if self.clock() - self._comparison_saved_at >= REPLY_DRAFT_EVERY_S:  # not just saved
+                self._save_comparison(comparison)
+        finally:
+            self._comparison_saving.release()
 
     def _save_comparison(self, comparison: Comparison) -> None:
         with self._comparison_saving:
