@@ -10,7 +10,7 @@ as browser tabs do (`benchmarks.load.Visitor`):
   budget to a value it has not used yet and waits for the page, again and again with no pause
   (a new scenario each time, so no kept result is reused: every run replays the conversation
   under the scenario and under every policy, as the page does with a simulated cache);
-- the *chatter*, with some history of its own, sends a chat message every `--interval` seconds
+- the *chatter*, with a long history of its own, sends a chat message every `--interval` seconds
   (never before its previous turn has settled) and after each reply asks for a page rerun.
 
 The windows alternate alone / replaying / replaying / alone (`--rounds` times), so a trend in
@@ -19,7 +19,10 @@ it prints the chatter's turn (send → the reply's last token, p50 and p95), the
 page has settled after the reply, a plain page rerun (p50, p95) and the server's CPU, then how
 much slower each figure is while the replayer replays.
 
-Run: python -m benchmarks.whatif_load [--window 30] [--rounds 1] [--interval 1.0]
+Run: python -m benchmarks.whatif_load [--window 30] [--rounds 1] [--interval 1.0] [--kept]
+
+`--kept` is the control: the replayer sets the same budget every time, so the view shows the
+replay it kept and nothing is replayed; what remains is a visitor rerunning the view that fast.
 """
 
 from __future__ import annotations
@@ -38,12 +41,15 @@ from websockets.sync.client import ClientConnection
 
 from benchmarks.load import TURN_TIMEOUT_S, Turn, Visitor, percentile, server_use, streamlit_server
 from core.chat.replay import MAX_REPLAY_MESSAGES
+from ui.chat_page import HISTORY_SHOWN
 from ui.state import Key
 
 WINDOW_S = 30.0
 INTERVAL_S = 1.0
-#: The chatter's history before the first window: a page like a visitor's after a few minutes.
-CHATTER_HISTORY = 10
+#: The chatter's exchanges before the first window: more messages than the chat draws on a rerun
+#: (`ui.chat_page.HISTORY_SHOWN`), so its turns cost the same in every window (with a history
+#: still growing, the later windows' turns cost more whoever replays).
+CHATTER_HISTORY = HISTORY_SHOWN // 2 + 5
 #: The replayer's exchanges: the system prompt and two messages each, the most the cap allows.
 REPLAYED_EXCHANGES = (MAX_REPLAY_MESSAGES - 1) // 2
 #: Budgets the replayer cycles through (plus 256 more each round, so each scenario is new): one

@@ -641,9 +641,19 @@ class VisitorService:
         """`Comparison.on_progress`, on the page's thread or a column's worker: saved at once when
         `now` (a question about to be sent, a column that ended), else the answers so far as a
         draft at most every `REPLY_DRAFT_EVERY_S` (a crash then keeps them, interrupted)."""
-        if not now and self.clock() - self._comparison_saved_at < REPLY_DRAFT_EVERY_S:
+        if now:
+            self._save_comparison(comparison)
             return
-        self._save_comparison(comparison)
+        if self.clock() - self._comparison_saved_at < REPLY_DRAFT_EVERY_S:
+            return
+        # A draft never waits: when another column's thread is saving, that save is the draft.
+        if not self._comparison_saving.acquire(blocking=False):
+            return
+        try:
+            if self.clock() - self._comparison_saved_at >= REPLY_DRAFT_EVERY_S:  # not just saved
+                self._save_comparison(comparison)
+        finally:
+            self._comparison_saving.release()
 
     def _save_comparison(self, comparison: Comparison) -> None:
         with self._comparison_saving:
@@ -782,7 +792,11 @@ class VisitorService:
             self._policy_replays,
             _replay_key(key, conversation, scenario),
             lambda: replay.compare_policies(
-                conversation, scenario, self.prices, known=self.replay(key, scenario).replayed
+                conversation,
+                scenario,
+                self.prices,
+                known=self.replay(key, scenario).replayed,
+                pace=replay.Pacer(),
             ),
         )
 
@@ -793,7 +807,7 @@ class VisitorService:
         return _last_result(
             self._replays,
             _replay_key(key, conversation, scenario),
-            lambda: replay.compare(conversation, scenario, self.prices),
+            lambda: replay.compare(conversation, scenario, self.prices, pace=replay.Pacer()),
         )
 
     # --- personas ----------------------------------------------------------------------------
@@ -814,11 +828,19 @@ def _replay_key(key: str, conversation: Conversation, scenario: replay.Scenario)
     return (key, len(conversation.messages), len(conversation.turns), scenario)
 
 
+#: Replays run one at a time in this process: each works at most `replay.REPLAY_SHARE` of the
+#: time, and several at once would together hold the interpreter longer from other visitors.
+#: Reentrant: the policies' replays reuse `VisitorService.replay`'s.
+_ONE_REPLAY_AT_A_TIME = threading.RLock()
+
+
 def _last_result(kept: dict[tuple[Any, ...], R], key: tuple[Any, ...], compute: Callable[[], R]) -> R:
-    """The result kept for `key`, or `compute()`d and kept instead of the last one."""
+    """The result kept for `key`, or `compute()`d (one replay at a time) and kept instead of the
+    last one."""
     result = kept.get(key)
     if result is None:
-        result = compute()
+        with _ONE_REPLAY_AT_A_TIME:
+            result = compute()
         kept.clear()
         kept[key] = result
     return result

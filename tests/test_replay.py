@@ -3,12 +3,15 @@ model, side by side with what was recorded."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from core.chat.context import summary_cap
 from core.chat.conversation import Conversation, MessageState
 from core.chat.replay import (
     STAND_IN_NOTE,
+    Pacer,
     Scenario,
     compare,
     compare_policies,
@@ -325,3 +328,28 @@ def test_the_policies_compared_reuse_the_scenarios_own_replay_unchanged():
     assert known.policy == "drop_oldest"
     reused = compare_policies(session.conversation, scenario, PRICES, known=known)
     assert reused == compare_policies(session.conversation, scenario, PRICES)
+
+
+def test_a_paced_replay_is_the_same_replay_paced_once_an_exchange():
+    conversation = recorded_session(30, budget=3_000).conversation
+    scenario = Scenario(budget=2_000, policy="summarize", cache_rule="openai")
+    steps: list[float] = []
+    assert replay(conversation, scenario, PRICES, pace=lambda: steps.append(time.perf_counter())) == replay(
+        conversation, scenario, PRICES
+    )
+    assert len(steps) == 30
+    assert compare(conversation, scenario, PRICES, pace=Pacer()) == compare(conversation, scenario, PRICES)
+
+
+def test_a_pacer_works_at_most_its_share_of_the_time():
+    """Between short steps (a replay's exchanges) it rests, so the work takes a fifth of the time
+    at most and other threads have the interpreter the rest (more when the machine is busy)."""
+    pace = Pacer(slice_s=0.002, share=0.2)
+    wall, cpu = time.perf_counter(), time.thread_time()
+    while time.thread_time() - cpu < 0.1:
+        step_ends = time.perf_counter() + 0.0003
+        while time.perf_counter() < step_ends:
+            pass
+        pace()
+    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    assert cpu / wall <= 0.25, (cpu, wall)

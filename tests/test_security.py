@@ -766,7 +766,7 @@ def test_the_deploy_docs_have_the_public_checklist() -> None:
 
 def test_the_checklist_states_the_bounds_the_code_holds() -> None:
     """Item 8's figures are the constants themselves, so the page and the docs cannot drift."""
-    from core.chat.replay import MAX_REPLAY_MESSAGES
+    from core.chat.replay import MAX_REPLAY_MESSAGES, REPLAY_SHARE, REPLAY_SLICE_S
     from core.compare.comparison import UNWATCHED_S
     from core.compare.testsets import DEFAULT_PARALLEL
     from core.store.workspace import MAX_PERSONAS
@@ -778,6 +778,7 @@ def test_the_checklist_states_the_bounds_the_code_holds() -> None:
     assert f"at most {MAX_PERSONAS} personas" in bounded
     assert f"draws {GALLERY_PAGE} a page" in bounded
     assert f"at most {MAX_REPLAY_MESSAGES} messages" in bounded
+    assert f"at most {REPLAY_SHARE:.0%} of the time in slices of {REPLAY_SLICE_S * 1000:g} ms" in bounded
     assert f"nobody draws for {UNWATCHED_S:g} s" in bounded
     assert f"at most {DEFAULT_PARALLEL} prompts at once" in bounded
 

@@ -6,11 +6,14 @@ the local OpenAI-compatible server, which counts what really arrives."""
 from __future__ import annotations
 
 import re
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from core.chat import replay
 from core.compare.testsets import TestSet
 from core.counting.model_info import load_model_table
 from core.errors import DashboardError, MessageTooLong, RateLimitedLocally
@@ -345,3 +348,47 @@ def test_the_views_reach_models_and_the_store_only_through_the_service() -> None
         assert ".workspace." not in text, path.name
         if path.name != "frame.py":
             assert not reaching.search(text), f"{path.name}: {reaching.search(text)}"
+
+
+# --- what if (issue 17: bounded work) ------------------------------------------------------------
+
+
+def test_what_if_replays_are_paced_and_run_one_at_a_time(make_service: MakeService) -> None:
+    """A replay runs in the visitor's script thread, where it would hold the interpreter from
+    every other visitor until it ended: it works a tenth of its time at most, and two visitors'
+    replays run one after the other, so together they hold it no longer than one would
+    (benchmarks/whatif_load.py measures what another visitor meets)."""
+    visitors = []
+    for owner in ("alice", "bob"):
+        service = make_service(owner)
+        key, session, _ = service.session_for(GREEDY)
+        for i in range(60):
+            session.conversation.add_user(f"question {i}: " + "which noodles, and where? " * 8)
+            session.conversation.add_assistant(f"answer {i}: " + "hand-pulled, in Lanzhou. " * 8)
+        visitors.append((service, key))
+
+    service, key = visitors[0]
+    wall, cpu = time.perf_counter(), time.thread_time()
+    assert service.replay(key, replay.Scenario(budget=1_500, policy="drop_oldest")).replayed.forgotten
+    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    assert cpu / wall <= replay.REPLAY_SHARE + 0.1, (cpu, wall)
+
+    together = threading.Barrier(2)
+    spans: list[tuple[float, float]] = []
+
+    def replay_after_the_other(service: VisitorService, key: str) -> None:
+        together.wait()
+        started = time.perf_counter()
+        service.replay(
+            key, replay.Scenario(budget=1_800, policy="drop_oldest")
+        )  # not the kept one: made again
+        spans.append((started, time.perf_counter()))
+
+    threads = [threading.Thread(target=replay_after_the_other, args=visitor) for visitor in visitors]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    start = min(started for started, _ in spans)
+    first, last = sorted(ended - start for _, ended in spans)
+    assert last >= 1.6 * first, spans  # at once, both would end together

@@ -24,7 +24,8 @@ Everything returned is plain frozen dataclasses of numbers and text: ready to ta
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Final
 
@@ -48,6 +49,36 @@ STAND_IN_NOTE: Final = (
 #: visitor's script thread (50,001 messages took 9 s and slowed another visitor from 2.0 to 3.8 s;
 #: here 501 messages took 1.1 s to replay dropping and 3.4 s summarizing, 201 took 0.24 and 0.72 s).
 MAX_REPLAY_MESSAGES = 400
+
+#: Python runs one thread at a time, so a replay left to run straight through holds every other
+#: visitor's script run and the server's event loop back until it ends. The server's replays
+#: (`VisitorService.replay`) rest after each REPLAY_SLICE_S of work, so that they work at most
+#: REPLAY_SHARE of the time: another visitor's chat turn was 4% slower (p50 and p95) while a
+#: visitor replayed 399 messages back to back, each What if view taking 4.3 s; unpaced, 53% slower
+#: (benchmarks/whatif_load.py; README, Benchmarks).
+REPLAY_SLICE_S: Final = 0.0005
+REPLAY_SHARE: Final = 0.1
+
+
+class Pacer:
+    """Called between the steps of a long computation: once `slice_s` has passed since its last
+    rest, it sleeps, letting other threads run, long enough that the work has taken at most
+    `share` of the time. Steps must be short (a replay's step is one exchange)."""
+
+    def __init__(self, slice_s: float = REPLAY_SLICE_S, share: float = REPLAY_SHARE) -> None:
+        self.slice_s = slice_s
+        self._rest_per_work = (1 - share) / share
+        self._since = time.perf_counter()
+
+    def __call__(self) -> None:
+        worked = time.perf_counter() - self._since
+        if worked >= self.slice_s:  # a step that ran past the slice is rested for in full
+            time.sleep(worked * self._rest_per_work)
+            self._since = time.perf_counter()
+
+
+def unpaced() -> None:
+    """No rest between steps: a replay run where nobody waits for the interpreter (tests, tools)."""
 
 
 @dataclass(frozen=True)
@@ -367,9 +398,12 @@ def recorded(conversation: Conversation, prices: ModelTable) -> Replay:
 # --- replaying ---------------------------------------------------------------------------------
 
 
-def replay(conversation: Conversation, scenario: Scenario, prices: ModelTable) -> Replay:
-    """The recorded exchanges replayed under `scenario`, without calling any model. A
-    conversation longer than MAX_REPLAY_MESSAGES raises ReplayTooLarge."""
+def replay(
+    conversation: Conversation, scenario: Scenario, prices: ModelTable, *, pace: Callable[[], None] = unpaced
+) -> Replay:
+    """The recorded exchanges replayed under `scenario`, without calling any model; `pace` is
+    called before each exchange (a `Pacer` on a server). A conversation longer than
+    MAX_REPLAY_MESSAGES raises ReplayTooLarge."""
     if len(conversation.messages) > MAX_REPLAY_MESSAGES:
         raise ReplayTooLarge(len(conversation.messages), MAX_REPLAY_MESSAGES)
     found = recorded_exchanges(conversation)
@@ -410,6 +444,7 @@ def replay(conversation: Conversation, scenario: Scenario, prices: ModelTable) -
     summarized_any = False
     cache = PromptCache(CACHE_RULES[scenario.cache_rule]) if scenario.cache_rule else None
     for index, item in enumerate(found):
+        pace()
         step = settings_for(item)
         if step != replayed.settings:
             replayed.update_settings(**step.model_dump())
@@ -502,10 +537,13 @@ def replay(conversation: Conversation, scenario: Scenario, prices: ModelTable) -
     )
 
 
-def compare(conversation: Conversation, scenario: Scenario, prices: ModelTable) -> ReplayComparison:
-    """The record and its replay under `scenario`, turn by turn, with what each forgot."""
+def compare(
+    conversation: Conversation, scenario: Scenario, prices: ModelTable, *, pace: Callable[[], None] = unpaced
+) -> ReplayComparison:
+    """The record and its replay under `scenario` (paced by `pace`), turn by turn, with what each
+    forgot."""
     before = recorded(conversation, prices)
-    after = replay(conversation, scenario, prices)
+    after = replay(conversation, scenario, prices, pace=pace)
     dropped_before = {ref.id for ref in before.forgotten}
     out_after = {ref.id for ref in (*after.forgotten, *after.summarized)}
     refs = _Refs(conversation)
@@ -536,17 +574,22 @@ class PolicyOutcome:
 
 
 def compare_policies(
-    conversation: Conversation, scenario: Scenario, prices: ModelTable, *, known: Replay | None = None
+    conversation: Conversation,
+    scenario: Scenario,
+    prices: ModelTable,
+    *,
+    known: Replay | None = None,
+    pace: Callable[[], None] = unpaced,
 ) -> tuple[PolicyOutcome, ...]:
-    """The scenario replayed under every policy, each served from the same simulated prompt
-    cache: what caching gives each, and what each costs. `known`: the scenario's own replay when
-    already made (`compare`'s), which is not made again."""
+    """The scenario replayed under every policy (paced by `pace`), each served from the same
+    simulated prompt cache: what caching gives each, and what each costs. `known`: the
+    scenario's own replay when already made (`compare`'s), which is not made again."""
     outcomes = []
     for name in POLICY_NAMES:
         if known is not None and known.policy == name:
             result = known
         else:
-            result = replay(conversation, replace(scenario, policy=name), prices)
+            result = replay(conversation, replace(scenario, policy=name), prices, pace=pace)
         outcomes.append(
             PolicyOutcome(
                 policy=name,
