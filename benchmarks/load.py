@@ -12,11 +12,13 @@ exception on the page, a dropped connection), the server's CPU time per turn and
 memory. The visitors run in this process, on the same two cores: their CPU time is printed too.
 
 Run: python -m benchmarks.load [--visitors 10 25 50] [--duration 60] [--option NAME=VALUE ...]
-                                [--against NAME=VALUE ...]
+                                [--against NAME=VALUE ...] [--every SECONDS]
 
 `--against` runs every crowd a second time with those options added, printed on the next line
 (e.g. `--against runner.postScriptGC=true`: Streamlit's default full collection after every run,
-which .streamlit/config.toml turns off).
+which .streamlit/config.toml turns off). `--every 60` prints, under each line, the server's
+resident memory and its CPU time per turn every minute of the run: whether a long run's memory
+levels off or keeps growing (`--visitors 10 --duration 600`).
 """
 
 from __future__ import annotations
@@ -261,7 +263,44 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[max(0, min(len(ordered) - 1, round(fraction * len(ordered) + 0.5) - 1))]
 
 
-def run_load(visitors: int, duration_s: float, options: list[str], label: str) -> str:
+@dataclass
+class Timeline:
+    """The server's use sampled every `every_s` while the crowd chats: (seconds since the start,
+    turns begun by then, the server's use then)."""
+
+    every_s: float
+    samples: list[tuple[float, int, ServerUse]] = field(default_factory=list)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def follow(self, pid: int, start: float, people: list[Visitor]) -> None:
+        """Sample now, then every `every_s` until `done` is set, and once more then."""
+        self.samples.append((time.monotonic() - start, sum(len(v.turns) for v in people), server_use(pid)))
+        while True:
+            finished = self.done.wait(self.every_s)
+            turns = sum(len(v.turns) for v in people)
+            self.samples.append((time.monotonic() - start, turns, server_use(pid)))
+            if finished:
+                return
+
+    def lines(self) -> str:
+        """A line per sample: resident memory and the server's CPU per turn since the last one."""
+        text = f"\n{'':>10} {'s':>6} | {'turns':>6} | {'RSS MiB':>7} | {'peak':>6} | {'server ms/turn':>14}"
+        previous: tuple[int, ServerUse] | None = None
+        for elapsed, turns, use in self.samples:
+            per_turn = (
+                f"{(use.cpu_s - previous[1].cpu_s) * 1000 / (turns - previous[0]):>14.0f}"
+                if previous is not None and turns > previous[0]
+                else f"{'-':>14}"
+            )
+            memory = f"{use.rss_mib:>7.1f} | {use.peak_rss_mib:>6.1f}"
+            text += f"\n{'':>10} {elapsed:>6.0f} | {turns:>6} | {memory} | {per_turn}"
+            previous = (turns, use)
+        return text
+
+
+def run_load(
+    visitors: int, duration_s: float, options: list[str], label: str, every_s: float | None = None
+) -> str:
     folder = tempfile.mkdtemp(prefix="dashboard-load-")
     try:
         with streamlit_server(folder, options) as server:
@@ -283,10 +322,17 @@ def run_load(visitors: int, duration_s: float, options: list[str], label: str) -
             idle = server_use(server.pid)
             client_cpu = time.process_time()
             crowd.start = time.monotonic()
+            timeline = Timeline(every_s) if every_s else None
+            if timeline is not None:
+                sampler = threading.Thread(target=timeline.follow, args=(server.pid, crowd.start, people))
+                sampler.start()
             crowd.loaded.wait()
             for thread in threads:
                 thread.join(duration_s + 4 * TURN_TIMEOUT_S)
             busy = server_use(server.pid)
+            if timeline is not None:
+                timeline.done.set()
+                sampler.join()
             client_cpu = time.process_time() - client_cpu
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -312,6 +358,8 @@ def run_load(visitors: int, duration_s: float, options: list[str], label: str) -
     )
     for failure in sorted(set(failures))[:5]:
         line += f"\n{'':>10} failure: {failure} (×{failures.count(failure)})"
+    if timeline is not None:
+        line += timeline.lines()
     return line
 
 
@@ -333,6 +381,12 @@ def main(argv: list[str] | None = None) -> None:
         metavar="NAME=VALUE",
         help="run each crowd again with these options added, e.g. runner.postScriptGC=true",
     )
+    parser.add_argument(
+        "--every",
+        type=float,
+        metavar="SECONDS",
+        help="also print the server's resident memory and CPU per turn every SECONDS of the run",
+    )
     args = parser.parse_args(argv)
     print(
         f"one `streamlit run` server, {os.cpu_count()} cores; each visitor sends a message every "
@@ -353,7 +407,7 @@ def main(argv: list[str] | None = None) -> None:
         variants.append(([*args.option, *args.against], " ".join(args.against)))
     for visitors in args.visitors:
         for options, label in variants:
-            print(run_load(visitors, args.duration, options, label), flush=True)
+            print(run_load(visitors, args.duration, options, label, args.every), flush=True)
     print(
         "\np50/p95/max: send → the reply's last token; settled: send → the rerun after the reply has "
         f"drawn the page; server ms: server CPU per turn; target: p95 ≤ {TARGET_P95_S:.0f} s, no failure"

@@ -10,7 +10,6 @@ import re
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 import streamlit as st
 from streamlit.delta_generator import DeltaGenerator
@@ -124,22 +123,6 @@ def open_store(database_url: str, data_dir: str) -> Store:
     """The process's store (one connection pool shared by every session); errors are not cached,
     so a fixed database is picked up on the next rerun."""
     return Store.from_environ({"DATABASE_URL": database_url, "DATA_DIR": data_dir})
-
-
-def session_deployment(local: bool) -> Deployment:
-    """The deployer's settings (secrets and environment), read on a session's first run: a
-    setting changed since applies from the next session (a page reload) on. Read on every run,
-    they cost a quarter of a millisecond: with no secrets.toml, Streamlit looks for one at every
-    `st.secrets`. A malformed one stops the page, on every run until it is fixed."""
-    deployment = st.session_state.get(Key.DEPLOYMENT)
-    if deployment is None:
-        try:
-            deployment = Deployment.from_settings(deployer_secrets(), os.environ, local_visitor=local)
-        except DashboardError as error:
-            st.error(error_text(error))
-            st.stop()
-        st.session_state[Key.DEPLOYMENT] = deployment
-    return cast(Deployment, deployment)
 
 
 def deployer_secrets() -> dict[str, object]:
@@ -354,7 +337,11 @@ def frame() -> Frame:
         # process's, so once a stranger has visited it stays "none" (never back to a traceback
         # that another session's run could show them).
         st.set_option("client.showErrorDetails", "none")
-    deployment = session_deployment(local)
+    try:
+        deployment = Deployment.from_settings(deployer_secrets(), os.environ, local_visitor=local)
+    except DashboardError as error:  # a deployer's setting is malformed
+        st.error(error_text(error))
+        st.stop()
     load_tokenizers()
     directory = personas_dir()
     catalog = persona_catalog(str(directory), directory_stamp(directory))

@@ -21,7 +21,6 @@ class Key(StrEnum):
 
     SERVICE = "service"  # this visitor's VisitorService
     LOCAL_VISITOR = "local_visitor"  # whether this browser session is at the server's machine
-    DEPLOYMENT = "deployment"  # the deployer's settings, read on the session's first run
     SIGNED_IN_AS = "signed_in_as"  # who signed in (OIDC), False when nobody: read once a session
     RERUN_PAGE = "rerun_page"  # a callback in a fragment changed what the whole page shows
     REPLY = "reply"  # the StartedReply a chat input's or button's callback began, for the page to stream
