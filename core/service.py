@@ -166,8 +166,11 @@ class VisitorService:
         deployment: Deployment | None = None,
         rate_limits: RateLimits = RATE_LIMITS,
         clock: Callable[[], float] = time.monotonic,
+        contended: Callable[[], bool] = replay.always,
     ) -> None:
         self.workspace = workspace
+        #: Whether another visitor's work is running in this process now: a replay rests for it.
+        self.contended = contended
         self.clock = clock
         self.backends = backends
         self.prices = prices
@@ -796,7 +799,7 @@ class VisitorService:
                 scenario,
                 self.prices,
                 known=self.replay(key, scenario).replayed,
-                pace=replay.Pacer(),
+                pace=replay.Pacer(contended=self.contended),
             ),
         )
 
@@ -807,7 +810,9 @@ class VisitorService:
         return _last_result(
             self._replays,
             _replay_key(key, conversation, scenario),
-            lambda: replay.compare(conversation, scenario, self.prices, pace=replay.Pacer()),
+            lambda: replay.compare(
+                conversation, scenario, self.prices, pace=replay.Pacer(contended=self.contended)
+            ),
         )
 
     # --- personas ----------------------------------------------------------------------------

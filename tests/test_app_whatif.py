@@ -46,3 +46,38 @@ def test_a_smaller_budget_says_what_it_would_cost_and_forget(app: AppTest) -> No
     by_prefix = next(d.value for d in app.dataframe if "hit rate" in d.value.columns)
     assert (by_prefix["from cache"] >= policies["from cache"]).all()
     assert (by_prefix["from cache"] > 0).any()
+
+
+def record_thread_name() -> None:
+    import threading
+
+    import streamlit as st
+
+    st.write(threading.current_thread().name)
+
+
+def test_a_replay_rests_only_while_another_session_runs_its_script() -> None:
+    """`another_script_runs` knows Streamlit's script threads by name: the name a script run
+    really has, and a second run's thread makes it true."""
+    import threading
+
+    from ui.frame import SCRIPT_THREAD_NAME, another_script_runs
+
+    app = AppTest.from_function(record_thread_name).run()
+    assert [element.value for element in app.markdown] == [SCRIPT_THREAD_NAME]
+    assert not another_script_runs()
+    running, done = threading.Event(), threading.Event()
+
+    def other_run() -> None:
+        running.set()
+        done.wait(10)
+
+    thread = threading.Thread(target=other_run, name=SCRIPT_THREAD_NAME)
+    thread.start()
+    running.wait(10)
+    try:
+        assert another_script_runs()
+    finally:
+        done.set()
+        thread.join()
+    assert not another_script_runs()

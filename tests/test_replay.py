@@ -341,15 +341,33 @@ def test_a_paced_replay_is_the_same_replay_paced_once_an_exchange():
     assert compare(conversation, scenario, PRICES, pace=Pacer()) == compare(conversation, scenario, PRICES)
 
 
-def test_a_pacer_works_at_most_its_share_of_the_time():
-    """Between short steps (a replay's exchanges) it rests, so the work takes a fifth of the time
-    at most and other threads have the interpreter the rest (more when the machine is busy)."""
-    pace = Pacer(slice_s=0.002, share=0.2)
+def work_in_steps(pace: Pacer, *, cpu_s: float) -> tuple[float, float]:
+    """Busy steps of 0.3 ms with `pace` between them until `cpu_s` of CPU is spent: (wall, CPU)."""
     wall, cpu = time.perf_counter(), time.thread_time()
-    while time.thread_time() - cpu < 0.1:
+    while time.thread_time() - cpu < cpu_s:
         step_ends = time.perf_counter() + 0.0003
         while time.perf_counter() < step_ends:
             pass
         pace()
-    wall, cpu = time.perf_counter() - wall, time.thread_time() - cpu
+    return time.perf_counter() - wall, time.thread_time() - cpu
+
+
+def test_a_pacer_rests_only_while_someone_else_is_working():
+    """Alone on the server a replay works straight through: 0.1 s of steps take well under the
+    1 s a tenth-share pacer would make of them when contended."""
+    asked: list[bool] = []
+
+    def nobody_else() -> bool:
+        asked.append(True)
+        return False
+
+    wall, _ = work_in_steps(Pacer(slice_s=0.0005, share=0.1, contended=nobody_else), cpu_s=0.1)
+    assert wall < 0.5
+    assert len(asked) > 50  # it asked at every slice
+
+
+def test_a_pacer_works_at_most_its_share_of_the_time():
+    """Between short steps (a replay's exchanges) it rests, so the work takes a fifth of the time
+    at most and other threads have the interpreter the rest (more when the machine is busy)."""
+    wall, cpu = work_in_steps(Pacer(slice_s=0.002, share=0.2), cpu_s=0.1)
     assert cpu / wall <= 0.25, (cpu, wall)

@@ -7,6 +7,7 @@ import gc
 import importlib
 import os
 import re
+import threading
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +63,17 @@ PAGE_MODULES = (
 )
 
 # --- process-wide resources: loaded once per process, shared read-only by every session ---------
+
+
+#: The name Streamlit gives the thread of each script run (streamlit/runtime/scriptrunner/script_runner.py).
+SCRIPT_THREAD_NAME = "ScriptRunner.scriptThread"
+
+
+def another_script_runs() -> bool:
+    """Whether another browser session's script (a rerun, a chat turn, a streaming reply) is
+    running now: what a what-if replay rests for (`core.chat.replay.Pacer`)."""
+    me = threading.current_thread()
+    return any(thread is not me and thread.name == SCRIPT_THREAD_NAME for thread in threading.enumerate())
 
 
 def personas_dir() -> Path:
@@ -293,7 +305,10 @@ def visitor_service(deployment: Deployment) -> VisitorService:
         # Word-by-word pacing of the offline model's reply, so streaming is visible; tests set 0.
         delay = float(os.environ.get("OFFLINE_CHUNK_DELAY_S", "0.02"))
         service = VisitorService(
-            Workspace(store, owner), Backends(offline_chunk_delay_s=delay), prices=model_table()
+            Workspace(store, owner),
+            Backends(offline_chunk_delay_s=delay),
+            prices=model_table(),
+            contended=another_script_runs,
         )
         service.store_error = store_error
         st.session_state[Key.SERVICE] = service

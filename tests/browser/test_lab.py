@@ -71,6 +71,33 @@ def test_a_summarize_conversation_on_the_offline_model(
     app.screenshot("lab-01-summary")
 
 
+def test_a_pinned_message_is_pinned_in_the_browser(
+    offline_server: StreamlitServer, open_app: OpenApp
+) -> None:
+    """The pins' expander (drawn only while open, in its own fragment) pins a chosen message: the
+    chat badges it and the next call's table says it is sent pinned."""
+    app = open_app(offline_server)
+    app.send("第一个问题：担担面和小面有什么不同？")
+    app.send("第二个问题：哪里的火锅最辣？")
+    app.open_expander("Pinned messages (0)")
+    choices = app.page.locator(MAIN).get_by_role("combobox", name="Keep these in context")
+    choices.click()
+    choices.press_sequentially("第一")  # typing filters the choices, as a user finds a message
+    app.page.get_by_role("option").filter(has_text="第一个问题").wait_for()
+    choices.press("Enter")
+    app.page.keyboard.press("Escape")
+    app.wait_idle()
+    app.assert_no_exception()
+    app.wait_until(
+        "() => [...document.querySelectorAll('summary')]"
+        ".some(s => s.textContent.includes('Pinned messages (1)'))",
+        "the pins' header counts the pinned message",
+    )
+    app.open_expander("Exactly what the next call sends")
+    assert "sent, pinned" in app.body_text()
+    app.screenshot("lab-00-pinned")
+
+
 def test_a_summarize_conversation_against_the_local_server(
     start_streamlit: StartStreamlit, open_app: OpenApp
 ) -> None:
