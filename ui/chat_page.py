@@ -644,31 +644,41 @@ def turn_button(service: VisitorService, key: str, action: Action, label: str, i
     st.button(label, icon=icon, on_click=start_turn, args=(service, key, action), key=action.value)
 
 
-@st.fragment
 def pins(service: VisitorService, key: str) -> None:
     """Pin messages in context: no policy drops or summarizes a pinned message (one widget for
-    the whole chat, not a button per message, so long chats stay quick). A fragment: choosing
-    redraws it alone; a change made redraws the page (the chat's badges, the dashboard)."""
-    conversation = service.session(key).conversation
-    candidates = [m for m in conversation.context_messages()[1:] if not m.automatic]
+    the whole chat, not a button per message, so long chats stay quick). Its choices are drawn
+    only while its expander is open (ui/layout.lazy_expander), in a fragment: choosing redraws
+    them alone; a change made redraws the page (the chat's badges, the dashboard). Closed, it is
+    one element and no fragment (a fragment's call costs a rerun about as much as five)."""
+    candidates = pin_candidates(service, key)
     if not candidates:
         return
-    # Its choices are drawn only while open (ui/layout.lazy_expander).
     box = lazy_expander(tr("pins.header", count=sum(m.pinned for m in candidates)), Key.PINS_OPEN, icon="📌")
-    if box is None:
-        return
+    if box is not None:
+        with box:
+            pin_choices(service, key)
+
+
+def pin_candidates(service: VisitorService, key: str) -> list[Message]:
+    """The messages in context that may be pinned: every one but the system prompt and notes."""
+    return [m for m in service.session(key).conversation.context_messages()[1:] if not m.automatic]
+
+
+@st.fragment
+def pin_choices(service: VisitorService, key: str) -> None:
+    conversation = service.session(key).conversation
+    candidates = pin_candidates(service, key)
     labels = {m.id: f"{'🧑' if m.role == 'user' else '🤖'} {m.preview(70)}" for m in candidates}
-    with box:
-        chosen = st.multiselect(
-            tr("pins.label"),
-            list(labels),
-            default=[m.id for m in candidates if m.pinned],
-            format_func=labels.__getitem__,
-            key=pins_key(key, len(conversation.messages)),
-            help=tr("pins.help"),
-        )
-        if service.pin(key, chosen, list(labels)):
-            st.rerun()
+    chosen = st.multiselect(
+        tr("pins.label"),
+        list(labels),
+        default=[m.id for m in candidates if m.pinned],
+        format_func=labels.__getitem__,
+        key=pins_key(key, len(conversation.messages)),
+        help=tr("pins.help"),
+    )
+    if service.pin(key, chosen, list(labels)):
+        st.rerun()
 
 
 # --- dashboard ---------------------------------------------------------------------------------
