@@ -81,6 +81,9 @@ def test_the_offline_model_fills_the_cache_figures(app):
     worth = totals(conversation(app), load_model_table()).cache_saved
     assert worth is not None and worth > 0
     assert saved.value == ("< $0.0001" if worth < 0.0001 else f"${worth:.4f}")
+    cost = app.metric[1]
+    assert cost.value == "$0" and cost.delta.startswith("offline; would be ")
+    assert "$0.0000" not in cost.delta  # a sum under a hundredth of a cent says so
 
 
 def test_starter_prompt_sends_its_text(app):

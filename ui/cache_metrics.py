@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from streamlit.delta_generator import DeltaGenerator
 
 from core.stats import Totals
+from ui.text import money
 
 Translate = Callable[..., str]
 
@@ -28,15 +29,12 @@ def cache_metrics(
         delta_arrow="off",
         help=tr("dashboard.cache.help"),
     )
-    if total.cache_saved is None:
-        figure = tr("dashboard.cache_saved.unknown")
-    elif 0 < total.cache_saved < 0.0001:  # four decimals would say $0.0000
-        figure = "< $0.0001"
-    else:
-        figure = f"${total.cache_saved:.4f}"
+    saved_figure = (
+        tr("dashboard.cache_saved.unknown") if total.cache_saved is None else money(total.cache_saved)
+    )
     saved.metric(
         tr("dashboard.cache_saved.label"),
-        figure,
+        saved_figure,
         tr("dashboard.cache_saved.offline_delta") if offline else None,
         delta_color="off",
         delta_arrow="off",

@@ -39,7 +39,7 @@ from ui.state import (
     summary_key,
     title_key,
 )
-from ui.text import as_markdown, error_text, notice_text, page_translator, tr, tr_plural
+from ui.text import as_markdown, error_text, money, notice_text, page_translator, tr, tr_plural
 
 CHAT_HEIGHT_PX = 560
 DASHBOARD_HEIGHT_PX = 640
@@ -728,13 +728,13 @@ def dashboard(service: VisitorService, key: str, offline: bool) -> None:
         top[1].metric(
             tr("dashboard.cost.label"),
             "$0",
-            tr("dashboard.cost.offline_delta", cost=total.cost),
+            tr("dashboard.cost.offline_delta", cost=money(total.cost)),
             delta_color="off",
             delta_arrow="off",
             help=tr("dashboard.cost.offline_help", model=conversation.model),
         )
     else:
-        top[1].metric(tr("dashboard.cost.label"), f"${total.cost:.4f}", help=tr("dashboard.cost.help"))
+        top[1].metric(tr("dashboard.cost.label"), money(total.cost), help=tr("dashboard.cost.help"))
     tokens_in_help = (
         tr("dashboard.tokens_in.help_some_counted")
         if total.includes_counted

@@ -20,6 +20,18 @@ from core.safe_markdown import page_markdown
 _RUN_TRANSLATOR: ContextVar[Translator] = ContextVar("run_translator")
 
 
+def money(dollars: float | None) -> str:
+    """A sum in dollars as every view shows it: four decimals, "< $0.0001" for a sum they would
+    show as $0.0000, "$0" for none, "—" when unknown."""
+    if dollars is None:
+        return "—"
+    if dollars == 0:
+        return "$0"
+    if dollars < 0.0001:
+        return "< $0.0001"
+    return f"${dollars:,.4f}"
+
+
 def use_language(language: Language) -> None:
     """This run's language, for `tr` (the session state keeps it for callbacks and fragments)."""
     _RUN_TRANSLATOR.set(translator(language))

@@ -14,11 +14,7 @@ from core.errors import DashboardError
 from ui.charts import vega_chart
 from ui.frame import Frame
 from ui.state import Key
-from ui.text import as_markdown, error_text, tr
-
-
-def money(value: float | None) -> str:
-    return "—" if value is None else f"${value:,.4f}"
+from ui.text import as_markdown, error_text, money, tr
 
 
 def page(frame: Frame) -> None:

@@ -133,7 +133,7 @@ CATALOG: dict[str, str] = {
     "dashboard.cost.label": "Cost",
     "dashboard.cost.unknown": "unknown price",
     "dashboard.cost.unknown_help": "{model} is not in models.yaml.",
-    "dashboard.cost.offline_delta": "offline; would be ${cost:.4f}",
+    "dashboard.cost.offline_delta": "offline; would be {cost}",
     "dashboard.cost.offline_help": (
         "The offline model bills nothing; the figure under it is what these tokens would cost on {model}."
     ),

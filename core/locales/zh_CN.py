@@ -127,7 +127,7 @@ CATALOG: dict[str, str] = {
     "dashboard.cost.label": "费用",
     "dashboard.cost.unknown": "价格未知",
     "dashboard.cost.unknown_help": "models.yaml 中没有 {model}。",
-    "dashboard.cost.offline_delta": "离线；原应 ${cost:.4f}",
+    "dashboard.cost.offline_delta": "离线；原应 {cost}",
     "dashboard.cost.offline_help": "离线模型不收费；下方数字是这些 token 在 {model} 上的费用。",
     "dashboard.cost.help": "依据 models.yaml 中的价格计算。",
     "dashboard.tokens_in.label": "输入 token",
