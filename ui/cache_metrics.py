@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from streamlit.delta_generator import DeltaGenerator
 
 from core.stats import Totals
-from ui.text import money
-
-Translate = Callable[..., str]
+from ui.text import money, tr
 
 
-def cache_metrics(
-    total: Totals, tr: Translate, columns: Sequence[DeltaGenerator], *, offline: bool = False
-) -> None:
+def cache_metrics(total: Totals, columns: Sequence[DeltaGenerator], *, offline: bool = False) -> None:
     """Two metrics side by side, at the foot of two `columns` (the tokens in and out above them
     are as tall as each other, so they line up as a row of their own would, for three elements
     less); drawn only where a server reported cached tokens. On the offline model (which

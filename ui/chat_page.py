@@ -745,7 +745,7 @@ def dashboard(service: VisitorService, key: str, offline: bool) -> None:
         tr("dashboard.tokens_out.label"), f"{total.completion_tokens:,}", help=tr("dashboard.tokens_out.help")
     )
     if total.cache_reported:
-        cache_metrics(total, tr, bottom, offline=offline)
+        cache_metrics(total, bottom, offline=offline)
 
     st.markdown(f"**{tr('dashboard.usage.header')}**")
     notes = Captions()  # the notes under a chart, one element while nothing comes between them
