@@ -7,7 +7,7 @@ from typing import Any
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 from streamlit.testing.v1 import AppTest
-from streamlit.testing.v1.element_tree import Radio
+from streamlit.testing.v1.element_tree import Metric, Radio
 
 from core.chat.conversation import Conversation
 from core.chat.session import ChatSession
@@ -38,6 +38,11 @@ def click(at: AppTest, label: str) -> AppTest:
     next(b for b in at.button if b.label == label).click().run()
     assert not at.exception, at.exception
     return at
+
+
+def metric(at: AppTest, label: str) -> Metric:
+    """The dashboard's metric labelled `label`."""
+    return next(m for m in at.metric if m.label == label)
 
 
 def conversation_list(at: AppTest) -> Radio[Any]:

@@ -10,6 +10,7 @@ from tests.apptest import (
     click,
     conversation,
     images_in,
+    metric,
     new_conversation,
     open_expander,
     open_key,
@@ -57,21 +58,21 @@ def test_a_full_turn_on_the_offline_model(app):
     headline = app.metric[0]
     assert (headline.label, headline.value) == ("Next call sends", f"{sends:,}")
     assert headline.delta == f"{sends / 1024:.0%} of the 1,024 budget"
-    # Two columns: the cache figures under the tokens in and out, read column by column.
-    labels = ["Next call sends", "Cost", "Tokens in", "Cache hit rate", "Tokens out", "Saved by caching"]
+    # A grid of two columns, filled row by row and read column by column.
+    labels = ["Next call sends", "Tokens in", "Cache hit rate", "Cost", "Tokens out", "Saved by caching"]
     assert [m.label for m in app.metric] == labels
-    assert app.metric[2].value == f"{chat.turns[0].reported_prompt_tokens:,}"
+    assert metric(app, "Tokens in").value == f"{chat.turns[0].reported_prompt_tokens:,}"
     assert not app.error
 
 
 def test_the_offline_model_fills_the_cache_figures(app):
     send(app, "北京烤鸭怎么吃？")
-    assert app.metric[3].value == "0%"  # a first prompt is never cached
+    assert metric(app, "Cache hit rate").value == "0%"  # a first prompt is never cached
     send(app, "还有呢？")
     turns = conversation(app).turns
     cached = turns[1].cached_tokens
     assert cached > 0
-    hit_rate, saved = app.metric[3], app.metric[5]
+    hit_rate, saved = metric(app, "Cache hit rate"), metric(app, "Saved by caching")
     rate = cached / (turns[0].prompt_tokens + turns[1].prompt_tokens)
     assert (hit_rate.label, hit_rate.value) == ("Cache hit rate", f"{rate:.0%}")
     assert hit_rate.delta == f"{cached:,} prompt tokens from cache"
@@ -81,7 +82,7 @@ def test_the_offline_model_fills_the_cache_figures(app):
     worth = totals(conversation(app), load_model_table()).cache_saved
     assert worth is not None and worth > 0
     assert saved.value == ("< $0.0001" if worth < 0.0001 else f"${worth:.4f}")
-    cost = app.metric[1]
+    cost = metric(app, "Cost")
     assert cost.value == "$0" and cost.delta.startswith("offline; would be ")
     assert "$0.0000" not in cost.delta  # a sum under a hundredth of a cent says so
 
@@ -215,7 +216,8 @@ def test_unknown_model_is_counted_as_an_estimate_with_unknown_price(app):
     assert chat.model == "llama3.2" and chat.turns[0].count_exact is False
     assert any("tiktoken does not know `llama3.2`" in w.value for w in app.warning)
     # Never cut to "unknown …": a dash, with the words under it.
-    assert (app.metric[1].value, app.metric[1].delta) == ("—", "unknown price")
+    cost = metric(app, "Cost")
+    assert (cost.value, cost.delta) == ("—", "unknown price")
 
 
 def test_a_budget_fitted_lower_than_set_shows_both_numbers(start_app, openai_server):
@@ -236,6 +238,22 @@ def test_a_budget_fitted_lower_than_set_shows_both_numbers(start_app, openai_ser
     gauge = json.loads(app.get("vega_lite_chart")[1].proto.spec)
     title = gauge["layer"][0]["encoding"]["x"]["title"]
     assert title == f"tokens of the {fitted:,}-token budget (set: 4,096)"
+
+
+def test_a_priced_model_says_what_a_turn_costs_on_average(start_app, openai_server):
+    """On a real server, the cost has its line under the figure too (its row's other metric has
+    one, so the grid's rows line up): nothing sent yet, then the average turn's price."""
+    app = start_app(OPENAI_BASE_URL=openai_server.base_url, OPENAI_API_KEY="sk-test", OPENAI_MAX_RETRIES="0")
+    assert (metric(app, "Cost").value, metric(app, "Cost").delta) == ("$0", "nothing sent yet")
+    for question in ("北京烤鸭怎么吃？", "还有呢？"):
+        openai_server.reply("先片皮，再蘸酱，卷进荷叶饼里。")
+        send(app, question)
+    spent = totals(conversation(app), load_model_table()).cost
+    assert spent is not None and spent > 0
+    cost = metric(app, "Cost")
+    assert cost.value == ("< $0.0001" if spent < 0.0001 else f"${spent:.4f}")
+    per_turn = spent / 2
+    assert cost.delta == ("< $0.0001" if per_turn < 0.0001 else f"${per_turn:.4f}") + " a turn on average"
 
 
 def test_the_headline_stays_within_the_budget_when_the_next_call_trims(app):

@@ -11,9 +11,8 @@ from ui.text import money, tr
 
 
 def cache_metrics(total: Totals, columns: Sequence[DeltaGenerator], *, offline: bool = False) -> None:
-    """Two metrics side by side, at the foot of two `columns` (the tokens in and out above them
-    are as tall as each other, so they line up as a row of their own would, for three elements
-    less); drawn only where a server reported cached tokens. On the offline model (which
+    """Two metrics side by side, at the foot of two `columns` (the dashboard's grid, filled row by
+    row); drawn only where a server reported cached tokens. On the offline model (which
     simulates a prefix cache) the money is what caching would save, as the cost metric beside it
     says what the conversation would cost."""
     hit, saved = columns

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from typing import Literal
 
 import streamlit as st
+from streamlit.delta_generator import DeltaGenerator
 
 from core.charts import dashboard_drawing, gauge_labels
 from core.chat.conversation import MAX_IMPORT_BYTES, Message, MessageState
@@ -22,7 +23,7 @@ from core.errors import BackendError, DashboardError
 from core.notices import Notice
 from core.personas.persona import Persona, chat_avatar
 from core.service import StartedReply, VisitorService
-from core.stats import dashboard_figures
+from core.stats import Totals, dashboard_figures
 from ui import compare_view
 from ui.cache_metrics import cache_metrics
 from ui.charts import vega_chart
@@ -692,7 +693,9 @@ def dashboard(service: VisitorService, key: str, offline: bool) -> None:
     gauge, total = figures.gauge, figures.totals
     st.subheader(tr("dashboard.header"))
     priced = model_table().lookup(conversation.model)
-    top, bottom = st.columns(2), st.columns(2)
+    # A grid of two columns, filled row by row: every metric of a row has a delta line or none,
+    # so the rows line up as separate st.columns rows would, for three elements fewer.
+    left, right = st.columns(2)
     # What the next call sends, after the policy's drops: within the budget whenever it fits.
     sends = figures.next_call_tokens
     fraction = sends / gauge.budget if gauge.budget else 1.0
@@ -706,7 +709,7 @@ def dashboard(service: VisitorService, key: str, offline: bool) -> None:
         if gauge.budget_setting is not None
         else tr("dashboard.next_call.of", fraction=fraction, budget=gauge.budget)
     )
-    top[0].metric(
+    left.metric(
         tr("dashboard.next_call.label"),
         f"{sends:,}",
         of_budget,
@@ -714,38 +717,18 @@ def dashboard(service: VisitorService, key: str, offline: bool) -> None:
         delta_arrow="off",
         help=tr("dashboard.next_call.help", used=gauge.used),
     )
-    if total.cost is None or priced is None:
-        # The figure is a dash and the words go under it, where a narrow column never cuts them.
-        top[1].metric(
-            tr("dashboard.cost.label"),
-            "—",
-            tr("dashboard.cost.unknown"),
-            delta_color="off",
-            delta_arrow="off",
-            help=tr("dashboard.cost.unknown_help", model=conversation.model),
-        )
-    elif offline:
-        top[1].metric(
-            tr("dashboard.cost.label"),
-            "$0",
-            tr("dashboard.cost.offline_delta", cost=money(total.cost)),
-            delta_color="off",
-            delta_arrow="off",
-            help=tr("dashboard.cost.offline_help", model=conversation.model),
-        )
-    else:
-        top[1].metric(tr("dashboard.cost.label"), money(total.cost), help=tr("dashboard.cost.help"))
+    cost_metric(right, total, conversation.model, priced is not None, offline, len(conversation.turns))
     tokens_in_help = (
         tr("dashboard.tokens_in.help_some_counted")
         if total.includes_counted
         else tr("dashboard.tokens_in.help")
     )
-    bottom[0].metric(tr("dashboard.tokens_in.label"), f"{total.prompt_tokens:,}", help=tokens_in_help)
-    bottom[1].metric(
+    left.metric(tr("dashboard.tokens_in.label"), f"{total.prompt_tokens:,}", help=tokens_in_help)
+    right.metric(
         tr("dashboard.tokens_out.label"), f"{total.completion_tokens:,}", help=tr("dashboard.tokens_out.help")
     )
     if total.cache_reported:
-        cache_metrics(total, bottom, offline=offline)
+        cache_metrics(total, (left, right), offline=offline)
 
     st.markdown(f"**{tr('dashboard.usage.header')}**")
     notes = Captions()  # the notes under a chart, one element while nothing comes between them
@@ -797,6 +780,33 @@ def dashboard(service: VisitorService, key: str, offline: bool) -> None:
     if (turns := lazy_expander(tr("dashboard.turns.header"), Key.TURNS_OPEN)) is not None:
         with turns:
             st.dataframe(drawing.turns, hide_index=True)
+
+
+def cost_metric(
+    column: DeltaGenerator, total: Totals, model: str, priced: bool, offline: bool, turns: int
+) -> None:
+    """What the conversation cost, always with a line under the figure (its row's other metric
+    has one): why it is unknown, what it would be offline, or what a turn costs on average."""
+    label = tr("dashboard.cost.label")
+    if total.cost is None or not priced:
+        # The figure is a dash and the words go under it, where a narrow column never cuts them.
+        figure, delta, help_text = (
+            "—",
+            tr("dashboard.cost.unknown"),
+            tr("dashboard.cost.unknown_help", model=model),
+        )
+    elif offline:
+        figure = "$0"
+        delta = tr("dashboard.cost.offline_delta", cost=money(total.cost))
+        help_text = tr("dashboard.cost.offline_help", model=model)
+    else:
+        figure, help_text = money(total.cost), tr("dashboard.cost.help")
+        delta = (
+            tr("dashboard.cost.per_turn", cost=money(total.cost / turns))
+            if turns
+            else tr("dashboard.cost.no_turns")
+        )
+    column.metric(label, figure, delta, delta_color="off", delta_arrow="off", help=help_text)
 
 
 def server_cut(service: VisitorService, cut: SilentTruncation, key: str) -> None:

@@ -26,6 +26,7 @@ from core.errors import (
     PermissionDenied,
 )
 from core.i18n import LANGUAGE_PARAM, LANGUAGE_STATE, LANGUAGES, Language, language_for
+from core.notices import Notice
 from core.personas.persona import Persona, PersonaCatalog, load_personas
 from core.policy.netguard import base_url_choices
 from core.policy.owners import (
@@ -241,11 +242,11 @@ def signed_in_as() -> None:
     st.button(tr("signin.logout"), icon="🚪", on_click=st.logout, key=Key.SIGN_OUT)
 
 
-def visitor_owner(mode: AccessMode) -> str:
-    """Whose conversations this browser session sees (see core/policy/owners.py); may stop the page to
-    ask for sign-in."""
+def visitor_owner(mode: AccessMode) -> tuple[str, bool]:
+    """Whose conversations this browser session sees (see core/policy/owners.py), and whether its
+    private workspace was made just now; may stop the page to ask for sign-in."""
     if mode == "single-user":
-        return LOCAL_OWNER
+        return LOCAL_OWNER, False
     user = st.user.to_dict()
     if "is_logged_in" in user:  # the deployer configured OIDC sign-in ([auth] in secrets)
         if not user["is_logged_in"]:
@@ -255,12 +256,12 @@ def visitor_owner(mode: AccessMode) -> str:
             st.button(tr("signin.button"), on_click=st.login, type="primary")
             st.stop()
         return_to_link()
-        return owner_for_user(str(user.get("iss", "")), str(user.get("sub", "")))
+        return owner_for_user(str(user.get("iss", "")), str(user.get("sub", ""))), False
     token = st.query_params.get(WORKSPACE_PARAM)
+    made = not token
     if not token:
         token = new_workspace_token()
         st.query_params[WORKSPACE_PARAM] = token
-        st.info(tr("workspace.private_notice"))
     try:
         owner = owner_for_token(token)
     except InvalidWorkspaceLink as error:
@@ -268,7 +269,7 @@ def visitor_owner(mode: AccessMode) -> str:
         st.button(tr("workspace.start_new"), on_click=st.query_params.clear)
         st.stop()
     st.session_state[Key.WORKSPACE_TOKEN] = token
-    return owner
+    return owner, made
 
 
 @dataclass(frozen=True)
@@ -295,7 +296,7 @@ def visitor_service(deployment: Deployment) -> VisitorService:
     """This browser session's service, made on its first run (its workspace opened then)."""
     state = page_state()
     if st.session_state.get(Key.SERVICE) is None:
-        owner = visitor_owner(deployment.access_mode)
+        owner, made = visitor_owner(deployment.access_mode)
         store: Store | None = None
         store_error: DashboardError | None = None
         try:
@@ -311,6 +312,8 @@ def visitor_service(deployment: Deployment) -> VisitorService:
             contended=another_script_runs,
         )
         service.store_error = store_error
+        if made:  # shown with the page's other notices, under the view switch
+            service.notify(Notice(code="private_workspace"))
         st.session_state[Key.SERVICE] = service
         opened = st.query_params.get(CONVERSATION_PARAM)
         if opened:  # a reload, or a shared link of one's own: reopen that conversation
@@ -367,8 +370,8 @@ def frame() -> Frame:
         for problem in catalog.errors:
             st.error(error_text(problem))
         st.stop()
-    top = st.container()  # the view switch, above any notice the visitor's first run shows
-    service = visitor_service(deployment)
+    service = visitor_service(deployment)  # may stop the page to ask for sign-in
+    view = view_switch()  # at the top, above the notices
     # The shipped personas, then this visitor's own (which never replace a shipped one).
     own = {pid: p for pid, p in service.custom_personas().items() if pid not in catalog.personas}
     catalog = PersonaCatalog(
@@ -379,8 +382,6 @@ def frame() -> Frame:
     if state.persona_id not in catalog.personas:
         state.persona_id = next(iter(catalog.personas))
     persona, connection, under_persona, settings = sidebar(service, catalog, deployment)
-    with top:
-        view = view_switch()
     drawn = Frame(
         service,
         catalog,

@@ -12,7 +12,7 @@ CATALOG: dict[str, str] = {
     "signin.button": "Sign in",
     "signin.as": "Signed in as {who}",
     "signin.logout": "Sign out",
-    "workspace.private_notice": (
+    "notice.private_workspace": (
         "This is your private workspace. **Bookmark this page's link: it is the key to your "
         "conversations**, and anyone with it can read them."
     ),
@@ -138,6 +138,8 @@ CATALOG: dict[str, str] = {
         "The offline model bills nothing; the figure under it is what these tokens would cost on {model}."
     ),
     "dashboard.cost.help": "From the prices in models.yaml.",
+    "dashboard.cost.per_turn": "{cost} a turn on average",
+    "dashboard.cost.no_turns": "nothing sent yet",
     "dashboard.tokens_in.label": "Tokens in",
     "dashboard.tokens_in.help": "Prompt tokens of all turns.",
     "dashboard.tokens_in.help_some_counted": "Prompt tokens of all turns (some counted locally).",

@@ -10,7 +10,7 @@ CATALOG: dict[str, str] = {
     "signin.button": "登录",
     "signin.as": "已登录：{who}",
     "signin.logout": "退出登录",
-    "workspace.private_notice": (
+    "notice.private_workspace": (
         "这是你的私人工作区。**请收藏本页链接：它是打开你的对话的钥匙**，任何拿到该链接的人都能阅读这些对话。"
     ),
     "workspace.start_new": "新建工作区",
@@ -130,6 +130,8 @@ CATALOG: dict[str, str] = {
     "dashboard.cost.offline_delta": "离线；原应 {cost}",
     "dashboard.cost.offline_help": "离线模型不收费；下方数字是这些 token 在 {model} 上的费用。",
     "dashboard.cost.help": "依据 models.yaml 中的价格计算。",
+    "dashboard.cost.per_turn": "平均每轮 {cost}",
+    "dashboard.cost.no_turns": "尚未发送",
     "dashboard.tokens_in.label": "输入 token",
     "dashboard.tokens_in.help": "所有轮次的提示词 token 数。",
     "dashboard.tokens_in.help_some_counted": "所有轮次的提示词 token 数（部分为本地计数）。",
