@@ -64,6 +64,15 @@ def open_conversation(at: AppTest, conversation_id: str) -> AppTest:
     return at
 
 
+def search_conversations(at: AppTest, text: str) -> AppTest:
+    """Type `text` into the conversation list's search, opened first when closed."""
+    if not at.session_state["search_open"]:
+        open_expander(at, "search_open")
+    at.sidebar.text_input(key="conversation_search").input(text).run()
+    assert not at.exception, at.exception
+    return at
+
+
 def listed_titles(at: AppTest) -> list[str]:
     """The titles the sidebar lists, newest first (after New conversation)."""
     return list(conversation_list(at).options[1:])

@@ -20,6 +20,7 @@ from tests.apptest import (
     send,
     session,
     setting,
+    show_page,
 )
 from tests.conftest import REPO_ROOT
 from tests.openai_server import Billing
@@ -197,11 +198,23 @@ def test_regenerate_replaces_the_last_answer(app):
 
 def test_user_text_is_never_rendered_as_html(app):
     send(app, "<script>alert(1)</script><b>bold</b>")
-    # The one HTML element is the page's own script that keeps the chat input's draft.
-    assert [DRAFT_STORAGE in h.proto.body and "alert(1)" not in h.proto.body for h in app.get("html")] == [
-        True
-    ]
+    # The page's one HTML element, the script that keeps the chat input's draft, is drawn only
+    # when the view is entered; this run has none.
+    assert not app.get("html")
     assert all(not getattr(m.proto, "allow_html", False) for m in app.markdown)
+
+
+def test_the_draft_keeper_is_drawn_when_the_chat_view_is_entered(app):
+    """The script that keeps the chat input's unsent text is drawn on the chat view's first run
+    (of the session, or after another view), not on every rerun: it keeps watching the input."""
+    assert [DRAFT_STORAGE in h.proto.body for h in app.get("html")] == [True]
+    app.run()
+    assert not app.get("html")
+    show_page(app, "personas")
+    show_page(app, "chat")
+    assert [DRAFT_STORAGE in h.proto.body for h in app.get("html")] == [True]
+    send(app, "火锅")
+    assert not app.get("html")
 
 
 def test_dollar_signs_are_prices_not_latex(app):

@@ -18,6 +18,7 @@ from tests.apptest import (
     open_conversation,
     open_expander,
     open_key,
+    search_conversations,
     send,
     setting,
 )
@@ -73,11 +74,11 @@ def test_rename_search_delete_and_undo(app: AppTest) -> None:
     click(app, "Rename")
     assert listed_titles(app)[0] == "Noodle trip"
 
-    app.sidebar.text_input(key="conversation_search").input("DUMPLING").run()
+    search_conversations(app, "DUMPLING")
     assert listed_titles(app) == ["how to make dumplings"]
-    app.sidebar.text_input(key="conversation_search").input("100%_").run()
+    search_conversations(app, "100%_")
     assert listed_titles(app) == [] and any("No conversation matches" in c.value for c in app.sidebar.caption)
-    app.sidebar.text_input(key="conversation_search").input("").run()
+    search_conversations(app, "")
 
     click(app, "Delete")
     assert "Noodle trip" not in listed_titles(app)
@@ -118,7 +119,7 @@ def test_private_workspaces_see_only_their_own(start_app: StartApp) -> None:
     bob = new_browser_session({"w": bob.query_params["w"], "c": alice_conversation})
     assert "alice's secret recipe" not in "\n".join(m.value for m in bob.markdown)
     assert any("cannot be opened" in e.value for e in bob.error)
-    bob.sidebar.text_input(key="conversation_search").input("secret").run()
+    search_conversations(bob, "secret")
     assert listed_titles(bob) == []
 
     # Alice's link, in a new browser session, lists her conversation and opens it.
@@ -250,7 +251,7 @@ def test_the_list_tells_conversations_apart_and_marks_the_open_one(app: AppTest)
     assert captions[0] == ""
     assert captions[1].startswith("Open now · ") and captions[1].endswith("UTC · 2 messages")
     assert all(c.endswith("UTC · 4 messages") for c in captions[2:])
-    app.sidebar.text_input(key="conversation_search").input("SESAME").run()
+    search_conversations(app, "SESAME")
     assert listed_titles(app) == ["hello (2)", "hello (1)"]
     snippets = [c.split("\n")[-1] for c in conversation_list(app).proto.captions[1:]]
     assert len(snippets) == 2 and all(s.startswith("“") and "sesame sauce" in s for s in snippets)

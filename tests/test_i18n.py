@@ -415,12 +415,12 @@ def test_the_browser_locale_picks_chinese_and_the_query_parameter_wins(clean_env
     at.context = {"locale": "zh-TW"}
     at.run()
     assert at.session_state.language == "zh-CN"
-    assert at.header[0].value == "角色"
+    assert at.selectbox(key="persona_id").label == "角色"
     at = AppTest.from_file(str(APP_PATH), default_timeout=60)
     at.context = {"locale": "zh-CN"}
     at.query_params["lang"] = "en"
     at.run()
-    assert at.header[0].value == "Persona"
+    assert at.selectbox(key="persona_id").label == "Persona"
 
 
 def test_the_language_switch(app):
@@ -434,7 +434,7 @@ def test_the_language_switch(app):
     assert app.session_state.language == "zh-CN"
     assert app.query_params["lang"] == "zh-CN"
     assert conversation_list(app).options[0] == "🆕 新对话"
-    assert app.header[0].value == "角色" and app.selectbox(key="lang").label == "🌐 语言"
+    assert app.selectbox(key="persona_id").label == "角色" and app.selectbox(key="lang").label == "🌐 语言"
     app.selectbox(key="lang").select("en").run()
     assert conversation_list(app).options[0] == "🆕 New conversation"
     assert app.query_params["lang"] == "en"
@@ -448,6 +448,8 @@ def test_the_page_lang_follows_the_language(app):
     (script,) = app.sidebar.get("html")
     assert script.proto.body == '<script>document.documentElement.lang = "zh-CN";</script>'
     assert script.proto.unsafe_allow_javascript
+    app.run()  # said once: the attribute stays
+    assert not app.sidebar.get("html")
     app.selectbox(key="lang").select("en").run()  # back to English: the attribute must follow
     assert app.sidebar.get("html")[0].proto.body == '<script>document.documentElement.lang = "en";</script>'
 

@@ -27,7 +27,7 @@ from core.stats import Totals, dashboard_figures
 from ui import compare_view
 from ui.cache_metrics import cache_metrics
 from ui.charts import vega_chart
-from ui.frame import CONVERSATION_PARAM, Frame, html_lang, model_table
+from ui.frame import CONVERSATION_PARAM, Frame, model_table
 from ui.layout import Captions, lazy_expander
 from ui.state import (
     Action,
@@ -58,19 +58,20 @@ STREAM_REDRAW_S = 0.1
 
 def page(frame: Frame) -> None:
     service, persona = frame.service, frame.persona
+    state = page_state()
+    if state.get(Key.RERUN_PAGE):  # asked by a callback outside a fragment: this run is the page's
+        state.set(Key.RERUN_PAGE, False)
     key, _, notes = service.session_for(persona)
     with frame.under_persona:
         conversation_list(service, persona, key)
         compare_view.recent_comparisons(service)
     if frame.settings is None:  # drawn only while open (ui/layout.lazy_expander)
-        page_state().hold_limit_notes(key, notes)
+        state.hold_limit_notes(key, notes)
     else:
         with frame.settings:
-            settings_sidebar(service, persona, key, [*page_state().take_limit_notes(key), *notes])
+            settings_sidebar(service, persona, key, [*state.take_limit_notes(key), *notes])
             manage_conversation(service, persona, key)
             export_import(frame, key)
-    with st.sidebar:
-        html_lang()
     if service.stale:
         st.button(
             tr("store.reload.label"), on_click=service.reload, args=(key,), help=tr("store.reload.help")
@@ -79,7 +80,8 @@ def page(frame: Frame) -> None:
     with dashboard_column:
         # Its own scrolling box too: the page fits the window and does not jump on each turn.
         dashboard_slot = st.container(height=DASHBOARD_HEIGHT_PX, border=False)
-        keep_draft()  # at the dashboard's foot, where its empty element's gap shows nothing
+        if frame.entered:
+            keep_draft()  # at the dashboard's foot, where its empty element's gap shows nothing
     with chat_column:
         chat(service, key, persona)
         # Beside the chat fragment, not in it: a reply streaming in it does not redraw them (the
@@ -93,8 +95,8 @@ def page(frame: Frame) -> None:
 
 
 def whole_page(action: Callable[..., object], *args: object) -> None:
-    """A callback in a fragment whose change the whole page shows: do it, then the fragment's
-    rerun reruns the page (a callback cannot)."""
+    """A callback whose change the whole page shows: do it, then, if its widget is in a fragment,
+    the fragment's rerun reruns the page (a callback cannot); elsewhere the page reruns anyway."""
     action(*args)
     ask_page_rerun()
 
@@ -136,12 +138,25 @@ def pick_conversation(service: VisitorService, persona: Persona, list_key: str) 
         whole_page(open_conversation, service, picked)
 
 
-@st.fragment
 def conversation_list(service: VisitorService, persona: Persona, key: str) -> None:
-    """This persona's conversations, newest first, with search; the open one is the list's choice.
-    One radio group, New conversation first: a single stop for Tab however many are listed. A
-    fragment: searching redraws the list alone; opening or starting one redraws the page."""
+    """This persona's conversations, newest first, and a search over all of them behind a closed
+    expander; the open one is the list's choice. One radio group, New conversation first: a
+    single stop for Tab however many are listed. While the search is open the list is a fragment
+    (typing a search redraws it alone); closed, it is drawn with the page (a fragment's call costs
+    a rerun as much as a few elements, and picking from the list redraws the whole page anyway)."""
+    if page_state().get(Key.SEARCH_OPEN):
+        searchable_conversation_list(service, persona, key)
+    else:
+        conversation_list_body(service, persona, key)
+
+
+@st.fragment
+def searchable_conversation_list(service: VisitorService, persona: Persona, key: str) -> None:
     rerun_page_if_asked()
+    conversation_list_body(service, persona, key)
+
+
+def conversation_list_body(service: VisitorService, persona: Persona, key: str) -> None:
     if service.deleted is not None:
         st.info(tr("conversations.deleted", title=service.deleted[1]), icon="🗑️")
         st.button(
@@ -161,12 +176,17 @@ def conversation_list(service: VisitorService, persona: Persona, key: str) -> No
             disabled=len(service.session(key).conversation.messages) < 2,
         )
         return
-    search = st.text_input(
-        tr("conversations.search.label"),
-        key=Key.CONVERSATION_SEARCH,
-        placeholder=tr("conversations.search.placeholder"),
-        label_visibility="collapsed",
-    )
+    search = ""
+    if (
+        search_box := lazy_expander(tr("conversations.search.label"), Key.SEARCH_OPEN, icon="🔍")
+    ) is not None:
+        with search_box:
+            search = st.text_input(
+                tr("conversations.search.label"),
+                key=Key.CONVERSATION_SEARCH,
+                placeholder=tr("conversations.search.placeholder"),
+                label_visibility="collapsed",
+            )
     try:
         listed = service.list_conversations(persona_id=None if search else persona.id, search=search or None)
     except DashboardError as error:
@@ -370,8 +390,8 @@ DRAFT_STORAGE = "persona-dashboard:chat-draft"
 #: The script that keeps it: the text as typed (on every input, and every half second), forgotten
 #: when sent (Enter or the send button), put back into a new, empty input when the chat view is
 #: drawn again (through the value setter React watches, then an input event).
-_KEEP_DRAFT_JS = """(() => {  // its own scope: the script runs again on every run
-const storage = "%(storage)s";  // run %(run)s
+_KEEP_DRAFT_JS = """(() => {  // its own scope: the script runs again each time the view is shown
+const storage = "%(storage)s";  // drawn %(run)s
 const since = Date.now();
 const watch = () => {
     const input = document.querySelector('[data-testid="stChatInputTextArea"]');
@@ -409,9 +429,11 @@ def keep_draft() -> None:
     """The chat input's unsent text survives a switch to another view and back. Streamlit keeps
     it only in the browser's input (it reaches the server when sent, not before), and a view
     switch removes that input; so the tab's sessionStorage keeps it (never the server, a file or
-    another tab), and the chat view puts it back."""
+    another tab), and the chat view puts it back. Drawn on the chat view's first run after
+    another view (or a new session): the input it watches stays while the view does, and the
+    script keeps watching it after the element is gone."""
     # Streamlit runs a script only when its element's HTML changes: a view switch back draws the
-    # same element, so each run's differs (the script is harmless to run again).
+    # same element, so each time's differs.
     script = _KEEP_DRAFT_JS % {"storage": DRAFT_STORAGE, "run": time.monotonic_ns()}
     st.html(f"<script>{script}</script>", unsafe_allow_javascript=True)
 
@@ -688,11 +710,11 @@ def dashboard(service: VisitorService, key: str, offline: bool) -> None:
     conversation = session.conversation
     # Figures and charts are built once per version of the conversation (a message, turn, trim,
     # pin or setting): a rerun that changed none of them walks no history and builds no chart.
-    figures = dashboard_figures(conversation, session.policy, model_table())
+    figures = dashboard_figures(conversation, session.policy, service.prices)
     drawing = dashboard_drawing(figures, page_translator())
     gauge, total = figures.gauge, figures.totals
     st.subheader(tr("dashboard.header"))
-    priced = model_table().lookup(conversation.model)
+    priced = service.prices.lookup(conversation.model)
     # A grid of two columns, filled row by row: every metric of a row has a delta line or none,
     # so the rows line up as separate st.columns rows would, for three elements fewer.
     left, right = st.columns(2)
@@ -772,10 +794,10 @@ def dashboard(service: VisitorService, key: str, offline: bool) -> None:
             st.table(drawing.next_call, hide_index=True)
             st.caption(tr("dashboard.next_call.total", used=gauge.used))
 
-    st.markdown(f"**{tr('dashboard.trims.header')}**")
-    if not figures.trims:
-        st.caption(tr("dashboard.trims.empty"))
+    if not figures.trims:  # the header and the words under it, one element
+        st.markdown(f"**{tr('dashboard.trims.header')}**  \n{tr('dashboard.trims.empty')}")
     else:
+        st.markdown(f"**{tr('dashboard.trims.header')}**")
         st.table(drawing.trim_log, hide_index=True)  # each trim with the whole text it dropped
     if (turns := lazy_expander(tr("dashboard.turns.header"), Key.TURNS_OPEN)) is not None:
         with turns:

@@ -180,12 +180,13 @@ def language_switch() -> None:
 
 def html_lang() -> None:
     """Streamlit's page says <html lang="en">: say the language shown instead (screen readers
-    pick their voice by it, browsers their CJK font and translation offer). Nothing to say while
-    the page has only been English. Called last in the sidebar: the element is empty but has a gap."""
+    pick their voice by it, browsers their CJK font and translation offer). Said once per
+    language change (the attribute stays when the element goes); nothing to say while the page
+    has only been English. Called last in the sidebar: the element is empty but has a gap."""
     language = page_translator().language
-    if language == "en" and not st.session_state.get(Key.HTML_LANG_SET):
+    if language == (st.session_state.get(Key.HTML_LANG_SET) or "en"):
         return
-    st.session_state[Key.HTML_LANG_SET] = True
+    st.session_state[Key.HTML_LANG_SET] = language
     st.html(f'<script>document.documentElement.lang = "{language}";</script>', unsafe_allow_javascript=True)
 
 
@@ -290,6 +291,8 @@ class Frame:
     settings: DeltaGenerator | None
     #: The view the link names, for the entry point to run.
     view: StreamlitPage
+    #: True on the view's first run since another view was shown, or since the session began.
+    entered: bool
 
 
 def visitor_service(deployment: Deployment) -> VisitorService:
@@ -371,7 +374,7 @@ def frame() -> Frame:
             st.error(error_text(problem))
         st.stop()
     service = visitor_service(deployment)  # may stop the page to ask for sign-in
-    view = view_switch()  # at the top, above the notices
+    view, entered = view_switch()  # at the top, above the notices
     # The shipped personas, then this visitor's own (which never replace a shipped one).
     own = {pid: p for pid, p in service.custom_personas().items() if pid not in catalog.personas}
     catalog = PersonaCatalog(
@@ -391,6 +394,7 @@ def frame() -> Frame:
         under_persona,
         settings,
         view,
+        entered,
     )
     _CURRENT.set(drawn)
     notices(service)
@@ -409,16 +413,13 @@ def sidebar(
     with st.sidebar:
         language_switch()
         signed_in_as()
-        st.header(tr("sidebar.persona.header"))
         persona_id = st.selectbox(
             tr("sidebar.persona.label"),
             list(catalog.personas),
             format_func=lambda pid: f"{catalog.personas[pid].avatar} {catalog.personas[pid].name}",
             key=Key.PERSONA,
-            label_visibility="collapsed",
         )
-        persona = catalog.personas[persona_id]
-        st.caption(as_markdown(persona.description))
+        persona = catalog.personas[persona_id]  # its description is under the page's title
         under_persona = st.container()
         if catalog.errors:
             with st.expander(tr("sidebar.persona_errors", count=len(catalog.errors)), expanded=True):
@@ -453,6 +454,7 @@ def sidebar(
                     persist_state="session",
                 )
                 base_url_field(deployment.access_mode, list(deployment.allowed_base_urls))
+        html_lang()
     return persona, connection, under_persona, settings
 
 
@@ -478,15 +480,19 @@ def view_pages() -> dict[str, StreamlitPage]:
     return pages
 
 
-def view_switch() -> StreamlitPage:
-    """The view the link names, and a switch to the others at the top of the page: one radio
-    group, a single stop for Tab where Streamlit's navigation links were four."""
+def view_switch() -> tuple[StreamlitPage, bool]:
+    """The view the link names, and whether this run is its first since another view was shown;
+    and a switch to the others at the top of the page: one radio group, a single stop for Tab
+    where Streamlit's navigation links were four."""
     pages = view_pages()
     current = st.navigation(list(pages.values()), position="hidden")
     chosen = st.session_state.pop(Key.VIEW_CHOSEN, None)
     if chosen is not None and chosen != current.url_path and chosen in pages:
         switch_page(pages[chosen])
     st.session_state[Key.VIEW] = current.url_path
+    # Whether this run is the view's first since another was shown (or the session began).
+    entered = st.session_state.get(Key.VIEW_SHOWN) != current.url_path
+    st.session_state[Key.VIEW_SHOWN] = current.url_path
     st.radio(
         tr("views.label"),
         list(pages),
@@ -496,7 +502,7 @@ def view_switch() -> StreamlitPage:
         label_visibility="collapsed",
         on_change=choose_view,
     )
-    return current
+    return current, entered
 
 
 def connection_status(service: VisitorService, persona: Persona, connection: Connection) -> None:
@@ -566,6 +572,8 @@ def switch_page(page: str | StreamlitPage) -> None:
 
 
 def title(persona: Persona) -> None:
+    """The persona's name and what it is, as a chat app heads a conversation (the app's own name
+    is the browser tab's title)."""
     # No anchor link: it would be a stop for Tab before the chat input, and leads nowhere new.
     st.title(as_markdown(f"{persona.avatar} {persona.name}"), anchor=False)
-    st.caption(tr("page.tagline"))
+    st.caption(as_markdown(persona.description))

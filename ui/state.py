@@ -28,6 +28,7 @@ class Key(StrEnum):
     CATALOG_IDS = "catalog_ids"  # the persona ids this run lists (callbacks check against it)
     VIEW = "view"  # the view switch at the top of the page (a page's url path)
     VIEW_CHOSEN = "view_chosen"  # the view picked there, for the page to switch to
+    VIEW_SHOWN = "view_shown"  # the view the last run showed
     VIEW_PAGES = "view_pages"  # (language, the views' st.Page objects by URL path), made once
     LANGUAGE_SWITCH = "lang"  # the sidebar's language selector
     LANGUAGE_CHOSEN = "lang_chosen"  # the language picked there (kept over a reload by ?lang=)
@@ -46,6 +47,7 @@ class Key(StrEnum):
     NEXT_CALL_OPEN = "next_call_open"
     PINS_OPEN = "pins_open"
     TURNS_OPEN = "turns_open"
+    SEARCH_OPEN = "search_open"  # the conversation list's search
     # compare
     COMPARE_COUNT = "compare_count"
     COMPARE_BLIND = "blind"

@@ -4,9 +4,6 @@ it up by label). Keys and `{fields}` match zh_CN.py exactly; see core/i18n.py fo
 CATALOG: dict[str, str] = {
     # --- page, sign-in, workspace ------------------------------------------------------------
     "page.name": "Persona Chat Dashboard",
-    "page.tagline": (
-        "**Persona Chat Dashboard** · talk to a model through a persona and see exactly what it sees."
-    ),
     "page.no_personas": "No persona could be loaded from {directory}.",
     "signin.prompt": "Sign in to see your conversations. They are private to you.",
     "signin.button": "Sign in",
@@ -48,7 +45,6 @@ CATALOG: dict[str, str] = {
     "notice.persona_saved": "Saved {avatar} {name}.",
     # --- sidebar -------------------------------------------------------------------------------
     "sidebar.language": "🌐 Language",
-    "sidebar.persona.header": "Persona",
     "sidebar.persona.label": "Persona",
     "sidebar.persona_errors": "⚠️ {count} persona file(s) could not be loaded",
     "sidebar.settings": "⚙️ Settings: connection, model, budget, export",

@@ -4,7 +4,6 @@ Product and format names (API, URL, JSON, YAML, Markdown, OpenAI, model ids) sta
 CATALOG: dict[str, str] = {
     # --- page, sign-in, workspace ------------------------------------------------------------
     "page.name": "角色聊天仪表盘",
-    "page.tagline": "**角色聊天仪表盘** · 通过角色与模型对话，并准确看到它所看到的一切。",
     "page.no_personas": "无法从 {directory} 加载任何角色。",
     "signin.prompt": "登录后即可查看你的对话，这些对话仅你本人可见。",
     "signin.button": "登录",
@@ -45,7 +44,6 @@ CATALOG: dict[str, str] = {
     "notice.persona_saved": "已保存 {avatar} {name}。",
     # --- sidebar -------------------------------------------------------------------------------
     "sidebar.language": "🌐 语言",
-    "sidebar.persona.header": "角色",
     "sidebar.persona.label": "角色",
     "sidebar.persona_errors": "⚠️ 有 {count} 个角色文件无法加载",
     "sidebar.settings": "⚙️ 设置：连接、模型、预算、导出",
