@@ -424,9 +424,9 @@ def test_the_browser_locale_picks_chinese_and_the_query_parameter_wins(clean_env
 
 
 def test_the_language_switch(app):
-    """English without a locale (AppTest's default); the sidebar switch changes the page and the
-    link, and switches back."""
-    switch = app.selectbox(key="lang")
+    """English without a locale (AppTest's default); the switch in the sidebar's settings changes
+    the page and the link, and switches back."""
+    switch = open_settings(app).selectbox(key="lang")
     assert (switch.label, switch.value, switch.options) == ("🌐 Language", "en", ["English", "简体中文"])
     assert conversation_list(app).options[0] == "🆕 New conversation"
     switch.select("zh-CN").run()
@@ -444,7 +444,7 @@ def test_the_page_lang_follows_the_language(app):
     """Streamlit serves <html lang="en">; a tiny script in the sidebar says the language shown
     (checked in Chromium: it runs without errors and adds no gap). English alone needs none."""
     assert not app.sidebar.get("html")
-    app.selectbox(key="lang").select("zh-CN").run()
+    open_settings(app).selectbox(key="lang").select("zh-CN").run()
     (script,) = app.sidebar.get("html")
     assert script.proto.body == '<script>document.documentElement.lang = "zh-CN";</script>'
     assert script.proto.unsafe_allow_javascript

@@ -27,7 +27,7 @@ from core.stats import Totals, dashboard_figures
 from ui import compare_view
 from ui.cache_metrics import cache_metrics
 from ui.charts import vega_chart
-from ui.frame import CONVERSATION_PARAM, Frame, model_table
+from ui.frame import CONVERSATION_PARAM, Frame
 from ui.layout import Captions, lazy_expander
 from ui.state import (
     Action,

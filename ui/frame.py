@@ -164,10 +164,14 @@ def choose_language() -> None:
     """on_change of the language switch; the link keeps the choice, so a reload does too."""
     st.session_state[Key.LANGUAGE_CHOSEN] = st.session_state[Key.LANGUAGE_SWITCH]
     st.query_params[LANGUAGE_PARAM] = st.session_state[Key.LANGUAGE_SWITCH]
+    # The settings the switch is in stay open: their expander's label, in the new language, makes
+    # it a new element, which would start closed.
+    st.session_state[Key.SETTINGS_OPEN] = True
 
 
 def language_switch() -> None:
-    # whichever source chose it
+    """The language selector (in the sidebar's settings), showing the language this run uses,
+    whichever source chose it."""
     st.session_state[Key.LANGUAGE_SWITCH] = page_translator().language
     st.selectbox(
         tr("sidebar.language"),
@@ -407,11 +411,10 @@ def frame() -> Frame:
 def sidebar(
     service: VisitorService, catalog: PersonaCatalog, deployment: Deployment
 ) -> tuple[Persona, Connection, DeltaGenerator, DeltaGenerator | None]:
-    """The language, the persona and (the chat page's) conversations; the connection and every
-    setting in one closed expander, so that few stops come before the chat input for a keyboard
-    (the sidebar precedes the page in Tab order)."""
+    """The persona and (the chat page's) conversations; the connection and every setting, the
+    language's too, in one closed expander, so that few stops come before the chat input for a
+    keyboard (the sidebar precedes the page in Tab order)."""
     with st.sidebar:
-        language_switch()
         signed_in_as()
         persona_id = st.selectbox(
             tr("sidebar.persona.label"),
@@ -445,6 +448,9 @@ def sidebar(
         settings = lazy_expander(tr("sidebar.settings"), Key.SETTINGS_OPEN)
         if settings is not None:
             with settings:
+                # In the settings, as LibreChat's, Open WebUI's and LobeHub's: the browser's
+                # language (or the link's ?lang=) is chosen without it.
+                language_switch()
                 st.subheader(tr("sidebar.connection.header"))
                 st.text_input(
                     tr("sidebar.api_key.label"),

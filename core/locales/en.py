@@ -47,7 +47,7 @@ CATALOG: dict[str, str] = {
     "sidebar.language": "🌐 Language",
     "sidebar.persona.label": "Persona",
     "sidebar.persona_errors": "⚠️ {count} persona file(s) could not be loaded",
-    "sidebar.settings": "⚙️ Settings: connection, model, budget, export",
+    "sidebar.settings": "⚙️ Settings: language, connection, model, budget, export",
     "sidebar.connection.header": "Connection",
     "sidebar.api_key.label": "API key",
     "sidebar.api_key.help": (

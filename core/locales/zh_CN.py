@@ -46,7 +46,7 @@ CATALOG: dict[str, str] = {
     "sidebar.language": "🌐 语言",
     "sidebar.persona.label": "角色",
     "sidebar.persona_errors": "⚠️ 有 {count} 个角色文件无法加载",
-    "sidebar.settings": "⚙️ 设置：连接、模型、预算、导出",
+    "sidebar.settings": "⚙️ 设置：语言、连接、模型、预算、导出",
     "sidebar.connection.header": "连接",
     "sidebar.api_key.label": "API 密钥",
     "sidebar.api_key.help": (
