@@ -102,7 +102,6 @@ def model_table() -> ModelTable:
     return load_model_table()
 
 
-@st.cache_resource(show_spinner=False)
 def load_tokenizers() -> None:
     for name in BUNDLED_ENCODINGS:
         get_encoding(name)
@@ -113,6 +112,14 @@ GC_THRESHOLDS = (50_000, 20, 10)
 
 
 @st.cache_resource(show_spinner=False)
+def start_process() -> None:
+    """What a serving process loads once, on its first page: the tokenizers and the price table,
+    then the collector's settings (`freeze_startup_objects`). One cached call a run."""
+    load_tokenizers()
+    model_table()
+    freeze_startup_objects()
+
+
 def freeze_startup_objects() -> None:
     """Keep the garbage collector off the hot path of a serving process.
 
@@ -367,11 +374,9 @@ def frame() -> Frame:
     except DashboardError as error:  # a deployer's setting is malformed
         st.error(error_text(error))
         st.stop()
-    load_tokenizers()
     directory = personas_dir()
     catalog = persona_catalog(str(directory), directory_stamp(directory))
-    model_table()
-    freeze_startup_objects()
+    start_process()  # after the personas' first load, which it freezes too
     if not catalog.personas:
         st.error(tr("page.no_personas", directory=directory))
         for problem in catalog.errors:

@@ -404,9 +404,17 @@ class AppPage:
 
     def open_expander(self, label: str, *, area: str = MAIN) -> None:
         """Open the expander labelled `label` in `area` (a lazy one draws its content on opening)."""
-        summary = self.page.locator(f'{area} [data-testid="stExpander"] summary').filter(has_text=label).first
-        summary.click()
-        time.sleep(0.2)  # the rerun starts once the expander's state reaches the server
+        expander = (
+            self.page.locator(f'{area} [data-testid="stExpander"]')
+            .filter(has=self.page.locator("summary", has_text=label))
+            .first
+        )
+        expander.locator("summary").click()
+        # Drawn: the rerun that opening asks for has begun and sent the content (idle alone can
+        # be seen before that rerun starts, on a busy machine).
+        expander.locator(
+            '[data-testid="stExpanderDetails"] [data-testid="stElementContainer"]'
+        ).first.wait_for(state="attached", timeout=UI_TIMEOUT_MS)
         self.wait_idle()
 
     def show_view(self, label: str) -> None:

@@ -171,3 +171,32 @@ def test_a_draft_survives_a_view_switch(offline_server: StreamlitServer, open_ap
     app.page.locator(CHAT_INPUT).wait_for(state="visible")
     time.sleep(1)  # time enough for a draft to be put back
     assert app.page.locator(CHAT_INPUT).input_value() == ""
+
+
+def test_the_conversation_search_finds_and_opens_a_conversation(
+    offline_server: StreamlitServer, open_app: OpenApp
+) -> None:
+    """The search behind its expander in the sidebar lists the conversations that match what is
+    typed (the list redraws alone), and picking one opens it."""
+    app = open_app(offline_server)
+    app.send("第一个问题：担担面怎么做？")
+    app.open_conversation("New conversation")
+    app.wait_idle()
+    app.send("第二个问题：哪里的火锅最辣？")
+    listed = app.page.locator(f'{SIDEBAR} [data-testid="stRadio"] label')
+    assert listed.filter(has_text="担担面").count() == 1 and listed.filter(has_text="火锅").count() == 1
+    app.open_expander("Search conversations", area=SIDEBAR)
+    search = app.page.locator(SIDEBAR).get_by_placeholder("Search titles and messages")
+    search.fill("担担面")
+    search.press("Enter")
+    app.wait_until(
+        "() => { const labels = [...document.querySelectorAll("
+        '\'[data-testid="stSidebar"] [data-testid="stRadio"] label\')].map(l => l.textContent);'
+        " return labels.some(t => t.includes('担担面')) && !labels.some(t => t.includes('火锅')); }",
+        "the list narrowed to the conversation that matches",
+    )
+    app.open_conversation("担担面")
+    app.wait_idle()
+    app.assert_no_exception()
+    assert any("第一个问题：担担面怎么做？" in message for message in app.messages())
+    assert not any("火锅" in message for message in app.messages())
