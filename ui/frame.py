@@ -162,7 +162,7 @@ def page_language() -> Language:
     language = language_for(
         st.query_params.get(LANGUAGE_PARAM), st.session_state.get(Key.LANGUAGE_CHOSEN), st.context.locale
     )
-    st.session_state[LANGUAGE_STATE] = language
+    page_state().keep(LANGUAGE_STATE, language)
     use_language(language)
     return language
 
@@ -500,10 +500,11 @@ def view_switch() -> tuple[StreamlitPage, bool]:
     chosen = st.session_state.pop(Key.VIEW_CHOSEN, None)
     if chosen is not None and chosen != current.url_path and chosen in pages:
         switch_page(pages[chosen])
-    st.session_state[Key.VIEW] = current.url_path
+    state = page_state()
+    state.keep(Key.VIEW, current.url_path)  # the switch shows the view the link names
     # Whether this run is the view's first since another was shown (or the session began).
-    entered = st.session_state.get(Key.VIEW_SHOWN) != current.url_path
-    st.session_state[Key.VIEW_SHOWN] = current.url_path
+    entered = state.get(Key.VIEW_SHOWN) != current.url_path
+    state.keep(Key.VIEW_SHOWN, current.url_path)
     st.radio(
         tr("views.label"),
         list(pages),

@@ -159,7 +159,7 @@ class PageState:
 
     @catalog_ids.setter
     def catalog_ids(self, value: tuple[str, ...]) -> None:
-        self._state[Key.CATALOG_IDS] = value
+        self.keep(Key.CATALOG_IDS, value)
 
     def hold_reply(self, reply: StartedReply) -> None:
         """A callback began a turn: the page streams it in this run."""
@@ -167,7 +167,8 @@ class PageState:
 
     def take_reply(self) -> StartedReply | None:
         reply = cast("StartedReply | None", self._state.get(Key.REPLY))
-        self._state[Key.REPLY] = None
+        if reply is not None:
+            self._state[Key.REPLY] = None
         return reply
 
     def hold_limit_notes(self, conversation_key: str, notes: list[Notice]) -> None:
@@ -187,6 +188,12 @@ class PageState:
 
     def set(self, key: str, value: Any) -> None:
         self._state[key] = value
+
+    def keep(self, key: str, value: Any) -> None:
+        """`set`, when the value differs: a session state write costs a rerun tens of
+        microseconds (Streamlit tracks it), a read almost nothing."""
+        if self._state.get(key) != value:
+            self._state[key] = value
 
     def has(self, key: str) -> bool:
         return key in self._state
