@@ -24,6 +24,7 @@ from tests.apptest import (
 )
 from tests.conftest import REPO_ROOT
 from tests.openai_server import Billing
+from ui import frame as frame_module
 from ui.chat_page import DRAFT_STORAGE
 
 PERSONAS = REPO_ROOT / "personas"
@@ -324,6 +325,26 @@ def test_broken_persona_file_is_reported_and_the_rest_load(start_app, tmp_path):
     assert len(errors) == 1 and "broken.yaml" in errors[0]
     send(at, "still works")
     assert conversation(at).turns
+
+
+def test_a_persona_file_added_while_the_app_runs_is_offered_after_the_recheck(
+    start_app, tmp_path, monkeypatch
+):
+    """The personas folder is looked at again at most every PERSONAS_RECHECK_S: a rerun within it
+    reads no folder; the next one after it offers the new file (and drops a removed one)."""
+    monkeypatch.setattr(frame_module, "PERSONAS_RECHECK_S", 3600.0)
+    shutil.copy(PERSONAS / "foodie.yaml", tmp_path / "foodie.yaml")
+    at = start_app(PERSONAS_DIR=str(tmp_path))
+    assert at.selectbox(key="persona_id").options == ["🍜 美食家"]
+    shutil.copy(PERSONAS / "foodie.yaml", tmp_path / "second.yaml")
+    at.run()
+    assert at.selectbox(key="persona_id").options == ["🍜 美食家"]  # within the recheck
+    monkeypatch.setattr(frame_module, "PERSONAS_RECHECK_S", 0.0)
+    at.run()
+    assert at.selectbox(key="persona_id").options == ["🍜 美食家", "🍜 美食家"]
+    (tmp_path / "second.yaml").unlink()
+    at.run()
+    assert at.selectbox(key="persona_id").options == ["🍜 美食家"]
 
 
 def test_no_loadable_persona_stops_with_a_clear_error(start_app, tmp_path):

@@ -8,6 +8,7 @@ import importlib
 import os
 import re
 import threading
+import time
 from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,9 +83,7 @@ def personas_dir() -> Path:
 
 
 def directory_stamp(directory: Path) -> str:
-    """Changes when a persona file is added, removed or edited, so the cached catalog reloads. One
-    string: Streamlit hashes a cached function's arguments on every call, a string at once, a
-    tuple of tuples item by item (a third of a millisecond a run for the shipped personas)."""
+    """Changes when a persona file is added, removed or edited."""
     try:
         entries = [(path.name, path.lstat()) for path in directory.iterdir()]
     except OSError:
@@ -92,9 +91,36 @@ def directory_stamp(directory: Path) -> str:
     return repr(sorted((name, info.st_mtime_ns, info.st_size) for name, info in entries))
 
 
+#: How often a serving process looks at its personas folder again (seconds).
+PERSONAS_RECHECK_S = 1.0
+
+
+class PersonaFolder:
+    """The personas of one folder, shared by every session of the process: read again when a
+    file in it is added, removed or edited, which is looked for at most every
+    PERSONAS_RECHECK_S (a rerun then costs no listing of the folder and no hashing of its stamp)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._lock = threading.Lock()
+        self._stamp = directory_stamp(directory)
+        self._catalog = load_personas(directory)
+        self._checked = time.monotonic()
+
+    def catalog(self) -> PersonaCatalog:
+        if time.monotonic() - self._checked >= PERSONAS_RECHECK_S:
+            with self._lock:
+                if time.monotonic() - self._checked >= PERSONAS_RECHECK_S:
+                    stamp = directory_stamp(self.directory)
+                    if stamp != self._stamp:
+                        self._catalog, self._stamp = load_personas(self.directory), stamp
+                    self._checked = time.monotonic()
+        return self._catalog
+
+
 @st.cache_resource(show_spinner=False)
-def persona_catalog(directory: str, stamp: str) -> PersonaCatalog:
-    return load_personas(directory)
+def persona_folder(directory: str) -> PersonaFolder:
+    return PersonaFolder(Path(directory))
 
 
 @st.cache_resource(show_spinner=False)
@@ -375,7 +401,7 @@ def frame() -> Frame:
         st.error(error_text(error))
         st.stop()
     directory = personas_dir()
-    catalog = persona_catalog(str(directory), directory_stamp(directory))
+    catalog = persona_folder(str(directory)).catalog()
     start_process()  # after the personas' first load, which it freezes too
     if not catalog.personas:
         st.error(tr("page.no_personas", directory=directory))
