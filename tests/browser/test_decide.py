@@ -16,6 +16,7 @@ import yaml
 
 from tests.browser.conftest import MAIN, AppPage, OpenApp, StartStreamlit
 from tests.openai_server import Fault, running_server
+from ui.frame import PERSONAS_RECHECK_S
 
 pytestmark = pytest.mark.browser
 
@@ -144,7 +145,7 @@ def test_a_test_set_twice_around_a_persona_edit_shows_what_changed(
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     data["system_prompt"] += " 回答时先说一句欢迎词。"
     path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
-    time.sleep(0.05)
+    time.sleep(PERSONAS_RECHECK_S + 0.1)  # the server looks at the folder again at most this often
     click(app, "Run the test set")
     app.wait_until(
         f"() => document.querySelector('{MAIN}').innerText.includes('Against the run before')",

@@ -200,3 +200,19 @@ def test_the_conversation_search_finds_and_opens_a_conversation(
     app.assert_no_exception()
     assert any("第一个问题：担担面怎么做？" in message for message in app.messages())
     assert not any("火锅" in message for message in app.messages())
+
+
+def test_the_language_switch_in_the_settings(offline_server: StreamlitServer, open_app: OpenApp) -> None:
+    """The language is chosen in the sidebar's settings; switching redraws the page in it, and the
+    settings stay open (their label, in the new language, is a new element)."""
+    app = open_app(offline_server)
+    app.open_settings()
+    app.page.locator(SIDEBAR).get_by_role("combobox", name="🌐 Language").click()
+    app.page.get_by_role("option").filter(has_text="简体中文").click()
+    app.page.locator(SIDEBAR).get_by_role("combobox", name="🌐 语言").wait_for()
+    app.wait_idle()
+    app.assert_no_exception()
+    assert "给 美食家 发消息" in (app.page.locator(CHAT_INPUT).get_attribute("placeholder") or "")
+    assert app.page.evaluate("document.documentElement.lang") == "zh-CN"
+    assert "lang=zh-CN" in app.page.url
+    app.screenshot("views-06-settings-zh")
