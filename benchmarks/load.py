@@ -18,7 +18,12 @@ Run: python -m benchmarks.load [--visitors 10 25 50] [--duration 60] [--option N
 (e.g. `--against runner.postScriptGC=true`: Streamlit's default full collection after every run,
 which .streamlit/config.toml turns off). `--every 60` prints, under each line, the server's
 resident memory and its CPU time per turn every minute of the run: whether a long run's memory
-levels off or keeps growing (`--visitors 10 --duration 600`).
+levels off or keeps growing (`--visitors 10 --duration 600`). `--generations K` sends K crowds one
+after the other to the same server, each leaving (closing its connections) before the next
+comes: under each line, per crowd, the server's resident memory `--between` seconds after it
+left, so that what a session keeps after its visitor left shows as growth from crowd to crowd
+(`--option server.disconnectedSessionTTL=5` lets the server drop a left session after 5 s
+instead of 120).
 """
 
 from __future__ import annotations
@@ -298,10 +303,53 @@ class Timeline:
         return text
 
 
+@dataclass
+class CrowdRun:
+    people: list[Visitor]
+    threads: list[threading.Thread]
+    idle: ServerUse
+    busy: ServerUse
+    client_cpu_s: float
+
+
+def run_crowd(
+    server: subprocess.Popen[bytes], visitors: int, duration_s: float, timeline: Timeline | None
+) -> CrowdRun:
+    """`visitors` load the page together, chat for `duration_s`, and leave."""
+    port: int = server.port  # type: ignore[attr-defined]
+    crowd = Crowd(threading.Barrier(visitors + 1, timeout=4 * TURN_TIMEOUT_S))
+    people = [Visitor(port, i, random.uniform(0, INTERVAL_S), duration_s, crowd) for i in range(visitors)]
+    threads = [threading.Thread(target=v.run, daemon=True) for v in people]
+    for thread in threads:
+        thread.start()
+    crowd.loaded.wait()  # every visitor has the page
+    idle = server_use(server.pid)
+    client_cpu = time.process_time()
+    crowd.start = time.monotonic()
+    if timeline is not None:
+        sampler = threading.Thread(target=timeline.follow, args=(server.pid, crowd.start, people))
+        sampler.start()
+    crowd.loaded.wait()
+    for thread in threads:
+        thread.join(duration_s + 4 * TURN_TIMEOUT_S)
+    busy = server_use(server.pid)
+    if timeline is not None:
+        timeline.done.set()
+        sampler.join()
+    return CrowdRun(people, threads, idle, busy, time.process_time() - client_cpu)
+
+
 def run_load(
-    visitors: int, duration_s: float, options: list[str], label: str, every_s: float | None = None
+    visitors: int,
+    duration_s: float,
+    options: list[str],
+    label: str,
+    every_s: float | None = None,
+    generations: int = 1,
+    between_s: float = 0.0,
 ) -> str:
     folder = tempfile.mkdtemp(prefix="dashboard-load-")
+    later: list[CrowdRun] = []  # the crowds after the first
     try:
         with streamlit_server(folder, options) as server:
             port: int = server.port  # type: ignore[attr-defined]
@@ -311,31 +359,20 @@ def run_load(
             if warm.failure:
                 raise RuntimeError(f"the page does not answer: {warm.failure}")
             before = server_use(server.pid)
-            crowd = Crowd(threading.Barrier(visitors + 1, timeout=4 * TURN_TIMEOUT_S))
-            people = [
-                Visitor(port, i, random.uniform(0, INTERVAL_S), duration_s, crowd) for i in range(visitors)
-            ]
-            threads = [threading.Thread(target=v.run, daemon=True) for v in people]
-            for thread in threads:
-                thread.start()
-            crowd.loaded.wait()  # every visitor has the page
-            idle = server_use(server.pid)
-            client_cpu = time.process_time()
-            crowd.start = time.monotonic()
             timeline = Timeline(every_s) if every_s else None
-            if timeline is not None:
-                sampler = threading.Thread(target=timeline.follow, args=(server.pid, crowd.start, people))
-                sampler.start()
-            crowd.loaded.wait()
-            for thread in threads:
-                thread.join(duration_s + 4 * TURN_TIMEOUT_S)
-            busy = server_use(server.pid)
-            if timeline is not None:
-                timeline.done.set()
-                sampler.join()
-            client_cpu = time.process_time() - client_cpu
+            first = run_crowd(server, visitors, duration_s, timeline)
+            gone: list[ServerUse] = []  # after each crowd has left and the server could drop it
+            for _ in range(generations - 1):
+                time.sleep(between_s)
+                gone.append(server_use(server.pid))
+                later.append(run_crowd(server, visitors, duration_s, None))
+            if generations > 1:
+                time.sleep(between_s)
+                gone.append(server_use(server.pid))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+    people, threads, idle, busy = first.people, first.threads, first.idle, first.busy
+    client_cpu = first.client_cpu_s
     turns = [t for v in people for t in v.turns]
     answered = [t.last_token_s for t in turns if t.last_token_s is not None]
     settled = [t.settled_s for t in turns if t.settled_s is not None and t.error is None]
@@ -360,6 +397,13 @@ def run_load(
         line += f"\n{'':>10} failure: {failure} (×{failures.count(failure)})"
     if timeline is not None:
         line += timeline.lines()
+    if generations > 1:
+        line += f"\n{'':>10} {'crowd':>6} | {'turns':>6} | {'failures':>8} | RSS MiB once it left"
+        crowds = [(len(turns), len(failures))] + [
+            (sum(len(v.turns) for v in run.people), sum(1 for v in run.people if v.failure)) for run in later
+        ]
+        for number, (use, (turned, failed)) in enumerate(zip(gone, crowds, strict=True), 1):
+            line += f"\n{'':>10} {number:>6} | {turned:>6} | {failed:>8} | {use.rss_mib:>7.1f}"
     return line
 
 
@@ -380,6 +424,20 @@ def main(argv: list[str] | None = None) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="run each crowd again with these options added, e.g. runner.postScriptGC=true",
+    )
+    parser.add_argument(
+        "--generations",
+        type=int,
+        default=1,
+        metavar="K",
+        help="send K crowds one after the other, each leaving before the next; print memory once each left",
+    )
+    parser.add_argument(
+        "--between",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="with --generations: how long to wait after a crowd leaves before measuring (default 10)",
     )
     parser.add_argument(
         "--every",
@@ -407,7 +465,10 @@ def main(argv: list[str] | None = None) -> None:
         variants.append(([*args.option, *args.against], " ".join(args.against)))
     for visitors in args.visitors:
         for options, label in variants:
-            print(run_load(visitors, args.duration, options, label, args.every), flush=True)
+            line = run_load(
+                visitors, args.duration, options, label, args.every, args.generations, args.between
+            )
+            print(line, flush=True)
     print(
         "\np50/p95/max: send → the reply's last token; settled: send → the rerun after the reply has "
         f"drawn the page; server ms: server CPU per turn; target: p95 ≤ {TARGET_P95_S:.0f} s, no failure"
