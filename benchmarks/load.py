@@ -20,19 +20,23 @@ which .streamlit/config.toml turns off). `--every 60` prints, under each line, t
 resident memory and its CPU time per turn every minute of the run: whether a long run's memory
 levels off or keeps growing (`--visitors 10 --duration 600`). `--generations K` sends K crowds one
 after the other to the same server, each leaving (closing its connections) before the next
-comes: under each line, per crowd, the server's resident memory `--between` seconds after it
-left, so that what a session keeps after its visitor left shows as growth from crowd to crowd
-(`--option server.disconnectedSessionTTL=5` lets the server drop a left session after 5 s
-instead of 120).
+comes: under each line, per crowd, `--between` seconds after it left, the server's resident
+memory and how many visitors' services, conversations, messages and Streamlit sessions are
+still alive (the server runs as benchmarks/counted_server.py, which counts them on SIGUSR1).
+Streamlit drops a left session after `server.disconnectedSessionTTL` seconds (120; `--option
+server.disconnectedSessionTTL=5`), and only when its session store is next touched: a new
+visitor's arrival.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -218,8 +222,10 @@ def server_use(pid: int) -> ServerUse:
 
 @contextlib.contextmanager
 def streamlit_server(
-    folder: str, options: list[str], env: dict[str, str] | None = None
+    folder: str, options: list[str], env: dict[str, str] | None = None, *, counted: bool = False
 ) -> Iterator[subprocess.Popen[bytes]]:
+    """`streamlit run` on a free loopback port; with `counted`, one that writes its live
+    per-visitor objects to `{folder}/counted.jsonl` on SIGUSR1 (benchmarks/counted_server.py)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -236,7 +242,11 @@ def streamlit_server(
     env.pop("PERSONAS_DIR", None)
     env.pop("DATABASE_URL_READ_ONLY", None)
     env.update(extra)
-    command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", f"--server.port={port}"]
+    if counted:
+        env["COUNTED_OBJECTS_FILE"] = f"{folder}/counted.jsonl"
+        command = [sys.executable, "-m", "benchmarks.counted_server", f"--server.port={port}"]
+    else:
+        command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", f"--server.port={port}"]
     command += ["--server.address=127.0.0.1", "--server.headless=true", "--browser.gatherUsageStats=false"]
     command += [f"--{option}" for option in options]
     with open(f"{folder}/server.log", "wb") as log:
@@ -339,6 +349,21 @@ def run_crowd(
     return CrowdRun(people, threads, idle, busy, time.process_time() - client_cpu)
 
 
+def counted_objects(server: subprocess.Popen[bytes], folder: str) -> dict[str, int]:
+    """The server's live per-visitor objects, after a full collection (benchmarks/counted_server.py)."""
+    path = Path(f"{folder}/counted.jsonl")
+    before = len(path.read_text().splitlines()) if path.exists() else 0
+    server.send_signal(signal.SIGUSR1)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        lines = path.read_text().splitlines() if path.exists() else []
+        if len(lines) > before:
+            counts: dict[str, int] = json.loads(lines[-1])
+            return counts
+        time.sleep(0.1)
+    raise TimeoutError("the server wrote no counts")
+
+
 def run_load(
     visitors: int,
     duration_s: float,
@@ -351,7 +376,7 @@ def run_load(
     folder = tempfile.mkdtemp(prefix="dashboard-load-")
     later: list[CrowdRun] = []  # the crowds after the first
     try:
-        with streamlit_server(folder, options) as server:
+        with streamlit_server(folder, options, counted=generations > 1) as server:
             port: int = server.port  # type: ignore[attr-defined]
             # One visitor first, so imports and caches are warm before anything is timed.
             warm = Visitor(port, -1, 0.0, 0.1)
@@ -361,14 +386,13 @@ def run_load(
             before = server_use(server.pid)
             timeline = Timeline(every_s) if every_s else None
             first = run_crowd(server, visitors, duration_s, timeline)
-            gone: list[ServerUse] = []  # after each crowd has left and the server could drop it
-            for _ in range(generations - 1):
+            # After each crowd has left and the server could drop its sessions.
+            gone: list[tuple[ServerUse, dict[str, int]]] = []
+            for generation in range(generations if generations > 1 else 0):
+                if generation:
+                    later.append(run_crowd(server, visitors, duration_s, None))
                 time.sleep(between_s)
-                gone.append(server_use(server.pid))
-                later.append(run_crowd(server, visitors, duration_s, None))
-            if generations > 1:
-                time.sleep(between_s)
-                gone.append(server_use(server.pid))
+                gone.append((server_use(server.pid), counted_objects(server, folder)))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     people, threads, idle, busy = first.people, first.threads, first.idle, first.busy
@@ -398,12 +422,15 @@ def run_load(
     if timeline is not None:
         line += timeline.lines()
     if generations > 1:
-        line += f"\n{'':>10} {'crowd':>6} | {'turns':>6} | {'failures':>8} | RSS MiB once it left"
+        names = ("VisitorService", "Conversation", "Message", "AppSession")
+        header = f"{'crowd':>6} | {'turns':>6} | {'failures':>8} | {'RSS MiB':>7} | alive once it left"
+        line += f"\n{'':>10} {header}: " + ", ".join(names)
         crowds = [(len(turns), len(failures))] + [
             (sum(len(v.turns) for v in run.people), sum(1 for v in run.people if v.failure)) for run in later
         ]
-        for number, (use, (turned, failed)) in enumerate(zip(gone, crowds, strict=True), 1):
-            line += f"\n{'':>10} {number:>6} | {turned:>6} | {failed:>8} | {use.rss_mib:>7.1f}"
+        for number, ((use, alive), (turned, failed)) in enumerate(zip(gone, crowds, strict=True), 1):
+            counts = ", ".join(f"{alive[name]}" for name in names)
+            line += f"\n{'':>10} {number:>6} | {turned:>6} | {failed:>8} | {use.rss_mib:>7.1f} | {counts}"
     return line
 
 
