@@ -66,7 +66,7 @@ def open_conversation(at: AppTest, conversation_id: str) -> AppTest:
 
 def search_conversations(at: AppTest, text: str) -> AppTest:
     """Type `text` into the conversation list's search, opened first when closed."""
-    if not at.session_state["search_open"]:
+    if "search_open" not in at.session_state or not at.session_state["search_open"]:
         open_expander(at, "search_open")
     at.sidebar.text_input(key="conversation_search").input(text).run()
     assert not at.exception, at.exception

@@ -19,6 +19,7 @@ from tests.apptest import (
     open_expander,
     open_key,
     search_conversations,
+    select_persona,
     send,
     setting,
 )
@@ -63,6 +64,22 @@ def test_new_conversation_keeps_the_old_one_listed(app: AppTest) -> None:
     assert [m.content for m in conversation(app).messages if m.role == "user"] == [
         "first conversation question"
     ]
+
+
+def test_the_search_shows_once_there_are_two_conversations(app: AppTest) -> None:
+    """Nothing to search in a single conversation: the search's expander comes with the second,
+    of any persona."""
+
+    def has_search() -> bool:
+        return any("Search conversations" in e.label for e in app.sidebar.expander)
+
+    send(app, "how to make dumplings")
+    assert listed_titles(app) == ["how to make dumplings"] and not has_search()
+    select_persona(app, "translator")
+    send(app, "translate: hello")
+    assert has_search()
+    select_persona(app, "foodie")
+    assert has_search() and listed_titles(app) == ["how to make dumplings"]
 
 
 def test_rename_search_delete_and_undo(app: AppTest) -> None:

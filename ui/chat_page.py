@@ -176,18 +176,8 @@ def conversation_list_body(service: VisitorService, persona: Persona, key: str) 
             disabled=len(service.session(key).conversation.messages) < 2,
         )
         return
-    search = ""
-    if (
-        search_box := lazy_expander(tr("conversations.search.label"), Key.SEARCH_OPEN, icon="🔍")
-    ) is not None:
-        with search_box:
-            search = st.text_input(
-                tr("conversations.search.label"),
-                key=Key.CONVERSATION_SEARCH,
-                placeholder=tr("conversations.search.placeholder"),
-                label_visibility="collapsed",
-            )
     try:
+        search = conversation_search(service)
         listed = service.list_conversations(persona_id=None if search else persona.id, search=search or None)
     except DashboardError as error:
         st.error(tr("conversations.list_failed", error=error_text(error)))
@@ -234,6 +224,23 @@ def conversation_list_body(service: VisitorService, persona: Persona, key: str) 
     )
     if len(listed) > CONVERSATIONS_LISTED:
         st.caption(tr("conversations.older", count=len(listed) - CONVERSATIONS_LISTED))
+
+
+def conversation_search(service: VisitorService) -> str:
+    """The search's text, in its expander (drawn while open; "" while closed): shown once there is
+    more than one conversation to search, of any persona (raises the store's `DashboardError`)."""
+    if not page_state().get(Key.SEARCH_OPEN) and sum(service.conversation_counts().values()) < 2:
+        return ""
+    search_box = lazy_expander(tr("conversations.search.label"), Key.SEARCH_OPEN, icon="🔍")
+    if search_box is None:
+        return ""
+    with search_box:
+        return st.text_input(
+            tr("conversations.search.label"),
+            key=Key.CONVERSATION_SEARCH,
+            placeholder=tr("conversations.search.placeholder"),
+            label_visibility="collapsed",
+        )
 
 
 def manage_conversation(service: VisitorService, persona: Persona, key: str) -> None:

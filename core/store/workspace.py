@@ -282,7 +282,13 @@ class Workspace:
         return [*self.comparison_picks(), *([pick] for run in self.test_runs() for pick in run.picks())]
 
     def conversation_counts(self) -> dict[str, int]:
-        return self.store.conversation_counts(self.owner) if self.store else {}
+        """How many conversations this owner has per persona id (read again like the listings)."""
+        store = self.store
+        if store is None:
+            return {}
+        return dict(
+            self._listed(("counts",), lambda: builtins.list(store.conversation_counts(self.owner).items()))
+        )
 
     # --- the list ----------------------------------------------------------------------------
 

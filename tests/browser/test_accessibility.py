@@ -34,7 +34,7 @@ pytestmark = pytest.mark.browser
 NORMAL_TEXT_RATIO = 4.5
 LARGE_TEXT_RATIO = 3.0
 #: At most this many Tab presses from page load to the chat input.
-TABS_TO_CHAT_INPUT = 9
+TABS_TO_CHAT_INPUT = 8
 
 # Every visible text node under the given roots, with the contrast of its colour against what is
 # painted behind it. What is painted is worked out as the browser composes it: from the page's
