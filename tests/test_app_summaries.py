@@ -39,9 +39,11 @@ def test_a_pinned_message_is_kept_in_context_and_badged(app: AppTest) -> None:
     send(app, "第二个问题")
     chat = conversation(app)
     first = chat.messages[1]
-    pins = open_expander(app, "pins_open").multiselect(key=f"pins::{open_key(app)}::{len(chat.messages)}")
-    pins.select(first.id).run()
+    # In the expander of what the next call sends, which stays open once a pin changes.
+    open_expander(app, "next_call_open")
+    app.multiselect(key=f"pins::{open_key(app)}::{len(chat.messages)}").select(first.id).run()
     assert conversation(app).messages[1].pinned
+    assert app.session_state["next_call_open"] and app.table  # still open, the table drawn
     assert ":blue-badge[📌 pinned]" in [m.value for m in app.markdown]
     for i in range(12):
         send(app, f"第{i}个问题：四川火锅、重庆小面和成都担担面，哪一个最适合第一次去四川的人？")

@@ -84,9 +84,6 @@ def page(frame: Frame) -> None:
             keep_draft()  # at the dashboard's foot, where its empty element's gap shows nothing
     with chat_column:
         chat(service, key, persona)
-        # Beside the chat fragment, not in it: a reply streaming in it does not redraw them (the
-        # reply's end reruns the page), and each fragment nested one level less costs less.
-        pins(service, key)
     with dashboard_slot:
         dashboard(service, key, frame.connection.offline)
 
@@ -674,21 +671,6 @@ def turn_button(service: VisitorService, key: str, action: Action, label: str, i
     st.button(label, icon=icon, on_click=start_turn, args=(service, key, action), key=action.value)
 
 
-def pins(service: VisitorService, key: str) -> None:
-    """Pin messages in context: no policy drops or summarizes a pinned message (one widget for
-    the whole chat, not a button per message, so long chats stay quick). Its choices are drawn
-    only while its expander is open (ui/layout.lazy_expander), in a fragment: choosing redraws
-    them alone; a change made redraws the page (the chat's badges, the dashboard). Closed, it is
-    one element and no fragment (a fragment's call costs a rerun about as much as five)."""
-    candidates = pin_candidates(service, key)
-    if not candidates:
-        return
-    box = lazy_expander(tr("pins.header", count=sum(m.pinned for m in candidates)), Key.PINS_OPEN, icon="📌")
-    if box is not None:
-        with box:
-            pin_choices(service, key)
-
-
 def pin_candidates(service: VisitorService, key: str) -> list[Message]:
     """The messages in context that may be pinned: every one but the system prompt and notes."""
     return [m for m in service.session(key).conversation.context_messages()[1:] if not m.automatic]
@@ -696,6 +678,10 @@ def pin_candidates(service: VisitorService, key: str) -> list[Message]:
 
 @st.fragment
 def pin_choices(service: VisitorService, key: str) -> None:
+    """Pin messages in context, beside the table of what the next call sends: no policy drops or
+    summarizes a pinned message (one widget for the whole chat, not a button per message, so long
+    chats stay quick). A fragment: choosing redraws it alone; a change made redraws the page (the
+    chat's badges, the dashboard, and this expander, still open: its label does not change)."""
     conversation = service.session(key).conversation
     candidates = pin_candidates(service, key)
     labels = {m.id: f"{'🧑' if m.role == 'user' else '🤖'} {m.preview(70)}" for m in candidates}
@@ -795,8 +781,11 @@ def dashboard(service: VisitorService, key: str, offline: bool) -> None:
     counting_status(session, notes)
     notes.draw()
 
-    if (next_call := lazy_expander(tr("dashboard.next_call.header"), Key.NEXT_CALL_OPEN)) is not None:
+    next_call = lazy_expander(tr("dashboard.next_call.header"), Key.NEXT_CALL_OPEN, icon="📌")
+    if next_call is not None:
         with next_call:
+            if pin_candidates(service, key):
+                pin_choices(service, key)
             # A static table: every message's whole text, wrapped, the system prompt first.
             st.table(drawing.next_call, hide_index=True)
             st.caption(tr("dashboard.next_call.total", used=gauge.used))

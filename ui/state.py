@@ -45,7 +45,6 @@ class Key(StrEnum):
     SETTINGS_OPEN = "settings_open"  # the sidebar's settings: connection, model, budget, export
     LIMIT_NOTES = "limit_notes"  # what the deployer's limits changed while the settings were closed
     NEXT_CALL_OPEN = "next_call_open"
-    PINS_OPEN = "pins_open"
     TURNS_OPEN = "turns_open"
     SEARCH_OPEN = "search_open"  # the conversation list's search
     # compare

@@ -187,7 +187,7 @@ CATALOG: dict[str, str] = {
     ),
     "dashboard.context.fits.one": "{count:,} message in context. The next turn fits without trimming.",
     "dashboard.context.fits.other": "{count:,} messages in context. The next turn fits without trimming.",
-    "dashboard.next_call.header": "Exactly what the next call sends",
+    "dashboard.next_call.header": "Exactly what the next call sends, and pins",
     "dashboard.next_call.tokens": "tokens",
     "dashboard.next_call.text": "text",
     "dashboard.next_call.role": "role",
@@ -383,7 +383,6 @@ CATALOG: dict[str, str] = {
         "less the reply cap, and a margin while the estimate learns."
     ),
     "chat.badge.pinned": "pinned",
-    "pins.header": "Pinned messages ({count})",
     "pins.label": "Keep these in context",
     "pins.help": (
         "No context policy drops or summarizes a pinned message; if the pins alone do not fit the "

@@ -176,7 +176,7 @@ CATALOG: dict[str, str] = {
     ),
     "dashboard.context.fits.one": "上下文中有 {count:,} 条消息。下一轮无需裁剪即可容纳。",
     "dashboard.context.fits.other": "上下文中有 {count:,} 条消息。下一轮无需裁剪即可容纳。",
-    "dashboard.next_call.header": "下一次调用发送的确切内容",
+    "dashboard.next_call.header": "下一次调用发送的确切内容，以及置顶",
     "dashboard.next_call.tokens": "token 数",
     "dashboard.next_call.text": "文本",
     "dashboard.next_call.role": "角色",
@@ -358,7 +358,6 @@ CATALOG: dict[str, str] = {
         "{setting:,}）：即窗口减去回复上限，并在估算学习期间保留余量。"
     ),
     "chat.badge.pinned": "已置顶",
-    "pins.header": "置顶消息（{count}）",
     "pins.label": "始终保留在上下文中",
     "pins.help": ("任何上下文策略都不会丢弃或摘要置顶消息；如果仅置顶消息就超出预算，将不会发送并提示你。"),
     "connection.failing": "上一次调用 **{host}** 失败（密钥{key_source}）：请查看聊天中的错误。",
