@@ -22,14 +22,15 @@ _RUN_TRANSLATOR: ContextVar[Translator] = ContextVar("run_translator")
 
 def money(dollars: float | None) -> str:
     """A sum in dollars as every view shows it: four decimals, "< $0.0001" for a sum they would
-    show as $0.0000, "$0" for none, "—" when unknown."""
+    show as $0.0000, "$0" for none, "—" when unknown. A negative sum (caching that cost more than
+    it saved) keeps its sign: "-$0.0012", "> -$0.0001"."""
     if dollars is None:
         return "—"
     if dollars == 0:
         return "$0"
-    if dollars < 0.0001:
-        return "< $0.0001"
-    return f"${dollars:,.4f}"
+    if abs(dollars) < 0.0001:
+        return "< $0.0001" if dollars > 0 else "> -$0.0001"
+    return f"{'-' if dollars < 0 else ''}${abs(dollars):,.4f}"
 
 
 def use_language(language: Language) -> None:
