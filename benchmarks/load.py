@@ -321,6 +321,17 @@ class CrowdRun:
     busy: ServerUse
     client_cpu_s: float
 
+    @property
+    def turns(self) -> list[Turn]:
+        return [t for v in self.people for t in v.turns]
+
+    @property
+    def failures(self) -> list[str]:
+        """Each visitor's failure, and a visitor whose thread never ended."""
+        return [v.failure for v in self.people if v.failure] + [
+            "thread still running" for t in self.threads if t.is_alive()
+        ]
+
 
 def run_crowd(
     server: subprocess.Popen[bytes], visitors: int, duration_s: float, timeline: Timeline | None
@@ -395,14 +406,10 @@ def run_load(
                 gone.append((server_use(server.pid), counted_objects(server, folder)))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
-    people, threads, idle, busy = first.people, first.threads, first.idle, first.busy
-    client_cpu = first.client_cpu_s
-    turns = [t for v in people for t in v.turns]
+    idle, busy, client_cpu = first.idle, first.busy, first.client_cpu_s
+    turns, failures = first.turns, first.failures
     answered = [t.last_token_s for t in turns if t.last_token_s is not None]
     settled = [t.settled_s for t in turns if t.settled_s is not None and t.error is None]
-    failures = [v.failure for v in people if v.failure] + [
-        "thread still running" for t in threads if t.is_alive()
-    ]
     cpu_per_turn = (busy.cpu_s - idle.cpu_s) / max(1, len(turns))
     ok = bool(answered) and not failures and percentile(answered, 0.95) <= TARGET_P95_S
     line = (
@@ -425,11 +432,9 @@ def run_load(
         names = ("VisitorService", "Conversation", "Message", "AppSession")
         header = f"{'crowd':>6} | {'turns':>6} | {'failures':>8} | {'RSS MiB':>7} | alive once it left"
         line += f"\n{'':>10} {header}: " + ", ".join(names)
-        crowds = [(len(turns), len(failures))] + [
-            (sum(len(v.turns) for v in run.people), sum(1 for v in run.people if v.failure)) for run in later
-        ]
-        for number, ((use, alive), (turned, failed)) in enumerate(zip(gone, crowds, strict=True), 1):
+        for number, ((use, alive), run) in enumerate(zip(gone, [first, *later], strict=True), 1):
             counts = ", ".join(f"{alive[name]}" for name in names)
+            turned, failed = len(run.turns), len(run.failures)
             line += f"\n{'':>10} {number:>6} | {turned:>6} | {failed:>8} | {use.rss_mib:>7.1f} | {counts}"
     return line
 
