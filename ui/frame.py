@@ -197,9 +197,6 @@ def choose_language() -> None:
     """on_change of the language switch; the link keeps the choice, so a reload does too."""
     st.session_state[Key.LANGUAGE_CHOSEN] = st.session_state[Key.LANGUAGE_SWITCH]
     st.query_params[LANGUAGE_PARAM] = st.session_state[Key.LANGUAGE_SWITCH]
-    # The settings the switch is in stay open: their expander's label, in the new language, makes
-    # it a new element, which would start closed.
-    st.session_state[Key.SETTINGS_OPEN] = True
 
 
 def language_switch() -> None:

@@ -9,7 +9,11 @@ from streamlit.elements.lib.mutable_expander_container import ExpanderContainer
 def lazy_expander(label: str, key: str, *, icon: str | None = None) -> ExpanderContainer | None:
     """An expander whose content runs only while it is open (opening or closing it reruns): a
     closed one costs a rerun its label alone, where Streamlit would otherwise build and send
-    everything inside it on every rerun. The container while open, else None."""
+    everything inside it on every rerun. The container while open, else None. Open, it stays
+    open when its label changes (another language): Streamlit takes a new label for a new
+    element, which would start closed, unless its key's state says otherwise."""
+    if st.session_state.get(key):
+        st.session_state[key] = True
     expander = st.expander(label, key=key, icon=icon, on_change="rerun")
     return expander if expander.open else None
 

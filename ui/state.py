@@ -42,7 +42,7 @@ class Key(StrEnum):
     IMPORT_FILE = "import_file"
     CHAT_INPUT = "chat_input"
     # Expanders whose content is drawn only while open (ui/layout.lazy_expander)
-    SETTINGS_OPEN = "settings_open"  # the sidebar's settings: connection, model, budget, export
+    SETTINGS_OPEN = "settings_open"  # the sidebar's settings: language, connection, model, budget, export
     LIMIT_NOTES = "limit_notes"  # what the deployer's limits changed while the settings were closed
     NEXT_CALL_OPEN = "next_call_open"
     TURNS_OPEN = "turns_open"
