@@ -26,6 +26,7 @@ from tests.conftest import REPO_ROOT
 from tests.openai_server import Billing
 from ui import frame as frame_module
 from ui.chat_page import DRAFT_STORAGE
+from ui.text import money
 
 PERSONAS = REPO_ROOT / "personas"
 
@@ -61,9 +62,12 @@ def test_a_full_turn_on_the_offline_model(app):
     assert (headline.label, headline.value) == ("Next call sends", f"{sends:,}")
     assert headline.delta == f"{sends / 1024:.0%} of the 1,024 budget"
     # A grid of two columns, filled row by row and read column by column.
-    labels = ["Next call sends", "Tokens in", "Cache hit rate", "Cost", "Tokens out", "Saved by caching"]
-    assert [m.label for m in app.metric] == labels
-    assert metric(app, "Tokens in").value == f"{chat.turns[0].reported_prompt_tokens:,}"
+    assert [m.label for m in app.metric] == ["Next call sends", "Tokens", "Cost", "Cache hit rate"]
+    tokens_in, tokens_out = chat.turns[0].reported_prompt_tokens, chat.turns[0].reported_completion_tokens
+    assert tokens_in is not None and tokens_out is not None
+    tokens = metric(app, "Tokens")
+    assert tokens.value == f"{tokens_in + tokens_out:,}"
+    assert tokens.delta == f"{tokens_in:,} in · {tokens_out:,} out"
     assert not app.error
 
 
@@ -74,16 +78,15 @@ def test_the_offline_model_fills_the_cache_figures(app):
     turns = conversation(app).turns
     cached = turns[1].cached_tokens
     assert cached > 0
-    hit_rate, saved = metric(app, "Cache hit rate"), metric(app, "Saved by caching")
+    hit_rate = metric(app, "Cache hit rate")
     rate = cached / (turns[0].prompt_tokens + turns[1].prompt_tokens)
-    assert (hit_rate.label, hit_rate.value) == ("Cache hit rate", f"{rate:.0%}")
-    assert hit_rate.delta == f"{cached:,} prompt tokens from cache"
+    assert hit_rate.value == f"{rate:.0%}"
     # Offline, the money is what caching would save (as the cost says what it would cost); a
     # sum under a hundredth of a cent says so rather than $0.0000.
-    assert saved.label == "Saved by caching" and saved.delta == "offline; what it would save"
     worth = totals(conversation(app), load_model_table()).cache_saved
     assert worth is not None and worth > 0
-    assert saved.value == ("< $0.0001" if worth < 0.0001 else f"${worth:.4f}")
+    would_save = "< $0.0001" if worth < 0.0001 else f"${worth:.4f}"
+    assert hit_rate.delta == f"offline; would save {would_save}"
     cost = metric(app, "Cost")
     assert cost.value == "$0" and cost.delta.startswith("offline; would be ")
     assert "$0.0000" not in cost.delta  # a sum under a hundredth of a cent says so
@@ -232,6 +235,7 @@ def test_unknown_model_is_counted_as_an_estimate_with_unknown_price(app):
     # Never cut to "unknown …": a dash, with the words under it.
     cost = metric(app, "Cost")
     assert (cost.value, cost.delta) == ("—", "unknown price")
+    assert metric(app, "Cache hit rate").delta == "unknown price"
 
 
 def test_a_budget_fitted_lower_than_set_shows_both_numbers(start_app, openai_server):
@@ -268,6 +272,10 @@ def test_a_priced_model_says_what_a_turn_costs_on_average(start_app, openai_serv
     assert cost.value == ("< $0.0001" if spent < 0.0001 else f"${spent:.4f}")
     per_turn = spent / 2
     assert cost.delta == ("< $0.0001" if per_turn < 0.0001 else f"${per_turn:.4f}") + " a turn on average"
+    # What caching saved, beside it (the server reports cached tokens).
+    saved = totals(conversation(app), load_model_table()).cache_saved
+    assert saved is not None
+    assert metric(app, "Cache hit rate").delta == f"saved {money(saved)}"
 
 
 def test_the_headline_stays_within_the_budget_when_the_next_call_trims(app):

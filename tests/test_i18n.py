@@ -393,7 +393,7 @@ def test_lang_zh_cn_translates_the_first_screen(clean_env):
     at = zh_page(clean_env)
     texts = list(shown_texts(at.main))
     assert any(t.startswith("从左到右：1 系统提示") for t in texts)
-    assert [m.label for m in at.metric] == ["下一次调用发送", "输入 token", "费用", "输出 token"]
+    assert [m.label for m in at.metric] == ["下一次调用发送", "token 用量", "费用"]
     assert at.chat_input(key="chat_input").placeholder == "给 美食家 发消息…"
     assert {t: words for t in texts if (words := english_words(t))} == {}
 

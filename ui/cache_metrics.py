@@ -1,8 +1,6 @@
-"""The dashboard's prompt-cache figures: the conversation's hit rate and what caching saved."""
+"""The dashboard's prompt-cache figure: the conversation's hit rate, and what caching saved."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 from streamlit.delta_generator import DeltaGenerator
 
@@ -10,28 +8,22 @@ from core.stats import Totals
 from ui.text import money, tr
 
 
-def cache_metrics(total: Totals, columns: Sequence[DeltaGenerator], *, offline: bool = False) -> None:
-    """Two metrics side by side, at the foot of two `columns` (the dashboard's grid, filled row by
-    row); drawn only where a server reported cached tokens. On the offline model (which
-    simulates a prefix cache) the money is what caching would save, as the cost metric beside it
-    says what the conversation would cost."""
-    hit, saved = columns
-    hit.metric(
+def cache_metric(total: Totals, column: DeltaGenerator, *, offline: bool = False) -> None:
+    """One metric in `column` (the dashboard's grid): the hit rate, and under it the money that
+    saved (short: a narrow column cuts a longer line); drawn only where a server reported cached
+    tokens. On the offline model (which simulates a prefix cache) the money is what caching would
+    save, as the cost metric beside it says what the conversation would cost."""
+    if total.cache_saved is None:
+        delta = tr("dashboard.cache.delta_unpriced")
+    elif offline:
+        delta = tr("dashboard.cache.delta_offline", saved=money(total.cache_saved))
+    else:
+        delta = tr("dashboard.cache.delta", saved=money(total.cache_saved))
+    column.metric(
         tr("dashboard.cache.label"),
         f"{total.cache_hit_rate:.0%}",
-        tr("dashboard.cache.delta", cached=f"{total.cached_tokens:,}"),
+        delta,
         delta_color="off",
         delta_arrow="off",
         help=tr("dashboard.cache.help"),
-    )
-    saved_figure = (
-        tr("dashboard.cache_saved.unknown") if total.cache_saved is None else money(total.cache_saved)
-    )
-    saved.metric(
-        tr("dashboard.cache_saved.label"),
-        saved_figure,
-        tr("dashboard.cache_saved.offline_delta") if offline else None,
-        delta_color="off",
-        delta_arrow="off",
-        help=tr("dashboard.cache_saved.help"),
     )

@@ -25,7 +25,7 @@ from core.personas.persona import Persona, chat_avatar
 from core.service import StartedReply, VisitorService
 from core.stats import Totals, dashboard_figures
 from ui import compare_view
-from ui.cache_metrics import cache_metrics
+from ui.cache_metrics import cache_metric
 from ui.charts import vega_chart
 from ui.frame import CONVERSATION_PARAM, Frame
 from ui.layout import Captions, lazy_expander
@@ -562,13 +562,16 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
     # A new conversation's box is only as tall as its greeting, so the chat input is on the first
     # screen (desktop and phone); once there are turns it scrolls at CHAT_HEIGHT_PX.
     history_box = st.container(height=CHAT_HEIGHT_PX if conversation.turns else "content", border=False)
-    problem = st.container()  # the last call's error and Retry, right under the history
-    limits = service.limits
     if (unsent := service.take_unsent(key)) is not None:
         # A stale tab's message that could not be saved: back in the input, once.
         page_state().set(Key.CHAT_INPUT, unsent)
-        with problem:
-            st.info(tr("chat.unsent_restored"), icon="↩️")
+        st.info(tr("chat.unsent_restored"), icon="↩️")
+    # The reply a callback started (its message is in the history drawn below), streamed into it.
+    reply = page_state().take_reply()
+    streaming = reply if reply is not None and reply.key == key else None
+    if streaming is None:  # a streamed reply ends in a rerun, which shows what became of it
+        call_error(service, key)  # the last call's error and Retry, right under the history
+    limits = service.limits
     # The request starts in the callback, before this page is drawn again.
     st.chat_input(
         tr("chat.input.placeholder", name=persona.name),
@@ -601,14 +604,9 @@ def chat(service: VisitorService, key: str, persona: Persona) -> None:
         for event in conversation.summary_events:
             if event.fallback:
                 st.caption(tr("summary.fallback", turn=event.turn, reason=event.fallback_reason or "?"))
+        if streaming is not None:
+            stream_reply(service, key, persona, streaming)
 
-        reply = page_state().take_reply()
-        # The callback that started the reply added its message to the history drawn above.
-        if reply is not None and reply.key == key:
-            stream_reply(service, key, persona, reply)
-
-    with problem:
-        call_error(service, key)
     # Under the input: what to ask, ask again (so Tab reaches the input first); then the pins.
     chat_controls(service, key, persona)
 
@@ -708,8 +706,8 @@ def dashboard(service: VisitorService, key: str, offline: bool) -> None:
     gauge, total = figures.gauge, figures.totals
     st.subheader(tr("dashboard.header"))
     priced = service.prices.lookup(conversation.model)
-    # A grid of two columns, filled row by row: every metric of a row has a delta line or none,
-    # so the rows line up as separate st.columns rows would, for three elements fewer.
+    # A grid of two columns, filled row by row: every metric has a line under its figure, so the
+    # rows line up as separate st.columns rows would, for three elements fewer.
     left, right = st.columns(2)
     # What the next call sends, after the policy's drops: within the budget whenever it fits.
     sends = figures.next_call_tokens
@@ -733,17 +731,23 @@ def dashboard(service: VisitorService, key: str, offline: bool) -> None:
         help=tr("dashboard.next_call.help", used=gauge.used),
     )
     cost_metric(right, total, conversation.model, priced is not None, offline, len(conversation.turns))
-    tokens_in_help = (
-        tr("dashboard.tokens_in.help_some_counted")
-        if total.includes_counted
-        else tr("dashboard.tokens_in.help")
+    tokens_help = (
+        tr("dashboard.tokens.help_some_counted") if total.includes_counted else tr("dashboard.tokens.help")
     )
-    left.metric(tr("dashboard.tokens_in.label"), f"{total.prompt_tokens:,}", help=tokens_in_help)
-    right.metric(
-        tr("dashboard.tokens_out.label"), f"{total.completion_tokens:,}", help=tr("dashboard.tokens_out.help")
+    left.metric(
+        tr("dashboard.tokens.label"),
+        f"{total.prompt_tokens + total.completion_tokens:,}",
+        tr(
+            "dashboard.tokens.delta",
+            tokens_in=f"{total.prompt_tokens:,}",
+            tokens_out=f"{total.completion_tokens:,}",
+        ),
+        delta_color="off",
+        delta_arrow="off",
+        help=tokens_help,
     )
     if total.cache_reported:
-        cache_metrics(total, (left, right), offline=offline)
+        cache_metric(total, right, offline=offline)
 
     st.markdown(f"**{tr('dashboard.usage.header')}**")
     notes = Captions()  # the notes under a chart, one element while nothing comes between them

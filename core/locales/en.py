@@ -136,24 +136,22 @@ CATALOG: dict[str, str] = {
     "dashboard.cost.help": "From the prices in models.yaml.",
     "dashboard.cost.per_turn": "{cost} a turn on average",
     "dashboard.cost.no_turns": "nothing sent yet",
-    "dashboard.tokens_in.label": "Tokens in",
-    "dashboard.tokens_in.help": "Prompt tokens of all turns.",
-    "dashboard.tokens_in.help_some_counted": "Prompt tokens of all turns (some counted locally).",
-    "dashboard.tokens_out.label": "Tokens out",
-    "dashboard.tokens_out.help": "Reply tokens of all turns.",
+    "dashboard.tokens.label": "Tokens",
+    "dashboard.tokens.delta": "{tokens_in} in · {tokens_out} out",
+    "dashboard.tokens.help": "Prompt tokens (in) and reply tokens (out) of all turns.",
+    "dashboard.tokens.help_some_counted": (
+        "Prompt tokens (in) and reply tokens (out) of all turns (some counted locally)."
+    ),
     "dashboard.cache.label": "Cache hit rate",
-    "dashboard.cache.delta": "{cached} prompt tokens from cache",
+    "dashboard.cache.delta": "saved {saved}",
+    "dashboard.cache.delta_offline": "offline; would save {saved}",
+    "dashboard.cache.delta_unpriced": "unknown price",
     "dashboard.cache.help": (
         "The share of prompt tokens the server says it read from its prompt cache (billed at the "
-        "cached price in models.yaml). Trimming the oldest messages changes the prompt's start and "
-        "empties the cache; the stable-prefix policy keeps it."
-    ),
-    "dashboard.cache_saved.label": "Saved by caching",
-    "dashboard.cache_saved.offline_delta": "offline; what it would save",
-    "dashboard.cache_saved.unknown": "unknown price",
-    "dashboard.cache_saved.help": (
-        "What the same tokens would have cost with no cache, less what they cost; negative when "
-        "cache writes cost more than the reads saved."
+        "cached price in models.yaml), and what the same tokens would have cost with no cache, "
+        "less what they cost: negative when cache writes cost more than the reads saved. Trimming "
+        "the oldest messages changes the prompt's start and empties the cache; the stable-prefix "
+        "policy keeps it."
     ),
     "dashboard.server_cut": (
         "The server cut the last prompt without saying so: it read {read} of the {sent} tokens "

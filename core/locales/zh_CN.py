@@ -130,22 +130,20 @@ CATALOG: dict[str, str] = {
     "dashboard.cost.help": "依据 models.yaml 中的价格计算。",
     "dashboard.cost.per_turn": "平均每轮 {cost}",
     "dashboard.cost.no_turns": "尚未发送",
-    "dashboard.tokens_in.label": "输入 token",
-    "dashboard.tokens_in.help": "所有轮次的提示词 token 数。",
-    "dashboard.tokens_in.help_some_counted": "所有轮次的提示词 token 数（部分为本地计数）。",
-    "dashboard.tokens_out.label": "输出 token",
-    "dashboard.tokens_out.help": "所有轮次的回复 token 数。",
-    "dashboard.cache.label": "缓存命中率",
-    "dashboard.cache.delta": "{cached} 个提示 token 来自缓存",
-    "dashboard.cache.help": (
-        "服务器报告从提示缓存读取的提示 token 所占比例（按 models.yaml 中的缓存价格计费）。"
-        "裁剪最早的消息会改变提示的开头，使缓存失效；“稳定前缀”策略能保住缓存。"
+    "dashboard.tokens.label": "token 用量",
+    "dashboard.tokens.delta": "输入 {tokens_in} · 输出 {tokens_out}",
+    "dashboard.tokens.help": "所有轮次的提示词 token（输入）与回复 token（输出）。",
+    "dashboard.tokens.help_some_counted": (
+        "所有轮次的提示词 token（输入）与回复 token（输出），部分为本地计数。"
     ),
-    "dashboard.cache_saved.label": "缓存节省",
-    "dashboard.cache_saved.offline_delta": "离线；原可节省的金额",
-    "dashboard.cache_saved.unknown": "价格未知",
-    "dashboard.cache_saved.help": (
-        "同样的 token 不用缓存时的费用减去实际费用；缓存写入比读取节省得更多时为负数。"
+    "dashboard.cache.label": "缓存命中率",
+    "dashboard.cache.delta": "节省 {saved}",
+    "dashboard.cache.delta_offline": "离线；原可节省 {saved}",
+    "dashboard.cache.delta_unpriced": "价格未知",
+    "dashboard.cache.help": (
+        "服务器报告从提示缓存读取的提示 token 所占比例（按 models.yaml 中的缓存价格计费），"
+        "以及同样的 token 不用缓存时的费用减去实际费用（缓存写入比读取节省得更多时为负数）。"
+        "裁剪最早的消息会改变提示的开头，使缓存失效；“稳定前缀”策略能保住缓存。"
     ),
     "dashboard.server_cut": (
         "服务器悄悄截断了上一次的提示：发送的 {sent} 个 token 中只读取了 {read} 个，"

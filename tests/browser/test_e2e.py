@@ -107,7 +107,7 @@ def test_offline_chat_dashboard_and_trimming(offline_server: StreamlitServer, op
     assert FOODIE.greeting in app.messages()[0]
 
     # Streamed offline replies; the usage chart and the metrics follow every turn.
-    tokens_in: list[int] = []
+    tokens: list[int] = []
     trimmed_at = None
     for turn, question in enumerate(QUESTIONS, start=1):
         reply = app.send(question)
@@ -119,7 +119,7 @@ def test_offline_chat_dashboard_and_trimming(offline_server: StreamlitServer, op
         series = wait_usage_chart(app)
         # The chart's point: prompt tokens per turn (against the budget).
         assert any("prompt" in name.lower() for name in series), f"no prompt-token series drawn: {series}"
-        tokens_in.append(first_number(app.metric("Tokens in")))
+        tokens.append(first_number(app.metric("Tokens")))
         if turn == 1:
             app.screenshot("e2e-02-first-turn")
             assert "[Offline model] I received 2 messages" in reply  # system prompt + question
@@ -129,7 +129,7 @@ def test_offline_chat_dashboard_and_trimming(offline_server: StreamlitServer, op
             break
     assert trimmed_at is not None, f"nothing was trimmed after {len(QUESTIONS)} turns"
     assert trimmed_at >= 3
-    assert tokens_in == sorted(tokens_in) and len(set(tokens_in)) == len(tokens_in), tokens_in
+    assert tokens == sorted(tokens) and len(set(tokens)) == len(tokens), tokens
 
     # The oldest exchange carries the badge, the newest does not; the log table appeared.
     messages = app.messages()
