@@ -30,7 +30,9 @@ if TYPE_CHECKING:
 
 Spec = dict[str, Any]
 #: The page's text in its language (a `core.i18n.Translator`): `text("chart.axis.turn")`. Every
-#: title, legend entry and tooltip label a chart shows comes from it.
+#: title, legend entry and tooltip label a chart shows comes from it. A chart's heading is its
+#: own title (drawn by Vega in Streamlit's style, and the chart's name for a screen reader), not a
+#: text element before it: an element costs every rerun.
 Text = Callable[..., str]
 
 #: The Vega-Lite major version Streamlit's frontend draws with.
@@ -265,6 +267,7 @@ def usage_spec(turns: list[Row], trims: list[Row], text: Text) -> Spec:
         layers.append(budget_note(text("chart.budget_off_scale", budget=off_scale[-1])))
     return {
         "$schema": VEGA_LITE_SCHEMA,
+        "title": text("chart.usage.title"),
         "height": 240,
         "layer": layers,
         "resolve": {"scale": {"color": "independent"}, "legend": {"color": "independent"}},
@@ -387,6 +390,7 @@ def gauge_spec(gauge: ContextGauge, text: Text) -> Spec:
     }
     return {
         "$schema": VEGA_LITE_SCHEMA,
+        "title": text("chart.gauge.title"),
         "height": GAUGE_BAR_PX,
         "autosize": {"type": "fit-x", "contains": "padding"},
         "data": {"name": "gauge"},
@@ -553,6 +557,7 @@ class ComparisonChartTexts:
     total_s: str = "total (s)"
     cost_usd: str = "cost (USD)"
     budget: str = "budget"
+    title: str = "Per message, by column"
 
 
 def comparison_spec(snapshot: ComparisonSnapshot, texts: ComparisonChartTexts | None = None) -> Spec | None:
@@ -643,6 +648,7 @@ def comparison_spec(snapshot: ComparisonSnapshot, texts: ComparisonChartTexts | 
         layers.append(budget_note(f"{texts.budget} {' · '.join(f'{budget:,}' for budget in off_scale)} ↑"))
     return {
         "$schema": VEGA_LITE_SCHEMA,
+        "title": texts.title,
         "data": {"name": "runs"},
         "layer": layers,
         "datasets": {"runs": rows},

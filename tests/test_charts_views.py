@@ -48,7 +48,7 @@ def test_the_comparison_chart_follows_the_data_and_names_a_far_budget() -> None:
     )
     comparison.send("one")
     assert comparison.wait(30)
-    texts = ComparisonChartTexts(budget="预算", prompt_tokens="提示词 token")
+    texts = ComparisonChartTexts(budget="预算", prompt_tokens="提示词 token", title="每条消息，按栏")
     spec = comparison_spec(comparison.snapshot(), texts)
     assert spec is not None
     assert_valid_vega_lite(spec)
@@ -61,6 +61,7 @@ def test_the_comparison_chart_follows_the_data_and_names_a_far_budget() -> None:
     ]
     assert notes == ["预算 32,000 · 200,000 ↑"]  # each far budget named
     assert spec["layer"][0]["encoding"]["y"]["title"] == "提示词 token"
+    assert spec["title"] == "每条消息，按栏"  # the chart's heading is its own title
 
 
 def test_the_comparison_chart_waits_for_the_vote_in_blind_mode() -> None:

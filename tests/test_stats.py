@@ -593,5 +593,7 @@ def test_chart_titles_legends_and_tooltips_follow_the_page_language():
     for spec in specs:
         walk(spec)
     assert "已裁剪" in shown and "轮次" in shown and any("预算" in text for text in shown)
+    # Each chart's heading is its own title.
+    assert [spec["title"] for spec in specs] == ["每轮 token 数", "每轮 token 数", "当前上下文"]
     english = {word for text in shown for word in re.findall(r"[A-Za-z]+", text)} - {"token"}
     assert not english, english

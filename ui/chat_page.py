@@ -749,7 +749,6 @@ def dashboard(service: VisitorService, key: str, offline: bool) -> None:
     if total.cache_reported:
         cache_metric(total, right, offline=offline)
 
-    st.markdown(f"**{tr('dashboard.usage.header')}**")
     notes = Captions()  # the notes under a chart, one element while nothing comes between them
     if drawing.usage is None:
         notes.add(tr("dashboard.usage.empty"))
@@ -768,8 +767,7 @@ def dashboard(service: VisitorService, key: str, offline: bool) -> None:
         notes.add(tr("dashboard.usage.match"))
     notes.draw()
 
-    st.markdown(f"**{tr('dashboard.gauge.header')}**")
-    # As tall as the bar and its legend.
+    # As tall as its title, the bar and its legend.
     vega_chart(drawing.gauge, width="stretch", height="content")
     parts = " · ".join(f"{label} {tokens:,}" for _, label, tokens in gauge_labels(gauge, tr))
     notes.add(tr("dashboard.gauge.parts", parts=parts))

@@ -279,7 +279,6 @@ def comparison_view(service: VisitorService, comparison: Comparison) -> None:
         return
     chart = comparison_spec(snapshot, chart_texts())
     if chart is not None:
-        st.markdown(f"**{tr('compare.chart.header')}**")
         vega_chart(chart, width="stretch", height=260)
     vote_buttons(service, snapshot)
 

@@ -160,14 +160,14 @@ CATALOG: dict[str, str] = {
         "calibrate the token estimate."
     ),
     "dashboard.server_cut.fix": "Set the budget to {budget:,}",
-    "dashboard.usage.header": "Tokens per turn",
-    "dashboard.usage.empty": "The chart fills in as you chat: one point per turn.",
+    "chart.usage.title": "Tokens per turn",
+    "dashboard.usage.empty": "**Tokens per turn:** the chart fills in as you chat, one point per turn.",
     "dashboard.usage.offline": (
         "🔌 Offline model: its usage is computed locally, exactly as the API would report it."
     ),
     "dashboard.usage.mismatch": "Counted and reported prompt tokens differ on {count} turn(s).",
     "dashboard.usage.match": "✅ Counted prompt tokens equal the reported ones on every turn.",
-    "dashboard.gauge.header": "Context now",
+    "chart.gauge.title": "Context now",
     "dashboard.gauge.parts": "Left to right: {parts}",
     # Parts of the context gauge, by name (core/stats.py ContextGauge.parts).
     "gauge.part.system": "system",
@@ -518,7 +518,7 @@ CATALOG: dict[str, str] = {
     "compare.figures.first_token": "first token {seconds} s",
     "compare.figures.total": "total {seconds} s",
     "compare.figures.trimmed": "trimmed {messages} ({tokens} tokens)",
-    "compare.chart.header": "Per message, by column",
+    "chart.compare.title": "Per message, by column",
     "compare.vote.header": "Which answer is better?",
     "compare.vote.preferred": "{label} is better",
     "compare.vote.tie": "🤝 Tie",

@@ -58,13 +58,12 @@ def first_number(text: str) -> int:
     return int(match.group().replace(",", ""))
 
 
-# The "Tokens per turn" chart: the first Vega-Lite chart after that heading.
+# The "Tokens per turn" chart: the Vega-Lite chart with that title (Vega draws it as SVG text).
 _FIND_USAGE_CHART = f"""
     const main = document.querySelector('{MAIN}');
-    const heading = [...main.querySelectorAll('strong, h1, h2, h3, h4, p')]
-        .find((element) => element.textContent.trim() === 'Tokens per turn');
-    const chart = heading && [...main.querySelectorAll('{CHART}')].find(
-        (element) => heading.compareDocumentPosition(element) & Node.DOCUMENT_POSITION_FOLLOWING);
+    const titled = (element) => [...element.querySelectorAll('.role-title-text')]
+        .some((title) => title.textContent.trim() === 'Tokens per turn');
+    const chart = [...main.querySelectorAll('{CHART}')].find(titled);
 """
 USAGE_CHART_DRAWN = f"""() => {{{_FIND_USAGE_CHART}
     return !!chart && !!chart.querySelector('svg .mark-symbol, svg .mark-line, canvas');
@@ -95,7 +94,7 @@ def test_offline_chat_dashboard_and_trimming(offline_server: StreamlitServer, op
     assert app.persona() == "🍜 美食家"
     (greeting,) = app.messages()
     assert FOODIE.greeting in greeting
-    assert "The chart fills in as you chat" in app.body_text()
+    assert "the chart fills in as you chat" in app.body_text()
     app.screenshot("e2e-01-start")
 
     # Another persona and back: each has its own title and greeting.
@@ -123,7 +122,7 @@ def test_offline_chat_dashboard_and_trimming(offline_server: StreamlitServer, op
         if turn == 1:
             app.screenshot("e2e-02-first-turn")
             assert "[Offline model] I received 2 messages" in reply  # system prompt + question
-            assert "The chart fills in as you chat" not in app.body_text()
+            assert "the chart fills in as you chat" not in app.body_text()
         if TRIMMED_BADGE in app.body_text():
             trimmed_at = turn
             break
