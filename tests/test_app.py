@@ -99,6 +99,8 @@ def test_starter_prompt_sends_its_text(app):
 
 
 def test_trimming_shows_in_record_chat_and_chart_data(app):
+    # Before any trim, a line among the context's notes says so; the log has no header yet.
+    assert "Nothing trimmed yet." in page_text(app) and "**Trimming log**" not in page_text(app)
     for i in range(14):
         send(app, f"第{i}个问题：四川火锅、重庆小面和成都担担面，哪一个最适合第一次去四川的人？")
     chat = conversation(app)
@@ -109,6 +111,7 @@ def test_trimming_shows_in_record_chat_and_chart_data(app):
     # The chat marks them, the log lists them, the chart is drawn.
     assert any(c.value == trimmed[0].content for c in app.caption)
     log = next(t.value for t in app.table if "what was dropped" in t.value.columns)
+    assert "**Trimming log**" in page_text(app) and "Nothing trimmed yet." not in page_text(app)
     assert list(log["turn"]) == [e.turn for e in chat.trim_events]
     # The log and the next-call view show whole texts (a table that wraps them), system prompt too.
     assert log["what was dropped"].iloc[0].startswith(f"user: {trimmed[0].content}\n\nassistant: ")

@@ -780,6 +780,8 @@ def dashboard(service: VisitorService, key: str, offline: bool) -> None:
         )
     else:
         notes.add(tr_plural("dashboard.context.fits", in_context))
+    if not figures.trims:  # a line here; the trimming log's header and table once there are trims
+        notes.add(tr("dashboard.trims.empty"))
     counting_status(session, notes)
     notes.draw()
 
@@ -792,9 +794,7 @@ def dashboard(service: VisitorService, key: str, offline: bool) -> None:
             st.table(drawing.next_call, hide_index=True)
             st.caption(tr("dashboard.next_call.total", used=gauge.used))
 
-    if not figures.trims:  # the header and the words under it, one element
-        st.markdown(f"**{tr('dashboard.trims.header')}**  \n{tr('dashboard.trims.empty')}")
-    else:
+    if figures.trims:
         st.markdown(f"**{tr('dashboard.trims.header')}**")
         st.table(drawing.trim_log, hide_index=True)  # each trim with the whole text it dropped
     if (turns := lazy_expander(tr("dashboard.turns.header"), Key.TURNS_OPEN)) is not None:
