@@ -4,12 +4,16 @@ request reaching the model server, with 500 messages of history.
 The page runs under AppTest with the real OpenAI SDK, pointed (as a deployer would, through
 OPENAI_BASE_URL) at the local OpenAI-compatible test server (tests/openai_server.py) running
 in a process of its own, which records the moment each request arrives (on Linux,
-`time.perf_counter` is one clock for every process). A message "arrives" when AppTest starts the rerun its
-chat input triggers, which is where a server starts too, once it has read the message off the
-WebSocket. Between the two: the chat input's callback, where the service starts the turn (the
-page's rerun comes after the request is on its way), then the session's turn (the policy's fit,
-the request built, the SDK's HTTP request). The history is built by sending messages through the
-page. The page script is compiled once, as under `streamlit run`.
+`time.perf_counter` is one clock for every process). A message "arrives" when the script runner
+is asked for the rerun its chat input triggers, with the widgets' states: where a server starts
+once it has read the message off the WebSocket (`AppSession` hands the browser's widget states
+to `ScriptRunner.request_rerun`). What AppTest does before that, a server does not: it walks its
+copy of the page's elements for the widgets' states and builds a mock runtime, about 5 ms at 500
+messages; it is shown on a line of its own. Between arrival and request: the chat input's
+callback, where the service starts the turn (the page's rerun comes after the request is on its
+way), then the session's turn (the policy's fit, the request built, the SDK's HTTP request). The
+history is built by sending messages through the page. The page script is compiled once, as
+under `streamlit run`.
 
 Run: python -m benchmarks.turn_overhead [--turns N] [--history N] [--profile]
 """
@@ -79,13 +83,14 @@ def measure(base_url: str, app: Path, messages: int, turns: int, profile: bool) 
     # The history a user builds: every message sent through the page, answered by the model server.
     send_through_page(at, messages)
     sends: list[float] = []
+    arrivals: list[float] = []
     profiler = cProfile.Profile() if profile else None
-    with record_send_calls(sends), profiled_script(profiler):
+    with record_send_calls(sends), record_rerun_requests(arrivals), profiled_script(profiler):
         # The first turn after the build is shown on its own; each measured one adds two messages.
-        first = turn(at, base_url, sends, "第一个问题：北京烤鸭怎么吃？")
+        first = turn(at, base_url, sends, arrivals, "第一个问题：北京烤鸭怎么吃？")
         samples = []
         for i in range(turns):
-            samples.append(turn(at, base_url, sends, f"第{i}个问题：麻婆豆腐怎么做？"))
+            samples.append(turn(at, base_url, sends, arrivals, f"第{i}个问题：麻婆豆腐怎么做？"))
     conversation = open_session(at).conversation
     assert conversation.turns[-1].usage_source == "server", "the reply did not come from the model server"
 
@@ -99,6 +104,7 @@ def measure(base_url: str, app: Path, messages: int, turns: int, profile: bool) 
     print(f"{'':44} | {'first':>8} | {'median':>8} | {'max':>8}")
     print("-" * 78)
     rows = [
+        ("(AppTest's own setup before the arrival)", 3),
         ("arrival until the session's send()", 0),
         ("send() → request read by the model server", 1),
         ("total: arrival → request at the model server", 2),
@@ -136,16 +142,37 @@ def profiled_script(profiler: cProfile.Profile | None) -> Iterator[None]:
         LocalScriptRunner._run_script_thread = original  # type: ignore[method-assign]
 
 
-def turn(at: AppTest, base_url: str, sends: list[float], text: str) -> tuple[float, float, float]:
-    """(arrival → send(), send() → request at the server, arrival → request) of one message."""
+def turn(
+    at: AppTest, base_url: str, sends: list[float], arrivals: list[float], text: str
+) -> tuple[float, float, float, float]:
+    """(arrival → send(), send() → request at the server, arrival → request, AppTest's setup
+    before the arrival) of one message."""
     before = len(chat_requests(base_url))
-    arrived = time.perf_counter()
+    asked = time.perf_counter()
     at.chat_input(key="chat_input").set_value(text).run()
     assert not at.exception, at.exception
     requests = chat_requests(base_url)
     assert len(requests) == before + 1, "the message reached no model"
     received = float(requests[-1]["received_at"])
-    return sends[-1] - arrived, received - sends[-1], received - arrived
+    arrived = next(moment for moment in arrivals if moment >= asked)  # this message's rerun
+    return sends[-1] - arrived, received - sends[-1], received - arrived, arrived - asked
+
+
+@contextlib.contextmanager
+def record_rerun_requests(arrivals: list[float]) -> Iterator[None]:
+    """Appends the time AppTest asks its script runner for each rerun (with the widgets' states,
+    as a server's session does when a message arrives) to `arrivals` while active."""
+    original = LocalScriptRunner.run
+
+    def run(runner: LocalScriptRunner, *args: Any, **kwargs: Any) -> Any:
+        arrivals.append(time.perf_counter())
+        return original(runner, *args, **kwargs)
+
+    LocalScriptRunner.run = run  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        LocalScriptRunner.run = original  # type: ignore[method-assign]
 
 
 @contextlib.contextmanager
