@@ -100,7 +100,7 @@ class Visitor:
                 open_timeout=30,
                 max_size=None,
             ) as ws:
-                self._load(ws)
+                self.load_page(ws)
                 if self.crowd is not None:
                     self.crowd.loaded.wait()  # the main thread sets the start meanwhile
                     self.crowd.loaded.wait()
@@ -110,9 +110,9 @@ class Visitor:
             if self.crowd is not None:
                 self.crowd.loaded.abort()
 
-    def _load(self, ws: ClientConnection) -> None:
-        self._send(ws, None)
-        for message, _ in self._until_finished(ws, time.monotonic() + TURN_TIMEOUT_S):
+    def load_page(self, ws: ClientConnection) -> None:
+        self.send(ws, None)
+        for message, _ in self.run_messages(ws, time.monotonic() + TURN_TIMEOUT_S):
             if message.delta.new_element.WhichOneof("type") == "chat_input":
                 self._keep_chat_input(message)
         if not self._chat_input_id:
@@ -131,21 +131,21 @@ class Visitor:
         number = 0
         while due < stop:
             time.sleep(max(0.0, due - time.monotonic()))
-            self.turns.append(self._turn(ws, f"访客{self.index}的第{number}个问题：北京烤鸭怎么吃？"))
+            self.turns.append(self.turn(ws, f"访客{self.index}的第{number}个问题：北京烤鸭怎么吃？"))
             number += 1
             due = max(due + INTERVAL_S, time.monotonic())
 
-    def _turn(self, ws: ClientConnection, text: str) -> Turn:
+    def turn(self, ws: ClientConnection, text: str) -> Turn:
         turn = Turn()
         sent = time.monotonic()
         deadline = sent + TURN_TIMEOUT_S
-        self._send(ws, text)
+        self.send(ws, text)
         try:
             # The run that answers (the chat's fragment; it ends in a rerun), then the rerun that
             # redraws the page.
             for run in (1, 2):
                 status = None
-                for message, at in self._until_finished(ws, deadline):
+                for message, at in self.run_messages(ws, deadline):
                     kind = message.WhichOneof("type")
                     if kind == "script_finished":
                         status = message.script_finished
@@ -178,7 +178,17 @@ class Visitor:
                 self.failure = self.failure or turn.error
         return turn
 
-    def _send(self, ws: ClientConnection, text: str | None) -> None:
+    def rerun(self, ws: ClientConnection) -> float:
+        """A rerun of the page as any click asks for one (nothing changed), until it has finished:
+        its seconds."""
+        sent = time.monotonic()
+        self.send(ws, None)
+        for message, _ in self.run_messages(ws, sent + TURN_TIMEOUT_S):
+            if message.delta.new_element.WhichOneof("type") == "chat_input":
+                self._keep_chat_input(message)
+        return time.monotonic() - sent
+
+    def send(self, ws: ClientConnection, text: str | None) -> None:
         """A rerun request as the browser sends it; with `text`, the chat input's submission."""
         request = BackMsg()
         request.rerun_script.query_string = self._query_string
@@ -189,7 +199,7 @@ class Visitor:
             state.chat_input_value.data = text
         ws.send(request.SerializeToString())
 
-    def _until_finished(self, ws: ClientConnection, deadline: float) -> Iterator[tuple[ForwardMsg, float]]:
+    def run_messages(self, ws: ClientConnection, deadline: float) -> Iterator[tuple[ForwardMsg, float]]:
         """The messages of one script run, each with its arrival time, up to its script_finished."""
         while True:
             remaining = deadline - time.monotonic()
@@ -222,10 +232,15 @@ def server_use(pid: int) -> ServerUse:
 
 @contextlib.contextmanager
 def streamlit_server(
-    folder: str, options: list[str], env: dict[str, str] | None = None, *, counted: bool = False
+    folder: str,
+    options: list[str],
+    env: dict[str, str] | None = None,
+    *,
+    counted: bool = False,
+    script: str = "streamlit_app.py",
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """`streamlit run` on a free loopback port; with `counted`, one that writes its live
-    per-visitor objects to `{folder}/counted.jsonl` on SIGUSR1 (benchmarks/counted_server.py)."""
+    """`streamlit run` of `script` on a free loopback port; with `counted`, one that writes its
+    live per-visitor objects to `{folder}/counted.jsonl` on SIGUSR1 (benchmarks/counted_server.py)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -246,10 +261,10 @@ def streamlit_server(
         env["COUNTED_OBJECTS_FILE"] = f"{folder}/counted.jsonl"
         command = [sys.executable, "-m", "benchmarks.counted_server", f"--server.port={port}"]
     else:
-        command = [sys.executable, "-m", "streamlit", "run", "streamlit_app.py", f"--server.port={port}"]
+        command = [sys.executable, "-m", "streamlit", "run", script, f"--server.port={port}"]
     command += ["--server.address=127.0.0.1", "--server.headless=true", "--browser.gatherUsageStats=false"]
     command += [f"--{option}" for option in options]
-    with open(f"{folder}/server.log", "wb") as log:
+    with open(f"{folder}/server-{port}.log", "wb") as log:
         server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     server.port = port  # type: ignore[attr-defined]
     try:
@@ -260,7 +275,7 @@ def streamlit_server(
                     break
             except OSError:
                 if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError(Path(f"{folder}/server.log").read_text()) from None
+                    raise RuntimeError(Path(f"{folder}/server-{port}.log").read_text()) from None
                 time.sleep(0.1)
         yield server
     finally:

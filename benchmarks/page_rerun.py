@@ -17,20 +17,32 @@ pages share one cache, as under `streamlit run`; `--compile-each-run` keeps AppT
 
 `--profile SIZE` prints where the dashboard's rerun time goes at that history size (cProfile of
 the script thread, cumulative).
+
+Then the same under two `streamlit run` servers (one per page, the dashboard's with private
+workspaces and a throwaway store), asked for reruns over Streamlit's WebSocket as a browser tab
+asks (`benchmarks.load.Visitor`): the dashboard's history sent through its chat input there too,
+the bare page's handed to it in a file. The time is from the rerun's request to its last message
+(script_finished) at this client, the server's CPU time beside it; each rerun comes
+SERVER_PAUSE_S after the last, as a visitor's clicks do (one asked for straight after the last
+one finished waited 48 ms on this machine, whatever the page: a 20-line page too).
+`--no-server` skips this part.
 """
 
 from __future__ import annotations
 
 import argparse
 import atexit
+import contextlib
 import cProfile
+import json
 import os
 import pstats
 import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +50,10 @@ from streamlit.logger import get_logger
 from streamlit.runtime.scriptrunner.script_cache import ScriptCache
 from streamlit.testing.v1 import AppTest, app_test, local_script_runner
 from streamlit.testing.v1.local_script_runner import LocalScriptRunner
+from websockets.sync.client import ClientConnection
+from websockets.sync.client import connect as websocket_connect
 
+from benchmarks.load import Visitor, server_use, streamlit_server
 from core.chat.context import DropOldest
 from core.chat.session import ChatSession
 from core.personas.persona import load_personas
@@ -50,6 +65,8 @@ BARE = Path(__file__).resolve().parent / "bare_chat_page.py"
 SIZES = (10, 100, 500)
 RERUNS = 40
 TARGETS = {10: 3.0, 100: 3.0, 500: 3.0}  # most the dashboard may cost, in bare-page reruns
+#: Seconds between reruns over a server, as between a visitor's clicks.
+SERVER_PAUSE_S = 0.2
 
 
 def quiet_apptest() -> None:
@@ -151,6 +168,73 @@ def profile(app: Path, messages: int, reruns: int) -> None:
     pstats.Stats(profiler).sort_stats("cumulative").print_stats(30)
 
 
+@dataclass
+class Tab:
+    """A browser tab's connection to one page of a `streamlit run` server."""
+
+    visitor: Visitor
+    socket: ClientConnection
+    server_pid: int
+
+    def rerun(self) -> tuple[float, float]:
+        """A rerun as any click asks for one, SERVER_PAUSE_S after the last: (its seconds until its
+        last message here, the server's CPU seconds meanwhile, in /proc's ticks)."""
+        time.sleep(SERVER_PAUSE_S)
+        cpu = server_use(self.server_pid).cpu_s
+        seconds = self.visitor.rerun(self.socket)
+        return seconds, server_use(self.server_pid).cpu_s - cpu
+
+
+@contextlib.contextmanager
+def open_tab(server: Any) -> Iterator[Tab]:
+    visitor = Visitor(port=server.port, index=0, offset_s=0, duration_s=0)
+    with websocket_connect(
+        f"ws://127.0.0.1:{server.port}/_stcore/stream",
+        subprotocols=["streamlit"],  # type: ignore[list-item]
+        open_timeout=30,
+        max_size=None,
+    ) as socket:
+        visitor.load_page(socket)
+        yield Tab(visitor, socket, server.pid)
+
+
+def server_rows(histories: dict[int, list[dict[str, str]]], reruns: int) -> list[str]:
+    """Per history size, the table row of both pages' reruns under their own servers."""
+    folder = tempfile.mkdtemp(prefix="dashboard-benchmark-servers-")
+    bare_history = Path(folder) / "bare-history.json"
+    rows = []
+    try:
+        with (
+            streamlit_server(folder, []) as dashboard_server,
+            streamlit_server(
+                folder, [], {"BARE_CHAT_HISTORY": str(bare_history)}, script="benchmarks/bare_chat_page.py"
+            ) as bare_server,
+        ):
+            for size, messages in histories.items():
+                bare_history.write_text(json.dumps(messages, ensure_ascii=False), encoding="utf-8")
+                with open_tab(dashboard_server) as dashboard, open_tab(bare_server) as bare:
+                    for number in range(size // 2):  # the history sent as a visitor sends it
+                        question = f"第{number}个问题：麻婆豆腐和宫保鸡丁哪个更下饭？"
+                        turn = dashboard.visitor.turn(dashboard.socket, question)
+                        if turn.error is not None:
+                            raise RuntimeError(turn.error)
+                    dashboard.rerun(), bare.rerun()  # warm-up
+                    pairs = [(dashboard.rerun(), bare.rerun()) for _ in range(reruns)]
+                wall = statistics.median(d[0] / b[0] for d, b in pairs)
+                # /proc counts CPU time in ticks (10 ms here): summed over the reruns, not paired.
+                cpu = sum(d[1] for d, _ in pairs) / max(sum(b[1] for _, b in pairs), 1e-9)
+                ours = statistics.median(d[0] for d, _ in pairs)
+                theirs = statistics.median(b[0] for _, b in pairs)
+                verdict = "ok" if wall <= TARGETS[size] else "MISSED"
+                rows.append(
+                    f"{size:>8} | {ours * 1000:>12.1f} | {theirs * 1000:>12.1f} | {wall:>5.1f}× "
+                    f"| {cpu:>16.1f}× | ≤{TARGETS[size]:.0f}× {verdict}"
+                )
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reruns", type=int, default=RERUNS)
@@ -159,6 +243,7 @@ def main(argv: list[str] | None = None) -> None:
         "--compile-each-run", action="store_true", help="compile the script on every run, as AppTest does"
     )
     parser.add_argument("--app", type=Path, default=APP, help="the page to measure (default: this one)")
+    parser.add_argument("--no-server", action="store_true", help="measure under AppTest only")
     args = parser.parse_args(argv)
     os.environ["OFFLINE_CHUNK_DELAY_S"] = "0"
     throwaway_store()
@@ -180,6 +265,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(header)
     print("-" * len(header))
+    histories: dict[int, list[dict[str, str]]] = {}
     for size in SIZES:
         dashboard, bare, session = pages(args.app, size)
         dashboard_s, bare_s = [], []
@@ -187,6 +273,7 @@ def main(argv: list[str] | None = None) -> None:
             dashboard_s.append(timed(dashboard.run))
             bare_s.append(timed(bare.run))
         conversation = session.conversation
+        histories[size] = [m.as_api_message() for m in conversation.messages[1:]]
         ours, theirs = (statistics.median(wall for wall, _ in s) for s in (dashboard_s, bare_s))
         # Each dashboard rerun against the bare rerun right after it: a machine that slows down or
         # speeds up for a while (another process, the CPU's clock) moves both of a pair alike.
@@ -198,6 +285,21 @@ def main(argv: list[str] | None = None) -> None:
             f"| {ours * 1000:>12.1f} | {theirs * 1000:>12.1f} | {ratio:>5.1f}× | {cpu_ratio:>8.1f}× "
             f"| ≤{TARGETS[size]:.0f}× {verdict}"
         )
+    if args.no_server or args.app != APP:
+        return
+    print(
+        f"\nunder `streamlit run`, over its WebSocket as a browser tab, median of {args.reruns} alternating "
+        f"reruns {SERVER_PAUSE_S:.1f} s apart (wall ratio: the median of each pair's; CPU ratio: of the "
+        "sums)\n"
+    )
+    header = (
+        f"{'history':>8} | {'dashboard ms':>12} | {'bare chat ms':>12} | {'ratio':>6} "
+        f"| {'server CPU ratio':>17} | {'target':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    for row in server_rows(histories, args.reruns):
+        print(row)
 
 
 if __name__ == "__main__":

@@ -35,10 +35,10 @@ def main() -> None:
                 subprotocols=["streamlit"],  # type: ignore[list-item]
                 max_size=None,
             ) as ws:
-                visitor._load(ws)
-                visitor._send(ws, "warm-up")
+                visitor.load_page(ws)
+                visitor.send(ws, "warm-up")
                 for _ in range(2):
-                    list(visitor._until_finished(ws, time.monotonic() + TURN_TIMEOUT_S))
+                    list(visitor.run_messages(ws, time.monotonic() + TURN_TIMEOUT_S))
                 before = server_use(server.pid)
                 fault = {"huge_reply_bytes": REPLY_BYTES, "delta_bytes": DELTA_BYTES}
                 request = urllib.request.Request(
@@ -46,10 +46,10 @@ def main() -> None:
                 )
                 urllib.request.urlopen(request, timeout=10).close()
                 started = time.monotonic()
-                visitor._send(ws, "a huge reply, please")
+                visitor.send(ws, "a huge reply, please")
                 shown = 0
                 for _ in range(2):
-                    for message, _at in visitor._until_finished(ws, time.monotonic() + TURN_TIMEOUT_S):
+                    for message, _at in visitor.run_messages(ws, time.monotonic() + TURN_TIMEOUT_S):
                         if message.WhichOneof("type") == "delta":
                             body = message.delta.new_element.markdown.body
                             shown = max(shown, len(body.encode()))

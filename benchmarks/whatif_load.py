@@ -112,7 +112,7 @@ class Chatter(Visitor):
                     time.sleep(max(0.0, due - time.monotonic()))
                     self._ask(ws)
                     self.phases.append(phase)
-                    self.reruns.append(Rerun(phase, self._rerun(ws)))
+                    self.reruns.append(Rerun(phase, self.rerun(ws)))
                     due = max(due + self.interval_s, time.monotonic())
                 self.schedule.end.wait()
         except BaseException:
@@ -120,20 +120,11 @@ class Chatter(Visitor):
             raise
 
     def _ask(self, ws: ClientConnection) -> None:
-        turn = self._turn(ws, f"访客的第{self.number}个问题：北京烤鸭怎么吃？")
+        turn = self.turn(ws, f"访客的第{self.number}个问题：北京烤鸭怎么吃？")
         self.number += 1
         if turn.error is not None:
             raise RuntimeError(turn.error)
         self.turns.append(turn)
-
-    def _rerun(self, ws: ClientConnection) -> float:
-        """A rerun of the page as any click asks for one (nothing changed), until it has finished."""
-        sent = time.monotonic()
-        self._send(ws, None)
-        for message, _ in self._until_finished(ws, sent + TURN_TIMEOUT_S):
-            if message.delta.new_element.WhichOneof("type") == "chat_input":
-                self._keep_chat_input(message)
-        return time.monotonic() - sent
 
 
 class Replayer(Visitor):
@@ -153,7 +144,7 @@ class Replayer(Visitor):
     def _chat(self, ws: ClientConnection) -> None:
         try:
             for number in range(REPLAYED_EXCHANGES):
-                turn = self._turn(ws, f"第{number}个问题：麻婆豆腐和宫保鸡丁哪个更下饭？")
+                turn = self.turn(ws, f"第{number}个问题：麻婆豆腐和宫保鸡丁哪个更下饭？")
                 if turn.error is not None:
                     raise RuntimeError(turn.error)
             self._what_if(ws, None)  # opens the view (its default budget) and finds its budget input
@@ -190,7 +181,7 @@ class Replayer(Visitor):
         sent = time.monotonic()
         ws.send(request.SerializeToString())
         tables = 0
-        for message, _ in self._until_finished(ws, sent + 4 * TURN_TIMEOUT_S):
+        for message, _ in self.run_messages(ws, sent + 4 * TURN_TIMEOUT_S):
             element = message.delta.new_element
             which = element.WhichOneof("type")
             if which == "number_input" and element.number_input.id.endswith(Key.WHATIF_BUDGET):
