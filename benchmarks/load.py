@@ -92,14 +92,18 @@ class Visitor:
     _chat_input_id: str = ""
     _chat_fragment_id: str = ""
 
+    def connect(self) -> ClientConnection:
+        """The tab's WebSocket to the server (a context manager), as a browser opens it."""
+        return websocket_connect(
+            f"ws://127.0.0.1:{self.port}/_stcore/stream",
+            subprotocols=["streamlit"],  # type: ignore[list-item]
+            open_timeout=30,
+            max_size=None,
+        )
+
     def run(self) -> None:
         try:
-            with websocket_connect(
-                f"ws://127.0.0.1:{self.port}/_stcore/stream",
-                subprotocols=["streamlit"],  # type: ignore[list-item]
-                open_timeout=30,
-                max_size=None,
-            ) as ws:
+            with self.connect() as ws:
                 self.load_page(ws)
                 if self.crowd is not None:
                     self.crowd.loaded.wait()  # the main thread sets the start meanwhile

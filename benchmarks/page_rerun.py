@@ -51,7 +51,6 @@ from streamlit.runtime.scriptrunner.script_cache import ScriptCache
 from streamlit.testing.v1 import AppTest, app_test, local_script_runner
 from streamlit.testing.v1.local_script_runner import LocalScriptRunner
 from websockets.sync.client import ClientConnection
-from websockets.sync.client import connect as websocket_connect
 
 from benchmarks.load import Visitor, server_use, streamlit_server
 from core.chat.context import DropOldest
@@ -188,12 +187,7 @@ class Tab:
 @contextlib.contextmanager
 def open_tab(server: Any) -> Iterator[Tab]:
     visitor = Visitor(port=server.port, index=0, offset_s=0, duration_s=0)
-    with websocket_connect(
-        f"ws://127.0.0.1:{server.port}/_stcore/stream",
-        subprotocols=["streamlit"],  # type: ignore[list-item]
-        open_timeout=30,
-        max_size=None,
-    ) as socket:
+    with visitor.connect() as socket:
         visitor.load_page(socket)
         yield Tab(visitor, socket, server.pid)
 

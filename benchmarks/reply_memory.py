@@ -16,8 +16,6 @@ import tempfile
 import time
 import urllib.request
 
-from websockets.sync.client import connect as websocket_connect
-
 from benchmarks.load import TURN_TIMEOUT_S, Visitor, server_use, streamlit_server
 from tests.openai_server import server_process
 
@@ -30,15 +28,11 @@ def main() -> None:
         env = {"OPENAI_BASE_URL": f"{model_url}/v1", "OPENAI_API_KEY": "sk-reply-memory-benchmark"}
         with streamlit_server(folder, [], env) as server:
             visitor = Visitor(port=server.port, index=0, offset_s=0, duration_s=0)  # type: ignore[attr-defined]
-            with websocket_connect(
-                f"ws://127.0.0.1:{visitor.port}/_stcore/stream",
-                subprotocols=["streamlit"],  # type: ignore[list-item]
-                max_size=None,
-            ) as ws:
+            with visitor.connect() as ws:
                 visitor.load_page(ws)
-                visitor.send(ws, "warm-up")
-                for _ in range(2):
-                    list(visitor.run_messages(ws, time.monotonic() + TURN_TIMEOUT_S))
+                # A turn as a tab takes it, keeping the chat's new ids for the next message (the chat is
+                # a fragment whose id changes when the page above it does: the first-run notice goes).
+                visitor.turn(ws, "warm-up")
                 before = server_use(server.pid)
                 fault = {"huge_reply_bytes": REPLY_BYTES, "delta_bytes": DELTA_BYTES}
                 request = urllib.request.Request(
