@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
-from streamlit import config
 from streamlit.delta_generator import DeltaGenerator
 from streamlit.navigation.page import StreamlitPage
 
@@ -176,12 +175,7 @@ def open_store(database_url: str, data_dir: str) -> Store:
 
 
 def deployer_secrets() -> dict[str, object]:
-    """st.secrets as a dict; a deployment with no secrets.toml simply has none. Streamlit keeps a
-    secrets file it has read (and reads it again when it changes), but while there is none it
-    looks for each of its files again on every read: looked for here, a stat each (a path may be
-    a folder of secrets, as Kubernetes mounts them)."""
-    if not any(os.path.exists(path) for path in config.get_option("secrets.files")):
-        return {}
+    """st.secrets as a dict; a deployment with no secrets.toml simply has none."""
     try:
         return dict(st.secrets)
     except FileNotFoundError:
