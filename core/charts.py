@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 Spec = dict[str, Any]
 #: The page's text in its language (a `core.i18n.Translator`): `text("chart.axis.turn")`. Every
 #: title, legend entry and tooltip label a chart shows comes from it. A chart's heading is its
-#: own title (drawn by Vega in Streamlit's style, and the chart's name for a screen reader), not a
-#: text element before it: an element costs every rerun.
+#: own title (drawn by Vega in Streamlit's style; a screen reader meets it in the chart as "Title
+#: text 'Tokens per turn'"), not a text element before it: an element costs every rerun.
 Text = Callable[..., str]
 
 #: The Vega-Lite major version Streamlit's frontend draws with.
