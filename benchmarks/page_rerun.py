@@ -68,6 +68,12 @@ TARGETS = {10: 3.0, 100: 3.0, 500: 3.0}  # most the dashboard may cost, in bare-
 SERVER_PAUSE_S = 0.2
 
 
+def question(number: int) -> str:
+    """The `number`th message a history is built of: the same under AppTest, over a server, and in
+    the bare page's copy."""
+    return f"第{number}个问题：麻婆豆腐和宫保鸡丁哪个更下饭？"
+
+
 def quiet_apptest() -> None:
     """No "missing ScriptRunContext" notes about the benchmark's own thread."""
     get_logger("streamlit.runtime.scriptrunner_utils.script_run_context").disabled = True
@@ -94,7 +100,7 @@ def history(messages: int) -> ChatSession:
     session = ChatSession.start(persona, OfflineBackend())
     conversation = session.conversation
     for i in range(messages // 2):
-        conversation.add_user(f"第{i}个问题：麻婆豆腐和宫保鸡丁哪个更下饭？")
+        conversation.add_user(question(i))
         DropOldest().fit(conversation)
         conversation.add_assistant(f"第{i}个回答：麻婆豆腐更下饭，麻辣鲜香，配一碗白米饭最好。")
     return session
@@ -117,7 +123,7 @@ def send_through_page(at: AppTest, messages: int) -> None:
     time typed into the chat input, answered, saved."""
     number = 0
     while len(open_session(at).conversation.messages) - 1 < messages:
-        at.chat_input(key="chat_input").set_value(f"第{number}个问题：麻婆豆腐和宫保鸡丁哪个更下饭？").run()
+        at.chat_input(key="chat_input").set_value(question(number)).run()
         assert not at.exception, at.exception
         number += 1
 
@@ -208,8 +214,7 @@ def server_rows(histories: dict[int, list[dict[str, str]]], reruns: int) -> list
                 bare_history.write_text(json.dumps(messages, ensure_ascii=False), encoding="utf-8")
                 with open_tab(dashboard_server) as dashboard, open_tab(bare_server) as bare:
                     for number in range(size // 2):  # the history sent as a visitor sends it
-                        question = f"第{number}个问题：麻婆豆腐和宫保鸡丁哪个更下饭？"
-                        turn = dashboard.visitor.turn(dashboard.socket, question)
+                        turn = dashboard.visitor.turn(dashboard.socket, question(number))
                         if turn.error is not None:
                             raise RuntimeError(turn.error)
                     dashboard.rerun(), bare.rerun()  # warm-up
